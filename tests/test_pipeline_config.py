@@ -1,0 +1,135 @@
+"""pipeline.config text: parse, edit by path, print back untouched lines byte for byte."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend import pipeline_config as pc
+from backend.errors import Invalid, NotFound
+
+SHARED = Path("/work/shared/tfod/configs")
+CONFIGS = sorted(SHARED.glob("*.config"))
+FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
+
+
+def test_every_shared_config_is_found():
+    assert len(CONFIGS) >= 8
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shared_config_round_trips(path, tmp_path):
+    text = path.read_text(encoding="utf-8")
+    doc = pc.ConfigDocument.load(path)
+    assert doc.text == text
+    copy = tmp_path / "copy.config"
+    doc.save(copy)
+    assert copy.read_bytes() == path.read_bytes()
+    assert pc.parse(doc.text) == doc.tree
+    assert pc.parse(doc.text).to_python() == doc.tree.to_python()
+
+
+def test_values_have_their_types():
+    doc = pc.ConfigDocument.load(FPNLITE)
+    assert doc.get("model.ssd.num_classes") == 90
+    assert doc.get("model.ssd.box_predictor.weight_shared_convolutional_box_predictor."
+                   "class_prediction_bias_init") == -4.6
+    assert doc.get("model.ssd.anchor_generator.multiscale_anchor_generator.aspect_ratios") == [1.0, 2.0, 0.5]
+    assert doc.get("train_config.optimizer.momentum_optimizer.learning_rate."
+                   "cosine_decay_learning_rate.learning_rate_base") == 0.08
+    assert doc.get("model.ssd.post_processing.score_converter") == pc.Enum("SIGMOID")
+    assert isinstance(doc.get("model.ssd.post_processing.score_converter"), pc.Enum)
+    assert doc.get("train_config.sync_replicas") is True
+    assert doc.get("train_config.fine_tune_checkpoint_type") == "classification"
+    assert doc.get("train_config.data_augmentation_options[1].random_crop_image.min_area") == 0.75
+    assert doc.line("model.ssd.num_classes") == 13
+
+
+def test_syntax_forms_of_text_format():
+    text = ("# comment\n"
+        "a: { b: 'x' ; c: \"y\\\"z\", }\n"
+        "l: [1, 2.5, -3e-2]\n"
+        "e: RELU_6,\n"
+        "r: 1\nr: 2\n"
+        "m < n: true >\n")
+    tree = pc.parse(text)
+    assert tree.one("a").to_python() == {"b": "x", "c": 'y"z'}
+    assert tree.one("l") == [1, 2.5, -0.03]
+    assert tree.one("e") == "RELU_6" and isinstance(tree.one("e"), pc.Enum)
+    assert tree.all("r") == [1, 2]
+    assert tree.one("m").one("n") is True
+
+
+@pytest.mark.parametrize("text,line,column", [
+    ("a {\n  b: 1\n", 3, 1),
+    ("a: \n", 2, 1),
+    ("a {\n  b 1\n}\n", 2, 5),
+    ("a: [1, 2\n", 2, 1),
+    ("a: 'open\n", 1, 4),
+    ("a: 1\n}\n", 2, 1),
+    ("a: 1 @\n", 1, 6),
+])
+def test_syntax_error_names_line_and_column(text, line, column):
+    with pytest.raises(pc.ConfigSyntaxError) as caught:
+        pc.parse(text)
+    assert (caught.value.line, caught.value.column) == (line, column)
+    assert isinstance(caught.value, Invalid)
+    assert str(caught.value).startswith(f"line {line}, column {column}:")
+
+
+def test_set_changes_only_the_value_characters():
+    original = FPNLITE.read_text()
+    doc = pc.ConfigDocument.load(FPNLITE)
+    doc.set("train_config.data_augmentation_options[1].random_crop_image.min_area", 0.5)
+    doc.set("model.ssd.num_classes", 3)
+    expected = original.replace("      min_area: 0.75\n", "      min_area: 0.5\n").replace(
+        "    num_classes: 90\n", "    num_classes: 3\n")
+    assert doc.text == expected
+    assert doc.get("model.ssd.num_classes") == 3
+    assert pc.parse(doc.text) == doc.tree
+
+
+def test_set_literal_keeps_the_field_type():
+    doc = pc.ConfigDocument(
+        'r {\n  path: "old"  # keep me\n  n: 2\n  act: RELU\n  f: 1.0\n}\n')
+    doc.set_literal("r.path", "/data/label map.pbtxt")
+    doc.set_literal("r.n", "5")
+    doc.set_literal("r.act", "RELU_6")
+    doc.set_literal("r.f", "3")
+    assert doc.text == ('r {\n  path: "/data/label map.pbtxt"  # keep me\n  n: 5\n'
+                        '  act: RELU_6\n  f: 3.0\n}\n')
+    with pytest.raises(Invalid):
+        doc.set_literal("r.n", "many")
+
+
+def test_set_creates_missing_fields_with_the_parent_indent():
+    doc = pc.ConfigDocument("train_config {\n  batch_size: 4\n}\n")
+    doc.set("train_config.optimizer.adam_optimizer.epsilon", 1e-7)
+    doc.set("eval_config.batch_size", 1)
+    assert doc.text == ("train_config {\n  batch_size: 4\n  optimizer {\n    adam_optimizer {\n"
+                        "      epsilon: 1e-07\n    }\n  }\n}\neval_config {\n  batch_size: 1\n}\n")
+
+
+def test_repeated_fields_by_index_add_and_remove():
+    doc = pc.ConfigDocument(
+        "t {\n  input_path: 'a'\n  input_path: 'b'\n  opt { flip {} }\n}\n")
+    assert doc.get_all("t.input_path") == ["a", "b"]
+    assert doc.get("t.input_path[1]") == "b"
+    with pytest.raises(Invalid):
+        doc.get("t.input_path")
+    doc.set("t.input_path[0]", "c")
+    doc.add("t.opt", {"crop": {"min_area": 0.5}})
+    assert doc.get("t.opt[1].crop.min_area") == 0.5
+    doc.remove("t.input_path[1]")
+    assert doc.text == "t {\n  input_path: \"c\"\n  opt { flip {} }\n  opt {\n    crop {\n" \
+                       "      min_area: 0.5\n    }\n  }\n}\n"
+    with pytest.raises(NotFound):
+        doc.get("t.nothing")
+
+
+def test_list_items_are_addressed_by_index():
+    doc = pc.ConfigDocument("aspect_ratios: [1.0, 2.0, 0.5]\n")
+    doc.set("aspect_ratios[1]", 3.0)
+    assert doc.text == "aspect_ratios: [1.0, 3.0, 0.5]\n"
+    doc.set("aspect_ratios", [1.0, 2.0])
+    assert doc.text == "aspect_ratios: [1.0, 2.0]\n"
