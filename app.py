@@ -1,0 +1,95 @@
+"""Boxwise: entry point. Navigation, the login gate and the project picker; nothing else."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from backend import auth, projects
+from pages import common
+
+HERE = Path(__file__).resolve().parent
+st.set_page_config(page_title="Boxwise", page_icon="🟧", layout="wide")
+
+# (file, title, icon, action the role needs to see it). Pages check rights again in the backend.
+PAGES = [
+    ("pages/home.py", "Home", "🏠", "view"),
+    ("pages/label.py", "Label", "✏️", "label"),
+    ("pages/review.py", "Review", "✅", "review"),
+    ("pages/dashboard.py", "Progress", "📊", "view"),
+    ("pages/upload.py", "Upload", "⬆️", "ingest"),
+    ("pages/dataset.py", "Datasets", "🗂️", "view"),
+    ("pages/tfrecords.py", "TFRecord browser", "🔎", "view"),
+    ("pages/config.py", "Configs", "⚙️", "view"),
+    ("pages/runs.py", "Runs", "🏃", "view"),
+    ("pages/models.py", "Models", "📦", "view"),
+    ("pages/predict.py", "Predict", "🎯", "view"),
+    ("pages/projects.py", "Projects & classes", "🗃️", "view"),
+    ("pages/users.py", "Users", "👥", "manage_users"),
+]
+
+
+def first_admin_screen() -> None:
+    st.title("Welcome to Boxwise")
+    st.write("No accounts exist yet. Create the admin account to start; "
+             "admins add everyone else on the Users page.")
+    with st.form("first_admin"):
+        username = st.text_input("Admin user name", value="admin")
+        password = st.text_input("Password (8 characters or more)", type="password")
+        repeat = st.text_input("Repeat password", type="password")
+        if st.form_submit_button("Create the admin account", type="primary"):
+            if password != repeat:
+                st.error("The passwords differ.")
+            else:
+                with common.reported():
+                    auth.create_first_admin(common.db(), username, password)
+                    _, token = auth.login(common.db(), username, password)
+                    common.remember_login(token)
+                    st.rerun()
+
+
+def login_screen() -> None:
+    st.title("Boxwise")
+    with st.form("login"):
+        username = st.text_input("User name")
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Log in", type="primary"):
+            with common.reported():
+                _, token = auth.login(common.db(), username, password)
+                common.remember_login(token)
+                st.rerun()
+
+
+def sidebar(user: dict) -> None:
+    with st.sidebar:
+        choices = projects.list_projects(common.db())
+        if choices:
+            ids = [p["id"] for p in choices]
+            if st.session_state.get("project_id") not in ids:
+                st.session_state["project_id"] = ids[0]
+            st.selectbox("Project", ids, key="project_id",
+                         format_func=lambda i: next(p["name"] for p in choices if p["id"] == i))
+        st.caption(f"Signed in as **{user['username']}** ({user['role']})")
+        if st.button("Log out", key="logout"):
+            common.forget_login()
+            st.session_state.pop("user", None)
+            st.rerun()
+
+
+def main() -> None:
+    db = common.db()
+    if not auth.has_users(db):
+        first_admin_screen()
+        return
+    user = common.current_user()
+    if user is None:
+        login_screen()
+        return
+    st.session_state["user"] = user
+    sidebar(user)
+    pages = [st.Page(str(HERE / path), title=title, icon=icon) for path, title, icon, action in PAGES
+             if auth.can(user, action) and (HERE / path).exists()]
+    st.navigation(pages).run()
+
+
+main()

@@ -1,0 +1,38 @@
+"""`python -m backend ...`: the command line. A thin face over the same functions the pages call.
+
+Each command group lives in `backend/cli/<group>.py` and exposes `register(subparsers)`;
+every subcommand sets `func(args) -> int` (the exit code).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from backend.errors import BoxwiseError
+
+COMMAND_MODULES = [
+    "backend.cli.admin",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m backend",
+                                     description="Boxwise: label, export, train and try object detectors.")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (BoxwiseError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Boxes on images: validation, saves with version checks, and the history of every change.
+
+Boxes in this layer are dicts in pixels of the stored image:
+`{"label_id": int, "xmin": float, "ymin": float, "xmax": float, "ymax": float,
+  "source": "human" | "model", "score": float | None, "difficult": 0|1, "truncated": 0|1}`.
+Every save carries the image version it started from; a save from a stale version is
+refused with who changed the image and when (`Conflict`), unless the caller explicitly
+overwrites. Every change is one `annotation_events` row with the boxes before and after.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+from typing import Iterable
+
+import sqlite_utils
+
+from backend.auth import require
+from backend.db import now, one, transaction
+from backend.errors import Conflict, Invalid, NotFound
+
+MIN_BOX_SIDE = 2.0  # pixels; smaller boxes are almost always slips of the mouse
+BOX_FIELDS = ("label_id", "xmin", "ymin", "xmax", "ymax", "source", "score", "difficult", "truncated")
+
+
+def get_boxes(db: sqlite_utils.Database, image_id: int, *, source: str | None = None) -> list[dict]:
+    where, params = "image_id = ?", [image_id]
+    if source:
+        where += " and source = ?"
+        params.append(source)
+    return list(db.query(f"select * from annotations where {where} order by id", params))
+
+
+def clean_boxes(boxes: Iterable[dict], width: int, height: int,
+                label_ids: set[int]) -> tuple[list[dict], list[str]]:
+    """Clip boxes to the image and drop invalid ones.
+
+    Returns (kept boxes, one message per dropped box). A box is dropped when its class is not
+    one of `label_ids`, or when after clipping a side is under MIN_BOX_SIDE pixels.
+    """
+    kept, problems = [], []
+    for number, box in enumerate(boxes, start=1):
+        if box.get("label_id") not in label_ids:
+            problems.append(f"box {number}: class id {box.get('label_id')!r} is not a class of this project")
+            continue
+        x0, x1 = sorted((float(box["xmin"]), float(box["xmax"])))
+        y0, y1 = sorted((float(box["ymin"]), float(box["ymax"])))
+        x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
+        y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
+        if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
+            problems.append(f"box {number}: {x1 - x0:.1f}×{y1 - y0:.1f} px inside the image; "
+                            f"boxes need at least {MIN_BOX_SIDE:.0f} px on each side")
+            continue
+        kept.append({
+            "label_id": int(box["label_id"]), "xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1,
+            "source": box.get("source") or "human", "score": box.get("score"),
+            "difficult": int(box.get("difficult") or 0), "truncated": int(box.get("truncated") or 0)})
+    return kept, problems
+
+
+def save_boxes(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: list[dict],
+               base_version: int, *, status: str | None = None, force: bool = False,
+               strict: bool = True) -> dict:
+    """Replace an image's boxes (all sources) with `boxes`, as of `base_version`.
+
+    Raises Conflict when the image changed since `base_version` (unless `force`), Invalid when
+    `strict` and any box is invalid (nothing is saved). `status`, when given, is set in the
+    same transaction. Returns the updated image row.
+    """
+    require(actor, "label")
+    with transaction(db):
+        image = _image(db, image_id)
+        check_version(db, image, base_version, force)
+        label_ids = {r["id"] for r in db.query("select id from labels where project_id = ?",
+                                                [image["project_id"]])}
+        kept, problems = clean_boxes(boxes, image["width"], image["height"], label_ids)
+        if problems and strict:
+            raise Invalid("; ".join(problems))
+        before = _box_state(get_boxes(db, image_id))
+        db.execute("delete from annotations where image_id = ?", [image_id])
+        stamp = now()
+        if kept:
+            db["annotations"].insert_all([{**box, "image_id": image_id, "created_at": stamp,
+                                           "created_by": actor.get("id")} for box in kept])
+        after = _box_state(kept)
+        changes = {"version": image["version"] + 1, "updated_at": stamp, "updated_by": actor.get("id")}
+        if status and status != image["status"]:
+            changes["status"] = status
+        elif image["status"] == "new" and after != before:
+            changes["status"] = "in_progress"
+        db["images"].update(image_id, changes)
+        if after != before:
+            record_event(db, actor, image_id, "boxes", before, after)
+        if "status" in changes:
+            record_event(db, actor, image_id, "status", {"status": image["status"]},
+                         {"status": changes["status"]})
+    return _image(db, image_id)
+
+
+def check_version(db: sqlite_utils.Database, image: dict, base_version: int, force: bool) -> None:
+    """Refuse a write based on an older version of the image, naming who changed it and when."""
+    if force or image["version"] == base_version:
+        return
+    who = one(db, "select username from users where id = ?", [image["updated_by"]]) \
+        if image["updated_by"] else None
+    when = dt.datetime.fromtimestamp(image["updated_at"] or 0).strftime("%Y-%m-%d %H:%M:%S")
+    raise Conflict(f"image {image['filename']} was changed by {who['username'] if who else 'someone'} "
+                   f"at {when} (version {image['version']}, you started from {base_version}): "
+                   "reload it, or overwrite explicitly")
+
+
+def record_event(db: sqlite_utils.Database, actor: dict, image_id: int, kind: str,
+                 before, after) -> None:
+    db["annotation_events"].insert({"image_id": image_id, "user_id": actor.get("id"), "at": now(),
+                                    "kind": kind, "before": json.dumps(before),
+                                    "after": json.dumps(after)})
+
+
+def history(db: sqlite_utils.Database, image_id: int) -> list[dict]:
+    """Every change to an image, newest first, with the user name."""
+    rows = db.query("""select annotation_events.*, users.username from annotation_events
+                       left join users on users.id = annotation_events.user_id
+                       where image_id = ? order by at desc, annotation_events.id desc""", [image_id])
+    return [{**row, "before": json.loads(row["before"] or "null"),
+             "after": json.loads(row["after"] or "null")} for row in rows]
+
+
+def _box_state(boxes: list[dict]) -> list[dict]:
+    """The comparable, JSON-ready form of a box list (rounded to 1/100 px)."""
+    state = [{"label_id": b["label_id"], "xmin": round(b["xmin"], 2), "ymin": round(b["ymin"], 2),
+              "xmax": round(b["xmax"], 2), "ymax": round(b["ymax"], 2), "source": b["source"],
+              "score": b.get("score")} for b in boxes]
+    return sorted(state, key=lambda b: (b["label_id"], b["xmin"], b["ymin"], b["xmax"], b["ymax"]))
+
+
+def _image(db, image_id: int) -> dict:
+    row = one(db, "select * from images where id = ?", [image_id])
+    if row is None:
+        raise NotFound(f"no image with id {image_id}")
+    return row

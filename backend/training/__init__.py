@@ -1,0 +1,1 @@
+"""The trainer and exporter: runs in its own process (`python -m backend train`), never in the app."""

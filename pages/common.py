@@ -1,0 +1,90 @@
+"""What every page shares: the database connection, the signed-in user, the chosen project,
+and one way to show backend errors. UI glue only; rules live in backend/."""
+from __future__ import annotations
+
+import contextlib
+import json
+
+import streamlit as st
+
+from backend import auth, db as database, projects
+from backend.errors import BoxwiseError
+
+SESSION_COOKIE = "boxwise_session"
+
+
+def db():
+    """This thread's connection to the Boxwise database (schema migrated on first use)."""
+    return database.thread_db()
+
+
+def current_user() -> dict | None:
+    """The signed-in user: from this browser session, else from the session cookie."""
+    token = st.session_state.get("session_token") or st.context.cookies.get(SESSION_COOKIE)
+    if st.session_state.get("logged_out"):
+        return None
+    user = auth.user_for_token(db(), token)
+    if user:
+        st.session_state["session_token"] = token
+    return user
+
+
+def remember_login(token: str) -> None:
+    """Keep the login across browser refreshes: the session token in a cookie (server-side
+    sessions make it revocable: logout and disabling a user end it)."""
+    st.session_state["session_token"] = token
+    st.session_state.pop("logged_out", None)
+    _set_cookie(token, auth.SESSION_SECONDS)
+
+
+def forget_login() -> None:
+    auth.logout(db(), st.session_state.pop("session_token", None)
+                or st.context.cookies.get(SESSION_COOKIE))
+    st.session_state["logged_out"] = True
+    _set_cookie("", 0)
+
+
+def _set_cookie(value: str, max_age: int) -> None:
+    st.html(f"<script>document.cookie = {json.dumps(SESSION_COOKIE)} + '=' + "
+            f"{json.dumps(value)} + '; path=/; max-age={max_age}; SameSite=Strict';</script>",
+            unsafe_allow_javascript=True)
+
+
+def user() -> dict:
+    """The signed-in user (app.py guarantees there is one before any page runs)."""
+    return st.session_state["user"]
+
+
+def project() -> dict | None:
+    """The project chosen in the sidebar, or None when there is none yet."""
+    project_id = st.session_state.get("project_id")
+    if project_id is None:
+        return None
+    try:
+        return projects.get_project(db(), project_id)
+    except BoxwiseError:
+        st.session_state.pop("project_id", None)
+        return None
+
+
+def require_project() -> dict:
+    """The chosen project; stops the page with a hint when there is none."""
+    chosen = project()
+    if chosen is None:
+        st.info("Create or choose a project first (sidebar, or the Projects page).")
+        st.stop()
+    return chosen
+
+
+@contextlib.contextmanager
+def reported(success: str | None = None):
+    """Run backend calls; show domain errors and permission refusals as messages, not tracebacks."""
+    try:
+        yield
+    except PermissionError as exc:
+        st.error(f"Not allowed: {exc}")
+    except BoxwiseError as exc:
+        st.error(str(exc))
+    else:
+        if success:
+            st.toast(success)
