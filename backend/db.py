@@ -200,3 +200,23 @@ def m003_review_fields(db: sqlite_utils.Database) -> None:
     images.add_column("uncertainty", float)
     images.create_index(["lease_expires_at"])
     db["projects"].add_column("current_model_id", int)
+
+
+@MIGRATIONS()
+def m030_runs_queue_resume_eval(db: sqlite_utils.Database) -> None:
+    """Runs: kind (train|eval), queue order, cancel requests, resume attempts, retrain source,
+    external runner (interpreter + script), exit code; one row per config name and version."""
+    runs = db["runs"]
+    runs.add_column("kind", str, not_null_default="train")
+    runs.add_column("parent_run_id", int)
+    runs.add_column("fine_tune_checkpoint", str)
+    runs.add_column("num_train_steps", int)
+    runs.add_column("python", str)
+    runs.add_column("script", str)
+    runs.add_column("queued_at", float)
+    runs.add_column("cancel_requested_at", float)
+    runs.add_column("attempts", int, not_null_default=0)
+    runs.add_column("returncode", int)
+    runs.create_index(["status", "queued_at"])
+    runs.create_index(["project_id", "kind"])
+    db["configs"].create_index(["project_id", "name", "version"], unique=True)
