@@ -220,3 +220,16 @@ def m030_runs_queue_resume_eval(db: sqlite_utils.Database) -> None:
     runs.create_index(["status", "queued_at"])
     runs.create_index(["project_id", "kind"])
     db["configs"].create_index(["project_id", "name", "version"], unique=True)
+
+
+@MIGRATIONS()
+def m010_labeling_indexes(db: sqlite_utils.Database) -> None:
+    """Indexes for the labeling queue ("next image", most uncertain first), rejected images
+    going back to their labeler, the class filter and per-labeler review counts."""
+    db.execute("create index if not exists idx_images_queue_uncertain on images "
+               "(project_id, assignee_id, status, uncertainty desc, id)")
+    db["images"].create_index(["project_id", "status", "labeled_by", "id"], if_not_exists=True)
+    db["images"].create_index(["project_id", "lease_user_id"], if_not_exists=True)
+    db["annotations"].create_index(["label_id", "image_id"], if_not_exists=True)
+    db["annotations"].create_index(["image_id", "source"], if_not_exists=True)
+    db["annotation_events"].create_index(["kind", "at"], if_not_exists=True)
