@@ -140,8 +140,8 @@ def open_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
                 raise ImageRejected(f"unsupported image format {image.format}")
             if image.width * image.height > max_pixels:
                 raise ImageRejected(
-                    f"image is {image.width}×{image.height} = {image.width * image.height / 1e6:.0f} "
-                    f"megapixels, over the limit of {max_pixels / 1e6:.0f} megapixels "
+                    f"image is {image.width}×{image.height} = {image.width * image.height / 1e6:g} "
+                    f"megapixels, over the limit of {max_pixels / 1e6:g} megapixels "
                     "(a decompression bomb, or set BOXWISE_MAX_PIXELS)")
             if image.width < 1 or image.height < 1:
                 raise ImageRejected("image has no pixels")
@@ -151,10 +151,25 @@ def open_image(data: bytes, max_pixels: int | None = None) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageRejected(f"decompression bomb: {exc}") from None
     except Image.UnidentifiedImageError:
+        kind = _signature(data)
+        if kind:
+            raise ImageRejected(f"corrupt or truncated image: starts like a {kind} file but "
+                                "cannot be decoded") from None
         raise ImageRejected("not an image (the content is not a format Pillow can read)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise ImageRejected(f"corrupt or truncated image: {exc}") from None
     return image
+
+
+_SIGNATURES = [(b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"), (b"GIF8", "GIF"),
+               (b"BM", "BMP"), (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF")]
+
+
+def _signature(data: bytes) -> str | None:
+    """The image format a file claims by its first bytes, if any."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP"
+    return next((kind for magic, kind in _SIGNATURES if data.startswith(magic)), None)
 
 
 def to_rgb(image: Image.Image) -> tuple[Image.Image, str | None]:
