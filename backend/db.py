@@ -233,3 +233,15 @@ def m010_labeling_indexes(db: sqlite_utils.Database) -> None:
     db["annotations"].create_index(["label_id", "image_id"], if_not_exists=True)
     db["annotations"].create_index(["image_id", "source"], if_not_exists=True)
     db["annotation_events"].create_index(["kind", "at"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m040_models_registry(db: sqlite_utils.Database) -> None:
+    """Model registry: where a model came from (run | directory | upload), the dataset version
+    (export) it was trained on, what the user pointed at, warnings (e.g. no label map)."""
+    models = db["models"]
+    models.add_column("export_id", int)
+    models.add_column("source", str)
+    models.add_column("origin", str)
+    models.add_column("warnings", str)
+    models.create_index(["project_id", "created_at"], if_not_exists=True)
