@@ -1,0 +1,440 @@
+"""Saved `pipeline.config`s: versioned in SQLite, checked against a dataset version, filled from one.
+
+A saved config is a row of `configs` (project, name, version, text, who, when); saving under an
+existing name adds the next version and never changes an older one, so a run that names a
+config id always names the exact text it trained with.
+
+Validation is the trainer's own `check_config` (what it refuses, with lines) plus the checks
+only the dataset side can make: num_classes against the label map, input globs against the
+shards on disk, the label map itself, the fine-tune checkpoint.
+"""
+from __future__ import annotations
+
+import difflib
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from backend import pipeline_config as pc
+from backend import settings
+from backend.auth import require
+from backend.db import now, one, transaction
+from backend.errors import Invalid, NotFound
+
+# The fields people edit, in the order the Config page's form shows them: (label, path).
+COMMON_FIELDS = [
+    ("Number of classes", "model.ssd.num_classes"),
+    ("Input height", "model.ssd.image_resizer.fixed_shape_resizer.height"),
+    ("Input width", "model.ssd.image_resizer.fixed_shape_resizer.width"),
+    ("Batch size", "train_config.batch_size"),
+    ("Training steps", "train_config.num_steps"),
+    ("Learning rate base", "train_config.optimizer.momentum_optimizer.learning_rate."
+                           "cosine_decay_learning_rate.learning_rate_base"),
+    ("Learning-rate total steps", "train_config.optimizer.momentum_optimizer.learning_rate."
+                                  "cosine_decay_learning_rate.total_steps"),
+    ("Warm-up learning rate", "train_config.optimizer.momentum_optimizer.learning_rate."
+                              "cosine_decay_learning_rate.warmup_learning_rate"),
+    ("Warm-up steps", "train_config.optimizer.momentum_optimizer.learning_rate."
+                      "cosine_decay_learning_rate.warmup_steps"),
+    ("Fine-tune checkpoint", "train_config.fine_tune_checkpoint"),
+    ("Fine-tune checkpoint type", "train_config.fine_tune_checkpoint_type"),
+    ("Train label map", "train_input_reader.label_map_path"),
+    ("Train input path", "train_input_reader.tf_record_input_reader.input_path"),
+    ("Eval label map", "eval_input_reader.label_map_path"),
+    ("Eval input path", "eval_input_reader.tf_record_input_reader.input_path"),
+]
+
+# The augmentation options the trainer implements (the form offers them as checkboxes).
+AUGMENTATIONS = ["random_horizontal_flip", "random_crop_image", "random_adjust_brightness",
+                 "random_adjust_contrast"]
+
+_EVAL_SPLITS = ("val", "validation", "eval", "test")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in a config: the field's path, its 1-based line (0: not tied to a line)."""
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}"
+
+
+# ---------------------------------------------------------------- dataset versions
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """What a config needs from an export: its label map and the shard glob of each split."""
+    id: int
+    project_id: int
+    path: Path
+    label_map_path: Path
+    shard_globs: dict[str, str]     # split → "<dir>/<split>.record-?????-of-000NN"
+    class_names: tuple[str, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def train_glob(self) -> str | None:
+        return self.shard_globs.get("train")
+
+    @property
+    def eval_glob(self) -> str | None:
+        return next((self.shard_globs[s] for s in _EVAL_SPLITS if s in self.shard_globs), None)
+
+    def title(self) -> str:
+        splits = ", ".join(sorted(self.shard_globs))
+        return f"v{self.id} ({self.num_classes} classes; {splits or 'no shards'})"
+
+
+def _export_dir(row: dict) -> Path:
+    path = Path(row["path"] or "")
+    return path if path.is_absolute() else settings.data_dir() / path
+
+
+def dataset_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion:
+    """The dataset version (a row of `exports`) with its label map and shard globs found on disk."""
+    row = one(db, "select * from exports where id = ?", [export_id])
+    if row is None:
+        raise NotFound(f"no dataset version {export_id}")
+    folder = _export_dir(row)
+    label_map = next(iter(sorted(folder.rglob("label_map.pbtxt"))), folder / "label_map.pbtxt")
+    globs: dict[str, str] = {}
+    for shard in sorted(folder.rglob("*.record-?????-of-?????")):
+        split, _, rest = shard.name.partition(".record-")
+        globs.setdefault(split, str(shard.parent / f"{split}.record-?????-of-{rest[-5:]}"))
+    try:
+        names = tuple(item["name"] for item in read_label_map(label_map))
+    except (NotFound, Invalid):
+        names = ()
+    return DatasetVersion(row["id"], row["project_id"], folder, label_map, globs, names)
+
+
+def list_dataset_versions(db: sqlite_utils.Database, project_id: int) -> list[DatasetVersion]:
+    """The project's dataset versions, newest first."""
+    ids = [r["id"] for r in db.query("select id from exports where project_id = ? order by id desc",
+                                     [project_id])]
+    return [dataset_version(db, i) for i in ids]
+
+
+def latest_dataset_version(db: sqlite_utils.Database, project_id: int) -> DatasetVersion:
+    row = one(db, "select max(id) as id from exports where project_id = ?", [project_id])
+    if row is None or row["id"] is None:
+        raise NotFound("the project has no dataset version yet: export one first")
+    return dataset_version(db, row["id"])
+
+
+def read_label_map(path: str | Path) -> list[dict[str, Any]]:
+    """`item { id: 1 name: 'cat' }` entries of a label_map.pbtxt as dicts, in file order."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"label map {str(path)!r} does not exist") from None
+    items = [i.to_python() for i in pc.parse(text).all("item") if isinstance(i, pc.Message)]
+    for item in items:
+        if not isinstance(item.get("id"), int) or item["id"] < 1:
+            raise Invalid(f"{path}: item {item.get('name')!r} needs an id ≥ 1 (0 is the background)")
+    ids = [i["id"] for i in items]
+    if len(set(ids)) != len(ids):
+        raise Invalid(f"{path}: ids are repeated")
+    return items
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _line(doc: pc.ConfigDocument, path: str) -> int:
+    try:
+        return doc.line(path)
+    except (NotFound, Invalid):
+        return 0
+
+
+def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
+    try:
+        return doc.get(path)
+    except (NotFound, Invalid):
+        return default
+
+
+def _reader_paths(doc: pc.ConfigDocument, reader: str) -> list[tuple[str, str]]:
+    """`(path in the config, input glob)` for every input_path of `reader` (repeated readers too)."""
+    out = []
+    readers = doc.tree.all(reader)
+    for r, message in enumerate(readers):
+        if not isinstance(message, pc.Message):
+            continue
+        prefix = reader if len(readers) == 1 else f"{reader}[{r}]"
+        tf_record = message.one("tf_record_input_reader")
+        values = tf_record.all("input_path") if isinstance(tf_record, pc.Message) else []
+        for i, value in enumerate(values):
+            suffix = "" if len(values) == 1 else f"[{i}]"
+            out.append((f"{prefix}.tf_record_input_reader.input_path{suffix}", str(value)))
+    return out
+
+
+def _is_remote(path: str) -> bool:
+    return "://" in path
+
+
+def checkpoint_exists(path: str) -> bool:
+    """A checkpoint prefix (`.../ckpt-5`: `.index` beside it), a directory, or a weights file."""
+    p = Path(path)
+    return p.exists() or Path(path + ".index").exists()
+
+
+def validate(text: str, version: DatasetVersion | None = None, *,
+             external: bool = False) -> list[Problem]:
+    """Every problem in a config's text, each with its path and line; empty when it can train.
+
+    A syntax error is one problem at its line. Without `external`, the Boxwise trainer's own
+    refusals come first (meta-architectures, fields it does not implement). With a dataset
+    version, num_classes and paths are checked against it; without, paths against the disk.
+    """
+    try:
+        doc = pc.ConfigDocument(text)
+    except pc.ConfigSyntaxError as exc:
+        return [Problem("(syntax)", exc.line, str(exc))]
+    problems: list[Problem] = []
+    if not external:
+        from backend.training.config import check_config  # the trainer's own rules, in one place
+        problems += [Problem(p.path, p.line, p.message) for p in check_config(doc)]
+    else:
+        problems += _schedule_problems(doc)
+
+    num_classes = _get(doc, "model.ssd.num_classes")
+    num_classes_path = "model.ssd.num_classes"
+    if num_classes is None:
+        model = doc.tree.one("model")
+        for f in (model.fields if isinstance(model, pc.Message) else []):
+            if isinstance(f.value, pc.Message) and f.value.has("num_classes"):
+                num_classes_path = f"model.{f.name}.num_classes"
+                num_classes = f.value.one("num_classes")
+
+    label_maps = []
+    for reader in ("train_input_reader", "eval_input_reader"):
+        for r, message in enumerate(doc.tree.all(reader)):
+            if isinstance(message, pc.Message) and message.has("label_map_path"):
+                prefix = reader if len(doc.tree.all(reader)) == 1 else f"{reader}[{r}]"
+                label_maps.append((f"{prefix}.label_map_path", str(message.one("label_map_path"))))
+    if not label_maps:
+        problems.append(Problem("train_input_reader.label_map_path", 0, "no label map is set"))
+    for path, value in label_maps:
+        if _is_remote(value):
+            continue
+        try:
+            items = read_label_map(value)
+        except NotFound:
+            problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not exist"))
+            continue
+        except pc.ConfigSyntaxError as exc:
+            problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not parse: {exc}"))
+            continue
+        except Invalid as exc:
+            problems.append(Problem(path, _line(doc, path), str(exc)))
+            continue
+        if isinstance(num_classes, int) and num_classes != len(items):
+            problems.append(Problem(num_classes_path, _line(doc, num_classes_path),
+                                    f"num_classes is {num_classes} but the label map {value!r} "
+                                    f"has {len(items)} classes"))
+    if version is not None and isinstance(num_classes, int) and num_classes != version.num_classes:
+        message = (f"num_classes is {num_classes} but dataset version {version.id} has "
+                   f"{version.num_classes} classes")
+        if not any(p.path == num_classes_path and "label map" in p.message for p in problems):
+            problems.append(Problem(num_classes_path, _line(doc, num_classes_path), message))
+
+    for reader in ("train_input_reader", "eval_input_reader"):
+        paths = _reader_paths(doc, reader)
+        if not paths and reader == "train_input_reader":
+            problems.append(Problem(f"{reader}.tf_record_input_reader.input_path", 0,
+                                    "no training input is set"))
+        for path, value in paths:
+            if _is_remote(value):
+                continue
+            if not glob.glob(value):
+                problems.append(Problem(path, _line(doc, path),
+                                        f"{value!r} matches no TFRecord shard on disk"))
+            elif version is not None and not _inside(value, version.path):
+                problems.append(Problem(path, _line(doc, path),
+                                        f"{value!r} is not a shard of dataset version {version.id} "
+                                        f"({version.path})"))
+
+    checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
+    if checkpoint and not _is_remote(str(checkpoint)) and not checkpoint_exists(str(checkpoint)):
+        path = "train_config.fine_tune_checkpoint"
+        problems.append(Problem(path, _line(doc, path),
+                                f"fine-tune checkpoint {checkpoint!r} does not exist"))
+    return problems
+
+
+def _inside(pattern: str, folder: Path) -> bool:
+    try:
+        Path(pattern).resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _schedule_problems(doc: pc.ConfigDocument) -> list[Problem]:
+    """The learning-rate schedule checks, for configs the Boxwise trainer does not check itself."""
+    out = []
+    for path, f in pc.walk(doc.tree):
+        if f.name != "cosine_decay_learning_rate" or not isinstance(f.value, pc.Message):
+            continue
+        lr = f.value
+        total, warm = lr.one("total_steps", 0), lr.one("warmup_steps", 0)
+        if total < warm:
+            out.append(Problem(f"{path}.total_steps", _line(doc, f"{path}.total_steps"),
+                               f"total_steps ({total}) must be ≥ warmup_steps ({warm})"))
+        base, warm_lr = lr.one("learning_rate_base", 0.0), lr.one("warmup_learning_rate", 0.0)
+        if base < warm_lr:
+            out.append(Problem(f"{path}.learning_rate_base", _line(doc, f"{path}.learning_rate_base"),
+                               f"learning_rate_base ({base}) must be ≥ warmup_learning_rate ({warm_lr})"))
+    return out
+
+
+def fill_from_dataset_version(text: str, version: DatasetVersion) -> str:
+    """The config with num_classes, label map paths and input paths of `version` (other bytes kept)."""
+    doc = pc.ConfigDocument(text)
+    if version.train_glob is None:
+        raise Invalid(f"dataset version {version.id} has no train shards")
+    if version.num_classes == 0:
+        raise Invalid(f"dataset version {version.id} has no usable label map at {version.label_map_path}")
+    model = doc.tree.one("model")
+    arch = next((f.name for f in model.fields if isinstance(f.value, pc.Message)), "ssd") \
+        if isinstance(model, pc.Message) else "ssd"
+    doc.set(f"model.{arch}.num_classes", version.num_classes)
+    for reader, pattern in (("train_input_reader", version.train_glob),
+                            ("eval_input_reader", version.eval_glob or version.train_glob)):
+        doc.set(f"{reader}.label_map_path", str(version.label_map_path))
+        path = f"{reader}.tf_record_input_reader.input_path"
+        for _ in range(len(doc.get_all(path)) - 1):
+            doc.remove(f"{path}[1]")
+        doc.set(path, pattern)
+    return doc.text
+
+
+def set_fine_tune_checkpoint(text: str, checkpoint: str, kind: str = "detection") -> str:
+    """The config starting from `checkpoint` (a `ckpt-N` prefix) of type `kind`."""
+    doc = pc.ConfigDocument(text)
+    doc.set("train_config.fine_tune_checkpoint", checkpoint)
+    doc.set("train_config.fine_tune_checkpoint_type", kind)
+    return doc.text
+
+
+# ---------------------------------------------------------------- form fields
+
+
+def common_fields(text: str) -> dict[str, Any]:
+    """The values of `COMMON_FIELDS` (None where absent) and the augmentation options present."""
+    doc = pc.ConfigDocument(text)
+    values = {path: _get(doc, path) for _, path in COMMON_FIELDS}
+    present = [next(iter(m.names()), None) for m in doc.get_all("train_config.data_augmentation_options")
+               if isinstance(m, pc.Message)]
+    values["augmentations"] = [name for name in AUGMENTATIONS if name in present]
+    return values
+
+
+def set_common_fields(text: str, values: dict[str, Any]) -> str:
+    """Apply the form's values: changed fields are set, unchanged ones keep their bytes;
+    `augmentations` adds and removes `data_augmentation_options` entries."""
+    doc = pc.ConfigDocument(text)
+    before = common_fields(text)
+    for _, path in COMMON_FIELDS:
+        if path in values and values[path] != before[path] and values[path] not in (None, ""):
+            doc.set(path, values[path])
+    wanted = values.get("augmentations")
+    if wanted is not None:
+        options = "train_config.data_augmentation_options"
+        for index in reversed(range(len(doc.get_all(options)))):
+            message = doc.get(f"{options}[{index}]")
+            name = next(iter(message.names()), None) if isinstance(message, pc.Message) else None
+            if name in AUGMENTATIONS and name not in wanted:
+                doc.remove(f"{options}[{index}]")
+        present = common_fields(doc.text)["augmentations"]
+        for name in wanted:
+            if name not in present:
+                doc.add(options, {name: {}})
+    return doc.text
+
+
+def diff(old: str, new: str, old_name: str = "saved", new_name: str = "edited") -> str:
+    """A unified diff of two config texts ('' when equal)."""
+    return "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                        fromfile=old_name, tofile=new_name))
+
+
+# ---------------------------------------------------------------- templates
+
+
+def templates() -> dict[str, str]:
+    """The trainer's starting configs by name (`default`, `quick`)."""
+    from backend.training import templates as trainer_templates
+    return trainer_templates.templates()
+
+
+# ---------------------------------------------------------------- saved configs
+
+
+def save_config(db: sqlite_utils.Database, actor: dict, project_id: int, name: str,
+                text: str) -> dict:
+    """Save `text` as the next version of config `name` in the project. Syntax is checked
+    (a `ConfigSyntaxError` with line and column); other problems are the validator's job."""
+    require(actor, "train")
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise Invalid("a config needs a name of 1–100 characters")
+    pc.parse(text)
+    with transaction(db):
+        row = one(db, "select max(version) as v from configs where project_id = ? and name = ?",
+                  [project_id, name])
+        version = (row["v"] or 0) + 1
+        config_id = db["configs"].insert({
+            "project_id": project_id, "name": name, "version": version, "text": text,
+            "created_at": now(), "created_by": actor.get("id")}).last_pk
+    return get_config(db, config_id)
+
+
+def get_config(db: sqlite_utils.Database, config_id: int) -> dict:
+    row = one(db, "select c.*, u.username as created_by_name from configs c "
+                  "left join users u on u.id = c.created_by where c.id = ?", [config_id])
+    if row is None:
+        raise NotFound(f"no saved config {config_id}")
+    return row
+
+
+def list_configs(db: sqlite_utils.Database, project_id: int) -> list[dict]:
+    """The newest version of each named config in the project, by name."""
+    return list(db.query(
+        "select c.*, u.username as created_by_name from configs c "
+        "left join users u on u.id = c.created_by "
+        "where c.project_id = ? and c.version = (select max(version) from configs d "
+        "where d.project_id = c.project_id and d.name = c.name) order by c.name", [project_id]))
+
+
+def config_versions(db: sqlite_utils.Database, project_id: int, name: str) -> list[dict]:
+    """Every version of config `name`, newest first."""
+    return list(db.query(
+        "select c.*, u.username as created_by_name from configs c "
+        "left join users u on u.id = c.created_by "
+        "where c.project_id = ? and c.name = ? order by c.version desc", [project_id, name]))
+
+
+def all_configs(db: sqlite_utils.Database, project_id: int) -> list[dict]:
+    """Every saved version in the project, newest first (for pickers)."""
+    return list(db.query("select id, name, version, created_at from configs where project_id = ? "
+                         "order by name, version desc", [project_id]))
+
+
+def config_title(row: dict) -> str:
+    return f"{row['name']} v{row['version']}"

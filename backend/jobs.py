@@ -1,0 +1,565 @@
+"""Training and evaluation runs as background processes: start, watch, cancel, resume, re-attach.
+
+A run is a row of `runs` plus its folder `data/runs/<id>/` (the TF OD API `model_dir`). The
+trainer runs as its own process group (`start_new_session`), logging to `train.log` in that
+folder; the row keeps its pid and the kernel's start time of that pid, so a pid the system
+recycled for another program is never mistaken for the run.
+
+Nobody waits on a process. `pump_queue(db)` — called by the Runs page's refresh and at start-up —
+settles runs whose process ended (from the trainer's `status.json`, or as failed with the
+reason), escalates overdue cancels to SIGKILL, and starts queued runs in order while fewer
+than `max_concurrent_runs()` are running.
+
+States: queued → running → succeeded | failed | cancelled; a cancelled or failed training run
+can be resumed (queued again, same folder: the trainer continues from its latest checkpoint).
+Kinds: `train`, `eval` (the trainer's evaluation mode over a training run's checkpoints) and
+`export` (the exporter, whose success registers a model).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from backend import configs, events, settings
+from backend.auth import require
+from backend.db import now, one, transaction
+from backend.errors import Invalid, NotFound
+from backend.training import progress
+
+ROOT = Path(__file__).resolve().parent.parent
+ACTIVE = ("queued", "running")
+FINAL = ("succeeded", "failed", "cancelled")
+KINDS = ("train", "eval", "export")
+LOG_FILE = "train.log"
+CONFIG_FILE = "pipeline.config"
+
+# Popen objects of the processes this dashboard started, so finished ones are reaped (no
+# zombies) and their exit code is known. After a restart the table is empty: the pid and its
+# start time in the row are then all there is, which is enough to tell alive from gone.
+_children: dict[int, subprocess.Popen] = {}
+
+
+def max_concurrent_runs() -> int:
+    """How many runs may use the machine at once (`BOXWISE_MAX_RUNS`, default 1)."""
+    return max(1, int(os.environ.get("BOXWISE_MAX_RUNS", "1")))
+
+
+def cancel_grace_seconds() -> float:
+    """How long a cancelled trainer gets to checkpoint before SIGKILL (`BOXWISE_CANCEL_GRACE`)."""
+    return float(os.environ.get("BOXWISE_CANCEL_GRACE", "60"))
+
+
+# ---------------------------------------------------------------- processes
+
+
+def process_start_time(pid: int) -> float | None:
+    """The kernel's start time of `pid` (clock ticks since boot, field 22 of /proc/<pid>/stat),
+    or None when there is no such live process (gone, or a zombie waiting to be reaped)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
+    fields = stat[stat.rindex(")") + 2:].split()
+    state, start = fields[0], fields[19]
+    if state in ("Z", "X"):
+        return None
+    return float(start)
+
+
+def process_alive(pid: int | None, start_time: float | None) -> bool:
+    """True when `pid` is running and is the same process that was started (same start time)."""
+    if not pid:
+        return False
+    _reap(pid)
+    started = process_start_time(pid)
+    return started is not None and (start_time is None or started == start_time)
+
+
+def _reap(pid: int) -> int | None:
+    """The exit code of a child of this process that has ended (reaping it), else None."""
+    child = _children.get(pid)
+    if child is None:
+        return None
+    return child.poll()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------- rows
+
+
+def get_run(db: sqlite_utils.Database, run_id: int) -> dict:
+    row = one(db, "select r.*, u.username as created_by_name from runs r "
+                  "left join users u on u.id = r.created_by where r.id = ?", [run_id])
+    if row is None:
+        raise NotFound(f"no run {run_id}")
+    return row
+
+
+def list_runs(db: sqlite_utils.Database, project_id: int | None = None,
+              kind: str | None = "train") -> list[dict]:
+    """Runs newest first, with config name and version, optionally of one project and kind."""
+    where, params = [], []
+    if project_id is not None:
+        where.append("r.project_id = ?")
+        params.append(project_id)
+    if kind is not None:
+        where.append("r.kind = ?")
+        params.append(kind)
+    sql = ("select r.*, c.name as config_name, c.version as config_version, "
+           "u.username as created_by_name from runs r "
+           "left join configs c on c.id = r.config_id left join users u on u.id = r.created_by "
+           + (f"where {' and '.join(where)} " if where else "") + "order by r.id desc")
+    return list(db.query(sql, params))
+
+
+def run_title(run: dict) -> str:
+    return f"#{run['id']} {run['kind']} · {run['status']}"
+
+
+def _update(db: sqlite_utils.Database, run_id: int, **values: Any) -> None:
+    db["runs"].update(run_id, values)
+
+
+def _insert_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, kind: str,
+                text: str | None, export_id: int | None = None, config_id: int | None = None,
+                parent_run_id: int | None = None, fine_tune_checkpoint: str | None = None,
+                num_train_steps: int | None = None, python: str | None = None,
+                script: str | None = None, model_dir: Path | None = None) -> dict:
+    """A queued row and its folder with `pipeline.config` written in; not started yet."""
+    with transaction(db):
+        run_id = db["runs"].insert({
+            "project_id": project_id, "export_id": export_id, "config_id": config_id,
+            "kind": kind, "status": "queued", "parent_run_id": parent_run_id,
+            "fine_tune_checkpoint": fine_tune_checkpoint, "num_train_steps": num_train_steps,
+            "python": python, "script": script, "created_at": now(), "queued_at": now(),
+            "created_by": actor.get("id"), "attempts": 0}).last_pk
+        folder = settings.subdir("runs") / str(run_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        if text is not None:
+            (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
+        _update(db, run_id, model_dir=str(model_dir or folder), log_path=str(folder / LOG_FILE))
+    return get_run(db, run_id)
+
+
+# ---------------------------------------------------------------- starting runs
+
+
+def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export_id: int,
+              config_id: int, num_train_steps: int | None = None,
+              fine_tune_checkpoint: str | None = None, parent_run_id: int | None = None,
+              python: str | None = None, script: str | None = None) -> dict:
+    """Queue a training run of saved config `config_id` on dataset version `export_id`.
+
+    The config is filled from the dataset version (paths, label map, num_classes) and
+    validated; any problem refuses the run with every problem listed. With `python` and
+    `script`, the run uses another interpreter and the TF OD API's `model_main_tf2.py`.
+    The run starts at once when a slot is free, else waits its turn in the queue.
+    """
+    require(actor, "train")
+    config = configs.get_config(db, config_id)
+    version = configs.dataset_version(db, export_id)
+    if config["project_id"] != project_id or version.project_id != project_id:
+        raise Invalid("the config and the dataset version must belong to the run's project")
+    external = bool(script)
+    if external and not python:
+        python = sys.executable
+    text = configs.fill_from_dataset_version(config["text"], version)
+    if fine_tune_checkpoint:
+        text = configs.set_fine_tune_checkpoint(text, fine_tune_checkpoint)
+    problems = configs.validate(text, version, external=external)
+    if problems:
+        raise Invalid("the config cannot train on dataset version "
+                      f"{version.id}:\n" + "\n".join(f"- {p}" for p in problems))
+    run = _insert_run(db, actor, project_id, kind="train", text=text, export_id=export_id,
+                      config_id=config_id, parent_run_id=parent_run_id,
+                      fine_tune_checkpoint=fine_tune_checkpoint, num_train_steps=num_train_steps,
+                      python=python if external else None, script=script)
+    pump_queue(db)
+    return get_run(db, run["id"])
+
+
+def retrain_run(db: sqlite_utils.Database, actor: dict, run_id: int, *,
+                export_id: int | None = None, config_id: int | None = None,
+                num_train_steps: int | None = None) -> dict:
+    """A new run on the newest dataset version (or `export_id`) starting from run `run_id`'s
+    latest checkpoint as a detection fine-tune, with the same config unless told otherwise."""
+    require(actor, "train")
+    source = get_run(db, run_id)
+    checkpoint = latest_checkpoint(source["model_dir"])
+    if checkpoint is None:
+        raise Invalid(f"run {run_id} has no checkpoint yet to retrain from")
+    if export_id is None:
+        export_id = configs.latest_dataset_version(db, source["project_id"]).id
+    return start_run(db, actor, source["project_id"], export_id=export_id,
+                     config_id=config_id or source["config_id"], num_train_steps=num_train_steps,
+                     fine_tune_checkpoint=checkpoint, parent_run_id=run_id,
+                     python=source["python"], script=source["script"])
+
+
+def resume_run(db: sqlite_utils.Database, actor: dict, run_id: int,
+               num_train_steps: int | None = None) -> dict:
+    """Queue a cancelled or failed training run again in its own folder: the trainer continues
+    from the latest checkpoint there."""
+    require(actor, "train")
+    with transaction(db):
+        run = get_run(db, run_id)
+        if run["kind"] != "train":
+            raise Invalid(f"run {run_id} is an {run['kind']} job; start a new one instead")
+        if run["status"] not in ("cancelled", "failed"):
+            raise Invalid(f"run {run_id} is {run['status']}: only cancelled or failed runs resume")
+        values = {"status": "queued", "queued_at": now(), "error": None, "finished_at": None,
+                  "cancel_requested_at": None, "returncode": None}
+        if num_train_steps:
+            values["num_train_steps"] = num_train_steps
+        _update(db, run_id, **values)
+    pump_queue(db)
+    return get_run(db, run_id)
+
+
+def start_evaluation(db: sqlite_utils.Database, actor: dict, run_id: int) -> dict:
+    """Queue the trainer's evaluation mode over training run `run_id`'s checkpoints; metrics land
+    in the training run's folder (`eval/`), so they show beside its curves."""
+    require(actor, "train")
+    source = get_run(db, run_id)
+    if source["kind"] != "train":
+        raise Invalid(f"run {run_id} is not a training run")
+    if latest_checkpoint(source["model_dir"]) is None:
+        raise Invalid(f"run {run_id} has no checkpoint to evaluate yet")
+    text = Path(source["model_dir"], CONFIG_FILE).read_text(encoding="utf-8")
+    run = _insert_run(db, actor, source["project_id"], kind="eval", text=text,
+                      export_id=source["export_id"], config_id=source["config_id"],
+                      parent_run_id=run_id)
+    pump_queue(db)
+    return get_run(db, run["id"])
+
+
+def export_model(db: sqlite_utils.Database, actor: dict, run_id: int, which: str = "latest",
+                 name: str | None = None) -> dict:
+    """Queue the exporter on run `run_id`'s `latest` or `best` (highest mAP) checkpoint; when it
+    succeeds the SavedModel is registered as a model of the project."""
+    require(actor, "train")
+    source = get_run(db, run_id)
+    if which == "best":
+        best = best_checkpoint(source)
+        if best is None:
+            raise Invalid(f"run {run_id} has no evaluated checkpoint: evaluate it first, or export the latest")
+        checkpoint = best["checkpoint"]
+    elif which == "latest":
+        checkpoint = latest_checkpoint(source["model_dir"])
+    else:
+        raise Invalid(f"export which checkpoint? 'latest' or 'best', not {which!r}")
+    if checkpoint is None:
+        raise Invalid(f"run {run_id} has no checkpoint to export yet")
+    text = Path(source["model_dir"], CONFIG_FILE).read_text(encoding="utf-8")
+    run = _insert_run(db, actor, source["project_id"], kind="export", text=text,
+                      export_id=source["export_id"], config_id=source["config_id"],
+                      parent_run_id=run_id, fine_tune_checkpoint=checkpoint)
+    # The exporter reads a checkpoint directory: one whose `checkpoint` file names the chosen one.
+    chosen = Path(run["model_dir"]) / "checkpoint_to_export"
+    chosen.mkdir(exist_ok=True)
+    (chosen / "checkpoint").write_text(f'model_checkpoint_path: "{checkpoint}"\n'
+                                       f'all_model_checkpoint_paths: "{checkpoint}"\n')
+    (chosen.parent / "model_name.txt").write_text(name or f"run {run_id} {Path(checkpoint).name}")
+    pump_queue(db)
+    return get_run(db, run["id"])
+
+
+def _command(run: dict) -> list[str]:
+    folder = Path(run["log_path"]).parent
+    config = str(folder / CONFIG_FILE)
+    if run["kind"] == "export":
+        return [sys.executable, "-m", "backend", "export-model", "--input_type", "image_tensor",
+                "--pipeline_config_path", config,
+                "--trained_checkpoint_dir", str(folder / "checkpoint_to_export"),
+                "--output_directory", str(folder / "exported")]
+    if run["kind"] == "eval":
+        parent = Path(run["model_dir"])
+        return [sys.executable, "-m", "backend", "train", "--pipeline_config_path", config,
+                "--model_dir", str(parent), "--checkpoint_dir", str(parent), "--eval_timeout", "0"]
+    head = [run["python"], run["script"]] if run["script"] else [sys.executable, "-m", "backend", "train"]
+    command = head + ["--pipeline_config_path", config, "--model_dir", run["model_dir"]]
+    if run["num_train_steps"]:
+        command += ["--num_train_steps", str(run["num_train_steps"])]
+    return command
+
+
+def _launch(db: sqlite_utils.Database, run: dict) -> None:
+    """Start a queued run's process (inside the caller's transaction) and record it."""
+    folder = Path(run["log_path"]).parent
+    model_dir = Path(run["model_dir"])
+    if run["kind"] == "train":
+        # A resumed run's old status must not settle the new attempt.
+        (model_dir / progress.STATUS_FILE).unlink(missing_ok=True)
+    else:
+        (folder / progress.STATUS_FILE).unlink(missing_ok=True)
+    command = _command(run)
+    env = {**os.environ, "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
+    attempt = (run["attempts"] or 0) + 1
+    with open(run["log_path"], "ab") as log:
+        log.write(f"=== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                  f"{shlex.join(command)}\n".encode())
+        log.flush()
+        try:
+            child = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            _update(db, run["id"], status="failed", attempts=attempt, finished_at=now(),
+                    command=json.dumps(command), error=f"could not start {command[0]!r}: {exc}")
+            return
+    _children[child.pid] = child
+    _update(db, run["id"], status="running", pid=child.pid,
+            pid_start_time=process_start_time(child.pid), command=json.dumps(command),
+            started_at=now(), attempts=attempt, error=None, returncode=None, finished_at=None)
+
+
+def pump_queue(db: sqlite_utils.Database) -> list[int]:
+    """Settle ended runs, then start queued runs oldest first while slots are free.
+    Returns the ids started. Safe to call from many sessions at once."""
+    settle_runs(db)
+    started = []
+    with transaction(db):
+        running = one(db, "select count(*) as n from runs where status = 'running'")["n"]
+        free = max_concurrent_runs() - running
+        if free > 0:
+            queued = list(db.query("select * from runs where status = 'queued' "
+                                   "order by queued_at, id limit ?", [free]))
+            for run in queued:
+                _launch(db, run)
+                started.append(run["id"])
+    return started
+
+
+# ---------------------------------------------------------------- watching and settling
+
+
+def settle_runs(db: sqlite_utils.Database) -> list[int]:
+    """Re-attach to running runs: live processes stay running (an overdue cancel is escalated
+    to SIGKILL); ended ones are settled from their status file or marked failed with the
+    reason. Returns the ids settled. Called at start-up and by every refresh."""
+    settled = []
+    for run in list(db.query("select * from runs where status = 'running'")):
+        if process_alive(run["pid"], run["pid_start_time"]):
+            asked = run["cancel_requested_at"]
+            if asked and time.time() - asked > cancel_grace_seconds():
+                _signal_group(run["pid"], signal.SIGKILL)
+            continue
+        with transaction(db):
+            current = one(db, "select status from runs where id = ?", [run["id"]])
+            if current["status"] != "running":
+                continue  # another session settled it first
+            _update(db, run["id"], **_final_state(run))
+        settled.append(run["id"])
+        if run["kind"] == "export":
+            _register_export(db, get_run(db, run["id"]))
+    return settled
+
+
+def _status_dir(run: dict) -> Path:
+    """Where a run's own status file is: the model_dir for training, its folder otherwise."""
+    return Path(run["model_dir"]) if run["kind"] == "train" else Path(run["log_path"]).parent
+
+
+def _final_state(run: dict) -> dict[str, Any]:
+    returncode = _reap(run["pid"]) if run["pid"] else None
+    _children.pop(run["pid"], None)
+    status = progress.read_status(_status_dir(run))
+    if run["kind"] == "eval":
+        # Evaluation writes into the training run's model_dir; its own outcome is its exit code.
+        status = None
+    values: dict[str, Any] = {"finished_at": now(), "returncode": returncode}
+    if status and status.get("state") in FINAL:
+        values.update(status=status["state"], error=status.get("error"))
+    elif run["cancel_requested_at"]:
+        values.update(status="cancelled", error="stopped by cancel (the process was killed "
+                                                 "before it wrote its status)")
+    elif returncode == 0:
+        values.update(status="succeeded", error=None)
+    elif run["kind"] == "export" and (Path(run["log_path"]).parent / "exported" / "saved_model").exists() \
+            and returncode is None:
+        values.update(status="succeeded", error=None)
+    else:
+        if returncode is None:
+            how = "its exit code is unknown (it ended while the dashboard was not watching)"
+        elif returncode < 0:
+            how = f"it was killed by {signal.Signals(-returncode).name}"
+        else:
+            how = f"it exited with code {returncode}"
+        last = log_tail(run, 1)
+        values.update(status="failed",
+                      error=f"the process (pid {run['pid']}) ended without writing its status: "
+                            f"{how}" + (f"; last log line: {last[-1]}" if last else ""))
+    return values
+
+
+def cancel_run(db: sqlite_utils.Database, actor: dict, run_id: int) -> dict:
+    """Cancel a queued run at once; ask a running one to stop (SIGTERM to its process group:
+    the trainer checkpoints and exits). SIGKILL follows after the grace period."""
+    require(actor, "train")
+    with transaction(db):
+        run = get_run(db, run_id)
+        if run["status"] == "queued":
+            _update(db, run_id, status="cancelled", finished_at=now(), error="cancelled before it started")
+            return get_run(db, run_id)
+        if run["status"] != "running":
+            raise Invalid(f"run {run_id} is {run['status']}: there is nothing to cancel")
+        if process_alive(run["pid"], run["pid_start_time"]):
+            _signal_group(run["pid"], signal.SIGTERM)
+        _update(db, run_id, cancel_requested_at=run["cancel_requested_at"] or now())
+    return get_run(db, run_id)
+
+
+def wait_for_run(db: sqlite_utils.Database, run_id: int, timeout: float = 600,
+                 interval: float = 0.5) -> dict:
+    """Poll until run `run_id` has ended (for the command line and scripts; never the page)."""
+    deadline = time.time() + timeout
+    while True:
+        pump_queue(db)
+        run = get_run(db, run_id)
+        if run["status"] in FINAL or time.time() > deadline:
+            return run
+        time.sleep(interval)
+
+
+# ---------------------------------------------------------------- what a run has produced
+
+
+def checkpoints(model_dir: str | Path) -> list[tuple[int, str]]:
+    """`(N, prefix)` of every `ckpt-N` in `model_dir`, oldest first."""
+    found = []
+    for index in Path(model_dir).glob("ckpt-*.index"):
+        number = index.name[len("ckpt-"):-len(".index")]
+        if number.isdigit():
+            found.append((int(number), str(index.with_suffix(""))))
+    return sorted(found)
+
+
+def latest_checkpoint(model_dir: str | Path) -> str | None:
+    """The prefix of the newest checkpoint (`.../ckpt-7`), or None."""
+    found = checkpoints(model_dir)
+    return found[-1][1] if found else None
+
+
+def run_progress(run: dict) -> dict[str, Any] | None:
+    """The latest progress snapshot: the trainer's progress file, or for other trainers the
+    TensorBoard events in `model_dir/train`."""
+    snapshot = progress.read_progress(run["model_dir"])
+    if snapshot is None and run["script"]:
+        history = events.training_history(Path(run["model_dir"]) / "train")
+        snapshot = history[-1] if history else None
+    return snapshot
+
+
+def run_history(run: dict) -> list[dict[str, Any]]:
+    history = progress.read_history(run["model_dir"])
+    if not history and run["script"]:
+        history = events.training_history(Path(run["model_dir"]) / "train")
+    return history
+
+
+def progress_summary(run: dict) -> dict[str, Any]:
+    """What the live view shows: step, total, fraction, ETA seconds, rates, losses, device."""
+    snapshot = run_progress(run) or {}
+    step, total = snapshot.get("step") or 0, snapshot.get("total_steps") or run["num_train_steps"] or 0
+    rate = snapshot.get("steps_per_sec") or 0
+    return {
+        "step": step, "total_steps": total,
+        "fraction": min(1.0, step / total) if total else 0.0,
+        "eta_seconds": (total - step) / rate if rate and total and run["status"] == "running" else None,
+        "steps_per_sec": rate, "images_per_sec": snapshot.get("images_per_sec"),
+        "learning_rate": snapshot.get("learning_rate"), "losses": snapshot.get("losses") or {},
+        "devices": snapshot.get("devices") or [], "phase": snapshot.get("phase"),
+        "elapsed_seconds": (snapshot.get("time") or 0) - (snapshot.get("started_at") or 0)
+        if snapshot.get("started_at") else None,
+    }
+
+
+def loss_curves(run: dict) -> list[dict[str, Any]]:
+    """Long-form rows `{step, curve, value}` for the loss and learning-rate charts."""
+    rows = []
+    for snapshot in run_history(run):
+        for name, value in (snapshot.get("losses") or {}).items():
+            if value is not None:
+                rows.append({"step": snapshot["step"], "curve": name, "value": value})
+        if snapshot.get("learning_rate") is not None:
+            rows.append({"step": snapshot["step"], "curve": "learning_rate",
+                         "value": snapshot["learning_rate"]})
+    return rows
+
+
+def log_tail(run: dict, lines: int = 40) -> list[str]:
+    """The last `lines` lines of the run's log."""
+    path = Path(run["log_path"] or "")
+    if not path.is_file():
+        return []
+    with open(path, "rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - 64_000))
+        text = handle.read().decode("utf-8", errors="replace")
+    return [line for line in text.splitlines() if line.strip()][-lines:]
+
+
+def evaluations(run: dict) -> list[dict[str, Any]]:
+    """Metrics of each evaluated checkpoint of a training run, oldest first:
+    `{step, checkpoint, metrics: {tag: value}, per_class: {name: AP}}`, from the trainer's
+    `metrics.json` files in `model_dir`."""
+    found: dict[int, dict[str, Any]] = {}
+    for path in sorted(Path(run["model_dir"]).rglob("metrics.json")):
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            continue
+        for entry in loaded if isinstance(loaded, list) else [loaded]:
+            if not isinstance(entry, dict):
+                continue
+            metrics = entry.get("metrics") or {k: v for k, v in entry.items()
+                                               if isinstance(v, (int, float)) and "/" in k}
+            per_class = entry.get("per_class") or {
+                k.split("/", 2)[-1]: v for k, v in metrics.items() if k.startswith("DetectionBoxes_Precision/mAP/")
+                or k.startswith("DetectionBoxes_PerformanceByCategory/mAP/")}
+            step = int(entry.get("step") or entry.get("global_step") or 0)
+            found[step] = {"step": step, "checkpoint": entry.get("checkpoint"),
+                           "metrics": {k: v for k, v in metrics.items() if k.split("/", 2)[-1] not in per_class
+                                       or k.count("/") < 2},
+                           "per_class": per_class, "time": entry.get("time")}
+    return [found[s] for s in sorted(found)]
+
+
+def best_checkpoint(run: dict, metric: str = "DetectionBoxes_Precision/mAP") -> dict | None:
+    """The evaluated checkpoint with the highest `metric` that still exists, or None."""
+    scored = [e for e in evaluations(run) if e["metrics"].get(metric) is not None
+              and e.get("checkpoint") and configs.checkpoint_exists(e["checkpoint"])]
+    return max(scored, key=lambda e: e["metrics"][metric]) if scored else None
+
+
+def _register_export(db: sqlite_utils.Database, run: dict) -> None:
+    """A succeeded export becomes a row of `models` (name, folder, label map, metrics, size)."""
+    if run["status"] != "succeeded":
+        return
+    folder = Path(run["log_path"]).parent / "exported"
+    source = get_run(db, run["parent_run_id"])
+    best = best_checkpoint(source)
+    label_map = folder / "label_map.pbtxt"
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    db["models"].insert({
+        "project_id": run["project_id"], "run_id": source["id"],
+        "name": (folder.parent / "model_name.txt").read_text(encoding="utf-8"),
+        "path": str(folder), "label_map": label_map.read_text(encoding="utf-8") if label_map.exists() else None,
+        "metrics": json.dumps(best["metrics"] if best else {}), "size_bytes": size,
+        "created_at": now(), "created_by": run["created_by"]})

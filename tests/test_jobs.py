@@ -1,0 +1,319 @@
+"""Runs as background processes: start, progress, cancel, resume, re-attach, queue.
+
+Most tests drive a small stand-in trainer through the external-runner path (another
+interpreter and script, as for a TF OD API installation): it follows the progress-file
+contract and the SIGTERM → checkpoint → exit behaviour, in milliseconds per step. The tests
+at the end run the real `python -m backend train` on a tiny generated dataset.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from backend import configs, db as database, jobs
+from backend.errors import Invalid
+from backend.training import progress
+
+STAND_IN = textwrap.dedent('''
+    """A stand-in trainer: model_main_tf2.py's flags, Boxwise's progress and status files."""
+    import argparse, json, os, signal, sys, time
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pipeline_config_path")
+    parser.add_argument("--model_dir")
+    parser.add_argument("--num_train_steps", type=int, default=100000)
+    args = parser.parse_args()
+    model_dir = Path(args.model_dir)
+    IGNORE_TERM = os.environ.get("STAND_IN_IGNORE_TERM") == "1"
+
+    def write(name, value):
+        tmp = model_dir / (name + ".tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, model_dir / name)
+
+    def checkpoint(step):
+        (model_dir / f"ckpt-{step}.index").write_text("index")
+        (model_dir / f"ckpt-{step}.data-00000-of-00001").write_text("data")
+        return str(model_dir / f"ckpt-{step}")
+
+    stop = []
+    signal.signal(signal.SIGTERM, (lambda *a: None) if IGNORE_TERM else (lambda *a: stop.append(1)))
+    done = [int(p.name[5:-6]) for p in model_dir.glob("ckpt-*.index")]
+    step = max(done, default=0)
+    print("starting at step", step, flush=True)
+    started = time.time()
+    while step < args.num_train_steps:
+        if stop:
+            write("status.json", {"state": "cancelled", "error": None, "step": step,
+                                  "checkpoint": checkpoint(step), "finished_at": time.time()})
+            print("cancelled at step", step, flush=True)
+            sys.exit(0)
+        step += 1
+        time.sleep(0.02)
+        snapshot = {"step": step, "total_steps": args.num_train_steps, "time": time.time(),
+                    "started_at": started, "losses": {"total": 1.0 / step, "classification": 0.5 / step,
+                    "localization": 0.5 / step}, "learning_rate": 0.01, "steps_per_sec": 50.0,
+                    "images_per_sec": 400.0, "devices": ["CPU"], "phase": "train"}
+        write("progress.json", snapshot)
+        with open(model_dir / "progress.jsonl", "a") as handle:
+            handle.write(json.dumps(snapshot) + "\\n")
+        if step % 10 == 0:
+            checkpoint(step)
+    write("status.json", {"state": "succeeded", "error": None, "step": step,
+                          "checkpoint": checkpoint(step), "finished_at": time.time()})
+''')
+
+CONFIG = textwrap.dedent('''
+    # a config the stand-in is launched with; paths are filled from the dataset version
+    model {
+      ssd {
+        num_classes: 90
+        image_resizer { fixed_shape_resizer { height: 64 width: 64 } }
+      }
+    }
+    train_config {
+      batch_size: 2
+      num_steps: 100
+      optimizer { momentum_optimizer { learning_rate { cosine_decay_learning_rate {
+        learning_rate_base: 0.04 total_steps: 100 warmup_learning_rate: 0.01 warmup_steps: 10 } } } }
+    }
+    train_input_reader {
+      label_map_path: "PATH_TO_BE_CONFIGURED"
+      tf_record_input_reader { input_path: "PATH_TO_BE_CONFIGURED" }
+    }
+    eval_input_reader {
+      label_map_path: "PATH_TO_BE_CONFIGURED"
+      tf_record_input_reader { input_path: "PATH_TO_BE_CONFIGURED" }
+    }
+''')
+
+TIMEOUT = 120
+
+
+def make_dataset_version(db, project, data_dir, classes=("cat", "dog", "bird"), shards=2) -> int:
+    """An `exports` row and its folder: a label map and (empty) shards of train and val."""
+    export_id = db["exports"].insert({"project_id": project["id"], "format": "tfrecord",
+                                      "path": "", "created_at": time.time()}).last_pk
+    folder = data_dir / "exports" / str(export_id)
+    folder.mkdir(parents=True)
+    db["exports"].update(export_id, {"path": str(folder)})
+    (folder / "label_map.pbtxt").write_text("".join(
+        f"item {{\n  id: {i}\n  name: '{name}'\n}}\n" for i, name in enumerate(classes, 1)))
+    for split in ("train", "val"):
+        for i in range(shards):
+            (folder / f"{split}.record-{i:05d}-of-{shards:05d}").write_bytes(b"")
+    return export_id
+
+
+@pytest.fixture
+def stand_in(tmp_path):
+    path = tmp_path / "stand_in_trainer.py"
+    path.write_text(STAND_IN)
+    return str(path)
+
+
+@pytest.fixture
+def setup(db, project, users, data_dir):
+    export_id = make_dataset_version(db, project, data_dir)
+    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
+    return {"export_id": export_id, "config_id": config["id"], "project_id": project["id"],
+            "actor": users["reviewer"]}
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftovers():
+    """Kill any process group a failed test left running."""
+    yield
+    for pid in list(jobs._children):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        jobs._children.pop(pid).wait()
+
+
+def start(db, setup, stand_in, **kwargs):
+    return jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
+                          config_id=setup["config_id"], python=sys.executable, script=stand_in,
+                          **kwargs)
+
+
+def poll(condition, timeout=TIMEOUT, interval=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")
+
+
+def step_of(run) -> int:
+    return (jobs.run_progress(run) or {}).get("step", 0)
+
+
+def test_run_records_process_and_progress_advances_then_cancel_leaves_a_checkpoint(db, setup, stand_in):
+    run = start(db, setup, stand_in)
+    assert run["status"] == "running"
+    assert run["pid"] > 0 and run["pid_start_time"] == jobs.process_start_time(run["pid"])
+    assert Path(run["model_dir"]) == Path(os.environ["BOXWISE_DATA"]).resolve() / "runs" / str(run["id"])
+    assert os.getpgid(run["pid"]) == run["pid"]  # its own process group
+    first = poll(lambda: step_of(run))
+    poll(lambda: step_of(run) > first + 5)
+    text = Path(run["model_dir"], "pipeline.config").read_text()
+    assert "num_classes: 3" in text and "train.record-?????-of-00002" in text
+    assert "# a config the stand-in is launched with" in text
+
+    jobs.cancel_run(db, setup["actor"], run["id"])
+    run = jobs.wait_for_run(db, run["id"], timeout=TIMEOUT)
+    assert run["status"] == "cancelled" and run["error"] is None
+    stopped = progress.read_status(run["model_dir"])["step"]
+    assert jobs.latest_checkpoint(run["model_dir"]) == str(Path(run["model_dir"]) / f"ckpt-{stopped}")
+    assert "cancelled at step" in jobs.log_tail(run)[-1]
+
+
+def test_resume_continues_from_the_latest_checkpoint_in_the_same_folder(db, setup, stand_in):
+    run = start(db, setup, stand_in)
+    poll(lambda: step_of(run) >= 3)
+    jobs.cancel_run(db, setup["actor"], run["id"])
+    run = jobs.wait_for_run(db, run["id"])
+    stopped = progress.read_status(run["model_dir"])["step"]
+
+    resumed = jobs.resume_run(db, setup["actor"], run["id"], num_train_steps=stopped + 5)
+    assert resumed["status"] == "running" and resumed["attempts"] == 2
+    assert progress.read_status(run["model_dir"]) is None  # the old status cannot settle it
+    done = jobs.wait_for_run(db, run["id"])
+    assert done["status"] == "succeeded"
+    assert progress.read_status(run["model_dir"])["step"] == stopped + 5
+    assert f"starting at step {stopped}" in "\n".join(jobs.log_tail(done))
+
+
+def test_killed_trainer_is_settled_as_failed_with_the_reason_after_reattach(db, setup, stand_in, data_dir):
+    run = start(db, setup, stand_in)
+    poll(lambda: step_of(run) >= 2)
+    os.kill(run["pid"], signal.SIGKILL)
+    poll(lambda: not jobs.process_alive(run["pid"], run["pid_start_time"]))
+
+    restarted = database.connect(data_dir / "boxwise.db")  # the dashboard after a restart
+    assert jobs.settle_runs(restarted) == [run["id"]]
+    run = jobs.get_run(restarted, run["id"])
+    assert run["status"] == "failed"
+    assert "ended without writing its status" in run["error"] and "SIGKILL" in run["error"]
+    restarted.conn.close()
+
+
+def test_reattach_keeps_live_processes_running_and_settles_those_gone_while_away(db, setup, stand_in, data_dir):
+    run = start(db, setup, stand_in)
+    poll(lambda: step_of(run) >= 1)
+    away = jobs._children.pop(run["pid"])  # a new dashboard process has no handle on it
+
+    restarted = database.connect(data_dir / "boxwise.db")
+    assert jobs.settle_runs(restarted) == []
+    assert jobs.get_run(restarted, run["id"])["status"] == "running"
+
+    os.killpg(run["pid"], signal.SIGKILL)
+    away.wait()
+    assert jobs.settle_runs(restarted) == [run["id"]]
+    settled = jobs.get_run(restarted, run["id"])
+    assert settled["status"] == "failed" and "exit code is unknown" in settled["error"]
+    restarted.conn.close()
+
+
+def test_a_recycled_pid_is_not_mistaken_for_the_run(db, setup, stand_in):
+    run = start(db, setup, stand_in)
+    jobs.cancel_run(db, setup["actor"], run["id"])
+    jobs.wait_for_run(db, run["id"])
+    Path(run["model_dir"], "status.json").unlink(missing_ok=True)
+    # Pretend the row points at a live process that started at another time (this test's own pid).
+    db["runs"].update(run["id"], {"status": "running", "pid": os.getpid(), "pid_start_time": 1.0,
+                                  "cancel_requested_at": None})
+    assert jobs.settle_runs(db) == [run["id"]]
+    assert jobs.get_run(db, run["id"])["status"] == "failed"
+
+
+def test_queued_runs_start_in_order_when_a_slot_frees(db, setup, stand_in, monkeypatch):
+    monkeypatch.setenv("BOXWISE_MAX_RUNS", "1")
+    first = start(db, setup, stand_in)
+    second = start(db, setup, stand_in)
+    third = start(db, setup, stand_in)
+    assert [first["status"], second["status"], third["status"]] == ["running", "queued", "queued"]
+    assert jobs.pump_queue(db) == []
+
+    jobs.cancel_run(db, setup["actor"], third["id"])
+    assert jobs.get_run(db, third["id"])["status"] == "cancelled"
+    jobs.cancel_run(db, setup["actor"], first["id"])
+    jobs.wait_for_run(db, first["id"])
+    assert jobs.get_run(db, second["id"])["status"] == "running"
+    assert jobs.get_run(db, third["id"])["status"] == "cancelled"
+    jobs.cancel_run(db, setup["actor"], second["id"])
+    assert jobs.wait_for_run(db, second["id"])["status"] == "cancelled"
+
+
+def test_cancel_escalates_to_sigkill_after_the_grace_period(db, setup, stand_in, monkeypatch):
+    monkeypatch.setenv("STAND_IN_IGNORE_TERM", "1")
+    monkeypatch.setenv("BOXWISE_CANCEL_GRACE", "0.5")
+    run = start(db, setup, stand_in)
+    poll(lambda: step_of(run) >= 1)
+    jobs.cancel_run(db, setup["actor"], run["id"])
+    run = jobs.wait_for_run(db, run["id"])
+    assert run["status"] == "cancelled" and "killed before it wrote its status" in run["error"]
+    assert run["returncode"] == -signal.SIGKILL
+
+
+def test_only_admins_and_reviewers_launch_runs(db, setup, stand_in, users):
+    for role in ("labeler", "viewer"):
+        with pytest.raises(PermissionError):
+            jobs.start_run(db, users[role], setup["project_id"], export_id=setup["export_id"],
+                           config_id=setup["config_id"], python=sys.executable, script=stand_in)
+    assert jobs.list_runs(db, setup["project_id"]) == []
+
+
+def test_a_config_with_problems_is_refused_with_every_problem(db, setup, stand_in, data_dir, project):
+    bad = CONFIG.replace("learning_rate_base: 0.04", "learning_rate_base: 0.001")
+    config = configs.save_config(db, setup["actor"], setup["project_id"], "bad", bad)
+    with pytest.raises(Invalid) as refused:
+        jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
+                       config_id=config["id"], python=sys.executable, script=stand_in)
+    assert "learning_rate_base (0.001) must be ≥ warmup_learning_rate (0.01)" in str(refused.value)
+    assert jobs.list_runs(db, setup["project_id"]) == []
+
+
+def test_a_missing_interpreter_fails_the_run_with_the_reason(db, setup, stand_in):
+    run = jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
+                         config_id=setup["config_id"], python="/nonexistent/python", script=stand_in)
+    assert run["status"] == "failed" and "could not start '/nonexistent/python'" in run["error"]
+
+
+def test_progress_summary_and_curves_come_from_the_progress_files(db, setup, stand_in):
+    run = start(db, setup, stand_in, num_train_steps=12)
+    run = jobs.wait_for_run(db, run["id"])
+    assert run["status"] == "succeeded"
+    summary = jobs.progress_summary(run)
+    assert summary["step"] == 12 and summary["total_steps"] == 12 and summary["fraction"] == 1.0
+    assert summary["devices"] == ["CPU"] and summary["images_per_sec"] == 400.0
+    curves = jobs.loss_curves(run)
+    assert {"step": 12, "curve": "total", "value": 1.0 / 12} in curves
+    assert {c["curve"] for c in curves} == {"total", "classification", "localization", "learning_rate"}
+    assert [n for n, _ in jobs.checkpoints(run["model_dir"])] == [10, 12]
+
+
+def test_retrain_starts_a_detection_fine_tune_from_the_latest_checkpoint_on_the_newest_version(
+        db, setup, stand_in, data_dir, project):
+    run = start(db, setup, stand_in, num_train_steps=10)
+    jobs.wait_for_run(db, run["id"])
+    newest = make_dataset_version(db, project, data_dir, classes=("cat", "dog", "bird"), shards=3)
+    retrain = jobs.retrain_run(db, setup["actor"], run["id"], num_train_steps=15)
+    assert retrain["export_id"] == newest and retrain["parent_run_id"] == run["id"]
+    checkpoint = str(Path(run["model_dir"]) / "ckpt-10")
+    assert retrain["fine_tune_checkpoint"] == checkpoint
+    text = Path(retrain["model_dir"], "pipeline.config").read_text()
+    assert f'fine_tune_checkpoint: "{checkpoint}"' in text
+    assert 'fine_tune_checkpoint_type: "detection"' in text and "of-00003" in text
+    assert jobs.wait_for_run(db, retrain["id"])["status"] == "succeeded"
