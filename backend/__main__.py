@@ -13,6 +13,7 @@ from backend.errors import BoxwiseError
 
 COMMAND_MODULES = [
     "backend.cli.admin",
+    "backend.cli.formats",
 ]
 
 

@@ -1,0 +1,133 @@
+"""The in-memory form of annotated images passed between the formats and the database.
+
+Readers of every format produce `AnnotatedImage`s; writers consume `ExportImage`s. Boxes are
+pixel `xmin, ymin, xmax, ymax` unless `AnnotatedImage.normalized` says they are normalised
+(YOLO, TFRecord), in which case the importer scales them by the stored image's size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class ObjectBox:
+    """One box as written in an outside file: a class name and four coordinates."""
+    name: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: int = 0
+    truncated: int = 0
+
+    @property
+    def coords(self) -> tuple[float, float, float, float]:
+        return self.xmin, self.ymin, self.xmax, self.ymax
+
+
+@dataclass
+class AnnotatedImage:
+    """One image as an annotation file describes it.
+
+    `where` names the file (and line or record) the entry came from, for messages.
+    `width`/`height` are the size the file states (None when it states none).
+    `problems` are reasons this entry cannot be imported; a reader never raises for one bad
+    entry, it records the reason and goes on, so the report lists every problem at once.
+    """
+    name: str
+    where: str
+    boxes: list[ObjectBox] = field(default_factory=list)
+    width: int | None = None
+    height: int | None = None
+    normalized: bool = False
+    image_path: Path | None = None
+    image_bytes: bytes | None = None
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ReadResult:
+    """Everything a reader found: the images, the class names the files declare (in their
+    order, or None when the format declares none), file-level problems and notes."""
+    images: list[AnnotatedImage] = field(default_factory=list)
+    classes: list[str] | None = None
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExportBox:
+    """A box on its way out: pixel `xmin, ymin, xmax, ymax`, class name and label-map id."""
+    name: str
+    label_map_id: int
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: int = 0
+    truncated: int = 0
+
+    @property
+    def coords(self) -> tuple[float, float, float, float]:
+        return self.xmin, self.ymin, self.xmax, self.ymax
+
+
+@dataclass
+class ExportImage:
+    """An image on its way out: the stored file, a unique file name inside the export, its
+    size, split and boxes. `source` is the stored file (its bytes are copied unchanged)."""
+    image_id: int
+    file_name: str
+    source: Path
+    width: int
+    height: int
+    format: str           # "jpeg" | "png"
+    sha256: str
+    split: str
+    boxes: list[ExportBox] = field(default_factory=list)
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+
+
+class ImageFinder:
+    """Finds the image file an annotation names: first as a path relative to the annotation
+    file or the given images folder, then by file name anywhere under the search roots."""
+
+    def __init__(self, roots: list[Path]):
+        self.roots = [Path(r) for r in roots if r is not None]
+        self._by_name: dict[str, list[Path]] | None = None
+
+    def _index(self) -> dict[str, list[Path]]:
+        if self._by_name is None:
+            self._by_name = {}
+            seen: set[Path] = set()
+            for root in self.roots:
+                if not root.is_dir():
+                    continue
+                for path in sorted(root.rglob("*")):
+                    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                        resolved = path.resolve()
+                        if resolved not in seen:
+                            seen.add(resolved)
+                            self._by_name.setdefault(path.name, []).append(path)
+        return self._by_name
+
+    def find(self, name: str, near: Path | None = None) -> tuple[Path | None, str | None]:
+        """(path, None) when found, else (None, why)."""
+        name = name.replace("\\", "/")
+        for base in ([near] if near else []) + self.roots:
+            candidate = Path(base) / name
+            if candidate.is_file():
+                return candidate, None
+        matches = self._index().get(Path(name).name, [])
+        if len(matches) == 1:
+            return matches[0], None
+        if len(matches) > 1:
+            return None, (f"image {name!r} is ambiguous: {len(matches)} files have that name "
+                          f"({', '.join(str(m) for m in matches[:3])})")
+        return None, f"image {name!r} not found (looked in {', '.join(str(r) for r in self.roots)})"
+
+    def all_images(self) -> list[Path]:
+        return [p for paths in self._index().values() for p in paths]
