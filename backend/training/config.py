@@ -1,0 +1,536 @@
+"""A `pipeline.config` tree → the trainer's typed settings, or a list of problems.
+
+Every field in the file falls in one of three sets, decided here and nowhere else:
+
+- *used*: read into `TrainingConfig` (`SUPPORTED`);
+- *ignored*: TPU/TF1 options with no effect on TF 2 / Keras 3 (`IGNORED`): accepted and listed
+  in the log, never silently dropped;
+- anything else, and used fields with a value this trainer does not implement (another
+  meta-architecture, feature extractor, loss, resizer...): a `Problem` naming the field and its
+  line, reported before any training starts.
+
+`check_config(doc)` returns the problems (the `config check` command and the editor show them);
+`training_config(doc)` raises `Invalid` listing them all, or returns the settings.
+"""
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from backend.errors import Invalid
+from backend.pipeline_config import ConfigDocument, Message, walk
+from backend.training.boxes import AnchorSpec, MatcherSpec
+from backend.training.losses import LossSpec
+from backend.training.model import ModelSpec
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something in a config that stops training. `line` is 1-based (0 when not tied to a line)."""
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}"
+
+
+# Field paths without indices; `*` matches within one path segment (fnmatch).
+_SSD = "model.ssd"
+_CONV = ["activation", "regularizer", "regularizer.l2_regularizer", "regularizer.l2_regularizer.weight",
+         "initializer", "initializer.random_normal_initializer", "initializer.random_normal_initializer.*",
+         "initializer.truncated_normal_initializer", "initializer.truncated_normal_initializer.*",
+         "batch_norm", "batch_norm.scale", "batch_norm.decay", "batch_norm.epsilon", "batch_norm.center",
+         "batch_norm.train"]
+_LR = ["constant_learning_rate", "constant_learning_rate.learning_rate",
+       "exponential_decay_learning_rate", "exponential_decay_learning_rate.*",
+       "manual_step_learning_rate", "manual_step_learning_rate.initial_learning_rate",
+       "manual_step_learning_rate.schedule", "manual_step_learning_rate.schedule.*",
+       "manual_step_learning_rate.warmup",
+       "cosine_decay_learning_rate", "cosine_decay_learning_rate.*"]
+_OPT = ["optimizer", "optimizer.use_moving_average", "optimizer.moving_average_decay"]
+for _kind, _extra in (("momentum_optimizer", ["momentum_optimizer_value"]),
+                      ("adam_optimizer", ["epsilon", "beta1", "beta2"]),
+                      ("rms_prop_optimizer", ["momentum_optimizer_value", "decay", "epsilon"])):
+    _OPT += [f"optimizer.{_kind}", f"optimizer.{_kind}.learning_rate"]
+    _OPT += [f"optimizer.{_kind}.learning_rate.{p}" for p in _LR]
+    _OPT += [f"optimizer.{_kind}.{p}" for p in _extra]
+_READER = ["label_map_path", "shuffle", "num_epochs", "tf_record_input_reader",
+           "tf_record_input_reader.input_path", "num_readers", "num_parallel_batches",
+           "shuffle_buffer_size", "filenames_shuffle_buffer_size", "sample_1_of_n_examples",
+           "max_number_of_boxes", "num_prefetch_batches", "read_block_length"]
+
+SUPPORTED = [
+    "model", _SSD, f"{_SSD}.num_classes",
+    f"{_SSD}.box_coder", f"{_SSD}.box_coder.faster_rcnn_box_coder", f"{_SSD}.box_coder.faster_rcnn_box_coder.*",
+    f"{_SSD}.matcher", f"{_SSD}.matcher.argmax_matcher", f"{_SSD}.matcher.argmax_matcher.matched_threshold",
+    f"{_SSD}.matcher.argmax_matcher.unmatched_threshold", f"{_SSD}.matcher.argmax_matcher.ignore_thresholds",
+    f"{_SSD}.matcher.argmax_matcher.negatives_lower_than_unmatched",
+    f"{_SSD}.matcher.argmax_matcher.force_match_for_each_row",
+    f"{_SSD}.similarity_calculator", f"{_SSD}.similarity_calculator.iou_similarity",
+    f"{_SSD}.encode_background_as_zeros",
+    f"{_SSD}.anchor_generator", f"{_SSD}.anchor_generator.multiscale_anchor_generator",
+    f"{_SSD}.anchor_generator.multiscale_anchor_generator.*",
+    f"{_SSD}.image_resizer", f"{_SSD}.image_resizer.fixed_shape_resizer",
+    f"{_SSD}.image_resizer.fixed_shape_resizer.height", f"{_SSD}.image_resizer.fixed_shape_resizer.width",
+    f"{_SSD}.image_resizer.keep_aspect_ratio_resizer",
+    f"{_SSD}.image_resizer.keep_aspect_ratio_resizer.min_dimension",
+    f"{_SSD}.image_resizer.keep_aspect_ratio_resizer.max_dimension",
+    f"{_SSD}.image_resizer.keep_aspect_ratio_resizer.pad_to_max_dimension",
+    f"{_SSD}.box_predictor", f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor",
+    *[f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.{p}" for p in
+      ["depth", "class_prediction_bias_init", "num_layers_before_predictor", "share_prediction_tower",
+       "use_depthwise", "kernel_size", "conv_hyperparams"]],
+    *[f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams.{p}" for p in _CONV],
+    f"{_SSD}.feature_extractor", f"{_SSD}.feature_extractor.type", f"{_SSD}.feature_extractor.use_depthwise",
+    f"{_SSD}.feature_extractor.fpn", f"{_SSD}.feature_extractor.fpn.min_level",
+    f"{_SSD}.feature_extractor.fpn.max_level", f"{_SSD}.feature_extractor.fpn.additional_layer_depth",
+    f"{_SSD}.feature_extractor.depth_multiplier", f"{_SSD}.feature_extractor.conv_hyperparams",
+    *[f"{_SSD}.feature_extractor.conv_hyperparams.{p}" for p in _CONV],
+    f"{_SSD}.feature_extractor.override_base_feature_extractor_hyperparams",
+    f"{_SSD}.loss", f"{_SSD}.loss.classification_loss", f"{_SSD}.loss.classification_loss.weighted_sigmoid_focal",
+    f"{_SSD}.loss.classification_loss.weighted_sigmoid_focal.alpha",
+    f"{_SSD}.loss.classification_loss.weighted_sigmoid_focal.gamma",
+    f"{_SSD}.loss.localization_loss", f"{_SSD}.loss.localization_loss.weighted_smooth_l1",
+    f"{_SSD}.loss.localization_loss.weighted_smooth_l1.delta",
+    f"{_SSD}.loss.classification_weight", f"{_SSD}.loss.localization_weight",
+    f"{_SSD}.normalize_loss_by_num_matches", f"{_SSD}.normalize_loc_loss_by_codesize",
+    f"{_SSD}.freeze_batchnorm",
+    f"{_SSD}.post_processing", f"{_SSD}.post_processing.batch_non_max_suppression",
+    *[f"{_SSD}.post_processing.batch_non_max_suppression.{p}" for p in
+      ["score_threshold", "iou_threshold", "max_detections_per_class", "max_total_detections"]],
+    f"{_SSD}.post_processing.score_converter",
+    "train_config", "train_config.batch_size", "train_config.num_steps",
+    "train_config.fine_tune_checkpoint", "train_config.fine_tune_checkpoint_type",
+    "train_config.max_number_of_boxes", "train_config.data_augmentation_options",
+    "train_config.data_augmentation_options.random_horizontal_flip",
+    "train_config.data_augmentation_options.random_horizontal_flip.probability",
+    "train_config.data_augmentation_options.random_crop_image",
+    "train_config.data_augmentation_options.random_crop_image.*",
+    "train_config.data_augmentation_options.random_adjust_brightness",
+    "train_config.data_augmentation_options.random_adjust_brightness.max_delta",
+    "train_config.data_augmentation_options.random_adjust_contrast",
+    "train_config.data_augmentation_options.random_adjust_contrast.min_delta",
+    "train_config.data_augmentation_options.random_adjust_contrast.max_delta",
+    "train_config.gradient_clipping_by_norm",
+    *[f"train_config.{p}" for p in _OPT],
+    "train_input_reader", *[f"train_input_reader.{p}" for p in _READER],
+    "eval_config", "eval_config.metrics_set", "eval_config.batch_size", "eval_config.num_examples",
+    "eval_config.include_metrics_per_category", "eval_config.max_evals", "eval_config.use_moving_averages",
+    "eval_input_reader", *[f"eval_input_reader.{p}" for p in _READER],
+]
+
+# No effect on TF 2 with Keras 3 on CPU/GPU; listed in the log as ignored.
+IGNORED = [
+    f"{_SSD}.inplace_batchnorm_update",  # Keras batch norm updates in place already
+    f"{_SSD}.matcher.argmax_matcher.use_matmul_gather",
+    f"{_SSD}.feature_extractor.min_depth",  # keras.applications rounds channels to multiples of 8
+    f"{_SSD}.feature_extractor.pad_to_multiple",
+    f"{_SSD}.feature_extractor.use_explicit_padding",
+    f"{_SSD}.add_background_class",
+    f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.apply_batch_norm",
+    "train_config.sync_replicas", "train_config.replicas_to_aggregate", "train_config.startup_delay_steps",
+    "train_config.use_bfloat16", "train_config.fine_tune_checkpoint_version",
+    "train_config.unpad_groundtruth_tensors", "train_config.from_detection_checkpoint",
+    "train_config.load_all_detection_checkpoint_vars", "train_config.keep_checkpoint_every_n_hours",
+    "train_config.summarize_gradients", "train_config.batch_queue_capacity",
+    "train_config.num_batch_queue_threads", "train_config.prefetch_queue_capacity",
+    "train_config.retain_original_images", "train_config.use_multiclass_scores",
+    "eval_config.num_visualizations", "eval_config.visualization_export_dir",
+    "eval_config.max_num_boxes_to_visualize", "eval_config.min_score_threshold",
+    "eval_config.visualize_groundtruth_boxes", "eval_config.retain_original_images",
+    "eval_config.eval_interval_secs", "eval_config.keep_image_id_for_visualization_export",
+    "eval_config.skip_scores", "eval_config.skip_labels",
+    "train_input_reader.queue_capacity", "train_input_reader.min_after_dequeue",
+    "eval_input_reader.queue_capacity", "eval_input_reader.min_after_dequeue",
+    "train_input_reader.load_instance_masks", "eval_input_reader.load_instance_masks",
+]
+
+# Allowed values for fields that select an implementation.
+_CHOICES = {
+    f"{_SSD}.feature_extractor.type": {"ssd_mobilenet_v2_fpn_keras", "ssd_mobilenet_v2_fpn"},
+    f"{_SSD}.post_processing.score_converter": {"SIGMOID"},
+    f"{_SSD}.feature_extractor.conv_hyperparams.activation": {"RELU_6"},
+    f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams.activation": {"RELU_6"},
+    "train_config.fine_tune_checkpoint_type": {"classification", "detection", "fine_tune", ""},
+    f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.share_prediction_tower": {True},
+    f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.use_depthwise": {True},
+    f"{_SSD}.feature_extractor.use_depthwise": {True},
+    f"{_SSD}.encode_background_as_zeros": {True},
+    "train_config.optimizer.use_moving_average": {False},
+    "eval_config.use_moving_averages": {False},
+}
+
+_INDEX = re.compile(r"\[\d+\]")
+
+# What a user sees for each problem kind.
+_UNSUPPORTED_ARCH = ("this trainer implements the SSD meta-architecture only "
+                     "(MobileNetV2 + FPN-lite); {name} is not supported")
+
+
+def _matches(path: str, patterns: list[str]) -> bool:
+    return any(fnmatch.fnmatchcase(path, p) and p.count(".") == path.count(".") for p in patterns)
+
+
+def check_config(doc: ConfigDocument) -> list[Problem]:
+    """Everything in `doc` the trainer would refuse, each with the field's path and line.
+
+    Extend by appending to the returned list (dataset checks live with the dataset code).
+    """
+    problems, _ = _classify(doc)
+    return problems
+
+
+def ignored_fields(doc: ConfigDocument) -> list[tuple[str, int]]:
+    """`(path, line)` of every field accepted but without effect here."""
+    return _classify(doc)[1]
+
+
+def _classify(doc: ConfigDocument) -> tuple[list[Problem], list[tuple[str, int]]]:
+    problems: list[Problem] = []
+    ignored: list[tuple[str, int]] = []
+    model = doc.tree.one("model")
+    if not isinstance(model, Message):
+        problems.append(Problem("model", 0, "the config has no model { ... } block"))
+    else:
+        for f in model.fields:
+            if f.name != "ssd":
+                problems.append(Problem(f"model.{f.name}", doc.line_of(f.start),
+                                        _UNSUPPORTED_ARCH.format(name=f.name)))
+    refused: list[str] = []
+    for path, f in walk(doc.tree):
+        if any(path.startswith(r + ".") or path.startswith(r + "[") for r in refused):
+            continue  # the enclosing field is already reported
+        plain = _INDEX.sub("", path)
+        top = plain.split(".")[0]
+        if plain.startswith("model.") and plain.split(".")[1] != "ssd":
+            continue  # reported once above
+        line = doc.line_of(f.start)
+        if _matches(plain, IGNORED):
+            ignored.append((path, line))
+            continue
+        if not _matches(plain, SUPPORTED):
+            refused.append(path)
+            if top in ("model", "train_config", "train_input_reader", "eval_config", "eval_input_reader"):
+                problems.append(Problem(path, line, "not supported by the Boxwise trainer: remove it "
+                                        "or use a TF OD API installation for this config"))
+            else:
+                problems.append(Problem(path, line, f"unknown top-level block {top!r}"))
+            continue
+        allowed = _CHOICES.get(plain)
+        if allowed is not None and f.value not in allowed:
+            shown = ", ".join(sorted(str(a).lower() if isinstance(a, bool) else str(a) for a in allowed if a != ""))
+            problems.append(Problem(path, line, f"{_shown(f.value)} is not supported here (supported: {shown})"))
+    problems.extend(_value_problems(doc))
+    return problems, ignored
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str) and type(value) is not str:
+        return str(value)  # an enum: bare, as written
+    return repr(value)
+
+
+def _value_problems(doc: ConfigDocument) -> list[Problem]:
+    out = []
+
+    def get(path, default=None):
+        try:
+            return doc.get(path)
+        except Exception:  # noqa: BLE001 - absent or repeated: the walk reports structure
+            return default
+
+    def line(path):
+        try:
+            return doc.line(path)
+        except Exception:  # noqa: BLE001
+            return 0
+
+    n = get(f"{_SSD}.num_classes")
+    if isinstance(doc.tree.one("model"), Message) and doc.tree.one("model").has("ssd"):
+        if not isinstance(n, int) or n < 1:
+            out.append(Problem(f"{_SSD}.num_classes", line(f"{_SSD}.num_classes"),
+                               "must be a whole number ≥ 1 (the label map's class count)"))
+        for level in ("min_level", "max_level"):
+            a = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.{level}")
+            b = get(f"{_SSD}.feature_extractor.fpn.{level}")
+            if a is not None and b is not None and a != b:
+                out.append(Problem(f"{_SSD}.feature_extractor.fpn.{level}", line(f"{_SSD}.feature_extractor.fpn.{level}"),
+                                   f"must equal the anchor generator's {level} ({a})"))
+        min_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.min_level", 3)
+        max_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.max_level", 7)
+        if min_level != 3 or not (isinstance(max_level, int) and 5 <= max_level <= 7):
+            out.append(Problem(f"{_SSD}.anchor_generator.multiscale_anchor_generator",
+                               line(f"{_SSD}.anchor_generator"),
+                               f"levels {min_level}..{max_level}: the FPN-lite head supports min_level 3 "
+                               "and max_level 5 to 7"))
+        resizer = get(f"{_SSD}.image_resizer")
+        if isinstance(resizer, Message) and not resizer.fields:
+            out.append(Problem(f"{_SSD}.image_resizer", line(f"{_SSD}.image_resizer"),
+                               "needs fixed_shape_resizer or keep_aspect_ratio_resizer"))
+        h = get(f"{_SSD}.image_resizer.fixed_shape_resizer.height")
+        w = get(f"{_SSD}.image_resizer.fixed_shape_resizer.width")
+        for name, v in (("height", h), ("width", w)):
+            if v is not None and (not isinstance(v, int) or v < 32):
+                out.append(Problem(f"{_SSD}.image_resizer.fixed_shape_resizer.{name}",
+                                   line(f"{_SSD}.image_resizer.fixed_shape_resizer.{name}"),
+                                   "must be a whole number of pixels ≥ 32"))
+    lr = None
+    for kind in ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer"):
+        lr = get(f"train_config.optimizer.{kind}.learning_rate.cosine_decay_learning_rate") or lr
+    if isinstance(lr, Message):
+        total, warm = lr.one("total_steps", 0), lr.one("warmup_steps", 0)
+        if total < warm:
+            out.append(Problem("train_config.optimizer...cosine_decay_learning_rate.total_steps", 0,
+                               f"total_steps ({total}) must be ≥ warmup_steps ({warm})"))
+        base, wlr = lr.one("learning_rate_base", 0.0), lr.one("warmup_learning_rate", 0.0)
+        if base < wlr:
+            out.append(Problem("train_config.optimizer...cosine_decay_learning_rate.learning_rate_base", 0,
+                               f"learning_rate_base ({base}) must be ≥ warmup_learning_rate ({wlr})"))
+    opt = get("train_config.optimizer")
+    if isinstance(opt, Message):
+        kinds = [f.name for f in opt.fields if f.name.endswith("_optimizer")]
+        if len(kinds) != 1:
+            out.append(Problem("train_config.optimizer", line("train_config.optimizer"),
+                               "needs exactly one of momentum_optimizer, adam_optimizer, rms_prop_optimizer"))
+    return out
+
+
+# --- typed settings --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Resizer:
+    kind: str                   # "fixed_shape" | "keep_aspect_ratio"
+    height: int                 # model input canvas
+    width: int
+    min_dimension: int = 0      # keep_aspect_ratio only
+    max_dimension: int = 0
+
+
+@dataclass(frozen=True)
+class PostProcessing:
+    score_threshold: float = 1e-8
+    iou_threshold: float = 0.6
+    max_detections_per_class: int = 100
+    max_total_detections: int = 100
+
+
+@dataclass(frozen=True)
+class LearningRate:
+    kind: str                   # constant | exponential | manual_step | cosine
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Optimizer:
+    kind: str                   # momentum | adam | rms_prop
+    learning_rate: LearningRate
+    momentum: float = 0.9
+    epsilon: float = 1e-7
+    decay: float = 0.9          # rms_prop's rho
+    beta1: float = 0.9
+    beta2: float = 0.999
+    clipnorm: float | None = None
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    kind: str                   # random_horizontal_flip | random_crop_image | random_adjust_brightness | random_adjust_contrast
+    params: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class InputReader:
+    input_paths: tuple[str, ...]
+    label_map_path: str | None
+    shuffle: bool = True
+    num_epochs: int = 0         # 0: repeat forever
+    sample_1_of_n: int = 1
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything the trainer reads from a pipeline.config."""
+    model: ModelSpec
+    resizer: Resizer
+    matcher: MatcherSpec
+    box_scales: tuple[float, float, float, float]
+    loss: LossSpec
+    l2_weight: float
+    post_processing: PostProcessing
+    batch_size: int
+    num_steps: int
+    optimizer: Optimizer
+    augmentations: tuple[Augmentation, ...]
+    fine_tune_checkpoint: str | None
+    fine_tune_checkpoint_type: str
+    max_number_of_boxes: int
+    train_input: InputReader
+    eval_input: InputReader | None
+    eval_metrics_set: str = "coco_detection_metrics"
+    eval_batch_size: int = 1
+    eval_per_category: bool = False
+    eval_num_examples: int = 0
+    ignored: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+
+def _message_params(message: Message | None) -> dict[str, Any]:
+    if not isinstance(message, Message):
+        return {}
+    return {f.name: (f.value.to_python() if isinstance(f.value, Message) else f.value) for f in message.fields}
+
+
+def _reader(message: Message | None) -> InputReader | None:
+    if not isinstance(message, Message):
+        return None
+    tf_record = message.one("tf_record_input_reader")
+    paths = tuple(tf_record.all("input_path")) if isinstance(tf_record, Message) else ()
+    return InputReader(input_paths=paths, label_map_path=message.one("label_map_path"),
+                       shuffle=bool(message.one("shuffle", True)), num_epochs=int(message.one("num_epochs", 0)),
+                       sample_1_of_n=int(message.one("sample_1_of_n_examples", 1)))
+
+
+def training_config(doc: ConfigDocument) -> TrainingConfig:
+    """Typed settings from a config, or `Invalid` listing every problem with its line."""
+    problems = check_config(doc)
+    if problems:
+        source = f" in {doc.path}" if doc.path else ""
+        raise Invalid(f"the config cannot be trained{source}:\n" + "\n".join(f"  {p}" for p in problems))
+    ssd = doc.tree.one("model").one("ssd")
+
+    def sub(message: Message | None, *names: str) -> Message:
+        for name in names:
+            message = message.one(name) if isinstance(message, Message) else None
+        return message if isinstance(message, Message) else Message()
+
+    anchor = sub(ssd, "anchor_generator", "multiscale_anchor_generator")
+    anchors = AnchorSpec(min_level=anchor.one("min_level", 3), max_level=anchor.one("max_level", 7),
+                         anchor_scale=float(anchor.one("anchor_scale", 4.0)),
+                         aspect_ratios=tuple(float(a) for a in (anchor.all("aspect_ratios") or [1.0, 2.0, 0.5])),
+                         scales_per_octave=anchor.one("scales_per_octave", 2))
+    fixed = sub(ssd, "image_resizer", "fixed_shape_resizer")
+    keep = sub(ssd, "image_resizer", "keep_aspect_ratio_resizer")
+    if keep.fields:
+        max_dim = keep.one("max_dimension", 1024)
+        resizer = Resizer("keep_aspect_ratio", max_dim, max_dim, keep.one("min_dimension", 600), max_dim)
+    else:
+        resizer = Resizer("fixed_shape", fixed.one("height", 300), fixed.one("width", 300))
+    predictor = sub(ssd, "box_predictor", "weight_shared_convolutional_box_predictor")
+    extractor = sub(ssd, "feature_extractor")
+    hyper = sub(predictor, "conv_hyperparams")
+    batch_norm = sub(hyper, "batch_norm")
+    init = sub(hyper, "initializer", "random_normal_initializer")
+    if not init.fields:
+        init = sub(hyper, "initializer", "truncated_normal_initializer")
+    l2 = float(sub(hyper, "regularizer", "l2_regularizer").one("weight", 0.0))
+    train = sub(doc.tree, "train_config")
+    checkpoint = train.one("fine_tune_checkpoint") or None
+    checkpoint_type = train.one("fine_tune_checkpoint_type") or ("detection" if checkpoint else "")
+    if checkpoint_type == "fine_tune":
+        checkpoint_type = "detection"
+    weights = checkpoint if checkpoint and checkpoint_type == "classification" else None
+    model = ModelSpec(
+        num_classes=ssd.one("num_classes"), height=resizer.height, width=resizer.width,
+        depth_multiplier=float(extractor.one("depth_multiplier", 1.0)),
+        depth=int(predictor.one("depth", 128)),
+        num_layers_before_predictor=int(predictor.one("num_layers_before_predictor", 4)),
+        kernel_size=int(predictor.one("kernel_size", 3)),
+        class_prediction_bias_init=float(predictor.one("class_prediction_bias_init", -4.6)),
+        anchors=anchors, batch_norm_decay=float(batch_norm.one("decay", 0.997)),
+        batch_norm_epsilon=float(batch_norm.one("epsilon", 0.001)),
+        init_stddev=float(init.one("stddev", 0.01)),
+        freeze_batchnorm=bool(ssd.one("freeze_batchnorm", False)), backbone_weights=weights)
+    argmax = sub(ssd, "matcher", "argmax_matcher")
+    matched = float(argmax.one("matched_threshold", 0.5))
+    matcher = MatcherSpec(matched_threshold=matched,
+                          unmatched_threshold=float(argmax.one("unmatched_threshold", matched)),
+                          force_match_for_each_row=bool(argmax.one("force_match_for_each_row", False)))
+    coder = sub(ssd, "box_coder", "faster_rcnn_box_coder")
+    scales = tuple(float(coder.one(k, d)) for k, d in
+                   (("y_scale", 10.0), ("x_scale", 10.0), ("height_scale", 5.0), ("width_scale", 5.0)))
+    loss = sub(ssd, "loss")
+    focal = sub(loss, "classification_loss", "weighted_sigmoid_focal")
+    loss_spec = LossSpec(
+        focal_alpha=float(focal.one("alpha", 0.25)), focal_gamma=float(focal.one("gamma", 2.0)),
+        classification_weight=float(loss.one("classification_weight", 1.0)),
+        localization_weight=float(loss.one("localization_weight", 1.0)),
+        smooth_l1_delta=float(sub(loss, "localization_loss", "weighted_smooth_l1").one("delta", 1.0)),
+        normalize_by_num_matches=bool(ssd.one("normalize_loss_by_num_matches", False)),
+        normalize_loc_by_codesize=bool(ssd.one("normalize_loc_loss_by_codesize", False)))
+    nms = sub(ssd, "post_processing", "batch_non_max_suppression")
+    post = PostProcessing(score_threshold=float(nms.one("score_threshold", 1e-8)),
+                          iou_threshold=float(nms.one("iou_threshold", 0.6)),
+                          max_detections_per_class=int(nms.one("max_detections_per_class", 100)),
+                          max_total_detections=int(nms.one("max_total_detections", 100)))
+    optimizer_msg = sub(train, "optimizer")
+    kind_field = next(f for f in optimizer_msg.fields if f.name.endswith("_optimizer"))
+    opt = kind_field.value
+    lr_msg = sub(opt, "learning_rate")
+    lr_field = lr_msg.fields[0] if lr_msg.fields else None
+    if lr_field is None:
+        learning_rate = LearningRate("constant", {"learning_rate": 0.002})
+    else:
+        params = _message_params(lr_field.value)
+        if lr_field.name == "manual_step_learning_rate":
+            params["schedule"] = [s.to_python() for s in lr_field.value.all("schedule")]
+        learning_rate = LearningRate(lr_field.name.replace("_decay_learning_rate", "").replace(
+            "_learning_rate", ""), params)
+    optimizer = Optimizer(
+        kind=kind_field.name.replace("_optimizer", ""), learning_rate=learning_rate,
+        momentum=float(opt.one("momentum_optimizer_value", 0.9 if kind_field.name == "momentum_optimizer" else 0.0)),
+        epsilon=float(opt.one("epsilon", 1e-7 if kind_field.name == "adam_optimizer" else 1.0)),
+        decay=float(opt.one("decay", 0.9)), beta1=float(opt.one("beta1", 0.9)), beta2=float(opt.one("beta2", 0.999)),
+        clipnorm=float(train.one("gradient_clipping_by_norm")) if train.one("gradient_clipping_by_norm") else None)
+    augmentations = []
+    for option in train.all("data_augmentation_options"):
+        for f in option.fields:
+            augmentations.append(Augmentation(f.name, _message_params(f.value)))
+    eval_config = sub(doc.tree, "eval_config")
+    train_input = _reader(doc.tree.one("train_input_reader")) or InputReader((), None)
+    return TrainingConfig(
+        model=model, resizer=resizer, matcher=matcher, box_scales=scales, loss=loss_spec, l2_weight=l2,
+        post_processing=post, batch_size=int(train.one("batch_size", 32)), num_steps=int(train.one("num_steps", 0)),
+        optimizer=optimizer, augmentations=tuple(augmentations), fine_tune_checkpoint=checkpoint,
+        fine_tune_checkpoint_type=checkpoint_type,
+        max_number_of_boxes=int(train.one("max_number_of_boxes", 100)),
+        train_input=train_input, eval_input=_reader(doc.tree.one("eval_input_reader")),
+        eval_metrics_set=str(eval_config.one("metrics_set", "coco_detection_metrics")),
+        eval_batch_size=int(eval_config.one("batch_size", 1)),
+        eval_per_category=bool(eval_config.one("include_metrics_per_category", False)),
+        eval_num_examples=int(eval_config.one("num_examples", 0)),
+        ignored=tuple(ignored_fields(doc)))
+
+
+def load_training_config(path: str | Path) -> tuple[ConfigDocument, TrainingConfig]:
+    doc = ConfigDocument.load(path)
+    return doc, training_config(doc)
+
+
+def check_fine_tune_checkpoint(config: TrainingConfig, doc: ConfigDocument) -> None:
+    """Stop at once when `fine_tune_checkpoint` names nothing on disk."""
+    path = config.fine_tune_checkpoint
+    if not path:
+        return
+    line = doc.line("train_config.fine_tune_checkpoint")
+    if config.fine_tune_checkpoint_type == "classification":
+        if not Path(path).is_file():
+            raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist. "
+                          "For fine_tune_checkpoint_type: classification it must be a local Keras weights "
+                          "file for MobileNetV2 without its top (e.g. mobilenet_v2_weights_tf_dim_ordering_"
+                          "tf_kernels_1.0_224_no_top.h5); nothing is downloaded. Remove the field to train "
+                          "from scratch.")
+        return
+    import tensorflow as tf
+    candidates = [path]
+    if tf.io.gfile.isdir(path):
+        latest = tf.train.latest_checkpoint(path)
+        candidates = [latest] if latest else []
+    if not candidates or not tf.io.gfile.glob(candidates[0] + ".index"):
+        raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist "
+                      "(a detection checkpoint prefix such as .../ckpt-3, or a model_dir holding one)")

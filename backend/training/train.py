@@ -1,0 +1,434 @@
+"""The training loop: `run_training(pipeline_config_path, model_dir, ...)`, what `python -m backend train` runs.
+
+What it leaves in `model_dir` (the TF OD API's layout plus Boxwise's progress files):
+
+- `pipeline.config`          the config trained with (comments kept; `num_steps` set to the run's)
+- `checkpoint`, `ckpt-N.*`   `tf.train.CheckpointManager` checkpoints, N = the checkpoint counter;
+                             saved every `checkpoint_every_n` steps, at the end and on SIGTERM
+- `train/events.out.tfevents.*`  TensorBoard: `Loss/classification_loss`, `Loss/localization_loss`,
+                             `Loss/regularization_loss`, `Loss/total_loss`, `learning_rate`, `steps_per_sec`
+- `progress.json`, `progress.jsonl`, `status.json`  see `backend/training/progress.py`
+
+Re-running with the same `model_dir` resumes from the latest checkpoint. SIGTERM saves a
+checkpoint, writes status `cancelled` and returns normally (exit code 0).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import tensorflow as tf
+
+from backend import atomic
+from backend.errors import Invalid
+from backend.pipeline_config import ConfigDocument
+from backend.training import progress
+from backend.training.boxes import generate_anchors
+from backend.training.config import (LearningRate, TrainingConfig, check_fine_tune_checkpoint,
+                                     training_config)
+from backend.training.data import train_dataset
+from backend.training.losses import ssd_losses
+from backend.training.model import SSDDetector, build_detector, preprocess_images, regularization_loss
+
+log = logging.getLogger("boxwise.train")
+
+MAX_CHECKPOINTS = 5
+
+
+class TrainingStopped(Exception):
+    """Raised inside the loop when a stop was requested (SIGTERM)."""
+
+
+class NaNLoss(Invalid):
+    pass
+
+
+# --- learning rate ---------------------------------------------------------------------------
+
+class PipelineLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """The TF OD API's schedules: constant, exponential (with burn-in), manual_step, cosine (with warmup)."""
+
+    def __init__(self, kind: str, params: dict[str, Any]):
+        self.kind = kind
+        self.params = dict(params)
+
+    def __call__(self, step):
+        p = self.params
+        step = tf.cast(step, tf.float32)
+        if self.kind == "constant":
+            return tf.constant(float(p.get("learning_rate", 0.002)))
+        if self.kind == "exponential":
+            initial = float(p.get("initial_learning_rate", 0.002))
+            exponent = step / float(p.get("decay_steps", 4000000))
+            if p.get("staircase", True):
+                exponent = tf.floor(exponent)
+            lr = initial * tf.pow(float(p.get("decay_factor", 0.95)), exponent)
+            lr = tf.maximum(lr, float(p.get("min_learning_rate", 0.0)))
+            burnin_steps = int(p.get("burnin_steps", 0))
+            if burnin_steps:
+                burnin = float(p.get("burnin_learning_rate", 0.0)) or initial
+                lr = tf.where(step < burnin_steps, burnin, lr)
+            return lr
+        if self.kind == "manual_step":
+            initial = float(p.get("initial_learning_rate", 0.002))
+            schedule = sorted(p.get("schedule", []), key=lambda s: s.get("step", 0))
+            boundaries = [float(s.get("step", 0)) for s in schedule]
+            rates = [initial] + [float(s.get("learning_rate", initial)) for s in schedule]
+            lr = tf.constant(rates[0])
+            for boundary, rate in zip(boundaries, rates[1:]):
+                lr = tf.where(step >= boundary, rate, lr)
+            if p.get("warmup") and boundaries:
+                warm = initial + (rates[1] - initial) * step / boundaries[0]
+                lr = tf.where(step < boundaries[0], warm, lr)
+            return lr
+        if self.kind == "cosine":
+            base = float(p.get("learning_rate_base", 0.04))
+            total = float(p.get("total_steps", 1))
+            warmup_lr = float(p.get("warmup_learning_rate", 0.0))
+            warmup = float(p.get("warmup_steps", 0))
+            hold = float(p.get("hold_base_rate_steps", 0))
+            span = max(total - warmup - hold, 1.0)
+            lr = 0.5 * base * (1.0 + tf.cos(math.pi * (step - warmup - hold) / span))
+            if hold > 0:
+                lr = tf.where(step > warmup + hold, lr, base)
+            if warmup > 0:
+                lr = tf.where(step < warmup, warmup_lr + (base - warmup_lr) / warmup * step, lr)
+            return tf.where(step > total, 0.0, lr)
+        raise Invalid(f"unknown learning-rate schedule {self.kind!r}")
+
+    def get_config(self):
+        return {"kind": self.kind, "params": self.params}
+
+
+def build_optimizer(config: TrainingConfig, mixed_precision: bool = False) -> keras.optimizers.Optimizer:
+    opt = config.optimizer
+    schedule = PipelineLearningRate(opt.learning_rate.kind, opt.learning_rate.params)
+    common = {"learning_rate": schedule}
+    if opt.clipnorm:
+        common["clipnorm"] = opt.clipnorm
+    if opt.kind == "momentum":
+        optimizer = keras.optimizers.SGD(momentum=opt.momentum, **common)
+    elif opt.kind == "adam":
+        optimizer = keras.optimizers.Adam(beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.epsilon, **common)
+    elif opt.kind == "rms_prop":
+        optimizer = keras.optimizers.RMSprop(rho=opt.decay, momentum=opt.momentum, epsilon=opt.epsilon, **common)
+    else:
+        raise Invalid(f"unknown optimizer {opt.kind!r}")
+    if mixed_precision:
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+# --- devices and strategy --------------------------------------------------------------------
+
+def device_names() -> list[str]:
+    gpus = tf.config.list_physical_devices("GPU")
+    names = []
+    for gpu in gpus:
+        try:
+            names.append(tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name))
+        except Exception:  # noqa: BLE001 - details are cosmetic
+            names.append(gpu.name)
+    return names or ["CPU"]
+
+
+def make_strategy(num_workers: int = 1) -> tf.distribute.Strategy:
+    """All local GPUs (or the CPU) through MirroredStrategy; several machines through
+    MultiWorkerMirroredStrategy, which reads the cluster from `TF_CONFIG`."""
+    if num_workers > 1:
+        if not os.environ.get("TF_CONFIG"):
+            raise Invalid(f"--num_workers {num_workers} needs TF_CONFIG describing the cluster "
+                          "(see tf.distribute.MultiWorkerMirroredStrategy)")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if len(gpus) > 1:
+        return tf.distribute.MirroredStrategy()
+    # One device: the default strategy has no cross-device overhead.
+    return tf.distribute.get_strategy()
+
+
+# --- TensorBoard ---------------------------------------------------------------------------
+
+def write_scalars(writer, step: int, values: dict[str, float]) -> None:
+    """Scalar summaries TensorBoard shows, written with `tf.summary.write` and the scalars plugin's
+    metadata, so the `tensorboard` package is needed only to view them, not to train."""
+    from tensorflow.core.framework import summary_pb2
+    metadata = summary_pb2.SummaryMetadata(
+        plugin_data=summary_pb2.SummaryMetadata.PluginData(plugin_name="scalars", content=b""))
+    with writer.as_default(step=step):
+        for tag, value in values.items():
+            tf.summary.write(tag, tf.constant(float(value), tf.float32), metadata=metadata)
+    writer.flush()
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+
+def checkpoint_for(model: SSDDetector, optimizer: keras.optimizers.Optimizer | None = None) -> tf.train.Checkpoint:
+    """The checkpoint's object graph: `model` (backbone, fpn, predictor) and, for training, `optimizer`."""
+    if optimizer is None:
+        return tf.train.Checkpoint(model=model)
+    return tf.train.Checkpoint(model=model, optimizer=optimizer)
+
+
+def restore_fine_tune(model: SSDDetector, path: str) -> list[str]:
+    """`fine_tune_checkpoint_type: detection`: load a Boxwise checkpoint's weights.
+
+    When the class head's shape differs (a different number of classes) everything but the
+    class head is restored. Returns the parts restored.
+    """
+    if tf.io.gfile.isdir(path):
+        path = tf.train.latest_checkpoint(path)
+    reader = tf.train.load_checkpoint(path)
+    shapes = reader.get_variable_to_shape_map()
+    head_key = [k for k in shapes if k.startswith("model/predictor/class_head/") and "pointwise" in k]
+    wanted = model.predictor.class_head.pointwise_kernel.shape
+    same_classes = bool(head_key) and list(shapes[head_key[0]]) == list(wanted)
+    if same_classes:
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        return ["everything"]
+    # Restore through a stand-in object graph that simply lacks the class head.
+    predictor = tf.train.Checkpoint(tower=model.predictor.tower, tower_bn=model.predictor.tower_bn,
+                                    box_head=model.predictor.box_head)
+    partial = tf.train.Checkpoint(backbone=model.backbone, fpn=model.fpn, predictor=predictor)
+    tf.train.Checkpoint(model=partial).restore(path).expect_partial()
+    return ["backbone", "fpn", "box/class tower", "box head"]
+
+
+# --- the loop --------------------------------------------------------------------------------
+
+class _StopFlag:
+    """Set by SIGTERM; the loop checks it between steps and stops cleanly."""
+
+    def __init__(self):
+        self.requested = False
+        self.signal_name = ""
+
+    def install(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGTERM)
+
+        def handler(signum, frame):
+            self.requested = True
+            self.signal_name = signal.Signals(signum).name
+
+        signal.signal(signal.SIGTERM, handler)
+        return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _write_config_copy(doc: ConfigDocument, model_dir: Path, num_steps: int) -> None:
+    copy = ConfigDocument(doc.text)
+    try:
+        if copy.get("train_config.num_steps") != num_steps:
+            copy.set("train_config.num_steps", num_steps)
+    except Exception:  # noqa: BLE001 - absent: leave the copy as written
+        copy.set("train_config.num_steps", num_steps)
+    atomic.write_text(model_dir / "pipeline.config", copy.text)
+
+
+def run_training(pipeline_config_path: str | os.PathLike, model_dir: str | os.PathLike, *,
+                 num_train_steps: int | None = None, checkpoint_every_n: int = 1000,
+                 record_summaries: bool = True, num_workers: int = 1, mixed_precision: bool = False,
+                 log_every_n: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+    """Train (or resume) a detector; returns the final status dict (also written to `status.json`).
+
+    Raises `Invalid`/`NotFound` for configs and inputs that cannot train (after writing status
+    `failed` with the message). SIGTERM ends the run with status `cancelled` after a checkpoint.
+    """
+    model_dir = Path(model_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / progress.STATUS_FILE).unlink(missing_ok=True)
+    stop = _StopFlag()
+    restore_signal = stop.install()
+    state: dict[str, Any] = {"step": 0, "checkpoint": None}
+    try:
+        result = _train(Path(pipeline_config_path), model_dir, stop, state, num_train_steps=num_train_steps,
+                        checkpoint_every_n=checkpoint_every_n, record_summaries=record_summaries,
+                        num_workers=num_workers, mixed_precision=mixed_precision, log_every_n=log_every_n,
+                        batch_size=batch_size)
+    except BaseException as exc:  # noqa: BLE001 - the status file must say why the run ended
+        message = str(exc) or type(exc).__name__
+        if isinstance(exc, KeyboardInterrupt):
+            progress.write_status(model_dir, "cancelled", error="interrupted", step=state["step"],
+                                  checkpoint=state["checkpoint"])
+        else:
+            progress.write_status(model_dir, "failed", error=message, step=state["step"],
+                                  checkpoint=state["checkpoint"])
+        raise
+    finally:
+        restore_signal()
+    return result
+
+
+def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str, Any], *, num_train_steps,
+           checkpoint_every_n, record_summaries, num_workers, mixed_precision, log_every_n,
+           batch_size) -> dict[str, Any]:
+    started_at = time.time()
+    doc = ConfigDocument.load(config_path)
+    config = training_config(doc)
+    for path, line in config.ignored:
+        log.warning("ignored (no effect on TF 2 / Keras 3): %s (line %d)", path, line)
+    check_fine_tune_checkpoint(config, doc)
+    total_steps = int(num_train_steps or config.num_steps)
+    if total_steps <= 0:
+        raise Invalid("no number of steps: set train_config.num_steps or pass --num_train_steps")
+    if batch_size:
+        config = replace(config, batch_size=batch_size)
+    _write_config_copy(doc, model_dir, total_steps)
+
+    if mixed_precision:
+        keras.mixed_precision.set_global_policy("mixed_float16")
+    strategy = make_strategy(num_workers)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise Invalid(f"train_config.batch_size {config.batch_size} does not split evenly over {replicas} replicas")
+    per_replica = config.batch_size // replicas
+    anchors = tf.constant(generate_anchors(config.model.height, config.model.width, config.model.anchors))
+
+    with strategy.scope():
+        model = build_detector(config.model)
+        optimizer = build_optimizer(config, mixed_precision)
+        optimizer.build(model.trainable_variables)
+    checkpoint = checkpoint_for(model, optimizer)
+    manager = tf.train.CheckpointManager(checkpoint, str(model_dir), max_to_keep=MAX_CHECKPOINTS)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        state["checkpoint"] = manager.latest_checkpoint
+        state["saved_step"] = int(optimizer.iterations.numpy())
+        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(optimizer.iterations.numpy()))
+    elif config.fine_tune_checkpoint and config.fine_tune_checkpoint_type == "detection":
+        restored = restore_fine_tune(model, config.fine_tune_checkpoint)
+        log.info("fine-tuning from %s: restored %s", config.fine_tune_checkpoint, ", ".join(restored))
+
+    def dataset_fn(input_context):
+        return train_dataset(config.train_input, config.resizer, config.augmentations, per_replica,
+                             config.max_number_of_boxes, input_context)
+
+    dataset = strategy.distribute_datasets_from_function(dataset_fn)
+    num_classes = config.model.num_classes
+    inner_optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+
+    def replica_step(batch):
+        with tf.GradientTape() as tape:
+            outputs = model(preprocess_images(batch["images"]), training=True)
+            losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
+                                batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
+            reg = regularization_loss(model, config.l2_weight)
+            total = losses["classification"] + losses["localization"] + reg
+            scaled = total / replicas
+            if mixed_precision:
+                scaled = optimizer.scale_loss(scaled)
+        grads = tape.gradient(scaled, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return {"classification": losses["classification"], "localization": losses["localization"],
+                "regularization": reg, "total": total}
+
+    @tf.function
+    def train_step(iterator):
+        per_replica_losses = strategy.run(replica_step, args=(next(iterator),))
+        return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica_losses.items()}
+
+    writer = tf.summary.create_file_writer(str(model_dir / "train")) if record_summaries else None
+    devices = device_names()
+    log_every = log_every_n or max(1, min(100, total_steps // 20))
+    step = int(optimizer.iterations.numpy())
+    state["step"] = step
+    iterator = iter(dataset)
+    window_start, window_steps = time.time(), 0
+    last_losses: dict[str, float] = {}
+    log.info("training %d steps (from step %d) on %s, batch %d", total_steps, step, ", ".join(devices),
+             config.batch_size)
+
+    def save(reason: str) -> str:
+        path = manager.save()
+        state["checkpoint"] = path
+        state["saved_step"] = step
+        log.info("checkpoint %s at step %d (%s)", path, step, reason)
+        return path
+
+    while step < total_steps:
+        if stop.requested:
+            save(f"stopped by {stop.signal_name}")
+            progress.write_status(model_dir, "cancelled", step=step, checkpoint=state["checkpoint"])
+            return progress.read_status(model_dir)
+        losses = train_step(iterator)
+        step = int(optimizer.iterations.numpy())
+        state["step"] = step
+        window_steps += 1
+        total_value = float(losses["total"].numpy())
+        if not math.isfinite(total_value):
+            parts = ", ".join(f"{k} {float(v.numpy())}" for k, v in losses.items())
+            raise NaNLoss(f"the loss became {total_value} at step {step} ({parts}); lower the learning rate "
+                          "or check the boxes in the input records. The last checkpoint is kept.")
+        if step % log_every == 0 or step == total_steps or stop.requested:
+            elapsed = max(time.time() - window_start, 1e-9)
+            steps_per_sec = window_steps / elapsed
+            last_losses = {k: float(v.numpy()) for k, v in losses.items()}
+            lr = float(inner_optimizer.learning_rate.numpy()) if hasattr(inner_optimizer.learning_rate, "numpy") \
+                else float(PipelineLearningRate(config.optimizer.learning_rate.kind,
+                                                config.optimizer.learning_rate.params)(step))
+            if writer is not None:
+                write_scalars(writer, step, {
+                    "Loss/classification_loss": last_losses["classification"],
+                    "Loss/localization_loss": last_losses["localization"],
+                    "Loss/regularization_loss": last_losses["regularization"],
+                    "Loss/total_loss": last_losses["total"],
+                    "learning_rate": lr, "steps_per_sec": steps_per_sec})
+            progress.write_progress(model_dir, {
+                "step": step, "total_steps": total_steps, "losses": last_losses, "learning_rate": lr,
+                "steps_per_sec": steps_per_sec, "images_per_sec": steps_per_sec * config.batch_size,
+                "started_at": started_at, "devices": devices, "phase": "train"})
+            log.info("step %d/%d loss %.4f (cls %.4f loc %.4f reg %.4f) lr %.5f %.2f steps/s", step, total_steps,
+                     last_losses["total"], last_losses["classification"], last_losses["localization"],
+                     last_losses["regularization"], lr, steps_per_sec)
+            window_start, window_steps = time.time(), 0
+        if checkpoint_every_n and step % checkpoint_every_n == 0 and step < total_steps:
+            save("periodic")
+    if stop.requested:
+        save(f"stopped by {stop.signal_name}")
+        progress.write_status(model_dir, "cancelled", step=step, checkpoint=state["checkpoint"])
+        return progress.read_status(model_dir)
+    if state.get("saved_step") != step:
+        save("end of training")
+    progress.write_status(model_dir, "succeeded", step=step, checkpoint=state["checkpoint"])
+    return progress.read_status(model_dir)
+
+
+def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
+    return tf.train.latest_checkpoint(str(model_dir))
+
+
+def load_detector(pipeline_config_path: str | os.PathLike, checkpoint_path: str | None = None):
+    """A detector with weights from `checkpoint_path` (a `ckpt-N` prefix or a directory)."""
+    doc = ConfigDocument.load(pipeline_config_path)
+    config = training_config(replace_fine_tune_for_inference(doc))
+    model = build_detector(config.model)
+    if checkpoint_path:
+        path = tf.train.latest_checkpoint(checkpoint_path) if tf.io.gfile.isdir(checkpoint_path) else checkpoint_path
+        if not path:
+            from backend.errors import NotFound
+            raise NotFound(f"no checkpoint in {checkpoint_path!r}")
+        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    return config, model
+
+
+def replace_fine_tune_for_inference(doc: ConfigDocument) -> ConfigDocument:
+    """A copy of `doc` without `fine_tune_checkpoint`: inference restores a trained checkpoint, so
+    the backbone's starting weights are neither needed nor required to exist."""
+    copy = ConfigDocument(doc.text, doc.path)
+    for field in ("train_config.fine_tune_checkpoint", "train_config.fine_tune_checkpoint_type"):
+        try:
+            copy.remove(field)
+        except Exception:  # noqa: BLE001 - absent
+            pass
+    return copy
+
+
