@@ -14,6 +14,7 @@ from backend.errors import BoxwiseError
 COMMAND_MODULES = [
     "backend.cli.admin",
     "backend.cli.formats",
+    "backend.cli.predict",
 ]
 
 
