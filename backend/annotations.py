@@ -84,6 +84,8 @@ def save_boxes(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: lis
                                            "created_by": actor.get("id")} for box in kept])
         after = _box_state(kept)
         changes = {"version": image["version"] + 1, "updated_at": stamp, "updated_by": actor.get("id")}
+        if kept and image.get("no_objects"):
+            changes["no_objects"] = 0  # boxes drawn on a "no objects" image: it has objects after all
         if status and status != image["status"]:
             changes["status"] = status
         elif image["status"] == "new" and after != before:
@@ -95,6 +97,78 @@ def save_boxes(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: lis
             record_event(db, actor, image_id, "status", {"status": image["status"]},
                          {"status": changes["status"]})
     return _image(db, image_id)
+
+
+def drafts(db: sqlite_utils.Database, image_id: int) -> list[dict]:
+    """The model's boxes on an image (`source='model'`, with `score`), not yet accepted."""
+    return get_boxes(db, image_id, source="model")
+
+
+def accept_drafts(db: sqlite_utils.Database, actor: dict, image_id: int,
+                  annotation_ids: Iterable[int] | None, base_version: int, *,
+                  force: bool = False) -> dict:
+    """Make model drafts human boxes (`source='human'`, score cleared, created by `actor`).
+
+    `annotation_ids=None` accepts every draft of the image. Raises Conflict on a stale
+    `base_version`, Invalid when an id is not a draft of this image. Returns the image row.
+    """
+    return _change_drafts(db, actor, image_id, annotation_ids, base_version, force, accept=True)
+
+
+def reject_drafts(db: sqlite_utils.Database, actor: dict, image_id: int,
+                  annotation_ids: Iterable[int] | None, base_version: int, *,
+                  force: bool = False) -> dict:
+    """Delete model drafts (`None`: all of the image's drafts); same checks as `accept_drafts`."""
+    return _change_drafts(db, actor, image_id, annotation_ids, base_version, force, accept=False)
+
+
+def _change_drafts(db, actor, image_id, annotation_ids, base_version, force, accept: bool) -> dict:
+    require(actor, "label")
+    with transaction(db):
+        image = _image(db, image_id)
+        check_version(db, image, base_version, force)
+        current = drafts(db, image_id)
+        by_id = {box["id"]: box for box in current}
+        wanted = list(by_id) if annotation_ids is None else [int(i) for i in annotation_ids]
+        unknown = [i for i in wanted if i not in by_id]
+        if unknown:
+            raise Invalid(f"boxes {', '.join(map(str, unknown))} are not model drafts of image "
+                          f"{image['filename']} (reload it: it may have changed)")
+        if not wanted:
+            return image
+        before = _box_state(get_boxes(db, image_id))
+        marks = ",".join("?" * len(wanted))
+        stamp = now()
+        if accept:
+            db.execute(f"update annotations set source = 'human', score = null, created_by = ?, "
+                       f"created_at = ? where id in ({marks})", [actor.get("id"), stamp, *wanted])
+        else:
+            db.execute(f"delete from annotations where id in ({marks})", wanted)
+        changes = {"version": image["version"] + 1, "updated_at": stamp, "updated_by": actor.get("id")}
+        if image["status"] == "new":
+            changes["status"] = "in_progress"
+        db["images"].update(image_id, changes)
+        record_event(db, actor, image_id, "accept_drafts" if accept else "reject_drafts",
+                     before, _box_state(get_boxes(db, image_id)))
+        if "status" in changes:
+            record_event(db, actor, image_id, "status", {"status": image["status"]},
+                         {"status": changes["status"]})
+    return _image(db, image_id)
+
+
+def scaled_copy(boxes: Iterable[dict], source: dict, target: dict) -> list[dict]:
+    """Boxes of image `source` as human boxes for image `target` ("copy boxes from the previous
+    image"), scaled by the two images' sizes so they cover the same part of the picture."""
+    sx, sy = target["width"] / source["width"], target["height"] / source["height"]
+    return [{"label_id": b["label_id"], "xmin": b["xmin"] * sx, "ymin": b["ymin"] * sy,
+             "xmax": b["xmax"] * sx, "ymax": b["ymax"] * sy, "source": "human", "score": None,
+             "difficult": b.get("difficult") or 0, "truncated": b.get("truncated") or 0}
+            for b in boxes]
+
+
+def same_boxes(a: Iterable[dict], b: Iterable[dict]) -> bool:
+    """Whether two box lists are the same boxes (to 1/100 px, in any order)."""
+    return _box_state(list(a)) == _box_state(list(b))
 
 
 def check_version(db: sqlite_utils.Database, image: dict, base_version: int, force: bool) -> None:
