@@ -19,7 +19,6 @@ from typing import Any
 import sqlite_utils
 
 from backend import pipeline_config as pc
-from backend import settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
@@ -71,17 +70,16 @@ class Problem:
 
 @dataclass(frozen=True)
 class DatasetVersion:
-    """What a config needs from an export: its label map and the shard glob of each split."""
+    """What a config needs from a dataset version (`backend.exports`): its label map, the
+    shard glob of each split and the class count (the label map's largest id, as the TF OD
+    API counts classes: ids are stable, so a deleted class leaves a gap)."""
     id: int
     project_id: int
+    number: int                     # 1, 2, … within the project
     path: Path
     label_map_path: Path
     shard_globs: dict[str, str]     # split → "<dir>/<split>.record-?????-of-000NN"
-    class_names: tuple[str, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    num_classes: int
 
     @property
     def train_glob(self) -> str | None:
@@ -93,43 +91,43 @@ class DatasetVersion:
 
     def title(self) -> str:
         splits = ", ".join(sorted(self.shard_globs))
-        return f"v{self.id} ({self.num_classes} classes; {splits or 'no shards'})"
-
-
-def _export_dir(row: dict) -> Path:
-    path = Path(row["path"] or "")
-    return path if path.is_absolute() else settings.data_dir() / path
+        return f"v{self.number} (#{self.id}; {self.num_classes} classes; {splits or 'no shards'})"
 
 
 def dataset_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion:
-    """The dataset version (a row of `exports`) with its label map and shard globs found on disk."""
-    row = one(db, "select * from exports where id = ?", [export_id])
-    if row is None:
-        raise NotFound(f"no dataset version {export_id}")
-    folder = _export_dir(row)
-    label_map = next(iter(sorted(folder.rglob("label_map.pbtxt"))), folder / "label_map.pbtxt")
-    globs: dict[str, str] = {}
-    for shard in sorted(folder.rglob("*.record-?????-of-?????")):
-        split, _, rest = shard.name.partition(".record-")
-        globs.setdefault(split, str(shard.parent / f"{split}.record-?????-of-{rest[-5:]}"))
-    try:
-        names = tuple(item["name"] for item in read_label_map(label_map))
-    except (NotFound, Invalid):
-        names = ()
-    return DatasetVersion(row["id"], row["project_id"], folder, label_map, globs, names)
+    """The dataset version `export_id` as a config sees it."""
+    from backend import exports
+    version = exports.get_version(db, export_id)
+    folder = Path(version["path"])
+    globs = dict(version.get("input_globs") or {})
+    if not globs:
+        # Versions without a manifest: find the shards on disk.
+        for shard in sorted(folder.glob("*.record-?????-of-?????")):
+            split, _, rest = shard.name.partition(".record-")
+            globs.setdefault(split, str(folder / f"{split}.record-?????-of-{rest[-5:]}"))
+    num_classes = version.get("num_classes")
+    if not num_classes:
+        try:
+            num_classes = max((item["id"] for item in read_label_map(version["label_map_path"])), default=0)
+        except (NotFound, Invalid):
+            num_classes = 0
+    return DatasetVersion(version["id"], version["project_id"], version.get("version") or version["id"],
+                          folder, Path(version["label_map_path"]), globs, num_classes)
 
 
 def list_dataset_versions(db: sqlite_utils.Database, project_id: int) -> list[DatasetVersion]:
-    """The project's dataset versions, newest first."""
-    ids = [r["id"] for r in db.query("select id from exports where project_id = ? order by id desc",
+    """The project's TFRecord dataset versions, newest first."""
+    ids = [r["id"] for r in db.query("select id from exports where project_id = ? and "
+                                     "coalesce(format, 'tfrecord') = 'tfrecord' order by id desc",
                                      [project_id])]
     return [dataset_version(db, i) for i in ids]
 
 
 def latest_dataset_version(db: sqlite_utils.Database, project_id: int) -> DatasetVersion:
-    row = one(db, "select max(id) as id from exports where project_id = ?", [project_id])
+    row = one(db, "select max(id) as id from exports where project_id = ? and "
+                  "coalesce(format, 'tfrecord') = 'tfrecord'", [project_id])
     if row is None or row["id"] is None:
-        raise NotFound("the project has no dataset version yet: export one first")
+        raise NotFound("the project has no TFRecord dataset version yet: export one first")
     return dataset_version(db, row["id"])
 
 
@@ -229,9 +227,11 @@ def validate(text: str, version: DatasetVersion | None = None, *,
                 label_maps.append((f"{prefix}.label_map_path", str(message.one("label_map_path"))))
     if not label_maps:
         problems.append(Problem("train_input_reader.label_map_path", 0, "no label map is set"))
+    checked = set()
     for path, value in label_maps:
-        if _is_remote(value):
+        if _is_remote(value) or value in checked:
             continue
+        checked.add(value)
         try:
             items = read_label_map(value)
         except NotFound:
@@ -243,10 +243,11 @@ def validate(text: str, version: DatasetVersion | None = None, *,
         except Invalid as exc:
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue
-        if isinstance(num_classes, int) and num_classes != len(items):
+        largest = max((item["id"] for item in items), default=0)
+        if isinstance(num_classes, int) and num_classes != largest:
             problems.append(Problem(num_classes_path, _line(doc, num_classes_path),
                                     f"num_classes is {num_classes} but the label map {value!r} "
-                                    f"has {len(items)} classes"))
+                                    f"has {len(items)} classes with ids up to {largest}"))
     if version is not None and isinstance(num_classes, int) and num_classes != version.num_classes:
         message = (f"num_classes is {num_classes} but dataset version {version.id} has "
                    f"{version.num_classes} classes")
@@ -380,7 +381,7 @@ def diff(old: str, new: str, old_name: str = "saved", new_name: str = "edited") 
 def templates() -> dict[str, str]:
     """The trainer's starting configs by name (`default`, `quick`)."""
     from backend.training import templates as trainer_templates
-    return trainer_templates.templates()
+    return {name: trainer_templates.template_text(name) for name in trainer_templates.TEMPLATES}
 
 
 # ---------------------------------------------------------------- saved configs

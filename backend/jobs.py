@@ -32,7 +32,7 @@ import sqlite_utils
 from backend import configs, events, settings
 from backend.auth import require
 from backend.db import now, one, transaction
-from backend.errors import Invalid, NotFound
+from backend.errors import BoxwiseError, Invalid, NotFound
 from backend.training import progress
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -549,17 +549,21 @@ def best_checkpoint(run: dict, metric: str = "DetectionBoxes_Precision/mAP") -> 
 
 
 def _register_export(db: sqlite_utils.Database, run: dict) -> None:
-    """A succeeded export becomes a row of `models` (name, folder, label map, metrics, size)."""
+    """A succeeded export becomes a model of the project (the models registry checks the
+    SavedModel first); a refused one turns the export job into a failure saying why."""
     if run["status"] != "succeeded":
         return
-    folder = Path(run["log_path"]).parent / "exported"
-    source = get_run(db, run["parent_run_id"])
-    best = best_checkpoint(source)
-    label_map = folder / "label_map.pbtxt"
-    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-    db["models"].insert({
-        "project_id": run["project_id"], "run_id": source["id"],
-        "name": (folder.parent / "model_name.txt").read_text(encoding="utf-8"),
-        "path": str(folder), "label_map": label_map.read_text(encoding="utf-8") if label_map.exists() else None,
-        "metrics": json.dumps(best["metrics"] if best else {}), "size_bytes": size,
-        "created_at": now(), "created_by": run["created_by"]})
+    from backend import auth, models  # the registry reads SavedModel protos: TensorFlow, lazily
+    folder = Path(run["log_path"]).parent
+    actor = auth.get_user(db, run["created_by"]) if run["created_by"] else auth.CLI_ACTOR
+    try:
+        models.register_run(db, actor, run["parent_run_id"], folder / "exported",
+                            name=(folder / "model_name.txt").read_text(encoding="utf-8"))
+    except (BoxwiseError, PermissionError) as exc:
+        _update(db, run["id"], status="failed", error=f"the export could not be registered: {exc}")
+
+
+def exported_model(db: sqlite_utils.Database, export_job_id: int) -> dict | None:
+    """The model row an export job registered, or None."""
+    folder = Path(get_run(db, export_job_id)["log_path"]).parent / "exported"
+    return one(db, "select * from models where path = ?", [str(folder.resolve())])
