@@ -1,0 +1,248 @@
+"""TFRecord dataset versions: records as the TF OD API decoder reads them, shards, label map,
+manifest, pipeline snippet, sticky stratified splits, negatives, failures, roles, CLI."""
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend import exports, images, pipeline_config, projects, settings
+from backend.__main__ import main
+from backend.formats import label_map
+from tests.formats.conftest import add_image
+from tests.formats.tfod import parse_records
+
+
+def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, admin, project, labeled):
+    # A model box must not be exported: only human boxes are.
+    db["annotations"].insert({"image_id": labeled["a.jpg"], "label_id": 1, "xmin": 1, "ymin": 1,
+                              "xmax": 9, "ymax": 9, "source": "model", "score": 0.9})
+    version = exports.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
+    records = parse_records(str(Path(version["path"]) / "*.record-*"))
+    rows = {r["id"]: r for r in db.query("select * from images where project_id = ?", [project["id"]])}
+    exported_ids = sorted(int(r["image/source_id"]) for r in records)
+    assert exported_ids == sorted(i for name, i in labeled.items() if name != "new.jpg")
+    for record in records:
+        image = rows[int(record["image/source_id"])]
+        stored = images.read_image_bytes(image)
+        assert record["image/encoded"] == stored  # passed through, byte for byte
+        assert record["image/key/sha256"] == hashlib.sha256(stored).hexdigest().encode() == image["sha256"].encode()
+        assert record["image/format"] == image["format"].encode()
+        assert (record["image/height"], record["image/width"]) == (image["height"], image["width"])
+        assert record["image/filename"] == (Path(image["filename"]).stem + (".png" if image["format"] == "png" else ".jpg")).encode()
+        assert Path(record["file"]).name.startswith(image["split"] + ".record-")
+        boxes = list(db.query("""select annotations.*, labels.name, labels.label_map_id from annotations
+                                 join labels on labels.id = annotations.label_id
+                                 where image_id = ? and source = 'human' order by annotations.id""", [image["id"]]))
+        w, h = image["width"], image["height"]
+        assert record["image/object/bbox/xmin"] == [np.float32(b["xmin"] / w) for b in boxes]
+        assert record["image/object/bbox/ymin"] == [np.float32(b["ymin"] / h) for b in boxes]
+        assert record["image/object/bbox/xmax"] == [np.float32(b["xmax"] / w) for b in boxes]
+        assert record["image/object/bbox/ymax"] == [np.float32(b["ymax"] / h) for b in boxes]
+        assert record["image/object/class/label"] == [b["label_map_id"] for b in boxes]
+        assert record["image/object/class/text"] == [b["name"].encode() for b in boxes]
+        assert record["image/object/difficult"] == [0] * len(boxes)
+    # image/object/truncated is not in the decoder's spec; read it with Boxwise's own decoder.
+    from backend.formats import tfrecord
+    for _, _, decoded in tfrecord.iter_examples(str(Path(version["path"]) / "*.record-*")):
+        assert decoded.features["image/object/truncated"] == [0] * len(decoded.boxes())
+    by_name = {rows[int(r["image/source_id"])]["filename"]: r for r in records}
+    assert by_name["neg.jpg"]["image/object/bbox/xmin"] == []  # the negative: zero boxes
+    assert by_name["a.jpg"]["image/object/class/text"] == [b"cat", b"dog"]
+    assert by_name["a.jpg"]["image/object/bbox/xmin"] == [np.float32(1.5 / 64), np.float32(10 / 64)]
+
+
+def test_shards_are_named_tfod_style_with_example_i_in_shard_i_mod_n(db, admin, project, labeled):
+    add_image(db, admin, project["id"], "f.jpg", color=(1, 2, 3), boxes=[("dog", 1, 1, 20, 20)])
+    version = exports.create_export(db, admin, project["id"], shards=3, splits="train=1")
+    names = sorted(p.name for p in Path(version["path"]).iterdir())
+    assert names == ["label_map.pbtxt", "manifest.json", "pipeline_snippet.config",
+                     "train.record-00000-of-00003", "train.record-00001-of-00003",
+                     "train.record-00002-of-00003"]
+    sizes = [len(parse_records(str(Path(version["path"]) / f"train.record-0000{i}-of-00003"))) for i in range(3)]
+    assert sizes == [3, 2, 2]  # 7 examples: i mod 3
+    assert version["input_globs"] == {"train": str(Path(version["path"]) / "train.record-?????-of-00003")}
+    assert len(glob.glob(version["input_globs"]["train"])) == 3
+
+
+def test_shards_never_outnumber_examples(db, admin, project, labeled):
+    version = exports.create_export(db, admin, project["id"], shards=10, splits="train=0.8,val=0.2")
+    assert version["params"]["shards"]["val"] == version["counts"]["images"]["val"]
+    assert version["params"]["shards"]["train"] == version["counts"]["images"]["train"] == 4
+
+
+def test_label_map_has_the_project_ids_from_one(db, admin, project, labeled):
+    version = exports.create_export(db, admin, project["id"])
+    parsed = label_map.read(version["label_map_path"])
+    assert [(i.id, i.name) for i in parsed.items] == [(1, "cat"), (2, "dog"), (3, "bird")]
+    assert parsed.notes == []
+    assert version["num_classes"] == 3
+    assert Path(version["label_map_path"]).read_text().startswith("item {\n  id: 1\n  name: 'cat'\n")
+
+
+def test_manifest_lists_parameters_counts_and_every_file_with_its_sha256(db, admin, project, labeled):
+    version = exports.create_export(db, admin, project["id"], shards=1, seed=7,
+                                    splits="train=0.5,val=0.5,test=0")
+    manifest = json.loads(Path(version["manifest_path"]).read_text())
+    folder = Path(version["path"])
+    on_disk = {p.name for p in folder.iterdir()} - {"manifest.json", "pipeline_snippet.config"}
+    assert set(manifest["files"]) == on_disk
+    for name, entry in manifest["files"].items():
+        data = (folder / name).read_bytes()
+        assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert manifest["parameters"]["seed"] == 7
+    assert manifest["parameters"]["splits"] == {"train": 0.5, "val": 0.5, "test": 0.0}
+    assert manifest["parameters"]["statuses"] == ["labeled", "reviewed"]
+    counts = manifest["counts"]
+    assert counts["total_images"] == 6 and counts["total_boxes"] == 7
+    assert sum(counts["images"].values()) == 6 and "test" not in counts["images"]
+    per_class = {}
+    for split_counts in counts["boxes"].values():
+        for name, n in split_counts.items():
+            per_class[name] = per_class.get(name, 0) + n
+    assert per_class == {"cat": 3, "dog": 2, "bird": 2}
+    assert sum(counts["negatives"].values()) == 1
+    assert manifest["counts"] == version["counts"]
+
+
+def test_pipeline_snippet_drops_into_a_real_tfod_config(db, admin, project, labeled):
+    version = exports.create_export(db, admin, project["id"], shards=2)
+    snippet = pipeline_config.parse(Path(version["pipeline_snippet_path"]).read_text())
+    train = snippet.one("train_input_reader")
+    assert train.one("label_map_path") == version["label_map_path"]
+    assert train.one("tf_record_input_reader").one("input_path") == version["input_globs"]["train"]
+    evaluation = snippet.one("eval_input_reader")
+    assert evaluation.one("tf_record_input_reader").one("input_path") == version["input_globs"]["val"]
+    doc = pipeline_config.load("/work/shared/tfod/configs/ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config")
+    doc.set("train_input_reader.tf_record_input_reader.input_path", version["input_globs"]["train"])
+    doc.set("train_input_reader.label_map_path", version["label_map_path"])
+    assert len(glob.glob(doc.get("train_input_reader.tf_record_input_reader.input_path"))) == \
+        version["params"]["shards"]["train"]
+
+
+def test_splits_are_sticky_across_exports_until_reshuffled(db, admin, project, labeled):
+    first = exports.create_export(db, admin, project["id"], seed=1, splits="train=0.5,val=0.5")
+    stored = {r["id"]: r["split"] for r in db.query("select id, split from images where status != 'new'")}
+    assert set(stored.values()) == {"train", "val"}
+    new_id = add_image(db, admin, project["id"], "late.jpg", color=(9, 9, 99), boxes=[("cat", 1, 1, 9, 9)])
+    exports.create_export(db, admin, project["id"], seed=99, splits="train=0.9,val=0.1")
+    again = {r["id"]: r["split"] for r in db.query("select id, split from images where status != 'new'")}
+    assert {i: again[i] for i in stored} == stored
+    assert again[new_id] in ("train", "val")
+    exports.create_export(db, admin, project["id"], seed=1, splits="train=0.5,val=0.5", reshuffle=True)
+    reshuffled = {r["id"]: r["split"] for r in db.query("select id, split from images where status != 'new'")}
+    assert sum(1 for s in reshuffled.values() if s == "train") in (3, 4)
+    assert first["counts"]["images"] == {"train": 3, "val": 3}
+
+
+def _pool(classes_per_image):
+    return [{"id": n, "sha256": f"{n:064x}", "split": None, "classes": set(c)}
+            for n, c in enumerate(classes_per_image, start=1)]
+
+
+def test_split_assignment_is_deterministic_for_a_seed():
+    pool = _pool([["a"]] * 20 + [["b"]] * 7 + [[]] * 5)
+    ratios = {"train": 0.7, "val": 0.2, "test": 0.1}
+    assert exports.assign_splits(pool, ratios, 3) == exports.assign_splits(pool, ratios, 3)
+    assert exports.assign_splits(pool, ratios, 3) != exports.assign_splits(pool, ratios, 4)
+
+
+def test_split_assignment_puts_every_class_in_every_split_when_possible():
+    pool = _pool([["common"]] * 40 + [["rare"]] * 3 + [["common", "rare2"]] * 3 + [[]] * 4)
+    result = exports.assign_splits(pool, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
+    for name in ("common", "rare", "rare2"):
+        splits = {result[i["id"]] for i in pool if name in i["classes"]}
+        assert splits == {"train", "val", "test"}, name
+    counts = {s: sum(1 for v in result.values() if v == s) for s in ("train", "val", "test")}
+    assert counts == {"train": 40, "val": 5, "test": 5}
+
+
+def test_split_assignment_keeps_stored_splits_and_only_places_new_images():
+    pool = _pool([["a"]] * 10)
+    for image in pool[:4]:
+        image["split"] = "val"
+    result = exports.assign_splits(pool, {"train": 0.5, "val": 0.5}, 0)
+    assert [result[i["id"]] for i in pool[:4]] == ["val"] * 4
+    assert sorted(result.values()).count("train") == 5
+    dropped = exports.assign_splits(pool, {"train": 1.0, "val": 0.0}, 0)
+    assert set(dropped.values()) == {"train"}  # a split set to 0 gives its images back
+
+
+def test_status_filter_chooses_images(db, admin, project, labeled):
+    version = exports.create_export(db, admin, project["id"], statuses="reviewed", splits="train=1")
+    assert version["counts"]["images"] == {"train": 1}
+    with pytest.raises(Exception, match="no images with status skipped"):
+        exports.create_export(db, admin, project["id"], statuses="skipped")
+
+
+def test_interrupted_export_leaves_no_complete_looking_dataset(db, admin, project, labeled):
+    gone = images.get_image(db, labeled["c.png"])
+    images.image_file(gone).unlink()  # a shard writer fails half way
+    with pytest.raises(FileNotFoundError):
+        exports.create_export(db, admin, project["id"], shards=2)
+    root = settings.subdir("exports")
+    assert [p for p in root.rglob("*") if p.is_file()] == []
+    assert db["exports"].count == 0
+    assert {r["split"] for r in db.query("select split from images")} == {None}
+
+
+def test_viewers_and_labelers_cannot_export(db, users, project, labeled):
+    for role in ("viewer", "labeler"):
+        with pytest.raises(PermissionError):
+            exports.create_export(db, users[role], project["id"])
+    assert exports.create_export(db, users["reviewer"], project["id"])["version"] == 1
+
+
+def test_versions_are_listed_newest_first_and_zip_for_download(db, admin, project, labeled):
+    exports.create_export(db, admin, project["id"])
+    second = exports.create_export(db, admin, project["id"], fmt="tfrecord", shards=2)
+    listed = exports.list_versions(db, project["id"])
+    assert [v["version"] for v in listed] == [2, 1]
+    assert listed[0]["id"] == second["id"]
+    zipped = exports.export_zip(db, second["id"])
+    folder = Path(second["path"])
+    with zipfile.ZipFile(zipped) as archive:
+        assert sorted(archive.namelist()) == sorted(
+            f"{folder.name}/{p.name}" for p in folder.iterdir())
+        assert archive.read(f"{folder.name}/label_map.pbtxt") == (folder / "label_map.pbtxt").read_bytes()
+    balance = exports.class_balance(second)
+    assert sum(r["boxes"] for r in balance) == 7
+
+
+def test_cli_export_copies_the_version_and_points_the_snippet_at_the_copy(db, admin, project, labeled, tmp_path):
+    out = tmp_path / "out"
+    code = main(["export", "pets", str(out), "--format", "tfrecord", "--shards", "2",
+                 "--split", "train=0.5,val=0.5,test=0", "--seed", "3", "--status", "labeled,reviewed"])
+    assert code == 0
+    assert (out / "train.record-00000-of-00002").is_file()
+    snippet = pipeline_config.parse((out / "pipeline_snippet.config").read_text())
+    assert snippet.one("train_input_reader").one("label_map_path") == str(out / "label_map.pbtxt")
+    assert len(glob.glob(snippet.one("train_input_reader").one("tf_record_input_reader").one("input_path"))) == 2
+    assert main(["export", "pets", str(out)]) == 2  # not empty: refused, nothing overwritten
+    assert main(["export", "nope", str(tmp_path / "x")]) == 2
+
+
+def test_bad_export_parameters_are_refused(db, admin, project, labeled):
+    for splits, message in (("train=abc", "not a number"), ("train=0,val=0", "above 0"),
+                            ("train", "name=ratio"), ("train=-1", ">= 0")):
+        with pytest.raises(Exception, match=message):
+            exports.create_export(db, admin, project["id"], splits=splits)
+    with pytest.raises(Exception, match="format must be one of"):
+        exports.create_export(db, admin, project["id"], fmt="parquet")
+    with pytest.raises(Exception, match="shards must be"):
+        exports.create_export(db, admin, project["id"], shards=0)
+
+
+def test_deleted_class_ids_leave_a_gap_and_num_classes_is_the_largest_id(db, admin, project):
+    projects.delete_label(db, admin, projects.label_by_name(db, project["id"], "dog")["id"])
+    add_image(db, admin, project["id"], "x.jpg", boxes=[("bird", 1, 1, 20, 20)])
+    version = exports.create_export(db, admin, project["id"], splits="train=1")
+    assert [(c["id"], c["name"]) for c in version["classes"]] == [(1, "cat"), (3, "bird")]
+    assert version["num_classes"] == 3
+    record = parse_records(version["input_globs"]["train"])[0]
+    assert record["image/object/class/label"] == [3]
