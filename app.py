@@ -26,6 +26,7 @@ PAGES = [
     ("pages/predict.py", "Predict", "🎯", "view"),
     ("pages/projects.py", "Projects & classes", "🗃️", "view"),
     ("pages/users.py", "Users", "👥", "manage_users"),
+    ("pages/account.py", "My account", "🔑", "view"),
 ]
 
 
@@ -60,6 +61,13 @@ def login_screen() -> None:
                 st.rerun()
 
 
+def _choose_project() -> None:
+    picked = [k for k in st.session_state if str(k).startswith("project_picker_")]
+    for key in picked:
+        if st.session_state[key] != st.session_state.get("project_id"):
+            st.session_state["project_id"] = st.session_state[key]
+
+
 def sidebar(user: dict) -> None:
     with st.sidebar:
         choices = projects.list_projects(common.db())
@@ -67,8 +75,11 @@ def sidebar(user: dict) -> None:
             ids = [p["id"] for p in choices]
             if st.session_state.get("project_id") not in ids:
                 st.session_state["project_id"] = ids[0]
-            st.selectbox("Project", ids, key="project_id",
-                         format_func=lambda i: next(p["name"] for p in choices if p["id"] == i))
+            # The choice lives in "project_id", apart from the widget's own state, so pages can set it.
+            st.selectbox("Project", ids, index=ids.index(st.session_state["project_id"]),
+                         key=f"project_picker_{st.session_state['project_id']}",
+                         format_func=lambda i: next(p["name"] for p in choices if p["id"] == i),
+                         on_change=_choose_project)
         st.caption(f"Signed in as **{user['username']}** ({user['role']})")
         if st.button("Log out", key="logout"):
             common.forget_login()

@@ -210,7 +210,7 @@ def login(db: sqlite_utils.Database, username: str, password: str) -> tuple[dict
 
 def user_for_token(db: sqlite_utils.Database, token: str | None) -> dict | None:
     """The enabled user a session token belongs to, or None (unknown, expired, logged out)."""
-    if not token:
+    if not token or not isinstance(token, str):
         return None
     row = one(db, """select users.* from sessions join users on users.id = sessions.user_id
                      where sessions.token_hash = ? and sessions.expires_at > ?
@@ -219,7 +219,7 @@ def user_for_token(db: sqlite_utils.Database, token: str | None) -> dict | None:
 
 
 def logout(db: sqlite_utils.Database, token: str | None) -> None:
-    if token:
+    if token and isinstance(token, str):
         db.execute("delete from sessions where token_hash = ?", [_token_hash(token)])
 
 

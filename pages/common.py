@@ -51,8 +51,12 @@ def _set_cookie(value: str, max_age: int) -> None:
 
 
 def user() -> dict:
-    """The signed-in user (app.py guarantees there is one before any page runs)."""
-    return st.session_state["user"]
+    """The signed-in user; a page reached without one (after logout) stops with a hint."""
+    signed_in = st.session_state.get("user")
+    if signed_in is None:
+        st.info("You are logged out. Reload the page to log in.")
+        st.stop()
+    return signed_in
 
 
 def project() -> dict | None:
