@@ -75,6 +75,7 @@ class Prediction:
     height: int
     detections: list[Detection]
     timings_ms: dict[str, float] = field(default_factory=dict)  # decode, preprocess, inference, postprocess, total
+    picture: Image.Image | None = field(default=None, repr=False, compare=False)  # the decoded image, for drawing
 
     @property
     def latency_ms(self) -> float:
@@ -261,6 +262,7 @@ class DetectionModel:
         image = read_image(source, max_pixels)
         decoded = time.perf_counter()
         prediction = self.predict_image(image, name if name is not None else str(source))
+        prediction.picture = image
         prediction.timings_ms["decode"] = (decoded - start) * 1000
         prediction.timings_ms["total"] += (decoded - start) * 1000
         return prediction
@@ -323,6 +325,14 @@ def draw(image: Image.Image, detections: Iterable[Detection],
         pen.rectangle([xmin, label_y, xmin + right - left + 4, label_y + bottom - top + 4], fill=color)
         pen.text((xmin + 2 - left, label_y + 2 - top), text, fill="black", font=font)
     return canvas
+
+
+def annotated(prediction: Prediction, min_score: float = 0.0, class_ids: Iterable[int] | None = None,
+              colors: dict[int, str] | None = None) -> Image.Image:
+    """The predicted image with its filtered detections drawn (needs `prediction.picture`)."""
+    if prediction.picture is None:
+        raise Invalid(f"{prediction.image}: the decoded image was not kept")
+    return draw(prediction.picture, prediction.filtered(min_score, class_ids), colors)
 
 
 def png_bytes(image: Image.Image) -> bytes:

@@ -173,6 +173,18 @@ def find_exports(folder: Path) -> list[Path]:
     return sorted(found, key=lambda p: (p / "saved_model" / "saved_model.pb").stat().st_mtime, reverse=True)
 
 
+def runs_with_exports(db: sqlite_utils.Database, project_id: int) -> list[dict]:
+    """The project's runs that have an export on disk, newest first, each with `exports`
+    (directories, newest first) and `registered` (whether the newest is in the registry)."""
+    found = []
+    registered = {r["path"] for r in db.query("select path from models where project_id = ?", [project_id])}
+    for run in db.query("select * from runs where project_id = ? order by id desc", [project_id]):
+        exports = find_exports(Path(run["model_dir"])) if run.get("model_dir") else []
+        if exports:
+            found.append({**run, "exports": exports, "registered": str(exports[0].resolve()) in registered})
+    return found
+
+
 def register_zip(db: sqlite_utils.Database, actor: dict, project_id: int, upload: bytes | BinaryIO,
                  filename: str, *, name: str | None = None) -> dict:
     """Extract an uploaded zip of an export (or of a bare SavedModel) under `data/models/` and

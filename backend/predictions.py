@@ -99,6 +99,14 @@ def _state(boxes: list[dict]) -> list[dict]:
              "score": b.get("score")} for b in boxes]
 
 
+def image_sources(db: sqlite_utils.Database, project_id: int, image_ids: list[int]) -> list[tuple[str, Path]]:
+    """`(file name, stored file)` for images of the project, in the order given (for the predict page)."""
+    rows = {r["id"]: r for r in db.query(
+        f"select * from images where project_id = ? and id in ({', '.join('?' * len(image_ids))})",
+        [project_id, *image_ids])} if image_ids else {}
+    return [(rows[i]["filename"], image_file(rows[i])) for i in image_ids if i in rows]
+
+
 # ---------------------------------------------------------------- the batch
 
 

@@ -1,0 +1,126 @@
+"""Models: the project's registered detectors, registering new ones, choosing the current one,
+and batch prediction (drafts for labelers) with live progress."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from backend import auth, models, predictions
+from pages import common
+
+project = common.require_project()
+user = common.user()
+can_train = auth.can(user, "train")
+st.title(f"Models of {project['name']}")
+
+# ---------------------------------------------------------------- the registry
+
+registry = models.list_models(common.db(), project["id"])
+if not registry:
+    st.info("No models yet. Register an export below: from a training run, a folder on the server, "
+            "or a zip of an export (TF OD API or Boxwise SavedModels).")
+else:
+    table = pd.DataFrame([{
+        "current": "★" if m["is_current"] else "", "id": m["id"], "name": m["name"],
+        "from": m["source"], "run": m["run_id"], "dataset version": m["export_id"],
+        "size (MB)": m["size_mb"],
+        "metrics": ", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}"
+                             for k, v in list(m["metrics"].items())[:4]),
+        "warnings": "; ".join(m["warnings"]) + ("" if m["available"] else " files missing on disk"),
+        "path": m["path"]} for m in registry])
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={"run": st.column_config.NumberColumn(format="%d"),
+                                "dataset version": st.column_config.NumberColumn(format="%d")})
+    if can_train:
+        ids = [m["id"] for m in registry]
+        current = next((m["id"] for m in registry if m["is_current"]), ids[0])
+        with st.form("current_model"):
+            chosen = st.selectbox("Current model (used for batch prediction)", ids, index=ids.index(current),
+                                  format_func=lambda i: next(f"#{m['id']} {m['name']}" for m in registry
+                                                             if m["id"] == i))
+            if st.form_submit_button("Mark as current"):
+                with common.reported(success="Current model changed"):
+                    models.set_current(common.db(), user, project["id"], chosen)
+                    st.rerun()
+
+# ---------------------------------------------------------------- registering
+
+if can_train:
+    st.subheader("Register a model")
+    run_tab, folder_tab, zip_tab = st.tabs(["From a training run", "From a folder on the server", "Upload a zip"])
+    with run_tab:
+        runs = models.runs_with_exports(common.db(), project["id"])
+        if not runs:
+            st.caption("No run of this project has an export yet (Runs page, or "
+                       "`python -m backend export-model`).")
+        else:
+            with st.form("register_run"):
+                run_id = st.selectbox("Run", [r["id"] for r in runs], format_func=lambda i: next(
+                    f"run {r['id']} · {r['status']} · {r['exports'][0].name}"
+                    + (" (registered)" if r["registered"] else "") for r in runs if r["id"] == i))
+                name = st.text_input("Name (optional)", key="run_model_name")
+                if st.form_submit_button("Register", type="primary"):
+                    with common.reported(success="Model registered"):
+                        models.register_run(common.db(), user, run_id, name=name or None)
+                        st.rerun()
+    with folder_tab:
+        with st.form("register_folder"):
+            path = st.text_input("Export folder (holding saved_model/) or SavedModel folder",
+                                 placeholder="/models/ssd_mobilenet_v2_fpnlite_320x320/")
+            name = st.text_input("Name (optional)", key="folder_model_name")
+            if st.form_submit_button("Register", type="primary") and path.strip():
+                with common.reported(success="Model registered"):
+                    models.register_directory(common.db(), user, project["id"], path.strip(), name=name or None)
+                    st.rerun()
+    with zip_tab:
+        with st.form("register_zip"):
+            upload = st.file_uploader("Zip of an export folder (saved_model/, label_map.pbtxt …)", type=["zip"])
+            name = st.text_input("Name (optional)", key="zip_model_name")
+            if st.form_submit_button("Upload and register", type="primary") and upload is not None:
+                with st.spinner("Extracting and checking the model…"), \
+                        common.reported(success="Model registered"):
+                    models.register_zip(common.db(), user, project["id"], upload, upload.name,
+                                        name=name or None)
+                    st.rerun()
+
+# ---------------------------------------------------------------- batch prediction
+
+st.subheader("Drafts for labelers")
+st.write("Runs the current model over this project's unlabeled images (new or in progress, no human "
+         "box) and stores its detections as draft boxes that labelers accept, adjust or delete. "
+         "Each image also gets an uncertainty score for the “most uncertain first” queue.")
+
+
+@st.fragment(run_every=2)
+def batch_progress() -> None:
+    progress = predictions.read_progress(project["id"])
+    running = bool(progress) and progress["state"] in predictions.ACTIVE_STATES
+    if progress:
+        text = (f"{progress['state']}: {progress['done']}/{progress['total']} images · "
+                f"{progress['drafts']} drafts · {progress['skipped']} skipped · {progress['failed']} failed")
+        st.progress(progress["fraction"], text=text)
+        if progress["state"] == "failed":
+            st.error(progress.get("message") or "failed")
+        elif progress["state"] == "done":
+            st.success(progress.get("message") or "done")
+        if progress.get("errors"):
+            with st.expander(f"{len(progress['errors'])} images could not be predicted"):
+                st.dataframe(pd.DataFrame(progress["errors"]), hide_index=True, width="stretch")
+    if not can_train:
+        return
+    if running:
+        if st.button("Cancel batch prediction"):
+            with common.reported(success="Stopping after the current image"):
+                predictions.cancel(user, project["id"])
+        return
+    with st.form("batch_prediction"):
+        min_score = st.slider("Keep detections scoring at least", 0.05, 0.95,
+                              predictions.DEFAULT_MIN_SCORE, 0.05)
+        if st.form_submit_button("Predict unlabeled images", type="primary",
+                                 disabled=not any(m["is_current"] for m in registry)):
+            with common.reported(success="Batch prediction started"):
+                predictions.start(common.db(), user, project["id"], min_score=min_score)
+                st.rerun(scope="fragment")
+
+
+batch_progress()
