@@ -212,3 +212,33 @@ def _image(db, image_id: int) -> dict:
     if row is None:
         raise NotFound(f"no image with id {image_id}")
     return row
+
+
+def box_table(boxes: Iterable[dict], labels: Iterable[dict]) -> list[dict]:
+    """Rows for the label page's box list: number, class, corners and size in image pixels."""
+    names = {label["id"]: label["name"] for label in labels}
+    return [{"#": number, "class": names.get(b["label_id"], "?"),
+             "xmin": round(b["xmin"], 1), "ymin": round(b["ymin"], 1),
+             "xmax": round(b["xmax"], 1), "ymax": round(b["ymax"], 1),
+             "width": round(b["xmax"] - b["xmin"], 1), "height": round(b["ymax"] - b["ymin"], 1),
+             "source": "draft" if b.get("source") == "model" else "human",
+             "score": b.get("score")} for number, b in enumerate(boxes, start=1)]
+
+
+def history_table(db: sqlite_utils.Database, image_id: int) -> list[dict]:
+    """An image's history as rows a person reads: when, who, what changed."""
+    rows = []
+    for event in history(db, image_id):
+        before, after = event["before"], event["after"]
+        if event["kind"] == "status":
+            what = f"{(before or {}).get('status')} → {(after or {}).get('status')}"
+            extra = (after or {}).get("review_comment") or (after or {}).get("skip_reason")
+            if extra and extra != (before or {}).get("review_comment"):
+                what += f" ({extra})"
+        elif event["kind"] == "assign":
+            what = f"assigned to user {(after or {}).get('assignee_id')}"
+        else:
+            what = f"{len(before or [])} → {len(after or [])} boxes"
+        rows.append({"when": dt.datetime.fromtimestamp(event["at"]).strftime("%Y-%m-%d %H:%M:%S"),
+                     "who": event["username"] or "cli", "change": event["kind"], "details": what})
+    return rows

@@ -1,0 +1,89 @@
+"""The Label, Review and Progress pages through Streamlit's AppTest, on a real SQLite file."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend import annotations, auth, images, labeling
+from tests.helpers import image_bytes
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture
+def stocked(db, users, project):
+    report = images.ingest(db, users["admin"], project["id"], [
+        (f"img{i}.png", image_bytes((320, 240), color=(i * 50, 90, 20), fmt="PNG")) for i in range(3)])
+    return [item.image_id for item in report.items]
+
+
+def signed_in(db, username: str, page: str) -> AppTest:
+    _, token = auth.login(db, username, f"{username}-password")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["session_token"] = token
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def cat_id(db, project):
+    return next(r["id"] for r in db.query("select id from labels where project_id = ? and name = 'cat'",
+                                          [project["id"]]))
+
+
+def test_label_page_leases_next_image_and_saves_class_changes(db, users, project, stocked):
+    at = signed_in(db, "labeler", "pages/label.py")
+    assert "3** images in your queue" in at.markdown[0].value
+    button(at, "Next image to label").click().run()
+    assert not at.exception, at.exception
+    image = images.get_image(db, stocked[0])
+    assert image["lease_user_id"] == users["labeler"]["id"]
+    assert at.markdown[0].value.startswith(f"#### #{stocked[0]} · img0.png · 320×240 px")
+    # Boxes come from the canvas in the browser (tests/e2e); here a box already stored is
+    # relabeled through the box editor and saved on "Next image to label".
+    annotations.save_boxes(db, users["admin"], stocked[0],
+                           [{"label_id": cat_id(db, project), "xmin": 10, "ymin": 10, "xmax": 50, "ymax": 60}], 0)
+    at.number_input[0].set_value(stocked[0]).run()
+    button(at, "Go").click().run()
+    assert not at.exception, at.exception
+    at.selectbox(key=f"label_box_class_{stocked[0]}_0_1").select_index(1).run()
+    assert "unsaved changes" in " ".join(c.value for c in at.caption)
+    button(at, "Save").click().run()
+    assert not at.exception, at.exception
+    stored = annotations.get_boxes(db, stocked[0])
+    assert [(b["xmin"], b["ymin"], b["xmax"], b["ymax"]) for b in stored] == [(10, 10, 50, 60)]
+    assert stored[0]["label_id"] == cat_id(db, project) + 1
+    assert images.get_image(db, stocked[0])["version"] == 2
+    history = annotations.history(db, stocked[0])
+    assert history[0]["username"] == "labeler" and history[0]["kind"] == "boxes"
+
+
+def test_label_page_shows_who_holds_the_lease(db, users, project, stocked):
+    labeling.open_image(db, users["reviewer"], stocked[1])
+    at = signed_in(db, "labeler", "pages/label.py")
+    at.number_input[0].set_value(stocked[1]).run()
+    button(at, "Go").click().run()
+    assert any(w.value.startswith("This image is leased by reviewer until ") for w in at.warning)
+
+
+def test_stale_save_offers_reload_or_overwrite(db, users, project, stocked):
+    at = signed_in(db, "labeler", "pages/label.py")
+    annotations.save_boxes(db, users["admin"], stocked[0],
+                           [{"label_id": cat_id(db, project), "xmin": 10, "ymin": 10, "xmax": 50, "ymax": 60}], 0)
+    at.number_input[0].set_value(stocked[0]).run()
+    button(at, "Go").click().run()
+    annotations.save_boxes(db, users["reviewer"], stocked[0], [], 1)  # someone else, meanwhile
+    button(at, "Delete this box").click().run()
+    button(at, "Save").click().run()
+    assert at.error[0].value.startswith("image img0.png was changed by reviewer at ")
+    assert images.get_image(db, stocked[0])["version"] == 2
+    button(at, "Overwrite with my boxes").click().run()
+    assert not at.exception, at.exception
+    assert images.get_image(db, stocked[0])["version"] == 3
