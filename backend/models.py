@@ -100,17 +100,29 @@ def _tree_size(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _read_metrics(*folders: Path) -> dict:
+def _read_metrics(*folders: Path, checkpoint: str | None = None) -> dict:
+    """Metrics left beside a model: a flat `metrics.json` in the export, or the trainer's
+    `evaluation/metrics.json` (`{name: {step, checkpoint, metrics}}`) in the run's model_dir,
+    from which the exported checkpoint's entry is taken (else the latest step's)."""
     for folder in folders:
         for name in METRICS_FILES:
             path = folder / name
-            if path.is_file():
-                try:
-                    value = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    continue
-                if isinstance(value, dict):
-                    return value
+            if not path.is_file():
+                continue
+            try:
+                value = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            if not isinstance(value, dict) or not value:
+                continue
+            entries = [e for e in value.values() if isinstance(e, dict) and isinstance(e.get("metrics"), dict)]
+            if not entries:
+                return value
+            wanted = Path(checkpoint).name if checkpoint else None
+            matching = [e for e in entries if wanted and Path(str(e.get("checkpoint") or "")).name == wanted]
+            entry = max(matching or entries, key=lambda e: int(e.get("step") or 0))
+            metrics = {k: v for k, v in entry["metrics"].items() if "ByCategory" not in k}
+            return {**metrics, "step": int(entry.get("step") or 0)}
     return {}
 
 
@@ -131,7 +143,11 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
     if existing:
         raise Invalid(f"{root} is already registered in this project as model #{existing['id']}")
     run = _run(db, run_id)
-    metrics = _read_metrics(root, *([Path(run["model_dir"])] if run and run.get("model_dir") else []))
+    # An export job of the run (jobs.export_model) names the checkpoint it exported.
+    job = one(db, "select fine_tune_checkpoint from runs where kind = 'export' and model_dir = ?",
+              [str(root.parent)]) if run else None
+    metrics = _read_metrics(root, *([Path(run["model_dir"])] if run and run.get("model_dir") else []),
+                            checkpoint=job["fine_tune_checkpoint"] if job else None)
     with transaction(db):
         model_id = db["models"].insert({
             "project_id": project_id, "run_id": run_id, "export_id": export_id,
@@ -152,7 +168,10 @@ def register_run(db: sqlite_utils.Database, actor: dict, run_id: int,
     if run is None:
         raise NotFound(f"no run with id {run_id}")
     if export_dir is None:
-        exports = find_exports(Path(run["model_dir"] or ""))
+        folders = [run["model_dir"]] + [r["model_dir"] for r in db.query(
+            "select model_dir from runs where parent_run_id = ? and kind = 'export'", [run_id])]
+        exports = sorted((found for folder in folders if folder for found in find_exports(Path(folder))),
+                         key=lambda p: (p / "saved_model" / "saved_model.pb").stat().st_mtime, reverse=True)
         if not exports:
             raise NotFound(f"run {run_id} has no exported model yet: export it first "
                            "(python -m backend export-model)")
@@ -174,14 +193,19 @@ def find_exports(folder: Path) -> list[Path]:
 
 
 def runs_with_exports(db: sqlite_utils.Database, project_id: int) -> list[dict]:
-    """The project's runs that have an export on disk, newest first, each with `exports`
-    (directories, newest first) and `registered` (whether the newest is in the registry)."""
-    found = []
+    """Exports on disk from the project's runs, newest first: `{run_id (the training run),
+    export_dir, name, registered}`. Export jobs count for the run they exported."""
     registered = {r["path"] for r in db.query("select path from models where project_id = ?", [project_id])}
+    found, seen = [], set()
     for run in db.query("select * from runs where project_id = ? order by id desc", [project_id]):
-        exports = find_exports(Path(run["model_dir"])) if run.get("model_dir") else []
-        if exports:
-            found.append({**run, "exports": exports, "registered": str(exports[0].resolve()) in registered})
+        train_run_id = run["parent_run_id"] if run.get("kind") == "export" and run.get("parent_run_id") \
+            else run["id"]
+        for export_dir in find_exports(Path(run["model_dir"])) if run.get("model_dir") else []:
+            key = str(export_dir.resolve())
+            if key not in seen:
+                seen.add(key)
+                found.append({"run_id": train_run_id, "export_dir": export_dir, "registered": key in registered,
+                              "name": f"run {train_run_id} · {export_dir.parent.name}/{export_dir.name}"})
     return found
 
 

@@ -55,13 +55,13 @@ if can_train:
                        "`python -m backend export-model`).")
         else:
             with st.form("register_run"):
-                run_id = st.selectbox("Run", [r["id"] for r in runs], format_func=lambda i: next(
-                    f"run {r['id']} · {r['status']} · {r['exports'][0].name}"
-                    + (" (registered)" if r["registered"] else "") for r in runs if r["id"] == i))
+                choice = st.selectbox("Export", range(len(runs)), format_func=lambda i: runs[i]["name"]
+                                      + (" (registered)" if runs[i]["registered"] else ""))
                 name = st.text_input("Name (optional)", key="run_model_name")
                 if st.form_submit_button("Register", type="primary"):
                     with common.reported(success="Model registered"):
-                        models.register_run(common.db(), user, run_id, name=name or None)
+                        models.register_run(common.db(), user, runs[choice]["run_id"],
+                                            runs[choice]["export_dir"], name=name or None)
                         st.rerun()
     with folder_tab:
         with st.form("register_folder"):

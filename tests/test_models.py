@@ -142,3 +142,25 @@ def test_unsafe_or_useless_zips_are_refused_and_leave_nothing(db, admin, project
     assert not (data_dir.parent / "escape.txt").exists()
     assert list((data_dir / "models").iterdir()) == []
     assert models.list_models(db, project["id"]) == []
+
+
+def test_an_export_job_of_a_run_brings_the_exported_checkpoints_evaluation(db, admin, project, export_dir, tmp_path):
+    train_dir, job_dir = tmp_path / "runs" / "1", tmp_path / "runs" / "2"
+    (train_dir / "evaluation").mkdir(parents=True)
+    (train_dir / "evaluation" / "metrics.json").write_text(json.dumps({
+        "ckpt-3": {"step": 300, "checkpoint": "ckpt-3", "metrics": {
+            "DetectionBoxes_Precision/mAP": 0.31, "DetectionBoxes_Precision/mAP ByCategory/cat": 0.2}},
+        "ckpt-5": {"step": 500, "checkpoint": "ckpt-5", "metrics": {"DetectionBoxes_Precision/mAP": 0.45}}}))
+    shutil.copytree(export_dir, job_dir / "exported")
+    train_id = db["runs"].insert({"project_id": project["id"], "kind": "train", "status": "succeeded",
+                                  "model_dir": str(train_dir)}).last_pk
+    db["runs"].insert({"project_id": project["id"], "kind": "export", "status": "succeeded",
+                       "parent_run_id": train_id, "model_dir": str(job_dir),
+                       "fine_tune_checkpoint": str(train_dir / "ckpt-3")})
+    listed = models.runs_with_exports(db, project["id"])
+    assert [(r["run_id"], r["export_dir"], r["registered"]) for r in listed] == \
+        [(train_id, job_dir / "exported", False)]
+    model = models.register_run(db, admin, train_id)
+    assert model["path"] == str((job_dir / "exported").resolve())
+    assert model["metrics"] == {"DetectionBoxes_Precision/mAP": 0.31, "step": 300}
+    assert models.runs_with_exports(db, project["id"])[0]["registered"] is True
