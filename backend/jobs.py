@@ -40,6 +40,7 @@ ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
 KINDS = ("train", "eval", "export")
 LOG_FILE = "train.log"
+EVAL_TIMEOUT = 300
 CONFIG_FILE = "pipeline.config"
 
 # Popen objects of the processes this dashboard started, so finished ones are reaped (no
@@ -244,7 +245,7 @@ def start_evaluation(db: sqlite_utils.Database, actor: dict, run_id: int) -> dic
     text = Path(source["model_dir"], CONFIG_FILE).read_text(encoding="utf-8")
     run = _insert_run(db, actor, source["project_id"], kind="eval", text=text,
                       export_id=source["export_id"], config_id=source["config_id"],
-                      parent_run_id=run_id)
+                      parent_run_id=run_id, model_dir=Path(source["model_dir"]) / EVALUATION_DIR)
     pump_queue(db)
     return get_run(db, run["id"])
 
@@ -289,9 +290,12 @@ def _command(run: dict) -> list[str]:
                 "--trained_checkpoint_dir", str(folder / "checkpoint_to_export"),
                 "--output_directory", str(folder / "exported")]
     if run["kind"] == "eval":
-        parent = Path(run["model_dir"])
+        # Checkpoints evaluated before are skipped; while the training run goes on, new ones
+        # are evaluated as they appear, until it ends (or none comes for EVAL_TIMEOUT seconds).
+        evaluation = Path(run["model_dir"])
         return [sys.executable, "-m", "backend", "train", "--pipeline_config_path", config,
-                "--model_dir", str(parent), "--checkpoint_dir", str(parent), "--eval_timeout", "0"]
+                "--model_dir", str(evaluation), "--checkpoint_dir", str(evaluation.parent),
+                "--eval_timeout", str(EVAL_TIMEOUT)]
     head = [run["python"], run["script"]] if run["script"] else [sys.executable, "-m", "backend", "train"]
     command = head + ["--pipeline_config_path", config, "--model_dir", run["model_dir"]]
     if run["num_train_steps"]:
@@ -515,33 +519,32 @@ def log_tail(run: dict, lines: int = 40) -> list[str]:
     return [line for line in text.splitlines() if line.strip()][-lines:]
 
 
+EVALUATION_DIR = "evaluation"
+MAP = "DetectionBoxes_Precision/mAP"
+_PER_CLASS = "DetectionBoxes_Precision/mAP ByCategory/"
+
+
 def evaluations(run: dict) -> list[dict[str, Any]]:
-    """Metrics of each evaluated checkpoint of a training run, oldest first:
-    `{step, checkpoint, metrics: {tag: value}, per_class: {name: AP}}`, from the trainer's
-    `metrics.json` files in `model_dir`."""
-    found: dict[int, dict[str, Any]] = {}
-    for path in sorted(Path(run["model_dir"]).rglob("metrics.json")):
-        try:
-            loaded = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
-            continue
-        for entry in loaded if isinstance(loaded, list) else [loaded]:
-            if not isinstance(entry, dict):
-                continue
-            metrics = entry.get("metrics") or {k: v for k, v in entry.items()
-                                               if isinstance(v, (int, float)) and "/" in k}
-            per_class = entry.get("per_class") or {
-                k.split("/", 2)[-1]: v for k, v in metrics.items() if k.startswith("DetectionBoxes_Precision/mAP/")
-                or k.startswith("DetectionBoxes_PerformanceByCategory/mAP/")}
-            step = int(entry.get("step") or entry.get("global_step") or 0)
-            found[step] = {"step": step, "checkpoint": entry.get("checkpoint"),
-                           "metrics": {k: v for k, v in metrics.items() if k.split("/", 2)[-1] not in per_class
-                                       or k.count("/") < 2},
-                           "per_class": per_class, "time": entry.get("time")}
-    return [found[s] for s in sorted(found)]
+    """Metrics of each evaluated checkpoint of a training run, by step: `{step, checkpoint (prefix
+    path), num_images, metrics: {tag: value}, per_class: {class: AP}}`, from the `metrics.json`
+    the trainer's evaluation mode keeps in `model_dir/evaluation/`."""
+    path = Path(run["model_dir"]) / EVALUATION_DIR / "metrics.json"
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return []
+    out = []
+    for name, entry in loaded.items():
+        metrics = entry.get("metrics") or {}
+        out.append({
+            "step": int(entry.get("step") or 0), "num_images": entry.get("num_images"),
+            "checkpoint": str(Path(run["model_dir"]) / (entry.get("checkpoint") or name)),
+            "metrics": {k: v for k, v in metrics.items() if not k.startswith(_PER_CLASS)},
+            "per_class": {k[len(_PER_CLASS):]: v for k, v in metrics.items() if k.startswith(_PER_CLASS)}})
+    return sorted(out, key=lambda e: e["step"])
 
 
-def best_checkpoint(run: dict, metric: str = "DetectionBoxes_Precision/mAP") -> dict | None:
+def best_checkpoint(run: dict, metric: str = MAP) -> dict | None:
     """The evaluated checkpoint with the highest `metric` that still exists, or None."""
     scored = [e for e in evaluations(run) if e["metrics"].get(metric) is not None
               and e.get("checkpoint") and configs.checkpoint_exists(e["checkpoint"])]
@@ -567,3 +570,96 @@ def exported_model(db: sqlite_utils.Database, export_job_id: int) -> dict | None
     """The model row an export job registered, or None."""
     folder = Path(get_run(db, export_job_id)["log_path"]).parent / "exported"
     return one(db, "select * from models where path = ?", [str(folder.resolve())])
+
+
+# ---------------------------------------------------------------- views for the Runs page
+
+
+def format_duration(seconds: float | None) -> str:
+    """`1 h 02 min`, `3 min 05 s`, `42 s`; `—` when unknown."""
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+    if seconds >= 60:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds} s"
+
+
+def training_seconds(run: dict) -> float | None:
+    """Wall time the run has trained so far (all attempts, from its progress history)."""
+    history = run_history(run)
+    if not history:
+        return None
+    total, start, previous = 0.0, history[0].get("time", 0), history[0].get("time", 0)
+    for snapshot in history[1:]:
+        now_ = snapshot.get("time", previous)
+        if snapshot.get("step", 0) <= 1 or now_ - previous > 600:
+            total += previous - start  # a new attempt (resume) or a long gap: count them apart
+            start = now_
+        previous = now_
+    return total + previous - start
+
+
+def evaluation_rows(run: dict) -> list[dict[str, Any]]:
+    """`{step, metric, value}` for every evaluated checkpoint's COCO metrics (table and chart)."""
+    return [{"step": e["step"], "metric": name, "value": value}
+            for e in evaluations(run) for name, value in sorted(e["metrics"].items())]
+
+
+def per_class_rows(run: dict) -> list[dict[str, Any]]:
+    """`{class, AP}` of the newest evaluated checkpoint that has per-class AP."""
+    latest = next((e for e in reversed(evaluations(run)) if e["per_class"]), None)
+    return [{"class": name, "AP": value} for name, value in (latest or {"per_class": {}})["per_class"].items()]
+
+
+def run_table(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
+    """One row per training run for the run list: status, progress, config, dataset, best mAP."""
+    rows = []
+    for run in list_runs(db, project_id):
+        summary = progress_summary(run)
+        best = best_checkpoint(run)
+        rows.append({
+            "run": run["id"], "status": run["status"],
+            "step": f"{summary['step']}/{summary['total_steps']}" if summary["total_steps"] else "",
+            "config": f"{run['config_name']} v{run['config_version']}" if run["config_name"] else "",
+            "dataset version": run["export_id"], "from run": run["parent_run_id"],
+            "best mAP": best["metrics"][MAP] if best else None,
+            "by": run["created_by_name"], "error": run["error"] or ""})
+    return rows
+
+
+def compare_runs(db: sqlite_utils.Database, run_ids: list[int]) -> list[dict[str, Any]]:
+    """Side-by-side facts of runs: dataset version, config, steps, training time, best mAP."""
+    out = []
+    for run_id in run_ids:
+        run = get_run(db, run_id)
+        summary = progress_summary(run)
+        best = best_checkpoint(run)
+        config = configs.get_config(db, run["config_id"]) if run["config_id"] else None
+        out.append({
+            "run": run_id, "status": run["status"], "dataset version": run["export_id"],
+            "config": configs.config_title(config) if config else "",
+            "steps": summary["step"], "training time": format_duration(training_seconds(run)),
+            "final loss": summary["losses"].get("total"),
+            "best mAP": best["metrics"].get(MAP) if best else None,
+            "best mAP@.50IOU": best["metrics"].get("DetectionBoxes_Precision/mAP@.50IOU") if best else None,
+            "best checkpoint": Path(best["checkpoint"]).name if best else "",
+            "from checkpoint": run["fine_tune_checkpoint"] or ""})
+    return out
+
+
+def config_diff(db: sqlite_utils.Database, run_a: int, run_b: int) -> str:
+    """The unified diff between the `pipeline.config`s two runs trained with."""
+    texts = []
+    for run_id in (run_a, run_b):
+        path = Path(get_run(db, run_id)["model_dir"]) / CONFIG_FILE
+        texts.append(path.read_text(encoding="utf-8") if path.is_file() else "")
+    return configs.diff(texts[0], texts[1], f"run {run_a}", f"run {run_b}")
+
+
+def jobs_of(db: sqlite_utils.Database, run_id: int) -> list[dict]:
+    """The evaluation and export jobs started for a training run, newest first."""
+    return list(db.query("select id, kind, status, error, started_at, finished_at from runs "
+                         "where parent_run_id = ? and kind != 'train' order by id desc", [run_id]))
