@@ -44,6 +44,7 @@ class AnnotatedImage:
     image_path: Path | None = None
     image_bytes: bytes | None = None
     problems: list[str] = field(default_factory=list)
+    missing: str | None = None   # why the image file was not found (it may still be in the project)
 
 
 @dataclass

@@ -571,3 +571,36 @@ def extract(pattern: str | Path, out: str | Path, draw: bool = False,
             archive.close()
             tmp_zip.unlink(missing_ok=True)
     return result
+
+
+def read(path: str | Path, images_dir: Path | None = None) -> "ReadResult":
+    """Importer entry point: every example of a record set as an `AnnotatedImage` (normalised
+    boxes, image bytes from image/encoded). A `label_map.pbtxt` beside the records names
+    boxes that carry only a label id."""
+    from backend.formats import label_map as label_map_format
+    from backend.formats.records import ReadResult
+
+    result = ReadResult()
+    try:
+        files = resolve(path)
+    except NotFound as exc:
+        result.problems.append(str(exc))
+        return result
+    found = find_label_map(path)
+    label_map = None
+    if found:
+        try:
+            label_map = label_map_format.read(found)
+            result.notes.extend(label_map.notes)
+        except Invalid as exc:
+            result.problems.append(str(exc))
+    for file in files:
+        for index, raw in iter_raw(file):
+            if isinstance(raw, RecordError):
+                result.problems.append(f"{file} record {index}: {raw}")
+                continue
+            try:
+                result.images.append(to_annotated(decode(raw, str(file), index), label_map))
+            except RecordError as exc:
+                result.problems.append(f"{file} record {index}: {exc}")
+    return result

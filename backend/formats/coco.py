@@ -1,0 +1,139 @@
+"""COCO detection JSON: read and write.
+
+`images` (`id`, `file_name`, `width`, `height`), `annotations` (`image_id`, `category_id`,
+`bbox` = pixel `[x, y, width, height]`), `categories` (`id`, `name`). Reading takes one
+.json file or a folder of them; images listed without annotations are negatives. Writing makes
+`annotations/instances_<split>.json` and `images/`, with category ids = label-map ids.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from backend import atomic
+from backend.formats import boxes as box_convert
+from backend.formats.records import (AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
+                                     ReadResult)
+
+
+def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
+    path = Path(path)
+    result = ReadResult()
+    if path.is_dir():
+        files, root = sorted(path.rglob("*.json")), path
+    elif path.is_file():
+        files, root = [path], path.parent
+    else:
+        result.problems.append(f"{path}: no such file or folder")
+        return result
+    if not files:
+        result.problems.append(f"{path}: no .json files found")
+        return result
+    roots = ([Path(images_dir)] if images_dir else []) + [root, root / "images", root.parent / "images",
+                                                          root.parent]
+    finder = ImageFinder(roots)
+    for file in files:
+        _read_file(file, finder, result, strict=not path.is_dir())
+    if path.is_dir() and not result.images and not result.problems:
+        result.problems.append(f"{path}: no COCO detection JSON found")
+    return result
+
+
+def _read_file(file: Path, finder: ImageFinder, result: ReadResult, strict: bool = True) -> None:
+    try:
+        document = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        result.problems.append(f"{file}: not valid JSON: {exc}")
+        return
+    if not isinstance(document, dict) or not isinstance(document.get("images"), list) or \
+            not isinstance(document.get("categories"), list):
+        if not strict:  # a folder may hold other JSON (a Boxwise manifest.json, say)
+            result.notes.append(f"{file}: not COCO detection JSON; ignored")
+            return
+        result.problems.append(f"{file}: not COCO detection JSON (needs 'images' and 'categories' lists)")
+        return
+    categories = {}
+    for number, category in enumerate(document["categories"]):
+        if not isinstance(category, dict) or "id" not in category or not category.get("name"):
+            result.problems.append(f"{file}: categories[{number}] needs an id and a name")
+            continue
+        categories[category["id"]] = str(category["name"])
+    images: dict = {}
+    for number, entry in enumerate(document["images"]):
+        if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
+            result.problems.append(f"{file}: images[{number}] needs an id and a file_name")
+            continue
+        item = AnnotatedImage(name=str(entry["file_name"]), where=f"{file} images[{number}]")
+        try:
+            item.width = int(entry["width"]) if entry.get("width") else None
+            item.height = int(entry["height"]) if entry.get("height") else None
+        except (TypeError, ValueError):
+            item.problems.append("width/height are not numbers")
+        item.image_path, why = finder.find(item.name, near=file.parent)
+        if item.image_path is None:
+            item.missing = why
+        images[entry["id"]] = item
+        result.images.append(item)
+    for number, annotation in enumerate(document.get("annotations") or []):
+        where = f"{file}: annotations[{number}]"
+        if not isinstance(annotation, dict):
+            result.problems.append(f"{where} is not an object")
+            continue
+        item = images.get(annotation.get("image_id"))
+        if item is None:
+            result.problems.append(f"{where}: unknown image_id {annotation.get('image_id')!r}")
+            continue
+        category = annotation.get("category_id")
+        if category not in categories:
+            item.problems.append(f"annotations[{number}]: unknown category id {category!r}")
+            continue
+        bbox = annotation.get("bbox")
+        try:
+            if not isinstance(bbox, list) or len(bbox) != 4:
+                raise ValueError
+            xmin, ymin, xmax, ymax = box_convert.from_coco(bbox)
+        except (TypeError, ValueError):
+            item.problems.append(f"annotations[{number}]: bbox {bbox!r} is not [x, y, width, height]")
+            continue
+        if bbox[2] < 0 or bbox[3] < 0:
+            item.problems.append(f"annotations[{number}]: bbox {bbox!r} has a negative width or height")
+            continue
+        item.boxes.append(ObjectBox(categories[category], xmin, ymin, xmax, ymax,
+                                    difficult=int(bool(annotation.get("difficult", 0))),
+                                    truncated=int(bool(annotation.get("truncated", 0)))))
+
+
+def document(images: list[ExportImage], labels: list[dict], file_prefix: str = "") -> dict:
+    """The COCO JSON of `images` (ids = Boxwise image ids, category ids = label-map ids)."""
+    out = {"info": {"description": "Exported by Boxwise"}, "licenses": [], "images": [],
+           "annotations": [], "categories": [
+               {"id": row["label_map_id"], "name": row["name"], "supercategory": "none"}
+               for row in sorted(labels, key=lambda r: r["label_map_id"])]}
+    next_id = 1
+    for image in images:
+        out["images"].append({"id": image.image_id, "file_name": file_prefix + image.file_name,
+                              "width": image.width, "height": image.height})
+        for box in image.boxes:
+            x, y, w, h = box_convert.to_coco(box.coords)
+            out["annotations"].append({
+                "id": next_id, "image_id": image.image_id, "category_id": box.label_map_id,
+                "bbox": [round(v, 3) for v in (x, y, w, h)], "area": round(w * h, 3), "iscrowd": 0,
+                "difficult": int(box.difficult), "truncated": int(box.truncated)})
+            next_id += 1
+    return out
+
+
+def write(out: Path, images: list[ExportImage], labels: list[dict],
+          on_progress: Callable[[int, int, str], None] | None = None) -> None:
+    (out / "images").mkdir(parents=True, exist_ok=True)
+    by_split: dict[str, list[ExportImage]] = {}
+    for done, image in enumerate(images, start=1):
+        shutil.copyfile(image.source, out / "images" / image.file_name)
+        by_split.setdefault(image.split, []).append(image)
+        if on_progress:
+            on_progress(done, len(images), image.file_name)
+    for split, members in by_split.items():
+        atomic.write_text(out / "annotations" / f"instances_{split}.json",
+                          json.dumps(document(members, labels), indent=1))

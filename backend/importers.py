@@ -1,0 +1,319 @@
+"""Import images and boxes from VOC, COCO, CSV, YOLO or TFRecord into a project, all or nothing.
+
+An import reads the files (`backend/formats/`), checks everything first — every image found
+and decodable, every box inside its image with a positive size, every class known (or
+created on request) — and only then writes, in one transaction. When anything is wrong the
+project is left unchanged and the report lists every problem with the file (and line or
+record) it came from.
+
+Images go through `images.prepare_image`, the same validation, EXIF orientation and
+normalisation as uploads, and are stored content-addressed. An image already in the project
+(same content) gets the imported boxes when it has none yet; otherwise it is skipped.
+Imported images get status `labeled`; images listed with no boxes become "no objects" negatives.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+import sqlite_utils
+
+from backend import annotations, atomic, projects, settings
+from backend.auth import can, require
+from backend.db import now, one, transaction
+from backend.errors import Invalid
+from backend.formats import boxes as box_convert, label_map as label_map_format
+from backend.formats.records import AnnotatedImage, ReadResult
+from backend.images import ImageRejected, prepare_image, stored_path
+
+FORMATS = ("voc", "coco", "csv", "yolo", "tfrecord")
+IMPORTED_STATUS = "labeled"
+
+
+@dataclass
+class ImportItem:
+    item: str                  # file name and where it was described
+    outcome: str               # "imported" | "skipped" | "error"
+    message: str = ""
+    image_id: int | None = None
+    boxes: int = 0
+
+
+@dataclass
+class ImportReport:
+    items: list[ImportItem] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)      # problems not tied to one image
+    notes: list[str] = field(default_factory=list)
+    classes_created: list[str] = field(default_factory=list)
+    committed: bool = False
+
+    @property
+    def errors(self) -> list[str]:
+        return self.problems + [f"{i.item}: {i.message}" for i in self.items if i.outcome == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return self.committed and not self.errors
+
+    def count(self, outcome: str) -> int:
+        return sum(1 for i in self.items if i.outcome == outcome)
+
+    @property
+    def boxes(self) -> int:
+        return sum(i.boxes for i in self.items if i.outcome == "imported")
+
+    def summary(self) -> str:
+        if not self.committed:
+            return (f"import failed, nothing changed: {len(self.errors)} problem(s)"
+                    + "".join(f"\n  {e}" for e in self.problems))
+        created = f", created classes {', '.join(self.classes_created)}" if self.classes_created else ""
+        return (f"imported {self.count('imported')} images with {self.boxes} boxes, "
+                f"skipped {self.count('skipped')}{created}")
+
+    def rows(self) -> list[dict]:
+        return [{"item": i.item, "outcome": i.outcome, "message": i.message, "image_id": i.image_id,
+                 "boxes": i.boxes} for i in self.items]
+
+
+def read(path: str | Path, fmt: str, images_dir: str | Path | None = None) -> ReadResult:
+    """Read annotations of format `fmt` without touching the database."""
+    if fmt not in FORMATS:
+        raise Invalid(f"import format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    from backend.formats import coco, csv_format, tfrecord, voc, yolo  # noqa: PLC0415
+    reader = {"voc": voc, "coco": coco, "csv": csv_format, "yolo": yolo, "tfrecord": tfrecord}[fmt]
+    return reader.read(Path(path), Path(images_dir) if images_dir else None)
+
+
+@dataclass
+class _Planned:
+    source: AnnotatedImage
+    label: str
+    data: bytes | None = None           # stored bytes of a new image
+    format: str = ""
+    width: int = 0
+    height: int = 0
+    sha256: str = ""
+    existing_id: int | None = None      # an image already in the project
+    boxes: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, path: str | Path,
+                       fmt: str, images_dir: str | Path | None = None, create_classes: bool = False,
+                       on_progress: Callable[[int, int | None, str], None] | None = None) -> ImportReport:
+    """Import `path` (format `fmt`) into the project in one transaction; see the module doc."""
+    require(actor, "ingest")
+    project = projects.get_project(db, project_id)
+    result = read(path, fmt, images_dir)
+    report = ImportReport(problems=list(result.problems), notes=list(result.notes))
+    labels = {row["name"]: row for row in projects.list_labels(db, project_id)}
+    by_display = {row["display_name"]: row for row in labels.values() if row.get("display_name")}
+    missing_classes: list[str] = []
+    planned: list[_Planned] = []
+    seen: dict[str, str] = {}
+    total = len(result.images)
+    for done, source in enumerate(result.images, start=1):
+        plan = _plan(db, project_id, source, seen)
+        if plan is not None:
+            for box in plan.boxes:
+                name = box.pop("name")
+                row = labels.get(name) or by_display.get(name)
+                if row is None:
+                    if name not in missing_classes:
+                        missing_classes.append(name)
+                    box["class_name"] = name
+                else:
+                    box["label_id"] = row["id"]
+            planned.append(plan)
+        if on_progress:
+            on_progress(done, total, source.name)
+        if plan is None or source.problems:
+            report.items.append(ImportItem(_label(source), "error", "; ".join(source.problems)))
+    if missing_classes and not create_classes:
+        report.problems.append(
+            f"classes not in project {project['name']!r}: {', '.join(missing_classes)} "
+            "(create them first, or import with --create-classes)")
+    if missing_classes and create_classes and not can(actor, "manage_projects"):
+        report.problems.append(f"creating classes ({', '.join(missing_classes)}) needs an admin")
+    if not result.images and not report.problems:
+        report.problems.append(f"{path}: no images described")
+    if report.errors:
+        return report
+    return _commit(db, actor, project_id, planned, missing_classes, report)
+
+
+def _label(source: AnnotatedImage) -> str:
+    return f"{source.name} ({source.where})" if source.where and source.where != source.name else source.name
+
+
+def _plan(db, project_id: int, source: AnnotatedImage, seen: dict[str, str]) -> _Planned | None:
+    """Load and check one image and its boxes; None (with `source.problems`) when it cannot go in."""
+    if source.problems:
+        return None
+    plan = _Planned(source, _label(source))
+    data = source.image_bytes
+    if data is None and source.image_path is not None:
+        try:
+            data = Path(source.image_path).read_bytes()
+        except OSError as exc:
+            source.problems.append(f"cannot read image {source.image_path}: {exc}")
+            return None
+    if data is None:
+        existing = list(db.query("select * from images where project_id = ? and filename = ?",
+                                 [project_id, PurePosixPath(source.name.replace("\\", "/")).name]))
+        if len(existing) != 1:
+            source.problems.append(source.missing or f"image {source.name!r} not found")
+            return None
+        image = existing[0]
+        plan.existing_id, plan.width, plan.height = image["id"], image["width"], image["height"]
+        plan.sha256 = image["sha256"]
+    else:
+        try:
+            prepared = prepare_image(data)
+        except ImageRejected as exc:
+            source.problems.append(f"image {source.name!r}: {exc}")
+            return None
+        plan.data, plan.format = prepared.data, prepared.format
+        plan.width, plan.height, plan.sha256 = prepared.width, prepared.height, prepared.sha256
+        if prepared.changed:
+            plan.notes.append("; ".join(prepared.changed))
+        row = one(db, "select id from images where project_id = ? and sha256 = ?", [project_id, plan.sha256])
+        if row:
+            plan.existing_id, plan.data = row["id"], None
+    if plan.sha256 in seen:
+        plan.notes.append(f"same image as {seen[plan.sha256]}")
+    seen.setdefault(plan.sha256, plan.label)
+    if not source.normalized and source.width and source.height and \
+            (source.width, source.height) != (plan.width, plan.height):
+        source.problems.append(f"the annotation says the image is {source.width}×{source.height} px "
+                               f"but it is {plan.width}×{plan.height} px")
+        return None
+    for number, box in enumerate(source.boxes, start=1):
+        coords = box.coords
+        if source.normalized:
+            if box.xmax < box.xmin or box.ymax < box.ymin:
+                source.problems.append(f"box {number} ({box.name}): negative size "
+                                       f"(normalised {', '.join(f'{c:g}' for c in coords)})")
+                continue
+            if min(coords) < -0.01 or max(coords) > 1.01:
+                source.problems.append(f"box {number} ({box.name}): normalised coordinates "
+                                       f"{', '.join(f'{c:g}' for c in coords)} outside [0, 1]")
+                continue
+            # float32 in, so 1/1000 px is all the precision there is (18.0, not 17.9999995).
+            coords = tuple(round(c, 3) for c in box_convert.from_normalized(coords, plan.width, plan.height))
+        why = box_convert.check_pixel_box(coords, plan.width, plan.height)
+        if why:
+            source.problems.append(f"box {number} ({box.name}): {why}")
+            continue
+        xmin, ymin, xmax, ymax = box_convert.clip(coords, plan.width, plan.height)
+        if xmax - xmin < annotations.MIN_BOX_SIDE or ymax - ymin < annotations.MIN_BOX_SIDE:
+            plan.notes.append(f"box {number} ({box.name}) skipped: {xmax - xmin:.1f}×{ymax - ymin:.1f} px "
+                              f"is under {annotations.MIN_BOX_SIDE:g} px a side")
+            continue
+        plan.boxes.append({"name": box.name, "xmin": xmin, "ymin": ymin, "xmax": xmax, "ymax": ymax,
+                           "difficult": box.difficult, "truncated": box.truncated, "source": "human"})
+    return None if source.problems else plan
+
+
+def _commit(db, actor, project_id: int, planned: list[_Planned], missing_classes: list[str],
+            report: ImportReport) -> ImportReport:
+    created_files: list = []
+    stamp = now()
+    try:
+        with transaction(db):
+            class_ids = {}
+            for name in missing_classes:
+                class_ids[name] = projects.add_label(db, actor, project_id, name)["id"]
+                report.classes_created.append(name)
+            done_images: set[int] = set()
+            stored: dict[str, tuple[int, str]] = {}
+            for plan in planned:
+                for box in plan.boxes:
+                    if "class_name" in box:
+                        box["label_id"] = class_ids[box.pop("class_name")]
+                if plan.existing_id is not None:
+                    image = one(db, "select * from images where id = ?", [plan.existing_id])
+                    has_boxes = one(db, "select count(*) as n from annotations where image_id = ?",
+                                    [image["id"]])["n"]
+                    if image["id"] in done_images or has_boxes or image["no_objects"] or \
+                            image["status"] not in ("new", "in_progress"):
+                        report.items.append(ImportItem(
+                            plan.label, "skipped", f"already in the project as image #{image['id']} "
+                            f"({image['filename']}, {has_boxes} boxes, {image['status']}); not changed",
+                            image["id"]))
+                        continue
+                    image_id = image["id"]
+                elif plan.sha256 in stored:
+                    report.items.append(ImportItem(
+                        plan.label, "skipped", f"same image as {stored[plan.sha256][1]}; imported once",
+                        stored[plan.sha256][0]))
+                    continue
+                else:
+                    image_id = _store(db, actor, project_id, plan, stamp, created_files)
+                    stored[plan.sha256] = (image_id, plan.label)
+                image = one(db, "select * from images where id = ?", [image_id])
+                annotations.save_boxes(db, actor, image_id, plan.boxes, image["version"],
+                                       status=IMPORTED_STATUS)
+                if not plan.boxes:
+                    db.execute("update images set no_objects = 1 where id = ?", [image_id])
+                done_images.add(image_id)
+                message = "; ".join(["imported"] + plan.notes)
+                report.items.append(ImportItem(plan.label, "imported", message, image_id, len(plan.boxes)))
+    except BaseException:
+        for path, sha in created_files:
+            if not one(db, "select id from images where sha256 = ?", [sha]):
+                path.unlink(missing_ok=True)
+        report.items = [i for i in report.items if i.outcome == "error"]
+        report.classes_created = []
+        raise
+    report.committed = True
+    return report
+
+
+def _store(db, actor, project_id: int, plan: _Planned, stamp: float, created_files: list) -> int:
+    """Store a prepared image content-addressed and insert its row (as `images.ingest` does)."""
+    target = stored_path(plan.sha256, plan.format)
+    if not target.exists():
+        atomic.write_bytes(target, plan.data)
+        created_files.append((target, plan.sha256))
+    return db["images"].insert({
+        "project_id": project_id, "sha256": plan.sha256,
+        "path": str(target.relative_to(settings.data_dir())),
+        "filename": PurePosixPath(plan.source.name.replace("\\", "/")).name,
+        "width": plan.width, "height": plan.height, "format": plan.format,
+        "size_bytes": len(plan.data), "status": "new", "version": 0,
+        "created_at": stamp, "created_by": actor.get("id"), "updated_at": stamp}).last_pk
+
+
+# ---------------------------------------------------------------- label maps as classes
+
+
+def import_label_map(db: sqlite_utils.Database, actor: dict, project_id: int,
+                     path: str | Path) -> dict:
+    """Create the project's classes from a `label_map.pbtxt`, keeping the file's ids where the
+    project's id counter allows (ids only ever move forward, so none is reused).
+
+    Class names are the items' display names when they have one (the mscoco map's names are
+    `/m/…` codes), else their names. Returns `{"created": [...], "existing": [...], "notes": [...]}`;
+    id 0 (background) items are skipped with a note.
+    """
+    require(actor, "manage_projects")
+    parsed = label_map_format.read(path)
+    created, existing = [], []
+    notes = list(parsed.notes)
+    with transaction(db):
+        for item in parsed.items:
+            name = parsed.class_name(item)
+            if projects.label_by_name(db, project_id, name):
+                existing.append(name)
+                continue
+            project = projects.get_project(db, project_id)
+            if item.id >= project["next_label_map_id"]:
+                db["projects"].update(project_id, {"next_label_map_id": item.id})
+            label = projects.add_label(db, actor, project_id, name,
+                                       display_name=item.display_name or name)
+            if label["label_map_id"] != item.id:
+                notes.append(f"{name!r} got id {label['label_map_id']} (id {item.id} was taken earlier)")
+            created.append(name)
+    return {"created": created, "existing": existing, "notes": notes}
