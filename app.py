@@ -9,24 +9,24 @@ from backend import auth, projects
 from pages import common
 
 HERE = Path(__file__).resolve().parent
-st.set_page_config(page_title="Boxwise", page_icon="🟧", layout="wide")
+st.set_page_config(page_title="Boxwise", page_icon=":material/crop_free:", layout="wide")
 
 # (file, title, icon, action the role needs to see it). Pages check rights again in the backend.
 PAGES = [
-    ("pages/home.py", "Home", "🏠", "view"),
-    ("pages/label.py", "Label", "✏️", "label"),
-    ("pages/review.py", "Review", "✅", "review"),
-    ("pages/dashboard.py", "Progress", "📊", "view"),
-    ("pages/upload.py", "Upload", "⬆️", "ingest"),
-    ("pages/dataset.py", "Datasets", "🗂️", "view"),
-    ("pages/tfrecords.py", "TFRecord browser", "🔎", "view"),
-    ("pages/config.py", "Configs", "⚙️", "view"),
-    ("pages/runs.py", "Runs", "🏃", "view"),
-    ("pages/models.py", "Models", "📦", "view"),
-    ("pages/predict.py", "Predict", "🎯", "view"),
-    ("pages/projects.py", "Projects & classes", "🗃️", "view"),
-    ("pages/users.py", "Users", "👥", "manage_users"),
-    ("pages/account.py", "My account", "🔑", "view"),
+    ("pages/home.py", "Home", ":material/home:", "view"),
+    ("pages/label.py", "Label", ":material/draw:", "label"),
+    ("pages/review.py", "Review", ":material/fact_check:", "review"),
+    ("pages/dashboard.py", "Progress", ":material/monitoring:", "view"),
+    ("pages/upload.py", "Upload", ":material/upload:", "ingest"),
+    ("pages/dataset.py", "Datasets", ":material/dataset:", "view"),
+    ("pages/tfrecords.py", "TFRecord browser", ":material/search:", "view"),
+    ("pages/config.py", "Configs", ":material/tune:", "view"),
+    ("pages/runs.py", "Runs", ":material/model_training:", "view"),
+    ("pages/models.py", "Models", ":material/deployed_code:", "view"),
+    ("pages/predict.py", "Predict", ":material/center_focus_strong:", "view"),
+    ("pages/projects.py", "Projects & classes", ":material/folder_open:", "view"),
+    ("pages/users.py", "Users", ":material/group:", "manage_users"),
+    ("pages/account.py", "My account", ":material/key:", "view"),
 ]
 
 
