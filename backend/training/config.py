@@ -534,3 +534,58 @@ def check_fine_tune_checkpoint(config: TrainingConfig, doc: ConfigDocument) -> N
     if not candidates or not tf.io.gfile.glob(candidates[0] + ".index"):
         raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist "
                       "(a detection checkpoint prefix such as .../ckpt-3, or a model_dir holding one)")
+
+
+def check_inputs(doc: ConfigDocument) -> list[Problem]:
+    """Problems with the files a config names: input globs matching nothing, label maps that do not
+    exist or parse, a label map with ids above `num_classes`, a missing fine-tune checkpoint."""
+    import glob as globbing
+
+    from backend.formats import label_map as label_maps
+
+    problems: list[Problem] = []
+    num_classes = None
+    try:
+        num_classes = doc.get("model.ssd.num_classes")
+    except Exception:  # noqa: BLE001 - reported by check_config
+        pass
+    for reader in ("train_input_reader", "eval_input_reader"):
+        for k, pattern in enumerate(doc.get_all(f"{reader}.tf_record_input_reader.input_path")):
+            path = f"{reader}.tf_record_input_reader.input_path"
+            if "://" not in str(pattern) and not globbing.glob(str(pattern)):
+                problems.append(Problem(path, _line(doc, path), f"{pattern!r} matches no files"))
+        path = f"{reader}.label_map_path"
+        label_map_path = doc.get_all(path)
+        if not label_map_path:
+            continue
+        label_map_path = str(label_map_path[-1])
+        if "://" in label_map_path:
+            continue
+        if not Path(label_map_path).is_file():
+            problems.append(Problem(path, _line(doc, path), f"{label_map_path!r} does not exist"))
+            continue
+        try:
+            label_map = label_maps.read(label_map_path)
+        except Invalid as exc:
+            problems.append(Problem(path, _line(doc, path), str(exc)))
+            continue
+        if isinstance(num_classes, int) and label_map.num_classes > num_classes:
+            problems.append(Problem("model.ssd.num_classes", _line(doc, "model.ssd.num_classes"),
+                                    f"{num_classes} is less than the label map's largest id "
+                                    f"{label_map.num_classes} ({label_map_path})"))
+    try:
+        checkpoint = doc.get("train_config.fine_tune_checkpoint")
+    except Exception:  # noqa: BLE001 - absent
+        checkpoint = None
+    if checkpoint and "://" not in str(checkpoint):
+        if not (Path(checkpoint).exists() or globbing.glob(str(checkpoint) + ".index")):
+            path = "train_config.fine_tune_checkpoint"
+            problems.append(Problem(path, _line(doc, path), f"{checkpoint!r} does not exist"))
+    return problems
+
+
+def _line(doc: ConfigDocument, path: str) -> int:
+    try:
+        return doc.line(path)
+    except Exception:  # noqa: BLE001
+        return 0

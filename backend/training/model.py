@@ -133,8 +133,9 @@ class WeightSharedPredictor(layers.Layer):
         self.tower = [_separable(spec, spec.depth, name=f"tower_{i}")
                       for i in range(spec.num_layers_before_predictor)]
         # Convolution weights are shared across levels; batch-norm statistics are not.
-        self.tower_bn = [[_batch_norm(spec, f"tower_{i}_bn_level_{lv}") for lv in range(num_levels)]
-                         for i in range(spec.num_layers_before_predictor)]
+        # A flat list (layer i, level l at i * num_levels + l): nested lists are not tracked.
+        self.tower_bn = [_batch_norm(spec, f"tower_{i}_bn_level_{lv}")
+                         for i in range(spec.num_layers_before_predictor) for lv in range(num_levels)]
         k = spec.num_anchors_per_location
         self.box_head = _separable(spec, k * 4, name="box_head", bias=True)
         self.class_head = _separable(spec, k * spec.num_classes, name="class_head", bias=True,
@@ -144,8 +145,9 @@ class WeightSharedPredictor(layers.Layer):
         box_outputs, class_outputs = [], []
         k = self.spec.num_anchors_per_location
         for level_index, x in enumerate(levels):
-            for conv, bns in zip(self.tower, self.tower_bn):
-                x = ops.relu6(bns[level_index](conv(x), training=training))
+            for i, conv in enumerate(self.tower):
+                bn = self.tower_bn[i * self.num_levels + level_index]
+                x = ops.relu6(bn(conv(x), training=training))
             boxes = self.box_head(x)
             classes = self.class_head(x)
             cells = boxes.shape[1] * boxes.shape[2]

@@ -1,0 +1,73 @@
+"""`config get|set|check`: read and edit pipeline.config files from the command line.
+
+    python -m backend config get pipeline.config model.ssd.num_classes
+    python -m backend config set pipeline.config model.ssd.num_classes=3 train_config.batch_size=8
+    python -m backend config check pipeline.config          # exit 1 when the trainer would refuse it
+"""
+from __future__ import annotations
+
+import argparse
+
+from backend.errors import Invalid
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    config = subparsers.add_parser("config", help="read, edit and check pipeline.config files")
+    sub = config.add_subparsers(dest="config_command", required=True)
+    get = sub.add_parser("get", help="print the value at a path (e.g. model.ssd.num_classes)")
+    get.add_argument("file")
+    get.add_argument("path")
+    get.set_defaults(func=config_get)
+    set_ = sub.add_parser("set", help="set values in place: PATH=VALUE [PATH=VALUE ...]",
+                          description="Edits only the characters of each value; comments and formatting "
+                                      "stay. Missing fields are created. The file is replaced atomically.")
+    set_.add_argument("file")
+    set_.add_argument("assignments", nargs="+", metavar="PATH=VALUE")
+    set_.set_defaults(func=config_set)
+    check = sub.add_parser("check", help="syntax and trainer-support problems; exit 1 when there are any")
+    check.add_argument("file")
+    check.set_defaults(func=config_check)
+
+
+def config_get(args) -> int:
+    from backend import pipeline_config
+    doc = pipeline_config.ConfigDocument.load(args.file)
+    value = doc.get(args.path)
+    if isinstance(value, pipeline_config.Message):
+        f = doc._locate(args.path).field
+        print(doc.text[f.start:f.end])
+    elif isinstance(value, str) and not isinstance(value, pipeline_config.Enum):
+        print(value)
+    else:
+        print(pipeline_config.format_scalar(value))
+    return 0
+
+
+def config_set(args) -> int:
+    from backend import pipeline_config
+    doc = pipeline_config.ConfigDocument.load(args.file)
+    for assignment in args.assignments:
+        path, sep, value = assignment.partition("=")
+        if not sep:
+            raise Invalid(f"{assignment!r} is not PATH=VALUE")
+        doc.set_literal(path.strip(), value)
+    doc.save()
+    return 0
+
+
+def config_check(args) -> int:
+    from backend import pipeline_config
+    from backend.training.config import check_config, check_inputs, ignored_fields
+    try:
+        doc = pipeline_config.ConfigDocument.load(args.file)
+    except pipeline_config.ConfigSyntaxError as exc:
+        print(f"{args.file}: {exc}")
+        return 1
+    problems = check_config(doc) + check_inputs(doc)
+    for problem in problems:
+        print(f"{args.file}: {problem}")
+    for path, line in ignored_fields(doc):
+        print(f"{args.file}: line {line}: {path}: ignored (no effect on TF 2 / Keras 3)")
+    if not problems:
+        print(f"{args.file}: ok")
+    return 1 if problems else 0

@@ -1,0 +1,89 @@
+"""Anchors, the faster_rcnn box coder and argmax matching on hand-computed cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from backend.training import boxes
+from backend.training.boxes import AnchorSpec, MatcherSpec
+
+
+def test_anchor_count_and_first_anchors_at_64_pixels():
+    anchors = boxes.generate_anchors(64, 64, AnchorSpec())
+    # Levels 3..7 at 64 px: 8x8, 4x4, 2x2, 1x1, 1x1 cells, 6 anchors each.
+    assert boxes.feature_sizes(64, 64, 3, 7) == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    assert anchors.shape == ((64 + 16 + 4 + 1 + 1) * 6, 4)
+    # Level 3, cell (0, 0): centre (4, 4) px, side anchor_scale * 2**3 = 32 px.
+    np.testing.assert_allclose(anchors[0], [-12 / 64, -12 / 64, 20 / 64, 20 / 64], atol=1e-6)
+    # Aspect ratio 2 (wider): h = 32 / sqrt 2, w = 32 * sqrt 2.
+    h, w = 32 / math.sqrt(2), 32 * math.sqrt(2)
+    np.testing.assert_allclose(anchors[1], [(4 - h / 2) / 64, (4 - w / 2) / 64, (4 + h / 2) / 64,
+                                            (4 + w / 2) / 64], atol=1e-6)
+    # Second scale of the octave: side 32 * 2**0.5.
+    s = 32 * 2 ** 0.5
+    np.testing.assert_allclose(anchors[3], [(4 - s / 2) / 64] * 2 + [(4 + s / 2) / 64] * 2, atol=1e-6)
+    # Level 7's single cell is centred on the image with side 4 * 128 = 512 px.
+    np.testing.assert_allclose(anchors[-6], [-224 / 64, -224 / 64, 288 / 64, 288 / 64], atol=1e-6)
+
+
+def test_encode_matches_the_faster_rcnn_coder_by_hand():
+    anchors = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
+    box = np.array([[[0.1, 0.2, 0.5, 0.6]]], np.float32)  # centre (0.3, 0.4), 0.4 x 0.4
+    deltas = np.asarray(boxes.encode(box, anchors))
+    np.testing.assert_allclose(deltas[0, 0], [10 * -0.2, 10 * -0.1, 5 * math.log(0.4), 5 * math.log(0.4)],
+                               rtol=1e-5)
+
+
+def test_encode_decode_round_trip():
+    rng = np.random.default_rng(0)
+    anchors = boxes.generate_anchors(96, 96, AnchorSpec())
+    centre = rng.uniform(0.1, 0.9, size=(2, len(anchors), 2))
+    size = rng.uniform(0.05, 0.5, size=(2, len(anchors), 2))
+    gt = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
+    decoded = np.asarray(boxes.decode(boxes.encode(gt, anchors), anchors))
+    np.testing.assert_allclose(decoded, gt, atol=1e-5)
+
+
+ANCHORS = np.array([
+    [0.0, 0.0, 0.5, 0.5],    # A0: equals g0
+    [0.5, 0.5, 1.0, 1.0],    # A1: IoU 0.8 with g1
+    [0.0, 0.0, 0.4, 0.5],    # A2: IoU 0.8 with g0
+    [0.6, 0.0, 1.0, 0.4],    # A3: IoU 0.1875 with g2 (its best anchor)
+    [0.0, 0.0, 0.5, 0.3],    # A4: IoU 0.6 with g0
+], np.float32)
+GT = np.array([[[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 0.9, 1.0], [0.6, 0.0, 0.75, 0.2], [0, 0, 0, 0]]], np.float32)
+VALID = np.array([[True, True, True, False]])
+
+
+def test_argmax_matching_with_forced_matches():
+    matched, state = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.5, 0.5, True))
+    assert np.asarray(state).tolist() == [[1, 1, 1, 1, 1]]
+    assert np.asarray(matched).tolist() == [[0, 1, 0, 2, 0]]
+
+
+def test_argmax_matching_without_forcing_leaves_low_iou_unmatched_and_ignores_between():
+    matched, state = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.7, 0.3, False))
+    # A3 (0.1875) is background; A4 (0.6) falls between 0.3 and 0.7 and is ignored.
+    assert np.asarray(state).tolist() == [[1, 1, 1, 0, -1]]
+    assert np.asarray(matched)[0, :3].tolist() == [0, 1, 0]
+
+
+def test_padding_only_images_match_nothing():
+    _, state = boxes.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool))
+    assert np.asarray(state).tolist() == [[0, 0, 0, 0, 0]]
+
+
+@pytest.mark.parametrize("height,width", [(64, 64), (96, 128), (320, 320)])
+def test_model_outputs_one_prediction_per_anchor(height, width):
+    from backend.training.model import ModelSpec, build_detector
+    spec = ModelSpec(num_classes=3, height=height, width=width, depth_multiplier=0.35, depth=16,
+                     num_layers_before_predictor=1)
+    model = build_detector(spec)
+    out = model(np.zeros((1, height, width, 3), np.float32))
+    count = len(boxes.generate_anchors(height, width, spec.anchors))
+    assert tuple(out["box_deltas"].shape) == (1, count, 4)
+    assert tuple(out["class_logits"].shape) == (1, count, 3)
+    # The class bias starts at -4.6 (p = 0.01), so untrained scores are low everywhere.
+    np.testing.assert_allclose(np.asarray(model.predictor.class_head.bias), -4.6, rtol=1e-6)
