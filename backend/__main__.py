@@ -16,6 +16,8 @@ COMMAND_MODULES = [
     "backend.cli.admin",
     "backend.cli.formats",
     "backend.cli.predict",
+    "backend.cli.training",
+    "backend.cli.config",
 ]
 
 
