@@ -352,8 +352,11 @@ def set_common_fields(text: str, values: dict[str, Any]) -> str:
     doc = pc.ConfigDocument(text)
     before = common_fields(text)
     for _, path in COMMON_FIELDS:
-        if path in values and values[path] != before[path] and values[path] not in (None, ""):
-            doc.set(path, values[path])
+        value = values.get(path)
+        if isinstance(value, str) and not isinstance(before[path], str):
+            value = pc.parse_literal(value, before[path]) if value.strip() else None
+        if path in values and value != before[path] and value not in (None, ""):
+            doc.set(path, value)
     wanted = values.get("augmentations")
     if wanted is not None:
         options = "train_config.data_augmentation_options"
@@ -367,6 +370,15 @@ def set_common_fields(text: str, values: dict[str, Any]) -> str:
             if name not in present:
                 doc.add(options, {name: {}})
     return doc.text
+
+
+def syntax_problem(text: str) -> Problem | None:
+    """The syntax error of a config's text as a problem with line and column, or None."""
+    try:
+        pc.parse(text)
+    except pc.ConfigSyntaxError as exc:
+        return Problem("(syntax)", exc.line, str(exc))
+    return None
 
 
 def diff(old: str, new: str, old_name: str = "saved", new_name: str = "edited") -> str:

@@ -130,7 +130,9 @@ def list_runs(db: sqlite_utils.Database, project_id: int | None = None,
 
 
 def run_title(run: dict) -> str:
-    return f"#{run['id']} {run['kind']} · {run['status']}"
+    """A label that stays the same while the run's state changes (for pickers)."""
+    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created_at"])) if run["created_at"] else ""
+    return f"#{run['id']} {run['kind']} · dataset version {run['export_id']} · {started}"
 
 
 def _update(db: sqlite_utils.Database, run_id: int, **values: Any) -> None:
@@ -663,3 +665,10 @@ def jobs_of(db: sqlite_utils.Database, run_id: int) -> list[dict]:
     """The evaluation and export jobs started for a training run, newest first."""
     return list(db.query("select id, kind, status, error, started_at, finished_at from runs "
                          "where parent_run_id = ? and kind != 'train' order by id desc", [run_id]))
+
+
+def is_active(db: sqlite_utils.Database, run_id: int) -> bool:
+    """True while the run or one of its evaluation/export jobs is queued or running."""
+    return one(db, "select 1 as x from runs where (id = ? or parent_run_id = ?) and kind != 'train' "
+                   "and status in ('queued', 'running') union select 1 from runs where id = ? and "
+                   "status in ('queued', 'running')", [run_id, run_id, run_id]) is not None

@@ -1,0 +1,126 @@
+"""Configs: edit a pipeline.config (form for the usual fields, raw editor), check it against a
+dataset version, fill it from one, see what changed, save it as a new version."""
+from __future__ import annotations
+
+import hashlib
+
+import streamlit as st
+
+from backend import auth, configs
+from pages import common
+
+project = common.require_project()
+user = common.user()
+can_train = auth.can(user, "train")
+db = common.db()
+st.title(f"Pipeline configs of {project['name']}")
+
+saved = configs.all_configs(db, project["id"])
+templates = configs.templates()
+versions = configs.list_dataset_versions(db, project["id"])
+
+# ---------------------------------------------------------------- what to start from
+
+left, right = st.columns(2)
+sources = ["saved", "template"] if saved else ["template"]
+source = left.selectbox("Start from", sources, key="config_source",
+                        format_func={"saved": "a saved config", "template": "a template"}.get)
+if source == "saved":
+    choice = right.selectbox("Saved config", [c["id"] for c in saved], key="config_choice_saved",
+                             format_func=lambda i: configs.config_title(configs.get_config(db, i)))
+    loaded = configs.get_config(db, choice)
+    base_text, base_name = loaded["text"], loaded["name"]
+else:
+    choice = right.selectbox("Template", list(templates), key="config_choice_template")
+    base_text, base_name = templates[choice], choice
+
+if st.session_state.get("config_loaded") != (source, choice):
+    # Another config chosen: load it into the editor (edits to the previous one are dropped).
+    st.session_state["config_loaded"] = (source, choice)
+    st.session_state["config_text"] = base_text
+    st.session_state["config_name"] = base_name
+
+
+def set_text(text: str) -> None:
+    st.session_state["config_text"] = text
+
+
+def fill_from_version() -> None:
+    with common.reported("Filled paths and num_classes from the dataset version"):
+        version = configs.dataset_version(db, st.session_state["config_version"])
+        set_text(configs.fill_from_dataset_version(st.session_state["config_text"], version))
+
+
+def apply_form(digest: str) -> None:
+    values = {path: st.session_state[f"field_{path}_{digest}"] for _, path in configs.COMMON_FIELDS}
+    values["augmentations"] = st.session_state[f"augmentations_{digest}"]
+    with common.reported("Fields applied"):
+        set_text(configs.set_common_fields(st.session_state["config_text"], values))
+
+
+def save() -> None:
+    with common.reported("Saved as a new version"):
+        row = configs.save_config(db, user, project["id"], st.session_state["config_name"],
+                                  st.session_state["config_text"])
+        st.session_state["config_loaded"] = ("saved", row["id"])
+        st.session_state["config_source"] = "saved"
+        st.session_state["config_choice_saved"] = row["id"]
+
+
+text = st.session_state["config_text"]
+problem = configs.syntax_problem(text)
+digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+
+# ---------------------------------------------------------------- the usual fields
+
+if problem is None:
+    values = configs.common_fields(text)
+    with st.expander("Common fields", expanded=True), st.form(f"fields_{digest}"):
+        columns = st.columns(3)
+        for index, (label, path) in enumerate(configs.COMMON_FIELDS):
+            value, column = values[path], columns[index % 3]
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                column.number_input(label, value=value, key=f"field_{path}_{digest}", help=path,
+                                    format="%d" if isinstance(value, int) else "%g")
+            else:
+                column.text_input(label, value="" if value is None else str(value),
+                                  key=f"field_{path}_{digest}", help=path)
+        st.multiselect("Augmentation options", configs.AUGMENTATIONS, default=values["augmentations"],
+                       key=f"augmentations_{digest}")
+        st.form_submit_button("Apply to the text", on_click=apply_form, args=(digest,))
+
+# ---------------------------------------------------------------- the raw text
+
+st.text_area("pipeline.config", key="config_text", height=480)
+if problem is not None:
+    st.error(f"Syntax error: {problem.message}")
+
+if versions:
+    row = st.columns([3, 1, 1])
+    version_id = row[0].selectbox("Dataset version", [v.id for v in versions], key="config_version",
+                                  format_func=lambda i: next(v.title() for v in versions if v.id == i))
+    row[1].button("Fill from dataset version", on_click=fill_from_version, disabled=problem is not None)
+    if row[2].button("Validate", disabled=problem is not None):
+        found = configs.validate(text, configs.dataset_version(db, version_id))
+        if found:
+            st.error("\n".join(f"- {p}" for p in found))
+        else:
+            st.success("The config has no problems with this dataset version.")
+else:
+    st.caption("Export a TFRecord dataset version (Datasets page) to fill and validate against it.")
+    if st.button("Validate", disabled=problem is not None):
+        found = configs.validate(text)
+        if found:
+            st.error("\n".join(f"- {p}" for p in found))
+        else:
+            st.success("The config has no problems.")
+
+# ---------------------------------------------------------------- changes and saving
+
+changes = configs.diff(base_text, text, f"{base_name} (loaded)", "edited")
+st.caption("Changes against the loaded config")
+st.code(changes or "(no changes)", language="diff")
+if can_train:
+    row = st.columns([3, 1])
+    row[0].text_input("Name", key="config_name")
+    row[1].button("Save as a new version", type="primary", on_click=save, disabled=problem is not None)

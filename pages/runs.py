@@ -1,0 +1,147 @@
+"""Runs: launch training on a dataset version with a saved config, watch it live, cancel,
+resume, retrain from it, evaluate its checkpoints, compare runs, export a model."""
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from backend import auth, configs, jobs
+from pages import common
+
+project = common.require_project()
+user = common.user()
+can_train = auth.can(user, "train")
+db = common.db()
+jobs.pump_queue(db)  # settle runs that ended while nobody watched; start queued ones
+st.title(f"Training runs of {project['name']}")
+
+# ---------------------------------------------------------------- launch
+
+if can_train:
+    versions = configs.list_dataset_versions(db, project["id"])
+    saved = configs.all_configs(db, project["id"])
+    with st.expander("Launch a training run", expanded=not jobs.list_runs(db, project["id"])):
+        if not versions or not saved:
+            st.info("A run needs a TFRecord dataset version (Datasets page) and a saved config "
+                    "(Configs page).")
+        else:
+            with st.form("launch"):
+                version = st.selectbox("Dataset version", versions, format_func=lambda v: v.title())
+                config = st.selectbox("Config", saved, format_func=configs.config_title)
+                steps = st.number_input("Training steps (0: the config's num_steps)", min_value=0, value=0,
+                                        key="launch_steps")
+                st.caption(f"Runs at once: {jobs.max_concurrent_runs()} (`BOXWISE_MAX_RUNS`); "
+                           "later runs wait in the queue. The config's paths and num_classes are "
+                           "filled from the dataset version.")
+                with st.expander("External runner (a TF OD API installation)"):
+                    python = st.text_input("Python interpreter", placeholder="/opt/tf215/bin/python",
+                                           key="launch_python")
+                    script = st.text_input("model_main_tf2.py", placeholder="/opt/models/research/"
+                                           "object_detection/model_main_tf2.py", key="launch_script")
+                if st.form_submit_button("Launch", type="primary"):
+                    with common.reported("Run queued"):
+                        launched = jobs.start_run(db, user, project["id"], export_id=version.id,
+                                                  config_id=config["id"], num_train_steps=steps or None,
+                                                  python=python or None, script=script or None)
+                        st.session_state["run_id"] = launched["id"]
+
+# ---------------------------------------------------------------- the runs
+
+table = jobs.run_table(db, project["id"])
+if not table:
+    st.info("No training runs yet.")
+    st.stop()
+st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
+             column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
+run_ids = [row["run"] for row in table]
+if st.session_state.get("run_id") not in run_ids:
+    st.session_state["run_id"] = run_ids[0]
+run_id = st.selectbox("Run", run_ids, key="run_id",
+                      format_func=lambda i: jobs.run_title(jobs.get_run(db, i)))
+run = jobs.get_run(db, run_id)
+
+
+def live_view(run_id: int) -> None:
+    """Progress, curves, log and controls of one run; refreshes itself while the run is active."""
+    jobs.pump_queue(db)
+    run = jobs.get_run(db, run_id)
+    summary = jobs.progress_summary(run)
+    st.subheader(f"Run #{run_id}: {run['status']}")
+    if run["error"]:
+        st.error(run["error"])
+    st.progress(summary["fraction"], text=f"step {summary['step']} of {summary['total_steps'] or '?'}")
+    cols = st.columns(6)
+    cols[0].metric("ETA", jobs.format_duration(summary["eta_seconds"]))
+    cols[1].metric("steps/s", f"{summary['steps_per_sec']:.2f}" if summary["steps_per_sec"] else "—")
+    cols[2].metric("images/s", f"{summary['images_per_sec']:.1f}" if summary["images_per_sec"] else "—")
+    cols[3].metric("learning rate", f"{summary['learning_rate']:.5f}" if summary["learning_rate"] is not None else "—")
+    cols[4].metric("total loss", f"{summary['losses']['total']:.4f}" if "total" in summary["losses"] else "—")
+    cols[5].metric("device", ", ".join(summary["devices"]) or "—")
+    curves = pd.DataFrame(jobs.loss_curves(run), columns=["step", "curve", "value"])
+    losses = curves[curves["curve"].isin(["total", "classification", "localization"])]
+    left, right = st.columns(2)
+    left.caption("Loss")
+    left.line_chart(losses, x="step", y="value", color="curve", height=260)
+    right.caption("Learning rate")
+    right.line_chart(curves[curves["curve"] == "learning_rate"], x="step", y="value", height=260)
+    with st.expander("Log", expanded=run["status"] == "failed"):
+        st.code("\n".join(jobs.log_tail(run, 40)) or "(empty)", language=None)
+    if can_train:
+        controls(run)
+
+
+def controls(run: dict) -> None:
+    buttons = st.columns(5)
+    if run["status"] in jobs.ACTIVE and buttons[0].button("Cancel", key=f"cancel_{run['id']}"):
+        with common.reported("Cancel requested: the trainer saves a checkpoint and stops"):
+            jobs.cancel_run(db, user, run["id"])
+    if run["kind"] == "train" and run["status"] in ("cancelled", "failed") and \
+            buttons[1].button("Resume", key=f"resume_{run['id']}"):
+        with common.reported("Resumed from the latest checkpoint"):
+            jobs.resume_run(db, user, run["id"])
+    has_checkpoint = jobs.latest_checkpoint(run["model_dir"]) is not None
+    if has_checkpoint and buttons[2].button("Retrain on the newest dataset version",
+                                            key=f"retrain_{run['id']}"):
+        with common.reported("Retrain queued"):
+            st.session_state["run_id"] = jobs.retrain_run(db, user, run["id"])["id"]
+            st.rerun()
+    if has_checkpoint and buttons[3].button("Evaluate checkpoints", key=f"evaluate_{run['id']}"):
+        with common.reported("Evaluation queued"):
+            jobs.start_evaluation(db, user, run["id"])
+    which = "best" if jobs.best_checkpoint(run) else "latest"
+    if has_checkpoint and buttons[4].button(f"Export {which} checkpoint as a model",
+                                            key=f"export_{run['id']}"):
+        with common.reported("Export queued: the model appears on the Models page when it is done"):
+            jobs.export_model(db, user, run["id"], which)
+
+
+st.fragment(run_every=2 if jobs.is_active(db, run_id) else None)(live_view)(run_id)
+
+# ---------------------------------------------------------------- evaluation
+
+st.subheader("Evaluation")
+side_jobs = jobs.jobs_of(db, run_id)
+if side_jobs:
+    st.dataframe(pd.DataFrame(side_jobs), hide_index=True, width="stretch")
+metrics = pd.DataFrame(jobs.evaluation_rows(run), columns=["step", "metric", "value"])
+if metrics.empty:
+    st.caption("No checkpoint of this run has been evaluated yet.")
+else:
+    st.dataframe(metrics.pivot(index="step", columns="metric", values="value"), width="stretch")
+    headline = metrics[metrics["metric"].isin([jobs.MAP, f"{jobs.MAP}@.50IOU", f"{jobs.MAP}@.75IOU"])]
+    st.line_chart(headline, x="step", y="value", color="metric", height=260)
+    per_class = pd.DataFrame(jobs.per_class_rows(run), columns=["class", "AP"])
+    if not per_class.empty:
+        st.caption("AP per class (newest evaluated checkpoint)")
+        st.bar_chart(per_class, x="class", y="AP", height=220)
+
+# ---------------------------------------------------------------- comparison
+
+st.subheader("Compare runs")
+chosen = st.multiselect("Runs", run_ids, default=run_ids[:2], key="compare")
+if chosen:
+    st.dataframe(pd.DataFrame(jobs.compare_runs(db, chosen)), hide_index=True, width="stretch",
+                 column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
+if len(chosen) == 2:
+    st.caption(f"Config difference (run {chosen[0]} → run {chosen[1]})")
+    st.code(jobs.config_diff(db, chosen[0], chosen[1]) or "(identical)", language="diff")

@@ -1,0 +1,124 @@
+"""The Configs and Runs pages through Streamlit's AppTest, on a real SQLite file and real
+processes (the stand-in trainer of tests/test_jobs.py, through the external-runner fields)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend import auth, configs, jobs, pipeline_config as pc
+from tests.test_jobs import CONFIG, STAND_IN, _stop_leftovers, make_dataset_version, poll  # noqa: F401
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def signed_in(db, username: str, page: str) -> AppTest:
+    _, token = auth.login(db, username, f"{username}-password")
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.session_state["session_token"] = token
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label.startswith(label))
+
+
+@pytest.fixture
+def stocked(db, users, project, data_dir, tmp_path):
+    script = tmp_path / "stand_in_trainer.py"
+    script.write_text(STAND_IN)
+    export_id = make_dataset_version(db, project, data_dir)
+    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
+    return {"script": str(script), "export_id": export_id, "config_id": config["id"]}
+
+
+def test_reviewer_launches_a_run_watches_it_and_cancels_it(db, users, project, stocked):
+    at = signed_in(db, "reviewer", "pages/runs.py")
+    assert "No training runs yet." in [i.value for i in at.info]
+    at.text_input(key="launch_python").input(sys.executable)
+    at.text_input(key="launch_script").input(stocked["script"])
+    at.number_input(key="launch_steps").set_value(1000)
+    at.button[0].click().run()  # the form's Launch
+    assert not at.exception, at.exception
+    [run] = jobs.list_runs(db, project["id"])
+    assert run["status"] == "running" and run["created_by"] == users["reviewer"]["id"]
+    poll(lambda: (jobs.run_progress(run) or {}).get("step", 0) >= 20)
+
+    at.run()
+    assert at.subheader[0].value == f"Run #{run['id']}: running"
+    assert at.progress[0].value >= 2  # percent
+    assert [m.label for m in at.metric][:2] == ["ETA", "steps/s"]
+    assert at.metric[5].value == "CPU"
+    button(at, "Cancel").click().run()
+    assert not at.exception, at.exception
+    assert jobs.wait_for_run(db, run["id"])["status"] == "cancelled"
+    at.run()
+    assert at.subheader[0].value == f"Run #{run['id']}: cancelled"
+    assert [b.label for b in at.button if b.label.startswith("Resume")] == ["Resume"]
+
+
+def test_viewer_sees_runs_but_cannot_launch_or_control(db, users, project, stocked):
+    run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
+                         config_id=stocked["config_id"], python=sys.executable, script=stocked["script"],
+                         num_train_steps=5)
+    jobs.wait_for_run(db, run["id"])
+    at = signed_in(db, "viewer", "pages/runs.py")
+    assert not at.expander or "Launch a training run" not in [e.label for e in at.expander]
+    assert at.subheader[0].value == f"Run #{run['id']}: succeeded"
+    assert not [b for b in at.button if b.label in ("Cancel", "Resume")]
+
+
+def test_evaluations_and_comparison_are_shown(db, users, project, stocked):
+    runs = []
+    for steps in (5, 7):
+        run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
+                             config_id=stocked["config_id"], python=sys.executable,
+                             script=stocked["script"], num_train_steps=steps)
+        runs.append(jobs.wait_for_run(db, run["id"]))
+    evaluation = Path(runs[1]["model_dir"]) / jobs.EVALUATION_DIR
+    evaluation.mkdir()
+    (evaluation / "metrics.json").write_text(json.dumps({
+        "ckpt-7": {"checkpoint": "ckpt-7", "step": 7, "num_images": 4, "metrics": {
+            jobs.MAP: 0.5, f"{jobs.MAP}@.50IOU": 0.75, f"{jobs.MAP} ByCategory/cat": 0.25}}}))
+    at = signed_in(db, "reviewer", "pages/runs.py")
+    assert not at.exception, at.exception
+    compared = at.dataframe[-1].value
+    assert list(compared["run"]) == [runs[1]["id"], runs[0]["id"]]
+    assert list(compared["best mAP"])[0] == 0.5
+    assert list(compared["steps"]) == [7, 5]
+    assert at.code[-1].value == "(identical)"  # same config, same dataset version
+    evaluated = at.dataframe[1].value
+    assert evaluated.loc[7, jobs.MAP] == 0.5
+    assert button(at, "Export best checkpoint")
+
+
+def test_config_page_fills_validates_and_saves_a_new_version(db, users, project, stocked):
+    at = signed_in(db, "reviewer", "pages/config.py")
+    assert at.selectbox(key="config_source").value == "saved"
+    button(at, "Fill from dataset version").click().run()
+    assert not at.exception, at.exception
+    text = at.text_area(key="config_text").value
+    assert "num_classes: 3" in text and "train.record-?????-of-00002" in text
+    button(at, "Validate").click().run()
+    assert any("no problems" in s.value for s in at.success)
+    at.text_area(key="config_text").input(text.replace("batch_size: 2", "batch_size: 4")).run()
+    assert "+  batch_size: 4" in at.code[0].value
+    at.text_input(key="config_name").input("stand-in")
+    button(at, "Save as a new version").click().run()
+    assert not at.exception, at.exception
+    assert [c["version"] for c in configs.config_versions(db, project["id"], "stand-in")] == [2, 1]
+    saved = configs.list_configs(db, project["id"])[0]
+    assert pc.ConfigDocument(saved["text"]).get("train_config.batch_size") == 4
+
+
+def test_config_page_reports_syntax_errors_with_line_and_column(db, users, project, stocked):
+    at = signed_in(db, "reviewer", "pages/config.py")
+    at.text_area(key="config_text").input("model {\n  ssd {\n").run()
+    assert not at.exception, at.exception
+    assert any("line 3, column" in e.value for e in at.error)
