@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from backend import auth, projects
+from backend import auth, jobs, projects
 from pages import common
 
 HERE = Path(__file__).resolve().parent
@@ -87,8 +87,17 @@ def sidebar(user: dict) -> None:
             st.rerun()
 
 
+@st.cache_resource(show_spinner=False)
+def settle_background_work() -> bool:
+    """Once per dashboard start: re-attach to runs still alive, settle those that ended while
+    the dashboard was down, and start queued runs."""
+    jobs.pump_queue(common.db())
+    return True
+
+
 def main() -> None:
     db = common.db()
+    settle_background_work()
     if not auth.has_users(db):
         first_admin_screen()
         return
