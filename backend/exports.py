@@ -474,3 +474,17 @@ def copy_version(version: dict, out: str | Path) -> Path:
     os.replace(tmp, out)
     return out
 
+
+
+def zip_download(db: sqlite_utils.Database, export_id: int) -> tuple[str, bytes]:
+    """(file name, bytes) of a version's zip, for a download button."""
+    path = export_zip(db, export_id)
+    return path.name, path.read_bytes()
+
+
+def snippet_text(version: dict) -> str | None:
+    """The version's pipeline.config input-reader snippet (TFRecord versions on disk), else None."""
+    path = version.get("pipeline_snippet_path")
+    if not path or not Path(path).is_file():
+        return None
+    return Path(path).read_text(encoding="utf-8")

@@ -13,6 +13,11 @@ Imported images get status `labeled`; images listed with no boxes become "no obj
 """
 from __future__ import annotations
 
+import io
+import secrets
+import shutil
+import stat
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Callable
@@ -25,7 +30,8 @@ from backend.db import now, one, transaction
 from backend.errors import Invalid
 from backend.formats import boxes as box_convert, label_map as label_map_format
 from backend.formats.records import AnnotatedImage, ReadResult
-from backend.images import ImageRejected, prepare_image, stored_path
+from backend.images import (MAX_ZIP_RATIO, MAX_ZIP_TOTAL_BYTES, ImageRejected, prepare_image,
+                            stored_path)
 
 FORMATS = ("voc", "coco", "csv", "yolo", "tfrecord")
 IMPORTED_STATUS = "labeled"
@@ -317,3 +323,60 @@ def import_label_map(db: sqlite_utils.Database, actor: dict, project_id: int,
                 notes.append(f"{name!r} got id {label['label_map_id']} (id {item.id} was taken earlier)")
             created.append(name)
     return {"created": created, "existing": existing, "notes": notes}
+
+
+# ---------------------------------------------------------------- uploads (the Upload page)
+
+
+def import_upload(db: sqlite_utils.Database, actor: dict, project_id: int,
+                  uploads: list[tuple[str, bytes]], fmt: str, create_classes: bool = False,
+                  on_progress: Callable[[int, int | None, str], None] | None = None) -> ImportReport:
+    """Import uploaded files: annotation files, images, and .zip archives of a dataset folder
+    (unpacked with the same path and size checks as image uploads). The upload is unpacked
+    into a temporary folder under `data/uploads/`, imported, and removed."""
+    require(actor, "ingest")
+    if not uploads:
+        raise Invalid("choose the annotation files (or a .zip of the dataset folder) to import")
+    folder = settings.subdir("uploads") / f".import-{secrets.token_hex(8)}"
+    try:
+        for name, data in uploads:
+            if name.lower().endswith(".zip"):
+                _unpack_zip(data, name, folder)
+            else:
+                clean = PurePosixPath(name.replace("\\", "/")).name
+                if not clean or clean.startswith("."):
+                    raise Invalid(f"bad file name {name!r}")
+                if fmt == "tfrecord" and ".record" not in clean and ".tfrecord" not in clean:
+                    clean += ".tfrecord"
+                atomic.write_bytes(folder / clean, data)
+        return import_annotations(db, actor, project_id, folder, fmt, create_classes=create_classes,
+                                  on_progress=on_progress)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _unpack_zip(data: bytes, name: str, folder: Path) -> None:
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile as exc:
+        raise Invalid(f"{name}: not a valid zip file: {exc}") from None
+    with archive:
+        entries = [e for e in archive.infolist() if not e.is_dir()]
+        if sum(e.file_size for e in entries) > MAX_ZIP_TOTAL_BYTES:
+            raise Invalid(f"{name} would expand beyond {MAX_ZIP_TOTAL_BYTES // 1024**2} MB (zip bomb?)")
+        for entry in entries:
+            path = PurePosixPath(entry.filename.replace("\\", "/"))
+            if path.is_absolute() or ".." in path.parts or (len(entry.filename) > 1 and entry.filename[1] == ":"):
+                raise Invalid(f"{name}: entry {entry.filename!r} has an unsafe path")
+            if stat.S_ISLNK(entry.external_attr >> 16):
+                raise Invalid(f"{name}: entry {entry.filename!r} is a symbolic link")
+            if path.parts[0] == "__MACOSX" or path.name.startswith("._"):
+                continue
+            if entry.compress_size and entry.file_size / entry.compress_size > MAX_ZIP_RATIO:
+                raise Invalid(f"{name}: entry {entry.filename!r} compresses {entry.file_size / entry.compress_size:.0f}:1 "
+                              "(zip bomb?)")
+            with archive.open(entry) as handle:
+                content = handle.read(entry.file_size + 1)
+            if len(content) > entry.file_size:
+                raise Invalid(f"{name}: entry {entry.filename!r} is larger than its header says")
+            atomic.write_bytes(folder.joinpath(*path.parts), content)

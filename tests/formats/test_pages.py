@@ -1,0 +1,68 @@
+"""The Datasets and TFRecord browser pages through Streamlit's AppTest, and the upload import
+backend the Upload page's "Import annotations" tab calls."""
+from __future__ import annotations
+
+import io
+import zipfile
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from backend import auth, exports, importers
+from tests.formats.test_import import voc_xml
+from tests.helpers import image_bytes
+
+APP = str(Path(__file__).resolve().parents[2] / "app.py")
+
+
+def signed_in(db, username: str, page: str) -> AppTest:
+    _, token = auth.login(db, username, f"{username}-password")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["session_token"] = token
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_reviewer_exports_a_version_from_the_datasets_page(db, users, project, labeled):
+    at = signed_in(db, "reviewer", "pages/dataset.py")
+    at.number_input[1].set_value(0.5)
+    at.number_input[0].set_value(0.5)
+    at.button[0].click().run()  # the form's Export
+    assert not at.exception, at.exception
+    [version] = exports.list_versions(db, project["id"])
+    assert version["counts"]["total_images"] == 6 and version["params"]["splits"]["train"] == 0.5
+    assert any("Dataset version 1 written" in s.value for s in at.success)
+    next(b for b in at.button if b.label == "Prepare zip for download").click().run()
+    assert not at.exception, at.exception
+    assert at.get("download_button")
+
+
+def test_viewer_browses_a_dataset_version_without_export_rights(db, users, project, labeled):
+    exports.create_export(db, users["admin"], project["id"], splits="train=1")
+    at = signed_in(db, "viewer", "pages/tfrecords.py")
+    assert [o for o in at.radio[0].options] == ["Upload files", "A dataset version"]
+    at.radio[0].set_value("A dataset version").run()
+    assert not at.exception, at.exception
+    assert [m.value for m in at.metric][:4] == ["6", "7", "1", "0"]
+    assert len(at.get("image")) == 6  # one page of examples, boxes drawn
+
+
+def test_uploaded_zip_of_a_labelimg_folder_imports(db, admin, project):
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("set/one.jpg", image_bytes((60, 40)))
+        archive.writestr("set/one.xml", voc_xml("one.jpg", (60, 40), [("cat", (1, 2, 30, 39), 0, 0)]))
+    report = importers.import_upload(db, admin, project["id"], [("set.zip", buffer.getvalue())], "voc")
+    assert report.ok, report.errors
+    assert report.summary() == "imported 1 images with 1 boxes, skipped 0"
+    bad = io.BytesIO()
+    with zipfile.ZipFile(bad, "w") as archive:
+        archive.writestr("../escape.xml", "<annotation/>")
+    try:
+        importers.import_upload(db, admin, project["id"], [("bad.zip", bad.getvalue())], "voc")
+    except Exception as exc:  # noqa: BLE001
+        assert "unsafe path" in str(exc)
+    else:
+        raise AssertionError("an unsafe zip path was accepted")
