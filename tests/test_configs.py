@@ -166,3 +166,15 @@ def test_saving_needs_the_train_right_and_valid_syntax(db, project, users):
     with pytest.raises(Invalid):
         configs.save_config(db, users["reviewer"], project["id"], " ", CONFIG)
     assert configs.list_configs(db, project["id"]) == []
+
+
+def test_config_check_command_checks_against_a_dataset_version(db, version, tmp_path, capsys):
+    from backend.__main__ import main
+    path = tmp_path / "pipeline.config"
+    path.write_text(configs.templates()["quick"])
+    assert main(["config", "check", str(path), "--dataset-version", str(version.id)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}: line 8: model.ssd.num_classes: num_classes is 1 but dataset version {version.id} has 3 classes" in out
+    path.write_text(configs.fill_from_dataset_version(path.read_text(), version))
+    assert main(["config", "check", str(path), "--dataset-version", str(version.id)]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"{path}: ok"

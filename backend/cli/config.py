@@ -3,6 +3,7 @@
     python -m backend config get pipeline.config model.ssd.num_classes
     python -m backend config set pipeline.config model.ssd.num_classes=3 train_config.batch_size=8
     python -m backend config check pipeline.config          # exit 1 when the trainer would refuse it
+    python -m backend config check pipeline.config --dataset-version 3   # ...or it does not fit version 3
 """
 from __future__ import annotations
 
@@ -26,6 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     set_.set_defaults(func=config_set)
     check = sub.add_parser("check", help="syntax and trainer-support problems; exit 1 when there are any")
     check.add_argument("file")
+    check.add_argument("--dataset-version", type=int, default=None, metavar="ID",
+                       help="also check against this dataset version: num_classes, shards, label map")
     check.set_defaults(func=config_check)
 
 
@@ -63,7 +66,12 @@ def config_check(args) -> int:
     except pipeline_config.ConfigSyntaxError as exc:
         print(f"{args.file}: {exc}")
         return 1
-    problems = check_config(doc) + check_inputs(doc)
+    if args.dataset_version is not None:
+        from backend import configs
+        from backend.db import connect
+        problems = configs.validate(doc.text, configs.dataset_version(connect(), args.dataset_version))
+    else:
+        problems = check_config(doc) + check_inputs(doc)
     for problem in problems:
         print(f"{args.file}: {problem}")
     for path, line in ignored_fields(doc):
