@@ -18,23 +18,26 @@ Kinds: `train`, `eval` (the trainer's evaluation mode over a training run's chec
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from backend import configs, events, settings
+from backend import configs, events, pipeline_config, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
 from backend.training import progress
 
+log = logging.getLogger("boxwise.jobs")
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -334,6 +337,32 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
             started_at=now(), attempts=attempt, error=None, returncode=None, finished_at=None)
 
 
+_watchers: dict[str, threading.Thread] = {}
+_watchers_lock = threading.Lock()
+
+
+def start_queue_watcher(interval: float = 5.0) -> None:
+    """Pump the queue every `interval` seconds in a daemon thread of this process (once per
+    database), so queued runs start and ended ones settle even when nobody has the Runs page open."""
+    path = str(settings.db_path())
+    with _watchers_lock:
+        if path in _watchers and _watchers[path].is_alive():
+            return
+
+        def watch() -> None:
+            from backend.db import connect
+            db = connect(path)
+            while Path(path).exists():
+                try:
+                    pump_queue(db)
+                except Exception:  # noqa: BLE001 - a busy or broken moment must not end the watcher
+                    log.exception("pumping the run queue failed")
+                time.sleep(interval)
+
+        _watchers[path] = threading.Thread(target=watch, name=f"boxwise-run-queue {path}", daemon=True)
+        _watchers[path].start()
+
+
 def pump_queue(db: sqlite_utils.Database) -> list[int]:
     """Settle ended runs, then start queued runs oldest first while slots are free.
     Returns the ids started. Safe to call from many sessions at once."""
@@ -481,7 +510,8 @@ def run_history(run: dict) -> list[dict[str, Any]]:
 def progress_summary(run: dict) -> dict[str, Any]:
     """What the live view shows: step, total, fraction, ETA seconds, rates, losses, device."""
     snapshot = run_progress(run) or {}
-    step, total = snapshot.get("step") or 0, snapshot.get("total_steps") or run["num_train_steps"] or 0
+    step = snapshot.get("step") or 0
+    total = snapshot.get("total_steps") or run["num_train_steps"] or _config_steps(run) or 0
     rate = snapshot.get("steps_per_sec") or 0
     return {
         "step": step, "total_steps": total,
@@ -493,6 +523,15 @@ def progress_summary(run: dict) -> dict[str, Any]:
         "elapsed_seconds": (snapshot.get("time") or 0) - (snapshot.get("started_at") or 0)
         if snapshot.get("started_at") else None,
     }
+
+
+def _config_steps(run: dict) -> int | None:
+    """train_config.num_steps of the run's config (for trainers without a progress file)."""
+    path = Path(run["log_path"] or "").parent / CONFIG_FILE
+    try:
+        return int(pipeline_config.ConfigDocument.load(path).get("train_config.num_steps"))
+    except (BoxwiseError, TypeError, ValueError):
+        return None
 
 
 def loss_curves(run: dict) -> list[dict[str, Any]]:
