@@ -225,6 +225,14 @@ class DetectionModel:
             except Invalid as exc:
                 self.warnings.append(f"unreadable label map ({exc}): classes are shown by number")
 
+    def warm_up(self, size: tuple[int, int] = (320, 320)) -> float:
+        """One call on a blank image so that the first real image is not the one paying for
+        TensorFlow's graph optimisation (seconds on a CPU). Returns how long it took, in ms."""
+        height, width = self.input_size or size
+        start = time.perf_counter()
+        self.run(np.zeros((1, height, width, 3), dtype=np.uint8))
+        return (time.perf_counter() - start) * 1000
+
     def class_name(self, class_id: int) -> str:
         return self.label_map.get(class_id, str(class_id))
 
@@ -287,8 +295,12 @@ class DetectionModel:
         return found
 
 
-def load_model(path: str | Path) -> DetectionModel:
-    return DetectionModel(path)
+def load_model(path: str | Path, warm_up: bool = False) -> DetectionModel:
+    """Load the SavedModel in `path` (export dir or SavedModel folder); `warm_up` runs it once."""
+    model = DetectionModel(path)
+    if warm_up:
+        model.warm_up()
+    return model
 
 
 def predict_many(model: DetectionModel, sources: Iterable[tuple[str, bytes | str | Path]],

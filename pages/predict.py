@@ -17,7 +17,7 @@ st.title("Predict")
 @st.cache_resource(max_entries=3, show_spinner="Loading the model…")
 def load_model(path: str, stamp: float) -> inference.DetectionModel:
     """One loaded model per export path and modification time: a re-export is loaded again."""
-    return inference.load_model(path)
+    return inference.load_model(path, warm_up=True)
 
 
 registry = [m for m in models.list_models(common.db(), project["id"]) if m["available"]]
