@@ -40,10 +40,13 @@ class Enum(str):
 class ConfigSyntaxError(Invalid):
     """Text that is not protobuf text format, with the 1-based line and column of the problem."""
 
-    def __init__(self, message: str, line: int, column: int):
-        super().__init__(f"line {line}, column {column}: {message}")
+    def __init__(self, message: str, line: int, column: int, source: str | None = None):
+        where = f"{source}: " if source else ""
+        super().__init__(f"{where}line {line}, column {column}: {message}")
+        self.message = message
         self.line = line
         self.column = column
+        self.source = source
 
 
 @dataclass
@@ -456,7 +459,7 @@ class ConfigDocument:
         try:
             return cls(text, path)
         except ConfigSyntaxError as exc:
-            raise ConfigSyntaxError(f"{path}: {str(exc).split(': ', 1)[1]}", exc.line, exc.column) from None
+            raise ConfigSyntaxError(exc.message, exc.line, exc.column, str(path)) from None
 
     def save(self, path: str | Path | None = None) -> None:
         """Write the text atomically (to `path`, or back where it was loaded from)."""

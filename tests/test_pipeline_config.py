@@ -133,3 +133,35 @@ def test_list_items_are_addressed_by_index():
     assert doc.text == "aspect_ratios: [1.0, 3.0, 0.5]\n"
     doc.set("aspect_ratios", [1.0, 2.0])
     assert doc.text == "aspect_ratios: [1.0, 2.0]\n"
+
+
+def test_config_cli_get_set_and_check(tmp_path, capsys):
+    from backend.__main__ import main
+    copy = tmp_path / "pipeline.config"
+    copy.write_bytes(FPNLITE.read_bytes())
+    assert main(["config", "get", str(copy), "model.ssd.num_classes"]) == 0
+    assert capsys.readouterr().out == "90\n"
+    assert main(["config", "set", str(copy), "model.ssd.num_classes=3",
+                 "train_input_reader.label_map_path=/data/label_map.pbtxt",
+                 "train_config.data_augmentation_options[1].random_crop_image.min_area=0.5"]) == 0
+    expected = FPNLITE.read_text().replace("num_classes: 90", "num_classes: 3").replace(
+        '  label_map_path: "PATH_TO_BE_CONFIGURED/label_map.txt"\n  tf_record_input_reader {\n'
+        '    input_path: "PATH_TO_BE_CONFIGURED/train2017',
+        '  label_map_path: "/data/label_map.pbtxt"\n  tf_record_input_reader {\n'
+        '    input_path: "PATH_TO_BE_CONFIGURED/train2017').replace("min_area: 0.75", "min_area: 0.5")
+    assert copy.read_text() == expected
+    assert main(["config", "get", str(copy), "train_input_reader.label_map_path"]) == 0
+    assert capsys.readouterr().out == "/data/label_map.pbtxt\n"
+    assert main(["config", "check", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "train_input_reader.tf_record_input_reader.input_path: " \
+           "'PATH_TO_BE_CONFIGURED/train2017-?????-of-00256.tfrecord' matches no files" in out
+    assert "line 145: train_config.sync_replicas: ignored" in out
+
+    rcnn = SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config"
+    assert main(["config", "check", str(rcnn)]) == 1
+    assert f"{rcnn}: line 9: model.faster_rcnn: this trainer implements" in capsys.readouterr().out
+    broken = tmp_path / "broken.config"
+    broken.write_text("model {\n  ssd {\n    num_classes 3\n  }\n}\n")
+    assert main(["config", "check", str(broken)]) == 1
+    assert capsys.readouterr().out == f"{broken}: line 3, column 17: expected ':' or '{{' after 'num_classes'\n"

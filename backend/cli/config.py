@@ -64,7 +64,7 @@ def config_check(args) -> int:
     try:
         doc = pipeline_config.ConfigDocument.load(args.file)
     except pipeline_config.ConfigSyntaxError as exc:
-        print(f"{args.file}: {exc}")
+        print(exc)
         return 1
     if args.dataset_version is not None:
         from backend import configs

@@ -77,6 +77,12 @@ def build_backbone(spec: ModelSpec) -> keras.Model:
     base = keras.applications.MobileNetV2(
         input_shape=(spec.height, spec.width, 3), alpha=spec.depth_multiplier,
         include_top=False, weights=weights)
+    # override_base_feature_extractor_hyperparams: the backbone's batch norm follows the config
+    # (keras.applications builds it with momentum 0.999, too slow for short runs).
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = spec.batch_norm_decay
+            layer.epsilon = spec.batch_norm_epsilon
     outputs = [base.get_layer(name).output for name in BACKBONE_TAPS]
     return keras.Model(base.input, outputs, name="mobilenet_v2")
 

@@ -1,0 +1,53 @@
+"""A small generated dataset of shapes in TFRecords and a tiny pipeline.config that trains on it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from backend.pipeline_config import ConfigDocument
+from backend.training.templates import render_template
+from tests.training.shapes import write_dataset, write_label_map
+
+
+def tiny_config(data: Path, train_glob: str, eval_glob: str, *, size: int = 64, batch_size: int = 8,
+                num_steps: int = 300, learning_rate: float = 0.01, augment: bool = True,
+                bn_decay: float = 0.97) -> str:
+    """The quick template at `size` px with a learning rate that learns shapes in a few hundred steps
+    (and a batch-norm decay whose moving averages settle within them)."""
+    text = render_template("quick", num_classes=2, train_input=train_glob, eval_input=eval_glob,
+                           label_map_path=str(data / "label_map.pbtxt"), num_steps=num_steps,
+                           batch_size=batch_size)
+    doc = ConfigDocument(text)
+    doc.set("model.ssd.image_resizer.fixed_shape_resizer.height", size)
+    doc.set("model.ssd.image_resizer.fixed_shape_resizer.width", size)
+    doc.set("train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base",
+            learning_rate)
+    doc.set("train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.warmup_learning_rate",
+            learning_rate / 10)
+    for hyper in ("feature_extractor", "box_predictor.weight_shared_convolutional_box_predictor"):
+        doc.set(f"model.ssd.{hyper}.conv_hyperparams.batch_norm.decay", bn_decay)
+    if not augment:
+        doc.remove("train_config.data_augmentation_options[1]")
+    return doc.text
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory):
+    """`(directory, train_glob, eval_glob, eval_truth)`: 64 training and 16 eval images of 64 px."""
+    data = tmp_path_factory.mktemp("shapes")
+    train_glob, _ = write_dataset(data, "train", 64, size=64, shards=2, seed=0)
+    eval_glob, truth = write_dataset(data, "val", 16, size=64, shards=1, seed=1)
+    write_label_map(data)
+    return data, train_glob, eval_glob, truth
+
+
+@pytest.fixture
+def tiny_config_path(shapes_data, tmp_path):
+    data, train_glob, eval_glob, _ = shapes_data
+
+    def make(**kwargs) -> Path:
+        path = tmp_path / "pipeline.config"
+        path.write_text(tiny_config(data, train_glob, eval_glob, **kwargs))
+        return path
+    return make

@@ -1,0 +1,237 @@
+"""The trainer as users run it: refusals before training, NaN, SIGTERM, resume, the shared fpnlite
+config, and end to end (train → loss falls → evaluate → export → find the objects)."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.errors import Invalid
+from backend.pipeline_config import ConfigDocument
+from backend.training import progress
+from backend.training.train import run_training
+
+REPO = Path(__file__).resolve().parents[2]
+FPNLITE = Path("/work/shared/tfod/configs/ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config")
+
+
+def _events(directory: Path) -> dict[str, list[tuple[int, float]]]:
+    """Scalar events in a TensorBoard directory, read with TensorFlow only: {tag: [(step, value)]}."""
+    import tensorflow as tf
+    found: dict[str, list[tuple[int, float]]] = {}
+    for path in sorted(directory.glob("events.out.tfevents.*")):
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            for value in event.summary.value:
+                number = float(tf.make_ndarray(value.tensor)) if value.HasField("tensor") else value.simple_value
+                found.setdefault(value.tag, []).append((event.step, number))
+    return found
+
+
+def test_missing_fine_tune_checkpoint_stops_at_once_naming_the_field(tiny_config_path, tmp_path):
+    config = tiny_config_path()
+    doc = ConfigDocument.load(config)
+    doc.set("train_config.fine_tune_checkpoint", str(tmp_path / "missing.weights.h5"))
+    doc.set("train_config.fine_tune_checkpoint_type", "classification")
+    doc.save()
+    started = time.time()
+    with pytest.raises(Invalid) as caught:
+        run_training(config, tmp_path / "run")
+    message = str(caught.value)
+    assert "train_config.fine_tune_checkpoint" in message and "missing.weights.h5" in message
+    assert "does not exist" in message and "nothing is downloaded" in message
+    status = progress.read_status(tmp_path / "run")
+    assert status["state"] == "failed" and status["error"] == message and status["step"] == 0
+    assert not list((tmp_path / "run").glob("ckpt-*")) and time.time() - started < 30
+
+
+def test_unsupported_config_is_refused_before_training(tmp_path):
+    source = Path("/work/shared/tfod/configs/faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config")
+    with pytest.raises(Invalid) as caught:
+        run_training(source, tmp_path / "run", num_train_steps=1)
+    assert "line 9: model.faster_rcnn" in str(caught.value)
+    assert progress.read_status(tmp_path / "run")["state"] == "failed"
+
+
+def test_nan_loss_stops_the_run_naming_the_step(tiny_config_path, tmp_path):
+    config = tiny_config_path(num_steps=50, batch_size=2)
+    doc = ConfigDocument.load(config)
+    doc.set("train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base",
+            1e30)
+    doc.set("train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.warmup_steps", 0)
+    doc.save()
+    with pytest.raises(Invalid) as caught:
+        run_training(config, tmp_path / "run", log_every_n=1)
+    status = progress.read_status(tmp_path / "run")
+    assert status["state"] == "failed"
+    assert f"the loss became nan at step {status['step']} " in str(caught.value) or \
+        f"the loss became inf at step {status['step']} " in str(caught.value)
+    assert 1 <= status["step"] < 50
+
+
+def test_shared_fpnlite_config_trains_with_only_paths_and_sizes_changed(shapes_data, tmp_path, caplog):
+    """The TF OD API's own ssd_mobilenet_v2_fpnlite_320x320 config, its TPU fields included; the
+    classification starting point is a local Keras weights file (nothing is downloaded)."""
+    import keras
+    data, train_glob, eval_glob, _ = shapes_data
+    weights = tmp_path / "mobilenet_v2_no_top.weights.h5"
+    keras.applications.MobileNetV2(input_shape=(64, 64, 3), include_top=False, weights=None).save_weights(weights)
+    doc = ConfigDocument.load(FPNLITE)
+    edits = {
+        "model.ssd.image_resizer.fixed_shape_resizer.height": 64,
+        "model.ssd.image_resizer.fixed_shape_resizer.width": 64,
+        "train_config.batch_size": 2,
+        "train_config.fine_tune_checkpoint": str(weights),
+        "train_input_reader.label_map_path": str(data / "label_map.pbtxt"),
+        "train_input_reader.tf_record_input_reader.input_path": train_glob,
+        "eval_input_reader.label_map_path": str(data / "label_map.pbtxt"),
+        "eval_input_reader.tf_record_input_reader.input_path": eval_glob,
+    }
+    for path, value in edits.items():
+        doc.set(path, value)
+    changed = [a for a, b in zip(FPNLITE.read_text().splitlines(), doc.text.splitlines()) if a != b]
+    assert len(changed) == len(edits)
+    doc.save(tmp_path / "pipeline.config")
+    caplog.set_level(logging.INFO, logger="boxwise.train")
+    status = run_training(tmp_path / "pipeline.config", tmp_path / "run", num_train_steps=2)
+    assert status["state"] == "succeeded" and status["step"] == 2
+    assert "ignored (no effect on TF 2 / Keras 3): train_config.sync_replicas (line 145)" in caplog.text
+    assert "ignored (no effect on TF 2 / Keras 3): train_config.replicas_to_aggregate (line 147)" in caplog.text
+    copy = (tmp_path / "run" / "pipeline.config").read_text()
+    assert copy.startswith("# SSD with Mobilenet v2 FPN-lite") and "  num_steps: 2\n" in copy
+
+
+def _wait_for(predicate, timeout: float, what: str):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigterm_checkpoints_and_cancels_then_rerun_resumes(tiny_config_path, tmp_path):
+    config = tiny_config_path(num_steps=100000, batch_size=2, augment=False)
+    model_dir = tmp_path / "run"
+    command = [sys.executable, "-m", "backend", "train", f"--pipeline_config_path={config}",
+               f"--model_dir={model_dir}", "--checkpoint_every_n=100000"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    log = open(tmp_path / "train.log", "w")
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               start_new_session=True)
+    try:
+        first = _wait_for(lambda: progress.read_progress(model_dir), 240, "the first progress snapshot")
+        assert first["total_steps"] == 100000 and first["phase"] == "train" and first["devices"] == ["CPU"]
+        assert set(first["losses"]) == {"classification", "localization", "regularization", "total"}
+        os.killpg(process.pid, signal.SIGTERM)
+        assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+    status = progress.read_status(model_dir)
+    assert status["state"] == "cancelled" and status["error"] is None
+    assert status["step"] >= first["step"] and status["checkpoint"] == str(model_dir / "ckpt-1")
+    assert (model_dir / "ckpt-1.index").exists()
+
+    # Resume: the same model_dir continues from the checkpoint's step.
+    resumed = run_training(config, model_dir, num_train_steps=status["step"] + 3, log_every_n=1)
+    assert resumed["state"] == "succeeded" and resumed["step"] == status["step"] + 3
+    steps = [row["step"] for row in progress.read_history(model_dir)]
+    assert steps[-3:] == [status["step"] + 1, status["step"] + 2, status["step"] + 3]
+    assert resumed["checkpoint"] == str(model_dir / "ckpt-2")
+
+
+@pytest.mark.slow
+def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_data, tiny_config_path, tmp_path):
+    import tensorflow as tf
+    from PIL import Image
+    import io
+    import random
+
+    from backend.__main__ import main
+    from tests.training.shapes import make_image
+
+    config = tiny_config_path(num_steps=300, batch_size=8)
+    model_dir = tmp_path / "run"
+    assert main(["train", f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
+                 "--checkpoint_every_n=150"]) == 0
+    assert progress.read_status(model_dir)["state"] == "succeeded"
+    history = progress.read_history(model_dir)
+    assert history[-1]["step"] == 300
+    early = np.mean([row["losses"]["total"] for row in history[:3]])
+    late = np.mean([row["losses"]["total"] for row in history[-3:]])
+    assert late < 0.6 * early, (early, late)
+    assert sorted(p.name for p in model_dir.glob("ckpt-*.index")) == ["ckpt-1.index", "ckpt-2.index"]
+    events = _events(model_dir / "train")
+    assert {"Loss/classification_loss", "Loss/localization_loss", "Loss/regularization_loss", "Loss/total_loss",
+            "learning_rate", "steps_per_sec"} <= set(events)
+    assert events["Loss/total_loss"][-1][0] == 300
+
+    # Evaluation mode over the run's checkpoints.
+    eval_dir = tmp_path / "eval_run"
+    assert main(["train", f"--pipeline_config_path={config}", f"--model_dir={eval_dir}",
+                 f"--checkpoint_dir={model_dir}", "--eval_timeout=1"]) == 0
+    metrics = json.loads((eval_dir / "metrics.json").read_text())
+    assert sorted(metrics) == ["ckpt-1", "ckpt-2"]
+    final = metrics["ckpt-2"]
+    assert final["step"] == 300 and final["num_images"] == 16
+    assert final["metrics"]["DetectionBoxes_Precision/mAP@.50IOU"] > 0.5, final["metrics"]
+    assert json.loads((eval_dir / "eval" / "metrics-ckpt-2.json").read_text()) == final
+    assert "DetectionBoxes_Recall/AR@100" in _events(eval_dir / "eval")
+
+    # Export and find the objects through serving_default, at a size the model was not trained at.
+    out = tmp_path / "exported"
+    assert main(["export-model", "--input_type=image_tensor", f"--pipeline_config_path={model_dir / 'pipeline.config'}",
+                 f"--trained_checkpoint_dir={model_dir}", f"--output_directory={out}"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "label_map.pbtxt", "pipeline.config", "saved_model"]
+    assert "name: 'disc'" in (out / "label_map.pbtxt").read_text()
+    detect = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    found_objects = 0
+    rng = random.Random(7)
+    for _ in range(4):
+        encoded, objects = make_image(96, rng, max_objects=1)
+        image = np.array(Image.open(io.BytesIO(encoded)).convert("RGB"))
+        result = detect(input_tensor=tf.constant(image[np.newaxis]))
+        assert result["detection_boxes"].shape[0] == 1 and result["detection_boxes"].shape[2] == 4
+        assert result["detection_classes"].dtype == tf.float32
+        label, xmin, ymin, xmax, ymax = objects[0]
+        ymin_p, xmin_p, ymax_p, xmax_p = (result["detection_boxes"][0, 0].numpy() * 96).tolist()
+        inter = max(0, min(xmax, xmax_p) - max(xmin, xmin_p)) * max(0, min(ymax, ymax_p) - max(ymin, ymin_p))
+        union = (xmax - xmin) * (ymax - ymin) + (xmax_p - xmin_p) * (ymax_p - ymin_p) - inter
+        if inter / union > 0.5 and int(result["detection_classes"][0, 0]) == label:
+            found_objects += 1
+    assert found_objects >= 3
+
+
+def test_detection_fine_tune_with_other_classes_restores_all_but_the_class_head(tmp_path):
+    import tensorflow as tf
+
+    from backend.training.model import ModelSpec, build_detector
+    from backend.training.train import restore_fine_tune
+
+    small = dict(height=64, width=64, depth_multiplier=0.35, depth=16, num_layers_before_predictor=1)
+    source = build_detector(ModelSpec(num_classes=2, **small))
+    prefix = tf.train.Checkpoint(model=source).write(str(tmp_path / "ckpt-1"))
+    same = build_detector(ModelSpec(num_classes=2, **small))
+    assert restore_fine_tune(same, prefix) == ["everything"]
+    np.testing.assert_array_equal(same.predictor.class_head.pointwise_kernel.numpy(),
+                                  source.predictor.class_head.pointwise_kernel.numpy())
+    other = build_detector(ModelSpec(num_classes=5, **small))
+    fresh_head = other.predictor.class_head.pointwise_kernel.numpy().copy()
+    assert restore_fine_tune(other, str(tmp_path)) == ["backbone", "fpn", "box/class tower", "box head"]
+    np.testing.assert_array_equal(other.predictor.box_head.pointwise_kernel.numpy(),
+                                  source.predictor.box_head.pointwise_kernel.numpy())
+    np.testing.assert_array_equal(other.backbone.weights[0].numpy(), source.backbone.weights[0].numpy())
+    np.testing.assert_array_equal(other.predictor.tower_bn[3].moving_mean.numpy(),
+                                  source.predictor.tower_bn[3].moving_mean.numpy())
+    np.testing.assert_array_equal(other.predictor.class_head.pointwise_kernel.numpy(), fresh_head)
