@@ -1,13 +1,11 @@
 """Upload: add images (files or .zip) to the chosen project and see what was rejected and why."""
 from __future__ import annotations
 
-import importlib.util
-
 import pandas as pd
 import streamlit as st
 
 from backend import images
-from pages import common
+from pages import common, upload_import
 
 project = common.require_project()
 st.title(f"Upload to {project['name']}")
@@ -47,8 +45,4 @@ with images_tab:
             st.dataframe(table, hide_index=True, width="stretch")
 
 with import_tab:
-    if importlib.util.find_spec("pages.upload_import"):
-        from pages import upload_import
-        upload_import.render(project)
-    else:
-        st.info("Importing annotations (VOC, COCO, CSV, YOLO, TFRecord) is not available in this build.")
+    upload_import.render(project)
