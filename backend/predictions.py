@@ -113,10 +113,11 @@ def image_sources(db: sqlite_utils.Database, project_id: int, image_ids: list[in
 def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
                     model_id: int | None = None, min_score: float = DEFAULT_MIN_SCORE,
                     progress_file: str | Path | None = None,
-                    should_stop: Callable[[], bool] = lambda: False) -> dict:
+                    should_stop: Callable[[], bool] = lambda: False,
+                    loaded: inference.DetectionModel | None = None) -> dict:
     """Predict every unlabeled image of the project with `model_id` (default: the current model)
     and store drafts. Writes progress to `progress_file` (default `progress_path(project_id)`).
-    Returns the final progress dict."""
+    `loaded` is that model already loaded (else it is loaded here). Returns the final progress."""
     require(actor, "train")
     project = get_project(db, project_id)
     model_row = models.get_model(db, model_id) if model_id else models.current_model(db, project_id)
@@ -132,7 +133,7 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
                 "started_at": now(), "updated_at": now(), "finished_at": None, "message": "loading model"}
     atomic.write_json(path, progress)
     try:
-        model = inference.load_model(model_row["path"])
+        model = loaded or inference.load_model(model_row["path"])
         label_ids = {r["label_map_id"]: r["id"] for r in db.query(
             "select id, label_map_id from labels where project_id = ?", [project_id])}
         todo = unlabeled_images(db, project_id)

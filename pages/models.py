@@ -36,6 +36,7 @@ else:
         current = next((m["id"] for m in registry if m["is_current"]), ids[0])
         with st.form("current_model"):
             chosen = st.selectbox("Current model (used for batch prediction)", ids, index=ids.index(current),
+                                  key="current_model_choice",
                                   format_func=lambda i: next(f"#{m['id']} {m['name']}" for m in registry
                                                              if m["id"] == i))
             if st.form_submit_button("Mark as current"):
@@ -66,7 +67,7 @@ if can_train:
     with folder_tab:
         with st.form("register_folder"):
             path = st.text_input("Export folder (holding saved_model/) or SavedModel folder",
-                                 placeholder="/models/ssd_mobilenet_v2_fpnlite_320x320/")
+                                 placeholder="/models/ssd_mobilenet_v2_fpnlite_320x320/", key="folder_model_path")
             name = st.text_input("Name (optional)", key="folder_model_name")
             if st.form_submit_button("Register", type="primary") and path.strip():
                 with common.reported(success="Model registered"):
@@ -115,12 +116,12 @@ def batch_progress() -> None:
         return
     with st.form("batch_prediction"):
         min_score = st.slider("Keep detections scoring at least", 0.05, 0.95,
-                              predictions.DEFAULT_MIN_SCORE, 0.05)
+                              predictions.DEFAULT_MIN_SCORE, 0.05, key="batch_min_score")
         if st.form_submit_button("Predict unlabeled images", type="primary",
                                  disabled=not any(m["is_current"] for m in registry)):
             with common.reported(success="Batch prediction started"):
                 predictions.start(common.db(), user, project["id"], min_score=min_score)
-                st.rerun(scope="fragment")
+                st.rerun()
 
 
 batch_progress()

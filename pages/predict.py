@@ -37,7 +37,7 @@ with upload_tab:
 with project_tab:
     with st.form("predict_project_images"):
         choices = images.list_images(common.db(), project["id"], limit=500)
-        picked = st.multiselect("Images of this project", [r["id"] for r in choices],
+        picked = st.multiselect("Images of this project", [r["id"] for r in choices], key="predict_pick",
                                 format_func=lambda i: next(f"#{r['id']} {r['filename']} ({r['status']})"
                                                            for r in choices if r["id"] == i))
         run_project = st.form_submit_button("Predict", type="primary")

@@ -1,0 +1,158 @@
+"""Prediction speed on CPU: decode → inference → post-processing per image, against the raw
+SavedModel call alone, in the same run; and batch throughput (end to end, and through batch
+prediction into SQLite drafts).
+
+    .venv/bin/python bench/predict_bench.py                 # the default model (320×320 fpnlite)
+    .venv/bin/python bench/predict_bench.py --model DIR     # any export (TF OD API or Boxwise)
+
+Without --model it exports the `default` recipe (ssd_mobilenet_v2_fpnlite_320x320) after one
+training step on generated shapes, once, into bench/out/default_export/ (weights do not change
+the speed). Images are 320×320 JPEGs of shapes. Prints a Markdown table for BENCHMARKS.md and
+writes bench/out/predict_bench.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+OUT = REPO / "bench" / "out"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def default_export() -> Path:
+    """bench/out/default_export: the default recipe exported after one training step."""
+    from tests.training import shapes
+
+    target = OUT / "default_export"
+    if (target / "saved_model" / "saved_model.pb").is_file():
+        return target
+    from backend.training.templates import render_template
+    from backend.training.train import run_training
+
+    work = OUT / "default_train"
+    train_glob, _ = shapes.write_dataset(work / "data", "train", 4, size=320)
+    val_glob, _ = shapes.write_dataset(work / "data", "val", 2, size=320, seed=1)
+    label_map = shapes.write_label_map(work / "data")
+    config = work / "pipeline.config"
+    config.write_text(render_template("default", num_classes=2, train_input=train_glob, eval_input=val_glob,
+                                      label_map_path=str(label_map), num_steps=1, batch_size=1))
+    status = run_training(config, work / "model_dir", num_train_steps=1, checkpoint_every_n=1,
+                          record_summaries=False)
+    if status["state"] != "succeeded":
+        raise SystemExit(f"training for the bench failed: {status}")
+    subprocess.run([sys.executable, "-m", "backend", "export-model", "--input_type", "image_tensor",
+                    "--pipeline_config_path", str(config), "--trained_checkpoint_dir", str(work / "model_dir"),
+                    "--output_directory", str(target)], cwd=REPO, check=True)
+    return target
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="export directory (default: the default recipe, exported once)")
+    parser.add_argument("--images", type=int, default=60, help="timed images (default 60)")
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--batch-images", type=int, default=40, help="images for the batch-prediction run")
+    args = parser.parse_args()
+
+    from backend import inference
+    from tests.training import shapes
+
+    model_dir = Path(args.model) if args.model else default_export()
+    started = time.perf_counter()
+    model = inference.load_model(model_dir)
+    load_s = time.perf_counter() - started
+    warm_ms = model.warm_up((args.size, args.size))
+    rng = random.Random(0)
+    encoded = [shapes.make_image(args.size, rng)[0] for _ in range(args.images)]
+    for data in encoded[:3]:  # settle caches and thread pools
+        model.predict(data, "warm")
+
+    # Interleave the two measurements image by image so both see the same machine load.
+    steps = {"decode": [], "preprocess": [], "inference": [], "postprocess": [], "total": []}
+    raw = []
+    for data in encoded:
+        prediction = model.predict(data, "bench")
+        for key in steps:
+            steps[key].append(prediction.timings_ms[key])
+        batch = model.input_array(prediction.picture)
+        begin = time.perf_counter()
+        model.run(batch)
+        raw.append((time.perf_counter() - begin) * 1000)
+
+    begin = time.perf_counter()
+    for data in encoded:
+        model.predict(data, "throughput")
+    end_to_end_ips = len(encoded) / (time.perf_counter() - begin)
+    batch_ips, batch_drafts = batch_prediction_throughput(model_dir, encoded[: args.batch_images])
+
+    result = {
+        "model": str(model_dir), "images": len(encoded), "size": args.size,
+        "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
+        "python": platform.python_version(), "load_s": round(load_s, 1), "warm_up_ms": round(warm_ms),
+        "pipeline_ms": {key: {"p50": round(percentile(v, 50), 1), "p95": round(percentile(v, 95), 1),
+                              "mean": round(statistics.fmean(v), 1)} for key, v in steps.items()},
+        "raw_call_ms": {"p50": round(percentile(raw, 50), 1), "p95": round(percentile(raw, 95), 1),
+                        "mean": round(statistics.fmean(raw), 1)},
+        "end_to_end_images_per_s": round(end_to_end_ips, 1),
+        "batch_prediction_images_per_s": round(batch_ips, 1), "batch_prediction_drafts": batch_drafts,
+    }
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "predict_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(markdown(result))
+
+
+def batch_prediction_throughput(model_dir: Path, encoded: list[bytes]) -> tuple[float, int]:
+    """Images per second of `predictions.predict_project` (read file, predict, store drafts in
+    SQLite) over freshly ingested images, in a scratch data directory, model load excluded."""
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["BOXWISE_DATA"] = scratch
+        from backend import auth, db as database, images, models, predictions, projects
+
+        db = database.connect(Path(scratch) / "boxwise.db")
+        admin = auth.create_first_admin(db, "admin", "bench-password")
+        project = projects.create_project(db, admin, "bench", ["square", "disc"])
+        images.ingest(db, admin, project["id"], [(f"{i}.jpg", data) for i, data in enumerate(encoded)])
+        model = models.register_directory(db, admin, project["id"], model_dir)
+        loaded = predictions.inference.load_model(model_dir, warm_up=True)  # load and compile outside the timing
+        begin = time.perf_counter()
+        progress = predictions.predict_project(db, admin, project["id"], model_id=model["id"], min_score=0.3,
+                                               loaded=loaded)
+        elapsed = time.perf_counter() - begin
+        return progress["done"] / elapsed, progress["drafts"]
+
+
+def markdown(r: dict) -> str:
+    p = r["pipeline_ms"]
+    rows = [("decode (Pillow, as at ingest)", p["decode"]), ("preprocess (to uint8 tensor)", p["preprocess"]),
+            ("inference (signature call)", p["inference"]), ("post-processing (sort, scale, names)", p["postprocess"]),
+            ("**total per image**", p["total"]), ("raw SavedModel call alone", r["raw_call_ms"])]
+    lines = ["| step | p50 ms | p95 ms | mean ms |", "|---|---:|---:|---:|"]
+    lines += [f"| {name} | {v['p50']} | {v['p95']} | {v['mean']} |" for name, v in rows]
+    lines.append("")
+    lines.append(f"End-to-end throughput: {r['end_to_end_images_per_s']} images/s; batch prediction into "
+                 f"SQLite drafts: {r['batch_prediction_images_per_s']} images/s (model load excluded). "
+                 f"Model load {r['load_s']} s, first call (warm-up) {r['warm_up_ms']} ms. "
+                 f"{r['images']} images {r['size']}×{r['size']}, {r['cpus']} CPUs, 1-min load average "
+                 f"{r['load_average_1min']:.1f}.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""The Models and Predict pages through Streamlit's AppTest, with a real SavedModel
+(tests/savedmodels.py), a real SQLite file and the real batch-prediction process."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from backend import annotations, auth, images, models, predictions
+from tests import savedmodels
+from tests.helpers import image_bytes
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def export_dir(tmp_path_factory):
+    return savedmodels.build_detector(tmp_path_factory.mktemp("export"))
+
+
+def signed_in(db, username: str, page: str) -> AppTest:
+    _, token = auth.login(db, username, f"{username}-password")
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.session_state["session_token"] = token
+    at.run()
+    at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label.startswith(label))
+
+
+def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, users, project, export_dir):
+    images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
+    at = signed_in(db, "reviewer", "pages/models.py")
+    at.text_input(key="folder_model_path").input(str(export_dir))
+    button(at, "Register").click()  # the first Register is the folder form's (no runs yet)
+    at.run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    [model] = models.list_models(db, project["id"])
+    assert model["name"] == export_dir.name
+    button(at, "Mark as current").click().run()
+    assert models.current_model(db, project["id"])["id"] == model["id"]
+    at.slider(key="batch_min_score").set_value(0.5)
+    button(at, "Predict unlabeled images").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    deadline = time.monotonic() + 300
+    while predictions.read_progress(project["id"])["state"] in predictions.ACTIVE_STATES \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert predictions.read_progress(project["id"])["state"] == "done"
+    image_id = images.list_images(db, project["id"])[0]["id"]
+    assert [b["score"] for b in annotations.get_boxes(db, image_id, source="model")] == [0.9, 0.6]
+    at.run()
+    assert at.progress[0].value == 100  # percent
+    assert at.success[0].value == "2 draft boxes on 1 images"
+
+
+def test_labeler_sees_the_registry_but_cannot_change_it(db, users, project, export_dir):
+    models.register_directory(db, users["admin"], project["id"], export_dir)
+    at = signed_in(db, "labeler", "pages/models.py")
+    assert len(at.dataframe[0].value) == 1
+    assert not [b for b in at.button if b.label in ("Register", "Mark as current")]
+
+
+def test_predict_page_filters_cached_detections_without_running_the_model_again(db, users, project, export_dir):
+    report = images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
+    models.register_directory(db, users["admin"], project["id"], export_dir)
+    at = signed_in(db, "viewer", "pages/predict.py")
+    at.multiselect(key="predict_pick").set_value([report.items[0].image_id])
+    [b for b in at.button if b.label == "Predict"][1].click().run()  # the project-images form's
+    assert not at.exception and not at.error, (at.exception, at.error)
+    heading = at.markdown[0].value
+    assert heading.startswith("**a.png** · 200×100 · 2 detections · ")
+    assert at.dataframe[0].value["class"].tolist() == ["dog", "cat"]
+    at.slider(key="predict_min_score").set_value(0.8).run()
+    assert at.dataframe[0].value["class"].tolist() == ["dog"]
+    # Same latency figures: the detections came from the session, not from a second model call.
+    assert at.markdown[0].value == heading.replace("2 detections", "1 detection")
+    at.slider(key="predict_min_score").set_value(0.2).run()
+    at.multiselect(key="predict_classes").set_value([1]).run()
+    assert at.dataframe[0].value["score"].tolist() == [0.6, 0.3]
+    assert [b.label for b in at.get("download_button")] == \
+        ["Download JSON (COCO results)", "Download CSV", "Annotated PNG"]
