@@ -36,7 +36,6 @@ from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
 from backend.formats import label_map as label_map_format, tfrecord
 from backend.formats.records import ExportBox, ExportImage
-from backend.images import image_file
 from backend.projects import get_project, list_labels
 
 FORMATS = ("tfrecord", "voc", "coco", "csv", "yolo")
@@ -221,8 +220,9 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
           "classes": {b["label_name"] for b in boxes[i["id"]]}} for i in images],
         ratios, int(seed), reshuffle)
     names = _file_names(images)
+    data_dir = settings.data_dir()
     items = [ExportImage(
-        image_id=i["id"], file_name=names[i["id"]], source=image_file(i), width=i["width"],
+        image_id=i["id"], file_name=names[i["id"]], source=data_dir / i["path"], width=i["width"],
         height=i["height"], format=i["format"], sha256=i["sha256"], split=assigned[i["id"]],
         boxes=[ExportBox(b["label_name"], b["label_map_id"], b["xmin"], b["ymin"], b["xmax"],
                          b["ymax"], int(b["difficult"] or 0), int(b["truncated"] or 0))
@@ -239,6 +239,7 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
         label_items = label_map_format.from_labels(labels)
         label_map_format.write(tmp / "label_map.pbtxt", label_items)
         extra = _write_format(fmt, tmp, final, items, labels, ratios, shards, on_progress)
+        known = extra.get("sha256", {})
         counts = _counts(items, ratios)
         parameters = {"format": fmt, "splits": ratios, "seed": int(seed), "statuses": list(statuses),
                       "reshuffle": bool(reshuffle), "shards": extra.get("shards"),
@@ -247,7 +248,8 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             relative = path.relative_to(tmp).as_posix()
             if relative != "pipeline_snippet.config":
-                files[relative] = {"sha256": _sha256_file(path), "bytes": path.stat().st_size}
+                files[relative] = {"sha256": known.get(relative) or _sha256_file(path),
+                                   "bytes": path.stat().st_size}
         manifest = {
             "boxwise_dataset_version": 1,
             "project": {"id": project["id"], "name": project["name"]},
@@ -317,11 +319,11 @@ def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: d
     # examples are already in memory. Progress is reported from this (the caller's) thread,
     # so a Streamlit progress bar can be updated from the callback.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-shard") as pool:
-        futures = [pool.submit(tfrecord.write_shard, path, members,
-                               lambda image: done_queue.put(image.file_name))
-                   for path, members in tasks]
+        futures = {path.name: pool.submit(tfrecord.write_shard, path, members,
+                                          lambda image: done_queue.put(image.file_name))
+                   for path, members in tasks}
         done = 0
-        while done < total and not all(f.done() for f in futures):
+        while done < total and not all(f.done() for f in futures.values()):
             try:
                 name = done_queue.get(timeout=0.2)
             except queue.Empty:
@@ -329,8 +331,7 @@ def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: d
             done += 1
             if on_progress:
                 on_progress(done, total, name)
-        for future in futures:
-            future.result()  # re-raise a worker's error here
+        digests = {name: future.result() for name, future in futures.items()}  # re-raises errors
     while not done_queue.empty():
         done += 1
         name = done_queue.get()
@@ -338,7 +339,7 @@ def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: d
             on_progress(done, total, name)
     globs = {split: str(final / tfrecord.shard_glob(split, count)) for split, count in shard_counts.items()}
     atomic.write_text(tmp / "pipeline_snippet.config", pipeline_snippet(final, globs))
-    return {"shards": shard_counts, "globs": globs}
+    return {"shards": shard_counts, "globs": globs, "sha256": digests}
 
 
 def pipeline_snippet(directory: Path, globs: dict[str, str]) -> str:

@@ -61,54 +61,87 @@ def _example_class():
     return example_pb2
 
 
+def _varint(value: int) -> bytes:
+    if value < 0:
+        value += 1 << 64  # int64 two's complement, as protobuf writes it
+    out = bytearray()
+    while True:
+        bits = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(bits | 0x80)
+        else:
+            out.append(bits)
+            return bytes(out)
+
+
+def _delimited(number: int, length: int) -> bytes:
+    """The tag and length prefix of length-delimited protobuf field `number`."""
+    return _varint(number << 3 | 2) + _varint(length)
+
+
+def _encoded_image_entry(data: bytes) -> list[bytes]:
+    """`Example{features{feature{"image/encoded": Feature{bytes_list{value: data}}}}}` in wire
+    format, as [prefix, data]: the image bytes are never copied into a message."""
+    bytes_list = _delimited(1, len(data))                          # BytesList.value
+    feature = _delimited(1, len(bytes_list) + len(data))           # Feature.bytes_list
+    feature_size = len(feature) + len(bytes_list) + len(data)
+    key = b"image/encoded"
+    entry = _delimited(1, len(key)) + key + _delimited(2, feature_size)   # map entry key, value
+    entry_size = len(entry) + feature_size
+    features = _delimited(1, entry_size)                           # Features.feature (map)
+    example = _delimited(1, len(features) + entry_size)            # Example.features
+    return [example + features + entry + feature + bytes_list, data]
+
+
 def encode_example(image: ExportImage, data: bytes) -> bytes:
-    """The serialised `tf.train.Example` of one image. `data` are the stored bytes, unchanged."""
+    """The serialised `tf.train.Example` of one image. `data` are the stored bytes, unchanged.
+
+    The small features are serialised by protobuf; `image/encoded` is appended in wire format
+    (two serialised messages back to back are one merged message in protobuf), so the image
+    bytes are copied exactly once. Tests parse the result with TensorFlow's decoder spec."""
     pb = _example_class()
     example = pb.Example()
     feature = example.features.feature
-
-    def put_bytes(key: str, values: list[bytes]) -> None:
-        feature[key].bytes_list.value.extend(values)
-
-    def put_int(key: str, values: list[int]) -> None:
-        feature[key].int64_list.value.extend(values)
-
-    def put_float(key: str, values: list[float]) -> None:
-        feature[key].float_list.value.extend(values)
-
-    put_bytes("image/encoded", [data])
-    put_bytes("image/format", [image.format.encode()])
-    put_int("image/height", [image.height])
-    put_int("image/width", [image.width])
-    put_bytes("image/filename", [image.file_name.encode("utf-8")])
-    put_bytes("image/source_id", [str(image.image_id).encode()])
-    put_bytes("image/key/sha256", [image.sha256.encode()])
     normalised = [box_convert.to_normalized(b.coords, image.width, image.height) for b in image.boxes]
-    put_float("image/object/bbox/xmin", [n[0] for n in normalised])
-    put_float("image/object/bbox/ymin", [n[1] for n in normalised])
-    put_float("image/object/bbox/xmax", [n[2] for n in normalised])
-    put_float("image/object/bbox/ymax", [n[3] for n in normalised])
-    put_bytes("image/object/class/text", [b.name.encode("utf-8") for b in image.boxes])
-    put_int("image/object/class/label", [b.label_map_id for b in image.boxes])
-    put_int("image/object/difficult", [int(b.difficult) for b in image.boxes])
-    put_int("image/object/truncated", [int(b.truncated) for b in image.boxes])
-    return example.SerializeToString()
+    feature["image/format"].bytes_list.value.append(image.format.encode())
+    feature["image/height"].int64_list.value.append(image.height)
+    feature["image/width"].int64_list.value.append(image.width)
+    feature["image/filename"].bytes_list.value.append(image.file_name.encode("utf-8"))
+    feature["image/source_id"].bytes_list.value.append(str(image.image_id).encode())
+    feature["image/key/sha256"].bytes_list.value.append(image.sha256.encode())
+    for position, key in enumerate(BOX_KEYS):
+        feature[key].float_list.value.extend([n[position] for n in normalised])
+    feature["image/object/class/text"].bytes_list.value.extend([b.name.encode("utf-8") for b in image.boxes])
+    feature["image/object/class/label"].int64_list.value.extend([b.label_map_id for b in image.boxes])
+    feature["image/object/difficult"].int64_list.value.extend([int(b.difficult) for b in image.boxes])
+    feature["image/object/truncated"].int64_list.value.extend([int(b.truncated) for b in image.boxes])
+    if not image.boxes:  # a negative: the per-box lists exist, empty, with their types
+        for key in BOX_KEYS:
+            feature[key].float_list.SetInParent()
+        feature["image/object/class/text"].bytes_list.SetInParent()
+        for key in ("image/object/class/label", "image/object/difficult", "image/object/truncated"):
+            feature[key].int64_list.SetInParent()
+    return b"".join([example.SerializeToString(), *_encoded_image_entry(data)])
 
 
 def write_shard(path: Path, images: Iterable[ExportImage],
-                on_example: Callable[[ExportImage], None] | None = None) -> int:
-    """Write one shard file; returns the number of examples. Image bytes are read from each
-    image's stored file and passed through."""
+                on_example: Callable[[ExportImage], None] | None = None) -> str:
+    """Write one shard file and return its sha256 (hex). Image bytes are read from each
+    image's stored file and passed through. The hash is taken here, in the shard's own
+    thread, while the file is still in the page cache (hashlib releases the GIL)."""
     import tensorflow as tf
 
-    count = 0
     with tf.io.TFRecordWriter(str(path)) as writer:
         for image in images:
             writer.write(encode_example(image, image.source.read_bytes()))
-            count += 1
             if on_example:
                 on_example(image)
-    return count
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------- reading

@@ -246,3 +246,37 @@ def test_deleted_class_ids_leave_a_gap_and_num_classes_is_the_largest_id(db, adm
     assert version["num_classes"] == 3
     record = parse_records(version["input_globs"]["train"])[0]
     assert record["image/object/class/label"] == [3]
+
+
+def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed_empty_lists(tmp_path):
+    import tensorflow as tf
+
+    from backend.formats import tfrecord
+    from backend.formats.records import ExportBox, ExportImage
+
+    data = b"\xff\xd8 image bytes" * 1000
+    image = ExportImage(7, "x.jpg", tmp_path / "x.jpg", 640, 480, "jpeg", "ab" * 32, "train",
+                        [ExportBox("car", 3, 64.0, 48.0, 320.0, 240.0, 1, 0)])
+    ours = tf.train.Example.FromString(tfrecord.encode_example(image, data))
+    expected = tf.train.Example()
+    f = expected.features.feature
+    f["image/encoded"].bytes_list.value.append(data)
+    f["image/format"].bytes_list.value.append(b"jpeg")
+    f["image/height"].int64_list.value.append(480)
+    f["image/width"].int64_list.value.append(640)
+    f["image/filename"].bytes_list.value.append(b"x.jpg")
+    f["image/source_id"].bytes_list.value.append(b"7")
+    f["image/key/sha256"].bytes_list.value.append(b"ab" * 32)
+    for key, value in (("xmin", 0.1), ("ymin", 0.1), ("xmax", 0.5), ("ymax", 0.5)):
+        f[f"image/object/bbox/{key}"].float_list.value.append(value)
+    f["image/object/class/text"].bytes_list.value.append(b"car")
+    f["image/object/class/label"].int64_list.value.append(3)
+    f["image/object/difficult"].int64_list.value.append(1)
+    f["image/object/truncated"].int64_list.value.append(0)
+    assert ours == expected
+    negative = tf.train.Example.FromString(tfrecord.encode_example(
+        ExportImage(8, "n.png", tmp_path / "n.png", 10, 10, "png", "cd" * 32, "val", []), b"png"))
+    kinds = {k: v.WhichOneof("kind") for k, v in negative.features.feature.items()}
+    assert kinds["image/object/bbox/xmin"] == "float_list"
+    assert kinds["image/object/class/label"] == "int64_list"
+    assert kinds["image/object/class/text"] == "bytes_list"
