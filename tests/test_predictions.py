@@ -84,15 +84,16 @@ def test_a_second_run_replaces_drafts_and_respects_the_min_score(db, admin, proj
 def test_drafts_accepted_and_rejected_on_the_label_page_become_human_boxes(db, admin, users, project, stocked):
     predictions.predict_project(db, admin, project["id"], min_score=0.5)
     image_id = stocked["image_ids"][0]
-    image = images.get_image(db, image_id)
-    drafts = annotations.get_boxes(db, image_id, source="model")
-    accepted = [{**d, "source": "human", "score": None} for d in drafts if d["score"] == 0.9]  # reject 0.6
-    annotations.save_boxes(db, users["labeler"], image_id, accepted, base_version=image["version"])
+    drafts = {d["score"]: d["id"] for d in annotations.drafts(db, image_id)}
+    image = annotations.accept_drafts(db, users["labeler"], image_id, [drafts[0.9]],
+                                      images.get_image(db, image_id)["version"])
+    annotations.reject_drafts(db, users["labeler"], image_id, [drafts[0.6]], image["version"])
     dog = _label_id(db, project, "dog")
     assert _boxes(db, image_id) == [(dog, pytest.approx(60.0), pytest.approx(30.0), pytest.approx(180.0),
                                      pytest.approx(90.0), "human", None)]
-    kinds = [e["kind"] for e in annotations.history(db, image_id)]
-    assert kinds[-1] == "predictions" and "boxes" in kinds
+    history = annotations.history_table(db, image_id)
+    assert [(row["who"], row["change"]) for row in history][-1] == ("admin", "predictions")
+    assert len(history) >= 3 and {row["who"] for row in history[:-1]} == {"labeler"}
     # The labeled image is no longer unlabeled: the next batch leaves it alone.
     assert image_id not in [i["id"] for i in predictions.unlabeled_images(db, project["id"])]
 
