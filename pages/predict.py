@@ -69,6 +69,9 @@ if sources:
 
 state = st.session_state.get("predict_results")
 if not state:
+    # Load (and warm up) the chosen model while the user picks images: the first prediction is then quick.
+    with common.reported():
+        load_model(model_row["path"], inference.model_stamp(model_row["path"]))
     st.stop()
 for warning in state["warnings"]:
     st.warning(warning)
