@@ -117,13 +117,16 @@ def release_leases(db: sqlite_utils.Database, actor: dict, project_id: int,
 
 
 def leases(db: sqlite_utils.Database, project_id: int) -> list[dict]:
-    """Live leases of a project: image, filename, user name, expiry (uses the lease index)."""
-    return list(db.query("""
+    """Live leases of a project: image, filename, user name, expiry (unix seconds and the
+    server's local time of day), soonest expiry first."""
+    rows = list(db.query("""
         select images.id as image_id, images.filename, users.username, images.lease_expires_at
         from images join users on users.id = images.lease_user_id
         where images.project_id = ? and images.lease_user_id is not null
           and images.lease_expires_at > ? order by images.lease_expires_at""",
                          [project_id, now()]))
+    return [{**row, "until": dt.datetime.fromtimestamp(row["lease_expires_at"]).strftime("%H:%M:%S")}
+            for row in rows]
 
 
 def _set_lease(db, image_id: int, user_id: int | None, expires_at: float | None) -> None:

@@ -87,3 +87,40 @@ def test_stale_save_offers_reload_or_overwrite(db, users, project, stocked):
     button(at, "Overwrite with my boxes").click().run()
     assert not at.exception, at.exception
     assert images.get_image(db, stocked[0])["version"] == 3
+
+
+def test_review_page_approves_and_rejects_with_comment(db, users, project, stocked):
+    for image_id in stocked[:2]:
+        labeling.submit(db, users["labeler"], image_id,
+                        [{"label_id": cat_id(db, project), "xmin": 5, "ymin": 5, "xmax": 40, "ymax": 40}], 0)
+    at = signed_in(db, "reviewer", "pages/review.py")
+    assert "2 submitted images wait for review" in at.caption[0].value
+    button(at, "Next image to review").click().run()
+    assert not at.exception, at.exception
+    button(at, "Approve").click().run()
+    assert images.get_image(db, stocked[0])["status"] == "reviewed"
+    button(at, "Reject and send back").click().run()
+    assert at.error[0].value == "say what is wrong: a rejection needs a comment for the labeler"
+    at.text_area[0].input("the cat's tail is outside the box").run()
+    button(at, "Reject and send back").click().run()
+    rejected = images.get_image(db, stocked[1])
+    assert (rejected["status"], rejected["review_comment"]) == ("rejected", "the cat's tail is outside the box")
+    assert rejected["reviewed_by"] == users["reviewer"]["id"]
+
+
+def test_dashboard_page_shows_progress_and_assigns(db, users, project, stocked):
+    labeling.submit(db, users["labeler"], stocked[0],
+                    [{"label_id": cat_id(db, project), "xmin": 5, "ymin": 5, "xmax": 40, "ymax": 40}], 0)
+    labeling.open_image(db, users["labeler"], stocked[1])
+    at = signed_in(db, "admin", "pages/dashboard.py")
+    values = {m.label: m.value for m in at.metric}
+    assert values["Images"] == "3" and values["Boxes"] == "1"
+    assert values["Done (labeled or reviewed)"] == "33%"
+    at.text_input[0].input(f"{stocked[1]}-{stocked[2]}")
+    at.selectbox[-1].select(users["labeler"]["id"])
+    next(b for b in at.button if b.label == "Assign").click().run()
+    assert not at.exception, at.exception
+    assert [images.get_image(db, i)["assignee_id"] for i in stocked] == [None, users["labeler"]["id"],
+                                                                         users["labeler"]["id"]]
+    button(at, "Release all leases").click().run()
+    assert labeling.leases(db, project["id"]) == []
