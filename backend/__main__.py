@@ -12,6 +12,7 @@ import sys
 from backend.errors import BoxwiseError
 
 COMMAND_MODULES = [
+    "backend.cli.labeling",
     "backend.cli.runs",
     "backend.cli.admin",
     "backend.cli.formats",
