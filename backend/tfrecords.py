@@ -58,11 +58,23 @@ def label_map_for(pattern: str, path: str | None = None) -> tuple[label_map_form
     return label_map_format.read(found), str(found)
 
 
+_INSPECTIONS: dict[tuple, tfrecord.Inspection] = {}
+
+
 def inspect(actor: dict, pattern: str, label_map_path: str | None = None,
             on_progress: Callable[[int, int | None, str], None] | None = None) -> tfrecord.Inspection:
+    """Validate a set, remembering the result until a file of the set (or the label map)
+    changes, so paging through the browser does not re-read every record."""
     check_allowed(actor, pattern)
     parsed, source = label_map_for(pattern, label_map_path)
-    return tfrecord.inspect(pattern, parsed, source, on_progress=on_progress)
+    files = tfrecord.resolve(pattern)
+    key = (pattern, source, tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files),
+           Path(source).stat().st_mtime_ns if source else None)
+    if key not in _INSPECTIONS:
+        if len(_INSPECTIONS) > 16:
+            _INSPECTIONS.clear()
+        _INSPECTIONS[key] = tfrecord.inspect(pattern, parsed, source, on_progress=on_progress)
+    return _INSPECTIONS[key]
 
 
 def page(actor: dict, pattern: str, start: int, count: int, label_map_path: str | None = None) -> list[dict]:

@@ -26,10 +26,13 @@ def register(subparsers) -> None:
     export.add_argument("--reshuffle", action="store_true", help="re-assign every image's split")
     export.set_defaults(func=_export)
 
-    imp = subparsers.add_parser("import", help="import images and boxes from VOC, COCO, CSV, YOLO or TFRecord")
+    imp = subparsers.add_parser("import", help="import images and boxes from VOC, COCO, CSV, YOLO or "
+                                               "TFRecord, or classes from a label_map.pbtxt")
     imp.add_argument("project", help="project name or id")
     imp.add_argument("path", help="annotation file or folder (TFRecord: file, glob or folder)")
-    imp.add_argument("--format", required=True, choices=("voc", "coco", "csv", "yolo", "tfrecord"))
+    imp.add_argument("--format", required=True,
+                     choices=("voc", "coco", "csv", "yolo", "tfrecord", "label_map"),
+                     help="label_map: create the project's classes from a label_map.pbtxt")
     imp.add_argument("--images", default=None, help="folder holding the images the annotations name")
     imp.add_argument("--create-classes", action="store_true", help="create classes the project lacks")
     imp.set_defaults(func=_import)
@@ -82,6 +85,12 @@ def _import(args) -> int:
     from backend import importers, projects
     db = _db()
     project = projects.get_project(db, args.project)
+    if args.format == "label_map":
+        result = importers.import_label_map(db, CLI_ACTOR, project["id"], args.path)
+        print(f"created {len(result['created'])} classes, {len(result['existing'])} already existed")
+        for note in result["notes"]:
+            print(f"  note: {note}")
+        return 0
     report = importers.import_annotations(db, CLI_ACTOR, project["id"], args.path, args.format,
                                           images_dir=args.images, create_classes=args.create_classes,
                                           on_progress=_progress)

@@ -314,3 +314,12 @@ def test_round_trip_project_export_import_gives_the_same_images_and_boxes(db, ad
             if fmt in ("tfrecord", "voc", "coco"):
                 assert a[5:] == b[5:]  # difficult / truncated kept
         assert copied[sha]["no_objects"] == (1 if not old else 0)
+
+
+def test_cli_imports_a_label_map_as_classes(db, admin, capsys):
+    projects.create_project(db, admin, "voc")
+    assert main(["import", "voc", "/work/shared/tfod/label_maps/pascal_label_map.pbtxt",
+                 "--format", "label_map"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("created 20 classes, 0 already existed")
+    assert "id 0 ('none_of_the_above') is the background class; skipped" in out

@@ -66,3 +66,9 @@ def test_uploaded_zip_of_a_labelimg_folder_imports(db, admin, project):
         assert "unsafe path" in str(exc)
     else:
         raise AssertionError("an unsafe zip path was accepted")
+
+
+def test_upload_page_shows_the_import_annotations_tab(db, users, project):
+    at = signed_in(db, "admin", "pages/upload.py")
+    assert any(b.label == "Import" for b in at.button)
+    assert any("Nothing changes unless" in m.value for m in at.markdown)
