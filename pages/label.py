@@ -133,8 +133,11 @@ if current is None:
     st.stop()
 
 image = current["image"]
-if current["mine"]:
-    labeling.renew_lease(db, user, image["id"])
+if current["mine"] and not labeling.renew_lease(db, user, image["id"]):
+    # The lease ran out while the page was idle and someone else opened the image.
+    # Keep the version the user started from, so their save is still checked against it.
+    opened = labeling.open_image(db, user, image["id"])
+    current.update(lease=opened["lease"], mine=opened["mine"])
 
 # ---------------------------------------------------------------- header: what this image is
 
@@ -165,15 +168,15 @@ if S.get("label_conflict"):
 
 # ---------------------------------------------------------------- class picker (number keys)
 
-picker = st.columns(len(labels[:9]) + 1)
+picker = st.container(horizontal=True)
 for number, label in enumerate(labels[:9], start=1):
     chosen = S["label_class_id"] == label["id"]
-    if picker[number - 1].button(f"{number} {label['name']}", key=f"label_pick_{label['id']}",
+    if picker.button(f"{number} {label['name']}", key=f"label_pick_{label['id']}",
                                  shortcut=str(number), type="primary" if chosen else "secondary"):
         S["label_class_id"] = label["id"]
         st.rerun()
 if len(labels) > 9:
-    S["label_class_id"] = picker[-1].selectbox(
+    S["label_class_id"] = picker.selectbox(
         "More classes", list(label_by_id), index=list(label_by_id).index(S["label_class_id"]),
         format_func=lambda i: label_by_id[i]["name"], label_visibility="collapsed")
 st.html("".join(f"<span style='display:inline-block;margin-right:14px'>"
