@@ -30,8 +30,8 @@ from backend.training.boxes import generate_anchors
 from backend.training.config import TrainingConfig
 from backend.training.data import resize
 from backend.training.detect import postprocess
-from backend.training.model import preprocess_images
-from backend.training.train import load_detector
+from backend.training.model import named_variables, preprocess_images
+from backend.training.train import checkpoint_for, load_detector
 
 
 class DetectionModule(tf.Module):
@@ -40,6 +40,8 @@ class DetectionModule(tf.Module):
     def __init__(self, config: TrainingConfig, model):
         super().__init__()
         self.model = model
+        # Track every variable explicitly: Keras 3 layer lists are invisible to TF tracking.
+        self.detector_variables = dict(named_variables(model))
         self._config = config
         self.anchors = tf.constant(generate_anchors(config.model.height, config.model.width, config.model.anchors))
 
@@ -75,7 +77,7 @@ def export_model(pipeline_config_path: str | os.PathLike, trained_checkpoint_dir
     checkpoint = output / "checkpoint"
     if checkpoint.exists():
         shutil.rmtree(checkpoint)
-    tf.train.CheckpointManager(tf.train.Checkpoint(model=model), str(checkpoint), max_to_keep=1).save(
+    tf.train.CheckpointManager(checkpoint_for(model), str(checkpoint), max_to_keep=1).save(
         checkpoint_number=0)
     doc = ConfigDocument.load(pipeline_config_path)
     atomic.write_text(output / "pipeline.config", doc.text)

@@ -221,3 +221,27 @@ def preprocess_images(images):
 
 def count_parameters(model: keras.Model) -> int:
     return int(sum(math.prod(v.shape) for v in model.weights))
+
+
+def named_variables(model: SSDDetector) -> dict[str, keras.Variable]:
+    """Every variable of the detector under a stable name (`backbone.Conv1.kernel`,
+    `predictor.class_head.bias`, ...): the checkpoint's keys.
+
+    Keras 3 layers kept in Python lists, and a functional model's layers, are not tracked by
+    `tf.train.Checkpoint`, so checkpoints name the variables explicitly instead of relying on
+    object-graph tracking. Names come from the layers' explicit names, never from Keras'
+    per-process unique suffixes, so a checkpoint loads into any process.
+    """
+    named: dict[str, keras.Variable] = {}
+    for layer in model.backbone.layers:
+        for variable in layer.weights:
+            named[f"backbone.{layer.name}.{variable.name}"] = variable
+    for part_name in ("fpn", "predictor"):
+        part = getattr(model, part_name)
+        for layer in part._flatten_layers(include_self=False):
+            for variable in layer.weights:
+                named[f"{part_name}.{layer.name}.{variable.name}"] = variable
+    count = len({id(v) for v in model.weights})
+    if len(named) != count:
+        raise AssertionError(f"named {len(named)} of the detector's {count} variables")
+    return named

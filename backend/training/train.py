@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from backend import atomic
-from backend.errors import Invalid
+from backend.errors import Invalid, NotFound
 from backend.pipeline_config import ConfigDocument
 from backend.training import progress
 from backend.training.boxes import generate_anchors
@@ -36,7 +36,8 @@ from backend.training.config import (LearningRate, TrainingConfig, check_fine_tu
                                      training_config)
 from backend.training.data import train_dataset
 from backend.training.losses import ssd_losses
-from backend.training.model import SSDDetector, build_detector, preprocess_images, regularization_loss
+from backend.training.model import (SSDDetector, build_detector, named_variables, preprocess_images,
+                                    regularization_loss)
 
 log = logging.getLogger("boxwise.train")
 
@@ -172,10 +173,15 @@ def write_scalars(writer, step: int, values: dict[str, float]) -> None:
 # --- checkpoints -----------------------------------------------------------------------------
 
 def checkpoint_for(model: SSDDetector, optimizer: keras.optimizers.Optimizer | None = None) -> tf.train.Checkpoint:
-    """The checkpoint's object graph: `model` (backbone, fpn, predictor) and, for training, `optimizer`."""
+    """The checkpoint: `model` (every variable under its `named_variables` name) and, for
+    training, `optimizer` (its slots and iteration count)."""
+    weights = tf.train.Checkpoint(**named_variables(model))
     if optimizer is None:
-        return tf.train.Checkpoint(model=model)
-    return tf.train.Checkpoint(model=model, optimizer=optimizer)
+        return tf.train.Checkpoint(model=weights)
+    return tf.train.Checkpoint(model=weights, optimizer=optimizer)
+
+
+CLASS_HEAD = "predictor.class_head."
 
 
 def restore_fine_tune(model: SSDDetector, path: str) -> list[str]:
@@ -185,20 +191,21 @@ def restore_fine_tune(model: SSDDetector, path: str) -> list[str]:
     class head is restored. Returns the parts restored.
     """
     if tf.io.gfile.isdir(path):
-        path = tf.train.latest_checkpoint(path)
+        latest = tf.train.latest_checkpoint(path)
+        if latest is None:
+            raise NotFound(f"train_config.fine_tune_checkpoint: no checkpoint in {path!r}")
+        path = latest
     reader = tf.train.load_checkpoint(path)
     shapes = reader.get_variable_to_shape_map()
-    head_key = [k for k in shapes if k.startswith("model/predictor/class_head/") and "pointwise" in k]
-    wanted = model.predictor.class_head.pointwise_kernel.shape
-    same_classes = bool(head_key) and list(shapes[head_key[0]]) == list(wanted)
-    if same_classes:
-        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+    named = named_variables(model)
+    head = f"{CLASS_HEAD}pointwise_kernel"
+    saved_head = next((shape for key, shape in shapes.items()
+                       if key.startswith(f"model/{head.replace('.', '..')}/")), None)  # "." is escaped
+    if saved_head is not None and list(saved_head) == list(named[head].shape):
+        tf.train.Checkpoint(model=tf.train.Checkpoint(**named)).restore(path).expect_partial()
         return ["everything"]
-    # Restore through a stand-in object graph that simply lacks the class head.
-    predictor = tf.train.Checkpoint(tower=model.predictor.tower, tower_bn=model.predictor.tower_bn,
-                                    box_head=model.predictor.box_head)
-    partial = tf.train.Checkpoint(backbone=model.backbone, fpn=model.fpn, predictor=predictor)
-    tf.train.Checkpoint(model=partial).restore(path).expect_partial()
+    kept = {k: v for k, v in named.items() if not k.startswith(CLASS_HEAD)}
+    tf.train.Checkpoint(model=tf.train.Checkpoint(**kept)).restore(path).expect_partial()
     return ["backbone", "fpn", "box/class tower", "box head"]
 
 
@@ -416,7 +423,7 @@ def load_detector(pipeline_config_path: str | os.PathLike, checkpoint_path: str 
         if not path:
             from backend.errors import NotFound
             raise NotFound(f"no checkpoint in {checkpoint_path!r}")
-        tf.train.Checkpoint(model=model).restore(path).expect_partial()
+        checkpoint_for(model).restore(path).expect_partial().assert_existing_objects_matched()
     return config, model
 
 

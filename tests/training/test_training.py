@@ -221,14 +221,15 @@ def test_detection_fine_tune_with_other_classes_restores_all_but_the_class_head(
 
     small = dict(height=64, width=64, depth_multiplier=0.35, depth=16, num_layers_before_predictor=1)
     source = build_detector(ModelSpec(num_classes=2, **small))
-    prefix = tf.train.Checkpoint(model=source).write(str(tmp_path / "ckpt-1"))
+    from backend.training.train import checkpoint_for
+    prefix = checkpoint_for(source).write(str(tmp_path / "ckpt-1"))
     same = build_detector(ModelSpec(num_classes=2, **small))
     assert restore_fine_tune(same, prefix) == ["everything"]
     np.testing.assert_array_equal(same.predictor.class_head.pointwise_kernel.numpy(),
                                   source.predictor.class_head.pointwise_kernel.numpy())
     other = build_detector(ModelSpec(num_classes=5, **small))
     fresh_head = other.predictor.class_head.pointwise_kernel.numpy().copy()
-    assert restore_fine_tune(other, str(tmp_path)) == ["backbone", "fpn", "box/class tower", "box head"]
+    assert restore_fine_tune(other, prefix) == ["backbone", "fpn", "box/class tower", "box head"]
     np.testing.assert_array_equal(other.predictor.box_head.pointwise_kernel.numpy(),
                                   source.predictor.box_head.pointwise_kernel.numpy())
     np.testing.assert_array_equal(other.backbone.weights[0].numpy(), source.backbone.weights[0].numpy())
