@@ -228,6 +228,7 @@ def box_table(boxes: Iterable[dict], labels: Iterable[dict]) -> list[dict]:
 def history_table(db: sqlite_utils.Database, image_id: int) -> list[dict]:
     """An image's history as rows a person reads: when, who, what changed."""
     rows = []
+    names = {r["id"]: r["username"] for r in db.query("select id, username from users")}
     for event in history(db, image_id):
         before, after = event["before"], event["after"]
         if event["kind"] == "status":
@@ -236,7 +237,8 @@ def history_table(db: sqlite_utils.Database, image_id: int) -> list[dict]:
             if extra and extra != (before or {}).get("review_comment"):
                 what += f" ({extra})"
         elif event["kind"] == "assign":
-            what = f"assigned to user {(after or {}).get('assignee_id')}"
+            assignee = (after or {}).get("assignee_id")
+            what = f"assigned to {names.get(assignee, assignee)}" if assignee else "unassigned"
         else:
             what = f"{len(before or [])} → {len(after or [])} boxes"
         rows.append({"when": dt.datetime.fromtimestamp(event["at"]).strftime("%Y-%m-%d %H:%M:%S"),

@@ -124,3 +124,15 @@ def test_unchanged_save_records_no_box_event(db, users, image, classes):
     annotations.save_boxes(db, users["labeler"], image["id"],
                            annotations.get_boxes(db, image["id"]), saved["version"])
     assert [e["kind"] for e in annotations.history(db, image["id"])] == ["status", "boxes"]
+
+
+def test_history_table_reads_like_sentences(db, users, image, project, classes):
+    labeling.assign(db, users["admin"], project["id"], [image["id"]], users["labeler"]["id"])
+    saved = annotations.save_boxes(db, users["labeler"], image["id"], [box(classes["cat"], 1, 1, 9, 9)], 0)
+    labeling.skip(db, users["labeler"], image["id"], saved["version"], "blurred")
+    rows = annotations.history_table(db, image["id"])
+    assert [(r["who"], r["change"], r["details"]) for r in rows] == [
+        ("labeler", "status", "in_progress → skipped (blurred)"),
+        ("labeler", "status", "new → in_progress"),
+        ("labeler", "boxes", "0 → 1 boxes"),
+        ("admin", "assign", "assigned to labeler")]
