@@ -66,3 +66,24 @@ def build_wrong_input(directory: str | Path) -> Path:
     module = Classifier()
     tf.saved_model.save(module, str(directory), signatures={"serving_default": module.classify})
     return Path(directory)
+
+
+def build_brightness_detector(directory: str | Path) -> Path:
+    """A detector whose one detection (class 1, the whole image) scores the image's mean
+    brightness / 255: images of different brightness get different uncertainties."""
+    import tensorflow as tf
+
+    class Brightness(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, None, None, 3], tf.uint8, name="input_tensor")])
+        def detect(self, input_tensor):
+            score = tf.reduce_mean(tf.cast(input_tensor, tf.float32)) / 255.0
+            return {"detection_boxes": tf.constant([[[0.0, 0.0, 1.0, 1.0]]], tf.float32),
+                    "detection_classes": tf.constant([[1.0]], tf.float32),
+                    "detection_scores": tf.reshape(score, [1, 1]),
+                    "num_detections": tf.constant([1.0], tf.float32)}
+
+    directory = Path(directory)
+    module = Brightness()
+    tf.saved_model.save(module, str(directory / "saved_model"), signatures={"serving_default": module.detect})
+    (directory / "label_map.pbtxt").write_text(LABEL_MAP)
+    return directory

@@ -177,3 +177,25 @@ def test_cli_models_register_list_set_current_and_predict_project(db, admin, pro
     listed = json.loads(out[2])
     assert (listed["id"], listed["name"], listed["is_current"]) == (model_id, "ssd", True)
     assert out[-1] == "done: 1/1 images, 2 drafts, 0 skipped, 0 failed"
+
+
+def test_the_most_uncertain_first_queue_follows_the_models_uncertainty(db, admin, users, project, tmp_path):
+    from backend import labeling
+    # Grey levels 250, 128, 30 → scores 0.98, 0.50, 0.12 → uncertainties 0.04, 1.0, 0.24.
+    report = images.ingest(db, admin, project["id"], [
+        (f"grey{level}.png", image_bytes((40, 30), color=(level,) * 3, fmt="PNG")) for level in (250, 128, 30)])
+    bright, middle, dark = (item.image_id for item in report.items)
+    model = models.register_directory(db, admin, project["id"], savedmodels.build_brightness_detector(tmp_path / "b"))
+    predictions.predict_project(db, admin, project["id"], model_id=model["id"], min_score=0.0)
+    assert [round(images.get_image(db, i)["uncertainty"], 2) for i in (bright, middle, dark)] == [0.04, 1.0, 0.24]
+    served = []
+    for _ in range(3):
+        image = labeling.next_image(db, users["labeler"], project["id"], order="uncertain", exclude=served)
+        served.append(image["id"])
+    assert served == [middle, dark, bright]
+
+
+def test_a_stop_request_ends_the_batch_as_cancelled(db, admin, project, stocked):
+    progress = predictions.predict_project(db, admin, project["id"], should_stop=lambda: True)
+    assert (progress["state"], progress["done"], progress["total"]) == ("cancelled", 0, 3)
+    assert predictions.read_progress(project["id"])["state"] == "cancelled"
