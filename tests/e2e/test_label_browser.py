@@ -205,6 +205,7 @@ def test_two_labelers_in_two_browsers(db, stocked, app_url, browser):
     ann.get_by_role("button", name=re.compile("Log in|Next image to label")).first.wait_for()
     if ann.get_by_role("button", name="Log in").count():
         fill_login(ann, "ann")
+    wait_idle(ann)
     ann.get_by_role("button", name="Next image to label").click()
     header(ann, first_image).wait_for()
     ann.get_by_text("Boxes (2, in image pixels)").wait_for()
@@ -218,6 +219,7 @@ def test_two_labelers_in_two_browsers(db, stocked, app_url, browser):
     wait_idle(ben)
     ben.get_by_role("button", name="Go").click()
     ben.get_by_text(re.compile(r"This image is leased by ann until \d\d:\d\d:\d\d")).wait_for()
+    wait_idle(ben)
     ben.get_by_role("button", name="Next image to label").click()
     header(ben, second_image).wait_for()
     assert images.get_image(db, second_image)["lease_user_id"] == auth.get_user(db, "ben")["id"]
