@@ -247,8 +247,9 @@ def start_evaluation(db: sqlite_utils.Database, actor: dict, run_id: int) -> dic
         raise Invalid(f"run {run_id} is not a training run")
     if latest_checkpoint(source["model_dir"]) is None:
         raise Invalid(f"run {run_id} has no checkpoint to evaluate yet")
-    text = Path(source["model_dir"], CONFIG_FILE).read_text(encoding="utf-8")
-    run = _insert_run(db, actor, source["project_id"], kind="eval", text=text,
+    doc = pipeline_config.ConfigDocument.load(Path(source["model_dir"], CONFIG_FILE))
+    doc.set("eval_config.include_metrics_per_category", True)  # the Runs page shows AP per class
+    run = _insert_run(db, actor, source["project_id"], kind="eval", text=doc.text,
                       export_id=source["export_id"], config_id=source["config_id"],
                       parent_run_id=run_id, model_dir=Path(source["model_dir"]) / EVALUATION_DIR)
     pump_queue(db)
@@ -658,11 +659,13 @@ def per_class_rows(run: dict) -> list[dict[str, Any]]:
 def run_table(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
     """One row per training run for the run list: status, progress, config, dataset, best mAP."""
     rows = []
+    queue = [r["id"] for r in db.query("select id from runs where status = 'queued' order by queued_at, id")]
     for run in list_runs(db, project_id):
         summary = progress_summary(run)
         best = best_checkpoint(run)
         rows.append({
-            "run": run["id"], "status": run["status"],
+            "run": run["id"],
+            "status": f"queued ({queue.index(run['id']) + 1} in line)" if run["id"] in queue else run["status"],
             "step": f"{summary['step']}/{summary['total_steps']}" if summary["total_steps"] else "",
             "config": f"{run['config_name']} v{run['config_version']}" if run["config_name"] else "",
             "dataset version": run["export_id"], "from run": run["parent_run_id"],

@@ -44,7 +44,7 @@ if can_train:
                         launched = jobs.start_run(db, user, project["id"], export_id=version.id,
                                                   config_id=config["id"], num_train_steps=steps or None,
                                                   python=python or None, script=script or None)
-                        st.session_state["run_id"] = launched["id"]
+                        st.session_state["show_run"] = launched["id"]
 
 # ---------------------------------------------------------------- the runs
 
@@ -55,6 +55,8 @@ if not table:
 st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
              column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
 run_ids = [row["run"] for row in table]
+if "show_run" in st.session_state:  # a run just launched: show it
+    st.session_state["run_id"] = st.session_state.pop("show_run")
 if st.session_state.get("run_id") not in run_ids:
     st.session_state["run_id"] = run_ids[0]
 run_id = st.selectbox("Run", run_ids, key="run_id",
@@ -101,11 +103,21 @@ def controls(run: dict) -> None:
         with common.reported("Resumed from the latest checkpoint"):
             jobs.resume_run(db, user, run["id"])
     has_checkpoint = jobs.latest_checkpoint(run["model_dir"]) is not None
-    if has_checkpoint and buttons[2].button("Retrain on the newest dataset version",
-                                            key=f"retrain_{run['id']}"):
-        with common.reported("Retrain queued"):
-            st.session_state["run_id"] = jobs.retrain_run(db, user, run["id"])["id"]
-            st.rerun()
+    if has_checkpoint and run["kind"] == "train":
+        with buttons[2].popover("Retrain from this run"):
+            versions = configs.list_dataset_versions(db, project["id"])
+            saved = configs.all_configs(db, project["id"])
+            config_ids = [c["id"] for c in saved]
+            version = st.selectbox("Dataset version (newest first)", versions, format_func=lambda v: v.title(),
+                                   key=f"retrain_version_{run['id']}")
+            config_id = st.selectbox("Config", config_ids, key=f"retrain_config_{run['id']}",
+                                     index=config_ids.index(run["config_id"]) if run["config_id"] in config_ids else 0,
+                                     format_func=lambda i: configs.config_title(configs.get_config(db, i)))
+            if st.button("Retrain", type="primary", key=f"retrain_{run['id']}"):
+                with common.reported("Retrain queued"):
+                    st.session_state["show_run"] = jobs.retrain_run(db, user, run["id"], export_id=version.id,
+                                                                    config_id=config_id)["id"]
+                    st.rerun()
     if has_checkpoint and buttons[3].button("Evaluate checkpoints", key=f"evaluate_{run['id']}"):
         with common.reported("Evaluation queued"):
             jobs.start_evaluation(db, user, run["id"])

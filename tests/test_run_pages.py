@@ -122,3 +122,20 @@ def test_config_page_reports_syntax_errors_with_line_and_column(db, users, proje
     at.text_area(key="config_text").input("model {\n  ssd {\n").run()
     assert not at.exception, at.exception
     assert any("line 3, column" in e.value for e in at.error)
+
+
+def test_reviewer_retrains_from_a_run_on_the_newest_dataset_version(db, users, project, stocked, data_dir):
+    run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
+                         config_id=stocked["config_id"], python=sys.executable, script=stocked["script"],
+                         num_train_steps=10)
+    jobs.wait_for_run(db, run["id"])
+    newest = make_dataset_version(db, project, data_dir)
+    at = signed_in(db, "reviewer", "pages/runs.py")
+    assert at.selectbox(key=f"retrain_version_{run['id']}").value.id == newest
+    button(at, "Retrain").click().run()
+    assert not at.exception, at.exception
+    retrain = jobs.list_runs(db, project["id"])[0]
+    assert retrain["parent_run_id"] == run["id"] and retrain["export_id"] == newest
+    assert retrain["fine_tune_checkpoint"] == jobs.latest_checkpoint(run["model_dir"])
+    assert at.selectbox(key="run_id").value == retrain["id"]
+    jobs.wait_for_run(db, retrain["id"])
