@@ -124,3 +124,40 @@ def test_dashboard_page_shows_progress_and_assigns(db, users, project, stocked):
                                                                          users["labeler"]["id"]]
     button(at, "Release all leases").click().run()
     assert labeling.leases(db, project["id"]) == []
+
+
+def go_to(at: AppTest, image_id: int) -> None:
+    at.number_input[0].set_value(image_id).run()
+    button(at, "Go").click().run()
+    assert not at.exception, at.exception
+
+
+def test_model_drafts_are_shown_and_accepted(db, users, project, stocked):
+    db["annotations"].insert({"image_id": stocked[0], "label_id": cat_id(db, project), "xmin": 20, "ymin": 30,
+                              "xmax": 120, "ymax": 130, "source": "model", "score": 0.87})
+    at = signed_in(db, "labeler", "pages/label.py")
+    go_to(at, stocked[0])
+    table = at.dataframe[0].value
+    assert list(table["source"]) == ["draft"] and list(table["score"]) == [0.87]
+    assert "1 model drafts (dashed)" in [c.value for c in at.caption]
+    button(at, "Accept all drafts").click().run()
+    assert [(b["source"], b["score"], b["xmin"]) for b in annotations.get_boxes(db, stocked[0])] == \
+        [("human", None, 20.0)]
+    assert annotations.history(db, stocked[0])[-1]["kind"] == "accept_drafts"
+
+
+def test_copy_boxes_from_previous_image_and_no_objects(db, users, project, stocked):
+    annotations.save_boxes(db, users["admin"], stocked[0],
+                           [{"label_id": cat_id(db, project), "xmin": 10, "ymin": 10, "xmax": 50, "ymax": 60}], 0)
+    at = signed_in(db, "labeler", "pages/label.py")
+    go_to(at, stocked[0])
+    go_to(at, stocked[1])
+    button(at, f"Copy boxes from previous image (#{stocked[0]})").click().run()
+    button(at, "Save").click().run()
+    assert [(b["xmin"], b["ymax"]) for b in annotations.get_boxes(db, stocked[1])] == [(10.0, 60.0)]
+    go_to(at, stocked[2])
+    button(at, "No objects").click().run()
+    assert not at.exception, at.exception
+    marked = images.get_image(db, stocked[2])
+    assert (marked["status"], marked["no_objects"], marked["labeled_by"]) == \
+        ("labeled", 1, users["labeler"]["id"])
