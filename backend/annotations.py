@@ -166,6 +166,27 @@ def scaled_copy(boxes: Iterable[dict], source: dict, target: dict) -> list[dict]
             for b in boxes]
 
 
+def edit_box(boxes: list[dict], index: int, *, label_id: int | None = None,
+             accept: bool = False, delete: bool = False) -> list[dict]:
+    """A copy of an edited (not yet saved) box list with box `index` (0-based) relabeled,
+    accepted as a human box, or deleted. A relabeled draft becomes a human box."""
+    if not 0 <= index < len(boxes):
+        raise Invalid(f"there is no box {index + 1}")
+    if delete:
+        return boxes[:index] + boxes[index + 1:]
+    box = dict(boxes[index])
+    if label_id is not None:
+        box["label_id"] = label_id
+    if accept or label_id is not None:
+        box.update(source="human", score=None)
+    return boxes[:index] + [box] + boxes[index + 1:]
+
+
+def draft_count(boxes: Iterable[dict]) -> int:
+    """How many of the boxes are model drafts."""
+    return sum(1 for box in boxes if box.get("source") == "model")
+
+
 def same_boxes(a: Iterable[dict], b: Iterable[dict]) -> bool:
     """Whether two box lists are the same boxes (to 1/100 px, in any order)."""
     return _box_state(list(a)) == _box_state(list(b))

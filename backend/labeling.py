@@ -378,6 +378,13 @@ def _box_counts(db, image_id: int) -> dict:
 # ---------------------------------------------------------------- assignment
 
 
+def labelers(db: sqlite_utils.Database) -> list[dict]:
+    """Active users who may label (the people images can be assigned to), by name."""
+    return [user for user in db.query(
+        "select id, username, role from users where disabled = 0 order by username")
+        if can(user, "label")]
+
+
 def assign(db: sqlite_utils.Database, actor: dict, project_id: int, image_ids: Iterable[int],
            user_id: int | None) -> int:
     """Admins: assign images of a project to a labeler (`None` unassigns). Returns the count;

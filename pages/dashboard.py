@@ -82,8 +82,7 @@ else:
 
 if auth.can(user, "assign"):
     st.markdown("**Assign work** (admins)")
-    labelers = {u["id"]: u["username"] for u in auth.list_users(db)
-                if auth.can(u, "label") and not u["disabled"]}
+    labelers = {u["id"]: u["username"] for u in labeling.labelers(db)}
     with st.form("assign"):
         who = st.selectbox("Labeler", list(labelers), format_func=labelers.get)
         ids = st.text_input("Image ids", placeholder="e.g. 1-50, 60")

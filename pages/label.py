@@ -254,21 +254,19 @@ with right:
                                  format_func=lambda i: label_by_id[i]["name"],
                                  key=f"label_box_class_{image['id']}_{current['rev']}_{number}")
         if new_class != chosen["label_id"]:
-            replace_boxes([{**b, "label_id": new_class, "source": "human", "score": None}
-                           if i == number - 1 else b for i, b in enumerate(boxes)])
+            replace_boxes(annotations.edit_box(boxes, number - 1, label_id=new_class))
             st.rerun()
         edit = st.columns(2)
         if edit[0].button("Delete this box", width="stretch"):
-            replace_boxes([b for i, b in enumerate(boxes) if i != number - 1])
+            replace_boxes(annotations.edit_box(boxes, number - 1, delete=True))
             st.rerun()
         if chosen.get("source") == "model" and edit[1].button("Accept this draft", width="stretch"):
-            replace_boxes([{**b, "source": "human", "score": None} if i == number - 1 else b
-                           for i, b in enumerate(boxes)])
+            replace_boxes(annotations.edit_box(boxes, number - 1, accept=True))
             st.rerun()
-    drafts = [b for b in boxes if b.get("source") == "model"]
+    drafts = annotations.draft_count(boxes)
     with common.reported():
         if drafts:
-            st.caption(f"{len(drafts)} model drafts (dashed)")
+            st.caption(f"{drafts} model drafts (dashed)")
             draft_cols = st.columns(2)
             if draft_cols[0].button("Accept all drafts", width="stretch") and save():
                 annotations.accept_drafts(db, user, image["id"], None, work()["image"]["version"])

@@ -136,3 +136,13 @@ def test_history_table_reads_like_sentences(db, users, image, project, classes):
         ("labeler", "status", "new → in_progress"),
         ("labeler", "boxes", "0 → 1 boxes"),
         ("admin", "assign", "assigned to labeler")]
+
+
+def test_edit_box_relabels_accepts_and_deletes_without_touching_the_input():
+    boxes = [box(1, 0, 0, 10, 10, source="model", score=0.8), box(2, 5, 5, 20, 20, source="human", score=None)]
+    assert annotations.edit_box(boxes, 0, label_id=3)[0] == box(3, 0, 0, 10, 10, source="human", score=None)
+    assert annotations.edit_box(boxes, 0, accept=True)[0] == box(1, 0, 0, 10, 10, source="human", score=None)
+    assert annotations.edit_box(boxes, 1, delete=True) == boxes[:1]
+    assert annotations.draft_count(boxes) == 1 and boxes[0]["source"] == "model"
+    with pytest.raises(Invalid, match="there is no box 3"):
+        annotations.edit_box(boxes, 2, delete=True)
