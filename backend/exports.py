@@ -193,7 +193,7 @@ def _file_names(images: list[dict]) -> dict[int, str]:
 def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: str = "tfrecord", *,
                   splits: str | dict | None = None, seed: int = 0, shards: int | None = None,
                   statuses: str | tuple | list | None = None, reshuffle: bool = False,
-                  copy_to: str | Path | None = None,
+                  copy_to: str | Path | None = None, checksums: bool = True,
                   on_progress: Progress | None = None) -> dict:
     """Write a dataset version of the project and return it (see `get_version`).
 
@@ -201,6 +201,8 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
     per split for TFRecords (default: one per 500 examples, at most 10, never more than the
     split has examples), `statuses` of the images to include (default labeled + reviewed).
     `copy_to` also copies the finished version to that folder (the command line's OUT).
+    `checksums=False` leaves the shards' sha256 out of the manifest (`"sha256": null`): hashing
+    every byte is the largest single cost of a big export (see BENCHMARKS.md).
     """
     require(actor, "export")
     if fmt not in FORMATS:
@@ -238,18 +240,21 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
     try:
         label_items = label_map_format.from_labels(labels)
         label_map_format.write(tmp / "label_map.pbtxt", label_items)
-        extra = _write_format(fmt, tmp, final, items, labels, ratios, shards, on_progress)
+        extra = _write_format(fmt, tmp, final, items, labels, ratios, shards, on_progress, checksums)
         known = extra.get("sha256", {})
         counts = _counts(items, ratios)
         parameters = {"format": fmt, "splits": ratios, "seed": int(seed), "statuses": list(statuses),
                       "reshuffle": bool(reshuffle), "shards": extra.get("shards"),
-                      "requested_shards": shards}
+                      "requested_shards": shards, "checksums": bool(checksums)}
         files = {}
         for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
             relative = path.relative_to(tmp).as_posix()
             if relative != "pipeline_snippet.config":
-                files[relative] = {"sha256": known.get(relative) or _sha256_file(path),
-                                   "bytes": path.stat().st_size}
+                if relative in known:
+                    digest = known[relative]
+                else:
+                    digest = _sha256_file(path) if checksums or relative == "label_map.pbtxt" else None
+                files[relative] = {"sha256": digest, "bytes": path.stat().st_size}
         manifest = {
             "boxwise_dataset_version": 1,
             "project": {"id": project["id"], "name": project["name"]},
@@ -290,9 +295,10 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
 
 
 def _write_format(fmt: str, tmp: Path, final: Path, items: list[ExportImage], labels: list[dict],
-                  ratios: dict[str, float], shards: int | None, on_progress: Progress | None) -> dict:
+                  ratios: dict[str, float], shards: int | None, on_progress: Progress | None,
+                  checksums: bool = True) -> dict:
     if fmt == "tfrecord":
-        return _write_tfrecords(tmp, final, items, ratios, shards, on_progress)
+        return _write_tfrecords(tmp, final, items, ratios, shards, on_progress, checksums)
     from backend.formats import coco, csv_format, voc, yolo  # noqa: PLC0415 - only when asked for
     writer = {"voc": voc, "coco": coco, "csv": csv_format, "yolo": yolo}[fmt]
     writer.write(tmp, items, labels, on_progress=on_progress)
@@ -300,7 +306,7 @@ def _write_format(fmt: str, tmp: Path, final: Path, items: list[ExportImage], la
 
 
 def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: dict[str, float],
-                     shards: int | None, on_progress: Progress | None) -> dict:
+                     shards: int | None, on_progress: Progress | None, checksums: bool = True) -> dict:
     by_split: dict[str, list[ExportImage]] = {}
     for item in items:
         by_split.setdefault(item.split, []).append(item)
@@ -320,7 +326,7 @@ def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: d
     # so a Streamlit progress bar can be updated from the callback.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-shard") as pool:
         futures = {path.name: pool.submit(tfrecord.write_shard, path, members,
-                                          lambda image: done_queue.put(image.file_name))
+                                          lambda image: done_queue.put(image.file_name), checksums)
                    for path, members in tasks}
         done = 0
         while done < total and not all(f.done() for f in futures.values()):
@@ -339,7 +345,8 @@ def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: d
             on_progress(done, total, name)
     globs = {split: str(final / tfrecord.shard_glob(split, count)) for split, count in shard_counts.items()}
     atomic.write_text(tmp / "pipeline_snippet.config", pipeline_snippet(final, globs))
-    return {"shards": shard_counts, "globs": globs, "sha256": digests}
+    return {"shards": shard_counts, "globs": globs,
+            "sha256": {name: digest for name, digest in digests.items() if digest}}
 
 
 def pipeline_snippet(directory: Path, globs: dict[str, str]) -> str:

@@ -126,8 +126,9 @@ def encode_example(image: ExportImage, data: bytes) -> bytes:
 
 
 def write_shard(path: Path, images: Iterable[ExportImage],
-                on_example: Callable[[ExportImage], None] | None = None) -> str:
-    """Write one shard file and return its sha256 (hex). Image bytes are read from each
+                on_example: Callable[[ExportImage], None] | None = None,
+                checksum: bool = True) -> str | None:
+    """Write one shard file and return its sha256 (hex; None when not `checksum`). Image bytes are read from each
     image's stored file and passed through. The hash is taken here, in the shard's own
     thread, while the file is still in the page cache (hashlib releases the GIL)."""
     import tensorflow as tf
@@ -137,6 +138,8 @@ def write_shard(path: Path, images: Iterable[ExportImage],
             writer.write(encode_example(image, image.source.read_bytes()))
             if on_example:
                 on_example(image)
+    if not checksum:
+        return None
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 22), b""):

@@ -280,3 +280,12 @@ def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed
     assert kinds["image/object/bbox/xmin"] == "float_list"
     assert kinds["image/object/class/label"] == "int64_list"
     assert kinds["image/object/class/text"] == "bytes_list"
+
+
+def test_export_without_checksums_lists_shards_without_sha256(db, admin, project, labeled):
+    version = exports.create_export(db, admin, project["id"], splits="train=1", checksums=False)
+    manifest = json.loads(Path(version["manifest_path"]).read_text())
+    assert manifest["files"]["train.record-00000-of-00001"]["sha256"] is None
+    assert manifest["files"]["label_map.pbtxt"]["sha256"] == hashlib.sha256(
+        Path(version["label_map_path"]).read_bytes()).hexdigest()
+    assert manifest["parameters"]["checksums"] is False
