@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from backend import annotations, auth, images, projects
-from backend import db as database
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.e2e
