@@ -171,3 +171,15 @@ def test_uncertainty_is_largest_for_borderline_scores(detector):
     assert inference.uncertainty(prediction.detections) == pytest.approx(0.8)  # score 0.6 → 0.8
     assert inference.uncertainty(prediction.filtered(0.9)) == pytest.approx(0.2)
     assert inference.uncertainty([]) == 1.0
+
+
+def test_the_cache_key_changes_when_the_export_is_rewritten(tmp_path):
+    import os
+    folder = savedmodels.build_detector(tmp_path / "export")
+    before = inference.model_stamp(folder)
+    assert inference.model_stamp(folder / "saved_model") == before
+    variables = next((folder / "saved_model" / "variables").iterdir())
+    os.utime(variables, (before + 10, before + 10))
+    assert inference.model_stamp(folder) == before + 10
+    os.utime(folder / "label_map.pbtxt", (before + 20, before + 20))
+    assert inference.model_stamp(folder) == before + 20
