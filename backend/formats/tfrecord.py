@@ -15,7 +15,8 @@ Feature keys are exactly those the TF OD API decoder (`TfExampleDecoder`) reads:
 
 Record sets are a file, a glob (`train.record-?????-of-00010`), a folder, or several of
 these separated by commas; GZIP-compressed files are recognised by their magic bytes.
-TensorFlow is imported only inside the functions that need it, so the CLI starts fast.
+Examples are (de)serialised with protobuf alone; TensorFlow is imported only to write
+record files (its TFRecordWriter computes the CRC32C framing), so browsing starts fast.
 """
 from __future__ import annotations
 
@@ -56,9 +57,54 @@ def shard_glob(split: str, count: int) -> str:
 # ---------------------------------------------------------------- writing
 
 
+_EXAMPLE_PROTO = None
+
+
 def _example_class():
-    from tensorflow.core.example import example_pb2  # lazy: importing TensorFlow takes seconds
-    return example_pb2
+    """`tf.train.Example` and friends built from their .proto definition with protobuf alone,
+    in a private descriptor pool: reading and writing Examples never imports TensorFlow
+    (seconds of start-up); only TFRecordWriter, for the record framing, does."""
+    global _EXAMPLE_PROTO
+    if _EXAMPLE_PROTO is None:
+        import types
+
+        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+        F = descriptor_pb2.FieldDescriptorProto
+        proto = descriptor_pb2.FileDescriptorProto(name="boxwise/tf_example.proto",
+                                                   package="tensorflow", syntax="proto3")
+
+        def message(name, fields, parent=None):
+            body = (parent.nested_type if parent else proto.message_type).add(name=name)
+            for field_name, number, kind, label, type_name, oneof in fields:
+                field = body.field.add(name=field_name, number=number, type=kind, label=label)
+                if type_name:
+                    field.type_name = type_name
+                if oneof is not None:
+                    field.oneof_index = oneof
+            return body
+
+        repeated, optional = F.LABEL_REPEATED, F.LABEL_OPTIONAL
+        message("BytesList", [("value", 1, F.TYPE_BYTES, repeated, None, None)])
+        message("FloatList", [("value", 1, F.TYPE_FLOAT, repeated, None, None)])
+        message("Int64List", [("value", 1, F.TYPE_INT64, repeated, None, None)])
+        feature = message("Feature", [
+            ("bytes_list", 1, F.TYPE_MESSAGE, optional, ".tensorflow.BytesList", 0),
+            ("float_list", 2, F.TYPE_MESSAGE, optional, ".tensorflow.FloatList", 0),
+            ("int64_list", 3, F.TYPE_MESSAGE, optional, ".tensorflow.Int64List", 0)])
+        feature.oneof_decl.add(name="kind")
+        features = message("Features", [("feature", 1, F.TYPE_MESSAGE, repeated,
+                                         ".tensorflow.Features.FeatureEntry", None)])
+        entry = message("FeatureEntry", [("key", 1, F.TYPE_STRING, optional, None, None),
+                                         ("value", 2, F.TYPE_MESSAGE, optional, ".tensorflow.Feature", None)],
+                        parent=features)
+        entry.options.map_entry = True
+        message("Example", [("features", 1, F.TYPE_MESSAGE, optional, ".tensorflow.Features", None)])
+        pool = descriptor_pool.DescriptorPool()
+        pool.Add(proto)
+        classes = message_factory.GetMessageClassesForFiles([proto.name], pool)
+        _EXAMPLE_PROTO = types.SimpleNamespace(Example=classes["tensorflow.Example"])
+    return _EXAMPLE_PROTO
 
 
 def _varint(value: int) -> bytes:
