@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from backend.auth import CLI_ACTOR
@@ -62,8 +63,14 @@ def _progress(done: int, total: int | None, message: str) -> None:
         print(f"\r{done}/{total or '?'} {message[:60]:<60}", end="", file=sys.stderr, flush=True)
 
 
+def _quiet_tensorflow() -> None:
+    # Writing records imports TensorFlow, whose C++ start-up chatter would bury the summary.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
 def _export(args) -> int:
     from backend import exports, projects
+    _quiet_tensorflow()
     db = _db()
     project = projects.get_project(db, args.project)
     version = exports.create_export(db, CLI_ACTOR, project["id"], args.format, splits=args.split,
