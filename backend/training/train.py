@@ -375,7 +375,8 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
             parts = ", ".join(f"{k} {float(v.numpy())}" for k, v in losses.items())
             raise NaNLoss(f"the loss became {total_value} at step {step} ({parts}); lower the learning rate "
                           "or check the boxes in the input records. The last checkpoint is kept.")
-        if step % log_every == 0 or step == total_steps or stop.requested:
+        first_of_process = window_steps == 1 and not last_losses
+        if step % log_every == 0 or step == total_steps or stop.requested or first_of_process:
             elapsed = max(time.time() - window_start, 1e-9)
             steps_per_sec = window_steps / elapsed
             last_losses = {k: float(v.numpy()) for k, v in losses.items()}
