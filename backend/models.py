@@ -142,6 +142,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
                    [project_id, str(root)])
     if existing:
         raise Invalid(f"{root} is already registered in this project as model #{existing['id']}")
+    warnings = info["warnings"] + class_mismatches(db, project_id, info["label_map"])
     run = _run(db, run_id)
     # An export job of the run (jobs.export_model) names the checkpoint it exported.
     job = one(db, "select fine_tune_checkpoint from runs where kind = 'export' and model_dir = ?",
@@ -154,7 +155,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
             "name": (name or "").strip() or root.name, "path": str(root),
             "label_map": info["label_map"], "metrics": json.dumps(metrics),
             "size_bytes": info["size_bytes"], "source": source, "origin": origin or str(path),
-            "warnings": json.dumps(info["warnings"]), "created_at": now(),
+            "warnings": json.dumps(warnings), "created_at": now(),
             "created_by": actor.get("id")}).last_pk
     return get_model(db, model_id)
 
@@ -310,6 +311,25 @@ def set_current(db: sqlite_utils.Database, actor: dict, project_id: int, model_i
             raise Invalid(f"model #{model_id} belongs to another project")
         db["projects"].update(project_id, {"current_model_id": model_id})
     return get_model(db, model_id)
+
+
+def class_mismatches(db: sqlite_utils.Database, project_id: int, label_map_text: str) -> list[str]:
+    """Where the model's label map and the project's classes disagree: drafts are stored by
+    label-map id, so a different name under the same id would put boxes in the wrong class."""
+    if not label_map_text:
+        return []
+    try:
+        model_names = parse_label_map(label_map_text)
+    except Invalid:
+        return []
+    project_names = {r["label_map_id"]: r["name"] for r in db.query(
+        "select label_map_id, name from labels where project_id = ?", [project_id])}
+    problems = [f"{model_names[i]!r} is id {i} in the model's label map but "
+                + (f"{project_names[i]!r} in this project" if i in project_names else "not a class of this project")
+                for i in sorted(model_names) if project_names.get(i) != model_names[i]]
+    if len(problems) > 3:
+        problems = problems[:3] + [f"and {len(problems) - 3} more label-map differences"]
+    return problems
 
 
 def label_map_names(model: dict) -> dict[int, str]:

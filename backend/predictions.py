@@ -129,13 +129,15 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
     path = Path(progress_file) if progress_file else progress_path(project_id)
     progress = {"state": "running", "project_id": project_id, "model_id": model_row["id"],
                 "model_name": model_row["name"], "pid": os.getpid(), "min_score": min_score,
-                "total": 0, "done": 0, "drafts": 0, "skipped": 0, "failed": 0, "errors": [],
+                "total": 0, "done": 0, "drafts": 0, "skipped": 0, "failed": 0, "errors": [], "warnings": [],
                 "started_at": now(), "updated_at": now(), "finished_at": None, "message": "loading model"}
     atomic.write_json(path, progress)
     try:
         model = loaded or inference.load_model(model_row["path"])
         label_ids = {r["label_map_id"]: r["id"] for r in db.query(
             "select id, label_map_id from labels where project_id = ?", [project_id])}
+        # Drafts go to the project class with the detection's label-map id; say so when names differ.
+        progress["warnings"] = models.class_mismatches(db, project_id, model.label_map_text)
         todo = unlabeled_images(db, project_id)
         progress.update(total=len(todo), message="predicting")
         atomic.write_json(path, progress)

@@ -100,6 +100,8 @@ def batch_progress() -> None:
         text = (f"{progress['state']}: {progress['done']}/{progress['total']} images · "
                 f"{progress['drafts']} drafts · {progress['skipped']} skipped · {progress['failed']} failed")
         st.progress(progress["fraction"], text=text)
+        for warning in progress.get("warnings") or []:
+            st.warning(warning)
         if progress["state"] == "failed":
             st.error(progress.get("message") or "failed")
         elif progress["state"] == "done":

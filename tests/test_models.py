@@ -164,3 +164,12 @@ def test_an_export_job_of_a_run_brings_the_exported_checkpoints_evaluation(db, a
     assert model["path"] == str((job_dir / "exported").resolve())
     assert model["metrics"] == {"DetectionBoxes_Precision/mAP": 0.31, "step": 300}
     assert models.runs_with_exports(db, project["id"])[0]["registered"] is True
+
+
+def test_a_label_map_that_disagrees_with_the_project_is_flagged(db, admin, export_dir, tmp_path):
+    shapes = projects.create_project(db, admin, "shapes", ["circle", "dog"])
+    model = models.register_directory(db, admin, shapes["id"], export_dir)
+    assert model["warnings"] == ["'cat' is id 1 in the model's label map but 'circle' in this project"]
+    other = projects.create_project(db, admin, "cats", ["cat"])
+    assert models.class_mismatches(db, other["id"], savedmodels.LABEL_MAP) == \
+        ["'dog' is id 2 in the model's label map but not a class of this project"]

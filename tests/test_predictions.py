@@ -43,6 +43,7 @@ def test_unlabeled_images_get_scored_drafts_events_and_uncertainty(db, admin, pr
     progress = predictions.predict_project(db, admin, project["id"], min_score=0.5)
     assert {k: progress[k] for k in ("state", "total", "done", "drafts", "skipped", "failed")} == \
         {"state": "done", "total": 3, "done": 3, "drafts": 6, "skipped": 0, "failed": 0}
+    assert progress["warnings"] == []  # the model's label map names the project's classes
     dog, cat = _label_id(db, project, "dog"), _label_id(db, project, "cat")
     for image_id in stocked["image_ids"]:
         assert sorted(_boxes(db, image_id)) == sorted([
