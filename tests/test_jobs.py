@@ -7,6 +7,7 @@ at the end run the real `python -m backend train` on a tiny generated dataset.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -317,3 +318,86 @@ def test_retrain_starts_a_detection_fine_tune_from_the_latest_checkpoint_on_the_
     assert f'fine_tune_checkpoint: "{checkpoint}"' in text
     assert 'fine_tune_checkpoint_type: "detection"' in text and "of-00003" in text
     assert jobs.wait_for_run(db, retrain["id"])["status"] == "succeeded"
+
+
+# ---------------------------------------------------------------- the real trainer
+
+
+@pytest.fixture
+def real_setup(db, project, users, data_dir):
+    """A dataset version of generated shapes (64×64 TFRecords) and the quick template shrunk to it."""
+    from backend.training import templates
+    from tests.training import shapes
+    folder = data_dir / "exports" / "shapes"
+    shapes.write_dataset(folder, "train", 8, size=64, shards=2)
+    shapes.write_dataset(folder, "val", 4, size=64, shards=1, seed=1)
+    shapes.write_label_map(folder)
+    export_id = db["exports"].insert({"project_id": project["id"], "format": "tfrecord",
+                                      "path": str(folder), "created_at": time.time()}).last_pk
+    text = templates.render_template("quick", batch_size=2, num_steps=10000)
+    for side in ("height", "width"):
+        text = text.replace(f"{side}: 128", f"{side}: 64")
+    config = configs.save_config(db, users["reviewer"], project["id"], "tiny", text)
+    return {"export_id": export_id, "config_id": config["id"], "project_id": project["id"],
+            "actor": users["reviewer"]}
+
+
+def start_real(db, setup, **kwargs):
+    return jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
+                          config_id=setup["config_id"], **kwargs)
+
+
+@pytest.mark.slow
+def test_real_trainer_progresses_cancels_resumes_and_is_settled_after_kill(db, real_setup, data_dir):
+    run = start_real(db, real_setup)
+    assert json.loads(run["command"])[1:4] == ["-m", "backend", "train"]
+    first = poll(lambda: step_of(run), timeout=600)
+    poll(lambda: step_of(run) > first, timeout=600)  # progress advances
+
+    jobs.cancel_run(db, real_setup["actor"], run["id"])
+    run = jobs.wait_for_run(db, run["id"], timeout=600)
+    assert run["status"] == "cancelled", run["error"]
+    stopped = progress.read_status(run["model_dir"])
+    assert stopped["checkpoint"] == jobs.latest_checkpoint(run["model_dir"])
+
+    jobs.resume_run(db, real_setup["actor"], run["id"])
+    poll(lambda: step_of(run) > stopped["step"], timeout=600)
+    assert f"(from step {stopped['step']})" in "\n".join(jobs.log_tail(run, 200))
+
+    run = jobs.get_run(db, run["id"])
+    os.kill(run["pid"], signal.SIGKILL)
+    poll(lambda: not jobs.process_alive(run["pid"], run["pid_start_time"]))
+    restarted = database.connect(data_dir / "boxwise.db")
+    assert jobs.settle_runs(restarted) == [run["id"]]
+    settled = jobs.get_run(restarted, run["id"])
+    assert settled["status"] == "failed" and "killed by SIGKILL" in settled["error"]
+    restarted.conn.close()
+
+
+@pytest.mark.slow
+def test_real_run_is_evaluated_exported_as_a_model_and_retrained(db, real_setup):
+    from backend import models
+    run = start_real(db, real_setup, num_train_steps=3)
+    run = jobs.wait_for_run(db, run["id"], timeout=900)
+    assert run["status"] == "succeeded", run["error"]
+
+    evaluation = jobs.start_evaluation(db, real_setup["actor"], run["id"])
+    evaluation = jobs.wait_for_run(db, evaluation["id"], timeout=900)
+    assert evaluation["status"] == "succeeded", jobs.log_tail(evaluation)
+    [scored] = jobs.evaluations(run)
+    assert scored["checkpoint"] == jobs.latest_checkpoint(run["model_dir"])
+    assert 0.0 <= scored["metrics"][jobs.MAP] <= 1.0 and scored["step"] == 3
+    assert sorted(scored["per_class"]) == ["disc", "square"]
+    assert [row["class"] for row in jobs.per_class_rows(run)] == ["disc", "square"]
+
+    export = jobs.export_model(db, real_setup["actor"], run["id"], "best")
+    export = jobs.wait_for_run(db, export["id"], timeout=900)
+    assert export["status"] == "succeeded", export["error"] or jobs.log_tail(export)
+    [model] = models.list_models(db, real_setup["project_id"])
+    assert model["run_id"] == run["id"] and model["available"]
+
+    retrain = jobs.retrain_run(db, real_setup["actor"], run["id"], num_train_steps=2)
+    assert retrain["fine_tune_checkpoint"] == jobs.latest_checkpoint(run["model_dir"])
+    retrain = jobs.wait_for_run(db, retrain["id"], timeout=900)
+    assert retrain["status"] == "succeeded", retrain["error"]
+    assert "fine-tun" in "\n".join(jobs.log_tail(retrain, 200)).lower()
