@@ -95,7 +95,7 @@ def read(path: str | Path, fmt: str, images_dir: str | Path | None = None) -> Re
 class _Planned:
     source: AnnotatedImage
     label: str
-    data: bytes | None = None           # stored bytes of a new image
+    size: int = 0                       # bytes of the stored file (new images)
     format: str = ""
     width: int = 0
     height: int = 0
@@ -112,6 +112,28 @@ def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, 
     require(actor, "ingest")
     project = projects.get_project(db, project_id)
     result = read(path, fmt, images_dir)
+    # New images are stored (content-addressed) while planning, so only one image is in
+    # memory at a time; files this import created are removed again if it does not commit.
+    created_files: list[tuple[Path, str]] = []
+    try:
+        report = _plan_and_commit(db, actor, project, result, create_classes, created_files, on_progress)
+    except BaseException:
+        _remove_unreferenced(db, created_files)
+        raise
+    if not report.committed:
+        _remove_unreferenced(db, created_files)
+    return report
+
+
+def _remove_unreferenced(db, created_files: list[tuple[Path, str]]) -> None:
+    for path, sha in created_files:
+        if not one(db, "select id from images where sha256 = ?", [sha]):
+            path.unlink(missing_ok=True)
+
+
+def _plan_and_commit(db, actor: dict, project: dict, result: ReadResult, create_classes: bool,
+                     created_files: list[tuple[Path, str]], on_progress) -> ImportReport:
+    project_id = project["id"]
     report = ImportReport(problems=list(result.problems), notes=list(result.notes))
     labels = {row["name"]: row for row in projects.list_labels(db, project_id)}
     by_display = {row["display_name"]: row for row in labels.values() if row.get("display_name")}
@@ -120,7 +142,8 @@ def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, 
     seen: dict[str, str] = {}
     total = len(result.images)
     for done, source in enumerate(result.images, start=1):
-        plan = _plan(db, project_id, source, seen)
+        plan = _plan(db, project_id, source, seen, created_files)
+        source.image_bytes = None  # TFRecord entries carry their bytes; they are stored now
         if plan is not None:
             for box in plan.boxes:
                 name = box.pop("name")
@@ -143,7 +166,7 @@ def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, 
     if missing_classes and create_classes and not can(actor, "manage_projects"):
         report.problems.append(f"creating classes ({', '.join(missing_classes)}) needs an admin")
     if not result.images and not report.problems:
-        report.problems.append(f"{path}: no images described")
+        report.problems.append("no images described")
     if report.errors:
         return report
     return _commit(db, actor, project_id, planned, missing_classes, report)
@@ -153,7 +176,8 @@ def _label(source: AnnotatedImage) -> str:
     return f"{source.name} ({source.where})" if source.where and source.where != source.name else source.name
 
 
-def _plan(db, project_id: int, source: AnnotatedImage, seen: dict[str, str]) -> _Planned | None:
+def _plan(db, project_id: int, source: AnnotatedImage, seen: dict[str, str],
+          created_files: list[tuple[Path, str]]) -> _Planned | None:
     """Load and check one image and its boxes; None (with `source.problems`) when it cannot go in."""
     if source.problems:
         return None
@@ -180,13 +204,18 @@ def _plan(db, project_id: int, source: AnnotatedImage, seen: dict[str, str]) -> 
         except ImageRejected as exc:
             source.problems.append(f"image {source.name!r}: {exc}")
             return None
-        plan.data, plan.format = prepared.data, prepared.format
+        plan.format, plan.size = prepared.format, len(prepared.data)
         plan.width, plan.height, plan.sha256 = prepared.width, prepared.height, prepared.sha256
         if prepared.changed:
             plan.notes.append("; ".join(prepared.changed))
         row = one(db, "select id from images where project_id = ? and sha256 = ?", [project_id, plan.sha256])
         if row:
-            plan.existing_id, plan.data = row["id"], None
+            plan.existing_id = row["id"]
+        else:
+            target = stored_path(plan.sha256, plan.format)
+            if not target.exists():
+                atomic.write_bytes(target, prepared.data)
+                created_files.append((target, plan.sha256))
     if plan.sha256 in seen:
         plan.notes.append(f"same image as {seen[plan.sha256]}")
     seen.setdefault(plan.sha256, plan.label)
@@ -224,7 +253,6 @@ def _plan(db, project_id: int, source: AnnotatedImage, seen: dict[str, str]) -> 
 
 def _commit(db, actor, project_id: int, planned: list[_Planned], missing_classes: list[str],
             report: ImportReport) -> ImportReport:
-    created_files: list = []
     stamp = now()
     try:
         with transaction(db):
@@ -256,7 +284,7 @@ def _commit(db, actor, project_id: int, planned: list[_Planned], missing_classes
                         stored[plan.sha256][0]))
                     continue
                 else:
-                    image_id = _store(db, actor, project_id, plan, stamp, created_files)
+                    image_id = _insert_image(db, actor, project_id, plan, stamp)
                     stored[plan.sha256] = (image_id, plan.label)
                 image = one(db, "select * from images where id = ?", [image_id])
                 annotations.save_boxes(db, actor, image_id, plan.boxes, image["version"],
@@ -267,9 +295,6 @@ def _commit(db, actor, project_id: int, planned: list[_Planned], missing_classes
                 message = "; ".join(["imported"] + plan.notes)
                 report.items.append(ImportItem(plan.label, "imported", message, image_id, len(plan.boxes)))
     except BaseException:
-        for path, sha in created_files:
-            if not one(db, "select id from images where sha256 = ?", [sha]):
-                path.unlink(missing_ok=True)
         report.items = [i for i in report.items if i.outcome == "error"]
         report.classes_created = []
         raise
@@ -277,18 +302,15 @@ def _commit(db, actor, project_id: int, planned: list[_Planned], missing_classes
     return report
 
 
-def _store(db, actor, project_id: int, plan: _Planned, stamp: float, created_files: list) -> int:
-    """Store a prepared image content-addressed and insert its row (as `images.ingest` does)."""
+def _insert_image(db, actor, project_id: int, plan: _Planned, stamp: float) -> int:
+    """The row of an image stored while planning (the fields `images.ingest` writes)."""
     target = stored_path(plan.sha256, plan.format)
-    if not target.exists():
-        atomic.write_bytes(target, plan.data)
-        created_files.append((target, plan.sha256))
     return db["images"].insert({
         "project_id": project_id, "sha256": plan.sha256,
         "path": str(target.relative_to(settings.data_dir())),
         "filename": PurePosixPath(plan.source.name.replace("\\", "/")).name,
         "width": plan.width, "height": plan.height, "format": plan.format,
-        "size_bytes": len(plan.data), "status": "new", "version": 0,
+        "size_bytes": plan.size, "status": "new", "version": 0,
         "created_at": stamp, "created_by": actor.get("id"), "updated_at": stamp}).last_pk
 
 
