@@ -5,7 +5,6 @@ Each command is one call of a backend function (`exports.create_export`,
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
