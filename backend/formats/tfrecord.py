@@ -517,6 +517,8 @@ def inspect(pattern: str | Path, label_map: LabelMap | None = None, label_map_so
     """Count and validate a record set; every problem names its file and record index."""
     result = Inspection(label_map=label_map_source)
     seen_ids: dict[str, tuple[str, int]] = {}
+    # Without a label map, a set must still agree with itself: one id per class text.
+    id_of_text: dict[str, tuple[int, str, int]] = {}
     for path in resolve(pattern):
         result.files[str(path)] = 0
         result.compressed[str(path)] = is_gzip(path)
@@ -539,7 +541,13 @@ def inspect(pattern: str | Path, label_map: LabelMap | None = None, label_map_so
         boxes = item.boxes()
         if not boxes:
             result.negatives += 1
-        for box in boxes:
+        for number, box in enumerate(boxes):
+            if label_map is None and box["text"] and box["label"] is not None:
+                first = id_of_text.setdefault(box["text"], (box["label"], file, index))
+                if first[0] != box["label"]:
+                    result.problems.append(Problem(file, index, (
+                        f"box {number}: class text {box['text']!r} has label {box['label']} here but "
+                        f"{first[0]} in {first[1]} record {first[2]}")))
             result.boxes += 1
             name = item.caption(box, label_map)
             key = f"{box['label']} {name}" if box["label"] is not None and name != str(box["label"]) else name

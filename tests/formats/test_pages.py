@@ -72,3 +72,11 @@ def test_upload_page_shows_the_import_annotations_tab(db, users, project):
     at = signed_in(db, "admin", "pages/upload.py")
     assert any(b.label == "Import" for b in at.button)
     assert any("Nothing changes unless" in m.value for m in at.markdown)
+
+
+def test_viewer_sees_versions_but_no_export_form(db, users, project, labeled):
+    exports.create_export(db, users["admin"], project["id"])
+    at = signed_in(db, "viewer", "pages/dataset.py")
+    assert not any(b.label == "Export" for b in at.button)
+    assert at.subheader[0].value == "Dataset versions"
+    assert len(at.get("vega_lite_chart")) == 1  # the class balance chart

@@ -155,3 +155,11 @@ def test_paging_reads_examples_across_files_and_decodes_features(bad_set):
     assert tfrecord.preview(tfrecord.read_page(pattern, 0, 1)[0]).size == (40, 30)
     with pytest.raises(NotFound):
         tfrecord.resolve(str(bad_set / "missing-*"))
+
+
+def test_without_a_label_map_text_and_id_must_agree_across_the_set(tmp_path):
+    path = tmp_path / "mixed.record"
+    write_records(path, [example(good(b"1")), example(good(b"2", boxes=((0.1, 0.1, 0.2, 0.2, 2, b"cat"),)))])
+    result = tfrecord.inspect(str(path))
+    assert [(p.index, p.message) for p in result.problems] == [
+        (1, f"box 0: class text 'cat' has label 2 here but 1 in {path} record 0")]
