@@ -289,3 +289,26 @@ def test_export_without_checksums_lists_shards_without_sha256(db, admin, project
     assert manifest["files"]["label_map.pbtxt"]["sha256"] == hashlib.sha256(
         Path(version["label_map_path"]).read_bytes()).hexdigest()
     assert manifest["parameters"]["checksums"] is False
+
+
+def test_the_trainers_input_pipeline_reads_an_export(db, admin, project, labeled):
+    import tensorflow as tf
+
+    from backend.training import data
+
+    version = exports.create_export(db, admin, project["id"], shards=2, splits="train=1")
+    files = sorted(glob.glob(version["input_globs"]["train"]))
+    rows = {r["id"]: r for r in db.query("select * from images")}
+    seen = 0
+    for raw in tf.data.TFRecordDataset(files):
+        parsed = data.parse_example(raw)
+        image = rows[int(parsed["source_id"].numpy())]
+        assert tuple(parsed["image"].shape) == (image["height"], image["width"], 3)
+        boxes = list(db.query("""select annotations.*, labels.label_map_id from annotations join labels
+                                 on labels.id = label_id where image_id = ? order by annotations.id""", [image["id"]]))
+        assert parsed["classes"].numpy().tolist() == [b["label_map_id"] for b in boxes]
+        expected = [[np.float32(b["ymin"] / image["height"]), np.float32(b["xmin"] / image["width"]),
+                     np.float32(b["ymax"] / image["height"]), np.float32(b["xmax"] / image["width"])] for b in boxes]
+        assert parsed["boxes"].numpy().tolist() == expected
+        seen += 1
+    assert seen == 6
