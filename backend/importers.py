@@ -183,6 +183,8 @@ def _plan(db, project_id: int, source: AnnotatedImage, seen: dict[str, str],
         return None
     plan = _Planned(source, _label(source))
     data = source.image_bytes
+    if data is None and source.load is not None:
+        data = source.load()
     if data is None and source.image_path is not None:
         try:
             data = Path(source.image_path).read_bytes()

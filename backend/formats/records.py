@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 
 @dataclass
@@ -45,6 +46,7 @@ class AnnotatedImage:
     image_bytes: bytes | None = None
     problems: list[str] = field(default_factory=list)
     missing: str | None = None   # why the image file was not found (it may still be in the project)
+    load: Callable[[], bytes | None] | None = None   # reads the image bytes on demand (TFRecord)
 
 
 @dataclass

@@ -20,6 +20,7 @@ record files (its TFRecordWriter computes the CRC32C framing), so browsing start
 """
 from __future__ import annotations
 
+import functools
 import glob as globlib
 import gzip
 import hashlib
@@ -251,35 +252,51 @@ def iter_raw(path: Path) -> Iterator[tuple[int, bytes | RecordError]]:
     The framing is checked (length and its CRC); a broken record ends the file with one
     `RecordError`. The payload CRC is not recomputed here (pure Python would be slow).
     """
-    opener = gzip.open if is_gzip(path) else open
+    for index, _, payload in iter_framed(path):
+        yield index, payload
+
+
+def iter_framed(path: Path) -> Iterator[tuple[int, int | None, bytes | RecordError]]:
+    """Like `iter_raw`, with each record's byte offset in the file (None inside GZIP files)."""
+    compressed = is_gzip(path)
+    opener = gzip.open if compressed else open
     with opener(path, "rb") as handle:
         index = 0
         while True:
+            offset = None if compressed else handle.tell()
             try:
                 header = handle.read(12)
             except (OSError, EOFError) as exc:
-                yield index, RecordError(f"cannot read: {exc}")
+                yield index, offset, RecordError(f"cannot read: {exc}")
                 return
             if not header:
                 return
             if len(header) < 12:
-                yield index, RecordError("truncated record header (file cut short?)")
+                yield index, offset, RecordError("truncated record header (file cut short?)")
                 return
             length, length_crc = struct.unpack("<QI", header)
             if _masked_crc32c(header[:8]) != length_crc:
-                yield index, RecordError("bad record header checksum (not a TFRecord file, or corrupt)")
+                yield index, offset, RecordError("bad record header checksum (not a TFRecord file, or corrupt)")
                 return
             try:
                 payload = handle.read(length)
                 footer = handle.read(4)
             except (OSError, EOFError) as exc:
-                yield index, RecordError(f"cannot read: {exc}")
+                yield index, offset, RecordError(f"cannot read: {exc}")
                 return
             if len(payload) < length or len(footer) < 4:
-                yield index, RecordError("truncated record (file cut short?)")
+                yield index, offset, RecordError("truncated record (file cut short?)")
                 return
-            yield index, payload
+            yield index, offset, payload
             index += 1
+
+
+def read_record_at(path: Path, offset: int) -> bytes:
+    """The serialised record at byte `offset` of a plain (not GZIP) TFRecord file."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        length, _ = struct.unpack("<QI", handle.read(12))
+        return handle.read(length)
 
 
 @dataclass
@@ -685,12 +702,22 @@ def read(path: str | Path, images_dir: Path | None = None) -> "ReadResult":
         except Invalid as exc:
             result.problems.append(str(exc))
     for file in files:
-        for index, raw in iter_raw(file):
+        for index, offset, raw in iter_framed(file):
             if isinstance(raw, RecordError):
                 result.problems.append(f"{file} record {index}: {raw}")
                 continue
             try:
-                result.images.append(to_annotated(decode(raw, str(file), index), label_map))
+                item = to_annotated(decode(raw, str(file), index), label_map)
             except RecordError as exc:
                 result.problems.append(f"{file} record {index}: {exc}")
+                continue
+            if offset is not None and item.image_bytes is not None:
+                # Keep the place, not the bytes: a big set is imported one image at a time.
+                item.image_bytes = None
+                item.load = functools.partial(_encoded_at, file, offset)
+            result.images.append(item)
     return result
+
+
+def _encoded_at(path: Path, offset: int) -> bytes | None:
+    return decode(read_record_at(path, offset)).encoded
