@@ -25,6 +25,7 @@ import glob as globlib
 import gzip
 import hashlib
 import io
+import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
@@ -199,12 +200,15 @@ def write_shard(path: Path, images: Iterable[ExportImage],
 
 def resolve(pattern: str | Path) -> list[Path]:
     """The files of a record set: a file, a folder (its `*.record*`/`*.tfrecord*` files), a
-    glob, or several of these separated by commas. Raises NotFound when nothing matches."""
+    glob, `name@N` (shards `name-?????-of-0000N`), or several of these separated by commas. Raises NotFound when nothing matches."""
     files: list[Path] = []
     for part in str(pattern).split(","):
         part = part.strip()
         if not part:
             continue
+        sharded = re.fullmatch(r"(.+)@(\d+)", part)
+        if sharded and not Path(part).exists():  # `train.record@10`: the sharded-set shorthand
+            part = f"{sharded.group(1)}-?????-of-{int(sharded.group(2)):05d}"
         path = Path(part).expanduser()
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.is_file() and

@@ -163,3 +163,13 @@ def test_without_a_label_map_text_and_id_must_agree_across_the_set(tmp_path):
     result = tfrecord.inspect(str(path))
     assert [(p.index, p.message) for p in result.problems] == [
         (1, f"box 0: class text 'cat' has label 2 here but 1 in {path} record 0")]
+
+
+def test_a_sharded_set_opens_by_glob_folder_or_at_n_shorthand(db, admin, project, labeled):
+    version = exports.create_export(db, admin, project["id"], shards=3, splits="train=1")
+    folder = Path(version["path"])
+    by_glob = tfrecord.resolve(version["input_globs"]["train"])
+    assert [p.name for p in by_glob] == [f"train.record-0000{i}-of-00003" for i in range(3)]
+    assert tfrecord.resolve(str(folder)) == by_glob
+    assert tfrecord.resolve(f"{folder}/train.record@3") == by_glob
+    assert tfrecord.resolve(f"{by_glob[0]},{by_glob[2]}") == [by_glob[0], by_glob[2]]
