@@ -234,8 +234,8 @@ def test_bad_csv_and_yolo_rows_are_named_by_line(db, admin, project, tmp_path):
 
 
 def test_a_failure_while_writing_rolls_everything_back(db, admin, project, labelimg):
-    # Two files with the same name in the project make "found by name" ambiguous for one
-    # entry: that is a read-time error. A write-time failure is forced with a trigger.
+    # Every check passes; the database itself refuses one box mid-transaction (a trigger
+    # standing in for a full disk), after image files were already stored.
     db.execute("create trigger refuse after insert on annotations when new.xmin = 10 "
                "begin select raise(abort, 'disk full'); end")
     before = state(db, project["id"])
