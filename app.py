@@ -98,17 +98,21 @@ def settle_background_work() -> bool:
 def main() -> None:
     db = common.db()
     settle_background_work()
+    common.write_pending_cookie()
+    # st.navigation runs on every path, the gate included: without it Streamlit would fall back
+    # to serving pages/ by URL, past the login.
     if not auth.has_users(db):
-        first_admin_screen()
+        st.navigation([st.Page(first_admin_screen, title="Welcome", default=True)],
+                      position="hidden").run()
         return
     user = common.current_user()
     if user is None:
-        login_screen()
+        st.navigation([st.Page(login_screen, title="Log in", default=True)], position="hidden").run()
         return
     st.session_state["user"] = user
     sidebar(user)
     pages = [st.Page(str(HERE / path), title=title, icon=icon) for path, title, icon, action in PAGES
-             if auth.can(user, action) and (HERE / path).exists()]
+             if auth.can(user, action)]
     st.navigation(pages).run()
 
 

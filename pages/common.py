@@ -6,11 +6,19 @@ import contextlib
 import json
 
 import streamlit as st
+from streamlit.runtime.pages_manager import PagesManager
 
 from backend import auth, db as database, projects
 from backend.errors import BoxwiseError
 
 SESSION_COOKIE = "boxwise_session"
+
+# Until the first st.navigation call of a server process, Streamlit serves a pages/ folder next
+# to the main script the legacy way: a URL like /label would run pages/label.py without app.py
+# and its login gate. Boxwise always navigates through app.py: switch that mode off and rerun.
+if PagesManager.uses_pages_directory:
+    PagesManager.uses_pages_directory = False
+    st.rerun()
 
 
 def db():
@@ -34,14 +42,21 @@ def remember_login(token: str) -> None:
     sessions make it revocable: logout and disabling a user end it)."""
     st.session_state["session_token"] = token
     st.session_state.pop("logged_out", None)
-    _set_cookie(token, auth.SESSION_SECONDS)
+    # Written on the next run: the login form reruns the script at once, which would drop it.
+    st.session_state["pending_cookie"] = (token, auth.SESSION_SECONDS)
+
+
+def write_pending_cookie() -> None:
+    pending = st.session_state.pop("pending_cookie", None)
+    if pending:
+        _set_cookie(*pending)
 
 
 def forget_login() -> None:
     auth.logout(db(), st.session_state.pop("session_token", None)
                 or st.context.cookies.get(SESSION_COOKIE))
     st.session_state["logged_out"] = True
-    _set_cookie("", 0)
+    st.session_state["pending_cookie"] = ("", 0)
 
 
 def _set_cookie(value: str, max_age: int) -> None:
@@ -72,7 +87,8 @@ def project() -> dict | None:
 
 
 def require_project() -> dict:
-    """The chosen project; stops the page with a hint when there is none."""
+    """The chosen project; stops the page with a hint when there is none (or no one signed in)."""
+    user()
     chosen = project()
     if chosen is None:
         st.info("Create or choose a project first (sidebar, or the Projects page).")
