@@ -24,10 +24,13 @@ BENCHES = {
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("names", nargs="*", choices=[[], *BENCHES], default=[],
-                        help="benchmarks to run (default: all)")
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run: {', '.join(BENCHES)} (default: all)")
     parser.add_argument("--quick", action="store_true", help="small sizes, to check the benches run")
     args = parser.parse_args()
+    unknown = set(args.names) - set(BENCHES)
+    if unknown:
+        parser.error(f"unknown benchmark {', '.join(sorted(unknown))}; choose from {', '.join(BENCHES)}")
     failed = []
     for name in args.names or list(BENCHES):
         script, quick_args = BENCHES[name]
