@@ -8,7 +8,8 @@ import pytest
 from backend import pipeline_config as pc
 from backend.errors import Invalid, NotFound
 
-SHARED = Path("/work/shared/tfod/configs")
+# The TF OD API configs shared beside the repository (DESIGN.md: ../shared/tfod/configs).
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "tfod" / "configs"
 CONFIGS = sorted(SHARED.glob("*.config"))
 FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 

@@ -10,7 +10,7 @@ from backend.pipeline_config import ConfigDocument
 from backend.training.config import check_config, check_inputs, ignored_fields, training_config
 from backend.training.templates import TEMPLATES, template_text
 
-SHARED = Path("/work/shared/tfod/configs")
+SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "tfod" / "configs"
 FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 
 

@@ -20,7 +20,8 @@ from backend.training import progress
 from backend.training.train import run_training
 
 REPO = Path(__file__).resolve().parents[2]
-FPNLITE = Path("/work/shared/tfod/configs/ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config")
+SHARED = REPO.parent / "shared" / "tfod" / "configs"
+FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 
 
 def _events(directory: Path) -> dict[str, list[tuple[int, float]]]:
@@ -54,7 +55,7 @@ def test_missing_fine_tune_checkpoint_stops_at_once_naming_the_field(tiny_config
 
 
 def test_unsupported_config_is_refused_before_training(tmp_path):
-    source = Path("/work/shared/tfod/configs/faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config")
+    source = SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config"
     with pytest.raises(Invalid) as caught:
         run_training(source, tmp_path / "run", num_train_steps=1)
     assert "line 9: model.faster_rcnn" in str(caught.value)
