@@ -4,6 +4,11 @@ Reads the keys the TF OD API decoder reads (`image/encoded`, `image/object/bbox/
 normalised, `image/object/class/label` label-map ids ≥ 1, ...). Boxes become `yxyx` normalised
 here, the model's convention, and stay so through augmentation and resizing.
 
+Augmentation follows the TF OD API's `data_augmentation_options` semantics, which Keras' box-aware
+layers do not share (random_crop_image samples a window covering `min_object_covered` of some box
+and drops boxes below `overlap_thresh`; Keras' RandomCrop crops blind), so it is written with
+`tf.image` here, inside the tf.data graph.
+
 Element of a training batch: `{"images": [B, H, W, 3] float32 in [0, 255], "boxes": [B, M, 4],
 "classes": [B, M] int32 (0 = padding), "num_boxes": [B]}` with `M = max_number_of_boxes`.
 Evaluation elements add `"source_id"`, `"original_size"` `[B, 2]` and `"valid"` `[B, 2]`
