@@ -201,8 +201,9 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
     per split for TFRecords (default: one per 500 examples, at most 10, never more than the
     split has examples), `statuses` of the images to include (default labeled + reviewed).
     `copy_to` also copies the finished version to that folder (the command line's OUT).
-    `checksums=False` leaves the shards' sha256 out of the manifest (`"sha256": null`): hashing
-    every byte is the largest single cost of a big export (see BENCHMARKS.md).
+    `checksums=False` leaves the shards' sha256 out of the manifest (`"sha256": null`): it is
+    taken in the same pass that writes each shard, yet remains the largest single cost of a big
+    export (see BENCHMARKS.md).
     """
     require(actor, "export")
     if fmt not in FORMATS:
@@ -321,8 +322,7 @@ def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: d
     total = len(items)
     done_queue: queue.Queue = queue.Queue()
     workers = max(1, min(len(tasks), (os.cpu_count() or 2) * 2, 16))
-    # Threads, not processes: the work is file reads and writes that release the GIL, and the
-    # examples are already in memory. Progress is reported from this (the caller's) thread,
+    # Threads, not processes: the work is file reads, sha256 and writes, which release the GIL. Progress is reported from this (the caller's) thread,
     # so a Streamlit progress bar can be updated from the callback.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-shard") as pool:
         futures = {path.name: pool.submit(tfrecord.write_shard, path, members,

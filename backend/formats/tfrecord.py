@@ -15,8 +15,8 @@ Feature keys are exactly those the TF OD API decoder (`TfExampleDecoder`) reads:
 
 Record sets are a file, a glob (`train.record-?????-of-00010`), a folder, or several of
 these separated by commas; GZIP-compressed files are recognised by their magic bytes.
-Examples are (de)serialised with protobuf alone; TensorFlow is imported only to write
-record files (its TFRecordWriter computes the CRC32C framing), so browsing starts fast.
+Examples are parsed with protobuf alone and written in wire format by hand, and the record
+framing (length, CRC-32C) is done here too: neither reading nor writing imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import glob as globlib
 import gzip
 import hashlib
 import io
+import os
 import re
 import struct
 import zipfile
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
+import google_crc32c
 from PIL import Image
 
 from backend import atomic
@@ -64,8 +66,8 @@ _EXAMPLE_PROTO = None
 
 def _example_class():
     """`tf.train.Example` and friends built from their .proto definition with protobuf alone,
-    in a private descriptor pool: reading and writing Examples never imports TensorFlow
-    (seconds of start-up); only TFRecordWriter, for the record framing, does."""
+    in a private descriptor pool: reading Examples never imports TensorFlow (seconds of
+    start-up). Writing does not use it either: see `example_parts`."""
     global _EXAMPLE_PROTO
     if _EXAMPLE_PROTO is None:
         import types
@@ -109,7 +111,12 @@ def _example_class():
     return _EXAMPLE_PROTO
 
 
+_ONE_BYTE = [bytes((n,)) for n in range(128)]
+
+
 def _varint(value: int) -> bytes:
+    if 0 <= value < 0x80:  # lengths of small fields, tags, ids: the common case, looked up
+        return _ONE_BYTE[value]
     if value < 0:
         value += 1 << 64  # int64 two's complement, as protobuf writes it
     out = bytearray()
@@ -124,75 +131,152 @@ def _varint(value: int) -> bytes:
 
 
 def _delimited(number: int, length: int) -> bytes:
-    """The tag and length prefix of length-delimited protobuf field `number`."""
-    return _varint(number << 3 | 2) + _varint(length)
+    """The tag and length prefix of length-delimited protobuf field `number` (1 to 15)."""
+    return _ONE_BYTE[number << 3 | 2] + _varint(length)
 
 
-def _encoded_image_entry(data: bytes) -> list[bytes]:
-    """`Example{features{feature{"image/encoded": Feature{bytes_list{value: data}}}}}` in wire
-    format, as [prefix, data]: the image bytes are never copied into a message."""
-    bytes_list = _delimited(1, len(data))                          # BytesList.value
-    feature = _delimited(1, len(bytes_list) + len(data))           # Feature.bytes_list
-    feature_size = len(feature) + len(bytes_list) + len(data)
-    key = b"image/encoded"
-    entry = _delimited(1, len(key)) + key + _delimited(2, feature_size)   # map entry key, value
-    entry_size = len(entry) + feature_size
-    features = _delimited(1, entry_size)                           # Features.feature (map)
-    example = _delimited(1, len(features) + entry_size)            # Example.features
-    return [example + features + entry + feature + bytes_list, data]
+@functools.lru_cache(maxsize=None)
+def _key_field(key: str) -> bytes:
+    """The map entry's key field: `key: "image/format"` in wire format."""
+    name = key.encode()
+    return _delimited(1, len(name)) + name
+
+
+def _entry(key: str, feature: bytes) -> bytes:
+    """One `Features.feature` map entry (`key` → serialised `Feature`), with its tag."""
+    body = _key_field(key) + b"\x12" + _varint(len(feature)) + feature   # field 2: the value
+    return b"\n" + _varint(len(body)) + body                            # field 1 of Features
+
+
+@functools.lru_cache(maxsize=256)
+def _format_and_size(image_format: str, width: int, height: int) -> bytes:
+    """The `image/format`, `image/height` and `image/width` entries: few distinct ones per export."""
+    return b"".join([_entry("image/format", _bytes_feature([image_format.encode()])),
+                     _entry("image/height", _int64_feature([height])),
+                     _entry("image/width", _int64_feature([width]))])
+
+
+def _bytes_feature(values: list[bytes]) -> bytes:
+    """`Feature{bytes_list{value: values}}`."""
+    body = b"".join(_delimited(1, len(v)) + v for v in values)
+    return _delimited(1, len(body)) + body
+
+
+def _packed_feature(field: int, packed: bytes) -> bytes:
+    """`Feature{float_list|int64_list{value: packed}}` (`field` 2 or 3); an empty list keeps
+    its kind, as the TF OD API expects of a negative's per-box features."""
+    body = _delimited(1, len(packed)) + packed if packed else b""
+    return _delimited(field, len(body)) + body
+
+
+def _float_feature(values: list[float]) -> bytes:
+    return _packed_feature(2, struct.pack(f"<{len(values)}f", *values))
+
+
+def _int64_feature(values: list[int]) -> bytes:
+    return _packed_feature(3, b"".join(_varint(v) for v in values))
+
+
+def example_parts(image: ExportImage, data: bytes) -> tuple[bytes, bytes]:
+    """The serialised `tf.train.Example` of one image as two pieces, `head + data`: `data` are
+    the stored bytes, unchanged and never copied, the last value of the message.
+
+    Written in protobuf wire format by hand: building the message through protobuf costs
+    about 150 µs an image, as much as copying its 200 kB (see BENCHMARKS.md). Tests parse
+    the result with `tf.train.Example` and the TF OD API decoder's feature spec."""
+    normalised = [box_convert.to_normalized(b.coords, image.width, image.height) for b in image.boxes]
+    entries = [
+        _format_and_size(image.format, image.width, image.height),
+        _entry("image/filename", _bytes_feature([image.file_name.encode("utf-8")])),
+        _entry("image/source_id", _bytes_feature([str(image.image_id).encode()])),
+        _entry("image/key/sha256", _bytes_feature([image.sha256.encode()])),
+        *(_entry(key, _float_feature([n[position] for n in normalised]))
+          for position, key in enumerate(BOX_KEYS)),
+        _entry("image/object/class/text", _bytes_feature([b.name.encode("utf-8") for b in image.boxes])),
+        _entry("image/object/class/label", _int64_feature([b.label_map_id for b in image.boxes])),
+        _entry("image/object/difficult", _int64_feature([int(b.difficult) for b in image.boxes])),
+        _entry("image/object/truncated", _int64_feature([int(b.truncated) for b in image.boxes])),
+    ]
+    # image/encoded: Feature{bytes_list{value: data}}, its map entry up to where `data` starts.
+    bytes_list = _delimited(1, len(data))
+    feature = _delimited(1, len(bytes_list) + len(data)) + bytes_list
+    value = _key_field("image/encoded") + _delimited(2, len(feature) + len(data)) + feature
+    encoded_head = _delimited(1, len(value) + len(data)) + value
+    features = b"".join(entries)
+    head = _delimited(1, len(features) + len(encoded_head) + len(data)) + features + encoded_head
+    return head, data
 
 
 def encode_example(image: ExportImage, data: bytes) -> bytes:
-    """The serialised `tf.train.Example` of one image. `data` are the stored bytes, unchanged.
+    """The serialised `tf.train.Example` of one image (see `example_parts`) in one piece."""
+    return b"".join(example_parts(image, data))
 
-    The small features are serialised by protobuf; `image/encoded` is appended in wire format
-    (two serialised messages back to back are one merged message in protobuf), so the image
-    bytes are copied exactly once. Tests parse the result with TensorFlow's decoder spec."""
-    pb = _example_class()
-    example = pb.Example()
-    feature = example.features.feature
-    normalised = [box_convert.to_normalized(b.coords, image.width, image.height) for b in image.boxes]
-    feature["image/format"].bytes_list.value.append(image.format.encode())
-    feature["image/height"].int64_list.value.append(image.height)
-    feature["image/width"].int64_list.value.append(image.width)
-    feature["image/filename"].bytes_list.value.append(image.file_name.encode("utf-8"))
-    feature["image/source_id"].bytes_list.value.append(str(image.image_id).encode())
-    feature["image/key/sha256"].bytes_list.value.append(image.sha256.encode())
-    for position, key in enumerate(BOX_KEYS):
-        feature[key].float_list.value.extend([n[position] for n in normalised])
-    feature["image/object/class/text"].bytes_list.value.extend([b.name.encode("utf-8") for b in image.boxes])
-    feature["image/object/class/label"].int64_list.value.extend([b.label_map_id for b in image.boxes])
-    feature["image/object/difficult"].int64_list.value.extend([int(b.difficult) for b in image.boxes])
-    feature["image/object/truncated"].int64_list.value.extend([int(b.truncated) for b in image.boxes])
-    if not image.boxes:  # a negative: the per-box lists exist, empty, with their types
-        for key in BOX_KEYS:
-            feature[key].float_list.SetInParent()
-        feature["image/object/class/text"].bytes_list.SetInParent()
-        for key in ("image/object/class/label", "image/object/difficult", "image/object/truncated"):
-            feature[key].int64_list.SetInParent()
-    return b"".join([example.SerializeToString(), *_encoded_image_entry(data)])
+
+def masked_crc32c(*pieces: bytes) -> int:
+    """The TFRecord checksum of `pieces` laid end to end: CRC-32C, rotated right by 15 bits,
+    plus 0xa282ead8 (mod 2^32). Computed by `google-crc32c` (C, SSE4.2 instructions)."""
+    crc = 0
+    for piece in pieces:
+        crc = google_crc32c.extend(crc, piece)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def frame(*pieces: bytes) -> tuple[bytes, bytes]:
+    """(header, footer) that make `pieces` (one serialised Example) one TFRecord:
+    `uint64 length, uint32 masked_crc32c(length)` before it, `uint32 masked_crc32c(data)` after,
+    all little-endian."""
+    length = struct.pack("<Q", sum(len(p) for p in pieces))
+    return length + struct.pack("<I", masked_crc32c(length)), struct.pack("<I", masked_crc32c(*pieces))
+
+
+WRITE_BATCH_BYTES = 1 << 22
 
 
 def write_shard(path: Path, images: Iterable[ExportImage],
                 on_example: Callable[[ExportImage], None] | None = None,
                 checksum: bool = True) -> str | None:
-    """Write one shard file and return its sha256 (hex; None when not `checksum`). Image bytes are read from each
-    image's stored file and passed through. The hash is taken here, in the shard's own
-    thread, while the file is still in the page cache (hashlib releases the GIL)."""
-    import tensorflow as tf
+    """Write one shard file in one pass and return its sha256 (hex; None when not `checksum`).
 
-    with tf.io.TFRecordWriter(str(path)) as writer:
+    Each image's stored bytes are read once, and from that one copy in memory the record's
+    CRC-32C, the file's sha256 (updated with exactly the bytes written) and the write are
+    taken. Records are gathered up to `WRITE_BATCH_BYTES` and written with one `writev`, so
+    image bytes are never copied into a buffer. Reads, sha256 (`hashlib`) and writes release
+    the GIL, so shards written in threads proceed in parallel; the CRC (`google-crc32c` holds
+    the GIL below 1 MB)
+    and the small features are the only work that holds it (tens of µs an image)."""
+    digest = hashlib.sha256() if checksum else None
+    pending: list[bytes] = []
+    pending_bytes = 0
+    with open(path, "wb", buffering=0) as handle:
         for image in images:
-            writer.write(encode_example(image, image.source.read_bytes()))
+            head, data = example_parts(image, image.source.read_bytes())
+            header, footer = frame(head, data)
+            record = (header, head, data, footer)
+            if digest:
+                for piece in record:
+                    digest.update(piece)
+            pending.extend(record)
+            pending_bytes += len(header) + len(head) + len(data) + len(footer)
+            if pending_bytes >= WRITE_BATCH_BYTES or len(pending) >= 512:
+                _write_all(handle.fileno(), pending)
+                pending, pending_bytes = [], 0
             if on_example:
                 on_example(image)
-    if not checksum:
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        _write_all(handle.fileno(), pending)
+    return digest.hexdigest() if digest else None
+
+
+def _write_all(fd: int, pieces: list[bytes]) -> None:
+    """`os.writev` until every byte of `pieces` is written (a call may write fewer)."""
+    views = [memoryview(p) for p in pieces if p]
+    first = 0
+    while first < len(views):
+        written = os.writev(fd, views[first:first + 1024])   # at most IOV_MAX buffers a call
+        while first < len(views) and written >= len(views[first]):
+            written -= len(views[first])
+            first += 1
+        if written:
+            views[first] = views[first][written:]
 
 
 # ---------------------------------------------------------------- reading
@@ -234,27 +318,11 @@ class RecordError(Exception):
     """A record that cannot be read (truncated file, bad framing)."""
 
 
-_CRC_TABLE = []
-for _n in range(256):
-    _c = _n
-    for _ in range(8):
-        _c = (_c >> 1) ^ 0x82F63B78 if _c & 1 else _c >> 1
-    _CRC_TABLE.append(_c)
-
-
-def _masked_crc32c(data: bytes) -> int:
-    crc = 0xFFFFFFFF
-    for byte in data:
-        crc = _CRC_TABLE[(crc ^ byte) & 0xFF] ^ (crc >> 8)
-    crc ^= 0xFFFFFFFF
-    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
 def iter_raw(path: Path) -> Iterator[tuple[int, bytes | RecordError]]:
     """Yield (record index, serialised record) of one TFRecord file (plain or GZIP).
 
     The framing is checked (length and its CRC); a broken record ends the file with one
-    `RecordError`. The payload CRC is not recomputed here (pure Python would be slow).
+    `RecordError`. The payload CRC is not checked here.
     """
     for index, _, payload in iter_framed(path):
         yield index, payload
@@ -279,7 +347,7 @@ def iter_framed(path: Path) -> Iterator[tuple[int, int | None, bytes | RecordErr
                 yield index, offset, RecordError("truncated record header (file cut short?)")
                 return
             length, length_crc = struct.unpack("<QI", header)
-            if _masked_crc32c(header[:8]) != length_crc:
+            if masked_crc32c(header[:8]) != length_crc:
                 yield index, offset, RecordError("bad record header checksum (not a TFRecord file, or corrupt)")
                 return
             try:

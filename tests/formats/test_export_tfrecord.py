@@ -248,6 +248,84 @@ def test_deleted_class_ids_leave_a_gap_and_num_classes_is_the_largest_id(db, adm
     assert record["image/object/class/label"] == [3]
 
 
+def _expected_example(db, image: dict):
+    """The tf.train.Example of a stored image, built with TensorFlow's own classes from SQLite."""
+    import tensorflow as tf
+
+    boxes = list(db.query("""select annotations.*, labels.name, labels.label_map_id from annotations
+                             join labels on labels.id = annotations.label_id
+                             where image_id = ? and source = 'human' order by annotations.id""", [image["id"]]))
+    w, h = image["width"], image["height"]
+    stored = images.read_image_bytes(image)
+    name = Path(image["filename"]).stem + (".png" if image["format"] == "png" else ".jpg")
+    lists = {
+        "image/encoded": [stored], "image/format": [image["format"].encode()], "image/height": [h],
+        "image/width": [w], "image/filename": [name.encode()], "image/source_id": [str(image["id"]).encode()],
+        "image/key/sha256": [hashlib.sha256(stored).hexdigest().encode()],
+        "image/object/bbox/xmin": [b["xmin"] / w for b in boxes], "image/object/bbox/ymin": [b["ymin"] / h for b in boxes],
+        "image/object/bbox/xmax": [b["xmax"] / w for b in boxes], "image/object/bbox/ymax": [b["ymax"] / h for b in boxes],
+        "image/object/class/text": [b["name"].encode() for b in boxes],
+        "image/object/class/label": [b["label_map_id"] for b in boxes],
+        "image/object/difficult": [b["difficult"] for b in boxes],
+        "image/object/truncated": [b["truncated"] for b in boxes]}
+    example = tf.train.Example()
+    for key, values in lists.items():
+        feature = example.features.feature[key]
+        kind = ("float_list" if key.startswith("image/object/bbox/") else
+                "bytes_list" if key in ("image/encoded", "image/format", "image/filename", "image/source_id",
+                                        "image/key/sha256", "image/object/class/text") else "int64_list")
+        getattr(feature, kind).value.extend(values)
+        getattr(feature, kind).SetInParent()
+    return example
+
+
+def test_shards_are_the_bytes_tensorflows_writer_makes_and_the_manifest_hashes_the_files(db, admin, project, labeled, tmp_path):
+    import tensorflow as tf
+
+    version = exports.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
+    manifest = json.loads(Path(version["manifest_path"]).read_text())
+    rows = {r["id"]: r for r in db.query("select * from images where project_id = ?", [project["id"]])}
+    shards = sorted(Path(version["path"]).glob("*.record-*"))
+    assert [s.name for s in shards] == ["train.record-00000-of-00002", "train.record-00001-of-00002",
+                                        "val.record-00000-of-00002", "val.record-00001-of-00002"]
+    seen = []
+    for shard in shards:
+        # TFRecordDataset checks the length CRC and the data CRC of every record.
+        records = [raw.numpy() for raw in tf.data.TFRecordDataset(str(shard))]
+        for raw in records:
+            example = tf.train.Example.FromString(raw)
+            image = rows[int(example.features.feature["image/source_id"].bytes_list.value[0])]
+            assert example == _expected_example(db, image)
+            seen.append(image["id"])
+        reference = tmp_path / shard.name
+        with tf.io.TFRecordWriter(str(reference)) as writer:
+            for raw in records:
+                writer.write(raw)
+        on_disk = shard.read_bytes()
+        assert on_disk == reference.read_bytes()  # framing byte for byte as TensorFlow writes it
+        assert manifest["files"][shard.name] == {"sha256": hashlib.sha256(on_disk).hexdigest(),
+                                                 "bytes": len(on_disk)}
+    assert sorted(seen) == sorted(i for name, i in labeled.items() if name != "new.jpg")
+
+
+def test_a_shard_written_through_short_writes_is_complete(tmp_path, monkeypatch):
+    from backend.formats import tfrecord
+    from backend.formats.records import ExportBox, ExportImage
+
+    sources = []
+    for number in range(3):
+        source = tmp_path / f"{number}.jpg"
+        source.write_bytes(bytes(range(256)) * (40 + number))
+        sources.append(ExportImage(number, source.name, source, 64, 48, "jpeg", "ab" * 32, "train",
+                                   [ExportBox("car", 1, 1.0, 2.0, 30.0, 40.0)]))
+    whole = tfrecord.write_shard(tmp_path / "whole.record", sources)
+    real_writev = tfrecord.os.writev
+    monkeypatch.setattr(tfrecord.os, "writev", lambda fd, buffers: real_writev(fd, [bytes(buffers[0])[:1000]]))
+    short = tfrecord.write_shard(tmp_path / "short.record", sources)
+    assert (tmp_path / "short.record").read_bytes() == (tmp_path / "whole.record").read_bytes()
+    assert short == whole == hashlib.sha256((tmp_path / "whole.record").read_bytes()).hexdigest()
+
+
 def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed_empty_lists(tmp_path):
     import tensorflow as tf
 
