@@ -322,8 +322,9 @@ def _write_tfrecords(tmp: Path, final: Path, items: list[ExportImage], ratios: d
     total = len(items)
     done_queue: queue.Queue = queue.Queue()
     workers = max(1, min(len(tasks), (os.cpu_count() or 2) * 2, 16))
-    # Threads, not processes: the work is file reads, sha256 and writes, which release the GIL. Progress is reported from this (the caller's) thread,
-    # so a Streamlit progress bar can be updated from the callback.
+    # Threads, not processes: the work is file reads, sha256 and writes, which release the GIL.
+    # Progress is reported from this (the caller's) thread, so a Streamlit progress bar can be
+    # updated from the callback.
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="export-shard") as pool:
         futures = {path.name: pool.submit(tfrecord.write_shard, path, members,
                                           lambda image: done_queue.put(image.file_name), checksums)
