@@ -2,36 +2,16 @@
 boxes drawn with the mouse land in SQLite at the right pixels, and leases keep them apart."""
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
 from backend import annotations, auth, images, projects
+from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.e2e
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("BOXWISE_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync"]
 IMAGE_SIZE = (800, 600)   # shown on a 960×720 canvas: 1 image pixel = 1.2 canvas pixels
-TIMEOUT_MS = 60_000
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture
 def stocked(db, admin):
@@ -46,59 +26,8 @@ def stocked(db, admin):
 
 
 @pytest.fixture
-def app_url(data_dir, stocked):
-    """The real app (`streamlit run app.py`) on a free port, always stopped afterwards."""
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no browser at {CHROMIUM} (make chromium installs Debian's)")
-    port = _free_port()
-    log = open(data_dir / "streamlit.log", "wb")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-         "--server.headless", "true", "--browser.gatherUsageStats", "false",
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, env={**os.environ, "BOXWISE_DATA": str(data_dir)}, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("streamlit did not start:\n" +
-                                   (data_dir / "streamlit.log").read_text(errors="replace"))
-            time.sleep(0.5)
-        yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
-
-
-@pytest.fixture
-def browser(data_dir):
-    with playwright_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        try:
-            yield launched
-        finally:
-            # Screenshots of every page left open, for reading a failure (in the test's tmp dir).
-            for number, context in enumerate(OPEN_PAGES):
-                for page in context.pages:
-                    page.screenshot(path=str(data_dir / f"page{number}.png"), full_page=True)
-            OPEN_PAGES.clear()
-            launched.close()
-
-
-OPEN_PAGES: list = []
+def app_url(stocked, app_server):
+    return app_server
 
 
 def log_in(browser, url: str, username: str):
@@ -139,17 +68,6 @@ def draw(page, start: tuple[float, float], end: tuple[float, float]) -> tuple[fl
     page.mouse.move(x1, y1, steps=4)
     page.mouse.up()
     return x0 - origin["x"], y0 - origin["y"], x1 - origin["x"], y1 - origin["y"]
-
-
-def wait_idle(page) -> None:
-    """Until Streamlit has finished the rerun the last action started."""
-    app = "[data-testid=stApp][data-test-script-state={}]"
-    for _ in range(2):  # a run that ends in st.rerun() starts another one at once
-        try:
-            page.locator(app.format("running")).wait_for(timeout=1500)
-        except playwright_api.TimeoutError:
-            pass
-        page.locator(app.format("notRunning")).wait_for()
 
 
 def choose(page, label: str, option: str) -> None:
@@ -199,11 +117,7 @@ def test_two_labelers_in_two_browsers(db, stocked, app_url, browser):
 
     # After a reload the same boxes come back from SQLite onto the canvas.
     ann.reload()
-    # The session cookie does not survive a reload yet (pages/common.remember_login's script
-    # is discarded by the st.rerun() right after it): log in again when the form is back.
-    ann.get_by_role("button", name=re.compile("Log in|Next image to label")).first.wait_for()
-    if ann.get_by_role("button", name="Log in").count():
-        fill_login(ann, "ann")
+    ann.get_by_text("Signed in as ann").wait_for()  # the session cookie keeps the login
     wait_idle(ann)
     ann.get_by_role("button", name="Next image to label").click()
     header(ann, first_image).wait_for()

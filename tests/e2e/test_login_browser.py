@@ -5,14 +5,21 @@ from __future__ import annotations
 import pytest
 
 from backend import auth
-from tests.e2e.test_label_browser import (TIMEOUT_MS, app_url, browser, playwright_api,  # noqa: F401
-                                          stocked, wait_idle)
+from backend import projects
+from tests.e2e.browser import TIMEOUT_MS, playwright_api, wait_idle
 
 pytestmark = pytest.mark.e2e
 expect = playwright_api.expect
 
 
-def test_login_gate_cookie_refresh_and_logout(db, app_url, browser):  # noqa: F811
+@pytest.fixture
+def app_url(db, admin, app_server):
+    auth.add_user(db, admin, "ann", "ann-password", "labeler")
+    projects.create_project(db, admin, "pets", ["cat"])
+    return app_server
+
+
+def test_login_gate_cookie_refresh_and_logout(db, app_url, browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()

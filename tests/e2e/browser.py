@@ -1,0 +1,36 @@
+"""What browser tests share: Debian's chromium, its flags, and waiting for Streamlit."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("BOXWISE_CHROMIUM", "/usr/bin/chromium")
+# Without the background-networking flags chromium keeps dialling hosts this machine cannot reach.
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+# Browser contexts a test opened; the browser fixture screenshots their pages at the end.
+OPEN_PAGES: list = []
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_idle(page) -> None:
+    """Until Streamlit has finished the rerun the last action started."""
+    app = "[data-testid=stApp][data-test-script-state={}]"
+    for _ in range(2):  # a run that ends in st.rerun() starts another one at once
+        try:
+            page.locator(app.format("running")).wait_for(timeout=1500)
+        except playwright_api.TimeoutError:
+            pass
+        page.locator(app.format("notRunning")).wait_for()
