@@ -123,3 +123,20 @@ def test_pages_a_role_may_not_use_are_not_registered(db, users, role, page):
     assert not at.exception
     with pytest.raises(ValueError):
         at.switch_page(page)
+
+
+def test_admin_adds_and_disables_a_user_on_the_users_page(db, admin):
+    at = log_in(app(), "admin", "admin-password")
+    at.switch_page("pages/users.py").run()
+    at.text_input[0].input("carol")
+    at.selectbox[0].select("reviewer")
+    at.text_input[1].input("carol-password")
+    next(b for b in at.button if b.label == "Add user").click().run()
+    assert not at.exception
+    carol = auth.get_user(db, "carol")
+    assert (carol["role"], carol["disabled"]) == ("reviewer", 0)
+    at.selectbox[1].select(carol["id"]).run()
+    next(b for b in at.button if b.label == "Disable").click().run()
+    assert auth.get_user(db, "carol")["disabled"] == 1
+    with pytest.raises(PermissionError, match="disabled"):
+        auth.login(db, "carol", "carol-password")
