@@ -18,14 +18,16 @@ COLORS = {1: (220, 30, 30), 2: (30, 60, 220)}
 NAMES = {1: b"square", 2: b"disc"}
 
 
-def make_image(size: int, rng: random.Random, max_objects: int = 2):
-    """(JPEG bytes, [(label, xmin, ymin, xmax, ymax) in pixels]) with non-overlapping shapes."""
+def make_image(size: int, rng: random.Random, max_objects: int = 2, min_fraction: float = 0.25,
+               max_fraction: float = 0.5):
+    """(JPEG bytes, [(label, xmin, ymin, xmax, ymax) in pixels]) with non-overlapping shapes whose
+    side is between `min_fraction` and `max_fraction` of the image side."""
     image = Image.new("RGB", (size, size), (128 + rng.randint(-20, 20),) * 3)
     draw = ImageDraw.Draw(image)
     objects = []
     for _ in range(rng.randint(1, max_objects)):
         for _attempt in range(20):
-            side = rng.randint(size // 4, size // 2)
+            side = rng.randint(int(size * min_fraction), int(size * max_fraction))
             x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
             box = (x0, y0, x0 + side, y0 + side)
             if all(box[2] <= o[1] or box[0] >= o[3] or box[3] <= o[2] or box[1] >= o[4] for o in objects):
@@ -72,7 +74,8 @@ def example(encoded: bytes, objects, size: int, source_id: str):
 
 
 def write_dataset(directory: Path, split: str, count: int, size: int = 96, shards: int = 2,
-                  seed: int = 0, max_objects: int = 2) -> tuple[str, list]:
+                  seed: int = 0, max_objects: int = 2, min_fraction: float = 0.25,
+                  max_fraction: float = 0.5) -> tuple[str, list]:
     """Write `<split>.record-0000i-of-0000n` shards (example i in shard i mod n); returns the glob
     and the ground truth `[(source_id, objects)]`."""
     import tensorflow as tf
@@ -82,7 +85,7 @@ def write_dataset(directory: Path, split: str, count: int, size: int = 96, shard
                for i in range(shards)]
     truth = []
     for i in range(count):
-        encoded, objects = make_image(size, rng, max_objects)
+        encoded, objects = make_image(size, rng, max_objects, min_fraction, max_fraction)
         source_id = f"{split}-{i}"
         writers[i % shards].write(example(encoded, objects, size, source_id).SerializeToString())
         truth.append((source_id, objects))

@@ -160,6 +160,7 @@ def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_data, tiny
     import random
 
     from backend.__main__ import main
+    from tests.training.conftest import SHAPES
     from tests.training.shapes import make_image
 
     config = tiny_config_path(num_steps=300, batch_size=8, augment=False)
@@ -200,7 +201,7 @@ def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_data, tiny
     found_objects = 0
     rng = random.Random(7)
     for _ in range(4):
-        encoded, objects = make_image(96, rng, max_objects=1)
+        encoded, objects = make_image(96, rng, **SHAPES)
         image = np.array(Image.open(io.BytesIO(encoded)).convert("RGB"))
         result = detect(input_tensor=tf.constant(image[np.newaxis]))
         assert result["detection_boxes"].shape[0] == 1 and result["detection_boxes"].shape[2] == 4
