@@ -227,8 +227,8 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
     items = [ExportImage(
         image_id=i["id"], file_name=names[i["id"]], source=data_dir / i["path"], width=i["width"],
         height=i["height"], format=i["format"], sha256=i["sha256"], split=assigned[i["id"]],
-        boxes=[ExportBox(b["label_name"], b["label_map_id"], b["xmin"], b["ymin"], b["xmax"],
-                         b["ymax"], int(b["difficult"] or 0), int(b["truncated"] or 0))
+        boxes=[ExportBox(b["label_name"], b["xmin"], b["ymin"], b["xmax"], b["ymax"],
+                         int(b["difficult"] or 0), int(b["truncated"] or 0), label_map_id=b["label_map_id"])
                for b in boxes[i["id"]]]) for i in images]
     # A deterministic shuffle inside each split, so shards mix classes and upload order.
     items.sort(key=lambda it: (it.split, hashlib.sha256(f"{seed}:{it.sha256}:{it.image_id}".encode()).hexdigest()))

@@ -15,21 +15,14 @@ from typing import Callable
 from backend import atomic
 from backend.formats import boxes as box_convert
 from backend.formats.records import (AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
-                                     ReadResult)
+                                     ReadResult, annotation_files)
 
 
 def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
     path = Path(path)
     result = ReadResult()
-    if path.is_dir():
-        files, root = sorted(path.rglob("*.json")), path
-    elif path.is_file():
-        files, root = [path], path.parent
-    else:
-        result.problems.append(f"{path}: no such file or folder")
-        return result
+    files, root = annotation_files(path, ".json", ".json files", result)
     if not files:
-        result.problems.append(f"{path}: no .json files found")
         return result
     roots = ([Path(images_dir)] if images_dir else []) + [root, root / "images", root.parent / "images",
                                                           root.parent]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from backend.formats.records import (AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
-                                     ReadResult)
+                                     ReadResult, annotation_files)
 
 TFOD_COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
 PATH_COLUMNS = ["image_path", "xmin", "ymin", "xmax", "ymax", "label"]
@@ -25,15 +25,8 @@ PATH_COLUMNS = ["image_path", "xmin", "ymin", "xmax", "ymax", "label"]
 def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
     path = Path(path)
     result = ReadResult()
-    if path.is_dir():
-        files, root = sorted(path.rglob("*.csv")), path
-    elif path.is_file():
-        files, root = [path], path.parent
-    else:
-        result.problems.append(f"{path}: no such file or folder")
-        return result
+    files, root = annotation_files(path, ".csv", ".csv files", result)
     if not files:
-        result.problems.append(f"{path}: no .csv files found")
         return result
     finder = ImageFinder(([Path(images_dir)] if images_dir else []) + [root, root / "images"])
     for file in files:

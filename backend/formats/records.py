@@ -59,21 +59,27 @@ class ReadResult:
     notes: list[str] = field(default_factory=list)
 
 
-@dataclass
-class ExportBox:
-    """A box on its way out: pixel `xmin, ymin, xmax, ymax`, class name and label-map id."""
-    name: str
-    label_map_id: int
-    xmin: float
-    ymin: float
-    xmax: float
-    ymax: float
-    difficult: int = 0
-    truncated: int = 0
+def annotation_files(path: Path, suffix: str, what: str, result: ReadResult) -> tuple[list[Path], Path]:
+    """The annotation files a reader takes from `path`, and the folder to look for images from:
+    every `*suffix` file below a folder (sorted), or the one file. When there are none, the
+    list is empty and the reason (naming `what`, e.g. ".json files") is in `result.problems`."""
+    if path.is_dir():
+        files, root = sorted(path.rglob(f"*{suffix}")), path
+    elif path.is_file():
+        files, root = [path], path.parent
+    else:
+        result.problems.append(f"{path}: no such file or folder")
+        return [], path
+    if not files:
+        result.problems.append(f"{path}: no {what} found")
+    return files, root
 
-    @property
-    def coords(self) -> tuple[float, float, float, float]:
-        return self.xmin, self.ymin, self.xmax, self.ymax
+
+@dataclass
+class ExportBox(ObjectBox):
+    """A box on its way out: an `ObjectBox` (pixel `xmin, ymin, xmax, ymax`) with its class's
+    label-map id, given by keyword."""
+    label_map_id: int = field(kw_only=True)
 
 
 @dataclass

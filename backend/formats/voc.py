@@ -15,7 +15,7 @@ from typing import Callable
 
 from backend import atomic
 from backend.formats.records import (AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
-                                     ReadResult)
+                                     ReadResult, annotation_files)
 
 
 def _number(text: str | None, what: str) -> float:
@@ -30,16 +30,8 @@ def _number(text: str | None, what: str) -> float:
 def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
     path = Path(path)
     result = ReadResult()
-    if path.is_dir():
-        files = sorted(path.rglob("*.xml"))
-        root = path
-    elif path.is_file():
-        files, root = [path], path.parent
-    else:
-        result.problems.append(f"{path}: no such file or folder")
-        return result
+    files, root = annotation_files(path, ".xml", ".xml annotation files", result)
     if not files:
-        result.problems.append(f"{path}: no .xml annotation files found")
         return result
     roots = [Path(images_dir)] if images_dir else []
     roots += [root, root / "JPEGImages", root.parent / "JPEGImages"]

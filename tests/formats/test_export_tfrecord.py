@@ -317,7 +317,7 @@ def test_a_shard_written_through_short_writes_is_complete(tmp_path, monkeypatch)
         source = tmp_path / f"{number}.jpg"
         source.write_bytes(bytes(range(256)) * (40 + number))
         sources.append(ExportImage(number, source.name, source, 64, 48, "jpeg", "ab" * 32, "train",
-                                   [ExportBox("car", 1, 1.0, 2.0, 30.0, 40.0)]))
+                                   [ExportBox("car", 1.0, 2.0, 30.0, 40.0, label_map_id=1)]))
     whole = tfrecord.write_shard(tmp_path / "whole.record", sources)
     real_writev = tfrecord.os.writev
     monkeypatch.setattr(tfrecord.os, "writev", lambda fd, buffers: real_writev(fd, [bytes(buffers[0])[:1000]]))
@@ -334,7 +334,7 @@ def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed
 
     data = b"\xff\xd8 image bytes" * 1000
     image = ExportImage(7, "x.jpg", tmp_path / "x.jpg", 640, 480, "jpeg", "ab" * 32, "train",
-                        [ExportBox("car", 3, 64.0, 48.0, 320.0, 240.0, 1, 0)])
+                        [ExportBox("car", 64.0, 48.0, 320.0, 240.0, 1, 0, label_map_id=3)])
     ours = tf.train.Example.FromString(tfrecord.encode_example(image, data))
     expected = tf.train.Example()
     f = expected.features.feature
