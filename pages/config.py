@@ -47,8 +47,8 @@ def set_text(text: str) -> None:
 
 def fill_from_version() -> None:
     with common.reported("Filled paths and num_classes from the dataset version"):
-        version = configs.dataset_version(db, st.session_state["config_version"])
-        set_text(configs.fill_from_dataset_version(st.session_state["config_text"], version))
+        set_text(configs.fill_from_dataset_version(st.session_state["config_text"],
+                                                   st.session_state["config_version"]))
 
 
 def apply_form(digest: str) -> None:
@@ -97,11 +97,11 @@ if problem is not None:
 
 if versions:
     row = st.columns([3, 1, 1])
-    version_id = row[0].selectbox("Dataset version", [v.id for v in versions], key="config_version",
-                                  format_func=lambda i: next(v.title() for v in versions if v.id == i))
+    version = row[0].selectbox("Dataset version (newest first)", versions, key="config_version",
+                               format_func=lambda v: v.title())
     row[1].button("Fill from dataset version", on_click=fill_from_version, disabled=problem is not None)
     if row[2].button("Validate", disabled=problem is not None):
-        found = configs.validate(text, configs.dataset_version(db, version_id))
+        found = configs.validate(text, version)
         if found:
             st.error("\n".join(f"- {p}" for p in found))
         else:

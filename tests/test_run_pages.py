@@ -138,4 +138,5 @@ def test_reviewer_retrains_from_a_run_on_the_newest_dataset_version(db, users, p
     assert retrain["parent_run_id"] == run["id"] and retrain["export_id"] == newest
     assert retrain["fine_tune_checkpoint"] == jobs.latest_checkpoint(run["model_dir"])
     assert at.selectbox(key="run_id").value == retrain["id"]
-    jobs.wait_for_run(db, retrain["id"])
+    jobs.cancel_run(db, users["admin"], retrain["id"])
+    assert jobs.wait_for_run(db, retrain["id"])["status"] == "cancelled"
