@@ -24,20 +24,18 @@ from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
 
 # The fields people edit, in the order the Config page's form shows them: (label, path).
+# `{optimizer}` stands for the optimizer the config uses (momentum_optimizer, adam_optimizer...).
+_SCHEDULE = "train_config.optimizer.{optimizer}.learning_rate.cosine_decay_learning_rate"
 COMMON_FIELDS = [
     ("Number of classes", "model.ssd.num_classes"),
     ("Input height", "model.ssd.image_resizer.fixed_shape_resizer.height"),
     ("Input width", "model.ssd.image_resizer.fixed_shape_resizer.width"),
     ("Batch size", "train_config.batch_size"),
     ("Training steps", "train_config.num_steps"),
-    ("Learning rate base", "train_config.optimizer.momentum_optimizer.learning_rate."
-                           "cosine_decay_learning_rate.learning_rate_base"),
-    ("Learning-rate total steps", "train_config.optimizer.momentum_optimizer.learning_rate."
-                                  "cosine_decay_learning_rate.total_steps"),
-    ("Warm-up learning rate", "train_config.optimizer.momentum_optimizer.learning_rate."
-                              "cosine_decay_learning_rate.warmup_learning_rate"),
-    ("Warm-up steps", "train_config.optimizer.momentum_optimizer.learning_rate."
-                      "cosine_decay_learning_rate.warmup_steps"),
+    ("Learning rate base", f"{_SCHEDULE}.learning_rate_base"),
+    ("Learning-rate total steps", f"{_SCHEDULE}.total_steps"),
+    ("Warm-up learning rate", f"{_SCHEDULE}.warmup_learning_rate"),
+    ("Warm-up steps", f"{_SCHEDULE}.warmup_steps"),
     ("Fine-tune checkpoint", "train_config.fine_tune_checkpoint"),
     ("Fine-tune checkpoint type", "train_config.fine_tune_checkpoint_type"),
     ("Train label map", "train_input_reader.label_map_path"),
@@ -45,6 +43,7 @@ COMMON_FIELDS = [
     ("Eval label map", "eval_input_reader.label_map_path"),
     ("Eval input path", "eval_input_reader.tf_record_input_reader.input_path"),
 ]
+_OPTIMIZERS = ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
 
 # The augmentation options the trainer implements (the form offers them as checkboxes).
 AUGMENTATIONS = ["random_horizontal_flip", "random_crop_image", "random_adjust_brightness",
@@ -336,10 +335,18 @@ def set_fine_tune_checkpoint(text: str, checkpoint: str, kind: str = "detection"
 # ---------------------------------------------------------------- form fields
 
 
-def common_fields(text: str) -> dict[str, Any]:
-    """The values of `COMMON_FIELDS` (None where absent) and the augmentation options present."""
+def form_fields(text: str) -> list[tuple[str, str]]:
+    """`COMMON_FIELDS` with `{optimizer}` resolved to the optimizer `text` uses."""
     doc = pc.ConfigDocument(text)
-    values = {path: _get(doc, path) for _, path in COMMON_FIELDS}
+    optimizer = next((o for o in _OPTIMIZERS if _get(doc, f"train_config.optimizer.{o}") is not None),
+                     "momentum_optimizer")
+    return [(label, path.format(optimizer=optimizer)) for label, path in COMMON_FIELDS]
+
+
+def common_fields(text: str) -> dict[str, Any]:
+    """The values of the form's fields by path (None where absent) and the augmentation options present."""
+    doc = pc.ConfigDocument(text)
+    values = {path: _get(doc, path) for _, path in form_fields(text)}
     present = [next(iter(m.names()), None) for m in doc.get_all("train_config.data_augmentation_options")
                if isinstance(m, pc.Message)]
     values["augmentations"] = [name for name in AUGMENTATIONS if name in present]
@@ -347,11 +354,12 @@ def common_fields(text: str) -> dict[str, Any]:
 
 
 def set_common_fields(text: str, values: dict[str, Any]) -> str:
-    """Apply the form's values: changed fields are set, unchanged ones keep their bytes;
-    `augmentations` adds and removes `data_augmentation_options` entries."""
+    """Apply the form's values (by path): changed fields are set, unchanged ones keep their
+    bytes; text typed for a number is read as one; `augmentations` adds and removes
+    `data_augmentation_options` entries."""
     doc = pc.ConfigDocument(text)
     before = common_fields(text)
-    for _, path in COMMON_FIELDS:
+    for _, path in form_fields(text):
         value = values.get(path)
         if isinstance(value, str) and not isinstance(before[path], str):
             value = pc.parse_literal(value, before[path]) if value.strip() else None

@@ -52,10 +52,11 @@ def fill_from_version() -> None:
 
 
 def apply_form(digest: str) -> None:
-    values = {path: st.session_state[f"field_{path}_{digest}"] for _, path in configs.COMMON_FIELDS}
+    text = st.session_state["config_text"]
+    values = {path: st.session_state[f"field_{path}_{digest}"] for _, path in configs.form_fields(text)}
     values["augmentations"] = st.session_state[f"augmentations_{digest}"]
     with common.reported("Fields applied"):
-        set_text(configs.set_common_fields(st.session_state["config_text"], values))
+        set_text(configs.set_common_fields(text, values))
 
 
 def save() -> None:
@@ -77,7 +78,7 @@ if problem is None:
     values = configs.common_fields(text)
     with st.expander("Common fields", expanded=True), st.form(f"fields_{digest}"):
         columns = st.columns(3)
-        for index, (label, path) in enumerate(configs.COMMON_FIELDS):
+        for index, (label, path) in enumerate(configs.form_fields(text)):
             value, column = values[path], columns[index % 3]
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 column.number_input(label, value=value, key=f"field_{path}_{digest}", help=path,

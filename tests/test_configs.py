@@ -178,3 +178,13 @@ def test_config_check_command_checks_against_a_dataset_version(db, version, tmp_
     path.write_text(configs.fill_from_dataset_version(path.read_text(), version))
     assert main(["config", "check", str(path), "--dataset-version", str(version.id)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"{path}: ok"
+
+
+def test_form_fields_follow_the_optimizer_of_the_config():
+    quick = configs.templates()["quick"]
+    values = configs.common_fields(quick)
+    base = "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base"
+    assert values[base] == 0.004
+    edited = configs.set_common_fields(quick, {**values, base: "0.002"})
+    assert pc.ConfigDocument(edited).get(base) == 0.002
+    assert [b.strip() for _, b in changed_lines(quick, edited)] == ["learning_rate_base: 0.002"]
