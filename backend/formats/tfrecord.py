@@ -158,23 +158,25 @@ def _format_and_size(image_format: str, width: int, height: int) -> bytes:
 
 def _bytes_feature(values: list[bytes]) -> bytes:
     """`Feature{bytes_list{value: values}}`."""
-    body = b"".join(_delimited(1, len(v)) + v for v in values)
-    return _delimited(1, len(body)) + body
+    body = b"".join([b"\n" + _varint(len(v)) + v for v in values])   # BytesList.value, field 1
+    return b"\n" + _varint(len(body)) + body                            # Feature.bytes_list, field 1
 
 
-def _packed_feature(field: int, packed: bytes) -> bytes:
-    """`Feature{float_list|int64_list{value: packed}}` (`field` 2 or 3); an empty list keeps
-    its kind, as the TF OD API expects of a negative's per-box features."""
-    body = _delimited(1, len(packed)) + packed if packed else b""
-    return _delimited(field, len(body)) + body
+def _packed_feature(field_tag: bytes, packed: bytes) -> bytes:
+    """`Feature{float_list|int64_list{value: packed}}` (`field_tag` b"\x12" or b"\x1a"); an
+    empty list keeps its kind, as the TF OD API expects of a negative's per-box features."""
+    body = b"\n" + _varint(len(packed)) + packed if packed else b""
+    return field_tag + _varint(len(body)) + body
 
 
 def _float_feature(values: list[float]) -> bytes:
-    return _packed_feature(2, struct.pack(f"<{len(values)}f", *values))
+    return _packed_feature(b"\x12", struct.pack(f"<{len(values)}f", *values))
 
 
 def _int64_feature(values: list[int]) -> bytes:
-    return _packed_feature(3, b"".join(_varint(v) for v in values))
+    if all(0 <= v < 0x80 for v in values):  # each one varint byte: ids, flags
+        return _packed_feature(b"\x1a", bytes(values))
+    return _packed_feature(b"\x1a", b"".join(_varint(v) for v in values))
 
 
 def example_parts(image: ExportImage, data: bytes) -> tuple[bytes, bytes]:
