@@ -670,7 +670,7 @@ def run_table(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]
             "config": f"{run['config_name']} v{run['config_version']}" if run["config_name"] else "",
             "dataset version": run["export_id"], "from run": run["parent_run_id"],
             "best mAP": best["metrics"][MAP] if best else None,
-            "by": run["created_by_name"], "error": run["error"] or ""})
+            "by": run["created_by_name"] or "command line", "error": run["error"] or ""})
     return rows
 
 
@@ -704,9 +704,18 @@ def config_diff(db: sqlite_utils.Database, run_a: int, run_b: int) -> str:
 
 
 def jobs_of(db: sqlite_utils.Database, run_id: int) -> list[dict]:
-    """The evaluation and export jobs started for a training run, newest first."""
-    return list(db.query("select id, kind, status, error, started_at, finished_at from runs "
-                         "where parent_run_id = ? and kind != 'train' order by id desc", [run_id]))
+    """The evaluation and export jobs started for a training run, newest first, for a table."""
+    rows = db.query("select id, kind, status, error, started_at, finished_at from runs "
+                    "where parent_run_id = ? and kind != 'train' order by id desc", [run_id])
+    return [{"job": r["id"], "kind": r["kind"], "status": r["status"],
+             "started": _clock(r["started_at"]),
+             "took": format_duration(r["finished_at"] - r["started_at"])
+             if r["finished_at"] and r["started_at"] else "—",
+             "error": r["error"] or ""} for r in rows]
+
+
+def _clock(at: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "—"
 
 
 def is_active(db: sqlite_utils.Database, run_id: int) -> bool:

@@ -2,6 +2,7 @@
 resume, retrain from it, evaluate its checkpoints, compare runs, export a model."""
 from __future__ import annotations
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -142,7 +143,10 @@ if metrics.empty:
 else:
     st.dataframe(metrics.pivot(index="step", columns="metric", values="value"), width="stretch")
     headline = metrics[metrics["metric"].isin([jobs.MAP, f"{jobs.MAP}@.50IOU", f"{jobs.MAP}@.75IOU"])]
-    st.line_chart(headline, x="step", y="value", color="metric", height=260)
+    st.altair_chart(alt.Chart(headline).mark_line(point=True).encode(
+        x="step:Q", y=alt.Y("value:Q", title="mAP"), color=alt.Color("metric:N", legend=alt.Legend(orient="bottom",
+                                                                                               labelLimit=400)),
+        tooltip=["step", "metric", "value"]).properties(height=260), width="stretch")
     per_class = pd.DataFrame(jobs.per_class_rows(run), columns=["class", "AP"])
     if not per_class.empty:
         st.caption("AP per class (newest evaluated checkpoint)")

@@ -74,7 +74,7 @@ def _project_id(db, name_or_id: str) -> int:
 
 def _line(run: dict) -> str:
     summary = jobs.progress_summary(run)
-    steps = f"step {summary['step']}/{summary['total_steps']}" if summary["total_steps"] else ""
+    steps = f"step {summary['step']}/{summary['total_steps']}" if summary["total_steps"] and run["kind"] == "train" else ""
     error = f"  {run['error']}" if run["error"] else ""
     return f"{run['id']:>5}  {run['kind']:<6} {run['status']:<10} {steps:<18} {run['model_dir']}{error}"
 
