@@ -46,3 +46,16 @@ def test_a_torn_last_record_ends_the_file_quietly(event_dir):
     path.write_bytes(data[:-7])
     steps = [step for step, _, _ in events.read_scalars(event_dir)["learning_rate"]]  # written last
     assert steps == [100, 200]
+
+
+def test_runs_of_other_trainers_show_progress_from_their_events(event_dir, tmp_path):
+    from backend import jobs
+    model_dir = event_dir.parent
+    (model_dir / "pipeline.config").write_text("train_config {\n  num_steps: 600\n}\n")
+    run = {"model_dir": str(model_dir), "log_path": str(model_dir / "train.log"), "status": "running",
+           "script": "/opt/models/research/object_detection/model_main_tf2.py", "num_train_steps": None}
+    summary = jobs.progress_summary(run)
+    assert (summary["step"], summary["total_steps"], summary["fraction"]) == (300, 600, 0.5)
+    assert summary["eta_seconds"] == 300 / 2.5
+    assert summary["losses"]["total"] == pytest.approx(1.5 / 300)
+    assert [row["step"] for row in jobs.loss_curves(run) if row["curve"] == "total"] == [100, 200, 300]
