@@ -27,6 +27,8 @@ def tiny_config(data: Path, train_glob: str, eval_glob: str, *, size: int = 64, 
             learning_rate)
     doc.set("train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.warmup_learning_rate",
             learning_rate / 10)
+    # The recipe's anchors: 32 and 45 px at level 3, which the test shapes (26-45 px) match.
+    doc.set("model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale", 4.0)
     for hyper in ("feature_extractor", "box_predictor.weight_shared_convolutional_box_predictor"):
         doc.set(f"model.ssd.{hyper}.conv_hyperparams.batch_norm.decay", bn_decay)
     if not augment:
