@@ -122,11 +122,15 @@ def controls(run: dict) -> None:
     if has_checkpoint and buttons[3].button("Evaluate checkpoints", key=f"evaluate_{run['id']}"):
         with common.reported("Evaluation queued"):
             jobs.start_evaluation(db, user, run["id"])
-    which = "best" if jobs.best_checkpoint(run) else "latest"
-    if has_checkpoint and buttons[4].button(f"Export {which} checkpoint as a model",
-                                            key=f"export_{run['id']}"):
-        with common.reported("Export queued: the model appears on the Models page when it is done"):
-            jobs.export_model(db, user, run["id"], which)
+    if has_checkpoint and run["kind"] == "train":
+        with buttons[4].popover("Export as a model"):
+            choices = ["best", "latest"] if jobs.best_checkpoint(run) else ["latest"]
+            which = st.radio("Checkpoint", choices, key=f"export_which_{run['id']}", horizontal=True,
+                             format_func={"best": "best mAP", "latest": "latest"}.get)
+            name = st.text_input("Model name (optional)", key=f"export_name_{run['id']}")
+            if st.button("Export", type="primary", key=f"export_{run['id']}"):
+                with common.reported("Export queued: the model appears on the Models page when it is done"):
+                    jobs.export_model(db, user, run["id"], which, name or None)
 
 
 st.fragment(run_every=2 if jobs.is_active(db, run_id) else None)(live_view)(run_id)

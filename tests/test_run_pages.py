@@ -60,7 +60,12 @@ def test_reviewer_launches_a_run_watches_it_and_cancels_it(db, users, project, s
     assert jobs.wait_for_run(db, run["id"])["status"] == "cancelled"
     at.run()
     assert at.subheader[0].value == f"Run #{run['id']}: cancelled"
-    assert [b.label for b in at.button if b.label.startswith("Resume")] == ["Resume"]
+    button(at, "Resume").click().run()
+    assert not at.exception, at.exception
+    resumed = jobs.get_run(db, run["id"])
+    assert resumed["status"] == "running" and resumed["attempts"] == 2
+    jobs.cancel_run(db, users["reviewer"], run["id"])
+    assert jobs.wait_for_run(db, run["id"])["status"] == "cancelled"
 
 
 def test_viewer_sees_runs_but_cannot_launch_or_control(db, users, project, stocked):
@@ -95,7 +100,14 @@ def test_evaluations_and_comparison_are_shown(db, users, project, stocked):
     assert at.code[-1].value == "(identical)"  # same config, same dataset version
     evaluated = at.dataframe[1].value
     assert evaluated.loc[7, jobs.MAP] == 0.5
-    assert button(at, "Export best checkpoint")
+    assert at.radio(key=f"export_which_{runs[1]['id']}").options == ["best mAP", "latest"]
+    at.text_input(key=f"export_name_{runs[1]['id']}").input("shapes v1")
+    button(at, "Export").click().run()
+    assert not at.exception, at.exception
+    export = jobs.list_runs(db, project["id"], kind="export")[0]
+    assert export["parent_run_id"] == runs[1]["id"]
+    assert export["fine_tune_checkpoint"] == str(Path(runs[1]["model_dir"]) / "ckpt-7")
+    jobs.cancel_run(db, users["reviewer"], export["id"])  # no real exporter for the stand-in's files
 
 
 def test_config_page_fills_validates_and_saves_a_new_version(db, users, project, stocked):
