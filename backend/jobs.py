@@ -306,6 +306,8 @@ def _command(run: dict) -> list[str]:
     command = head + ["--pipeline_config_path", config, "--model_dir", run["model_dir"]]
     if run["num_train_steps"]:
         command += ["--num_train_steps", str(run["num_train_steps"])]
+    if run["script"]:
+        command.append("--alsologtostderr")  # absl: the TF OD API's step logs into the run's log
     return command
 
 

@@ -30,7 +30,9 @@ STAND_IN = textwrap.dedent('''
     parser.add_argument("--pipeline_config_path")
     parser.add_argument("--model_dir")
     parser.add_argument("--num_train_steps", type=int, default=100000)
+    parser.add_argument("--alsologtostderr", action="store_true")
     args = parser.parse_args()
+    assert args.alsologtostderr, "model_main_tf2.py logs only with --alsologtostderr"
     model_dir = Path(args.model_dir)
     IGNORE_TERM = os.environ.get("STAND_IN_IGNORE_TERM") == "1"
 
