@@ -170,6 +170,17 @@ def write_scalars(writer, step: int, values: dict[str, float]) -> None:
     writer.flush()
 
 
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this process is a non-chief worker of a MultiWorkerMirroredStrategy cluster."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    if resolver.task_type == "chief":
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
 # --- checkpoints -----------------------------------------------------------------------------
 
 def checkpoint_for(model: SSDDetector, optimizer: keras.optimizers.Optimizer | None = None) -> tf.train.Checkpoint:
@@ -305,12 +316,15 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
         optimizer = build_optimizer(config, mixed_precision)
         optimizer.build(model.trainable_variables)
     checkpoint = checkpoint_for(model, optimizer)
-    manager = tf.train.CheckpointManager(checkpoint, str(model_dir), max_to_keep=MAX_CHECKPOINTS)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        state["checkpoint"] = manager.latest_checkpoint
+    # Every worker takes part in saving (it is collective) but only the chief writes to model_dir.
+    out_dir = model_dir if is_chief(strategy) else model_dir / f"worker-{strategy.cluster_resolver.task_id}"
+    manager = tf.train.CheckpointManager(checkpoint, str(out_dir), max_to_keep=MAX_CHECKPOINTS)
+    latest = tf.train.latest_checkpoint(str(model_dir))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        state["checkpoint"] = latest
         state["saved_step"] = int(optimizer.iterations.numpy())
-        log.info("resumed from %s at step %d", manager.latest_checkpoint, int(optimizer.iterations.numpy()))
+        log.info("resumed from %s at step %d", latest, int(optimizer.iterations.numpy()))
     elif config.fine_tune_checkpoint and config.fine_tune_checkpoint_type == "detection":
         restored = restore_fine_tune(model, config.fine_tune_checkpoint)
         log.info("fine-tuning from %s: restored %s", config.fine_tune_checkpoint, ", ".join(restored))
@@ -343,7 +357,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
         per_replica_losses = strategy.run(replica_step, args=(next(iterator),))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica_losses.items()}
 
-    writer = tf.summary.create_file_writer(str(model_dir / "train")) if record_summaries else None
+    writer = tf.summary.create_file_writer(str(out_dir / "train")) if record_summaries else None
     devices = device_names()
     log_every = log_every_n or max(1, min(100, total_steps // 20))
     step = int(optimizer.iterations.numpy())
@@ -364,8 +378,8 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     while step < total_steps:
         if stop.requested:
             save(f"stopped by {stop.signal_name}")
-            progress.write_status(model_dir, "cancelled", step=step, checkpoint=state["checkpoint"])
-            return progress.read_status(model_dir)
+            progress.write_status(out_dir, "cancelled", step=step, checkpoint=state["checkpoint"])
+            return progress.read_status(out_dir)
         losses = train_step(iterator)
         step = int(optimizer.iterations.numpy())
         state["step"] = step
@@ -390,7 +404,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
                     "Loss/regularization_loss": last_losses["regularization"],
                     "Loss/total_loss": last_losses["total"],
                     "learning_rate": lr, "steps_per_sec": steps_per_sec})
-            progress.write_progress(model_dir, {
+            progress.write_progress(out_dir, {
                 "step": step, "total_steps": total_steps, "losses": last_losses, "learning_rate": lr,
                 "steps_per_sec": steps_per_sec, "images_per_sec": steps_per_sec * config.batch_size,
                 "started_at": started_at, "devices": devices, "phase": "train"})
@@ -402,12 +416,12 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
             save("periodic")
     if stop.requested:
         save(f"stopped by {stop.signal_name}")
-        progress.write_status(model_dir, "cancelled", step=step, checkpoint=state["checkpoint"])
-        return progress.read_status(model_dir)
+        progress.write_status(out_dir, "cancelled", step=step, checkpoint=state["checkpoint"])
+        return progress.read_status(out_dir)
     if state.get("saved_step") != step:
         save("end of training")
-    progress.write_status(model_dir, "succeeded", step=step, checkpoint=state["checkpoint"])
-    return progress.read_status(model_dir)
+    progress.write_status(out_dir, "succeeded", step=step, checkpoint=state["checkpoint"])
+    return progress.read_status(out_dir)
 
 
 def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
