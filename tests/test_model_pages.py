@@ -86,3 +86,16 @@ def test_predict_page_filters_cached_detections_without_running_the_model_again(
     assert at.dataframe[0].value["score"].tolist() == [0.6, 0.3]
     assert [b.label for b in at.get("download_button")] == \
         ["Download JSON (COCO results)", "Download CSV", "Annotated PNG"]
+
+
+def test_predict_page_takes_uploads_and_reports_bad_files(db, users, project, export_dir):
+    models.register_directory(db, users["admin"], project["id"], export_dir)
+    at = signed_in(db, "viewer", "pages/predict.py")
+    at.file_uploader[0].set_value([("photo.jpg", image_bytes((160, 120)), "image/jpeg"),
+                                   ("broken.jpg", b"not a picture", "image/jpeg")])
+    [b for b in at.button if b.label == "Predict"][0].click().run()  # the upload form's
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        "broken.jpg: not an image (the content is not a format Pillow can read)"]
+    assert at.markdown[0].value.startswith("**photo.jpg** · 160×120 · 2 detections · ")
+    assert at.dataframe[0].value["class"].tolist() == ["dog", "cat"]
