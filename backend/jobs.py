@@ -84,7 +84,10 @@ def process_alive(pid: int | None, start_time: float | None) -> bool:
     """True when `pid` is running and is the same process that was started (same start time)."""
     if not pid:
         return False
-    _reap(pid)
+    if pid in _children:
+        # Our own child: alive until it can be reaped. (A process killed while its threads are
+        # still being torn down already shows as a zombie in /proc but has no exit code yet.)
+        return _reap(pid) is None
     started = process_start_time(pid)
     return started is not None and (start_time is None or started == start_time)
 
