@@ -90,8 +90,9 @@ def sidebar(user: dict) -> None:
 @st.cache_resource(show_spinner=False)
 def settle_background_work() -> bool:
     """Once per dashboard start: re-attach to runs still alive, settle those that ended while
-    the dashboard was down, and start queued runs."""
+    the dashboard was down, start queued runs, and keep doing so in the background."""
     jobs.pump_queue(common.db())
+    jobs.start_queue_watcher()
     return True
 
 
