@@ -1,15 +1,12 @@
 """The Label, Review and Progress pages through Streamlit's AppTest, on a real SQLite file."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from backend import annotations, auth, images, labeling
-from tests.helpers import image_bytes
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from backend import annotations, images, labeling
+from tests.helpers import button, image_bytes, signed_in
 
 
 @pytest.fixture
@@ -17,20 +14,6 @@ def stocked(db, users, project):
     report = images.ingest(db, users["admin"], project["id"], [
         (f"img{i}.png", image_bytes((320, 240), color=(i * 50, 90, 20), fmt="PNG")) for i in range(3)])
     return [item.image_id for item in report.items]
-
-
-def signed_in(db, username: str, page: str) -> AppTest:
-    _, token = auth.login(db, username, f"{username}-password")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["session_token"] = token
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def button(at: AppTest, label: str):
-    return next(b for b in at.button if b.label == label)
 
 
 def cat_id(db, project):

@@ -3,35 +3,18 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from backend import annotations, auth, images, models, predictions
+from backend import annotations, images, models, predictions
 from tests import savedmodels
-from tests.helpers import image_bytes
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
+from tests.helpers import image_bytes, signed_in
+from tests.helpers import button as _button
 
 
 @pytest.fixture(scope="module")
 def export_dir(tmp_path_factory):
     return savedmodels.build_detector(tmp_path_factory.mktemp("export"))
-
-
-def signed_in(db, username: str, page: str) -> AppTest:
-    _, token = auth.login(db, username, f"{username}-password")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["session_token"] = token
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def button(at: AppTest, label: str):
-    return next(b for b in at.button if b.label.startswith(label))
 
 
 def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, users, project, export_dir):
@@ -99,3 +82,7 @@ def test_predict_page_takes_uploads_and_reports_bad_files(db, users, project, ex
         "broken.jpg: not an image (the content is not a format Pillow can read)"]
     assert at.markdown[0].value.startswith("**photo.jpg** · 160×120 · 2 detections · ")
     assert at.dataframe[0].value["class"].tolist() == ["dog", "cat"]
+
+
+def button(at, label: str):
+    return _button(at, label, prefix=True)

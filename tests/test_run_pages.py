@@ -7,26 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from backend import auth, configs, jobs, pipeline_config as pc
+from backend import configs, jobs, pipeline_config as pc
+from tests.helpers import button as _button, signed_in
 from tests.test_jobs import CONFIG, STAND_IN, _stop_leftovers, make_dataset_version, poll  # noqa: F401
-
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
-
-def signed_in(db, username: str, page: str) -> AppTest:
-    _, token = auth.login(db, username, f"{username}-password")
-    at = AppTest.from_file(APP, default_timeout=60)
-    at.session_state["session_token"] = token
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def button(at: AppTest, label: str):
-    return next(b for b in at.button if b.label.startswith(label))
 
 
 @pytest.fixture
@@ -152,3 +136,7 @@ def test_reviewer_retrains_from_a_run_on_the_newest_dataset_version(db, users, p
     assert at.selectbox(key="run_id").value == retrain["id"]
     jobs.cancel_run(db, users["admin"], retrain["id"])
     assert jobs.wait_for_run(db, retrain["id"])["status"] == "cancelled"
+
+
+def button(at, label: str):
+    return _button(at, label, prefix=True)

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import io
 import zipfile
-from pathlib import Path
 
-from streamlit.testing.v1 import AppTest
 
-from backend import auth, exports, importers
+from backend import exports, importers
 from tests.formats.test_import import voc_xml
-from tests.helpers import image_bytes
-
-APP = str(Path(__file__).resolve().parents[2] / "app.py")
-
-
-def signed_in(db, username: str, page: str) -> AppTest:
-    _, token = auth.login(db, username, f"{username}-password")
-    at = AppTest.from_file(APP, default_timeout=120)
-    at.session_state["session_token"] = token
-    at.run()
-    at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+from tests.helpers import image_bytes, signed_in
 
 
 def test_reviewer_exports_a_version_from_the_datasets_page(db, users, project, labeled):
