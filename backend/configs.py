@@ -19,6 +19,7 @@ from typing import Any
 import sqlite_utils
 
 from backend import pipeline_config as pc
+from backend.pipeline_config import Problem
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
@@ -51,17 +52,6 @@ AUGMENTATIONS = ["random_horizontal_flip", "random_crop_image", "random_adjust_b
 
 _EVAL_SPLITS = ("val", "validation", "eval", "test")
 
-
-@dataclass(frozen=True)
-class Problem:
-    """Something wrong in a config: the field's path, its 1-based line (0: not tied to a line)."""
-    path: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.path}: {self.message}"
 
 
 # ---------------------------------------------------------------- dataset versions
@@ -205,7 +195,7 @@ def validate(text: str, version: DatasetVersion | None = None, *,
     problems: list[Problem] = []
     if not external:
         from backend.training.config import check_config  # the trainer's own rules, in one place
-        problems += [Problem(p.path, p.line, p.message) for p in check_config(doc)]
+        problems += check_config(doc)
     else:
         problems += _schedule_problems(doc)
 

@@ -116,6 +116,18 @@ class Message:
         return _structure(self) == _structure(other)
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong in a config: the field's path, its 1-based line (0: not tied to a line)."""
+    path: str
+    line: int
+    message: str
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line else ""
+        return f"{where}{self.path}: {self.message}"
+
+
 class _Repeated(list):
     pass
 

@@ -21,22 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument, Message, walk
+from backend.pipeline_config import ConfigDocument, Message, Problem, walk
 from backend.training.boxes import AnchorSpec, MatcherSpec
 from backend.training.losses import LossSpec
 from backend.training.model import ModelSpec
 
-
-@dataclass(frozen=True)
-class Problem:
-    """Something in a config that stops training. `line` is 1-based (0 when not tied to a line)."""
-    path: str
-    line: int
-    message: str
-
-    def __str__(self) -> str:
-        where = f"line {self.line}: " if self.line else ""
-        return f"{where}{self.path}: {self.message}"
 
 
 # Field paths without indices; `*` matches within one path segment (fnmatch).
