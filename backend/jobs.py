@@ -429,7 +429,7 @@ def _final_state(run: dict) -> dict[str, Any]:
     elif run["cancel_requested_at"]:
         values.update(status="cancelled", error="stopped by cancel (the process was killed "
                                                  "before it wrote its status)")
-    elif returncode == 0:
+    elif returncode == 0 or (run["kind"] == "eval" and returncode is None and _evaluated_latest(run)):
         values.update(status="succeeded", error=None)
     elif run["kind"] == "export" and (Path(run["log_path"]).parent / "exported" / "saved_model").exists() \
             and returncode is None:
@@ -446,6 +446,15 @@ def _final_state(run: dict) -> dict[str, Any]:
                       error=f"the process (pid {run['pid']}) ended without writing its status: "
                             f"{how}" + (f"; last log line: {last[-1]}" if last else ""))
     return values
+
+
+def _evaluated_latest(run: dict) -> bool:
+    """Whether an evaluation job that ended unwatched (no exit code to read) got through: the
+    metrics file of its training run covers that run's newest checkpoint."""
+    training_dir = Path(run["model_dir"]).parent
+    latest = latest_checkpoint(training_dir)
+    done = {Path(entry["checkpoint"]).name for entry in evaluations({"model_dir": str(training_dir)})}
+    return latest is not None and Path(latest).name in done
 
 
 def cancel_run(db: sqlite_utils.Database, actor: dict, run_id: int) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import sys
 import textwrap
 import time
@@ -403,3 +404,31 @@ def test_real_run_is_evaluated_exported_as_a_model_and_retrained(db, real_setup)
     retrain = jobs.wait_for_run(db, retrain["id"], timeout=900)
     assert retrain["status"] == "succeeded", retrain["error"]
     assert "fine-tun" in "\n".join(jobs.log_tail(retrain, 200)).lower()
+
+
+@pytest.mark.parametrize("evaluated, status", [(True, "succeeded"), (False, "failed")])
+def test_evaluation_that_ended_while_the_dashboard_was_down_is_settled_by_its_metrics(
+        db, setup, stand_in, data_dir, evaluated, status):
+    run = start(db, setup, stand_in, num_train_steps=3)
+    run = jobs.wait_for_run(db, run["id"])
+    latest = Path(jobs.latest_checkpoint(run["model_dir"])).name
+    evaluation_dir = Path(run["model_dir"]) / jobs.EVALUATION_DIR
+    evaluation_dir.mkdir()
+    metrics = {latest: {"checkpoint": latest, "step": 3, "metrics": {jobs.MAP: 0.5}}} if evaluated else {}
+    (evaluation_dir / "metrics.json").write_text(json.dumps(metrics))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process this dashboard did not start: no exit code to read
+    log = data_dir / "eval-job" / "log.txt"
+    log.parent.mkdir()
+    log.write_text("evaluating\n")
+    eval_id = db["runs"].insert({
+        "project_id": setup["project_id"], "kind": "eval", "status": "running", "pid": gone.pid,
+        "pid_start_time": 1.0, "parent_run_id": run["id"], "model_dir": str(evaluation_dir),
+        "log_path": str(log), "created_at": time.time()}).last_pk
+
+    restarted = database.connect(data_dir / "boxwise.db")
+    assert jobs.settle_runs(restarted) == [eval_id]
+    settled = jobs.get_run(restarted, eval_id)
+    assert settled["status"] == status
+    assert (settled["error"] is None) == evaluated
+    restarted.conn.close()
