@@ -278,8 +278,7 @@ def submit(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: list[di
         if boxes is not None:
             image = annotations.save_boxes(db, actor, image_id, boxes, base_version, force=force)
             base_version, force = image["version"], False
-        annotations.check_version(db, image, base_version, force)
-        _check_from(image, _SUBMITTABLE, "submit")
+        image = _current(db, image_id, base_version, force, _SUBMITTABLE, "submit")
         counts = _box_counts(db, image_id)
         if counts["model"]:
             raise Invalid(f"{counts['model']} model drafts are still open: accept or delete them "
@@ -296,9 +295,7 @@ def mark_no_objects(db: sqlite_utils.Database, actor: dict, image_id: int, base_
     drafts are deleted; human boxes must be deleted first."""
     require(actor, "label")
     with transaction(db):
-        image = _image(db, image_id)
-        annotations.check_version(db, image, base_version, force)
-        _check_from(image, _SUBMITTABLE, "mark as having no objects")
+        image = _current(db, image_id, base_version, force, _SUBMITTABLE, "mark as having no objects")
         if _box_counts(db, image_id)["human"]:
             raise Invalid("this image has boxes: delete them before marking it as having no objects")
         if _box_counts(db, image_id)["model"]:
@@ -315,9 +312,7 @@ def skip(db: sqlite_utils.Database, actor: dict, image_id: int, base_version: in
     if not reason:
         raise Invalid("say why the image is skipped")
     with transaction(db):
-        image = _image(db, image_id)
-        annotations.check_version(db, image, base_version, force)
-        _check_from(image, _SKIPPABLE, "skip")
+        image = _current(db, image_id, base_version, force, _SKIPPABLE, "skip")
         return _set_status(db, actor, image, "skipped", skip_reason=reason)
 
 
@@ -325,9 +320,7 @@ def approve(db: sqlite_utils.Database, actor: dict, image_id: int, base_version:
     """A reviewer accepts a submitted image: `reviewed`."""
     require(actor, "review")
     with transaction(db):
-        image = _image(db, image_id)
-        annotations.check_version(db, image, base_version, False)
-        _check_from(image, _REVIEWABLE, "approve")
+        image = _current(db, image_id, base_version, False, _REVIEWABLE, "approve")
         return _set_status(db, actor, image, "reviewed", reviewed_by=actor.get("id"),
                            review_comment=None, lease_user_id=None, lease_expires_at=None)
 
@@ -340,9 +333,7 @@ def reject(db: sqlite_utils.Database, actor: dict, image_id: int, base_version: 
     if not comment:
         raise Invalid("say what is wrong: a rejection needs a comment for the labeler")
     with transaction(db):
-        image = _image(db, image_id)
-        annotations.check_version(db, image, base_version, False)
-        _check_from(image, _REVIEWABLE, "reject")
+        image = _current(db, image_id, base_version, False, _REVIEWABLE, "reject")
         return _set_status(db, actor, image, "rejected", reviewed_by=actor.get("id"),
                            review_comment=comment, lease_user_id=None, lease_expires_at=None)
 
@@ -356,6 +347,14 @@ def _set_status(db, actor: dict, image: dict, status: str, **fields) -> dict:
     after = {k: changes.get(k, image.get(k)) for k in keys}
     annotations.record_event(db, actor, image["id"], "status", before, after)
     return _image(db, image["id"])
+
+
+def _current(db, image_id: int, base_version: int, force: bool, allowed: set[str], verb: str) -> dict:
+    """The image, when it is still at `base_version` (or `force`) and in a status `verb` applies to."""
+    image = _image(db, image_id)
+    annotations.check_version(db, image, base_version, force)
+    _check_from(image, allowed, verb)
+    return image
 
 
 def _check_from(image: dict, allowed: set[str], verb: str) -> None:
