@@ -37,3 +37,7 @@ def signed_in(db, username: str, page: str, timeout: float = 120):
 def button(at, label: str, *, prefix: bool = False):
     """The first button whose label is `label` (or starts with it, with `prefix=True`)."""
     return next(b for b in at.button if (b.label.startswith(label) if prefix else b.label == label))
+
+
+# The TF OD API fixtures shared beside the repository (DESIGN.md: ../shared/tfod/).
+SHARED_TFOD = Path(__file__).resolve().parents[1].parent / "shared" / "tfod"

@@ -8,9 +8,10 @@ import pytest
 
 from backend import configs, pipeline_config as pc
 from backend.errors import Invalid
+from tests.helpers import SHARED_TFOD
 from tests.test_jobs import CONFIG, make_dataset_version
 
-SHARED = Path("/work/shared/tfod/configs")
+SHARED = SHARED_TFOD / "configs"
 CONFIGS = sorted(SHARED.glob("*.config"))
 FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 

@@ -11,7 +11,7 @@ from backend import exports, importers, projects, settings
 from backend.__main__ import main
 from tests.formats.conftest import add_image
 from tests.formats.tfod import example, write_records
-from tests.helpers import image_bytes
+from tests.helpers import SHARED_TFOD, image_bytes
 
 
 def voc_xml(filename, size, objects):
@@ -272,7 +272,7 @@ def test_cli_import_exit_codes(db, admin, project, labelimg, capsys):
     ("pascal_label_map.pbtxt", 20, ("aeroplane", 1)), ("mscoco_label_map.pbtxt", 80, ("toothbrush", 90))])
 def test_each_shared_tfod_label_map_imports_as_classes_keeping_its_ids(db, admin, file, count, probe):
     project = projects.create_project(db, admin, "coco")
-    result = importers.import_label_map(db, admin, project["id"], f"/work/shared/tfod/label_maps/{file}")
+    result = importers.import_label_map(db, admin, project["id"], SHARED_TFOD / "label_maps" / file)
     assert len(result["created"]) == count
     labels = projects.list_labels(db, project["id"])
     assert len(labels) == count
@@ -283,7 +283,7 @@ def test_each_shared_tfod_label_map_imports_as_classes_keeping_its_ids(db, admin
     else:
         assert projects.label_by_name(db, project["id"], "person")["display_name"] == "person"
         assert projects.get_project(db, project["id"])["next_label_map_id"] == 91
-    again = importers.import_label_map(db, admin, project["id"], f"/work/shared/tfod/label_maps/{file}")
+    again = importers.import_label_map(db, admin, project["id"], SHARED_TFOD / "label_maps" / file)
     assert again["created"] == [] and len(again["existing"]) == count
 
 
@@ -318,7 +318,7 @@ def test_round_trip_project_export_import_gives_the_same_images_and_boxes(db, ad
 
 def test_cli_imports_a_label_map_as_classes(db, admin, capsys):
     projects.create_project(db, admin, "voc")
-    assert main(["import", "voc", "/work/shared/tfod/label_maps/pascal_label_map.pbtxt",
+    assert main(["import", "voc", str(SHARED_TFOD / "label_maps" / "pascal_label_map.pbtxt"),
                  "--format", "label_map"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("created 20 classes, 0 already existed")
