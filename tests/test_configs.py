@@ -2,7 +2,6 @@
 dataset version, fill from a dataset version, the form's fields."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
