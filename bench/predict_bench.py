@@ -7,7 +7,9 @@ prediction into SQLite drafts).
 
 Without --model it exports the `default` recipe (ssd_mobilenet_v2_fpnlite_320x320) after one
 training step on generated shapes, once, into bench/out/default_export/ (weights do not change
-the speed). Images are 320×320 JPEGs of shapes. Prints a Markdown table for BENCHMARKS.md and
+the speed), and the same checkpoint once more without batch-norm folding into
+bench/out/default_export_unfolded/, whose raw call is timed alongside as the before/after
+baseline. Images are 320×320 JPEGs of shapes. Prints a Markdown table for BENCHMARKS.md and
 writes bench/out/predict_bench.json.
 """
 from __future__ import annotations
@@ -39,13 +41,12 @@ def default_export() -> Path:
     """bench/out/default_export: the default recipe exported after one training step."""
     from tests.training import shapes
 
-    target = OUT / "default_export"
-    if (target / "saved_model" / "saved_model.pb").is_file():
+    target, unfolded, work = OUT / "default_export", OUT / "default_export_unfolded", OUT / "default_train"
+    if all((d / "saved_model" / "saved_model.pb").is_file() for d in (target, unfolded)):
         return target
     from backend.training.templates import render_template
     from backend.training.train import run_training
 
-    work = OUT / "default_train"
     train_glob, _ = shapes.write_dataset(work / "data", "train", 4, size=320)
     val_glob, _ = shapes.write_dataset(work / "data", "val", 2, size=320, seed=1)
     label_map = shapes.write_label_map(work / "data")
@@ -59,6 +60,8 @@ def default_export() -> Path:
     subprocess.run([sys.executable, "-m", "backend", "export-model", "--input_type", "image_tensor",
                     "--pipeline_config_path", str(config), "--trained_checkpoint_dir", str(work / "model_dir"),
                     "--output_directory", str(target)], cwd=REPO, check=True)
+    from backend.training.export import export_model
+    export_model(config, work / "model_dir", unfolded, fold=False)
     return target
 
 
@@ -78,6 +81,8 @@ def main() -> None:
     model = inference.load_model(model_dir)
     load_s = time.perf_counter() - started
     warm_ms = model.warm_up((args.size, args.size))
+    # Without --model: the same network exported without batch-norm folding, timed alongside.
+    unfolded = None if args.model else inference.load_model(OUT / "default_export_unfolded", warm_up=True)
     rng = random.Random(0)
     encoded = [shapes.make_image(args.size, rng)[0] for _ in range(args.images)]
     for data in encoded[:3]:  # settle caches and thread pools
@@ -85,7 +90,7 @@ def main() -> None:
 
     # Interleave the two measurements image by image so both see the same machine load.
     steps = {"decode": [], "preprocess": [], "inference": [], "postprocess": [], "total": []}
-    raw, raw_cpu = [], []
+    raw, raw_cpu, raw_unfolded = [], [], []
     for data in encoded:
         prediction = model.predict(data, "bench")
         for key in steps:
@@ -96,6 +101,10 @@ def main() -> None:
         raw.append((time.perf_counter() - begin) * 1000)
         # CPU time of all threads: a load-independent measure of the work in one call.
         raw_cpu.append((time.process_time() - begin_cpu) * 1000)
+        if unfolded is not None:
+            begin = time.perf_counter()
+            unfolded.run(batch)
+            raw_unfolded.append((time.perf_counter() - begin) * 1000)
 
     begin = time.perf_counter()
     for data in encoded:
@@ -111,6 +120,9 @@ def main() -> None:
                               "mean": round(statistics.fmean(v), 1)} for key, v in steps.items()},
         "raw_call_ms": {"p50": round(percentile(raw, 50), 1), "p95": round(percentile(raw, 95), 1),
                         "mean": round(statistics.fmean(raw), 1)},
+        "raw_call_unfolded_ms": {"p50": round(percentile(raw_unfolded, 50), 1),
+                                 "p95": round(percentile(raw_unfolded, 95), 1),
+                                 "mean": round(statistics.fmean(raw_unfolded), 1)} if raw_unfolded else None,
         "raw_call_cpu_ms": {"p50": round(percentile(raw_cpu, 50), 1), "mean": round(statistics.fmean(raw_cpu), 1)},
         "end_to_end_images_per_s": round(end_to_end_ips, 1),
         "batch_prediction_images_per_s": round(batch_ips, 1), "batch_prediction_drafts": batch_drafts,
@@ -146,6 +158,8 @@ def markdown(r: dict) -> str:
     rows = [("decode (Pillow, as at ingest)", p["decode"]), ("preprocess (to uint8 tensor)", p["preprocess"]),
             ("inference (signature call)", p["inference"]), ("post-processing (sort, scale, names)", p["postprocess"]),
             ("**total per image**", p["total"]), ("raw SavedModel call alone", r["raw_call_ms"])]
+    if r["raw_call_unfolded_ms"]:
+        rows.append(("raw call, same export without batch-norm folding", r["raw_call_unfolded_ms"]))
     lines = ["| step | p50 ms | p95 ms | mean ms |", "|---|---:|---:|---:|"]
     lines += [f"| {name} | {v['p50']} | {v['p95']} | {v['mean']} |" for name, v in rows]
     lines.append("")

@@ -42,6 +42,10 @@ class ModelSpec:
     init_stddev: float = 0.01
     freeze_batchnorm: bool = False
     backbone_weights: str | None = None   # a local Keras weights file (fine_tune_checkpoint_type: classification)
+    # Inference-only structure (export): no batch-norm layers, every convolution that fed one
+    # carries a bias instead, and the predictor's tower has one convolution per level (the
+    # shared weights folded with each level's statistics). See `fold.fold_batch_norm`.
+    fold_batch_norm: bool = False
 
     @property
     def num_anchors_per_location(self) -> int:
@@ -57,7 +61,16 @@ def _separable(spec: ModelSpec, filters: int, strides: int = 1, name: str = "", 
         bias_initializer=keras.initializers.Constant(bias_init), name=name)
 
 
-def _batch_norm(spec: ModelSpec, name: str) -> layers.BatchNormalization:
+class FoldedBatchNorm(layers.Layer):
+    """Where a batch norm was before it was folded into the convolution: passes values through."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+
+def _batch_norm(spec: ModelSpec, name: str) -> layers.Layer:
+    if spec.fold_batch_norm:
+        return FoldedBatchNorm(name=name)
     return layers.BatchNormalization(momentum=spec.batch_norm_decay, epsilon=spec.batch_norm_epsilon,
                                      name=name)
 
@@ -83,8 +96,39 @@ def build_backbone(spec: ModelSpec) -> keras.Model:
         if isinstance(layer, layers.BatchNormalization):
             layer.momentum = spec.batch_norm_decay
             layer.epsilon = spec.batch_norm_epsilon
+    if spec.fold_batch_norm:
+        base = _without_batch_norm(base)
     outputs = [base.get_layer(name).output for name in BACKBONE_TAPS]
     return keras.Model(base.input, outputs, name="mobilenet_v2")
+
+
+def batch_norm_inputs(model: keras.Model) -> dict[str, str]:
+    """`{batch-norm layer name: name of the convolution it normalises}` for every batch norm of a
+    functional model that directly follows a convolution feeding nothing else (foldable pairs)."""
+    pairs = {}
+    for layer in model.layers:
+        if not isinstance(layer, layers.BatchNormalization):
+            continue
+        producer = layer._inbound_nodes[0].input_tensors[0]._keras_history.operation
+        if isinstance(producer, (layers.Conv2D, layers.DepthwiseConv2D)) and len(producer._outbound_nodes) == 1:
+            pairs[layer.name] = producer.name
+    return pairs
+
+
+def _without_batch_norm(base: keras.Model) -> keras.Model:
+    """`base`'s structure with each foldable batch norm an identity and its convolution biased."""
+    pairs = batch_norm_inputs(base)
+    biased = set(pairs.values())
+
+    def clone(layer):
+        if layer.name in pairs:
+            return FoldedBatchNorm(name=layer.name)
+        config = layer.get_config()
+        if layer.name in biased:
+            config["use_bias"] = True
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(base, clone_function=clone)
 
 
 class FeaturePyramid(layers.Layer):
@@ -98,10 +142,12 @@ class FeaturePyramid(layers.Layer):
         init = keras.initializers.RandomNormal(stddev=spec.init_stddev)
         self.projections = [layers.Conv2D(spec.depth, 1, padding="same", kernel_initializer=init,
                                           name=f"projection_{lv}") for lv in self.base_levels]
-        self.smoothing = [_separable(spec, spec.depth, name=f"smoothing_{lv}") for lv in self.base_levels[:-1]]
+        folded = spec.fold_batch_norm
+        self.smoothing = [_separable(spec, spec.depth, name=f"smoothing_{lv}", bias=folded)
+                          for lv in self.base_levels[:-1]]
         self.smoothing_bn = [_batch_norm(spec, f"smoothing_{lv}_bn") for lv in self.base_levels[:-1]]
         self.extra_levels = list(range(top + 1, spec.anchors.max_level + 1))
-        self.downsample = [_separable(spec, spec.depth, strides=2, name=f"downsample_{lv}")
+        self.downsample = [_separable(spec, spec.depth, strides=2, name=f"downsample_{lv}", bias=folded)
                            for lv in self.extra_levels]
         self.downsample_bn = [_batch_norm(spec, f"downsample_{lv}_bn") for lv in self.extra_levels]
 
@@ -136,8 +182,12 @@ class WeightSharedPredictor(layers.Layer):
         super().__init__(**kwargs)
         self.spec = spec
         self.num_levels = num_levels
-        self.tower = [_separable(spec, spec.depth, name=f"tower_{i}")
-                      for i in range(spec.num_layers_before_predictor)]
+        if spec.fold_batch_norm:  # one convolution per layer and level (i * num_levels + level)
+            self.tower = [_separable(spec, spec.depth, name=f"tower_{i}_level_{lv}", bias=True)
+                          for i in range(spec.num_layers_before_predictor) for lv in range(num_levels)]
+        else:
+            self.tower = [_separable(spec, spec.depth, name=f"tower_{i}")
+                          for i in range(spec.num_layers_before_predictor)]
         # Convolution weights are shared across levels; batch-norm statistics are not.
         # A flat list (layer i, level l at i * num_levels + l): nested lists are not tracked.
         self.tower_bn = [_batch_norm(spec, f"tower_{i}_bn_level_{lv}")
@@ -151,9 +201,10 @@ class WeightSharedPredictor(layers.Layer):
         box_outputs, class_outputs = [], []
         k = self.spec.num_anchors_per_location
         for level_index, x in enumerate(levels):
-            for i, conv in enumerate(self.tower):
-                bn = self.tower_bn[i * self.num_levels + level_index]
-                x = ops.relu6(bn(conv(x), training=training))
+            for i in range(self.spec.num_layers_before_predictor):
+                index = i * self.num_levels + level_index
+                conv = self.tower[index if self.spec.fold_batch_norm else i]
+                x = ops.relu6(self.tower_bn[index](conv(x), training=training))
             boxes = self.box_head(x)
             classes = self.class_head(x)
             cells = boxes.shape[1] * boxes.shape[2]
