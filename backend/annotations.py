@@ -167,9 +167,11 @@ def scaled_copy(boxes: Iterable[dict], source: dict, target: dict) -> list[dict]
 
 
 def edit_box(boxes: list[dict], index: int, *, label_id: int | None = None,
-             accept: bool = False, delete: bool = False) -> list[dict]:
+             accept: bool = False, delete: bool = False, difficult: bool | None = None,
+             truncated: bool | None = None) -> list[dict]:
     """A copy of an edited (not yet saved) box list with box `index` (0-based) relabeled,
-    accepted as a human box, or deleted. A relabeled draft becomes a human box."""
+    accepted as a human box, flagged difficult / truncated (Pascal VOC's flags), or deleted.
+    A relabeled draft becomes a human box."""
     if not 0 <= index < len(boxes):
         raise Invalid(f"there is no box {index + 1}")
     if delete:
@@ -179,6 +181,9 @@ def edit_box(boxes: list[dict], index: int, *, label_id: int | None = None,
         box["label_id"] = label_id
     if accept or label_id is not None:
         box.update(source="human", score=None)
+    for flag, value in (("difficult", difficult), ("truncated", truncated)):
+        if value is not None:
+            box[flag] = int(bool(value))
     return boxes[:index] + [box] + boxes[index + 1:]
 
 
@@ -224,7 +229,9 @@ def _box_state(boxes: list[dict]) -> list[dict]:
     """The comparable, JSON-ready form of a box list (rounded to 1/100 px)."""
     state = [{"label_id": b["label_id"], "xmin": round(b["xmin"], 2), "ymin": round(b["ymin"], 2),
               "xmax": round(b["xmax"], 2), "ymax": round(b["ymax"], 2), "source": b["source"],
-              "score": b.get("score")} for b in boxes]
+              "score": b.get("score"),
+              # Flags only when set, so states (and history rows) of plain boxes stay as they were.
+              **{flag: 1 for flag in ("difficult", "truncated") if b.get(flag)}} for b in boxes]
     return sorted(state, key=lambda b: (b["label_id"], b["xmin"], b["ymin"], b["xmax"], b["ymax"]))
 
 
@@ -243,7 +250,8 @@ def box_table(boxes: Iterable[dict], labels: Iterable[dict]) -> list[dict]:
              "xmax": round(b["xmax"], 1), "ymax": round(b["ymax"], 1),
              "width": round(b["xmax"] - b["xmin"], 1), "height": round(b["ymax"] - b["ymin"], 1),
              "source": "draft" if b.get("source") == "model" else "human",
-             "score": b.get("score")} for number, b in enumerate(boxes, start=1)]
+             "score": b.get("score"), "difficult": bool(b.get("difficult")),
+             "truncated": bool(b.get("truncated"))} for number, b in enumerate(boxes, start=1)]
 
 
 def history_table(db: sqlite_utils.Database, image_id: int) -> list[dict]:

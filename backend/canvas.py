@@ -14,6 +14,7 @@ import re
 from PIL import Image
 
 from backend import atomic, coordinates, settings
+from backend.formats import boxes as box_math
 from backend.images import image_file
 
 STROKE_WIDTH = 2
@@ -55,7 +56,10 @@ def boxes_from_canvas(canvas_boxes: list[dict], labels: list[dict], fit: coordin
     label is not a class of the project (those are left out).
 
     A box still labeled as a draft and within half a pixel of one of `previous`'s drafts stays
-    that draft (`source='model'`, its score); anything else is a human box.
+    that draft (`source='model'`, its score); anything else is a human box. The canvas knows
+    nothing of the `difficult`/`truncated` flags: a box keeps those of the `previous` box it
+    still is (same class and place within half a pixel; for a moved or resized box, the
+    same-class box it overlaps most).
     """
     by_name = {label["name"]: label for label in labels}
     open_drafts = [b for b in previous if b.get("source") == "model"]
@@ -79,7 +83,37 @@ def boxes_from_canvas(canvas_boxes: list[dict], labels: list[dict], fit: coordin
                 box.update(source="model", score=match.get("score"),
                            **{k: match[k] for k in ("xmin", "ymin", "xmax", "ymax")})
         boxes.append(box)
+    _carry_flags(boxes, previous)
     return boxes, problems
+
+
+def _carry_flags(boxes: list[dict], previous: list[dict]) -> None:
+    """Give each box the flags of the previous box it still is: first exact matches (same class,
+    within half a pixel), then, for moved or resized boxes, the unclaimed previous box of the
+    same class that overlaps it most (IoU ≥ 0.3)."""
+    unclaimed = list(range(len(previous)))
+
+    def claim(index: int, box: dict) -> None:
+        unclaimed.remove(index)
+        box.update({k: int(previous[index].get(k) or 0) for k in ("difficult", "truncated")})
+
+    pending = []
+    for box in boxes:
+        same = next((i for i in unclaimed if previous[i]["label_id"] == box["label_id"] and all(
+            abs(previous[i][k] - box[k]) <= _DRAFT_TOLERANCE for k in ("xmin", "ymin", "xmax", "ymax"))), None)
+        if same is None:
+            pending.append(box)
+        else:
+            claim(same, box)
+    for box in pending:
+        overlaps = [(box_math.iou(_corners(box), _corners(previous[i])), i) for i in unclaimed if previous[i]["label_id"] == box["label_id"]]
+        best = max(overlaps, default=(0.0, None))
+        if best[0] >= 0.3:
+            claim(best[1], box)
+
+
+def _corners(box: dict) -> tuple[float, float, float, float]:
+    return box["xmin"], box["ymin"], box["xmax"], box["ymax"]
 
 
 def _matching_draft(box: dict, drafts: list[dict]) -> dict | None:

@@ -256,6 +256,17 @@ with right:
         if new_class != chosen["label_id"]:
             replace_boxes(annotations.edit_box(boxes, number - 1, label_id=new_class))
             st.rerun()
+        flags = st.columns(2)
+        version_key = f"{image['id']}_{current['rev']}_{number}"
+        difficult = flags[0].checkbox("Difficult", value=bool(chosen.get("difficult")),
+                                      key=f"label_box_difficult_{version_key}",
+                                      help="Pascal VOC's flag: hard to recognise; evaluations may ignore it")
+        truncated = flags[1].checkbox("Truncated", value=bool(chosen.get("truncated")),
+                                      key=f"label_box_truncated_{version_key}",
+                                      help="Pascal VOC's flag: the object extends beyond the box or image")
+        if difficult != bool(chosen.get("difficult")) or truncated != bool(chosen.get("truncated")):
+            replace_boxes(annotations.edit_box(boxes, number - 1, difficult=difficult, truncated=truncated))
+            st.rerun()
         edit = st.columns(2)
         if edit[0].button("Delete this box", width="stretch"):
             replace_boxes(annotations.edit_box(boxes, number - 1, delete=True))

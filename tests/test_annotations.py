@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import annotations, db as database, images, labeling
+from backend import annotations, db as database, images, labeling, projects
 from backend.errors import Conflict, Invalid
 from tests.helpers import image_bytes
 
@@ -146,3 +146,19 @@ def test_edit_box_relabels_accepts_and_deletes_without_touching_the_input():
     assert annotations.draft_count(boxes) == 1 and boxes[0]["source"] == "model"
     with pytest.raises(Invalid, match="there is no box 3"):
         annotations.edit_box(boxes, 2, delete=True)
+
+
+def test_difficult_and_truncated_flags_are_edited_saved_and_in_the_history(db, admin, project, image, classes):
+    annotations.save_boxes(db, admin, image["id"], [box(classes["cat"], 10, 10, 50, 60)], 0)
+    edited = annotations.edit_box(annotations.get_boxes(db, image["id"]), 0, difficult=True)
+    assert edited[0]["difficult"] == 1 and edited[0]["truncated"] == 0
+    annotations.save_boxes(db, admin, image["id"], edited, 1)
+    stored = annotations.get_boxes(db, image["id"])
+    assert (stored[0]["difficult"], stored[0]["truncated"]) == (1, 0)
+    latest = annotations.history(db, image["id"])[0]
+    assert latest["kind"] == "boxes"
+    assert "difficult" not in latest["before"][0] and latest["after"][0]["difficult"] == 1
+    cleared = annotations.edit_box(stored, 0, difficult=False, truncated=True)
+    assert (cleared[0]["difficult"], cleared[0]["truncated"]) == (0, 1)
+    rows = annotations.box_table(cleared, projects.list_labels(db, project["id"]))
+    assert (rows[0]["difficult"], rows[0]["truncated"]) == (False, True)

@@ -48,6 +48,26 @@ def test_moved_or_relabeled_draft_becomes_a_human_box(labels):
     assert back[0]["xmin"] == pytest.approx(10.0 + 5 / fit.scale_x)
 
 
+def test_difficult_and_truncated_flags_survive_the_canvas(labels):
+    """The canvas has no flags: unchanged boxes keep theirs, a moved one those of the box it
+    overlaps most, a new one none."""
+    fit = coordinates.display_fit(640, 480)
+    cat, dog = labels[0], labels[1]
+    stored = [{"label_id": cat["id"], "xmin": 10.0, "ymin": 10.0, "xmax": 100.0, "ymax": 90.0,
+               "source": "human", "score": None, "difficult": 1, "truncated": 0},
+              {"label_id": dog["id"], "xmin": 200.0, "ymin": 50.0, "xmax": 300.0, "ymax": 200.0,
+               "source": "human", "score": None, "difficult": 0, "truncated": 1}]
+    sent = [{k: o[k] for k in ("label", "left", "top", "width", "height")}
+            for o in canvas.drawing(stored, labels, fit)["objects"]]
+    back, _ = canvas.boxes_from_canvas(sent, labels, fit, stored)
+    assert [(b["difficult"], b["truncated"]) for b in back] == [(1, 0), (0, 1)]
+    sent[1]["left"] += 40                                             # the dog box moved
+    sent.insert(0, {"label": "cat", "left": 400, "top": 300, "width": 50, "height": 50})  # a new box
+    back, _ = canvas.boxes_from_canvas(sent, labels, fit, stored)
+    assert [(b["label_id"], b["difficult"], b["truncated"]) for b in back] == \
+        [(cat["id"], 0, 0), (cat["id"], 1, 0), (dog["id"], 0, 1)]
+
+
 def test_unknown_label_is_reported_not_saved(labels):
     fit = coordinates.display_fit(100, 100)
     back, problems = canvas.boxes_from_canvas(

@@ -48,6 +48,22 @@ def test_label_page_leases_next_image_and_saves_class_changes(db, users, project
     assert history[0]["username"] == "labeler" and history[0]["kind"] == "boxes"
 
 
+def test_label_page_flags_a_box_difficult_and_truncated(db, users, project, stocked):
+    annotations.save_boxes(db, users["admin"], stocked[0],
+                           [{"label_id": cat_id(db, project), "xmin": 10, "ymin": 10, "xmax": 50, "ymax": 60}], 0)
+    at = signed_in(db, "labeler", "pages/label.py")
+    at.number_input[0].set_value(stocked[0]).run()
+    button(at, "Go").click().run()
+    at.checkbox(key=f"label_box_difficult_{stocked[0]}_0_1").check().run()
+    assert not at.exception, at.exception
+    at.checkbox(key=f"label_box_truncated_{stocked[0]}_1_1").check().run()
+    button(at, "Save").click().run()
+    assert not at.exception, at.exception
+    stored = annotations.get_boxes(db, stocked[0])
+    assert [(b["difficult"], b["truncated"], b["xmin"], b["ymax"]) for b in stored] == [(1, 1, 10, 60)]
+    assert at.checkbox(key=f"label_box_difficult_{stocked[0]}_0_1").value is True  # after the reload
+
+
 def test_label_page_shows_who_holds_the_lease(db, users, project, stocked):
     labeling.open_image(db, users["reviewer"], stocked[1])
     at = signed_in(db, "labeler", "pages/label.py")

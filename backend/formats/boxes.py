@@ -74,3 +74,14 @@ def clip(box: Box, width: int, height: int) -> Box:
     xmin, ymin, xmax, ymax = box
     return (min(max(xmin, 0.0), width), min(max(ymin, 0.0), height),
             min(max(xmax, 0.0), width), min(max(ymax, 0.0), height))
+
+
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two `xmin, ymin, xmax, ymax` boxes (0 when they do not meet)."""
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
