@@ -88,6 +88,8 @@ def read(path: str | Path, fmt: str, images_dir: str | Path | None = None) -> Re
         raise Invalid(f"import format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     from backend.formats import coco, csv_format, tfrecord, voc, yolo  # noqa: PLC0415
     reader = {"voc": voc, "coco": coco, "csv": csv_format, "yolo": yolo, "tfrecord": tfrecord}[fmt]
+    if fmt == "tfrecord":  # a record set may be a URL (gs://...) or a glob: no Path() around it
+        return reader.read(str(path), Path(images_dir) if images_dir else None)
     return reader.read(Path(path), Path(images_dir) if images_dir else None)
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 from backend import atomic, settings
 from backend.auth import can
 from backend.errors import Invalid
-from backend.formats import label_map as label_map_format, tfrecord
+from backend.formats import label_map as label_map_format, remote, tfrecord
 
 MAX_UPLOAD_BYTES = 4 * 1024**3
 
@@ -25,7 +25,8 @@ def check_allowed(actor: dict, pattern: str) -> None:
         return
     data = settings.data_dir().resolve()
     for part in str(pattern).split(","):
-        if part.strip() and not Path(part.strip()).expanduser().resolve().is_relative_to(data):
+        if part.strip() and (remote.is_url(part.strip()) or
+                             not Path(part.strip()).expanduser().resolve().is_relative_to(data)):
             raise PermissionError(f"{actor.get('username')} ({actor.get('role')}) may only open "
                                   "uploaded record files and dataset versions")
 
@@ -69,7 +70,7 @@ def inspect(actor: dict, pattern: str, label_map_path: str | None = None,
     parsed, source = label_map_for(pattern, label_map_path)
     files = tfrecord.resolve(pattern)
     key = (pattern, source, tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files),
-           Path(source).stat().st_mtime_ns if source else None)
+           remote.as_path(source).stat().st_mtime_ns if source else None)
     if key not in _INSPECTIONS:
         if len(_INSPECTIONS) > 16:
             _INSPECTIONS.clear()

@@ -31,7 +31,9 @@ elif source == "A dataset version":
     split = st.selectbox("Split", sorted(version["input_globs"]))
     pattern = version["input_globs"].get(split)
 else:
-    pattern = st.text_input("File, glob or folder", placeholder="/data/train.record-?????-of-00010") or None
+    pattern = st.text_input("File, glob, folder or URL", placeholder="/data/train.record-?????-of-00010",
+                            help="Several separated by commas; `name@N` for N shards; gs:// URLs "
+                                 "are read through TensorFlow") or None
 label_map_path = st.text_input("Label map (optional; a label_map.pbtxt beside the records is used "
                                "when empty)") if auth.can(user, "export") else None
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import atomic, pipeline_config
-from backend.errors import Invalid
+from backend.errors import Invalid, NotFound
+from backend.formats import remote
 
 
 @dataclass(frozen=True)
@@ -92,10 +93,11 @@ def parse(text: str, source: str = "label map") -> LabelMap:
 
 
 def read(path: str | Path) -> LabelMap:
-    path = Path(path)
+    """The label map in `path`: a local file or a URL (`gs://...`, see `remote`)."""
+    path = remote.as_path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, NotFound) as exc:
         raise Invalid(f"cannot read label map {path}: {exc}") from None
     return parse(text, str(path))
 

@@ -31,14 +31,14 @@ import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import google_crc32c
 from PIL import Image
 
 from backend import atomic
 from backend.errors import Invalid, NotFound
-from backend.formats import boxes as box_convert, drawing
+from backend.formats import boxes as box_convert, drawing, remote
 from backend.formats.label_map import LabelMap
 from backend.formats.records import AnnotatedImage, ExportImage, ObjectBox
 
@@ -284,21 +284,31 @@ def _write_all(fd: int, pieces: list[bytes]) -> None:
 # ---------------------------------------------------------------- reading
 
 
-def resolve(pattern: str | Path) -> list[Path]:
+def _is_record_name(name: str) -> bool:
+    return ".record" in name or ".tfrecord" in name
+
+
+def resolve(pattern: str | Path) -> list[Path | remote.RemoteFile]:
     """The files of a record set: a file, a folder (its `*.record*`/`*.tfrecord*` files), a
-    glob, `name@N` (shards `name-?????-of-0000N`), or several of these separated by commas. Raises NotFound when nothing matches."""
-    files: list[Path] = []
+    glob, `name@N` (shards `name-?????-of-0000N`), or several of these separated by commas.
+    Parts may be URLs (`gs://bucket/train.record-*`, see `remote`). Raises NotFound when
+    nothing matches."""
+    files: list[Path | remote.RemoteFile] = []
     for part in str(pattern).split(","):
         part = part.strip()
         if not part:
             continue
         sharded = re.fullmatch(r"(.+)@(\d+)", part)
-        if sharded and not Path(part).exists():  # `train.record@10`: the sharded-set shorthand
+        if sharded and not remote.as_path(part).exists():  # `train.record@10`: the sharded-set shorthand
             part = f"{sharded.group(1)}-?????-of-{int(sharded.group(2)):05d}"
-        path = Path(part).expanduser()
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and
-                           (".record" in p.name or ".tfrecord" in p.name))
+        if remote.is_url(part):
+            path = remote.RemoteFile(part)
+            if path.is_dir():
+                found = [p for p in remote.listdir(path) if _is_record_name(p.name) and p.is_file()]
+            else:
+                found = [p for p in remote.glob(part) if not p.is_dir()]
+        elif (path := Path(part).expanduser()).is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and _is_record_name(p.name))
         elif path.is_file():
             found = [path]
         else:
@@ -311,8 +321,12 @@ def resolve(pattern: str | Path) -> list[Path]:
     return files
 
 
+def _open(path: Path | remote.RemoteFile) -> BinaryIO:
+    return path.open_binary() if isinstance(path, remote.RemoteFile) else open(path, "rb")
+
+
 def is_gzip(path: Path) -> bool:
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         return handle.read(2) == b"\x1f\x8b"
 
 
@@ -333,8 +347,7 @@ def iter_raw(path: Path) -> Iterator[tuple[int, bytes | RecordError]]:
 def iter_framed(path: Path) -> Iterator[tuple[int, int | None, bytes | RecordError]]:
     """Like `iter_raw`, with each record's byte offset in the file (None inside GZIP files)."""
     compressed = is_gzip(path)
-    opener = gzip.open if compressed else open
-    with opener(path, "rb") as handle:
+    with _open(path) as raw, (gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw) as handle:
         index = 0
         while True:
             offset = None if compressed else handle.tell()
@@ -367,7 +380,7 @@ def iter_framed(path: Path) -> Iterator[tuple[int, int | None, bytes | RecordErr
 
 def read_record_at(path: Path, offset: int) -> bytes:
     """The serialised record at byte `offset` of a plain (not GZIP) TFRecord file."""
-    with open(path, "rb") as handle:
+    with _open(path) as handle:
         handle.seek(offset)
         length, _ = struct.unpack("<QI", handle.read(12))
         return handle.read(length)
