@@ -1,6 +1,7 @@
 """COCO detection metrics through pycocotools, named with the TF OD API's tags.
 
     coco_metrics(groundtruth, detections, categories)  →  {"DetectionBoxes_Precision/mAP": 0.52, ...}
+    evaluate_coco(...)  →  the same metrics and each class's precision-recall curve
 
 Plain data in, plain dict out, so anything (the trainer's evaluation mode, the inference page,
 a script) can score predictions against ground truth:
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
@@ -53,6 +55,18 @@ def _coco_box(yxyx) -> list[float]:
     return [xmin, ymin, max(xmax - xmin, 0.0), max(ymax - ymin, 0.0)]
 
 
+@dataclass
+class CocoEvaluation:
+    """`metrics`: tag → value (see `coco_metrics`). `pr_curves`: class name → interpolated
+    precision at the 101 COCO recall points 0.00, 0.01, …, 1.00 (IoU 0.5, all areas, 100
+    detections), for every class with ground truth; a point no detection reaches is 0."""
+    metrics: dict[str, float]
+    pr_curves: dict[str, list[float]] = field(default_factory=dict)
+
+
+RECALL_POINTS = [round(r / 100, 2) for r in range(101)]
+
+
 def coco_metrics(groundtruth: Iterable[dict[str, Any]], detections: Iterable[dict[str, Any]],
                  categories: list[dict[str, Any]], image_sizes: dict[Any, tuple[int, int]] | None = None,
                  per_category: bool = False) -> dict[str, float]:
@@ -62,6 +76,13 @@ def coco_metrics(groundtruth: Iterable[dict[str, Any]], detections: Iterable[dic
     Images with ground truth but no detections count as misses; metrics with no ground truth at
     all are -1, as pycocotools reports them.
     """
+    return evaluate_coco(groundtruth, detections, categories, image_sizes, per_category).metrics
+
+
+def evaluate_coco(groundtruth: Iterable[dict[str, Any]], detections: Iterable[dict[str, Any]],
+                  categories: list[dict[str, Any]], image_sizes: dict[Any, tuple[int, int]] | None = None,
+                  per_category: bool = False) -> CocoEvaluation:
+    """`coco_metrics` and the precision-recall curve of each class, from one COCOeval run."""
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 
@@ -108,12 +129,17 @@ def coco_metrics(groundtruth: Iterable[dict[str, Any]], detections: Iterable[dic
         evaluator.accumulate()
         evaluator.summarize()
     metrics = {tag: float(value) for tag, value in zip(TAGS, evaluator.stats)}
-    if per_category:
-        # precision: [T iou thresholds, R recall points, K categories, A areas, M max dets]
-        precision = evaluator.eval["precision"]
-        for k, cat_id in enumerate(evaluator.params.catIds):
-            name = next((str(c.get("name", cat_id)) for c in categories if int(c["id"]) == cat_id), str(cat_id))
+    # precision: [T iou thresholds (0.5 first), R recall points, K categories, A areas (all
+    # first), M max detections (100 last)]; -1 where a class has no ground truth.
+    precision = evaluator.eval["precision"]
+    curves = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        name = next((str(c.get("name", cat_id)) for c in categories if int(c["id"]) == cat_id), str(cat_id))
+        if per_category:
             values = precision[:, :, k, 0, -1]
             values = values[values > -1]
             metrics[f"{PRECISION}/mAP ByCategory/{name}"] = float(values.mean()) if values.size else -1.0
-    return metrics
+        curve = precision[0, :, k, 0, -1]
+        if (curve > -1).all():
+            curves[name] = [round(float(v), 6) for v in curve]
+    return CocoEvaluation(metrics, curves)

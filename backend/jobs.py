@@ -582,7 +582,8 @@ _PER_CLASS = "DetectionBoxes_Precision/mAP ByCategory/"
 
 def evaluations(run: dict) -> list[dict[str, Any]]:
     """Metrics of each evaluated checkpoint of a training run, by step: `{step, checkpoint (prefix
-    path), num_images, metrics: {tag: value}, per_class: {class: AP}}`, from the `metrics.json`
+    path), num_images, metrics: {tag: value}, per_class: {class: AP}, pr_curves: {class:
+    [precision at evaluation.RECALL_POINTS]}}`, from the `metrics.json`
     the trainer's evaluation mode keeps in `model_dir/evaluation/`."""
     path = Path(run["model_dir"]) / EVALUATION_DIR / "metrics.json"
     try:
@@ -596,7 +597,8 @@ def evaluations(run: dict) -> list[dict[str, Any]]:
             "step": int(entry.get("step") or 0), "num_images": entry.get("num_images"),
             "checkpoint": str(Path(run["model_dir"]) / (entry.get("checkpoint") or name)),
             "metrics": {k: v for k, v in metrics.items() if not k.startswith(_PER_CLASS)},
-            "per_class": {k[len(_PER_CLASS):]: v for k, v in metrics.items() if k.startswith(_PER_CLASS)}})
+            "per_class": {k[len(_PER_CLASS):]: v for k, v in metrics.items() if k.startswith(_PER_CLASS)},
+            "pr_curves": entry.get("pr_curves") or {}})
     return sorted(out, key=lambda e: e["step"])
 
 
@@ -668,6 +670,18 @@ def per_class_rows(run: dict) -> list[dict[str, Any]]:
     """`{class, AP}` of the newest evaluated checkpoint that has per-class AP."""
     latest = next((e for e in reversed(evaluations(run)) if e["per_class"]), None)
     return [{"class": name, "AP": value} for name, value in (latest or {"per_class": {}})["per_class"].items()]
+
+
+def pr_curve_rows(run: dict) -> tuple[int | None, list[dict[str, Any]]]:
+    """`(step, [{class, recall, precision}])`: the precision-recall curves (IoU 0.5) of the
+    newest evaluated checkpoint that has them, for a line chart; `(None, [])` before any."""
+    from backend.evaluation import RECALL_POINTS
+    latest = next((e for e in reversed(evaluations(run)) if e["pr_curves"]), None)
+    if latest is None:
+        return None, []
+    return latest["step"], [{"class": name, "recall": recall, "precision": precision}
+                            for name, curve in sorted(latest["pr_curves"].items())
+                            for recall, precision in zip(RECALL_POINTS, curve)]
 
 
 def run_table(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:

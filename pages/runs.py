@@ -155,6 +155,13 @@ else:
     if not per_class.empty:
         st.caption("AP per class (newest evaluated checkpoint)")
         st.bar_chart(per_class, x="class", y="AP", height=220)
+    curve_step, curves = jobs.pr_curve_rows(run)
+    if curves:
+        st.caption(f"Precision–recall at IoU 0.5 per class (checkpoint at step {curve_step})")
+        st.altair_chart(alt.Chart(pd.DataFrame(curves)).mark_line(interpolate="step-after").encode(
+            x=alt.X("recall:Q", scale=alt.Scale(domain=[0, 1])),
+            y=alt.Y("precision:Q", scale=alt.Scale(domain=[0, 1])), color="class:N",
+            tooltip=["class", "recall", "precision"]).properties(height=260), width="stretch")
 
 # ---------------------------------------------------------------- comparison
 

@@ -74,9 +74,15 @@ def test_evaluations_and_comparison_are_shown(db, users, project, stocked):
     evaluation.mkdir()
     (evaluation / "metrics.json").write_text(json.dumps({
         "ckpt-7": {"checkpoint": "ckpt-7", "step": 7, "num_images": 4, "metrics": {
-            jobs.MAP: 0.5, f"{jobs.MAP}@.50IOU": 0.75, f"{jobs.MAP} ByCategory/cat": 0.25}}}))
+            jobs.MAP: 0.5, f"{jobs.MAP}@.50IOU": 0.75, f"{jobs.MAP} ByCategory/cat": 0.25},
+            "pr_curves": {"cat": [1.0] * 51 + [0.5] * 50}}}))
     at = signed_in(db, "reviewer", "pages/runs.py")
     assert not at.exception, at.exception
+    step, curve = jobs.pr_curve_rows(runs[1])
+    assert step == 7 and len(curve) == 101
+    assert curve[50] == {"class": "cat", "recall": 0.5, "precision": 1.0}
+    assert curve[51] == {"class": "cat", "recall": 0.51, "precision": 0.5}
+    assert "Precision–recall at IoU 0.5 per class (checkpoint at step 7)" in [c.value for c in at.caption]
     compared = at.dataframe[-1].value
     assert list(compared["run"]) == [runs[1]["id"], runs[0]["id"]]
     assert list(compared["best mAP"])[0] == 0.5

@@ -28,7 +28,7 @@ import tensorflow as tf
 
 from backend import atomic
 from backend.errors import Invalid, NotFound
-from backend.evaluation import coco_metrics
+from backend.evaluation import evaluate_coco
 from backend.formats import label_map as label_maps
 from backend.training import progress
 from backend.training.boxes import generate_anchors
@@ -95,15 +95,17 @@ def predict(config: TrainingConfig, model, sample_1_of_n: int = 1, max_images: i
 
 def evaluate_checkpoint(pipeline_config_path: str | os.PathLike, checkpoint_path: str,
                         sample_1_of_n: int = 1, per_category: bool | None = None) -> dict[str, Any]:
-    """`{"checkpoint", "step", "num_images", "metrics"}` for one checkpoint prefix (`.../ckpt-N`)."""
+    """`{"checkpoint", "step", "num_images", "metrics", "pr_curves"}` for one checkpoint prefix
+    (`.../ckpt-N`); `pr_curves` maps class names to precision at IoU 0.5 over
+    `evaluation.RECALL_POINTS`."""
     config, model = load_detector(pipeline_config_path, checkpoint_path)
     groundtruth, detections, sizes = predict(config, model, sample_1_of_n)
     if not groundtruth:
         raise NotFound("the eval input has no examples")
-    metrics = coco_metrics(groundtruth, detections, _categories(config), sizes,
+    scored = evaluate_coco(groundtruth, detections, _categories(config), sizes,
                            per_category=config.eval_per_category if per_category is None else per_category)
     return {"checkpoint": os.path.basename(checkpoint_path), "step": checkpoint_step(checkpoint_path),
-            "num_images": len(groundtruth), "metrics": metrics}
+            "num_images": len(groundtruth), "metrics": scored.metrics, "pr_curves": scored.pr_curves}
 
 
 def read_metrics(model_dir: str | os.PathLike) -> dict[str, Any]:
