@@ -219,6 +219,59 @@ def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_data, tiny
     assert found_objects >= 3
 
 
+# Keras applies gradients all-reduced by SUM across replicas, so the trainer divides each
+# replica's loss by the replica count; if that ever became a MEAN, every multi-GPU run would
+# train at 1/N of its learning rate. Run in a fresh process: logical devices must be set first.
+_AGGREGATION = """
+import tensorflow as tf, keras
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    w = keras.Variable(0.0)
+    optimizer = keras.optimizers.SGD(learning_rate=1.0)
+    optimizer.build([w])
+def replica_step(x):
+    with tf.GradientTape() as tape:
+        loss = w * x / strategy.num_replicas_in_sync
+    optimizer.apply_gradients(zip(tape.gradient(loss, [w]), [w]))
+@tf.function
+def step():
+    x = strategy.experimental_distribute_values_from_function(lambda c: tf.constant(c.replica_id_in_sync_group + 1.0))
+    strategy.run(replica_step, args=(x,))
+step()
+print(float(w.numpy()))
+"""
+
+
+def test_two_replicas_train_with_all_reduced_gradients_and_a_checkpoint_one_device_loads(tiny_config_path, tmp_path):
+    """MirroredStrategy over two logical CPU devices (BOXWISE_CPU_REPLICAS): what a 2-GPU machine
+    runs, minus the GPUs."""
+    from backend.training.train import CPU_REPLICAS_ENV, load_detector
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    # Per-replica gradients 1 and 2 (each replica's loss divided by 2, then summed): one SGD step
+    # of learning rate 1 must move w by their mean, 1.5.
+    aggregated = subprocess.run([sys.executable, "-c", _AGGREGATION], env=env, capture_output=True,
+                                text=True, timeout=300)
+    assert aggregated.returncode == 0, aggregated.stderr[-2000:]
+    assert float(aggregated.stdout.strip().splitlines()[-1]) == -1.5
+
+    config = tiny_config_path(num_steps=4, batch_size=8, augment=False)
+    model_dir = tmp_path / "mirrored"
+    trained = subprocess.run([sys.executable, "-m", "backend", "train", f"--pipeline_config_path={config}",
+                              f"--model_dir={model_dir}", "--checkpoint_every_n=2"], cwd=REPO,
+                             env={**env, CPU_REPLICAS_ENV: "2"}, capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "batch 8 over 2 replicas (4 each)" in trained.stderr
+    status = progress.read_status(model_dir)
+    assert status["state"] == "succeeded" and status["step"] == 4
+    assert all(np.isfinite(row["losses"]["total"]) for row in progress.read_history(model_dir))
+    # The mirrored checkpoint restores into a plain one-device detector, as export and evaluation do.
+    _, model = load_detector(config, str(model_dir))
+    assert model.predictor.class_head.bias.numpy().shape == (6 * 2,)
+
+
 def test_detection_fine_tune_with_other_classes_restores_all_but_the_class_head(tmp_path):
     import tensorflow as tf
 
