@@ -272,6 +272,31 @@ def test_two_replicas_train_with_all_reduced_gradients_and_a_checkpoint_one_devi
     assert model.predictor.class_head.bias.numpy().shape == (6 * 2,)
 
 
+def test_mixed_precision_trains_and_exports_a_float32_model(tiny_config_path, tmp_path):
+    """`--mixed_precision` (mixed_float16, loss scaling) in its own process, as the global Keras
+    policy it sets must not leak into other tests; the export is float32 either way."""
+    import tensorflow as tf
+
+    from backend.training.export import export_model
+
+    config = tiny_config_path(num_steps=3, batch_size=4, augment=False)
+    model_dir = tmp_path / "mixed"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2"}
+    trained = subprocess.run([sys.executable, "-m", "backend", "train", f"--pipeline_config_path={config}",
+                              f"--model_dir={model_dir}", "--mixed_precision"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert progress.read_status(model_dir)["state"] == "succeeded"
+    history = progress.read_history(model_dir)
+    assert [row["step"] for row in history][-1] == 3
+    assert all(np.isfinite(row["losses"]["total"]) for row in history)
+    out = export_model(config, model_dir, tmp_path / "exported")
+    detect = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
+    result = detect(input_tensor=tf.zeros([1, 64, 64, 3], tf.uint8))
+    assert {result[k].dtype for k in ("detection_boxes", "detection_scores", "detection_classes")} == {tf.float32}
+    assert np.isfinite(result["detection_scores"].numpy()).all()
+
+
 def test_detection_fine_tune_with_other_classes_restores_all_but_the_class_head(tmp_path):
     import tensorflow as tf
 
