@@ -159,13 +159,22 @@ def pad_boxes(boxes, classes, max_boxes: int):
 # --- datasets --------------------------------------------------------------------------------
 
 def _records(files: list[str], shuffle: bool, input_context: tf.distribute.InputContext | None = None):
+    """Serialized examples of `files`. With several input pipelines (one per worker of a
+    multi-worker run) each reads its share: whole files when there are at least as many files as
+    pipelines, else every file in a fixed order, keeping every N-th record (a worker given no
+    file would have no data at all)."""
+    pipelines = input_context.num_input_pipelines if input_context is not None else 1
+    by_record = 1 < pipelines > len(files)
     dataset = tf.data.Dataset.from_tensor_slices(files)
-    if input_context is not None and input_context.num_input_pipelines > 1:
-        dataset = dataset.shard(input_context.num_input_pipelines, input_context.input_pipeline_id)
-    if shuffle:
+    if pipelines > 1 and not by_record:
+        dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+    if shuffle and not by_record:  # record sharding needs the same order on every worker
         dataset = dataset.shuffle(len(files), reshuffle_each_iteration=True)
-    return dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle)
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
+                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle or by_record)
+    if by_record:
+        dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+    return dataset
 
 
 def train_dataset(reader: InputReader, resizer: Resizer, augmentations: tuple[Augmentation, ...],

@@ -65,3 +65,28 @@ def test_flip_mirrors_boxes_and_full_crop_keeps_them():
     cropped = data.augment(image, boxes, classes, (crop,))
     assert cropped[0].shape == (10, 20, 3)
     np.testing.assert_allclose(cropped[1].numpy(), boxes.numpy(), atol=1e-6)
+
+
+def _record_file(path, values):
+    import tensorflow as tf
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for value in values:
+            writer.write(value)
+    return str(path)
+
+
+def _pipelines(files, count, shuffle):
+    import tensorflow as tf
+    return [sorted(r.numpy() for r in data._records(files, shuffle, tf.distribute.InputContext(
+        num_input_pipelines=count, input_pipeline_id=i))) for i in range(count)]
+
+
+def test_each_worker_reads_its_share_whole_files_or_every_nth_record(tmp_path):
+    four = [_record_file(tmp_path / f"f{n}.record", [f"{n}-{k}".encode() for k in range(3)]) for n in range(4)]
+    two_workers = _pipelines(four, 2, shuffle=True)
+    assert two_workers == [sorted(f"{n}-{k}".encode() for n in (0, 2) for k in range(3)),
+                           sorted(f"{n}-{k}".encode() for n in (1, 3) for k in range(3))]
+    # Fewer files than workers: no worker is left without data, none sees a record twice.
+    one = [_record_file(tmp_path / "only.record", [str(k).encode() for k in range(10)])]
+    three_workers = _pipelines(one, 3, shuffle=True)
+    assert three_workers == [[b"0", b"3", b"6", b"9"], [b"1", b"4", b"7"], [b"2", b"5", b"8"]]

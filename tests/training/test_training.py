@@ -272,6 +272,49 @@ def test_two_replicas_train_with_all_reduced_gradients_and_a_checkpoint_one_devi
     assert model.predictor.class_head.bias.numpy().shape == (6 * 2,)
 
 
+def test_two_workers_train_together_from_one_file_chief_writes_the_model_dir(shapes_data, tiny_config_path, tmp_path):
+    """MultiWorkerMirroredStrategy with TF_CONFIG, two worker processes on this machine; the
+    train input is a single file, fewer than the workers (each then reads every other record)."""
+    import re
+    import socket
+
+    data = shapes_data[0]
+    config = tiny_config_path(num_steps=4, batch_size=4, augment=False)
+    doc = ConfigDocument.load(config)
+    doc.set("train_input_reader.tf_record_input_reader.input_path[0]", str(sorted(data.glob("train.record-*"))[0]))
+    config.write_text(doc.text)
+    ports = []
+    for _ in range(2):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            ports.append(sock.getsockname()[1])
+    cluster = {"worker": [f"localhost:{port}" for port in ports]}
+    model_dir = tmp_path / "multi"
+    processes = []
+    for index in range(2):
+        env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "2",
+               "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "backend", "train", f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
+             "--num_workers=2", "--checkpoint_every_n=2"],
+            cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True))
+    logs = []
+    try:
+        for process in processes:
+            logs.append(process.communicate(timeout=600)[1])
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+    assert [p.returncode for p in processes] == [0, 0], logs[0][-2000:] + logs[1][-2000:]
+    status = progress.read_status(model_dir)
+    assert status["state"] == "succeeded" and status["step"] == 4
+    assert sorted(p.name for p in model_dir.glob("ckpt-*.index")) == ["ckpt-1.index", "ckpt-2.index"]
+    assert (model_dir / "worker-1" / "ckpt-2.index").exists()   # the other worker saves aside
+    losses = [re.findall(r"step (\d+)/4 loss ([\d.]+)", log) for log in logs]
+    assert len(losses[0]) == 4 and losses[0] == losses[1]        # all-reduced: the same loss on both
+
+
 def test_mixed_precision_trains_and_exports_a_float32_model(tiny_config_path, tmp_path):
     """`--mixed_precision` (mixed_float16, loss scaling) in its own process, as the global Keras
     policy it sets must not leak into other tests; the export is float32 either way."""
