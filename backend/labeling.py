@@ -142,7 +142,8 @@ def next_image(db: sqlite_utils.Database, actor: dict, project_id: int, *, order
     """The next image for `actor` to label, leased to them; None when their queue is empty.
 
     Served in this order: images they labeled that a reviewer rejected; images assigned to
-    them; unassigned images — within each, `in_progress` before `new`, and by id (`order="id"`)
+    them; unassigned images (first rejected ones nobody labeled: imported or demo images) — within
+    each, `in_progress` before `new`, and by id (`order="id"`)
     or most uncertain model prediction first (`order="uncertain"`, `images.uncertainty`).
     Never an image leased by someone else, never one assigned to someone else. `exclude`
     skips images (the one the user is leaving).
@@ -166,6 +167,10 @@ def _queue_tiers(project_id: int, me: int | None) -> list[tuple[str, list]]:
     tiers = [("project_id = ? and status = 'rejected' and labeled_by = ?", [project_id, me])]
     for status in _QUEUE_STATUSES:
         tiers.append(("project_id = ? and assignee_id = ? and status = ?", [project_id, me, status]))
+    # Rejected images nobody labeled (imported, or the demo's) have no labeler to go back to:
+    # they are everyone's, ahead of the other unassigned work.
+    tiers.append(("project_id = ? and assignee_id is null and status = 'rejected' and labeled_by is null",
+                  [project_id]))
     for status in _QUEUE_STATUSES[1:]:
         tiers.append(("project_id = ? and assignee_id is null and status = ?", [project_id, status]))
     return tiers

@@ -178,6 +178,19 @@ def test_rejected_image_goes_back_to_its_labeler_first(db, users, project, two_l
     assert labeling.next_image(db, first, project["id"])["id"] == ids[2]
 
 
+def test_rejected_image_nobody_labeled_goes_back_into_the_shared_queue(db, users, project, two_labelers):
+    """Imported and demo images are `labeled` without a labeler: rejected, they still come back."""
+    ids = add_images(db, users["admin"], project, 2)
+    cat = label_id(db, project, "cat")
+    image = annotations.save_boxes(db, users["admin"], ids[1], [box(cat)], 0, status="labeled")
+    assert image["labeled_by"] is None
+    image = labeling.reject(db, users["reviewer"], ids[1], image["version"], "missed a cat")
+    first, _ = two_labelers
+    assert labeling.queue_size(db, first, project["id"]) == 2
+    served = [labeling.next_image(db, first, project["id"], exclude=[ids[0]])]
+    assert served[0]["id"] == ids[1] and served[0]["status"] == "rejected"
+
+
 # ---------------------------------------------------------------- statuses
 
 
