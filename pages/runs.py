@@ -65,8 +65,9 @@ run_id = st.selectbox("Run", run_ids, key="run_id",
 run = jobs.get_run(db, run_id)
 
 
-def live_view(run_id: int) -> None:
-    """Progress, curves, log and controls of one run; refreshes itself while the run is active."""
+def live_view(run_id: int, polling: bool) -> None:
+    """Progress, curves, log and controls of one run; refreshes itself while the run is active.
+    `polling`: whether it was set up to refresh itself (the run or one of its jobs was active)."""
     jobs.pump_queue(db)
     run = jobs.get_run(db, run_id)
     summary = jobs.progress_summary(run)
@@ -92,6 +93,10 @@ def live_view(run_id: int) -> None:
         st.code("\n".join(jobs.log_tail(run, 40)) or "(empty)", language=None)
     if can_train:
         controls(run)
+    if jobs.is_active(db, run_id) != polling:
+        # The run or a job of it ended (or a control started one): rerun the whole page, so the
+        # run table and the evaluation section show it and refreshing starts or stops.
+        st.rerun()
 
 
 def controls(run: dict) -> None:
@@ -133,7 +138,8 @@ def controls(run: dict) -> None:
                     jobs.export_model(db, user, run["id"], which, name or None)
 
 
-st.fragment(run_every=2 if jobs.is_active(db, run_id) else None)(live_view)(run_id)
+polling = jobs.is_active(db, run_id)
+st.fragment(run_every=2 if polling else None)(live_view)(run_id, polling)
 
 # ---------------------------------------------------------------- evaluation
 

@@ -1,0 +1,72 @@
+"""The Runs page in a real browser follows a run without a reload: when it ends, the run table
+says so too (not only the live view), and a run resumed from the page is followed again.
+The stand-in trainer of tests/test_jobs.py runs through the external-runner fields."""
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from backend import configs, jobs
+from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
+from tests.test_jobs import CONFIG, STAND_IN, make_dataset_version
+
+pytestmark = pytest.mark.e2e
+expect = playwright_api.expect
+
+
+@pytest.fixture
+def running(db, users, project, data_dir, tmp_path):
+    """A training run of the stand-in, long enough to be running while the page watches it."""
+    script = tmp_path / "stand_in_trainer.py"
+    script.write_text(STAND_IN)
+    export_id = make_dataset_version(db, project, data_dir)
+    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
+    run = jobs.start_run(db, users["reviewer"], project["id"], export_id=export_id,
+                         config_id=config["id"], python=sys.executable, script=str(script),
+                         num_train_steps=100_000)
+    yield run
+    # Whoever started it last (this process or the app), it must not outlive the test.
+    if jobs.get_run(db, run["id"])["status"] in jobs.ACTIVE:
+        jobs.cancel_run(db, users["reviewer"], run["id"])
+        jobs.wait_for_run(db, run["id"], timeout=60)
+
+
+@pytest.fixture
+def app_url(running, app_server):
+    return app_server
+
+
+def run_table_status(page):
+    """The status cell of the first row of the run table (the grid's accessible table)."""
+    return page.locator("[data-testid=stDataFrame]").first.locator("table tbody tr").first \
+        .locator("td").nth(1)
+
+
+def test_run_table_follows_the_run_without_a_reload(db, users, running, app_url, browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    OPEN_PAGES.append(context)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(app_url)
+    page.get_by_role("textbox", name="User name").fill("reviewer")
+    page.get_by_role("textbox", name="Password", exact=True).fill("reviewer-password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text("Signed in as reviewer").wait_for()
+    page.get_by_role("link", name="Runs").click()
+    page.get_by_text(f"Run #{running['id']}: running").wait_for()
+    wait_idle(page)
+    expect(run_table_status(page)).to_have_text("running")
+
+    # The run ends while the page is open: the live view and the run table both show it.
+    jobs.cancel_run(db, users["reviewer"], running["id"])
+    assert jobs.wait_for_run(db, running["id"], timeout=60)["status"] == "cancelled"
+    page.get_by_text(f"Run #{running['id']}: cancelled").wait_for()
+    expect(run_table_status(page)).to_have_text("cancelled", timeout=TIMEOUT_MS)
+
+    # Resumed from the page: the table shows it running, and the page follows it again.
+    page.get_by_role("button", name="Resume").click()
+    expect(run_table_status(page)).to_have_text("running", timeout=TIMEOUT_MS)
+    jobs.cancel_run(db, users["reviewer"], running["id"])
+    expect(run_table_status(page)).to_have_text("cancelled", timeout=TIMEOUT_MS)
+    page.get_by_text(f"Run #{running['id']}: cancelled").wait_for()
