@@ -85,8 +85,10 @@ found_ids = sorted({d.class_id for _, r in results for d in r.detections})
 names = {i: state["label_map"].get(i, str(i)) for i in found_ids}
 left, right = st.columns([1, 2])
 min_score = left.slider("Score threshold", 0.0, 1.0, 0.5, 0.01, key="predict_min_score")
+# Keyed by the classes found: a later prediction that finds other classes starts with all of them
+# selected, instead of keeping a selection made among the previous ones.
 class_ids = right.multiselect("Classes", found_ids, default=found_ids, format_func=lambda i: names[i],
-                              key="predict_classes")
+                              key="predict_classes_" + "_".join(map(str, found_ids)))
 
 predictions_only = [r for _, r in results]
 downloads = st.columns(2)

@@ -65,7 +65,7 @@ def test_predict_page_filters_cached_detections_without_running_the_model_again(
     # Same latency figures: the detections came from the session, not from a second model call.
     assert at.markdown[0].value == heading.replace("2 detections", "1 detection")
     at.slider(key="predict_min_score").set_value(0.2).run()
-    at.multiselect(key="predict_classes").set_value([1]).run()
+    at.multiselect(key="predict_classes_1_2").set_value([1]).run()
     assert at.dataframe[0].value["score"].tolist() == [0.6, 0.3]
     assert [b.label for b in at.get("download_button")] == \
         ["Download JSON (COCO results)", "Download CSV", "Annotated PNG"]
