@@ -10,16 +10,12 @@ import pytest
 
 from backend import configs, jobs, pipeline_config as pc
 from tests.helpers import button as _button, signed_in
-from tests.test_jobs import CONFIG, STAND_IN, _stop_leftovers, make_dataset_version, poll  # noqa: F401
+from tests.test_jobs import _stop_leftovers, make_dataset_version, poll, setup, stand_in  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def stocked(db, users, project, data_dir, tmp_path):
-    script = tmp_path / "stand_in_trainer.py"
-    script.write_text(STAND_IN)
-    export_id = make_dataset_version(db, project, data_dir)
-    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
-    return {"script": str(script), "export_id": export_id, "config_id": config["id"]}
+def stocked(setup, stand_in):
+    return {"script": stand_in, "export_id": setup["export_id"], "config_id": setup["config_id"]}
 
 
 def test_reviewer_launches_a_run_watches_it_and_cancels_it(db, users, project, stocked):

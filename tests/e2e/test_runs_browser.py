@@ -7,23 +7,19 @@ import sys
 
 import pytest
 
-from backend import configs, jobs
+from backend import jobs
 from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
-from tests.test_jobs import CONFIG, STAND_IN, make_dataset_version
+from tests.test_jobs import setup, stand_in  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
 expect = playwright_api.expect
 
 
 @pytest.fixture
-def running(db, users, project, data_dir, tmp_path):
+def running(db, users, project, setup, stand_in):
     """A training run of the stand-in, long enough to be running while the page watches it."""
-    script = tmp_path / "stand_in_trainer.py"
-    script.write_text(STAND_IN)
-    export_id = make_dataset_version(db, project, data_dir)
-    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
-    run = jobs.start_run(db, users["reviewer"], project["id"], export_id=export_id,
-                         config_id=config["id"], python=sys.executable, script=str(script),
+    run = jobs.start_run(db, users["reviewer"], project["id"], export_id=setup["export_id"],
+                         config_id=setup["config_id"], python=sys.executable, script=stand_in,
                          num_train_steps=100_000)
     yield run
     # Whoever started it last (this process or the app), it must not outlive the test.
