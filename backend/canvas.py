@@ -99,14 +99,14 @@ def _carry_flags(boxes: list[dict], previous: list[dict]) -> None:
 
     pending = []
     for box in boxes:
-        same = next((i for i in unclaimed if previous[i]["label_id"] == box["label_id"] and all(
-            abs(previous[i][k] - box[k]) <= _DRAFT_TOLERANCE for k in ("xmin", "ymin", "xmax", "ymax"))), None)
+        same = next((i for i in unclaimed if _same_place(previous[i], box)), None)
         if same is None:
             pending.append(box)
         else:
             claim(same, box)
     for box in pending:
-        overlaps = [(box_math.iou(_corners(box), _corners(previous[i])), i) for i in unclaimed if previous[i]["label_id"] == box["label_id"]]
+        overlaps = [(box_math.iou(_corners(box), _corners(previous[i])), i) for i in unclaimed
+                    if previous[i]["label_id"] == box["label_id"]]
         best = max(overlaps, default=(0.0, None))
         if best[0] >= 0.3:
             claim(best[1], box)
@@ -116,12 +116,14 @@ def _corners(box: dict) -> tuple[float, float, float, float]:
     return box["xmin"], box["ymin"], box["xmax"], box["ymax"]
 
 
+def _same_place(a: dict, b: dict) -> bool:
+    """Same class, every corner within half a pixel."""
+    return a["label_id"] == b["label_id"] and all(
+        abs(a[k] - b[k]) <= _DRAFT_TOLERANCE for k in ("xmin", "ymin", "xmax", "ymax"))
+
+
 def _matching_draft(box: dict, drafts: list[dict]) -> dict | None:
-    for draft in drafts:
-        if draft["label_id"] == box["label_id"] and all(
-                abs(draft[k] - box[k]) <= _DRAFT_TOLERANCE for k in ("xmin", "ymin", "xmax", "ymax")):
-            return draft
-    return None
+    return next((draft for draft in drafts if _same_place(draft, box)), None)
 
 
 def display_image(image: dict, fit: coordinates.DisplayFit) -> bytes:

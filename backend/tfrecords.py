@@ -69,7 +69,8 @@ def inspect(actor: dict, pattern: str, label_map_path: str | None = None,
     check_allowed(actor, pattern)
     parsed, source = label_map_for(pattern, label_map_path)
     files = tfrecord.resolve(pattern)
-    key = (pattern, source, tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files),
+    stats = [(str(f), f.stat()) for f in files]  # one stat per file: for URLs each is a request
+    key = (pattern, source, tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats),
            remote.as_path(source).stat().st_mtime_ns if source else None)
     if key not in _INSPECTIONS:
         if len(_INSPECTIONS) > 16:

@@ -37,6 +37,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def summary(values: list[float]) -> dict[str, float]:
+    """p50, p95 and mean of timings in ms, rounded to 0.1."""
+    return {"p50": round(percentile(values, 50), 1), "p95": round(percentile(values, 95), 1),
+            "mean": round(statistics.fmean(values), 1)}
+
+
 def default_export() -> Path:
     """bench/out/default_export: the default recipe exported after one training step."""
     from tests.training import shapes
@@ -116,13 +122,9 @@ def main() -> None:
         "model": str(model_dir), "images": len(encoded), "size": args.size,
         "cpus": os.cpu_count(), "load_average_1min": os.getloadavg()[0],
         "python": platform.python_version(), "load_s": round(load_s, 1), "warm_up_ms": round(warm_ms),
-        "pipeline_ms": {key: {"p50": round(percentile(v, 50), 1), "p95": round(percentile(v, 95), 1),
-                              "mean": round(statistics.fmean(v), 1)} for key, v in steps.items()},
-        "raw_call_ms": {"p50": round(percentile(raw, 50), 1), "p95": round(percentile(raw, 95), 1),
-                        "mean": round(statistics.fmean(raw), 1)},
-        "raw_call_unfolded_ms": {"p50": round(percentile(raw_unfolded, 50), 1),
-                                 "p95": round(percentile(raw_unfolded, 95), 1),
-                                 "mean": round(statistics.fmean(raw_unfolded), 1)} if raw_unfolded else None,
+        "pipeline_ms": {key: summary(v) for key, v in steps.items()},
+        "raw_call_ms": summary(raw),
+        "raw_call_unfolded_ms": summary(raw_unfolded) if raw_unfolded else None,
         "raw_call_cpu_ms": {"p50": round(percentile(raw_cpu, 50), 1), "mean": round(statistics.fmean(raw_cpu), 1)},
         "end_to_end_images_per_s": round(end_to_end_ips, 1),
         "batch_prediction_images_per_s": round(batch_ips, 1), "batch_prediction_drafts": batch_drafts,

@@ -304,7 +304,7 @@ def resolve(pattern: str | Path) -> list[Path | remote.RemoteFile]:
         if remote.is_url(part):
             path = remote.RemoteFile(part)
             if path.is_dir():
-                found = [p for p in remote.listdir(path) if _is_record_name(p.name) and p.is_file()]
+                found = [p for p in remote.listdir(path) if _is_record_name(p.name) and not p.is_dir()]
             else:
                 found = [p for p in remote.glob(part) if not p.is_dir()]
         elif (path := Path(part).expanduser()).is_dir():
