@@ -224,8 +224,8 @@ def test_cli_export_copies_the_version_and_points_the_snippet_at_the_copy(db, ad
     snippet = pipeline_config.parse((out / "pipeline_snippet.config").read_text())
     assert snippet.one("train_input_reader").one("label_map_path") == str(out / "label_map.pbtxt")
     assert len(glob.glob(snippet.one("train_input_reader").one("tf_record_input_reader").one("input_path"))) == 2
-    assert main(["export", "pets", str(out)]) == 2  # not empty: refused, nothing overwritten
-    assert main(["export", "nope", str(tmp_path / "x")]) == 2
+    assert main(["export", "pets", str(out)]) == 3  # invalid: not empty: refused, nothing overwritten
+    assert main(["export", "nope", str(tmp_path / "x")]) == 4  # not found
 
 
 def test_bad_export_parameters_are_refused(db, admin, project, labeled):
