@@ -310,6 +310,13 @@ def _value_problems(doc: ConfigDocument) -> list[Problem]:
         path = f"{_SSD}.matcher.argmax_matcher"
         out.extend(Problem(path, line(path), text) for text in _matcher(ssd).problems())
     for kind in ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer"):
+        optimizer = get(f"train_config.optimizer.{kind}")
+        rate = optimizer.one("learning_rate") if isinstance(optimizer, Message) else None
+        if isinstance(optimizer, Message) and not (isinstance(rate, Message) and rate.fields):
+            path = f"train_config.optimizer.{kind}"
+            out.append(Problem(path, line(path), "needs a learning_rate { ... } (constant_learning_rate, "
+                               "exponential_decay_learning_rate, manual_step_learning_rate or "
+                               "cosine_decay_learning_rate)"))
         out.extend(_schedule_problems(doc, f"train_config.optimizer.{kind}.learning_rate", get, line))
     opt = get("train_config.optimizer")
     if isinstance(opt, Message):
@@ -317,6 +324,10 @@ def _value_problems(doc: ConfigDocument) -> list[Problem]:
         if len(kinds) != 1:
             out.append(Problem("train_config.optimizer", line("train_config.optimizer"),
                                "needs exactly one of momentum_optimizer, adam_optimizer, rms_prop_optimizer"))
+        if not opt.has("use_moving_average"):
+            out.append(Problem("train_config.optimizer", line("train_config.optimizer"),
+                               "use_moving_average is true by default in the TF OD API and this trainer keeps "
+                               "no moving average: add use_moving_average: false"))
     return out
 
 
