@@ -99,7 +99,9 @@ SUPPORTED = [
     "train_config.data_augmentation_options.random_horizontal_flip",
     "train_config.data_augmentation_options.random_horizontal_flip.probability",
     "train_config.data_augmentation_options.random_crop_image",
-    "train_config.data_augmentation_options.random_crop_image.*",
+    *[f"train_config.data_augmentation_options.random_crop_image.{p}" for p in
+      ["min_object_covered", "min_aspect_ratio", "max_aspect_ratio", "min_area", "max_area", "overlap_thresh",
+       "clip_boxes", "random_coef"]],
     "train_config.data_augmentation_options.random_adjust_brightness",
     "train_config.data_augmentation_options.random_adjust_brightness.max_delta",
     "train_config.data_augmentation_options.random_adjust_contrast",
