@@ -1,0 +1,296 @@
+"""Learning and speed parity with the TF OD API on the parity fixture (issue 11, items 3 and 5).
+
+    .venv/bin/python bench/parity_bench.py                       # curve at 500,1000,1500 + timing, ~25 min
+    .venv/bin/python bench/parity_bench.py --steps 500,1000,1500 --odapi-python /work/oracle/venv/bin/python
+    .venv/bin/python bench/parity_bench.py --timing-only --config small128 --batch-size 4 --rounds 2
+    .venv/bin/python bench/parity_bench.py --no-odapi            # Boxwise's curve only
+
+1. Writes `pipeline.config` from `tests/fixtures/odapi/parity/pipeline.config` (or, with
+   `--config small128`, from `tests/fixtures/odapi/small128/pipeline.config`) with its input paths
+   pointed at the parity TFRecords (400 train, 100 val images, 128x128, 3 classes).
+2. Curve (unless `--timing-only`): trains Boxwise with the real CLI, `python -m backend train`,
+   to each step count in turn (each a new process resuming from the last checkpoint), and
+   evaluates every checkpoint with the CLI's evaluation mode (`--checkpoint_dir`, Boxwise's
+   pycocotools COCO evaluator on the 100 val images). Printed beside the OD API's own curve from
+   `odapi_curve.json` (model_main_tf2.py on the same config and data), with the differences.
+3. Timing: when an OD API python is given (`--odapi-python`) or found at /work/oracle, runs
+   `--rounds` pairs of fresh timing runs of `--timing-steps` steps, alternating Boxwise and the
+   OD API's `model_main_tf2.py` on the same config, and reports seconds per step of each and
+   their ratio per pair. Seconds per step: Boxwise from its `progress.jsonl` (steps 100 to the
+   end, after tracing), the OD API from its "per-step time" log lines (each the mean of a
+   100-step tf.function call; the first, which includes tracing, left out). The 1-minute load
+   average is sampled every 5 s while each run goes; the machine is shared, so compare ratios.
+
+JSON goes to bench/out/parity_bench.json (or `--out`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+FIXTURES = REPO / "tests" / "fixtures" / "odapi"
+PARITY = FIXTURES / "parity"
+ORACLE_PYTHON = Path("/work/oracle/venv/bin/python")
+ORACLE_RESEARCH = Path("/work/oracle/src/research")
+MAP, MAP50 = "DetectionBoxes_Precision/mAP", "DetectionBoxes_Precision/mAP@.50IOU"
+sys.path.insert(0, str(REPO))
+
+
+# --- config ----------------------------------------------------------------------------------
+
+def write_config(kind: str, path: Path, batch_size: int | None = None) -> Path:
+    """The parity config (or small128's architecture) reading the parity TFRecords."""
+    from backend.pipeline_config import ConfigDocument
+    if kind == "parity":
+        text = (PARITY / "pipeline.config").read_text(encoding="utf-8").replace("PARITY_DIR", str(PARITY))
+        doc = ConfigDocument(text)
+    elif kind == "small128":
+        doc = ConfigDocument((FIXTURES / "small128" / "pipeline.config").read_text(encoding="utf-8"))
+        label_map = str(PARITY / "label_map.pbtxt")
+        for reader, pattern in (("train_input_reader", "train"), ("eval_input_reader", "val")):
+            doc.set(f"{reader}.label_map_path", label_map)
+            doc.set(f"{reader}.tf_record_input_reader.input_path", str(PARITY / f"{pattern}.record-?????-of-00002"))
+        # model_main_tf2 would try to restore it (no fine_tune_checkpoint given): train from scratch.
+        doc.remove("train_config.fine_tune_checkpoint_type")
+    else:
+        raise SystemExit(f"unknown --config {kind!r}: parity or small128")
+    if batch_size:
+        doc.set("train_config.batch_size", batch_size)
+    path.write_text(doc.text, encoding="utf-8")
+    return path
+
+
+# --- machine load ----------------------------------------------------------------------------
+
+class LoadSampler:
+    """The 1-minute load average every `every` seconds while a run goes."""
+
+    def __init__(self, every: float = 5.0):
+        self.every, self.samples = every, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.samples.append(os.getloadavg()[0])
+            self._stop.wait(self.every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {}
+        return {"mean": round(statistics.mean(self.samples), 2), "max": round(max(self.samples), 2),
+                "min": round(min(self.samples), 2)}
+
+
+def run(cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
+    """Run a command to completion with its output in `log_path`; wall time and load while it ran."""
+    start = time.perf_counter()
+    with LoadSampler() as load, open(log_path, "w", encoding="utf-8") as log:
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
+        raise SystemExit(f"{cmd[0:4]} failed with exit code {proc.returncode}; end of {log_path}:\n{tail}")
+    return {"wall_seconds": round(wall, 1), "load": load.summary()}
+
+
+# --- Boxwise ---------------------------------------------------------------------------------
+
+def boxwise_train(config: Path, model_dir: Path, steps: int, log_path: Path, checkpoint_every_n: int = 0) -> dict:
+    cmd = [sys.executable, "-m", "backend", "train", f"--pipeline_config_path={config}",
+           f"--model_dir={model_dir}", f"--num_train_steps={steps}", f"--checkpoint_every_n={checkpoint_every_n}"]
+    return run(cmd, log_path, cwd=REPO)
+
+
+def boxwise_evaluate(config: Path, model_dir: Path, log_path: Path) -> dict:
+    """Evaluation mode of the CLI over every checkpoint in model_dir not scored yet."""
+    eval_dir = model_dir / "eval_out"
+    cmd = [sys.executable, "-m", "backend", "train", f"--pipeline_config_path={config}",
+           f"--model_dir={eval_dir}", f"--checkpoint_dir={model_dir}", "--eval_timeout=1"]
+    info = run(cmd, log_path, cwd=REPO)
+    info["metrics"] = json.loads((eval_dir / "metrics.json").read_text(encoding="utf-8"))
+    return info
+
+
+def boxwise_seconds_per_step(model_dir: Path, from_step: int = 100) -> float | None:
+    """Steady seconds per step from progress.jsonl: time between the first logged row at or past
+    `from_step` (tracing and warm-up done) and the last row, over the steps between them."""
+    rows = [json.loads(line) for line in (model_dir / "progress.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("phase") == "train"]
+    later = [r for r in rows if r["step"] >= from_step]
+    if len(later) < 2:
+        return None
+    return (later[-1]["time"] - later[0]["time"]) / (later[-1]["step"] - later[0]["step"])
+
+
+# --- the OD API ------------------------------------------------------------------------------
+
+def odapi_env(odapi_python: Path) -> dict:
+    env = dict(os.environ)
+    research = ORACLE_RESEARCH if odapi_python == ORACLE_PYTHON else Path(os.environ.get("ODAPI_RESEARCH", ORACLE_RESEARCH))
+    env["PYTHONPATH"] = f"{research}:{research / 'slim'}"
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return env
+
+
+def odapi_train(odapi_python: Path, config: Path, model_dir: Path, steps: int, log_path: Path) -> dict:
+    env = odapi_env(odapi_python)
+    main = Path(env["PYTHONPATH"].split(":")[0]) / "object_detection" / "model_main_tf2.py"
+    cmd = [str(odapi_python), str(main), f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
+           f"--num_train_steps={steps}", "--checkpoint_every_n=100000", "--alsologtostderr"]
+    info = run(cmd, log_path, env=env)
+    per_step = [float(x) for x in re.findall(r"per-step time ([0-9.]+)s", log_path.read_text(errors="replace"))]
+    info["per_step_log"] = per_step
+    info["seconds_per_step"] = statistics.mean(per_step[1:]) if len(per_step) > 1 else None
+    return info
+
+
+# --- report ----------------------------------------------------------------------------------
+
+def curve_table(curve: list[dict], odapi_points: dict[int, dict]) -> list[str]:
+    lines = ["| step | Boxwise mAP | OD API mAP | diff | Boxwise mAP@0.5 | OD API mAP@0.5 | diff |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for point in curve:
+        ref = odapi_points.get(point["step"])
+        if ref:
+            lines.append(f"| {point['step']} | {point['map']:.3f} | {ref[MAP]:.3f} | {point['map'] - ref[MAP]:+.3f} | "
+                         f"{point['map50']:.3f} | {ref[MAP50]:.3f} | {point['map50'] - ref[MAP50]:+.3f} |")
+        else:
+            lines.append(f"| {point['step']} | {point['map']:.3f} | – | – | {point['map50']:.3f} | – | – |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", default="500,1000,1500", help="comma-separated step counts to evaluate at")
+    parser.add_argument("--config", default="parity", choices=["parity", "small128"])
+    parser.add_argument("--batch-size", type=int, default=None, help="override train_config.batch_size")
+    parser.add_argument("--odapi-python", type=Path, default=None,
+                        help=f"the OD API's python (default {ORACLE_PYTHON} when it exists)")
+    parser.add_argument("--no-odapi", action="store_true", help="skip the OD API timing runs")
+    parser.add_argument("--timing-only", action="store_true", help="skip the curve")
+    parser.add_argument("--timing-steps", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=2, help="alternating Boxwise / OD API timing pairs")
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "parity_bench.json")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = parser.parse_args(argv)
+    steps = sorted(int(s) for s in args.steps.split(",") if s.strip())
+    odapi_python = None
+    if not args.no_odapi:
+        odapi_python = args.odapi_python or (ORACLE_PYTHON if ORACLE_PYTHON.exists() else None)
+
+    work = Path(tempfile.mkdtemp(prefix="parity_bench_"))
+    report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                    "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                "load_at_start": [round(x, 2) for x in os.getloadavg()]},
+                    "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    try:
+        config = write_config(args.config, work / "pipeline.config", args.batch_size)
+        print(f"config: {args.config} (batch {args.batch_size or 'as written'}), work dir {work}", flush=True)
+
+        # Timing first (fresh runs, alternating): the curve's checkpoints don't interfere.
+        timing = []
+        if odapi_python:
+            for index in range(1, args.rounds + 1):
+                for who in ("boxwise", "odapi"):
+                    model_dir = work / f"time-{who}-{index}"
+                    log_path = work / f"time-{who}-{index}.log"
+                    if who == "boxwise":
+                        info = boxwise_train(config, model_dir, args.timing_steps, log_path)
+                        info["seconds_per_step"] = boxwise_seconds_per_step(model_dir)
+                    else:
+                        info = odapi_train(odapi_python, config, model_dir, args.timing_steps, log_path)
+                    info.update(who=who, round=index, steps=args.timing_steps)
+                    timing.append(info)
+                    print(f"timing round {index} {who:8s} {info['seconds_per_step']:.4f} s/step  "
+                          f"wall {info['wall_seconds']:6.1f} s  load {info['load']}", flush=True)
+            report["timing"] = timing
+            pairs = []
+            for index in range(1, args.rounds + 1):
+                b = next(t for t in timing if t["round"] == index and t["who"] == "boxwise")
+                o = next(t for t in timing if t["round"] == index and t["who"] == "odapi")
+                pairs.append(round(b["seconds_per_step"] / o["seconds_per_step"], 3))
+            report["timing_ratio_boxwise_over_odapi"] = pairs
+
+        curve = []
+        if not args.timing_only:
+            model_dir = work / "curve"
+            for n in steps:
+                info = boxwise_train(config, model_dir, n, work / f"train-{n}.log", checkpoint_every_n=n)
+                result = boxwise_evaluate(config, model_dir, work / f"eval-{n}.log")
+                scored = max(result["metrics"].values(), key=lambda r: r["step"])
+                assert scored["step"] == n, f"latest evaluated checkpoint is at step {scored['step']}, not {n}"
+                point = {"step": n, "map": scored["metrics"][MAP], "map50": scored["metrics"][MAP50],
+                         "map75": scored["metrics"]["DetectionBoxes_Precision/mAP@.75IOU"],
+                         "ar100": scored["metrics"]["DetectionBoxes_Recall/AR@100"],
+                         "train_wall_seconds": info["wall_seconds"], "train_load": info["load"],
+                         "eval_wall_seconds": result["wall_seconds"]}
+                history = [json.loads(line) for line in (model_dir / "progress.jsonl").read_text().splitlines()]
+                point["final_losses"] = history[-1]["losses"]
+                curve.append(point)
+                print(f"step {n:5d}  mAP {point['map']:.3f}  mAP@0.5 {point['map50']:.3f}  total loss "
+                      f"{point['final_losses']['total']:.3f}  train wall {info['wall_seconds']:.0f} s  "
+                      f"load {info['load']}", flush=True)
+            rows = [json.loads(line) for line in (model_dir / "progress.jsonl").read_text().splitlines()]
+            starts = {0, *steps}  # each process's first row times its first step, tracing included
+            seconds_per_step = [1.0 / r["steps_per_sec"] for r in rows
+                                if r.get("phase") == "train" and r["step"] - 1 not in starts]
+            report["curve"] = curve
+            report["curve_seconds_per_step_median"] = round(statistics.median(seconds_per_step), 4)
+
+        odapi_curve = json.loads((PARITY / "odapi_curve.json").read_text())
+        odapi_points = {p["step"]: p for p in odapi_curve["points"]}
+        print()
+        if curve and args.config == "parity" and not args.batch_size:
+            lines = curve_table(curve, odapi_points)
+            worst = max(max(abs(p["map"] - odapi_points[p["step"]][MAP]), abs(p["map50"] - odapi_points[p["step"]][MAP50]))
+                        for p in curve if p["step"] in odapi_points) if any(p["step"] in odapi_points for p in curve) else None
+            report["largest_difference"] = worst
+            print("\n".join(lines))
+            if worst is not None:
+                print(f"largest difference from the OD API: {worst:.3f} (target: within 0.03)")
+            print(f"Boxwise s/step over the curve's logged windows (median): {report['curve_seconds_per_step_median']}"
+                  f"; the OD API's run of the curve: {odapi_curve['seconds_per_step']}")
+        if timing:
+            print("\n| round | Boxwise s/step | OD API s/step | Boxwise / OD API | load (mean 1-min) B / O |")
+            print("|---:|---:|---:|---:|---|")
+            for index, ratio in enumerate(report["timing_ratio_boxwise_over_odapi"], 1):
+                b = next(t for t in timing if t["round"] == index and t["who"] == "boxwise")
+                o = next(t for t in timing if t["round"] == index and t["who"] == "odapi")
+                print(f"| {index} | {b['seconds_per_step']:.4f} | {o['seconds_per_step']:.4f} | {ratio:.3f} | "
+                      f"{b['load'].get('mean')} / {o['load'].get('mean')} |")
+        report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        report["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written to {args.out}")
+    finally:
+        if args.keep:
+            print(f"work directory kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
