@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import sqlite_utils
 
-from backend import settings
+from backend import paths, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
@@ -136,6 +136,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
     """Record the export in `path` (used in place) as a model of the project. Returns the row."""
     require(actor, "train")
     get_project(db, project_id)
+    path = paths.confine(path, actor, "model")
     info = inspect_export(path)
     root = info["root"].resolve()
     existing = one(db, "select id from models where project_id = ? and path = ?",

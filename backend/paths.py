@@ -4,11 +4,11 @@ Import sources, image references inside annotation files, record sets, label map
 configs, model folders and export targets all go through it before anything is opened,
 listed or checked for existence:
 
-- admins (the command line acts as one) may use any local path on the server;
+- admins (the command line acts as one) may use any path on the server, and URLs;
 - everyone else only paths that resolve — symlinks followed — inside the data folder or a
   folder the server's owner allowed (`server_settings.allowed_paths`);
-- URLs (`gs://…`) only for the purposes README names (the TFRecord browser's record sets and
-  label maps) and only for roles with `read_urls` (reviewers, admins).
+- URLs (`gs://…`) otherwise only where README names them (the TFRecord browser's record sets
+  and label maps) and only for roles with `read_urls` (reviewers).
 
 A refusal is a PermissionError built from the typed text alone, so it reads the same whether
 or not the file exists.
@@ -58,10 +58,12 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str) -> Path | r
         raise Invalid("a path cannot contain a NUL character")
     who = f"{actor.get('username')} ({actor.get('role')})" if actor else "anonymous"
     if remote.is_url(text):
-        if purpose in URL_PURPOSES and can(actor, "read_urls"):
+        if can(actor, "server_paths") or (purpose in URL_PURPOSES and can(actor, "read_urls")):
             return remote.as_path(text)
-        where = "here" if purpose not in URL_PURPOSES else "without the reviewer or admin role"
-        raise PermissionError(f"{who} may not {verb} a URL {where}")
+        if purpose in URL_PURPOSES:
+            raise PermissionError(f"{who} may not open URLs (reviewers and admins may)")
+        raise PermissionError(f"{who} may not {verb} a URL: only record sets and label maps in "
+                              "the TFRecord browser may be URLs")
     try:
         resolved = Path(text).expanduser().resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name too long
