@@ -293,7 +293,7 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
         raise
     version = get_version(db, export_id)
     if copy_to:
-        copy_version(version, copy_to)
+        _copy_version(version, copy_to)
     return version
 
 
@@ -468,7 +468,7 @@ def export_zip(db: sqlite_utils.Database, actor: dict, export_id: int) -> Path:
     return target
 
 
-def copy_version(version: dict, out: str | Path) -> Path:
+def _copy_version(version: dict, out: Path) -> Path:
     """Copy a finished dataset version to folder `out` (created; must be empty or absent) and
     point the copy's pipeline snippet at the copy."""
     out = Path(out).resolve()

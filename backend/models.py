@@ -219,7 +219,7 @@ def register_zip(db: sqlite_utils.Database, actor: dict, project_id: int, upload
     get_project(db, project_id)
     target = settings.subdir("models") / f"upload-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     try:
-        extract_zip(upload, target)
+        _extract_zip(upload, target)
         exports = [pb.parent for pb in target.rglob("saved_model.pb")]
         if len(exports) != 1:
             raise ModelInvalid(f"{filename} holds {len(exports)} SavedModels (saved_model.pb files); "
@@ -232,7 +232,7 @@ def register_zip(db: sqlite_utils.Database, actor: dict, project_id: int, upload
         raise
 
 
-def extract_zip(upload: bytes | BinaryIO, target: Path) -> None:
+def _extract_zip(upload: bytes | BinaryIO, target: Path) -> None:
     """Extract safely: no absolute paths, `..`, drive letters or links; at most
     MAX_MODEL_ZIP_BYTES and MAX_MODEL_ZIP_FILES, counted as bytes are written (headers lie)."""
     import io

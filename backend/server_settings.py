@@ -103,9 +103,13 @@ def allowed_paths() -> list[Path]:
 # ---------------------------------------------------------------- changes (admins: the CLI)
 
 
-def _write(actor: dict, change) -> dict:
+def _require(actor: dict) -> None:
     from backend.auth import require  # auth needs the database, which needs settings: import late
     require(actor, "configure_server")
+
+
+def _write(actor: dict, change) -> dict:
+    _require(actor)
     current = _read_file()
     change(current)
     atomic.write_json(settings_path(), current)
@@ -114,6 +118,7 @@ def _write(actor: dict, change) -> dict:
 
 def set_runner(actor: dict, name: str, python: str, script: str) -> dict:
     """Add or replace external runner `name` (absolute paths outside the data folder)."""
+    _require(actor)
     checked = _check_runner(name, {"python": python, "script": script})
     return _write(actor, lambda s: s.setdefault("runners", {}).__setitem__(name, checked))
 
@@ -128,6 +133,7 @@ def remove_runner(actor: dict, name: str) -> dict:
 
 def allow_path(actor: dict, folder: str) -> dict:
     """Add `folder` to the folders every user's paths may point into."""
+    _require(actor)
     path = Path(folder).expanduser().resolve()
     if not path.is_dir():
         raise NotFound(f"{folder} is not a folder")
@@ -136,6 +142,7 @@ def allow_path(actor: dict, folder: str) -> dict:
 
 
 def disallow_path(actor: dict, folder: str) -> dict:
+    _require(actor)
     path = str(Path(folder).expanduser().resolve())
 
     def change(current):

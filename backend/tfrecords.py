@@ -73,7 +73,7 @@ def save_uploads(actor: dict, uploads: list[tuple[str, bytes]]) -> str:
         raise Invalid("choose at least one TFRecord file")
     limit = max_upload_bytes()
     if sum(len(data) for _, data in uploads) > limit:
-        raise Invalid(f"record uploads are limited to {limit / 1024**2:.0f} MiB in all")
+        raise Invalid(f"record uploads are limited to {limit:,} bytes in all")
     remove_old_uploads()
     folder = settings.subdir("uploads") / "tfrecords" / secrets.token_hex(8)
     try:
