@@ -80,7 +80,7 @@ def sidebar(user: dict) -> None:
                          key=f"project_picker_{st.session_state['project_id']}",
                          format_func=lambda i: next(p["name"] for p in choices if p["id"] == i),
                          on_change=_choose_project)
-        st.caption(f"Signed in as **{user['username']}** ({user['role']})")
+        st.caption(f"Signed in as **{common.plain(user['username'])}** ({user['role']})")
         if st.button("Log out", key="logout"):
             common.forget_login()
             st.session_state.pop("user", None)

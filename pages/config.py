@@ -13,7 +13,7 @@ project = common.require_project()
 user = common.user()
 can_train = auth.can(user, "train")
 db = common.db()
-st.title(f"Pipeline configs of {project['name']}")
+st.title(f"Pipeline configs of {common.plain(project['name'])}")
 
 saved = configs.all_configs(db, project["id"])
 templates = configs.templates()

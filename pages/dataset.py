@@ -11,7 +11,7 @@ from pages import common
 
 project = common.require_project()
 user = common.user()
-st.title(f"Datasets of {project['name']}")
+st.title(f"Datasets of {common.plain(project['name'])}")
 
 stats = images.stats(common.db(), project["id"])
 st.caption(f"{stats['images']} images · " +

@@ -15,7 +15,7 @@ can_train = auth.can(user, "train")
 db = common.db()
 jobs.pump_queue(db)  # settle runs that ended while nobody watched; start queued ones
 jobs.start_queue_watcher()  # and keep doing so in the background while the dashboard runs
-st.title(f"Training runs of {project['name']}")
+st.title(f"Training runs of {common.plain(project['name'])}")
 
 # ---------------------------------------------------------------- launch
 

@@ -76,7 +76,7 @@ with common.reported():
         columns = st.columns(3)
         for position, entry in enumerate(entries):
             with columns[position % 3]:
-                st.markdown(f"**{entry['where']}**")
+                st.markdown(f"**{common.plain(entry['where'])}**")
                 if entry["image"] is not None:
                     st.image(entry["image"], width="stretch")
                 if entry["error"]:
