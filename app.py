@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from backend import auth, jobs, projects
+from backend import auth, cleanup, jobs, projects
 from pages import common
 
 HERE = Path(__file__).resolve().parent
@@ -80,7 +80,7 @@ def sidebar(user: dict) -> None:
                          key=f"project_picker_{st.session_state['project_id']}",
                          format_func=lambda i: next(p["name"] for p in choices if p["id"] == i),
                          on_change=_choose_project)
-        st.caption(f"Signed in as **{user['username']}** ({user['role']})")
+        st.caption(f"Signed in as **{common.plain(user['username'])}** ({user['role']})")
         if st.button("Log out", key="logout"):
             common.forget_login()
             st.session_state.pop("user", None)
@@ -89,8 +89,10 @@ def sidebar(user: dict) -> None:
 
 @st.cache_resource(show_spinner=False)
 def settle_background_work() -> bool:
-    """Once per dashboard start: re-attach to runs still alive, settle those that ended while
-    the dashboard was down, start queued runs, and keep doing so in the background."""
+    """Once per dashboard start: remove what interrupted work left behind, re-attach to runs
+    still alive, settle those that ended while the dashboard was down, start queued runs, and
+    keep doing so in the background."""
+    cleanup.at_start(common.db())
     jobs.pump_queue(common.db())
     jobs.start_queue_watcher()
     return True

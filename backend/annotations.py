@@ -211,6 +211,8 @@ def check_version(db: sqlite_utils.Database, image: dict, base_version: int, for
 
 def record_event(db: sqlite_utils.Database, actor: dict, image_id: int, kind: str,
                  before, after) -> None:
+    """One `annotation_events` row (every change of boxes or status writes one)."""
+    require(actor, "label")
     db["annotation_events"].insert({"image_id": image_id, "user_id": actor.get("id"), "at": now(),
                                     "kind": kind, "before": json.dumps(before),
                                     "after": json.dumps(after)})

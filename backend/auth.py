@@ -23,9 +23,32 @@ ROLES = ("admin", "reviewer", "labeler", "viewer")
 _ROLE_ACTIONS = {
     "viewer": {"view"},
     "labeler": {"view", "label"},
-    "reviewer": {"view", "label", "review", "ingest", "export", "train"},
-    "admin": {"view", "label", "review", "ingest", "export", "train", "manage_users",
-              "manage_projects", "assign"},
+    "reviewer": {"view", "label", "review", "ingest", "export", "train", "read_urls"},
+    "admin": {"view", "label", "review", "ingest", "export", "train", "read_urls", "manage_users",
+              "manage_projects", "assign", "server_paths", "external_runner", "configure_server"},
+}
+# In words, for README's Roles table (tests/test_roles.py checks it against the sets above).
+ACTION_WORDS = {
+    "view": "look at projects, images with their boxes and history, progress, dataset versions "
+            "(also in the TFRecord browser), configs (and validate them), runs and models; try "
+            "models on the Predict page",
+    "label": "take image leases; draw, save and submit boxes; skip; mark \"no objects\"; accept "
+             "or reject model drafts",
+    "review": "approve and reject submitted images",
+    "ingest": "upload images; import annotations; upload record files to the TFRecord browser",
+    "export": "write dataset versions and their zips; extract images from record sets",
+    "train": "save configs; start, cancel, resume, retrain, evaluate and export runs of the "
+             "built-in trainer; register models, mark one current, run batch prediction (drafts)",
+    "read_urls": "open record sets and label maps by URL (`gs://…`) in the TFRecord browser",
+    "manage_users": "add users, change roles, disable accounts, reset passwords",
+    "manage_projects": "create, rename and archive projects (and the demo project); add, rename, "
+                       "recolour, reorder and delete classes, also from imports and label maps",
+    "assign": "assign images to labelers; release anyone's leases",
+    "server_paths": "use any path (and URL) on the server; everyone else: only the data folder "
+                    "and the allowed folders",
+    "external_runner": "start runs on an external runner the server's owner configured",
+    "configure_server": "change the server settings: runners, allowed folders (the command "
+                        "line; no page offers it)",
 }
 
 # The command line runs on the server with the data directory in hand: it acts as an admin.

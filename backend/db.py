@@ -245,3 +245,10 @@ def m040_models_registry(db: sqlite_utils.Database) -> None:
     models.add_column("origin", str)
     models.add_column("warnings", str)
     models.create_index(["project_id", "created_at"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m050_runs_runner(db: sqlite_utils.Database) -> None:
+    """Runs: the external runner by name (its interpreter and script come from the server
+    settings at each launch; `python`/`script` of older rows are never run again)."""
+    db["runs"].add_column("runner", str)

@@ -30,7 +30,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from backend import atomic, settings
+from backend import atomic, paths, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
@@ -206,6 +206,8 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
     export (see BENCHMARKS.md).
     """
     require(actor, "export")
+    if copy_to:
+        copy_to = paths.confine(copy_to, actor, "export_target")  # before anything is written
     if fmt not in FORMATS:
         raise Invalid(f"export format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     project = get_project(db, project_id)
@@ -291,7 +293,7 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
         raise
     version = get_version(db, export_id)
     if copy_to:
-        copy_version(version, copy_to)
+        _copy_version(version, copy_to)
     return version
 
 
@@ -447,9 +449,10 @@ def class_balance(version: dict) -> list[dict]:
             for name, n in sorted(per_class.items())]
 
 
-def export_zip(db: sqlite_utils.Database, export_id: int) -> Path:
-    """A zip of a dataset version (made once, beside it). JPEG/PNG and TFRecords hardly
-    compress, so entries are stored, which keeps zipping as fast as copying."""
+def export_zip(db: sqlite_utils.Database, actor: dict, export_id: int) -> Path:
+    """A zip of a dataset version (made once, beside it; needs `export`). JPEG/PNG and
+    TFRecords hardly compress, so entries are stored, which keeps zipping as fast as copying."""
+    require(actor, "export")
     version = get_version(db, export_id)
     directory = Path(version["path"])
     if not directory.is_dir():
@@ -465,7 +468,7 @@ def export_zip(db: sqlite_utils.Database, export_id: int) -> Path:
     return target
 
 
-def copy_version(version: dict, out: str | Path) -> Path:
+def _copy_version(version: dict, out: Path) -> Path:
     """Copy a finished dataset version to folder `out` (created; must be empty or absent) and
     point the copy's pipeline snippet at the copy."""
     out = Path(out).resolve()
@@ -485,9 +488,9 @@ def copy_version(version: dict, out: str | Path) -> Path:
 
 
 
-def zip_download(db: sqlite_utils.Database, export_id: int) -> tuple[str, bytes]:
+def zip_download(db: sqlite_utils.Database, actor: dict, export_id: int) -> tuple[str, bytes]:
     """(file name, bytes) of a version's zip, for a download button."""
-    path = export_zip(db, export_id)
+    path = export_zip(db, actor, export_id)
     return path.name, path.read_bytes()
 
 

@@ -24,12 +24,12 @@ from typing import Callable
 
 import sqlite_utils
 
-from backend import annotations, atomic, projects, settings
+from backend import annotations, atomic, paths, projects, settings
 from backend.auth import can, require
 from backend.db import now, one, transaction
 from backend.errors import Invalid
 from backend.formats import boxes as box_convert, label_map as label_map_format
-from backend.formats.records import AnnotatedImage, ReadResult
+from backend.formats.records import Allowed, AnnotatedImage, ReadResult
 from backend.images import (MAX_ZIP_RATIO, MAX_ZIP_TOTAL_BYTES, ImageRejected, prepare_image,
                             stored_path)
 
@@ -82,15 +82,17 @@ class ImportReport:
                  "boxes": i.boxes} for i in self.items]
 
 
-def read(path: str | Path, fmt: str, images_dir: str | Path | None = None) -> ReadResult:
-    """Read annotations of format `fmt` without touching the database."""
+def read(path: str | Path, fmt: str, images_dir: str | Path | None = None,
+         allowed: Allowed | None = None) -> ReadResult:
+    """Read annotations of format `fmt` without touching the database. `allowed` says which
+    image paths the files may lead to (`paths.allows` for the importing user)."""
     if fmt not in FORMATS:
         raise Invalid(f"import format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     from backend.formats import coco, csv_format, tfrecord, voc, yolo  # noqa: PLC0415
     reader = {"voc": voc, "coco": coco, "csv": csv_format, "yolo": yolo, "tfrecord": tfrecord}[fmt]
     if fmt == "tfrecord":  # a record set may be a URL (gs://...) or a glob: no Path() around it
         return reader.read(str(path), Path(images_dir) if images_dir else None)
-    return reader.read(Path(path), Path(images_dir) if images_dir else None)
+    return reader.read(Path(path), Path(images_dir) if images_dir else None, allowed)
 
 
 @dataclass
@@ -110,10 +112,15 @@ class _Planned:
 def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, path: str | Path,
                        fmt: str, images_dir: str | Path | None = None, create_classes: bool = False,
                        on_progress: Callable[[int, int | None, str], None] | None = None) -> ImportReport:
-    """Import `path` (format `fmt`) into the project in one transaction; see the module doc."""
+    """Import `path` (format `fmt`) into the project in one transaction; see the module doc.
+    `path`, `images_dir` and every image the annotation files name go through `paths.confine`
+    for `actor`: an image outside what they may read is refused by name, never opened."""
     require(actor, "ingest")
     project = projects.get_project(db, project_id)
-    result = read(path, fmt, images_dir)
+    path = paths.confine_pattern(str(path), actor, "import") if fmt == "tfrecord" else \
+        paths.confine(path, actor, "import")
+    images_dir = paths.confine(images_dir, actor, "import") if images_dir else None
+    result = read(path, fmt, images_dir, allowed=lambda image: paths.allows(actor, image, "image"))
     # New images are stored (content-addressed) while planning, so only one image is in
     # memory at a time; files this import created are removed again if it does not commit.
     created_files: list[tuple[Path, str]] = []
@@ -331,7 +338,7 @@ def import_label_map(db: sqlite_utils.Database, actor: dict, project_id: int,
     id 0 (background) items are skipped with a note.
     """
     require(actor, "manage_projects")
-    parsed = label_map_format.read(path)
+    parsed = label_map_format.read(paths.confine(path, actor, "label_map"))
     created, existing = [], []
     notes = list(parsed.notes)
     with transaction(db):

@@ -23,7 +23,7 @@ from typing import BinaryIO
 
 import sqlite_utils
 
-from backend import settings
+from backend import paths, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
@@ -136,6 +136,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
     """Record the export in `path` (used in place) as a model of the project. Returns the row."""
     require(actor, "train")
     get_project(db, project_id)
+    path = paths.confine(path, actor, "model")
     info = inspect_export(path)
     root = info["root"].resolve()
     existing = one(db, "select id from models where project_id = ? and path = ?",
@@ -218,7 +219,7 @@ def register_zip(db: sqlite_utils.Database, actor: dict, project_id: int, upload
     get_project(db, project_id)
     target = settings.subdir("models") / f"upload-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     try:
-        extract_zip(upload, target)
+        _extract_zip(upload, target)
         exports = [pb.parent for pb in target.rglob("saved_model.pb")]
         if len(exports) != 1:
             raise ModelInvalid(f"{filename} holds {len(exports)} SavedModels (saved_model.pb files); "
@@ -231,7 +232,7 @@ def register_zip(db: sqlite_utils.Database, actor: dict, project_id: int, upload
         raise
 
 
-def extract_zip(upload: bytes | BinaryIO, target: Path) -> None:
+def _extract_zip(upload: bytes | BinaryIO, target: Path) -> None:
     """Extract safely: no absolute paths, `..`, drive letters or links; at most
     MAX_MODEL_ZIP_BYTES and MAX_MODEL_ZIP_FILES, counted as bytes are written (headers lie)."""
     import io

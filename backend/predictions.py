@@ -66,7 +66,9 @@ def store_drafts(db: sqlite_utils.Database, actor: dict, image_id: int,
 
     Returns the number of drafts stored, or None when the image is no longer eligible (a human
     box appeared, it was submitted, or someone holds its lease). Human boxes are never touched.
+    Needs `train`, as batch prediction does.
     """
+    require(actor, "train")
     with transaction(db):
         image = one(db, "select * from images where id = ?", [image_id])
         if image is None:

@@ -1,58 +1,98 @@
 """The TFRecord browser's backend: which record sets a user may open, uploads, and zips of images.
 
 Reading and validating records is `backend.formats.tfrecord`; this module adds the rules the
-browser page needs. Anyone may open uploaded sets and the dataset versions under the data
-folder; typing a path elsewhere on the server needs the `export` right (reviewers, admins),
-so a viewer cannot read arbitrary server files through the browser.
+browser page needs. Every pattern, every file it matches and every label map goes through
+`paths.confine`: non-admins open only files inside the data folder (uploaded sets, dataset
+versions) or a folder the server's owner allowed, and URLs need the `read_urls` right
+(reviewers, admins). Uploading record files needs `ingest`; uploads and extracted zips are
+removed after `UPLOAD_TTL_SECONDS` (at the next upload and at start-up).
 """
 from __future__ import annotations
 
+import os
 import secrets
+import shutil
+import time
 from pathlib import Path
 from typing import Callable
 
-from backend import atomic, settings
-from backend.auth import can
+from backend import atomic, paths, settings
+from backend.auth import require
 from backend.errors import Invalid
 from backend.formats import label_map as label_map_format, remote, tfrecord
 
-MAX_UPLOAD_BYTES = 4 * 1024**3
+UPLOAD_TTL_SECONDS = 24 * 3600
 
 
-def check_allowed(actor: dict, pattern: str) -> None:
-    """Raise PermissionError unless `actor` may open `pattern`."""
-    if can(actor, "export"):
-        return
-    data = settings.data_dir().resolve()
-    for part in str(pattern).split(","):
-        if part.strip() and (remote.is_url(part.strip()) or
-                             not Path(part.strip()).expanduser().resolve().is_relative_to(data)):
-            raise PermissionError(f"{actor.get('username')} ({actor.get('role')}) may only open "
-                                  "uploaded record files and dataset versions")
+def max_upload_bytes() -> int:
+    """Largest total of one TFRecord upload (`BOXWISE_MAX_RECORD_UPLOAD_BYTES`, default 1 GiB)."""
+    return int(os.environ.get("BOXWISE_MAX_RECORD_UPLOAD_BYTES", 1024**3))
+
+
+def confined_set(actor: dict, pattern: str, label_map_path: str | None = None) -> tuple[str, str | None]:
+    """`(pattern, label map path or None)` as `actor` may open them, each part, each matched
+    file (symlinks followed) and the label map confined; PermissionError otherwise."""
+    pattern = paths.confine_pattern(pattern, actor, "records")
+    for file in tfrecord.resolve(pattern):
+        if not remote.is_url(file):
+            paths.confine(file, actor, "records")
+    found = label_map_path or tfrecord.find_label_map(pattern)
+    return pattern, str(paths.confine(found, actor, "label_map")) if found else None
+
+
+def upload_folders() -> list[Path]:
+    """The folders uploads and extracted zips are kept in (under `data/uploads/`)."""
+    return [settings.subdir("uploads") / "tfrecords", settings.subdir("uploads") / "extracted"]
+
+
+def remove_old_uploads(max_age: float = UPLOAD_TTL_SECONDS) -> list[Path]:
+    """Remove uploaded record sets and extracted zips older than `max_age` seconds; returns them."""
+    removed = []
+    cutoff = time.time() - max_age
+    for folder in upload_folders():
+        for entry in folder.iterdir() if folder.is_dir() else []:
+            try:
+                if entry.lstat().st_mtime >= cutoff:
+                    continue
+            except FileNotFoundError:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
 
 
 def save_uploads(actor: dict, uploads: list[tuple[str, bytes]]) -> str:
     """Store uploaded record files (and an optional label_map.pbtxt) in a new folder under
-    `data/uploads/tfrecords/`; returns the folder's path to open as a record set."""
-    if not can(actor, "view"):
-        raise PermissionError("sign in to upload records")
+    `data/uploads/tfrecords/`; returns the folder's path to open as a record set. Needs
+    `ingest`; at most `max_upload_bytes()` in all; nothing is kept when any file is refused."""
+    require(actor, "ingest")
     if not uploads:
         raise Invalid("choose at least one TFRecord file")
-    if sum(len(data) for _, data in uploads) > MAX_UPLOAD_BYTES:
-        raise Invalid(f"uploads are limited to {MAX_UPLOAD_BYTES // 1024**3} GB")
+    limit = max_upload_bytes()
+    if sum(len(data) for _, data in uploads) > limit:
+        raise Invalid(f"record uploads are limited to {limit:,} bytes in all")
+    remove_old_uploads()
     folder = settings.subdir("uploads") / "tfrecords" / secrets.token_hex(8)
-    for name, data in uploads:
-        clean = Path(name.replace("\\", "/")).name
-        if not clean or clean.startswith("."):
-            raise Invalid(f"bad file name {name!r}")
-        if clean != "label_map.pbtxt" and ".record" not in clean and ".tfrecord" not in clean:
-            clean += ".tfrecord"  # the folder is opened by these name parts
-        atomic.write_bytes(folder / clean, data)
+    try:
+        for name, data in uploads:
+            clean = Path(name.replace("\\", "/")).name
+            if not clean or clean.startswith("."):
+                raise Invalid(f"bad file name {name!r}")
+            if clean != "label_map.pbtxt" and ".record" not in clean and ".tfrecord" not in clean:
+                clean += ".tfrecord"  # the folder is opened by these name parts
+            atomic.write_bytes(folder / clean, data)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return str(folder)
 
 
 def label_map_for(pattern: str, path: str | None = None) -> tuple[label_map_format.LabelMap | None, str | None]:
-    """The label map to check a set against: `path` when given, else one beside the records."""
+    """The label map to check a set against: `path` when given, else one beside the records
+    (callers confine both first: `confined_set`)."""
     found = path or tfrecord.find_label_map(pattern)
     if not found:
         return None, None
@@ -66,7 +106,7 @@ def inspect(actor: dict, pattern: str, label_map_path: str | None = None,
             on_progress: Callable[[int, int | None, str], None] | None = None) -> tfrecord.Inspection:
     """Validate a set, remembering the result until a file of the set (or the label map)
     changes, so paging through the browser does not re-read every record."""
-    check_allowed(actor, pattern)
+    pattern, label_map_path = confined_set(actor, pattern, label_map_path)
     parsed, source = label_map_for(pattern, label_map_path)
     files = tfrecord.resolve(pattern)
     stats = [(str(f), f.stat()) for f in files]  # one stat per file: for URLs each is a request
@@ -82,7 +122,7 @@ def inspect(actor: dict, pattern: str, label_map_path: str | None = None,
 def page(actor: dict, pattern: str, start: int, count: int, label_map_path: str | None = None) -> list[dict]:
     """Examples `start .. start+count-1` for display: `{"where", "image" (PIL, boxes drawn) or
     None, "error", "features" (rows), "boxes" (rows)}`."""
-    check_allowed(actor, pattern)
+    pattern, label_map_path = confined_set(actor, pattern, label_map_path)
     parsed, _ = label_map_for(pattern, label_map_path)
     out = []
     for item in tfrecord.read_page(pattern, start, count):
@@ -104,8 +144,11 @@ def page(actor: dict, pattern: str, start: int, count: int, label_map_path: str 
 
 def extract_zip(actor: dict, pattern: str, draw: bool, label_map_path: str | None = None,
                 on_progress: Callable[[int, int | None, str], None] | None = None) -> tuple[Path, tfrecord.Extraction]:
-    """Extract every image of a set into a new zip under `data/uploads/extracted/`."""
-    check_allowed(actor, pattern)
+    """Extract every image of a set into a new zip under `data/uploads/extracted/` (a copy of
+    the images: needs `export`)."""
+    require(actor, "export")
+    pattern, label_map_path = confined_set(actor, pattern, label_map_path)
+    remove_old_uploads()
     parsed, _ = label_map_for(pattern, label_map_path)
     target = settings.subdir("uploads") / "extracted" / f"images-{secrets.token_hex(6)}.zip"
     result = tfrecord.extract(pattern, target, draw=draw, label_map=parsed, on_progress=on_progress)

@@ -8,7 +8,7 @@ from pages import common
 
 user = common.user()
 st.title("My account")
-st.write(f"**{user['username']}** · role **{user['role']}**")
+st.write(f"**{common.plain(user['username'])}** · role **{user['role']}**")
 with st.form("change_password", clear_on_submit=True):
     new = st.text_input("New password", type="password")
     repeat = st.text_input("Repeat new password", type="password")

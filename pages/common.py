@@ -3,7 +3,9 @@ and one way to show backend errors. UI glue only; rules live in backend/."""
 from __future__ import annotations
 
 import contextlib
+import html
 import json
+import re
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
@@ -60,8 +62,10 @@ def forget_login() -> None:
 
 
 def _set_cookie(value: str, max_age: int) -> None:
+    # json.dumps quotes for JavaScript; "<" escaped too, so no value can close the script tag.
+    quoted = json.dumps(value).replace("<", "\\u003c")
     st.html(f"<script>document.cookie = {json.dumps(SESSION_COOKIE)} + '=' + "
-            f"{json.dumps(value)} + '; path=/; max-age={max_age}; SameSite=Strict';</script>",
+            f"{quoted} + '; path=/; max-age={int(max_age)}; SameSite=Strict';</script>",
             unsafe_allow_javascript=True)
 
 
@@ -94,6 +98,22 @@ def require_project() -> dict:
         st.info("Create or choose a project first (sidebar, or the Projects page).")
         st.stop()
     return chosen
+
+
+# What would turn user text into markup in st.markdown, captions, labels and messages: HTML
+# tags, links and images (`[`, `]`), LaTeX (`$`), emphasis and code.
+_MARKUP = re.compile(r"([\\\[\]<>$*_`~])")
+
+
+def plain(text) -> str:
+    """User text (file, class and user names, comments) for Markdown: shown as typed, never a
+    tag, link, image or formula."""
+    return _MARKUP.sub(r"\\\1", str(text))
+
+
+def html_text(text) -> str:
+    """User text for st.html: every character that HTML would read as markup escaped."""
+    return html.escape(str(text), quote=True)
 
 
 @contextlib.contextmanager

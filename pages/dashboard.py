@@ -13,7 +13,7 @@ project = common.require_project()
 user = common.user()
 db = common.db()
 
-st.subheader(f"Progress · {project['name']}")
+st.subheader(f"Progress · {common.plain(project['name'])}")
 summary = dashboard.summary(db, project["id"])
 review = dashboard.review_summary(db, project["id"])
 metrics = st.columns(5)
@@ -93,7 +93,7 @@ if auth.can(user, "assign"):
                     done = labeling.assign(db, user, project["id"], labeling.parse_id_ranges(ids), who)
                 else:
                     done = len(labeling.assign_next(db, user, project["id"], who, count))
-                st.success(f"Assigned {done} images to {labelers[who]}.")
+                st.success(f"Assigned {done} images to {common.plain(labelers[who])}.")
     if held and st.button("Release all leases"):
         with common.reported():
             released = labeling.release_leases(db, user, project["id"])

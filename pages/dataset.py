@@ -11,7 +11,7 @@ from pages import common
 
 project = common.require_project()
 user = common.user()
-st.title(f"Datasets of {project['name']}")
+st.title(f"Datasets of {common.plain(project['name'])}")
 
 stats = images.stats(common.db(), project["id"])
 st.caption(f"{stats['images']} images · " +
@@ -81,9 +81,10 @@ with left:
         with st.expander("pipeline.config input readers"):
             st.code(snippet, language="protobuf")
 with right:
-    if st.button("Prepare zip for download", key=f"zip-{chosen['id']}"):
+    if auth.can(user, "export") and st.button("Prepare zip for download", key=f"zip-{chosen['id']}"):
         with common.reported():
-            st.session_state["dataset_zip"] = (chosen["id"], *exports.zip_download(common.db(), chosen["id"]))
+            st.session_state["dataset_zip"] = (chosen["id"], *exports.zip_download(common.db(), user,
+                                                                                   chosen["id"]))
     prepared = st.session_state.get("dataset_zip")
     if prepared and prepared[0] == chosen["id"]:
         st.download_button("Download zip", prepared[2], file_name=prepared[1],

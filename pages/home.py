@@ -29,7 +29,7 @@ if not projects.list_projects(common.db(), include_archived=True):
     st.stop()
 
 project = common.require_project()
-st.header(project["name"])
+st.header(common.plain(project["name"]))
 if project["description"]:
     st.write(project["description"])
 summary = images.stats(common.db(), project["id"])

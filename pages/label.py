@@ -126,7 +126,7 @@ with common.reported():
 
 current = work()
 if current is None:
-    st.subheader(project["name"])
+    st.subheader(common.plain(project["name"]))
     st.write(f"**{labeling.queue_size(db, user, project['id'])}** images in your queue. "
              "Press **Next image to label** (key N) to start; the image is leased to you while "
              "you work on it, so nobody else gets it.")
@@ -141,15 +141,15 @@ if current["mine"] and not labeling.renew_lease(db, user, image["id"]):
 
 # ---------------------------------------------------------------- header: what this image is
 
-st.markdown(f"#### #{image['id']} · {image['filename']} · {image['width']}×{image['height']} px · "
+st.markdown(f"#### #{image['id']} · {common.plain(image['filename'])} · {image['width']}×{image['height']} px · "
             f"**{image['status'].replace('_', ' ')}** · version {image['version']}")
 if current["lease"] and not current["mine"]:
     st.warning(f"This image is {labeling.describe_lease(current['lease'])}. You can look at it; "
                "a save is checked against the version you opened.")
 if image["status"] == "rejected" and image["review_comment"]:
-    st.error(f"Rejected by the reviewer: {image['review_comment']}")
+    st.error(f"Rejected by the reviewer: {common.plain(image['review_comment'])}")
 if image["status"] == "skipped":
-    st.info(f"Skipped: {image['skip_reason']}")
+    st.info(f"Skipped: {common.plain(image['skip_reason'])}")
 if image["no_objects"]:
     st.info("Marked as having no objects (a negative image).")
 if current["dirty"]:
@@ -171,7 +171,7 @@ if S.get("label_conflict"):
 picker = st.container(horizontal=True)
 for number, label in enumerate(labels[:9], start=1):
     chosen = S["label_class_id"] == label["id"]
-    if picker.button(f"{number} {label['name']}", key=f"label_pick_{label['id']}",
+    if picker.button(f"{number} {common.plain(label['name'])}", key=f"label_pick_{label['id']}",
                                  shortcut=str(number), type="primary" if chosen else "secondary"):
         S["label_class_id"] = label["id"]
         st.rerun()
@@ -180,8 +180,9 @@ if len(labels) > 9:
         "More classes", list(label_by_id), index=list(label_by_id).index(S["label_class_id"]),
         format_func=lambda i: label_by_id[i]["name"], label_visibility="collapsed")
 st.html("".join(f"<span style='display:inline-block;margin-right:14px'>"
-                f"<span style='display:inline-block;width:12px;height:12px;background:{label['color']};"
-                f"margin-right:4px;vertical-align:middle'></span>{number} {label['name']}</span>"
+                f"<span style='display:inline-block;width:12px;height:12px;"
+                f"background:{common.html_text(label['color'])};margin-right:4px;vertical-align:middle'>"
+                f"</span>{number} {common.html_text(label['name'])}</span>"
                 for number, label in enumerate(labels, start=1)))
 current_class = label_by_id[S["label_class_id"]]
 
@@ -206,7 +207,7 @@ if show:
         st.rerun()
 else:
     st.image(background, width=fit.canvas_width)
-st.caption(f"Draw with the mouse in the class **{current_class['name']}**. The toolbar's Edit "
+st.caption(f"Draw with the mouse in the class **{common.plain(current_class['name'])}**. The toolbar's Edit "
            "toggle moves, resizes and deletes boxes (click a selected box again to relabel it). "
            "Dashed boxes are model drafts with their score.")
 

@@ -11,7 +11,7 @@ from pages import common
 project = common.require_project()
 user = common.user()
 can_train = auth.can(user, "train")
-st.title(f"Models of {project['name']}")
+st.title(f"Models of {common.plain(project['name'])}")
 
 # ---------------------------------------------------------------- the registry
 

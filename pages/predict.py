@@ -76,7 +76,7 @@ if not state:
 for warning in state["warnings"]:
     st.warning(warning)
 for name, message in state["errors"]:
-    st.error(f"{name}: {message}")
+    st.error(f"{common.plain(name)}: {message}")
 results = state["results"]
 if not results:
     st.stop()
@@ -102,7 +102,7 @@ st.caption("COCO `image_id`s are the project's image ids for project images, and
 
 for image_id, prediction in results:
     rows = inference.table_rows(prediction, min_score, class_ids)
-    st.markdown(f"**{prediction.image}** · {prediction.width}×{prediction.height} · "
+    st.markdown(f"**{common.plain(prediction.image)}** · {prediction.width}×{prediction.height} · "
                 f"{len(rows)} detection{'s' if len(rows) != 1 else ''} · "
                 f"{prediction.latency_ms:.0f} ms (model {prediction.timings_ms['inference']:.0f} ms)")
     picture, table = st.columns([3, 2])

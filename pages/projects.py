@@ -31,7 +31,7 @@ if all_projects:
                  hide_index=True, width="stretch")
 
 project = common.require_project()
-st.header(project["name"])
+st.header(common.plain(project["name"]))
 left, right = st.columns(2)
 with left:
     with st.form("rename_project"):

@@ -16,7 +16,7 @@ db = common.db()
 labels = projects.list_labels(db, project["id"])
 
 waiting = dashboard.counts_by_status(db, project["id"])["labeled"]
-st.subheader(f"Review · {project['name']}")
+st.subheader(f"Review · {common.plain(project['name'])}")
 st.caption(f"{waiting} submitted images wait for review. Approve (A) or reject with a comment; "
            "a rejected image goes back to the labeler's queue.")
 
@@ -43,8 +43,8 @@ except NotFound:  # the project was switched in the sidebar
     st.rerun()
 
 labeler = auth.get_user(db, image["labeled_by"])["username"] if image["labeled_by"] else "nobody"
-st.markdown(f"#### #{image['id']} · {image['filename']} · {image['width']}×{image['height']} px · "
-            f"**{image['status']}** · labeled by {labeler} · version {image['version']}")
+st.markdown(f"#### #{image['id']} · {common.plain(image['filename'])} · {image['width']}×{image['height']} px · "
+            f"**{image['status']}** · labeled by {common.plain(labeler)} · version {image['version']}")
 if image["no_objects"]:
     st.info("Submitted as having no objects (a negative image).")
 

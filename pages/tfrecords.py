@@ -14,8 +14,12 @@ st.title("TFRecord browser")
 
 project = common.project()
 versions = exports.list_versions(common.db(), project["id"], fmt="tfrecord") if project else []
-sources = ["Upload files"] + (["A dataset version"] if versions else []) + \
+sources = (["Upload files"] if auth.can(user, "ingest") else []) + \
+    (["A dataset version"] if versions else []) + \
     (["A path or glob on the server"] if auth.can(user, "export") else [])
+if not sources:
+    st.info("No dataset version to browse yet.")
+    st.stop()
 source = st.radio("Records from", sources, horizontal=True)
 pattern = None
 if source == "Upload files":
@@ -46,8 +50,9 @@ with common.reported():
                                    on_progress=lambda done, _t, name: bar.progress(
                                        (done % 100) / 100, text=f"{done} examples read ({name})"))
     bar.empty()
-    summary, problems_tab, examples_tab, extract_tab = st.tabs(
-        ["Summary", f"Problems ({len(inspection.problems)})", "Examples", "Extract images"])
+    summary, problems_tab, examples_tab, *extract_tab = st.tabs(
+        ["Summary", f"Problems ({len(inspection.problems)})", "Examples"] +
+        (["Extract images"] if auth.can(user, "export") else []))
     with summary:
         cols = st.columns(4)
         cols[0].metric("Examples", inspection.examples)
@@ -71,7 +76,7 @@ with common.reported():
         columns = st.columns(3)
         for position, entry in enumerate(entries):
             with columns[position % 3]:
-                st.markdown(f"**{entry['where']}**")
+                st.markdown(f"**{common.plain(entry['where'])}**")
                 if entry["image"] is not None:
                     st.image(entry["image"], width="stretch")
                 if entry["error"]:
@@ -80,18 +85,19 @@ with common.reported():
                     st.dataframe(pd.DataFrame(entry["features"]), hide_index=True, width="stretch")
                     if entry["boxes"]:
                         st.dataframe(pd.DataFrame(entry["boxes"]), hide_index=True, width="stretch")
-    with extract_tab:
-        draw = st.checkbox("Draw boxes and class names")
-        if st.button("Extract to zip"):
-            bar = st.progress(0.0, text="Extracting…")
-            path, result = tfrecords.extract_zip(
-                user, pattern, draw, label_map_path or None,
-                on_progress=lambda done, _t, name: bar.progress(
-                    min(1.0, done / max(inspection.examples, 1)), text=name))
-            st.session_state["tfrecord_zip"] = tfrecords.zip_download(path)
-            for problem in result.problems:
-                st.warning(str(problem))
-        prepared = st.session_state.get("tfrecord_zip")
-        if prepared:
-            st.download_button("Download images", prepared[1], file_name=prepared[0],
-                               mime="application/zip", type="primary")
+    for tab in extract_tab:  # only for roles that may extract
+        with tab:
+            draw = st.checkbox("Draw boxes and class names")
+            if st.button("Extract to zip"):
+                bar = st.progress(0.0, text="Extracting…")
+                path, result = tfrecords.extract_zip(
+                    user, pattern, draw, label_map_path or None,
+                    on_progress=lambda done, _t, name: bar.progress(
+                        min(1.0, done / max(inspection.examples, 1)), text=name))
+                st.session_state["tfrecord_zip"] = tfrecords.zip_download(path)
+                for problem in result.problems:
+                    st.warning(str(problem))
+            prepared = st.session_state.get("tfrecord_zip")
+            if prepared:
+                st.download_button("Download images", prepared[1], file_name=prepared[0],
+                                   mime="application/zip", type="primary")

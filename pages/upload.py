@@ -8,7 +8,7 @@ from backend import images
 from pages import common, upload_import
 
 project = common.require_project()
-st.title(f"Upload to {project['name']}")
+st.title(f"Upload to {common.plain(project['name'])}")
 images_tab, import_tab = st.tabs(["Images", "Import annotations"])
 
 with images_tab:

@@ -17,7 +17,9 @@ def export_dir(tmp_path_factory):
     return savedmodels.build_detector(tmp_path_factory.mktemp("export"))
 
 
-def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, users, project, export_dir):
+def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, users, project, export_dir,
+                                                                       monkeypatch):
+    monkeypatch.setenv("BOXWISE_ALLOWED_PATHS", str(export_dir.parent))  # outside the data folder
     images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
     at = signed_in(db, "reviewer", "pages/models.py")
     at.text_input(key="folder_model_path").input(str(export_dir))

@@ -69,9 +69,12 @@ def test_the_same_directory_is_registered_once_per_project(db, admin, project, e
         models.register_directory(db, admin, project["id"], export_dir / "saved_model")
 
 
-def test_only_roles_that_train_register_and_choose_models(db, users, project, export_dir):
+def test_only_roles_that_train_register_and_choose_models(db, users, project, export_dir, monkeypatch):
     with pytest.raises(PermissionError, match="labeler \\(labeler\\) may not train"):
         models.register_directory(db, users["labeler"], project["id"], export_dir)
+    with pytest.raises(PermissionError, match="may not register the model folder"):
+        models.register_directory(db, users["reviewer"], project["id"], export_dir)  # outside the data folder
+    monkeypatch.setenv("BOXWISE_ALLOWED_PATHS", str(export_dir.parent))  # the owner allows it
     model = models.register_directory(db, users["reviewer"], project["id"], export_dir)
     with pytest.raises(PermissionError):
         models.set_current(db, users["viewer"], project["id"], model["id"])

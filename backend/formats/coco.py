@@ -14,11 +14,14 @@ from typing import Callable
 
 from backend import atomic
 from backend.formats import boxes as box_convert
-from backend.formats.records import (AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
+from backend.formats.records import (Allowed, AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
                                      ReadResult, annotation_files)
 
 
-def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
+def read(path: str | Path, images_dir: str | Path | None = None,
+         allowed: Allowed | None = None) -> ReadResult:
+    """COCO detection JSON (`path`: a file or a folder of them). `allowed` filters the image
+    paths the importing user may read (see `ImageFinder`)."""
     path = Path(path)
     result = ReadResult()
     files, root = annotation_files(path, ".json", ".json files", result)
@@ -26,7 +29,7 @@ def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
         return result
     roots = ([Path(images_dir)] if images_dir else []) + [root, root / "images", root.parent / "images",
                                                           root.parent]
-    finder = ImageFinder(roots)
+    finder = ImageFinder(roots, allowed)
     for file in files:
         _read_file(file, finder, result, strict=not path.is_dir())
     if path.is_dir() and not result.images and not result.problems:

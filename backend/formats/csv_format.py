@@ -15,20 +15,21 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from backend.formats.records import (AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
+from backend.formats.records import (Allowed, AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
                                      ReadResult, annotation_files)
 
 TFOD_COLUMNS = ["filename", "width", "height", "class", "xmin", "ymin", "xmax", "ymax"]
 PATH_COLUMNS = ["image_path", "xmin", "ymin", "xmax", "ymax", "label"]
 
 
-def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
+def read(path: str | Path, images_dir: str | Path | None = None,
+         allowed: Allowed | None = None) -> ReadResult:
     path = Path(path)
     result = ReadResult()
     files, root = annotation_files(path, ".csv", ".csv files", result)
     if not files:
         return result
-    finder = ImageFinder(([Path(images_dir)] if images_dir else []) + [root, root / "images"])
+    finder = ImageFinder(([Path(images_dir)] if images_dir else []) + [root, root / "images"], allowed)
     for file in files:
         _read_file(file, finder, result)
     return result

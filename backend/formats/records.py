@@ -100,13 +100,24 @@ class ExportImage:
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")
 
 
+Allowed = Callable[[Path], bool]  # whether the importing user may read a path (paths.allows)
+
+
 class ImageFinder:
     """Finds the image file an annotation names: first as a path relative to the annotation
-    file or the given images folder, then by file name anywhere under the search roots."""
+    file or the given images folder, then by file name anywhere under the search roots.
 
-    def __init__(self, roots: list[Path]):
-        self.roots = [Path(r) for r in roots if r is not None]
+    With `allowed`, a path the importing user may not read is never looked at (not even
+    checked for existence): a name that only leads there is refused by its text alone."""
+
+    def __init__(self, roots: list[Path], allowed: Allowed | None = None):
+        self.allowed = allowed or (lambda _path: True)
+        self.roots = [Path(r) for r in roots if r is not None and self.allowed(Path(r))]
         self._by_name: dict[str, list[Path]] | None = None
+
+    def usable(self, path: Path) -> bool:
+        """An existing file the user may read."""
+        return self.allowed(path) and path.is_file()
 
     def _index(self) -> dict[str, list[Path]]:
         if self._by_name is None:
@@ -116,7 +127,7 @@ class ImageFinder:
                 if not root.is_dir():
                     continue
                 for path in sorted(root.rglob("*")):
-                    if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                    if path.suffix.lower() in IMAGE_SUFFIXES and self.usable(path):
                         resolved = path.resolve()
                         if resolved not in seen:
                             seen.add(resolved)
@@ -126,10 +137,15 @@ class ImageFinder:
     def find(self, name: str, near: Path | None = None) -> tuple[Path | None, str | None]:
         """(path, None) when found, else (None, why)."""
         name = name.replace("\\", "/")
+        refused = False
         for base in ([near] if near else []) + self.roots:
             candidate = Path(base) / name
-            if candidate.is_file():
+            if not self.allowed(candidate):
+                refused = True
+            elif candidate.is_file():
                 return candidate, None
+        if refused and (Path(name).is_absolute() or ".." in Path(name).parts):
+            return None, f"image {name!r} is outside the folders you may read from"
         matches = self._index().get(Path(name).name, [])
         if len(matches) == 1:
             return matches[0], None

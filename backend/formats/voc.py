@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from backend import atomic
-from backend.formats.records import (AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
+from backend.formats.records import (Allowed, AnnotatedImage, ExportImage, ImageFinder, ObjectBox,
                                      ReadResult, annotation_files)
 
 
@@ -27,7 +27,8 @@ def _number(text: str | None, what: str) -> float:
         raise ValueError(f"{what} {text.strip()!r} is not a number") from None
 
 
-def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
+def read(path: str | Path, images_dir: str | Path | None = None,
+         allowed: Allowed | None = None) -> ReadResult:
     path = Path(path)
     result = ReadResult()
     files, root = annotation_files(path, ".xml", ".xml annotation files", result)
@@ -35,7 +36,7 @@ def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
         return result
     roots = [Path(images_dir)] if images_dir else []
     roots += [root, root / "JPEGImages", root.parent / "JPEGImages"]
-    finder = ImageFinder(roots)
+    finder = ImageFinder(roots, allowed)
     for file in files:
         result.images.append(_read_one(file, finder))
     return result
@@ -85,7 +86,7 @@ def _read_one(file: Path, finder: ImageFinder) -> AnnotatedImage:
     found, why = finder.find(filename or item.name, near=file.parent)
     if found is None:
         stated = (top.findtext("path") or "").strip()
-        if stated and Path(stated).is_file():
+        if stated and finder.usable(Path(stated)):
             found = Path(stated)
     if found is None:
         item.missing = why or f"image {item.name!r} not found"

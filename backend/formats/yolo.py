@@ -17,7 +17,7 @@ from typing import Callable
 
 from backend import atomic
 from backend.formats import boxes as box_convert
-from backend.formats.records import (IMAGE_SUFFIXES, AnnotatedImage, ExportImage, ObjectBox,
+from backend.formats.records import (Allowed, IMAGE_SUFFIXES, AnnotatedImage, ExportImage, ObjectBox,
                                      ReadResult)
 
 
@@ -60,8 +60,8 @@ def parse_names(text: str) -> list[str]:
     raise ValueError("no names: entry")
 
 
-def _classes(root: Path, result: ReadResult) -> list[str] | None:
-    for folder in (root, root.parent):
+def _classes(root: Path, result: ReadResult, allowed: Allowed) -> list[str] | None:
+    for folder in (f for f in (root, root.parent) if allowed(f)):
         yaml_files = sorted(folder.glob("*.yaml")) + sorted(folder.glob("*.yml"))
         for candidate in yaml_files:
             try:
@@ -88,26 +88,30 @@ def _label_file(image: Path, root: Path) -> Path | None:
     return None
 
 
-def read(path: str | Path, images_dir: str | Path | None = None) -> ReadResult:
+def read(path: str | Path, images_dir: str | Path | None = None,
+         allowed: Allowed | None = None) -> ReadResult:
     path = Path(path)
     result = ReadResult()
     root = path.parent if path.is_file() else path
     if not root.is_dir():
         result.problems.append(f"{path}: no such folder")
         return result
-    classes = _classes(root, result)
+    allowed = allowed or (lambda _path: True)
+    classes = _classes(root, result, allowed)
     if classes is None:
         result.problems.append(f"{root}: no data.yaml or classes.txt naming the classes")
         return result
     result.classes = classes
     image_root = Path(images_dir) if images_dir else root
-    found = sorted(p for p in image_root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = sorted(p for p in image_root.rglob("*")
+                   if p.suffix.lower() in IMAGE_SUFFIXES and allowed(p) and p.is_file())
     if not found:
         result.problems.append(f"{image_root}: no images found")
         return result
     negatives = 0
     for image in found:
         labels = _label_file(image, image_root) or (_label_file(image, root) if image_root != root else None)
+        labels = labels if labels is None or allowed(labels) else None
         item = AnnotatedImage(name=image.name, where=str(labels or image), image_path=image,
                               normalized=True)
         result.images.append(item)

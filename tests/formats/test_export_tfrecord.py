@@ -13,6 +13,7 @@ import pytest
 
 from backend import exports, images, pipeline_config, projects, settings
 from backend.__main__ import main
+from backend.auth import CLI_ACTOR
 from backend.formats import label_map
 from tests.formats.conftest import add_image
 from tests.formats.tfod import parse_records
@@ -205,7 +206,7 @@ def test_versions_are_listed_newest_first_and_zip_for_download(db, admin, projec
     listed = exports.list_versions(db, project["id"])
     assert [v["version"] for v in listed] == [2, 1]
     assert listed[0]["id"] == second["id"]
-    zipped = exports.export_zip(db, second["id"])
+    zipped = exports.export_zip(db, CLI_ACTOR, second["id"])
     folder = Path(second["path"])
     with zipfile.ZipFile(zipped) as archive:
         assert sorted(archive.namelist()) == sorted(

@@ -45,8 +45,8 @@ def boxes_by_file(db, project_id):
 
 
 @pytest.fixture
-def labelimg(tmp_path):
-    folder = tmp_path / "labelimg"
+def labelimg(data_dir):
+    folder = data_dir / "labelimg"  # where a non-admin may import from
     folder.mkdir()
     (folder / "one.jpg").write_bytes(image_bytes((60, 40), (200, 0, 0)))
     (folder / "two.jpg").write_bytes(image_bytes((30, 30), (0, 200, 0)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import exports, images, importers, projects, tfrecords
+from backend import exports, images, importers, paths, projects, tfrecords
 from backend.__main__ import main
 from backend.errors import NotFound
 from backend.formats import tfrecord
@@ -89,6 +89,7 @@ def test_an_unavailable_scheme_is_named_and_viewers_may_not_open_urls(users, cap
     assert main(["tfrecord", "inspect", "s3://bucket/train.record-*"]) == 4  # not found: no such file system
     err = capsys.readouterr().err
     assert "this TensorFlow cannot read s3:// paths" in err and "tensorflow-io" in err
-    with pytest.raises(PermissionError, match="may only open uploaded record files and dataset versions"):
-        tfrecords.check_allowed(users["viewer"], "gs://bucket/train.record-*")
-    tfrecords.check_allowed(users["reviewer"], "gs://bucket/train.record-*")  # reviewers may
+    with pytest.raises(PermissionError, match=r"viewer \(viewer\) may not open URLs \(reviewers and admins may\)"):
+        paths.confine_pattern("gs://bucket/train.record-*", users["viewer"])
+    # reviewers may
+    assert paths.confine_pattern("gs://bucket/train.record-*", users["reviewer"]) == "gs://bucket/train.record-*"

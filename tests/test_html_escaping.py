@@ -1,0 +1,28 @@
+"""No HTML from user strings (issue 12, item 4): class names, file names and project names reach
+the page as text. An admin's class named `<style>` must not restyle the Label page for everyone."""
+from __future__ import annotations
+
+from backend import images, projects
+from tests.helpers import button, image_bytes, signed_in
+
+HOSTILE = ["<b id=x>", "<style>"]
+
+
+def test_hostile_class_names_are_escaped_on_the_label_page(db, users):
+    project = projects.create_project(db, users["admin"], "<i>tags</i>", HOSTILE + ["cat"])
+    images.ingest(db, users["admin"], project["id"], [("<img src=x>.png", image_bytes(fmt="PNG"))])
+    at = signed_in(db, "labeler", "pages/label.py")
+    button(at, "Next image to label").click().run()
+    assert not at.exception, at.exception
+    [legend] = [h.proto.body for h in at.get("html") if "margin-right:14px" in h.proto.body]
+    assert "1 &lt;b id=x&gt;</span>" in legend and "2 &lt;style&gt;</span>" in legend
+    assert "<b id=x>" not in legend and "<style>" not in legend
+    header = at.markdown[0].value
+    assert "\\<img src=x\\>.png" in header and "<img" not in header.replace("\\<img", "")
+    caption = next(c.value for c in at.caption if c.value.startswith("Draw with the mouse"))
+    assert "**\\<b id=x\\>**" in caption
+    labels = [b.label for b in at.button]
+    assert "1 \\<b id=x\\>" in labels and "2 \\<style\\>" in labels
+    page = "".join(e.proto.body for e in at.get("html")) + "".join(m.value for m in at.markdown)
+    for raw in HOSTILE + ["<img src=x>", "<i>tags</i>"]:
+        assert raw not in page, raw
