@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "backend.cli.formats",
     "backend.cli.predict",
     "backend.cli.training",
+    "backend.cli.tflite",
     "backend.cli.config",
 ]
 

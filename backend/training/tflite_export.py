@@ -38,7 +38,6 @@ from backend.formats import label_map as label_maps
 from backend.training.boxes import generate_anchors
 from backend.training.config import TrainingConfig
 from backend.training.fold import fold_batch_norm
-from backend.training.model import named_variables
 from backend.training.train import load_detector
 
 QUANTIZE = ("none", "float16", "int8")
@@ -101,7 +100,7 @@ class TFLiteDetectionModule(tf.Module):
         super().__init__()
         self.model = model
         # Keras 3 layer lists are invisible to TF tracking: track every variable explicitly.
-        self.detector_variables = dict(named_variables(model))
+        self.detector_variables = list(model.weights)
         self.anchors = tf.constant(center_size_anchors(config), name="anchors")
         self.input_shape = [1, config.model.height, config.model.width, 3]
 
@@ -138,6 +137,14 @@ def unsupported_ops(message: str) -> list[str]:
     return sorted(set(names))
 
 
+def custom_ops(model: bytes) -> list[str]:
+    """The custom op names a .tflite's operator codes list."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    root = schema.Model.GetRootAsModel(model, 0)
+    codes = (root.OperatorCodes(i).CustomCode() for i in range(root.OperatorCodesLength()))
+    return sorted({code.decode() for code in codes if code})
+
+
 def convert(saved_model_dir: str | os.PathLike, quantize: str = "none",
             representative: Callable[[], Iterable[list[np.ndarray]]] | None = None) -> bytes:
     """The `.tflite` bytes of a TFLite-friendly SavedModel; refuses (Invalid) a model with an op
@@ -163,15 +170,24 @@ def convert(saved_model_dir: str | os.PathLike, quantize: str = "none",
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.representative_dataset = representative
     try:
-        return converter.convert()
+        model = converter.convert()
     except Exception as exc:  # ConverterError; the message lists what failed
         names = unsupported_ops(str(exc))
         if names:
-            raise Invalid(f"the model uses {', '.join(names)}, which TFLite's builtin ops do not "
-                          f"support: it cannot be exported to TFLite") from None
+            raise _unsupported(names) from None
         first = next((line.strip() for line in str(exc).splitlines() if "error" in line.lower()),
                      str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise Invalid(f"TFLite conversion failed: {first}") from None
+    # allow_custom_ops turns any op TFLite lacks into a custom op no runtime has: refuse those.
+    foreign = [name for name in custom_ops(model) if name != POSTPROCESS_OP]
+    if foreign:
+        raise _unsupported(foreign)
+    return model
+
+
+def _unsupported(names: list[str]) -> Invalid:
+    return Invalid(f"the model uses {', '.join(names)}, which TFLite's builtin ops do not support: "
+                   "it cannot be exported to TFLite")
 
 
 def representative_images(record_globs: Iterable[str], config: TrainingConfig,
@@ -312,8 +328,8 @@ def labels_text(items: list[label_maps.LabelMapItem]) -> str:
     return "".join(f"{names.get(i, MISSING_LABEL)}\n" for i in range(1, max(names, default=0) + 1))
 
 
-def _label_map(config: TrainingConfig) -> list[label_maps.LabelMapItem]:
-    source = config.train_input.label_map_path
+def _label_map(config: TrainingConfig, source: str | os.PathLike | None) -> list[label_maps.LabelMapItem]:
+    source = source or config.train_input.label_map_path
     if source and Path(source).is_file():
         return label_maps.read(source).items
     return [label_maps.LabelMapItem(i, f"class_{i}") for i in range(1, config.model.num_classes + 1)]
@@ -322,9 +338,11 @@ def _label_map(config: TrainingConfig) -> list[label_maps.LabelMapItem]:
 def export_tflite(pipeline_config_path: str | os.PathLike, trained_checkpoint_dir: str | os.PathLike,
                   output_directory: str | os.PathLike, *, max_detections: int = 10,
                   quantize: str = "none", use_regular_nms: bool = False,
-                  representative_records: Iterable[str] | None = None) -> Path:
+                  representative_records: Iterable[str] | None = None,
+                  label_map_path: str | os.PathLike | None = None) -> Path:
     """Write the layout above and return `output_directory`. int8 calibrates on
-    `representative_records` (globs), else on the config's train input records.
+    `representative_records` (globs), else on the config's train input records. The labels
+    come from `label_map_path`, else the train input's label map.
 
     Files are built in a temporary folder beside `output_directory` and moved in at the end:
     a refused or failed export leaves what was there before."""
@@ -358,7 +376,7 @@ def export_tflite(pipeline_config_path: str | os.PathLike, trained_checkpoint_di
                        "num_classes": config.model.num_classes,
                        "class_index": "label-map id - 1 (labels.txt line)"}
         atomic.write_json(work / "model.json", description)
-        items = _label_map(config)
+        items = _label_map(config, label_map_path)
         label_maps.write(work / "label_map.pbtxt", items)
         atomic.write_text(work / "labels.txt", labels_text(items))
         output.mkdir(exist_ok=True)
