@@ -253,10 +253,11 @@ def _value_problems(doc: ConfigDocument) -> list[Problem]:
                                    f"must equal the anchor generator's {level} ({a})"))
         min_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.min_level", 3)
         max_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.max_level", 7)
-        if min_level != 3 or not (isinstance(max_level, int) and 5 <= max_level <= 7):
+        if not (isinstance(min_level, int) and 2 <= min_level <= 5) or not (
+                isinstance(max_level, int) and max(5, min_level) <= max_level <= 7):
             out.append(Problem(f"{_SSD}.anchor_generator.multiscale_anchor_generator",
                                line(f"{_SSD}.anchor_generator"),
-                               f"levels {min_level}..{max_level}: the FPN-lite head supports min_level 3 "
+                               f"levels {min_level}..{max_level}: the MobileNetV2 FPN supports min_level 2 to 5 "
                                "and max_level 5 to 7"))
         resizer = get(f"{_SSD}.image_resizer")
         if isinstance(resizer, Message) and not resizer.fields:

@@ -184,7 +184,7 @@ def describe_checkpoint(keys) -> str:
     has_optimizer = any(k.startswith("optimizer/") or ".OPTIMIZER_SLOT" in k for k in keys)
     extra = ", with optimizer state" if has_optimizer else ""
     model_keys = [k for k in values if k.startswith("model/") and ".OPTIMIZER_SLOT" not in k]
-    if any(k.startswith("model/backbone..") or k.startswith("model/predictor..") for k in keys):
+    if any(k.startswith(("model/backbone..", "model/predictor..")) for k in keys):
         return OLD_BOXWISE
     if any(k.startswith("model/_feature_extractor/") for k in keys):
         if any(k.startswith("model/_box_predictor/") for k in keys):
@@ -197,7 +197,7 @@ def describe_checkpoint(keys) -> str:
     if any(k.startswith(f"{CLASSIFICATION_BACKBONE}/") for k in keys):
         count = sum(k.startswith(f"{CLASSIFICATION_BACKBONE}/") for k in values)
         return f"TF OD API classification checkpoint (feature_extractor/..., {count} variables)"
-    first = sorted(keys)[0] if keys else "none"
+    first = min(keys) if keys else "none"
     return f"TF checkpoint with {len(values)} variables, not in the TF OD API layout (first key {first})"
 
 
@@ -377,13 +377,12 @@ def restore_classification(model: SSDDetector, path: str) -> RestoreReport:
     _refuse_old_layout(report.layout, prefix)
     mapping = checkpoint_variables(model)
 
-    def key_for(key):
-        if key.startswith(BACKBONE + "/"):
-            return CLASSIFICATION_BACKBONE + key[len(BACKBONE):]
-        return None
+    # The backbone under feature_extractor/, or (a detection checkpoint) under the detector's key.
+    source_root = CLASSIFICATION_BACKBONE if any(k.startswith(CLASSIFICATION_BACKBONE + "/") for k in shapes) \
+        else BACKBONE
 
-    if not any(k.startswith(CLASSIFICATION_BACKBONE + "/") for k in shapes):
-        key_for = lambda k: k if k.startswith(BACKBONE + "/") else None  # noqa: E731 - a detection checkpoint's backbone
+    def key_for(key):
+        return source_root + key[len(BACKBONE):] if key.startswith(BACKBONE + "/") else None
     plan = _plan(reader, shapes, mapping, key_for, report, allowed_parts={"backbone"})
     _require_backbone(report, path)
     _apply(plan)

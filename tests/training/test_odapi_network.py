@@ -120,3 +120,18 @@ def test_classification_checkpoint_reproduces_the_od_api_backbone_activations(tm
     # output0..3: block_2_add, block_5_add, block_12_add, out_relu (activations.json).
     for index, tap in enumerate(taps):
         np.testing.assert_allclose(np.asarray(tap), expected[f"output{index}"], atol=1e-4)
+
+
+def test_min_level_2_taps_block_2_add_as_the_od_api(tmp_path):
+    """small128 with fpn/anchor min_level 2: the OD API builds 408 variables, 2,622,960
+    parameters and 8,190 anchors (measured on the oracle); so does Boxwise."""
+    from backend.pipeline_config import ConfigDocument
+    from backend.training.config import training_config
+    from backend.training.model import build_detector, count_parameters
+    from backend.training.train import replace_fine_tune_for_inference
+
+    text = (FIXTURES / "small128" / "pipeline.config").read_text().replace("min_level: 3", "min_level: 2")
+    model = build_detector(training_config(replace_fine_tune_for_inference(ConfigDocument(text))).model)
+    assert (len(model.weights), count_parameters(model)) == (408, 2_622_960)
+    assert model(np.zeros((1, 128, 128, 3), np.float32))["box_deltas"].shape[1] == 8190
+    assert model.fpn.residual_blocks[-1].kernel.shape[2] == 24  # projection of block_2_add
