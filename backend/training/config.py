@@ -24,7 +24,7 @@ from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument, Message, Problem, walk
 from backend.training.boxes import AnchorSpec, MatcherSpec
 from backend.training.losses import LossSpec
-from backend.training.model import ModelSpec
+from backend.training.model import ConvHyperparams, ModelSpec
 
 
 
@@ -78,6 +78,7 @@ SUPPORTED = [
     f"{_SSD}.feature_extractor", f"{_SSD}.feature_extractor.type", f"{_SSD}.feature_extractor.use_depthwise",
     f"{_SSD}.feature_extractor.fpn", f"{_SSD}.feature_extractor.fpn.min_level",
     f"{_SSD}.feature_extractor.fpn.max_level", f"{_SSD}.feature_extractor.fpn.additional_layer_depth",
+    f"{_SSD}.feature_extractor.min_depth", f"{_SSD}.feature_extractor.use_explicit_padding",
     f"{_SSD}.feature_extractor.depth_multiplier", f"{_SSD}.feature_extractor.conv_hyperparams",
     *[f"{_SSD}.feature_extractor.conv_hyperparams.{p}" for p in _CONV],
     f"{_SSD}.feature_extractor.override_base_feature_extractor_hyperparams",
@@ -117,9 +118,7 @@ SUPPORTED = [
 IGNORED = [
     f"{_SSD}.inplace_batchnorm_update",  # Keras batch norm updates in place already
     f"{_SSD}.matcher.argmax_matcher.use_matmul_gather",
-    f"{_SSD}.feature_extractor.min_depth",  # keras.applications rounds channels to multiples of 8
     f"{_SSD}.feature_extractor.pad_to_multiple",
-    f"{_SSD}.feature_extractor.use_explicit_padding",
     f"{_SSD}.add_background_class",
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.apply_batch_norm",
     "train_config.sync_replicas", "train_config.replicas_to_aggregate", "train_config.startup_delay_steps",
@@ -254,10 +253,11 @@ def _value_problems(doc: ConfigDocument) -> list[Problem]:
                                    f"must equal the anchor generator's {level} ({a})"))
         min_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.min_level", 3)
         max_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.max_level", 7)
-        if min_level != 3 or not (isinstance(max_level, int) and 5 <= max_level <= 7):
+        if not (isinstance(min_level, int) and 2 <= min_level <= 5) or not (
+                isinstance(max_level, int) and max(5, min_level) <= max_level <= 7):
             out.append(Problem(f"{_SSD}.anchor_generator.multiscale_anchor_generator",
                                line(f"{_SSD}.anchor_generator"),
-                               f"levels {min_level}..{max_level}: the FPN-lite head supports min_level 3 "
+                               f"levels {min_level}..{max_level}: the MobileNetV2 FPN supports min_level 2 to 5 "
                                "and max_level 5 to 7"))
         resizer = get(f"{_SSD}.image_resizer")
         if isinstance(resizer, Message) and not resizer.fields:
@@ -385,6 +385,26 @@ def _reader(message: Message | None) -> InputReader | None:
                        sample_1_of_n=int(message.one("sample_1_of_n_examples", 1)))
 
 
+def conv_hyperparams(message: Message) -> ConvHyperparams:
+    """A `conv_hyperparams` block with the proto's defaults (batch_norm: decay 0.999, center true,
+    scale false, epsilon 0.001; no batch norm when the field is absent)."""
+    def sub(parent, name):
+        child = parent.one(name) if isinstance(parent, Message) else None
+        return child if isinstance(child, Message) else Message()
+
+    initializer = sub(message, "initializer")
+    kind, params = "random_normal", sub(initializer, "random_normal_initializer")
+    if not params.fields and sub(initializer, "truncated_normal_initializer").fields:
+        kind, params = "truncated_normal", sub(initializer, "truncated_normal_initializer")
+    has_batch_norm = isinstance(message.one("batch_norm") if isinstance(message, Message) else None, Message)
+    norm = sub(message, "batch_norm")
+    return ConvHyperparams(initializer=kind, mean=float(params.one("mean", 0.0)), stddev=float(params.one("stddev", 1.0)),
+                           batch_norm=has_batch_norm, batch_norm_decay=float(norm.one("decay", 0.999)),
+                           batch_norm_epsilon=float(norm.one("epsilon", 0.001)),
+                           batch_norm_scale=bool(norm.one("scale", False)),
+                           batch_norm_center=bool(norm.one("center", True)))
+
+
 def training_config(doc: ConfigDocument) -> TrainingConfig:
     """Typed settings from a config, or `Invalid` listing every problem with its line."""
     problems = check_config(doc)
@@ -413,28 +433,28 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
     predictor = sub(ssd, "box_predictor", "weight_shared_convolutional_box_predictor")
     extractor = sub(ssd, "feature_extractor")
     hyper = sub(predictor, "conv_hyperparams")
-    batch_norm = sub(hyper, "batch_norm")
-    init = sub(hyper, "initializer", "random_normal_initializer")
-    if not init.fields:
-        init = sub(hyper, "initializer", "truncated_normal_initializer")
     l2 = float(sub(hyper, "regularizer", "l2_regularizer").one("weight", 0.0))
     train = sub(doc.tree, "train_config")
     checkpoint = train.one("fine_tune_checkpoint") or None
     checkpoint_type = train.one("fine_tune_checkpoint_type") or ("detection" if checkpoint else "")
     if checkpoint_type == "fine_tune":
         checkpoint_type = "detection"
-    weights = checkpoint if checkpoint and checkpoint_type == "classification" else None
+    fpn = sub(extractor, "fpn")
     model = ModelSpec(
         num_classes=ssd.one("num_classes"), height=resizer.height, width=resizer.width,
         depth_multiplier=float(extractor.one("depth_multiplier", 1.0)),
-        depth=int(predictor.one("depth", 128)),
-        num_layers_before_predictor=int(predictor.one("num_layers_before_predictor", 4)),
+        min_depth=int(extractor.one("min_depth", 16)),
+        additional_layer_depth=int(fpn.one("additional_layer_depth", 256)),
+        use_explicit_padding=bool(extractor.one("use_explicit_padding", False)),
+        override_base_feature_extractor_hyperparams=bool(
+            extractor.one("override_base_feature_extractor_hyperparams", False)),
+        feature_hyperparams=conv_hyperparams(sub(extractor, "conv_hyperparams")),
+        depth=int(predictor.one("depth", 0)),
+        num_layers_before_predictor=int(predictor.one("num_layers_before_predictor", 0)),
         kernel_size=int(predictor.one("kernel_size", 3)),
-        class_prediction_bias_init=float(predictor.one("class_prediction_bias_init", -4.6)),
-        anchors=anchors, batch_norm_decay=float(batch_norm.one("decay", 0.997)),
-        batch_norm_epsilon=float(batch_norm.one("epsilon", 0.001)),
-        init_stddev=float(init.one("stddev", 0.01)),
-        freeze_batchnorm=bool(ssd.one("freeze_batchnorm", False)), backbone_weights=weights)
+        class_prediction_bias_init=float(predictor.one("class_prediction_bias_init", 0.0)),
+        predictor_hyperparams=conv_hyperparams(hyper),
+        anchors=anchors, freeze_batchnorm=bool(ssd.one("freeze_batchnorm", False)))
     argmax = sub(ssd, "matcher", "argmax_matcher")
     matched = float(argmax.one("matched_threshold", 0.5))
     matcher = MatcherSpec(matched_threshold=matched,
@@ -507,22 +527,22 @@ def check_fine_tune_checkpoint(config: TrainingConfig, doc: ConfigDocument) -> N
     if not path:
         return
     line = doc.line("train_config.fine_tune_checkpoint")
-    if config.fine_tune_checkpoint_type == "classification":
+    if config.fine_tune_checkpoint_type == "classification" and str(path).endswith(".h5"):
         if not Path(path).is_file():
-            raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist. "
-                          "For fine_tune_checkpoint_type: classification it must be a local Keras weights "
-                          "file for MobileNetV2 without its top (e.g. mobilenet_v2_weights_tf_dim_ordering_"
-                          "tf_kernels_1.0_224_no_top.h5); nothing is downloaded. Remove the field to train "
-                          "from scratch.")
+            raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist (a Keras "
+                          "MobileNetV2 weights file without its top; nothing is downloaded). Remove the field to "
+                          "train from scratch.")
         return
-    import tensorflow as tf
-    candidates = [path]
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        candidates = [latest] if latest else []
-    if not candidates or not tf.io.gfile.glob(candidates[0] + ".index"):
-        raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist "
-                      "(a detection checkpoint prefix such as .../ckpt-3, or a model_dir holding one)")
+    from backend.errors import NotFound
+    from backend.training.restore import resolve_checkpoint
+    try:
+        resolve_checkpoint(path)
+    except NotFound:
+        kind = ("a TF OD API classification checkpoint prefix such as .../mobilenet_v2.ckpt-1, or a Keras .h5 file"
+                if config.fine_tune_checkpoint_type == "classification" else
+                "a detection checkpoint prefix such as .../ckpt-0, a model_dir holding one, or a zoo model's folder "
+                "holding checkpoint/ckpt-0")
+        raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist ({kind})") from None
 
 
 def check_inputs(doc: ConfigDocument) -> list[Problem]:
