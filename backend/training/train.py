@@ -35,9 +35,9 @@ from backend.training.boxes import generate_anchors
 from backend.training.config import (LearningRate, TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
 from backend.training.data import train_dataset
-from backend.training.losses import ssd_losses
+from backend.training.losses import regularization_loss, ssd_losses
 from backend.training import restore
-from backend.training.model import SSDDetector, build_detector, preprocess_images, regularization_loss
+from backend.training.model import SSDDetector, build_detector, preprocess_images
 
 log = logging.getLogger("boxwise.train")
 
@@ -421,7 +421,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
             outputs = model(preprocess_images(batch["images"]), training=True)
             losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
                                 batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
-            reg = regularization_loss(model, config.l2_weight)
+            reg = regularization_loss(model, config.regularization)
             total = losses["classification"] + losses["localization"] + reg
             scaled = total / replicas
             if mixed_precision:
