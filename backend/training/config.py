@@ -23,7 +23,7 @@ from typing import Any
 from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument, Message, Problem, walk
 from backend.training.boxes import AnchorSpec, MatcherSpec
-from backend.training.losses import LossSpec
+from backend.training.losses import LossSpec, RegularizationSpec
 from backend.training.model import ConvHyperparams, ModelSpec
 
 
@@ -43,7 +43,7 @@ _LR = ["constant_learning_rate", "constant_learning_rate.learning_rate",
        "cosine_decay_learning_rate", "cosine_decay_learning_rate.*"]
 _OPT = ["optimizer", "optimizer.use_moving_average", "optimizer.moving_average_decay"]
 for _kind, _extra in (("momentum_optimizer", ["momentum_optimizer_value"]),
-                      ("adam_optimizer", ["epsilon", "beta1", "beta2"]),
+                      ("adam_optimizer", ["epsilon"]),
                       ("rms_prop_optimizer", ["momentum_optimizer_value", "decay", "epsilon"])):
     _OPT += [f"optimizer.{_kind}", f"optimizer.{_kind}.learning_rate"]
     _OPT += [f"optimizer.{_kind}.learning_rate.{p}" for p in _LR]
@@ -100,7 +100,9 @@ SUPPORTED = [
     "train_config.data_augmentation_options.random_horizontal_flip",
     "train_config.data_augmentation_options.random_horizontal_flip.probability",
     "train_config.data_augmentation_options.random_crop_image",
-    "train_config.data_augmentation_options.random_crop_image.*",
+    *[f"train_config.data_augmentation_options.random_crop_image.{p}" for p in
+      ["min_object_covered", "min_aspect_ratio", "max_aspect_ratio", "min_area", "max_area", "overlap_thresh",
+       "clip_boxes", "random_coef"]],
     "train_config.data_augmentation_options.random_adjust_brightness",
     "train_config.data_augmentation_options.random_adjust_brightness.max_delta",
     "train_config.data_augmentation_options.random_adjust_contrast",
@@ -148,7 +150,6 @@ _CHOICES = {
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.share_prediction_tower": {True},
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.use_depthwise": {True},
     f"{_SSD}.feature_extractor.use_depthwise": {True},
-    f"{_SSD}.encode_background_as_zeros": {True},
     "train_config.optimizer.use_moving_average": {False},
     "eval_config.use_moving_averages": {False},
 }
@@ -217,6 +218,42 @@ def _classify(doc: ConfigDocument) -> tuple[list[Problem], list[tuple[str, int]]
     return problems, ignored
 
 
+def _schedule_problems(doc: ConfigDocument, prefix: str, get, line) -> list[Problem]:
+    """What the TF OD API's learning-rate builders refuse (proto defaults where a field is absent)."""
+    out = []
+    cosine = get(f"{prefix}.cosine_decay_learning_rate")
+    if isinstance(cosine, Message):
+        path = f"{prefix}.cosine_decay_learning_rate"
+        total, warm = cosine.one("total_steps", 4000000), cosine.one("warmup_steps", 10000)
+        hold = cosine.one("hold_base_rate_steps", 0)
+        if total < warm:
+            out.append(Problem(f"{path}.total_steps", line(path),
+                               f"total_steps ({total}) must be ≥ warmup_steps ({warm})"))
+        elif total == warm + hold:
+            out.append(Problem(f"{path}.total_steps", line(path), f"total_steps ({total}) must be more than "
+                               f"warmup_steps + hold_base_rate_steps ({warm} + {hold})"))
+        base, wlr = cosine.one("learning_rate_base", 0.002), cosine.one("warmup_learning_rate", 0.0002)
+        if warm > 0 and base < wlr:
+            out.append(Problem(f"{path}.learning_rate_base", line(path),
+                               f"learning_rate_base ({base}) must be ≥ warmup_learning_rate ({wlr})"))
+    exponential = get(f"{prefix}.exponential_decay_learning_rate")
+    if isinstance(exponential, Message) and exponential.one("decay_steps", 4000000) <= 0:
+        path = f"{prefix}.exponential_decay_learning_rate.decay_steps"
+        out.append(Problem(path, line(path), "decay_steps must be ≥ 1"))
+    manual = get(f"{prefix}.manual_step_learning_rate")
+    if isinstance(manual, Message):
+        path = f"{prefix}.manual_step_learning_rate"
+        steps = [s.one("step", 0) if isinstance(s, Message) else 0 for s in manual.all("schedule")]
+        if not steps:
+            out.append(Problem(path, line(path), "needs at least one schedule { step: ... learning_rate: ... }"))
+        elif steps[0] == 0:
+            out.append(Problem(f"{path}.schedule", line(path), "the first schedule step cannot be 0"))
+        elif any(b <= a for a, b in zip(steps, steps[1:])):
+            out.append(Problem(f"{path}.schedule", line(path),
+                               f"schedule steps must increase strictly (they are {steps})"))
+    return out
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
@@ -270,24 +307,29 @@ def _value_problems(doc: ConfigDocument) -> list[Problem]:
                 out.append(Problem(f"{_SSD}.image_resizer.fixed_shape_resizer.{name}",
                                    line(f"{_SSD}.image_resizer.fixed_shape_resizer.{name}"),
                                    "must be a whole number of pixels ≥ 32"))
-    lr = None
+    ssd = doc.tree.one("model").one("ssd") if isinstance(doc.tree.one("model"), Message) else None
+    if isinstance(ssd, Message) and isinstance(get(f"{_SSD}.matcher.argmax_matcher"), Message):
+        path = f"{_SSD}.matcher.argmax_matcher"
+        out.extend(Problem(path, line(path), text) for text in _matcher(ssd).problems())
     for kind in ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer"):
-        lr = get(f"train_config.optimizer.{kind}.learning_rate.cosine_decay_learning_rate") or lr
-    if isinstance(lr, Message):
-        total, warm = lr.one("total_steps", 0), lr.one("warmup_steps", 0)
-        if total < warm:
-            out.append(Problem("train_config.optimizer...cosine_decay_learning_rate.total_steps", 0,
-                               f"total_steps ({total}) must be ≥ warmup_steps ({warm})"))
-        base, wlr = lr.one("learning_rate_base", 0.0), lr.one("warmup_learning_rate", 0.0)
-        if base < wlr:
-            out.append(Problem("train_config.optimizer...cosine_decay_learning_rate.learning_rate_base", 0,
-                               f"learning_rate_base ({base}) must be ≥ warmup_learning_rate ({wlr})"))
+        optimizer = get(f"train_config.optimizer.{kind}")
+        rate = optimizer.one("learning_rate") if isinstance(optimizer, Message) else None
+        if isinstance(optimizer, Message) and not (isinstance(rate, Message) and rate.fields):
+            path = f"train_config.optimizer.{kind}"
+            out.append(Problem(path, line(path), "needs a learning_rate { ... } (constant_learning_rate, "
+                               "exponential_decay_learning_rate, manual_step_learning_rate or "
+                               "cosine_decay_learning_rate)"))
+        out.extend(_schedule_problems(doc, f"train_config.optimizer.{kind}.learning_rate", get, line))
     opt = get("train_config.optimizer")
     if isinstance(opt, Message):
         kinds = [f.name for f in opt.fields if f.name.endswith("_optimizer")]
         if len(kinds) != 1:
             out.append(Problem("train_config.optimizer", line("train_config.optimizer"),
                                "needs exactly one of momentum_optimizer, adam_optimizer, rms_prop_optimizer"))
+        if not opt.has("use_moving_average"):
+            out.append(Problem("train_config.optimizer", line("train_config.optimizer"),
+                               "use_moving_average is true by default in the TF OD API and this trainer keeps "
+                               "no moving average: add use_moving_average: false"))
     return out
 
 
@@ -318,14 +360,13 @@ class LearningRate:
 
 @dataclass(frozen=True)
 class Optimizer:
+    """`train_config.optimizer` with `optimizer.proto`'s defaults (see `train.build_optimizer`)."""
     kind: str                   # momentum | adam | rms_prop
     learning_rate: LearningRate
-    momentum: float = 0.9
-    epsilon: float = 1e-7
-    decay: float = 0.9          # rms_prop's rho
-    beta1: float = 0.9
-    beta2: float = 0.999
-    clipnorm: float | None = None
+    momentum: float = 0.9       # momentum_optimizer_value (momentum, rms_prop)
+    epsilon: float = 1e-8       # adam 1e-8, rms_prop 1.0
+    decay: float = 0.0          # rms_prop: the learning rate's inverse-time decay (see build_optimizer)
+    clipnorm: float | None = None  # gradient_clipping_by_norm: a global-norm clip
 
 
 @dataclass(frozen=True)
@@ -351,7 +392,8 @@ class TrainingConfig:
     matcher: MatcherSpec
     box_scales: tuple[float, float, float, float]
     loss: LossSpec
-    l2_weight: float
+    l2_weight: float            # the box predictor's conv_hyperparams l2 weight
+    regularization: RegularizationSpec
     post_processing: PostProcessing
     batch_size: int
     num_steps: int
@@ -383,6 +425,26 @@ def _reader(message: Message | None) -> InputReader | None:
     return InputReader(input_paths=paths, label_map_path=message.one("label_map_path"),
                        shuffle=bool(message.one("shuffle", True)), num_epochs=int(message.one("num_epochs", 0)),
                        sample_1_of_n=int(message.one("sample_1_of_n_examples", 1)))
+
+
+def _l2_weight(hyperparams: Message) -> float:
+    """A conv_hyperparams' l2 weight: 0 without a regularizer, 1.0 (the proto default) for an
+    `l2_regularizer` without `weight`."""
+    regularizer = hyperparams.one("regularizer") if isinstance(hyperparams, Message) else None
+    l2 = regularizer.one("l2_regularizer") if isinstance(regularizer, Message) else None
+    return float(l2.one("weight", 1.0)) if isinstance(l2, Message) else 0.0
+
+
+def _matcher(ssd: Message | None) -> MatcherSpec:
+    """`model.ssd.matcher.argmax_matcher` with `argmax_matcher.proto`'s defaults."""
+    matcher = ssd.one("matcher") if isinstance(ssd, Message) else None
+    argmax = matcher.one("argmax_matcher") if isinstance(matcher, Message) else None
+    argmax = argmax if isinstance(argmax, Message) else Message()
+    return MatcherSpec(matched_threshold=float(argmax.one("matched_threshold", 0.5)),
+                       unmatched_threshold=float(argmax.one("unmatched_threshold", 0.5)),
+                       force_match_for_each_row=bool(argmax.one("force_match_for_each_row", False)),
+                       ignore_thresholds=bool(argmax.one("ignore_thresholds", False)),
+                       negatives_lower_than_unmatched=bool(argmax.one("negatives_lower_than_unmatched", True)))
 
 
 def conv_hyperparams(message: Message) -> ConvHyperparams:
@@ -433,7 +495,7 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
     predictor = sub(ssd, "box_predictor", "weight_shared_convolutional_box_predictor")
     extractor = sub(ssd, "feature_extractor")
     hyper = sub(predictor, "conv_hyperparams")
-    l2 = float(sub(hyper, "regularizer", "l2_regularizer").one("weight", 0.0))
+    l2 = _l2_weight(hyper)
     train = sub(doc.tree, "train_config")
     checkpoint = train.one("fine_tune_checkpoint") or None
     checkpoint_type = train.one("fine_tune_checkpoint_type") or ("detection" if checkpoint else "")
@@ -455,23 +517,25 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
         class_prediction_bias_init=float(predictor.one("class_prediction_bias_init", 0.0)),
         predictor_hyperparams=conv_hyperparams(hyper),
         anchors=anchors, freeze_batchnorm=bool(ssd.one("freeze_batchnorm", False)))
-    argmax = sub(ssd, "matcher", "argmax_matcher")
-    matched = float(argmax.one("matched_threshold", 0.5))
-    matcher = MatcherSpec(matched_threshold=matched,
-                          unmatched_threshold=float(argmax.one("unmatched_threshold", matched)),
-                          force_match_for_each_row=bool(argmax.one("force_match_for_each_row", False)))
+    matcher = _matcher(ssd)
+    extractor_l2 = _l2_weight(sub(extractor, "conv_hyperparams"))
+    regularization = RegularizationSpec(
+        backbone=extractor_l2 if extractor.one("override_base_feature_extractor_hyperparams", False)
+        else RegularizationSpec.backbone, fpn=extractor_l2, predictor=l2)
     coder = sub(ssd, "box_coder", "faster_rcnn_box_coder")
     scales = tuple(float(coder.one(k, d)) for k, d in
                    (("y_scale", 10.0), ("x_scale", 10.0), ("height_scale", 5.0), ("width_scale", 5.0)))
     loss = sub(ssd, "loss")
     focal = sub(loss, "classification_loss", "weighted_sigmoid_focal")
     loss_spec = LossSpec(
-        focal_alpha=float(focal.one("alpha", 0.25)), focal_gamma=float(focal.one("gamma", 2.0)),
+        focal_alpha=float(focal.one("alpha")) if focal.has("alpha") else None,
+        focal_gamma=float(focal.one("gamma", 2.0)),
         classification_weight=float(loss.one("classification_weight", 1.0)),
         localization_weight=float(loss.one("localization_weight", 1.0)),
         smooth_l1_delta=float(sub(loss, "localization_loss", "weighted_smooth_l1").one("delta", 1.0)),
-        normalize_by_num_matches=bool(ssd.one("normalize_loss_by_num_matches", False)),
-        normalize_loc_by_codesize=bool(ssd.one("normalize_loc_loss_by_codesize", False)))
+        normalize_by_num_matches=bool(ssd.one("normalize_loss_by_num_matches", True)),
+        normalize_loc_by_codesize=bool(ssd.one("normalize_loc_loss_by_codesize", False)),
+        encode_background_as_zeros=bool(ssd.one("encode_background_as_zeros", False)))
     nms = sub(ssd, "post_processing", "batch_non_max_suppression")
     post = PostProcessing(score_threshold=float(nms.one("score_threshold", 1e-8)),
                           iou_threshold=float(nms.one("iou_threshold", 0.6)),
@@ -490,12 +554,13 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
             params["schedule"] = [s.to_python() for s in lr_field.value.all("schedule")]
         learning_rate = LearningRate(lr_field.name.replace("_decay_learning_rate", "").replace(
             "_learning_rate", ""), params)
+    kind = kind_field.name.replace("_optimizer", "")
     optimizer = Optimizer(
-        kind=kind_field.name.replace("_optimizer", ""), learning_rate=learning_rate,
-        momentum=float(opt.one("momentum_optimizer_value", 0.9 if kind_field.name == "momentum_optimizer" else 0.0)),
-        epsilon=float(opt.one("epsilon", 1e-7 if kind_field.name == "adam_optimizer" else 1.0)),
-        decay=float(opt.one("decay", 0.9)), beta1=float(opt.one("beta1", 0.9)), beta2=float(opt.one("beta2", 0.999)),
-        clipnorm=float(train.one("gradient_clipping_by_norm")) if train.one("gradient_clipping_by_norm") else None)
+        kind=kind, learning_rate=learning_rate,
+        momentum=float(opt.one("momentum_optimizer_value", 0.9)) if kind != "adam" else 0.0,
+        epsilon=float(opt.one("epsilon", 1e-8 if kind == "adam" else 1.0)) if kind != "momentum" else 0.0,
+        decay=float(opt.one("decay", 0.9)) if kind == "rms_prop" else 0.0,
+        clipnorm=float(train.one("gradient_clipping_by_norm")) if train.one("gradient_clipping_by_norm", 0) > 0 else None)
     augmentations = []
     for option in train.all("data_augmentation_options"):
         for f in option.fields:
@@ -504,6 +569,7 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
     train_input = _reader(doc.tree.one("train_input_reader")) or InputReader((), None)
     return TrainingConfig(
         model=model, resizer=resizer, matcher=matcher, box_scales=scales, loss=loss_spec, l2_weight=l2,
+        regularization=regularization,
         post_processing=post, batch_size=int(train.one("batch_size", 32)), num_steps=int(train.one("num_steps", 0)),
         optimizer=optimizer, augmentations=tuple(augmentations), fine_tune_checkpoint=checkpoint,
         fine_tune_checkpoint_type=checkpoint_type,

@@ -97,44 +97,92 @@ def scale_boxes(boxes: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
 
 
 # --- augmentation ----------------------------------------------------------------------------
+# Each option draws its random values with tf.random.uniform (one draw per image, as the TF OD API's
+# preprocessor does) and hands them to a pure function, which the tests call with chosen values.
+# Images are float32 in [0, 255], boxes normalised yxyx, as in the OD API's `augment_input_data`.
 
-def _flip(image, boxes, classes, probability=0.5):
-    flip = tf.random.uniform([]) < probability
+def flip_left_right(image, boxes, flip):
+    """`random_horizontal_flip` given its decision: mirror the image and `x → 1 − x` for the boxes."""
     image = tf.cond(flip, lambda: tf.image.flip_left_right(image), lambda: image)
     flipped = tf.stack([boxes[:, 0], 1.0 - boxes[:, 3], boxes[:, 2], 1.0 - boxes[:, 1]], axis=-1)
-    return image, tf.where(flip, flipped, boxes), classes
+    return image, tf.where(flip, flipped, boxes)
+
+
+def _flip(image, boxes, classes, probability=0.5):
+    """TF OD API `random_horizontal_flip`: flips when a uniform draw in [0, 1) is below `probability`."""
+    image, boxes = flip_left_right(image, boxes, tf.random.uniform([]) < probability)
+    return image, boxes, classes
+
+
+def crop_to_window(image, boxes, classes, begin, size, overlap_thresh=0.3, clip_boxes=True):
+    """`random_crop_image` given its window: `begin`, `size` `[3]` int (pixels, as
+    `tf.image.sample_distorted_bounding_box` returns them).
+
+    As the TF OD API's `_strict_random_crop_image`: boxes entirely outside the window go (a box
+    only touching its edge counts as outside), then boxes with less than `overlap_thresh` of their
+    area inside the window (intersection / box area ≥ overlap_thresh keeps; a zero-area box goes),
+    the rest move to the window's frame and, with `clip_boxes`, are clipped to [0, 1].
+    """
+    begin = tf.cast(begin, tf.int32)
+    size = tf.cast(size, tf.int32)
+    shape = tf.cast(tf.shape(image)[:2], tf.float32)
+    start = tf.cast(begin[:2], tf.float32) / shape
+    end = tf.cast(begin[:2] + size[:2], tf.float32) / shape
+    window = tf.concat([start, end], axis=0)  # normalised yxyx, as the OD API's im_box
+    cropped = tf.slice(image, begin, size)
+    outside = tf.reduce_any(tf.stack([boxes[:, 0] >= window[2], boxes[:, 1] >= window[3],
+                                      boxes[:, 2] <= window[0], boxes[:, 3] <= window[1]], axis=1), axis=1)
+    heights = tf.maximum(0.0, tf.minimum(boxes[:, 2], window[2]) - tf.maximum(boxes[:, 0], window[0]))
+    widths = tf.maximum(0.0, tf.minimum(boxes[:, 3], window[3]) - tf.maximum(boxes[:, 1], window[1]))
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    inside_fraction = heights * widths / area  # NaN for a zero-area box: dropped below
+    keep = tf.logical_and(tf.logical_not(outside), inside_fraction >= overlap_thresh)
+    kept = tf.boolean_mask(boxes, keep)
+    win_h, win_w = window[2] - window[0], window[3] - window[1]
+    moved = (kept - tf.stack([window[0], window[1], window[0], window[1]])) / tf.stack([win_h, win_w, win_h, win_w])
+    if clip_boxes:
+        moved = tf.clip_by_value(moved, 0.0, 1.0)
+    return cropped, moved, tf.boolean_mask(classes, keep)
 
 
 def _crop(image, boxes, classes, min_object_covered=1.0, min_aspect_ratio=0.75, max_aspect_ratio=1.33,
-          min_area=0.1, max_area=1.0, overlap_thresh=0.3, random_coef=0.0, **_):
-    """TF OD API `random_crop_image`: a window that covers `min_object_covered` of some box; boxes are
-    clipped to it and dropped when less than `overlap_thresh` of them stays inside."""
-    begin, size, window = tf.image.sample_distorted_bounding_box(
-        tf.shape(image), bounding_boxes=tf.expand_dims(boxes, 0), min_object_covered=min_object_covered,
-        aspect_ratio_range=(min_aspect_ratio, max_aspect_ratio), area_range=(min_area, max_area),
-        max_attempts=100, use_image_if_no_bounding_boxes=True)
-    window = tf.reshape(window, [4])
-    cropped = tf.slice(image, begin, size)
-    win_h, win_w = window[2] - window[0], window[3] - window[1]
-    moved = (boxes - tf.stack([window[0], window[1], window[0], window[1]])) / tf.stack([win_h, win_w, win_h, win_w])
-    clipped = tf.clip_by_value(moved, 0.0, 1.0)
-    area = (moved[:, 2] - moved[:, 0]) * (moved[:, 3] - moved[:, 1])
-    kept_area = (clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])
-    keep = tf.logical_and(kept_area > 0.0, kept_area / tf.maximum(area, 1e-12) > overlap_thresh)
-    skip = tf.random.uniform([]) < random_coef
-    return (tf.cond(skip, lambda: image, lambda: cropped),
-            tf.cond(skip, lambda: boxes, lambda: tf.boolean_mask(clipped, keep)),
-            tf.cond(skip, lambda: classes, lambda: tf.boolean_mask(classes, keep)))
+          min_area=0.1, max_area=1.0, overlap_thresh=0.3, clip_boxes=True, random_coef=0.0):
+    """TF OD API `random_crop_image` (proto defaults): a window from
+    `tf.image.sample_distorted_bounding_box` (100 attempts, the whole image when no box is given,
+    boxes clipped to [0, 1] first) covering at least `min_object_covered` of some box, then
+    `crop_to_window`. With `random_coef` > 0 the image is left as it is unless a uniform draw
+    exceeds `random_coef`."""
+    def crop():
+        begin, size, _ = tf.image.sample_distorted_bounding_box(
+            tf.shape(image), bounding_boxes=tf.expand_dims(tf.clip_by_value(boxes, 0.0, 1.0), 0),
+            min_object_covered=min_object_covered, aspect_ratio_range=(min_aspect_ratio, max_aspect_ratio),
+            area_range=(min_area, max_area), max_attempts=100, use_image_if_no_bounding_boxes=True)
+        return crop_to_window(image, boxes, classes, begin, size, overlap_thresh, clip_boxes)
+
+    if random_coef <= 0.0:
+        return crop()
+    return tf.cond(tf.random.uniform([]) > random_coef, crop, lambda: (image, boxes, classes))
+
+
+def adjust_brightness(image, delta):
+    """`random_adjust_brightness` given its delta: `x + 255·delta`, clipped to [0, 255]."""
+    return tf.clip_by_value(tf.image.adjust_brightness(image / 255.0, delta) * 255.0, 0.0, 255.0)
+
+
+def adjust_contrast(image, factor):
+    """`random_adjust_contrast` given its factor: each channel `mean + factor·(x − mean)` (mean over
+    the image, per channel, in the [0, 1] scale), clipped to [0, 255]."""
+    return tf.clip_by_value(tf.image.adjust_contrast(image / 255.0, factor) * 255.0, 0.0, 255.0)
 
 
 def _brightness(image, boxes, classes, max_delta=0.2):
-    image = tf.clip_by_value(tf.image.random_brightness(image / 255.0, max_delta), 0.0, 1.0) * 255.0
-    return image, boxes, classes
+    """TF OD API `random_adjust_brightness`: delta uniform in [−max_delta, max_delta)."""
+    return adjust_brightness(image, tf.random.uniform([], -max_delta, max_delta)), boxes, classes
 
 
 def _contrast(image, boxes, classes, min_delta=0.8, max_delta=1.25):
-    image = tf.clip_by_value(tf.image.random_contrast(image / 255.0, min_delta, max_delta), 0.0, 1.0) * 255.0
-    return image, boxes, classes
+    """TF OD API `random_adjust_contrast`: factor uniform in [min_delta, max_delta)."""
+    return adjust_contrast(image, tf.random.uniform([], min_delta, max_delta)), boxes, classes
 
 
 AUGMENTATIONS = {
@@ -146,7 +194,8 @@ AUGMENTATIONS = {
 
 
 def augment(image, boxes, classes, augmentations: tuple[Augmentation, ...]):
-    """Apply `data_augmentation_options` in order to a float image `[h, w, 3]` (0–255) and its boxes."""
+    """Apply `data_augmentation_options` in order to a float image `[h, w, 3]` (0–255) and its boxes:
+    before resizing, as the TF OD API's `inputs.transform_input_data` does."""
     for option in augmentations:
         image, boxes, classes = AUGMENTATIONS[option.kind](image, boxes, classes, **option.params)
     return image, boxes, classes

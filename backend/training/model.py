@@ -378,15 +378,6 @@ def build_detector(spec: ModelSpec) -> SSDDetector:
     return model
 
 
-def regularization_loss(model: keras.Model, l2_weight: float):
-    """`l2_weight / 2 · Σ w²` over convolution kernels (TF OD API's Keras l2 convention)."""
-    if not l2_weight:
-        return ops.convert_to_tensor(0.0)
-    terms = [ops.sum(ops.square(ops.cast(v, "float32"))) for v in model.trainable_weights
-             if "kernel" in v.path]
-    return 0.5 * l2_weight * ops.sum(ops.stack(terms)) if terms else ops.convert_to_tensor(0.0)
-
-
 def preprocess_images(images):
     """uint8 or float `[0, 255]` images → `(2/255)·x − 1` in `[-1, 1]`, the OD API's SSD MobileNet preprocessing."""
     return (2.0 / 255.0) * ops.cast(images, "float32") - 1.0

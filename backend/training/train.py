@@ -41,8 +41,8 @@ from backend.training.boxes import generate_anchors
 from backend.training.config import (LearningRate, TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
 from backend.training.data import train_dataset
-from backend.training.losses import ssd_losses
-from backend.training.model import SSDDetector, build_detector, preprocess_images, regularization_loss
+from backend.training.losses import regularization_loss, ssd_losses
+from backend.training.model import SSDDetector, build_detector, preprocess_images
 
 log = logging.getLogger("boxwise.train")
 
@@ -60,72 +60,163 @@ class NaNLoss(Invalid):
 # --- learning rate ---------------------------------------------------------------------------
 
 class PipelineLearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """The TF OD API's schedules: constant, exponential (with burn-in), manual_step, cosine (with warmup)."""
+    """The TF OD API's learning-rate schedules (`utils/learning_schedules.py`), evaluated at the
+    optimizer's step (0 on the first update, as the OD API's `global_step`).
+
+    Missing fields take the `optimizer.proto` defaults (`LEARNING_RATE_DEFAULTS`).
+
+    - constant: `learning_rate`.
+    - exponential (`exponential_decay_learning_rate`): `initial · decay_factor^((step − burnin_steps)
+      / decay_steps)` (exponent floored when `staircase`); `burnin_learning_rate` (or `initial`
+      when it is 0) while `step < burnin_steps`; never below `min_learning_rate`.
+    - manual_step: `initial_learning_rate` until the first `schedule` step, then each step's rate
+      from its step on; with `warmup`, a straight line from the initial rate (step 0) towards the
+      first scheduled rate, reached at the first scheduled step.
+    - cosine (`cosine_decay_learning_rate`): `0.5 · base · (1 + cos(π · (step − warmup − hold) /
+      (total − warmup − hold)))`; `base` while `step ≤ warmup + hold` when hold > 0; a line from
+      `warmup_learning_rate` at step 0 (slope `(base − warmup_lr) / warmup`) while
+      `step < warmup`; 0 after `total_steps`.
+    """
 
     def __init__(self, kind: str, params: dict[str, Any]):
+        if kind not in LEARNING_RATE_DEFAULTS:
+            raise Invalid(f"unknown learning-rate schedule {kind!r}")
         self.kind = kind
         self.params = dict(params)
 
+    def _get(self, name: str):
+        return self.params.get(name, LEARNING_RATE_DEFAULTS[self.kind][name])
+
     def __call__(self, step):
-        p = self.params
         step = tf.cast(step, tf.float32)
         if self.kind == "constant":
-            return tf.constant(float(p.get("learning_rate", 0.002)))
+            return tf.constant(float(self._get("learning_rate")), tf.float32)
         if self.kind == "exponential":
-            initial = float(p.get("initial_learning_rate", 0.002))
-            exponent = step / float(p.get("decay_steps", 4000000))
-            if p.get("staircase", True):
+            initial = float(self._get("initial_learning_rate"))
+            burnin_steps = int(self._get("burnin_steps"))
+            burnin = float(self._get("burnin_learning_rate")) or initial
+            exponent = (step - burnin_steps) / float(self._get("decay_steps"))
+            if self._get("staircase"):
                 exponent = tf.floor(exponent)
-            lr = initial * tf.pow(float(p.get("decay_factor", 0.95)), exponent)
-            lr = tf.maximum(lr, float(p.get("min_learning_rate", 0.0)))
-            burnin_steps = int(p.get("burnin_steps", 0))
-            if burnin_steps:
-                burnin = float(p.get("burnin_learning_rate", 0.0)) or initial
-                lr = tf.where(step < burnin_steps, burnin, lr)
-            return lr
+            decayed = initial * tf.pow(float(self._get("decay_factor")), exponent)
+            lr = tf.where(step < burnin_steps, burnin, decayed)
+            return tf.maximum(lr, float(self._get("min_learning_rate")))
         if self.kind == "manual_step":
-            initial = float(p.get("initial_learning_rate", 0.002))
-            schedule = sorted(p.get("schedule", []), key=lambda s: s.get("step", 0))
-            boundaries = [float(s.get("step", 0)) for s in schedule]
-            rates = [initial] + [float(s.get("learning_rate", initial)) for s in schedule]
-            lr = tf.constant(rates[0])
+            initial = float(self._get("initial_learning_rate"))
+            schedule = list(self._get("schedule"))
+            boundaries = [int(s.get("step", 0)) for s in schedule]
+            rates = [initial] + [float(s.get("learning_rate", 0.002)) for s in schedule]
+            lr = tf.constant(rates[0], tf.float32)
             for boundary, rate in zip(boundaries, rates[1:]):
                 lr = tf.where(step >= boundary, rate, lr)
-            if p.get("warmup") and boundaries:
-                warm = initial + (rates[1] - initial) * step / boundaries[0]
+            if self._get("warmup") and boundaries:
+                warm = initial + (rates[1] - initial) / boundaries[0] * tf.floor(step)
                 lr = tf.where(step < boundaries[0], warm, lr)
             return lr
-        if self.kind == "cosine":
-            base = float(p.get("learning_rate_base", 0.04))
-            total = float(p.get("total_steps", 1))
-            warmup_lr = float(p.get("warmup_learning_rate", 0.0))
-            warmup = float(p.get("warmup_steps", 0))
-            hold = float(p.get("hold_base_rate_steps", 0))
-            span = max(total - warmup - hold, 1.0)
-            lr = 0.5 * base * (1.0 + tf.cos(math.pi * (step - warmup - hold) / span))
-            if hold > 0:
-                lr = tf.where(step > warmup + hold, lr, base)
-            if warmup > 0:
-                lr = tf.where(step < warmup, warmup_lr + (base - warmup_lr) / warmup * step, lr)
-            return tf.where(step > total, 0.0, lr)
-        raise Invalid(f"unknown learning-rate schedule {self.kind!r}")
+        base = float(self._get("learning_rate_base"))
+        total = int(self._get("total_steps"))
+        warmup_lr = float(self._get("warmup_learning_rate"))
+        warmup = int(self._get("warmup_steps"))
+        hold = int(self._get("hold_base_rate_steps"))
+        lr = 0.5 * base * (1.0 + tf.cos(math.pi * (step - warmup - hold) / float(total - warmup - hold)))
+        if hold > 0:
+            lr = tf.where(step > warmup + hold, lr, base)
+        if warmup > 0:
+            lr = tf.where(step < warmup, (base - warmup_lr) / warmup * step + warmup_lr, lr)
+        return tf.where(step > total, 0.0, lr)
 
     def get_config(self):
         return {"kind": self.kind, "params": self.params}
 
 
+# `optimizer.proto`'s defaults for each schedule's fields.
+LEARNING_RATE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "constant": {"learning_rate": 0.002},
+    "exponential": {"initial_learning_rate": 0.002, "decay_steps": 4000000, "decay_factor": 0.95,
+                    "staircase": True, "burnin_learning_rate": 0.0, "burnin_steps": 0,
+                    "min_learning_rate": 0.0},
+    "manual_step": {"initial_learning_rate": 0.002, "schedule": [], "warmup": False},
+    "cosine": {"learning_rate_base": 0.002, "total_steps": 4000000, "warmup_learning_rate": 0.0002,
+               "warmup_steps": 10000, "hold_base_rate_steps": 0},
+}
+
+
+class InverseTimeDecay(keras.optimizers.schedules.LearningRateSchedule):
+    """`schedule(step) / (1 + decay · step)`: what the Keras 2 optimizers the TF OD API's TF 2
+    trainer was written for do with their `decay` argument (the OD API passes `rms_prop_optimizer
+    .decay` there)."""
+
+    def __init__(self, schedule: keras.optimizers.schedules.LearningRateSchedule, decay: float):
+        self.schedule = schedule
+        self.decay = float(decay)
+
+    def __call__(self, step):
+        return self.schedule(step) / (1.0 + self.decay * tf.cast(step, tf.float32))
+
+    def get_config(self):
+        return {"schedule": self.schedule.get_config(), "decay": self.decay}
+
+
+class OdApiRMSprop(keras.optimizers.Optimizer):
+    """RMSprop with momentum as TensorFlow's `ApplyRMSProp` kernel (Keras 2's RMSprop, which the TF
+    OD API builds) computes it, which Keras 3's RMSprop does not: epsilon inside the square root.
+
+    `ms ← rho·ms + (1 − rho)·g²; mom ← momentum·mom + lr·g / sqrt(ms + epsilon); w ← w − mom`,
+    slots starting at 0, rho 0.9 (the OD API leaves Keras' default).
+    """
+
+    def __init__(self, learning_rate, rho: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-7,
+                 name: str = "rmsprop", **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        self.rho = float(rho)
+        self.momentum = float(momentum)
+        self.epsilon = float(epsilon)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self._ms = [self.add_variable_from_reference(v, "rms") for v in variables]
+        self._mom = [self.add_variable_from_reference(v, "momentum") for v in variables]
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = tf.cast(learning_rate, variable.dtype)
+        gradient = tf.cast(gradient, variable.dtype)
+        index = self._get_variable_index(variable)
+        ms, mom = self._ms[index], self._mom[index]
+        self.assign(ms, self.rho * ms + (1.0 - self.rho) * tf.square(gradient))
+        self.assign(mom, self.momentum * mom + lr * gradient / tf.sqrt(ms + self.epsilon))
+        self.assign_sub(variable, mom)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon})
+        return config
+
+
 def build_optimizer(config: TrainingConfig, mixed_precision: bool = False) -> keras.optimizers.Optimizer:
+    """The TF OD API's `optimizer_builder.build_optimizers_tf_v2`, in Keras 3 terms.
+
+    - momentum_optimizer: SGD with momentum `momentum_optimizer_value` (default 0.9);
+    - adam_optimizer: Adam with `epsilon` (default 1e-8) and Keras' betas 0.9, 0.999;
+    - rms_prop_optimizer: `OdApiRMSprop` with momentum (default 0.9), epsilon (default 1.0), and
+      `decay` (default 0.9) as the learning rate's inverse-time decay (`InverseTimeDecay`).
+
+    `train_config.gradient_clipping_by_norm` clips by the global norm of all gradients
+    (`tf.clip_by_global_norm` in `model_lib_v2`), i.e. Keras' `global_clipnorm`.
+    """
     opt = config.optimizer
     schedule = PipelineLearningRate(opt.learning_rate.kind, opt.learning_rate.params)
-    common = {"learning_rate": schedule}
+    common = {}
     if opt.clipnorm:
-        common["clipnorm"] = opt.clipnorm
+        common["global_clipnorm"] = opt.clipnorm
     if opt.kind == "momentum":
-        optimizer = keras.optimizers.SGD(momentum=opt.momentum, **common)
+        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=opt.momentum, **common)
     elif opt.kind == "adam":
-        optimizer = keras.optimizers.Adam(beta_1=opt.beta1, beta_2=opt.beta2, epsilon=opt.epsilon, **common)
+        optimizer = keras.optimizers.Adam(learning_rate=schedule, epsilon=opt.epsilon, **common)
     elif opt.kind == "rms_prop":
-        optimizer = keras.optimizers.RMSprop(rho=opt.decay, momentum=opt.momentum, epsilon=opt.epsilon, **common)
+        rate = InverseTimeDecay(schedule, opt.decay) if opt.decay else schedule
+        optimizer = OdApiRMSprop(rate, momentum=opt.momentum, epsilon=opt.epsilon, **common)
     else:
         raise Invalid(f"unknown optimizer {opt.kind!r}")
     if mixed_precision:
@@ -335,7 +426,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
             outputs = model(preprocess_images(batch["images"]), training=True)
             losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
                                 batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
-            reg = regularization_loss(model, config.l2_weight)
+            reg = regularization_loss(model, config.regularization)
             total = losses["classification"] + losses["localization"] + reg
             scaled = total / replicas
             if mixed_precision:

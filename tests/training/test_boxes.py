@@ -65,21 +65,61 @@ VALID = np.array([[True, True, True, False]])
 
 
 def test_argmax_matching_with_forced_matches():
-    matched, state = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.5, 0.5, True))
-    assert np.asarray(state).tolist() == [[1, 1, 1, 1, 1]]
-    assert np.asarray(matched).tolist() == [[0, 1, 0, 2, 0]]
+    match = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.5, 0.5, True))
+    # A3's best IoU (0.1875, with g2) is below 0.5, but it is g2's best anchor: forced.
+    assert np.asarray(match).tolist() == [[0, 1, 0, 2, 0]]
 
 
 def test_argmax_matching_without_forcing_leaves_low_iou_unmatched_and_ignores_between():
-    matched, state = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.7, 0.3, False))
-    # A3 (0.1875) is background; A4 (0.6) falls between 0.3 and 0.7 and is ignored.
-    assert np.asarray(state).tolist() == [[1, 1, 1, 0, -1]]
-    assert np.asarray(matched)[0, :3].tolist() == [0, 1, 0]
+    match = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.7, 0.3, False))
+    # A3 (0.1875) is background (-1); A4 (0.6) falls between 0.3 and 0.7 and is ignored (-2).
+    assert np.asarray(match).tolist() == [[0, 1, 0, boxes.UNMATCHED, boxes.IGNORED]]
+
+
+def test_negatives_between_the_thresholds_when_not_lower_than_unmatched():
+    spec = MatcherSpec(0.7, 0.3, False, negatives_lower_than_unmatched=False)
+    # The roles swap: below 0.3 is ignored, between 0.3 and 0.7 is background.
+    assert np.asarray(boxes.match(ANCHORS, GT, VALID, spec)).tolist() == [[0, 1, 0, -2, -1]]
+
+
+def test_ignore_thresholds_matches_every_anchor_to_its_best_box():
+    spec = MatcherSpec(0.9, 0.9, False, ignore_thresholds=True)
+    assert np.asarray(boxes.match(ANCHORS, GT, VALID, spec)).tolist() == [[0, 1, 0, 2, 0]]
+    # Not even ignore_thresholds matches anything in an image without boxes.
+    empty = boxes.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool), spec)
+    assert np.asarray(empty).tolist() == [[-1] * 5]
+
+
+def test_a_box_forced_onto_an_anchor_another_box_claims_loses_to_the_first_box():
+    anchors = np.array([[0.0, 0.0, 1.0, 1.0], [0.9, 0.9, 1.0, 1.0]], np.float32)
+    gt = np.array([[[0.0, 0.0, 0.2, 0.2], [0.5, 0.5, 0.7, 0.7]]], np.float32)  # both best at anchor 0
+    match = boxes.match(anchors, gt, np.ones((1, 2), bool), MatcherSpec(0.5, 0.5, True))
+    assert np.asarray(match).tolist() == [[0, -1]]
+
+
+def test_matcher_settings_the_od_api_refuses():
+    assert MatcherSpec(0.4, 0.5).problems() == ["unmatched_threshold (0.5) must be ≤ matched_threshold (0.4)"]
+    assert "needs unmatched_threshold < matched_threshold" in MatcherSpec(
+        0.5, 0.5, negatives_lower_than_unmatched=False).problems()[0]
+    assert MatcherSpec(0.4, 0.5, ignore_thresholds=True).problems() == []
+
+
+def test_iou_is_zero_without_intersection_and_exact_otherwise():
+    a = np.array([[0.0, 0.0, 0.5, 0.5]], np.float32)
+    b = np.array([[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.0, 0.0]], np.float32)
+    np.testing.assert_allclose(np.asarray(boxes.iou(a, b)), [[0.0, 0.5, 0.0]], atol=0)
 
 
 def test_padding_only_images_match_nothing():
-    _, state = boxes.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool))
-    assert np.asarray(state).tolist() == [[0, 0, 0, 0, 0]]
+    match = boxes.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool))
+    assert np.asarray(match).tolist() == [[-1, -1, -1, -1, -1]]
+
+
+def test_encode_adds_the_coder_epsilon_to_sizes():
+    # A zero-height box against a unit anchor: log((0 + 1e-8) / (1 + 1e-8)), finite.
+    anchors = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
+    deltas = np.asarray(boxes.encode(np.array([[[0.5, 0.0, 0.5, 1.0]]], np.float32), anchors))
+    np.testing.assert_allclose(deltas[0, 0], [0.0, 0.0, 5 * math.log(1e-8), 0.0], rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("height,width", [(64, 64), (96, 128), (320, 320)])

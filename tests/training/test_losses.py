@@ -29,29 +29,57 @@ def test_smooth_l1_is_quadratic_below_one_and_linear_above():
     np.testing.assert_allclose(value, [0.125 + 1.5 + 0.0 + 0.5], rtol=1e-6)
 
 
-def test_ssd_losses_normalised_by_matches():
-    anchors = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32)
-    gt_boxes = np.array([[[0.0, 0.0, 0.5, 0.5], [0, 0, 0, 0]]], np.float32)
-    gt_classes = np.array([[2, 0]])
+def test_focal_loss_without_alpha_or_gamma():
+    values = np.asarray(losses.sigmoid_focal_loss(np.array([1.0, 0.0]), np.array([0.0, 0.0]), None, 0.0))
+    np.testing.assert_allclose(values, [LOG2, LOG2], rtol=1e-6)
+
+
+ANCHORS = np.array([[0.0, 0.0, 0.5, 0.5], [0.5, 0.5, 1.0, 1.0]], np.float32)
+GT_BOXES = np.array([[[0.0, 0.0, 0.5, 0.5], [0, 0, 0, 0]]], np.float32)
+GT_CLASSES = np.array([[2, 0]])
+POSITIVE, NEGATIVE = 0.25 * 0.25 * LOG2, 0.75 * 0.25 * LOG2  # focal at p = 0.5
+
+
+def _two_anchor_losses(**spec):
     deltas = np.zeros((1, 2, 4), np.float32)
     deltas[0, 0] = [1.0, 0.0, 0.0, 0.0]       # matched anchor: off by one unit in ty
     deltas[0, 1] = [9.0, 9.0, 9.0, 9.0]       # background anchor: box loss must not count
-    logits = np.zeros((1, 2, 2), np.float32)  # 2 classes, p = 0.5 everywhere
-    out = losses.ssd_losses(anchors, deltas, logits, gt_boxes, gt_classes, num_classes=2,
-                            matcher=MatcherSpec(0.5, 0.5, True))
+    logits = np.zeros((1, 2, 3), np.float32)  # background + 2 classes, p = 0.5 everywhere
+    return losses.ssd_losses(ANCHORS, deltas, logits, GT_BOXES, GT_CLASSES, num_classes=2,
+                             spec=losses.LossSpec(focal_alpha=0.25, **spec), matcher=MatcherSpec(0.5, 0.5, True))
+
+
+def test_ssd_losses_normalised_by_matches():
+    out = _two_anchor_losses(normalize_loc_by_codesize=True)
     assert float(out["num_matches"]) == 1.0
     # Localisation: huber(1) = 0.5, divided by the code size 4 and by 1 match.
     assert math.isclose(float(out["localization"]), 0.5 / 4, rel_tol=1e-6)
-    # Classification: anchor 0 has class id 2 → one positive (index 1) and one negative;
-    # anchor 1 is background → two negatives.
-    positive, negative = 0.25 * 0.25 * LOG2, 0.75 * 0.25 * LOG2
-    assert math.isclose(float(out["classification"]), positive + 3 * negative, rel_tol=1e-5)
+    # Anchor 0 (class id 2): targets [0, 0, 1]. Anchor 1 is background: without
+    # encode_background_as_zeros its target is [1, 0, 0]: one positive, two negatives each.
+    assert math.isclose(float(out["classification"]), 2 * POSITIVE + 4 * NEGATIVE, rel_tol=1e-5)
+
+
+def test_background_as_zeros_makes_the_background_column_a_negative():
+    out = _two_anchor_losses(encode_background_as_zeros=True)
+    assert math.isclose(float(out["localization"]), 0.5, rel_tol=1e-6)  # no code-size division
+    assert math.isclose(float(out["classification"]), POSITIVE + 5 * NEGATIVE, rel_tol=1e-5)
+
+
+def test_targets_mark_ignored_anchors_with_zero_class_weight():
+    anchors = np.array([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.3]], np.float32)  # IoU 1.0 and 0.6
+    targets = losses.assign_targets(anchors, GT_BOXES, GT_CLASSES, 2, MatcherSpec(0.7, 0.3, False))
+    assert np.asarray(targets["match"]).tolist() == [[0, -2]]
+    assert np.asarray(targets["cls_weights"]).tolist() == [[[1, 1, 1], [0, 0, 0]]]
+    assert np.asarray(targets["cls_targets"]).tolist() == [[[0, 0, 1], [1, 0, 0]]]
+    assert np.asarray(targets["reg_weights"]).tolist() == [[1, 0]]
+    np.testing.assert_array_equal(np.asarray(targets["reg_targets"])[0, 1], [0, 0, 0, 0])
 
 
 def test_no_objects_gives_background_loss_only_divided_by_one():
     anchors = np.array([[0.0, 0.0, 0.5, 0.5]], np.float32)
-    out = losses.ssd_losses(anchors, np.zeros((1, 1, 4), np.float32), np.zeros((1, 1, 1), np.float32),
-                            np.zeros((1, 1, 4), np.float32), np.zeros((1, 1), np.int64), num_classes=1)
+    out = losses.ssd_losses(anchors, np.zeros((1, 1, 4), np.float32), np.zeros((1, 1, 2), np.float32),
+                            np.zeros((1, 1, 4), np.float32), np.zeros((1, 1), np.int64), num_classes=1,
+                            spec=losses.LossSpec(focal_alpha=0.25, encode_background_as_zeros=True))
     assert float(out["num_matches"]) == 0.0
     assert float(out["localization"]) == 0.0
-    assert math.isclose(float(out["classification"]), 0.75 * 0.25 * LOG2, rel_tol=1e-5)
+    assert math.isclose(float(out["classification"]), 2 * NEGATIVE, rel_tol=1e-5)

@@ -1,0 +1,113 @@
+"""Augmentation as the TF OD API's preprocessor does it: hand-computed boxes and pixels with the
+random draws fixed, and seeded draws checked against the options' constraints."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from backend.training import data
+from backend.training.config import Augmentation
+
+# Window rows 4..12 of 16 and columns 8..24 of 32: normalised y 0.25..0.75, x 0.25..0.75.
+IMAGE = tf.reshape(tf.range(16 * 32 * 3, dtype=tf.float32), [16, 32, 3])
+BEGIN, SIZE = tf.constant([4, 8, 0]), tf.constant([8, 16, -1])
+BOXES = tf.constant([
+    [0.375, 0.375, 0.5, 0.625],   # inside: → (0.25, 0.25, 0.5, 0.75)
+    [0.0, 0.0, 0.25, 0.5],        # touches the window's top edge only: outside
+    [0.625, 0.5, 0.875, 1.0],     # exactly a quarter of it inside: → (0.75, 0.5, 1.25, 1.5)
+    [0.5, 0.5, 0.5, 0.5],         # zero area: dropped
+])
+CLASSES = tf.constant([1, 2, 3, 4])
+
+
+def test_flip_mirrors_the_image_and_the_boxes():
+    image = tf.reshape(tf.range(6, dtype=tf.float32), [1, 2, 3])
+    boxes = tf.constant([[0.1, 0.2, 0.5, 0.4]])
+    flipped, moved = data.flip_left_right(image, boxes, tf.constant(True))
+    np.testing.assert_array_equal(flipped.numpy(), [[[3, 4, 5], [0, 1, 2]]])
+    np.testing.assert_allclose(moved.numpy(), [[0.1, 0.6, 0.5, 0.8]], atol=1e-7)
+    kept, same = data.flip_left_right(image, boxes, tf.constant(False))
+    np.testing.assert_array_equal(kept.numpy(), image.numpy())
+    np.testing.assert_array_equal(same.numpy(), boxes.numpy())
+
+
+def test_crop_keeps_boxes_with_at_least_overlap_thresh_inside_and_clips_them():
+    image, boxes, classes = data.crop_to_window(IMAGE, BOXES, CLASSES, BEGIN, SIZE, overlap_thresh=0.25)
+    np.testing.assert_array_equal(image.numpy(), IMAGE.numpy()[4:12, 8:24])
+    np.testing.assert_allclose(boxes.numpy(), [[0.25, 0.25, 0.5, 0.75], [0.75, 0.5, 1.0, 1.0]], atol=1e-7)
+    assert classes.numpy().tolist() == [1, 3]
+
+
+def test_crop_drops_boxes_below_overlap_thresh():
+    _, boxes, classes = data.crop_to_window(IMAGE, BOXES, CLASSES, BEGIN, SIZE, overlap_thresh=0.3)
+    np.testing.assert_allclose(boxes.numpy(), [[0.25, 0.25, 0.5, 0.75]], atol=1e-7)
+    assert classes.numpy().tolist() == [1]
+
+
+def test_crop_without_clip_boxes_leaves_boxes_past_the_window():
+    _, boxes, classes = data.crop_to_window(IMAGE, BOXES, CLASSES, BEGIN, SIZE, overlap_thresh=0.0,
+                                            clip_boxes=False)
+    np.testing.assert_allclose(boxes.numpy(), [[0.25, 0.25, 0.5, 0.75], [0.75, 0.5, 1.25, 1.5]], atol=1e-7)
+    assert classes.numpy().tolist() == [1, 3]
+
+
+def test_sampled_windows_respect_the_area_aspect_and_coverage():
+    tf.random.set_seed(7)
+    box = tf.constant([[0.4, 0.4, 0.6, 0.6]])
+    image = tf.zeros([100, 100, 3])
+    for _ in range(20):
+        cropped, boxes, classes = data._crop(image, box, tf.constant([1]), min_object_covered=1.0,
+                                             min_aspect_ratio=0.5, max_aspect_ratio=2.0, min_area=0.3,
+                                             max_area=0.6, overlap_thresh=0.3)
+        h, w = cropped.shape[:2]
+        assert 0.3 * 1e4 - 200 <= h * w <= 0.6 * 1e4 + 200 and 0.5 - 0.05 <= w / h <= 2.0 + 0.05
+        # The whole box lies inside the window, so it arrives unclipped inside [0, 1].
+        assert classes.numpy().tolist() == [1]
+        b = boxes.numpy()[0]
+        assert 0.0 <= b[0] < b[2] <= 1.0 and 0.0 <= b[1] < b[3] <= 1.0
+        np.testing.assert_allclose([(b[2] - b[0]) * h, (b[3] - b[1]) * w], [20, 20], atol=1e-3)
+
+
+def test_random_coef_one_never_crops_and_full_area_keeps_the_image():
+    tf.random.set_seed(3)
+    box = tf.constant([[0.1, 0.2, 0.5, 0.4]])
+    options = {"min_area": 0.1, "max_area": 0.2, "min_object_covered": 0.0}
+    for _ in range(5):
+        image, boxes, _ = data._crop(IMAGE, box, tf.constant([1]), random_coef=1.0, **options)
+        assert image.shape == IMAGE.shape
+        np.testing.assert_array_equal(boxes.numpy(), box.numpy())
+    whole = Augmentation("random_crop_image", {"min_area": 1.0, "max_area": 1.0, "min_aspect_ratio": 2.0,
+                                               "max_aspect_ratio": 2.0, "min_object_covered": 0.0})
+    image, boxes, _ = data.augment(IMAGE, box, tf.constant([1]), (whole,))
+    assert image.shape == IMAGE.shape
+    np.testing.assert_allclose(boxes.numpy(), box.numpy(), atol=1e-7)
+
+
+def test_brightness_adds_255_delta_and_clips():
+    image = tf.constant([[[0.0, 100.0, 250.0]]])
+    np.testing.assert_allclose(data.adjust_brightness(image, 0.1).numpy(), [[[25.5, 125.5, 255.0]]], rtol=1e-6)
+    np.testing.assert_allclose(data.adjust_brightness(image, -0.2).numpy(), [[[0.0, 49.0, 199.0]]], rtol=1e-6)
+
+
+def test_contrast_scales_around_the_channel_mean_and_clips():
+    image = tf.constant([[[0.0, 0.0, 0.0], [200.0, 100.0, 255.0]]])  # channel means 100, 50, 127.5
+    np.testing.assert_allclose(data.adjust_contrast(image, 2.0).numpy(),
+                               [[[0.0, 0.0, 0.0], [255.0, 150.0, 255.0]]], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(data.adjust_contrast(image, 0.5).numpy(),
+                               [[[50.0, 25.0, 63.75], [150.0, 75.0, 191.25]]], rtol=1e-5)
+
+
+@pytest.mark.parametrize("kind,params,low,high", [
+    ("random_adjust_brightness", {"max_delta": 0.1}, -25.5, 25.5),
+    ("random_adjust_contrast", {"min_delta": 0.5, "max_delta": 0.75}, 0.5, 0.75),
+])
+def test_random_adjustments_draw_within_their_range(kind, params, low, high):
+    tf.random.set_seed(11)
+    image = tf.constant([[[100.0, 100.0, 100.0], [120.0, 120.0, 120.0]]])  # mean 110
+    seen = []
+    for _ in range(30):
+        out, _, _ = data.augment(image, tf.zeros([0, 4]), tf.zeros([0], tf.int32), (Augmentation(kind, params),))
+        value = out.numpy()[0, 0, 0]
+        seen.append(value - 100.0 if kind == "random_adjust_brightness" else (value - 110.0) / -10.0)
+    assert low <= min(seen) and max(seen) <= high and max(seen) - min(seen) > 0.3 * (high - low)
