@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "backend.cli.formats",
     "backend.cli.predict",
     "backend.cli.training",
+    "backend.cli.tflite",
     "backend.cli.config",
     "backend.cli.server",
 ]

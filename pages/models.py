@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend import auth, models, predictions
+from backend import auth, models, predictions, tflite
 from pages import common
 
 project = common.require_project()
@@ -83,6 +83,34 @@ if can_train:
                     models.register_zip(common.db(), user, project["id"], upload, upload.name,
                                         name=name or None)
                     st.rerun()
+
+# ---------------------------------------------------------------- TFLite for devices
+
+st.subheader("Deploy to devices (TFLite)")
+exportable = tflite.exportable_models(common.db(), project["id"])
+if not exportable:
+    st.caption("No registered model has a checkpoint yet: register an export of a training run "
+               "(it keeps `checkpoint/` and `pipeline.config` beside the SavedModel).")
+else:
+    tflite_ids = [m["id"] for m in exportable]
+    tflite_model = st.selectbox("Model to convert", tflite_ids, key="tflite_model",
+                                format_func=lambda i: next(f"#{m['id']} {m['name']}" for m in exportable
+                                                           if m["id"] == i))
+    if can_train:
+        with st.form("tflite_export"):
+            quantize = st.radio("Quantization", tflite.QUANTIZE, horizontal=True, key="tflite_quantize",
+                                help="int8: about 4× smaller and faster on phone CPUs, calibrated on the "
+                                     "model's dataset version; float16: half the size")
+            max_detections = st.number_input("Detections per image", 1, 100, 10, key="tflite_max_detections")
+            if st.form_submit_button("Export to TFLite"):
+                with st.spinner("Converting to TFLite (about a minute)…"), \
+                        common.reported(success="TFLite model written"):
+                    tflite.export_registered(common.db(), user, tflite_model, quantize, int(max_detections))
+    for found in tflite.list_exports(tflite_model):
+        name, data = tflite.download(common.db(), user, tflite_model, found["quantize"])
+        st.download_button(f"Download {found['quantize']} TFLite ({found['size_bytes'] / 1024**2:.2f} MB .tflite, "
+                           "with labels.txt and model.json)", data, file_name=name, mime="application/zip",
+                           key=f"tflite_download_{found['quantize']}")
 
 # ---------------------------------------------------------------- batch prediction
 
