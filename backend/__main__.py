@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "backend.cli.predict",
     "backend.cli.training",
     "backend.cli.config",
+    "backend.cli.server",
     "backend.cli.zoo",
 ]
 

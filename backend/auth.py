@@ -23,9 +23,29 @@ ROLES = ("admin", "reviewer", "labeler", "viewer")
 _ROLE_ACTIONS = {
     "viewer": {"view"},
     "labeler": {"view", "label"},
-    "reviewer": {"view", "label", "review", "ingest", "export", "train"},
-    "admin": {"view", "label", "review", "ingest", "export", "train", "manage_users",
-              "manage_projects", "assign"},
+    "reviewer": {"view", "label", "review", "ingest", "export", "train", "read_urls"},
+    "admin": {"view", "label", "review", "ingest", "export", "train", "read_urls", "manage_users",
+              "manage_projects", "assign", "server_paths", "external_runner", "configure_server"},
+}
+# In words, for README's Roles table (tests/test_roles.py checks it against the sets above).
+ACTION_WORDS = {
+    "view": "see projects, images, boxes, progress, dataset versions, configs, runs and models; "
+            "open uploaded record files and dataset versions in the TFRecord browser; predict on "
+            "uploaded images; validate configs",
+    "label": "draw and save boxes, submit, skip, mark \"no objects\", accept or reject model drafts",
+    "review": "approve and reject submitted images",
+    "ingest": "upload images, import annotations",
+    "export": "write dataset versions, prepare their zips",
+    "train": "save configs; start, cancel, resume, retrain, evaluate and export runs with the "
+             "built-in trainer; register models, mark one current, run batch prediction",
+    "read_urls": "open record sets and label maps by URL (gs://…) in the TFRecord browser",
+    "manage_users": "add users, change roles, disable accounts, reset passwords",
+    "manage_projects": "create, rename and archive projects; add, rename, recolour, reorder and "
+                       "delete classes; create classes from imports and label maps",
+    "assign": "assign images to labelers, release leases",
+    "server_paths": "use any path on the server (others: only the data folder and allowed folders)",
+    "external_runner": "start runs with an external runner the server's owner configured",
+    "configure_server": "change server settings (runners, allowed folders; the command line only)",
 }
 
 # The command line runs on the server with the data directory in hand: it acts as an admin.

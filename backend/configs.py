@@ -18,7 +18,7 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import pipeline_config as pc
+from backend import paths, pipeline_config as pc
 from backend.pipeline_config import Problem
 from backend.auth import require
 from backend.db import now, one, transaction
@@ -180,13 +180,17 @@ def checkpoint_exists(path: str) -> bool:
     return p.exists() or Path(path + ".index").exists()
 
 
-def validate(text: str, version: DatasetVersion | None = None, *,
+def validate(text: str, version: DatasetVersion | None = None, *, actor: dict,
              external: bool = False) -> list[Problem]:
     """Every problem in a config's text, each with its path and line; empty when it can train.
 
     A syntax error is one problem at its line. Without `external`, the Boxwise trainer's own
     refusals come first (meta-architectures, fields it does not implement). With a dataset
     version, num_classes and paths are checked against it; without, paths against the disk.
+    Every local path (label maps, inputs, the fine-tune checkpoint) goes through
+    `paths.confine` for `actor` first: one `actor` may not use is a problem saying so, never
+    read or checked for existence; a label map that does not parse is reported by line and
+    column, never quoting its text.
     """
     try:
         doc = pc.ConfigDocument(text)
@@ -222,12 +226,16 @@ def validate(text: str, version: DatasetVersion | None = None, *,
             continue
         checked.add(value)
         try:
-            items = read_label_map(value)
+            items = read_label_map(paths.confine(value, actor, "config"))
+        except PermissionError as exc:
+            problems.append(Problem(path, _line(doc, path), str(exc)))
+            continue
         except NotFound:
             problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not exist"))
             continue
         except pc.ConfigSyntaxError as exc:
-            problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not parse: {exc}"))
+            problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not parse "
+                                                            f"(line {exc.line}, column {exc.column})"))
             continue
         except Invalid as exc:
             problems.append(Problem(path, _line(doc, path), str(exc)))
@@ -244,12 +252,17 @@ def validate(text: str, version: DatasetVersion | None = None, *,
             problems.append(Problem(num_classes_path, _line(doc, num_classes_path), message))
 
     for reader in ("train_input_reader", "eval_input_reader"):
-        paths = _reader_paths(doc, reader)
-        if not paths and reader == "train_input_reader":
+        reader_paths = _reader_paths(doc, reader)
+        if not reader_paths and reader == "train_input_reader":
             problems.append(Problem(f"{reader}.tf_record_input_reader.input_path", 0,
                                     "no training input is set"))
-        for path, value in paths:
+        for path, value in reader_paths:
             if _is_remote(value):
+                continue
+            try:
+                paths.confine(value, actor, "config")
+            except PermissionError as exc:
+                problems.append(Problem(path, _line(doc, path), str(exc)))
                 continue
             if not glob.glob(value):
                 problems.append(Problem(path, _line(doc, path),
@@ -260,10 +273,16 @@ def validate(text: str, version: DatasetVersion | None = None, *,
                                         f"({version.path})"))
 
     checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
-    if checkpoint and not _is_remote(str(checkpoint)) and not checkpoint_exists(str(checkpoint)):
+    if checkpoint and not _is_remote(str(checkpoint)):
         path = "train_config.fine_tune_checkpoint"
-        problems.append(Problem(path, _line(doc, path),
-                                f"fine-tune checkpoint {checkpoint!r} does not exist"))
+        try:
+            paths.confine(str(checkpoint), actor, "checkpoint")
+        except PermissionError as exc:
+            problems.append(Problem(path, _line(doc, path), str(exc)))
+        else:
+            if not checkpoint_exists(str(checkpoint)):
+                problems.append(Problem(path, _line(doc, path),
+                                        f"fine-tune checkpoint {checkpoint!r} does not exist"))
     return problems
 
 

@@ -248,7 +248,14 @@ def m040_models_registry(db: sqlite_utils.Database) -> None:
 
 
 @MIGRATIONS()
-def m050_starting_points(db: sqlite_utils.Database) -> None:
+def m050_runs_runner(db: sqlite_utils.Database) -> None:
+    """Runs: the external runner by name (its interpreter and script come from the server
+    settings at each launch; `python`/`script` of older rows are never run again)."""
+    db["runs"].add_column("runner", str)
+
+
+@MIGRATIONS()
+def m060_starting_points(db: sqlite_utils.Database) -> None:
     """Starting points (TF2 model-zoo detectors, `backend/zoo.py`), and the class map a model
     registered from one predicts through (`{model label-map id: project label-map id}`)."""
     db["starting_points"].create({

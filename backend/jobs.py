@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import configs, events, pipeline_config, settings
+from backend import configs, events, pipeline_config, server_settings, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
@@ -148,15 +148,15 @@ def _update(db: sqlite_utils.Database, run_id: int, **values: Any) -> None:
 def _insert_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, kind: str,
                 text: str | None, export_id: int | None = None, config_id: int | None = None,
                 parent_run_id: int | None = None, fine_tune_checkpoint: str | None = None,
-                num_train_steps: int | None = None, python: str | None = None,
-                script: str | None = None, model_dir: Path | None = None) -> dict:
+                num_train_steps: int | None = None, runner: str | None = None,
+                model_dir: Path | None = None) -> dict:
     """A queued row and its folder with `pipeline.config` written in; not started yet."""
     with transaction(db):
         run_id = db["runs"].insert({
             "project_id": project_id, "export_id": export_id, "config_id": config_id,
             "kind": kind, "status": "queued", "parent_run_id": parent_run_id,
             "fine_tune_checkpoint": fine_tune_checkpoint, "num_train_steps": num_train_steps,
-            "python": python, "script": script, "created_at": now(), "queued_at": now(),
+            "runner": runner, "created_at": now(), "queued_at": now(),
             "created_by": actor.get("id"), "attempts": 0}).last_pk
         folder = settings.subdir("runs") / str(run_id)
         folder.mkdir(parents=True, exist_ok=True)
@@ -172,33 +172,36 @@ def _insert_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, kind
 def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export_id: int,
               config_id: int, num_train_steps: int | None = None,
               fine_tune_checkpoint: str | None = None, parent_run_id: int | None = None,
-              python: str | None = None, script: str | None = None) -> dict:
+              runner: str | None = None) -> dict:
     """Queue a training run of saved config `config_id` on dataset version `export_id`.
 
     The config is filled from the dataset version (paths, label map, num_classes) and
-    validated; any problem refuses the run with every problem listed. With `python` and
-    `script`, the run uses another interpreter and the TF OD API's `model_main_tf2.py`.
-    The run starts at once when a slot is free, else waits its turn in the queue.
+    validated; any problem refuses the run with every problem listed. With `runner`, the name
+    of an external runner in the server settings (`server_settings.runners`; admins only), the
+    run uses that runner's interpreter and TF OD API `model_main_tf2.py`; no caller ever
+    passes an interpreter or a script. The run starts at once when a slot is free, else waits
+    its turn in the queue.
     """
     require(actor, "train")
+    if runner:
+        require(actor, "external_runner")
+        server_settings.runner(runner)  # refuses an unknown name before anything is written
     config = configs.get_config(db, config_id)
     version = configs.dataset_version(db, export_id)
     if config["project_id"] != project_id or version.project_id != project_id:
         raise Invalid("the config and the dataset version must belong to the run's project")
-    external = bool(script)
-    if external and not python:
-        python = sys.executable
+    external = bool(runner)
     text = configs.fill_from_dataset_version(config["text"], version)
     if fine_tune_checkpoint:
         text = configs.set_fine_tune_checkpoint(text, fine_tune_checkpoint)
-    problems = configs.validate(text, version, external=external)
+    problems = configs.validate(text, version, actor=actor, external=external)
     if problems:
         raise Invalid("the config cannot train on dataset version "
                       f"{version.id}:\n" + "\n".join(f"- {p}" for p in problems))
     run = _insert_run(db, actor, project_id, kind="train", text=text, export_id=export_id,
                       config_id=config_id, parent_run_id=parent_run_id,
                       fine_tune_checkpoint=fine_tune_checkpoint, num_train_steps=num_train_steps,
-                      python=python if external else None, script=script)
+                      runner=runner or None)
     pump_queue(db)
     return get_run(db, run["id"])
 
@@ -218,7 +221,7 @@ def retrain_run(db: sqlite_utils.Database, actor: dict, run_id: int, *,
     return start_run(db, actor, source["project_id"], export_id=export_id,
                      config_id=config_id or source["config_id"], num_train_steps=num_train_steps,
                      fine_tune_checkpoint=checkpoint, parent_run_id=run_id,
-                     python=source["python"], script=source["script"])
+                     runner=source["runner"])
 
 
 def resume_run(db: sqlite_utils.Database, actor: dict, run_id: int,
@@ -232,6 +235,8 @@ def resume_run(db: sqlite_utils.Database, actor: dict, run_id: int,
             raise Invalid(f"run {run_id} is an {run['kind']} job; start a new one instead")
         if run["status"] not in ("cancelled", "failed"):
             raise Invalid(f"run {run_id} is {run['status']}: only cancelled or failed runs resume")
+        if run["runner"] or run["script"]:
+            require(actor, "external_runner")
         values = {"status": "queued", "queued_at": now(), "error": None, "finished_at": None,
                   "cancel_requested_at": None, "returncode": None}
         if num_train_steps:
@@ -305,11 +310,19 @@ def _command(run: dict) -> list[str]:
         return [sys.executable, "-m", "backend", "train", "--pipeline_config_path", config,
                 "--model_dir", str(evaluation), "--checkpoint_dir", str(evaluation.parent),
                 "--eval_timeout", str(EVAL_TIMEOUT)]
-    head = [run["python"], run["script"]] if run["script"] else [sys.executable, "-m", "backend", "train"]
+    if run["runner"]:
+        # Looked up at every launch: the server settings are the only source of the command.
+        chosen = server_settings.runner(run["runner"])
+        head = [chosen["python"], chosen["script"]]
+    elif run["script"]:
+        raise Invalid("this run names an interpreter and script typed by a user (an older "
+                      "Boxwise); start it again with a runner from the server settings")
+    else:
+        head = [sys.executable, "-m", "backend", "train"]
     command = head + ["--pipeline_config_path", config, "--model_dir", run["model_dir"]]
     if run["num_train_steps"]:
         command += ["--num_train_steps", str(run["num_train_steps"])]
-    if run["script"]:
+    if run["runner"]:
         command.append("--alsologtostderr")  # absl: the TF OD API's step logs into the run's log
     return command
 
@@ -323,9 +336,13 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
         (model_dir / progress.STATUS_FILE).unlink(missing_ok=True)
     else:
         (folder / progress.STATUS_FILE).unlink(missing_ok=True)
-    command = _command(run)
-    env = {**os.environ, "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
     attempt = (run["attempts"] or 0) + 1
+    try:
+        command = _command(run)
+    except BoxwiseError as exc:
+        _update(db, run["id"], status="failed", attempts=attempt, finished_at=now(), error=str(exc))
+        return
+    env = {**os.environ, "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
     with open(run["log_path"], "ab") as log:
         log.write(f"=== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                   f"{shlex.join(command)}\n".encode())
@@ -509,7 +526,7 @@ def run_progress(run: dict) -> dict[str, Any] | None:
     """The latest progress snapshot: the trainer's progress file, or for other trainers the
     TensorBoard events in `model_dir/train`."""
     snapshot = progress.read_progress(run["model_dir"])
-    if snapshot is None and run["script"]:
+    if snapshot is None and (run["runner"] or run["script"]):
         history = events.training_history(Path(run["model_dir"]) / "train")
         snapshot = history[-1] if history else None
     return snapshot
@@ -517,7 +534,7 @@ def run_progress(run: dict) -> dict[str, Any] | None:
 
 def run_history(run: dict) -> list[dict[str, Any]]:
     history = progress.read_history(run["model_dir"])
-    if not history and run["script"]:
+    if not history and (run["runner"] or run["script"]):
         history = events.training_history(Path(run["model_dir"]) / "train")
     return history
 

@@ -102,7 +102,7 @@ if versions:
                                format_func=lambda v: v.title())
     row[1].button("Fill from dataset version", on_click=fill_from_version, disabled=problem is not None)
     if row[2].button("Validate", disabled=problem is not None):
-        found = configs.validate(text, version)
+        found = configs.validate(text, version, actor=user)
         if found:
             st.error("\n".join(f"- {p}" for p in found))
         else:
@@ -110,7 +110,7 @@ if versions:
 else:
     st.caption("Export a TFRecord dataset version (Datasets page) to fill and validate against it.")
     if st.button("Validate", disabled=problem is not None):
-        found = configs.validate(text)
+        found = configs.validate(text, actor=user)
         if found:
             st.error("\n".join(f"- {p}" for p in found))
         else:

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from backend import auth, configs, jobs
+from backend import auth, configs, jobs, server_settings
 from pages import common
 
 project = common.require_project()
@@ -22,6 +22,10 @@ st.title(f"Training runs of {project['name']}")
 if can_train:
     versions = configs.list_dataset_versions(db, project["id"])
     saved = configs.all_configs(db, project["id"])
+    runners = []
+    if auth.can(user, "external_runner"):
+        with common.reported():
+            runners = server_settings.runner_names()
     with st.expander("Launch a training run", expanded=not jobs.list_runs(db, project["id"])):
         if not versions or not saved:
             st.info("A run needs a TFRecord dataset version (Datasets page) and a saved config "
@@ -35,16 +39,17 @@ if can_train:
                 st.caption(f"Runs at once: {jobs.max_concurrent_runs()} (`BOXWISE_MAX_RUNS`); "
                            "later runs wait in the queue. The config's paths and num_classes are "
                            "filled from the dataset version.")
-                with st.expander("External runner (a TF OD API installation)"):
-                    python = st.text_input("Python interpreter", placeholder="/opt/tf215/bin/python",
-                                           key="launch_python")
-                    script = st.text_input("model_main_tf2.py", placeholder="/opt/models/research/"
-                                           "object_detection/model_main_tf2.py", key="launch_script")
+                runner = None
+                if runners:
+                    # Only runners the server's owner configured, by name (admins only).
+                    runner = st.selectbox("Trainer", [None, *runners], key="launch_runner",
+                                          format_func=lambda n: "Boxwise (built in)" if n is None
+                                          else f"external runner: {n}")
                 if st.form_submit_button("Launch", type="primary"):
                     with common.reported("Run queued"):
                         launched = jobs.start_run(db, user, project["id"], export_id=version.id,
                                                   config_id=config["id"], num_train_steps=steps or None,
-                                                  python=python or None, script=script or None)
+                                                  runner=runner)
                         st.session_state["show_run"] = launched["id"]
 
 # ---------------------------------------------------------------- the runs

@@ -1,7 +1,7 @@
 """Runs as background processes: start, progress, cancel, resume, re-attach, queue.
 
-Most tests drive a small stand-in trainer through the external-runner path (another
-interpreter and script, as for a TF OD API installation): it follows the progress-file
+Most tests drive a small stand-in trainer through the external-runner path (a runner the
+server settings name, as for a TF OD API installation): it follows the progress-file
 contract and the SIGTERM → checkpoint → exit behaviour, in milliseconds per step. The tests
 at the end run the real `python -m backend train` on a tiny generated dataset.
 """
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import configs, db as database, jobs
-from backend.errors import Invalid
+from backend import configs, db as database, jobs, server_settings
+from backend.auth import CLI_ACTOR
+from backend.errors import Invalid, NotFound
 from backend.training import progress
 
 STAND_IN = textwrap.dedent('''
@@ -116,19 +117,26 @@ def make_dataset_version(db, project, data_dir, classes=("cat", "dog", "bird"), 
     return export_id
 
 
+STAND_IN_RUNNER = "stand-in"
+
+
 @pytest.fixture
-def stand_in(tmp_path):
+def stand_in(tmp_path, data_dir):
+    """The stand-in trainer as the external runner `stand-in` of the server settings (written
+    as the command line would); returns the runner's name."""
     path = tmp_path / "stand_in_trainer.py"
     path.write_text(STAND_IN)
-    return str(path)
+    server_settings.set_runner(CLI_ACTOR, STAND_IN_RUNNER, sys.executable, str(path))
+    return STAND_IN_RUNNER
 
 
 @pytest.fixture
 def setup(db, project, users, data_dir):
+    """A dataset version and a saved config; `actor` is an admin, the role external runners need."""
     export_id = make_dataset_version(db, project, data_dir)
     config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
     return {"export_id": export_id, "config_id": config["id"], "project_id": project["id"],
-            "actor": users["reviewer"]}
+            "actor": users["admin"]}
 
 
 @pytest.fixture(autouse=True)
@@ -145,8 +153,7 @@ def _stop_leftovers():
 
 def start(db, setup, stand_in, **kwargs):
     return jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
-                          config_id=setup["config_id"], python=sys.executable, script=stand_in,
-                          **kwargs)
+                          config_id=setup["config_id"], runner=stand_in, **kwargs)
 
 
 def poll(condition, timeout=TIMEOUT, interval=0.1):
@@ -275,8 +282,48 @@ def test_only_admins_and_reviewers_launch_runs(db, setup, stand_in, users):
     for role in ("labeler", "viewer"):
         with pytest.raises(PermissionError):
             jobs.start_run(db, users[role], setup["project_id"], export_id=setup["export_id"],
-                           config_id=setup["config_id"], python=sys.executable, script=stand_in)
+                           config_id=setup["config_id"])
     assert jobs.list_runs(db, setup["project_id"]) == []
+
+
+def test_only_admins_start_an_external_runner_and_only_by_a_configured_name(db, setup, stand_in, users):
+    with pytest.raises(PermissionError, match="may not external runner"):
+        jobs.start_run(db, users["reviewer"], setup["project_id"], export_id=setup["export_id"],
+                       config_id=setup["config_id"], runner=stand_in)
+    with pytest.raises(NotFound, match="no external runner 'mine' \\(stand-in\\)"):
+        jobs.start_run(db, users["admin"], setup["project_id"], export_id=setup["export_id"],
+                       config_id=setup["config_id"], runner="mine")
+    with pytest.raises(TypeError):  # no interpreter or script is taken from a caller
+        jobs.start_run(db, users["admin"], setup["project_id"], export_id=setup["export_id"],
+                       config_id=setup["config_id"], python=sys.executable, script="/tmp/x.py")
+    assert jobs.list_runs(db, setup["project_id"]) == []
+
+
+def test_a_runner_inside_the_data_folder_is_refused(data_dir, tmp_path):
+    uploaded = data_dir / "uploads" / "evil.py"
+    with pytest.raises(Invalid, match="inside the data folder"):
+        server_settings.set_runner(CLI_ACTOR, "evil", sys.executable, str(uploaded))
+    os.environ["BOXWISE_RUNNERS"] = json.dumps({"evil": {"python": sys.executable, "script": str(uploaded)}})
+    try:
+        with pytest.raises(Invalid, match="inside the data folder"):
+            server_settings.runner("evil")
+    finally:
+        del os.environ["BOXWISE_RUNNERS"]
+
+
+def test_a_row_with_a_typed_interpreter_is_never_run(db, setup, stand_in, tmp_path):
+    """Rows an older Boxwise queued with a browser-typed interpreter and script fail with the
+    reason instead of running."""
+    marker = tmp_path / "ran"
+    script = tmp_path / "typed.py"
+    script.write_text(f"open({str(marker)!r}, 'w').write('x')\n")
+    run = jobs._insert_run(db, setup["actor"], setup["project_id"], kind="train", text=CONFIG,
+                           export_id=setup["export_id"], config_id=setup["config_id"])
+    db["runs"].update(run["id"], {"python": sys.executable, "script": str(script)})
+    jobs.pump_queue(db)
+    failed = jobs.get_run(db, run["id"])
+    assert failed["status"] == "failed" and "typed by a user" in failed["error"]
+    assert not marker.exists()
 
 
 def test_a_config_with_problems_is_refused_with_every_problem(db, setup, stand_in, data_dir, project):
@@ -284,14 +331,15 @@ def test_a_config_with_problems_is_refused_with_every_problem(db, setup, stand_i
     config = configs.save_config(db, setup["actor"], setup["project_id"], "bad", bad)
     with pytest.raises(Invalid) as refused:
         jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
-                       config_id=config["id"], python=sys.executable, script=stand_in)
+                       config_id=config["id"], runner=stand_in)
     assert "learning_rate_base (0.001) must be ≥ warmup_learning_rate (0.01)" in str(refused.value)
     assert jobs.list_runs(db, setup["project_id"]) == []
 
 
-def test_a_missing_interpreter_fails_the_run_with_the_reason(db, setup, stand_in):
+def test_a_missing_interpreter_fails_the_run_with_the_reason(db, setup, stand_in, tmp_path):
+    server_settings.set_runner(CLI_ACTOR, "gone", "/nonexistent/python", str(tmp_path / "stand_in_trainer.py"))
     run = jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
-                         config_id=setup["config_id"], python="/nonexistent/python", script=stand_in)
+                         config_id=setup["config_id"], runner="gone")
     assert run["status"] == "failed" and "could not start '/nonexistent/python'" in run["error"]
 
 

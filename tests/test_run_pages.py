@@ -1,5 +1,5 @@
 """The Configs and Runs pages through Streamlit's AppTest, on a real SQLite file and real
-processes (the stand-in trainer of tests/test_jobs.py, through the external-runner fields)."""
+processes (the stand-in trainer of tests/test_jobs.py, as a configured external runner)."""
 from __future__ import annotations
 
 import json
@@ -15,19 +15,29 @@ from tests.test_jobs import _stop_leftovers, make_dataset_version, poll, setup, 
 
 @pytest.fixture
 def stocked(setup, stand_in):
-    return {"script": stand_in, "export_id": setup["export_id"], "config_id": setup["config_id"]}
+    return {"runner": stand_in, "export_id": setup["export_id"], "config_id": setup["config_id"]}
 
 
-def test_reviewer_launches_a_run_watches_it_and_cancels_it(db, users, project, stocked):
+def test_reviewer_gets_no_runner_choice_and_no_command_fields(db, users, project, stocked):
     at = signed_in(db, "reviewer", "pages/runs.py")
+    assert "Launch a training run" in [e.label for e in at.expander]
+    assert not at.text_input  # no interpreter or script field, for anyone
+    assert [s.key for s in at.selectbox if s.key == "launch_runner"] == []
+
+
+def test_admin_launches_a_configured_runner_watches_it_and_cancels_it(db, users, project, stocked):
+    at = signed_in(db, "admin", "pages/runs.py")
     assert "No training runs yet." in [i.value for i in at.info]
-    at.text_input(key="launch_python").input(sys.executable)
-    at.text_input(key="launch_script").input(stocked["script"])
+    assert not at.text_input
+    runner = at.selectbox(key="launch_runner")
+    assert runner.options == ["Boxwise (built in)", "external runner: stand-in"]
+    runner.set_value("stand-in")
     at.number_input(key="launch_steps").set_value(1000)
     at.button[0].click().run()  # the form's Launch
     assert not at.exception, at.exception
     [run] = jobs.list_runs(db, project["id"])
-    assert run["status"] == "running" and run["created_by"] == users["reviewer"]["id"]
+    assert run["status"] == "running" and run["created_by"] == users["admin"]["id"]
+    assert run["runner"] == "stand-in" and json.loads(run["command"])[0] == sys.executable
     poll(lambda: (jobs.run_progress(run) or {}).get("step", 0) >= 20)
 
     at.run()
@@ -44,13 +54,13 @@ def test_reviewer_launches_a_run_watches_it_and_cancels_it(db, users, project, s
     assert not at.exception, at.exception
     resumed = jobs.get_run(db, run["id"])
     assert resumed["status"] == "running" and resumed["attempts"] == 2
-    jobs.cancel_run(db, users["reviewer"], run["id"])
+    jobs.cancel_run(db, users["admin"], run["id"])
     assert jobs.wait_for_run(db, run["id"])["status"] == "cancelled"
 
 
 def test_viewer_sees_runs_but_cannot_launch_or_control(db, users, project, stocked):
     run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
-                         config_id=stocked["config_id"], python=sys.executable, script=stocked["script"],
+                         config_id=stocked["config_id"], runner=stocked["runner"],
                          num_train_steps=5)
     jobs.wait_for_run(db, run["id"])
     at = signed_in(db, "viewer", "pages/runs.py")
@@ -63,8 +73,8 @@ def test_evaluations_and_comparison_are_shown(db, users, project, stocked):
     runs = []
     for steps in (5, 7):
         run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
-                             config_id=stocked["config_id"], python=sys.executable,
-                             script=stocked["script"], num_train_steps=steps)
+                             config_id=stocked["config_id"], runner=stocked["runner"],
+                             num_train_steps=steps)
         runs.append(jobs.wait_for_run(db, run["id"]))
     evaluation = Path(runs[1]["model_dir"]) / jobs.EVALUATION_DIR
     evaluation.mkdir()
@@ -122,13 +132,13 @@ def test_config_page_reports_syntax_errors_with_line_and_column(db, users, proje
     assert any("line 3, column" in e.value for e in at.error)
 
 
-def test_reviewer_retrains_from_a_run_on_the_newest_dataset_version(db, users, project, stocked, data_dir):
+def test_admin_retrains_from_a_run_on_the_newest_dataset_version(db, users, project, stocked, data_dir):
     run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
-                         config_id=stocked["config_id"], python=sys.executable, script=stocked["script"],
+                         config_id=stocked["config_id"], runner=stocked["runner"],
                          num_train_steps=10)
     jobs.wait_for_run(db, run["id"])
     newest = make_dataset_version(db, project, data_dir)
-    at = signed_in(db, "reviewer", "pages/runs.py")
+    at = signed_in(db, "admin", "pages/runs.py")
     assert at.selectbox(key=f"retrain_version_{run['id']}").value.id == newest
     button(at, "Retrain").click().run()
     assert not at.exception, at.exception

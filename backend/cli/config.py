@@ -68,8 +68,10 @@ def config_check(args) -> int:
         return 1
     if args.dataset_version is not None:
         from backend import configs
+        from backend.auth import CLI_ACTOR
         from backend.db import connect
-        problems = configs.validate(doc.text, configs.dataset_version(connect(), args.dataset_version))
+        problems = configs.validate(doc.text, configs.dataset_version(connect(), args.dataset_version),
+                                    actor=CLI_ACTOR)
     else:
         problems = check_config(doc) + check_inputs(doc)
     for problem in problems:

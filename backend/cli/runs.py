@@ -20,8 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     start.add_argument("--dataset-version", type=int, required=True, help="dataset version (export) id")
     start.add_argument("--config", type=int, required=True, help="saved config id")
     start.add_argument("--num-train-steps", type=int)
-    start.add_argument("--python", help="another interpreter, for an external TF OD API runner")
-    start.add_argument("--script", help="the external runner's model_main_tf2.py")
+    start.add_argument("--runner", help="an external TF OD API runner by name, as configured "
+                                        "with `settings runner-add` or BOXWISE_RUNNERS")
     start.add_argument("--wait", action="store_true", help="wait until the run ends")
     start.set_defaults(func=runs_start)
 
@@ -90,7 +90,7 @@ def runs_start(args) -> int:
     db = connect()
     run = jobs.start_run(db, CLI_ACTOR, _project_id(db, args.project), export_id=args.dataset_version,
                          config_id=args.config, num_train_steps=args.num_train_steps,
-                         python=args.python, script=args.script)
+                         runner=args.runner)
     return _finish(db, run, args.wait)
 
 

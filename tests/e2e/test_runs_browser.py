@@ -1,9 +1,7 @@
 """The Runs page in a real browser follows a run without a reload: when it ends, the run table
 says so too (not only the live view), and a run resumed from the page is followed again.
-The stand-in trainer of tests/test_jobs.py runs through the external-runner fields."""
+The stand-in trainer of tests/test_jobs.py runs as a configured external runner (admins only)."""
 from __future__ import annotations
-
-import sys
 
 import pytest
 
@@ -18,13 +16,13 @@ expect = playwright_api.expect
 @pytest.fixture
 def running(db, users, project, setup, stand_in):
     """A training run of the stand-in, long enough to be running while the page watches it."""
-    run = jobs.start_run(db, users["reviewer"], project["id"], export_id=setup["export_id"],
-                         config_id=setup["config_id"], python=sys.executable, script=stand_in,
+    run = jobs.start_run(db, users["admin"], project["id"], export_id=setup["export_id"],
+                         config_id=setup["config_id"], runner=stand_in,
                          num_train_steps=100_000)
     yield run
     # Whoever started it last (this process or the app), it must not outlive the test.
     if jobs.get_run(db, run["id"])["status"] in jobs.ACTIVE:
-        jobs.cancel_run(db, users["reviewer"], run["id"])
+        jobs.cancel_run(db, users["admin"], run["id"])
         jobs.wait_for_run(db, run["id"], timeout=60)
 
 
@@ -45,17 +43,17 @@ def test_run_table_follows_the_run_without_a_reload(db, users, running, app_url,
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
     page.goto(app_url)
-    page.get_by_role("textbox", name="User name").fill("reviewer")
-    page.get_by_role("textbox", name="Password", exact=True).fill("reviewer-password")
+    page.get_by_role("textbox", name="User name").fill("admin")
+    page.get_by_role("textbox", name="Password", exact=True).fill("admin-password")
     page.get_by_role("button", name="Log in").click()
-    page.get_by_text("Signed in as reviewer").wait_for()
+    page.get_by_text("Signed in as admin").wait_for()
     page.get_by_role("link", name="Runs").click()
     page.get_by_text(f"Run #{running['id']}: running").wait_for()
     wait_idle(page)
     expect(run_table_status(page)).to_have_text("running")
 
     # The run ends while the page is open: the live view and the run table both show it.
-    jobs.cancel_run(db, users["reviewer"], running["id"])
+    jobs.cancel_run(db, users["admin"], running["id"])
     assert jobs.wait_for_run(db, running["id"], timeout=60)["status"] == "cancelled"
     page.get_by_text(f"Run #{running['id']}: cancelled").wait_for()
     expect(run_table_status(page)).to_have_text("cancelled", timeout=TIMEOUT_MS)
@@ -63,6 +61,6 @@ def test_run_table_follows_the_run_without_a_reload(db, users, running, app_url,
     # Resumed from the page: the table shows it running, and the page follows it again.
     page.get_by_role("button", name="Resume").click()
     expect(run_table_status(page)).to_have_text("running", timeout=TIMEOUT_MS)
-    jobs.cancel_run(db, users["reviewer"], running["id"])
+    jobs.cancel_run(db, users["admin"], running["id"])
     expect(run_table_status(page)).to_have_text("cancelled", timeout=TIMEOUT_MS)
     page.get_by_text(f"Run #{running['id']}: cancelled").wait_for()
