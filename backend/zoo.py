@@ -469,3 +469,50 @@ def download(db: sqlite_utils.Database, actor: dict, name: str, *,
         raise
     finally:
         finished.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- "start from" on the Configs and Runs pages
+
+START_FROM = ("config", "scratch", "run", "starting_point")
+
+
+def start_from(db: sqlite_utils.Database, text: str, source: str, ident: int | None = None) -> str:
+    """`text` set to start training from `source`: `config` (as written), `scratch` (no
+    `fine_tune_checkpoint`), `run` (run `ident`'s latest checkpoint, as a detection fine-tune)
+    or `starting_point` (`fine_tune_text`)."""
+    from backend import configs, jobs
+    from backend.pipeline_config import ConfigDocument
+
+    if source == "config":
+        return text
+    if source == "scratch":
+        doc = ConfigDocument(text)
+        for field in ("train_config.fine_tune_checkpoint", "train_config.fine_tune_checkpoint_type"):
+            try:
+                doc.remove(field)
+            except Exception:  # noqa: BLE001 - absent already
+                pass
+        return doc.text
+    if source == "run":
+        run = jobs.get_run(db, int(ident))
+        checkpoint = jobs.latest_checkpoint(run["model_dir"]) if run.get("model_dir") else None
+        if checkpoint is None:
+            raise Invalid(f"run {ident} has no checkpoint yet to start from")
+        return configs.set_fine_tune_checkpoint(text, checkpoint, "detection")
+    if source == "starting_point":
+        return fine_tune_text(db, text, int(ident))
+    raise Invalid(f"start from {source!r}? choose one of: {', '.join(START_FROM)}")
+
+
+def start_from_choices(db: sqlite_utils.Database, project_id: int) -> list[tuple[str, int | None, str]]:
+    """What a run of the project can start from, as `(source, id, title)`: the config as
+    written, scratch, each training run of the project with a checkpoint, each starting point."""
+    from backend import jobs
+
+    choices: list[tuple[str, int | None, str]] = [("config", None, "as the config says"), ("scratch", None, "scratch")]
+    for run in jobs.list_runs(db, project_id):
+        if run.get("kind") == "train" and run.get("model_dir") and jobs.latest_checkpoint(run["model_dir"]):
+            choices.append(("run", run["id"], f"run #{run['id']}'s latest checkpoint"))
+    for point in list_starting_points(db):
+        choices.append(("starting_point", point["id"], f"starting point #{point['id']} {point['name']}"))
+    return choices

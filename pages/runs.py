@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from backend import auth, configs, jobs, server_settings
+from backend import auth, configs, jobs, server_settings, zoo
 from pages import common
 
 project = common.require_project()
@@ -36,6 +36,10 @@ if can_train:
                 config = st.selectbox("Config", saved, format_func=configs.config_title)
                 steps = st.number_input("Training steps (0: the config's num_steps)", min_value=0, value=0,
                                         key="launch_steps")
+                start_choices = zoo.start_from_choices(db, project["id"])
+                start = st.selectbox("Start from", range(len(start_choices)), key="launch_start_from",
+                                     format_func=lambda i: start_choices[i][2],
+                                     help="a starting point brings its architecture and input size too")
                 st.caption(f"Runs at once: {jobs.max_concurrent_runs()} (`BOXWISE_MAX_RUNS`); "
                            "later runs wait in the queue. The config's paths and num_classes are "
                            "filled from the dataset version.")
@@ -49,7 +53,7 @@ if can_train:
                     with common.reported("Run queued"):
                         launched = jobs.start_run(db, user, project["id"], export_id=version.id,
                                                   config_id=config["id"], num_train_steps=steps or None,
-                                                  runner=runner)
+                                                  runner=runner, start_from=start_choices[start][:2])
                         st.session_state["show_run"] = launched["id"]
 
 # ---------------------------------------------------------------- the runs
