@@ -325,3 +325,78 @@ def test_cli_import_list_register_and_remove(data_dir, db, admin, project, tarba
     assert "is used by model #1" in capsys.readouterr().err
     model_rows = models.list_models(db, project["id"])
     assert [m["class_map"] for m in model_rows] == [{1: 1}]
+
+
+# ---------------------------------------------------------------- "start from" (Configs and Runs pages)
+
+
+def test_start_from_scratch_a_run_or_a_starting_point(db, admin, project, data_dir, tarball):
+    from backend import jobs
+    point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name, check_weights=False)
+    quick = configs.set_fine_tune_checkpoint(configs.templates()["quick"], "/old/ckpt-3", "classification")
+    scratch = ConfigDocument(zoo.start_from(db, quick, "scratch"))
+    with pytest.raises(Exception, match="not in the config"):
+        scratch.get("train_config.fine_tune_checkpoint")
+    assert zoo.start_from(db, quick, "config") == quick
+    run = jobs._insert_run(db, admin, project["id"], kind="train", text=quick)
+    with pytest.raises(Invalid, match=f"run {run['id']} has no checkpoint yet"):
+        zoo.start_from(db, quick, "run", run["id"])
+    for suffix in ("index", "data-00000-of-00001"):
+        (Path(run["model_dir"]) / f"ckpt-7.{suffix}").write_bytes(b"x")
+    (Path(run["model_dir"]) / "checkpoint").write_text('model_checkpoint_path: "ckpt-7"\n')
+    from_run = ConfigDocument(zoo.start_from(db, quick, "run", run["id"]))
+    assert from_run.get("train_config.fine_tune_checkpoint") == str(Path(run["model_dir"]) / "ckpt-7")
+    assert from_run.get("train_config.fine_tune_checkpoint_type") == "detection"
+    from_point = ConfigDocument(zoo.start_from(db, quick, "starting_point", point["id"]))
+    assert from_point.get("train_config.fine_tune_checkpoint") == point["checkpoint"]
+    assert from_point.get("model.ssd.feature_extractor.depth_multiplier") == 1.0  # the starting point's, not quick's
+    assert [c[:2] for c in zoo.start_from_choices(db, project["id"])] == [
+        ("config", None), ("scratch", None), ("run", run["id"]), ("starting_point", point["id"])]
+
+
+def test_a_run_started_from_a_starting_point_trains_its_architecture_from_its_checkpoint(
+        db, admin, project, data_dir, tarball, monkeypatch):
+    from backend import jobs
+    from tests.test_jobs import make_dataset_version
+    monkeypatch.setattr(jobs, "pump_queue", lambda db: [])  # keep the run queued: only its config matters here
+    point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name, check_weights=False)
+    export_id = make_dataset_version(db, project, data_dir)
+    saved = configs.save_config(db, admin, project["id"], "quick", configs.templates()["quick"])
+    run = jobs.start_run(db, admin, project["id"], export_id=export_id, config_id=saved["id"],
+                         start_from=("starting_point", point["id"]))
+    text = ConfigDocument.load(Path(run["model_dir"]) / "pipeline.config")
+    assert run["fine_tune_checkpoint"] == point["checkpoint"]
+    assert text.get("train_config.fine_tune_checkpoint") == point["checkpoint"]
+    assert text.get("model.ssd.num_classes") == 3  # from the dataset version
+    assert text.get("model.ssd.image_resizer.fixed_shape_resizer.height") == 128
+    assert text.get("model.ssd.feature_extractor.depth_multiplier") == 1.0
+
+
+def test_the_starting_points_page_lists_maps_and_registers(db, users, project, tarball):
+    from tests.helpers import signed_in
+    zoo.import_tarball(db, users["admin"], tarball.read_bytes(), tarball.name, check_weights=False)
+    at = signed_in(db, "reviewer", "pages/zoo.py")
+    table = at.dataframe[0].value
+    assert list(table["name"]) == [NAME] and list(table["input"]) == ["128×128"] and list(table["classes"]) == [3]
+    assert [t.label for t in at.tabs] == ["Upload a tarball", "A tarball on the server", "Download from the TF2 model zoo",
+                                         "Pre-label this project", "Fine-tune from it", "Remove"]
+    next(b for b in at.button if b.label == "Register and pre-label").click().run()
+    # the project's classes are cat, dog, bird: no fruit maps by name, so nothing is registered
+    assert [e.value for e in at.error] == ["no class of the starting point maps to a class of this project: "
+                                           "map at least one (e.g. person → pedestrian)"]
+    assert models.list_models(db, project["id"]) == []
+    viewer = signed_in(db, "viewer", "pages/zoo.py")
+    assert not viewer.tabs and list(viewer.dataframe[0].value["name"]) == [NAME]  # viewers see the list only
+
+
+@pytest.mark.slow
+def test_prelabeling_with_a_starting_point_drafts_only_mapped_classes(db, admin, data_dir, tarball):
+    from backend import demo, predictions, projects
+    project = demo.create_demo_project(db, admin, count=8)
+    point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name, check_weights=False)
+    model = zoo.register_for_prelabel(db, admin, project["id"], point["id"], {"apple": "circle", "banana": None})
+    result = predictions.predict_project(db, admin, project["id"], model_id=model["id"], min_score=0.0)
+    circle = projects.label_by_name(db, project["id"], "circle")["id"]
+    drafts = list(db.query("select label_id from annotations where source = 'model'"))
+    assert result["state"] == "done" and result["drafts"] == len(drafts) > 0
+    assert {d["label_id"] for d in drafts} == {circle}
