@@ -594,6 +594,28 @@ def loss_curves(run: dict) -> list[dict[str, Any]]:
     return rows
 
 
+RESTORE_REPORT_FILE = "restore_report.json"  # written by backend/training/restore.py, one entry per start
+
+
+def restore_reports(run: dict) -> list[dict[str, Any]]:
+    """What each start of the run restored (`[{step, kind, source, restored, variables, parts,
+    summary, ...}]`, oldest first); empty before the trainer wrote one."""
+    if not run.get("model_dir"):
+        return []
+    try:
+        value = json.loads((Path(run["model_dir"]) / RESTORE_REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def restore_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per part of the network (backbone, fpn, ...): variables and parameters restored."""
+    return [{"part": name, "restored": f"{part.get('restored', 0)} of {part.get('variables', 0)}",
+             "parameters restored": f"{part.get('restored_parameters', 0):,} of {part.get('parameters', 0):,}"}
+            for name, part in (report.get("parts") or {}).items() if part.get("variables")]
+
+
 def log_tail(run: dict, lines: int = 40) -> list[str]:
     """The last `lines` lines of the run's log."""
     path = Path(run["log_path"] or "")

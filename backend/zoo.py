@@ -209,9 +209,19 @@ def check_checkpoint(config_path: Path, checkpoint_prefix: Path) -> dict:
 
 
 def restore_report(config_path: str | Path, checkpoint_prefix: str | Path) -> dict:
-    """What `check_checkpoint` runs in the child: build the network, restore, report."""
-    from backend.training.restore import inspect_detection_checkpoint
-    return inspect_detection_checkpoint(str(config_path), str(checkpoint_prefix))
+    """What `check_checkpoint` runs in the child: build the config's network and restore the
+    checkpoint into it as a `detection` fine-tune does; the trainer's restore report, with
+    counts per part (the per-variable lists are left out)."""
+    from backend.pipeline_config import ConfigDocument
+    from backend.training.config import training_config
+    from backend.training.model import build_detector
+    from backend.training.restore import restore_detection
+    from backend.training.train import replace_fine_tune_for_inference
+
+    config = training_config(replace_fine_tune_for_inference(ConfigDocument.load(config_path)))
+    report = restore_detection(build_detector(config.model), str(checkpoint_prefix))
+    kept = {k: v for k, v in report.to_dict().items() if k not in ("fresh", "unused")}
+    return {**kept, "summary": report.summary()}
 
 
 # ---------------------------------------------------------------- storing

@@ -98,6 +98,13 @@ def live_view(run_id: int, polling: bool) -> None:
     left.line_chart(losses, x="step", y="value", color="curve", height=260)
     right.caption("Learning rate")
     right.line_chart(curves[curves["curve"] == "learning_rate"], x="step", y="value", height=260)
+    reports = jobs.restore_reports(run)
+    if reports:
+        latest = reports[-1]
+        st.info(f"Started from: {latest['summary']}" if latest.get("summary") else
+                f"Started from: {latest.get('kind')} ({latest.get('restored')} of {latest.get('variables')} variables)")
+        with st.expander("What was restored, part by part"):
+            st.dataframe(pd.DataFrame(jobs.restore_rows(latest)), hide_index=True, width="stretch")
     with st.expander("Log", expanded=run["status"] == "failed"):
         st.code("\n".join(jobs.log_tail(run, 40)) or "(empty)", language=None)
     if can_train:
