@@ -45,33 +45,43 @@ def feature_sizes(height: int, width: int, min_level: int, max_level: int) -> li
 
 
 def generate_anchors(height: int, width: int, spec: AnchorSpec) -> np.ndarray:
-    """All anchors for an input of `height × width` pixels: `[A, 4]` float32 `yxyx`, normalised.
+    """All anchors for an input of `height × width` pixels: `[A, 4]` float32 `yxyx`, normalised by
+    `height` and `width` — the TF OD API's `multiscale_anchor_generator`.
 
-    Order: level, then row, then column, then (scale, aspect ratio) — the order the box
-    predictor's outputs are flattened in. An anchor at level l has side
-    `anchor_scale * 2**l * 2**(i / scales_per_octave)` pixels (for aspect ratio 1), and its
-    centre is the centre of its feature-map cell. Anchors are not clipped to the image.
+    Order: level, then row, then column, then aspect ratio, then scale — inside a cell
+    `(scale 0, ratio 0), (scale 1, ratio 0), (scale 0, ratio 1), ...`, the order the box
+    predictor's outputs are flattened in. An anchor at level l with scale `2**(i / scales_per_octave)`
+    and aspect ratio r is `anchor_scale · 2**l · scale` pixels times `(1/√r, √r)` (height, width).
+    Centres sit on a grid of stride `2**l` pixels, offset by half a stride along an axis when the
+    image size along it is a multiple of `2**l` (and by nothing otherwise, as the OD API does).
+    Anchors are not clipped to the image.
     """
+    # float32 arithmetic in the OD API's order, so the anchors equal its anchors bit for bit.
+    f32 = np.float32
     out = []
+    scales = np.asarray([2.0 ** (i / spec.scales_per_octave) for i in range(spec.scales_per_octave)], f32)
+    ratios = np.asarray(spec.aspect_ratios, f32)
+    scale_grid = np.tile(scales, len(ratios))           # ratio-major, scale-minor
+    ratio_grid = np.repeat(ratios, len(scales))
     for level, (fh, fw) in zip(range(spec.min_level, spec.max_level + 1),
                                 feature_sizes(height, width, spec.min_level, spec.max_level)):
-        base = spec.anchor_scale * 2.0 ** level
-        shapes = []
-        for octave in range(spec.scales_per_octave):
-            scale = 2.0 ** (octave / spec.scales_per_octave)
-            for ratio in spec.aspect_ratios:
-                shapes.append((base * scale / math.sqrt(ratio), base * scale * math.sqrt(ratio)))
-        shapes = np.asarray(shapes, dtype=np.float64)  # [K, (h, w)] in pixels
-        cy = (np.arange(fh, dtype=np.float64) + 0.5) * (height / fh)
-        cx = (np.arange(fw, dtype=np.float64) + 0.5) * (width / fw)
+        stride = 2 ** level
+        base = f32(spec.anchor_scale * stride)
+        ratio_sqrt = np.sqrt(ratio_grid)
+        heights = scale_grid / ratio_sqrt * base
+        widths = scale_grid * ratio_sqrt * base
+        offset_y = f32(stride / 2 if height % stride == 0 else 0.0)
+        offset_x = f32(stride / 2 if width % stride == 0 else 0.0)
+        cy = np.arange(fh, dtype=f32) * f32(stride) + offset_y
+        cx = np.arange(fw, dtype=f32) * f32(stride) + offset_x
         cy, cx = np.meshgrid(cy, cx, indexing="ij")  # [fh, fw]
-        cy = cy[:, :, None]
-        cx = cx[:, :, None]
-        hh = shapes[None, None, :, 0] / 2
-        ww = shapes[None, None, :, 1] / 2
-        level_boxes = np.stack([(cy - hh) / height, (cx - ww) / width,
-                                (cy + hh) / height, (cx + ww) / width], axis=-1)
-        out.append(level_boxes.reshape(-1, 4))
+        cy = np.broadcast_to(cy[:, :, None], (fh, fw, len(heights)))
+        cx = np.broadcast_to(cx[:, :, None], (fh, fw, len(heights)))
+        h = np.broadcast_to(heights, cy.shape)
+        w = np.broadcast_to(widths, cx.shape)
+        level_boxes = np.stack([cy - f32(0.5) * h, cx - f32(0.5) * w, cy + f32(0.5) * h, cx + f32(0.5) * w], axis=-1)
+        level_boxes = level_boxes * np.asarray([f32(1) / f32(height), f32(1) / f32(width)] * 2, f32)
+        out.append(level_boxes.reshape(-1, 4).astype(f32))
     return np.concatenate(out, axis=0).astype(np.float32)
 
 

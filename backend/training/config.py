@@ -24,7 +24,7 @@ from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument, Message, Problem, walk
 from backend.training.boxes import AnchorSpec, MatcherSpec
 from backend.training.losses import LossSpec
-from backend.training.model import ModelSpec
+from backend.training.model import ConvHyperparams, ModelSpec
 
 
 
@@ -78,6 +78,7 @@ SUPPORTED = [
     f"{_SSD}.feature_extractor", f"{_SSD}.feature_extractor.type", f"{_SSD}.feature_extractor.use_depthwise",
     f"{_SSD}.feature_extractor.fpn", f"{_SSD}.feature_extractor.fpn.min_level",
     f"{_SSD}.feature_extractor.fpn.max_level", f"{_SSD}.feature_extractor.fpn.additional_layer_depth",
+    f"{_SSD}.feature_extractor.min_depth", f"{_SSD}.feature_extractor.use_explicit_padding",
     f"{_SSD}.feature_extractor.depth_multiplier", f"{_SSD}.feature_extractor.conv_hyperparams",
     *[f"{_SSD}.feature_extractor.conv_hyperparams.{p}" for p in _CONV],
     f"{_SSD}.feature_extractor.override_base_feature_extractor_hyperparams",
@@ -117,9 +118,7 @@ SUPPORTED = [
 IGNORED = [
     f"{_SSD}.inplace_batchnorm_update",  # Keras batch norm updates in place already
     f"{_SSD}.matcher.argmax_matcher.use_matmul_gather",
-    f"{_SSD}.feature_extractor.min_depth",  # keras.applications rounds channels to multiples of 8
     f"{_SSD}.feature_extractor.pad_to_multiple",
-    f"{_SSD}.feature_extractor.use_explicit_padding",
     f"{_SSD}.add_background_class",
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.apply_batch_norm",
     "train_config.sync_replicas", "train_config.replicas_to_aggregate", "train_config.startup_delay_steps",
@@ -385,6 +384,26 @@ def _reader(message: Message | None) -> InputReader | None:
                        sample_1_of_n=int(message.one("sample_1_of_n_examples", 1)))
 
 
+def conv_hyperparams(message: Message) -> ConvHyperparams:
+    """A `conv_hyperparams` block with the proto's defaults (batch_norm: decay 0.999, center true,
+    scale false, epsilon 0.001; no batch norm when the field is absent)."""
+    def sub(parent, name):
+        child = parent.one(name) if isinstance(parent, Message) else None
+        return child if isinstance(child, Message) else Message()
+
+    initializer = sub(message, "initializer")
+    kind, params = "random_normal", sub(initializer, "random_normal_initializer")
+    if not params.fields and sub(initializer, "truncated_normal_initializer").fields:
+        kind, params = "truncated_normal", sub(initializer, "truncated_normal_initializer")
+    has_batch_norm = isinstance(message.one("batch_norm") if isinstance(message, Message) else None, Message)
+    norm = sub(message, "batch_norm")
+    return ConvHyperparams(initializer=kind, mean=float(params.one("mean", 0.0)), stddev=float(params.one("stddev", 1.0)),
+                           batch_norm=has_batch_norm, batch_norm_decay=float(norm.one("decay", 0.999)),
+                           batch_norm_epsilon=float(norm.one("epsilon", 0.001)),
+                           batch_norm_scale=bool(norm.one("scale", False)),
+                           batch_norm_center=bool(norm.one("center", True)))
+
+
 def training_config(doc: ConfigDocument) -> TrainingConfig:
     """Typed settings from a config, or `Invalid` listing every problem with its line."""
     problems = check_config(doc)
@@ -413,28 +432,28 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
     predictor = sub(ssd, "box_predictor", "weight_shared_convolutional_box_predictor")
     extractor = sub(ssd, "feature_extractor")
     hyper = sub(predictor, "conv_hyperparams")
-    batch_norm = sub(hyper, "batch_norm")
-    init = sub(hyper, "initializer", "random_normal_initializer")
-    if not init.fields:
-        init = sub(hyper, "initializer", "truncated_normal_initializer")
     l2 = float(sub(hyper, "regularizer", "l2_regularizer").one("weight", 0.0))
     train = sub(doc.tree, "train_config")
     checkpoint = train.one("fine_tune_checkpoint") or None
     checkpoint_type = train.one("fine_tune_checkpoint_type") or ("detection" if checkpoint else "")
     if checkpoint_type == "fine_tune":
         checkpoint_type = "detection"
-    weights = checkpoint if checkpoint and checkpoint_type == "classification" else None
+    fpn = sub(extractor, "fpn")
     model = ModelSpec(
         num_classes=ssd.one("num_classes"), height=resizer.height, width=resizer.width,
         depth_multiplier=float(extractor.one("depth_multiplier", 1.0)),
-        depth=int(predictor.one("depth", 128)),
-        num_layers_before_predictor=int(predictor.one("num_layers_before_predictor", 4)),
+        min_depth=int(extractor.one("min_depth", 16)),
+        additional_layer_depth=int(fpn.one("additional_layer_depth", 256)),
+        use_explicit_padding=bool(extractor.one("use_explicit_padding", False)),
+        override_base_feature_extractor_hyperparams=bool(
+            extractor.one("override_base_feature_extractor_hyperparams", False)),
+        feature_hyperparams=conv_hyperparams(sub(extractor, "conv_hyperparams")),
+        depth=int(predictor.one("depth", 0)),
+        num_layers_before_predictor=int(predictor.one("num_layers_before_predictor", 0)),
         kernel_size=int(predictor.one("kernel_size", 3)),
-        class_prediction_bias_init=float(predictor.one("class_prediction_bias_init", -4.6)),
-        anchors=anchors, batch_norm_decay=float(batch_norm.one("decay", 0.997)),
-        batch_norm_epsilon=float(batch_norm.one("epsilon", 0.001)),
-        init_stddev=float(init.one("stddev", 0.01)),
-        freeze_batchnorm=bool(ssd.one("freeze_batchnorm", False)), backbone_weights=weights)
+        class_prediction_bias_init=float(predictor.one("class_prediction_bias_init", 0.0)),
+        predictor_hyperparams=conv_hyperparams(hyper),
+        anchors=anchors, freeze_batchnorm=bool(ssd.one("freeze_batchnorm", False)))
     argmax = sub(ssd, "matcher", "argmax_matcher")
     matched = float(argmax.one("matched_threshold", 0.5))
     matcher = MatcherSpec(matched_threshold=matched,

@@ -63,6 +63,13 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     return {"image": image, "boxes": boxes, "classes": classes, "source_id": source_id}
 
 
+def resize_bilinear(image: tf.Tensor, size) -> tf.Tensor:
+    """Bilinear resize as the TF OD API's resizers do it (`tf.compat.v1.image.resize_images`:
+    no align_corners, no half-pixel centres — not TF 2's `tf.image.resize`)."""
+    return tf.raw_ops.ResizeBilinear(images=image[tf.newaxis], size=tf.cast(size, tf.int32), align_corners=False,
+                                     half_pixel_centers=False)[0]
+
+
 def resize(image: tf.Tensor, resizer: Resizer) -> tuple[tf.Tensor, tf.Tensor]:
     """Image `[h, w, 3]` → `(canvas [H, W, 3] float32 0–255, valid [2])`.
 
@@ -73,12 +80,12 @@ def resize(image: tf.Tensor, resizer: Resizer) -> tuple[tf.Tensor, tf.Tensor]:
     """
     image = tf.cast(image, tf.float32)
     if resizer.kind == "fixed_shape":
-        canvas = tf.image.resize(image, [resizer.height, resizer.width])
+        canvas = resize_bilinear(image, [resizer.height, resizer.width])
         return canvas, tf.ones([2], tf.float32)
     size = tf.cast(tf.shape(image)[:2], tf.float32)
     scale = tf.minimum(resizer.min_dimension / tf.reduce_min(size), resizer.max_dimension / tf.reduce_max(size))
     new_size = tf.minimum(tf.cast(tf.round(size * scale), tf.int32), resizer.max_dimension)
-    resized = tf.image.resize(image, new_size)
+    resized = resize_bilinear(image, new_size)
     canvas = tf.image.pad_to_bounding_box(resized, 0, 0, resizer.height, resizer.width)
     valid = tf.cast(new_size, tf.float32) / tf.constant([resizer.height, resizer.width], tf.float32)
     return canvas, valid

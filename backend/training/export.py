@@ -7,8 +7,13 @@
                           input_tensor uint8 [1, H, W, 3], any H and W →
                           detection_boxes [1, N, 4] (ymin, xmin, ymax, xmax normalised to the input),
                           detection_classes [1, N] (label-map ids, float32), detection_scores [1, N],
-                          num_detections [1] (float32, as the TF OD API)
-      checkpoint/         ckpt-0 (the model's weights only) and its `checkpoint` index
+                          num_detections [1] (float32, as the TF OD API),
+                          detection_multiclass_scores [1, N, num_classes + 1] (background first),
+                          detection_anchor_indices [1, N] (float32),
+                          raw_detection_boxes [1, A, 4] and raw_detection_scores [1, A, num_classes + 1]
+                          (every anchor before NMS: decoded boxes, sigmoid scores)
+      checkpoint/         ckpt-0 (the model's weights only, in the TF OD API's key layout) and its
+                          `checkpoint` index
       pipeline.config     the config, comments kept
       label_map.pbtxt     the train input's label map (or class_1..class_N when it has none)
 
@@ -32,7 +37,7 @@ from backend.training.config import TrainingConfig
 from backend.training.data import resize
 from backend.training.detect import postprocess
 from backend.training.fold import fold_batch_norm
-from backend.training.model import named_variables, preprocess_images
+from backend.training.model import preprocess_images
 from backend.training.train import checkpoint_for, load_detector
 
 
@@ -43,7 +48,7 @@ class DetectionModule(tf.Module):
         super().__init__()
         self.model = model
         # Track every variable explicitly: Keras 3 layer lists are invisible to TF tracking.
-        self.detector_variables = dict(named_variables(model))
+        self.detector_variables = list(model.weights)
         self._config = config
         self.anchors = tf.constant(generate_anchors(config.model.height, config.model.width, config.model.anchors))
 

@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 from keras import layers
 
-from backend.training.model import SSDDetector, batch_norm_inputs, build_detector
+from backend.training.model import SSDDetector, backbone_layer_names, build_detector
 
 
 def folded_weights(conv: layers.Layer, bn: layers.BatchNormalization) -> list[np.ndarray]:
@@ -41,9 +41,20 @@ def folded_weights(conv: layers.Layer, bn: layers.BatchNormalization) -> list[np
     return [w.astype(np.float32) for w in weights]
 
 
+def _fold_pair(conv: layers.Layer, norm: layers.Layer) -> list[np.ndarray]:
+    """`conv` with the norm after it folded in; a norm that is an identity (no batch_norm in the
+    config) leaves the weights, with a zero bias when the convolution had none."""
+    if isinstance(norm, layers.BatchNormalization):
+        return folded_weights(conv, norm)
+    weights = conv.get_weights()
+    if not conv.use_bias:
+        weights.append(np.zeros(weights[-1].shape[-1], np.float32))
+    return weights
+
+
 def fold_batch_norm(model: SSDDetector) -> SSDDetector:
     """An inference-only detector computing what `model(images, training=False)` computes."""
-    spec = dataclasses.replace(model.spec, fold_batch_norm=True, backbone_weights=None, freeze_batchnorm=False)
+    spec = dataclasses.replace(model.spec, fold_batch_norm=True, freeze_batchnorm=False)
     folded = build_detector(spec)
     assigned: list[layers.Layer] = []
 
@@ -51,27 +62,21 @@ def fold_batch_norm(model: SSDDetector) -> SSDDetector:
         target.set_weights(weights)
         assigned.append(target)
 
-    pairs = batch_norm_inputs(model.backbone)
-    norm_of = {conv: bn for bn, conv in pairs.items()}
-    for layer in model.backbone.layers:
-        if layer.name in pairs or not layer.weights:
-            continue
-        target = folded.backbone.get_layer(layer.name)
-        if layer.name in norm_of:
-            put(target, folded_weights(layer, model.backbone.get_layer(norm_of[layer.name])))
-        else:
-            put(target, layer.get_weights())
+    names = backbone_layer_names()
+    for conv, norm in zip(names[0::2], names[1::2]):  # every MobileNetV2 conv is followed by its batch norm
+        put(folded.backbone.get_layer(conv),
+            _fold_pair(model.backbone.get_layer(conv), model.backbone.get_layer(norm)))
 
     source, target = model.fpn, folded.fpn
-    for conv, bn, out in zip(source.smoothing + source.downsample, source.smoothing_bn + source.downsample_bn,
-                             target.smoothing + target.downsample):
-        put(out, folded_weights(conv, bn))
-    for conv, out in zip(source.projections, target.projections):
+    for conv, norm, out in zip(source.conv_layers + source.coarse_layers, source.conv_norms + source.coarse_norms,
+                               target.conv_layers + target.coarse_layers):
+        put(out, _fold_pair(conv, norm))
+    for conv, out in zip([source.top_layers] + source.residual_blocks, [target.top_layers] + target.residual_blocks):
         put(out, conv.get_weights())
 
     source, target = model.predictor, folded.predictor
-    for index, bn in enumerate(source.tower_bn):  # index = layer · num_levels + level
-        put(target.tower[index], folded_weights(source.tower[index // source.num_levels], bn))
+    for index, norm in enumerate(source.tower_bn):  # index = layer · num_levels + level
+        put(target.tower[index], _fold_pair(source.tower[index // source.num_levels], norm))
     for head in ("box_head", "class_head"):
         put(getattr(target, head), getattr(source, head).get_weights())
 

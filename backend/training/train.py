@@ -28,7 +28,7 @@ import keras
 import tensorflow as tf
 
 from backend import atomic
-from backend.errors import Invalid, NotFound
+from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument
 from backend.training import progress
 from backend.training.boxes import generate_anchors
@@ -36,8 +36,8 @@ from backend.training.config import (LearningRate, TrainingConfig, check_fine_tu
                                      training_config)
 from backend.training.data import train_dataset
 from backend.training.losses import ssd_losses
-from backend.training.model import (SSDDetector, build_detector, named_variables, preprocess_images,
-                                    regularization_loss)
+from backend.training import restore
+from backend.training.model import SSDDetector, build_detector, preprocess_images, regularization_loss
 
 log = logging.getLogger("boxwise.train")
 
@@ -199,40 +199,9 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 # --- checkpoints -----------------------------------------------------------------------------
 
 def checkpoint_for(model: SSDDetector, optimizer: keras.optimizers.Optimizer | None = None) -> tf.train.Checkpoint:
-    """The checkpoint: `model` (every variable under its `named_variables` name) and, for
-    training, `optimizer` (its slots and iteration count)."""
-    weights = tf.train.Checkpoint(**named_variables(model))
-    if optimizer is None:
-        return tf.train.Checkpoint(model=weights)
-    return tf.train.Checkpoint(model=weights, optimizer=optimizer)
-
-
-CLASS_HEAD = "predictor.class_head."
-
-
-def restore_fine_tune(model: SSDDetector, path: str) -> list[str]:
-    """`fine_tune_checkpoint_type: detection`: load a Boxwise checkpoint's weights.
-
-    When the class head's shape differs (a different number of classes) everything but the
-    class head is restored. Returns the parts restored.
-    """
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        if latest is None:
-            raise NotFound(f"train_config.fine_tune_checkpoint: no checkpoint in {path!r}")
-        path = latest
-    reader = tf.train.load_checkpoint(path)
-    shapes = reader.get_variable_to_shape_map()
-    named = named_variables(model)
-    head = f"{CLASS_HEAD}pointwise_kernel"
-    saved_head = next((shape for key, shape in shapes.items()
-                       if key.startswith(f"model/{head.replace('.', '..')}/")), None)  # "." is escaped
-    if saved_head is not None and list(saved_head) == list(named[head].shape):
-        tf.train.Checkpoint(model=tf.train.Checkpoint(**named)).restore(path).expect_partial()
-        return ["everything"]
-    kept = {k: v for k, v in named.items() if not k.startswith(CLASS_HEAD)}
-    tf.train.Checkpoint(model=tf.train.Checkpoint(**kept)).restore(path).expect_partial()
-    return ["backbone", "fpn", "box/class tower", "box head"]
+    """The checkpoint: `model`'s variables under the TF OD API's keys (`restore.checkpoint_for`)
+    and, for training, `optimizer` (its slots and iteration count)."""
+    return restore.checkpoint_for(model, optimizer)
 
 
 # --- the loop --------------------------------------------------------------------------------
@@ -335,14 +304,18 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     out_dir = model_dir if is_chief(strategy) else model_dir / f"worker-{strategy.cluster_resolver.task_id}"
     manager = tf.train.CheckpointManager(checkpoint, str(out_dir), max_to_keep=MAX_CHECKPOINTS)
     latest = tf.train.latest_checkpoint(str(model_dir))
+    # What this start restores, checked before step 1 and stored with the run (restore_report.json).
     if latest:
-        checkpoint.restore(latest).assert_existing_objects_matched()
+        report = restore.resume(model, optimizer, latest)
         state["checkpoint"] = latest
         state["saved_step"] = int(optimizer.iterations.numpy())
+    else:
+        report = restore.fine_tune(model, config.fine_tune_checkpoint, config.fine_tune_checkpoint_type)
+    log.info("%s", report.summary())
+    if is_chief(strategy):
+        restore.write_report(model_dir, report, int(optimizer.iterations.numpy()))
+    if latest:
         log.info("resumed from %s at step %d", latest, int(optimizer.iterations.numpy()))
-    elif config.fine_tune_checkpoint and config.fine_tune_checkpoint_type == "detection":
-        restored = restore_fine_tune(model, config.fine_tune_checkpoint)
-        log.info("fine-tuning from %s: restored %s", config.fine_tune_checkpoint, ", ".join(restored))
 
     def dataset_fn(input_context):
         return train_dataset(config.train_input, config.resizer, config.augmentations, per_replica,
@@ -444,16 +417,13 @@ def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
 
 
 def load_detector(pipeline_config_path: str | os.PathLike, checkpoint_path: str | None = None):
-    """A detector with weights from `checkpoint_path` (a `ckpt-N` prefix or a directory)."""
+    """`(config, detector)` with every weight from `checkpoint_path` (a `ckpt-N` prefix or a
+    directory; Boxwise's or the TF OD API's layout). Raises `Invalid` unless every variable matches."""
     doc = ConfigDocument.load(pipeline_config_path)
     config = training_config(replace_fine_tune_for_inference(doc))
     model = build_detector(config.model)
     if checkpoint_path:
-        path = tf.train.latest_checkpoint(checkpoint_path) if tf.io.gfile.isdir(checkpoint_path) else checkpoint_path
-        if not path:
-            from backend.errors import NotFound
-            raise NotFound(f"no checkpoint in {checkpoint_path!r}")
-        checkpoint_for(model).restore(path).expect_partial().assert_existing_objects_matched()
+        restore.restore_weights(model, checkpoint_path, kind="inference")
     return config, model
 
 
