@@ -400,3 +400,58 @@ def test_prelabeling_with_a_starting_point_drafts_only_mapped_classes(db, admin,
     drafts = list(db.query("select label_id from annotations where source = 'model'"))
     assert result["state"] == "done" and result["drafts"] == len(drafts) > 0
     assert {d["label_id"] for d in drafts} == {circle}
+
+
+@pytest.mark.slow
+def test_the_zoo_models_tarball_imports_with_its_checkpoint_checked_by_the_trainer(db, admin, tmp_path):
+    """The zoo's own layout: zoo320's checkpoint/ckpt-0 and pipeline.config (written by the OD
+    API), with a SavedModel exported from that checkpoint, as the zoo ships one."""
+    import subprocess
+    import sys
+    zoo320 = ODAPI_FIXTURES / "zoo320"
+    folder = tmp_path / NAME
+    (folder / "checkpoint").mkdir(parents=True)
+    for path in (zoo320 / "checkpoint").iterdir():
+        (folder / "checkpoint" / path.name).write_bytes(path.read_bytes())
+    (folder / "pipeline.config").write_bytes((zoo320 / "pipeline.config").read_bytes())
+    exported = tmp_path / "exported"
+    done = subprocess.run([sys.executable, "-m", "backend", "export-model", "--input_type", "image_tensor",
+                           "--pipeline_config_path", str(zoo320 / "pipeline.config"),
+                           "--trained_checkpoint_dir", str(zoo320 / "checkpoint"),
+                           "--output_directory", str(exported)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (folder / "saved_model").mkdir()
+    for path in (exported / "saved_model").rglob("*"):
+        if path.is_file():
+            target = folder / "saved_model" / path.relative_to(exported / "saved_model")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(path.read_bytes())
+    tarball = tmp_path / f"{NAME}.tar.gz"
+    with tarfile.open(tarball, "w:gz") as archive:
+        archive.add(folder, arcname=NAME)
+    point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name)
+    assert (point["width"], point["height"], point["num_classes"], len(point["classes"])) == (320, 320, 90, 80)
+    report = point["restore"]
+    assert (report["restored"], report["variables"]) == (384, 384)
+    assert report["parts"]["backbone"]["restored"] == report["parts"]["backbone"]["variables"] == 260
+    assert report["summary"].startswith("detection restore from ")
+    assert "384 of 384 variables" in report["summary"]
+
+
+@pytest.mark.slow
+def test_a_tarball_whose_checkpoint_does_not_fit_its_config_is_refused(db, admin, tmp_path):
+    """small128's checkpoint under a config of another width: the trainer's refusal, nothing kept."""
+    other = tmp_path / "other"
+    for part in ("checkpoint", "saved_model"):
+        for path in (SMALL128 / part).rglob("*"):
+            if path.is_file():
+                target = other / part / path.relative_to(SMALL128 / part)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(path.read_bytes())
+    doc = ConfigDocument.load(SMALL128 / "pipeline.config")
+    doc.set("model.ssd.feature_extractor.depth_multiplier", 0.5)
+    (other / "pipeline.config").write_text(doc.text)
+    with pytest.raises(Invalid, match="the checkpoint does not load into the config's network: "):
+        zoo.import_tarball(db, admin, zoo_tarball(tmp_path / "misfit.tar.gz", source=other).read_bytes(),
+                           "misfit.tar.gz")
+    assert zoo.list_starting_points(db) == []
