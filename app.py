@@ -115,7 +115,7 @@ def main() -> None:
     sidebar(user)
     pages = [st.Page(str(HERE / path), title=title, icon=icon) for path, title, icon, action in PAGES
              if auth.can(user, action)]
-    st.navigation(pages).run()
+    st.navigation(pages, expanded=True).run()  # every page in the sidebar, none behind "View more"
 
 
 main()

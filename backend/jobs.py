@@ -201,7 +201,8 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if start_from is not None and start_from[0] != "config":
         from backend import zoo
         text = zoo.start_from(db, text, *start_from)
-        fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint")
+    # The run records where it starts from as its config says, whoever wrote it there.
+    fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
     problems = configs.validate(text, version, actor=actor, external=external)
     if problems:
         raise Invalid("the config cannot train on dataset version "
