@@ -23,6 +23,7 @@ PAGES = [
     ("pages/config.py", "Configs", ":material/tune:", "view"),
     ("pages/runs.py", "Runs", ":material/model_training:", "view"),
     ("pages/models.py", "Models", ":material/deployed_code:", "view"),
+    ("pages/zoo.py", "Starting points", ":material/rocket_launch:", "view"),
     ("pages/predict.py", "Predict", ":material/center_focus_strong:", "view"),
     ("pages/projects.py", "Projects & classes", ":material/folder_open:", "view"),
     ("pages/users.py", "Users", ":material/group:", "manage_users"),
@@ -116,7 +117,7 @@ def main() -> None:
     sidebar(user)
     pages = [st.Page(str(HERE / path), title=title, icon=icon) for path, title, icon, action in PAGES
              if auth.can(user, action)]
-    st.navigation(pages).run()
+    st.navigation(pages, expanded=True).run()  # every page in the sidebar, none behind "View more"
 
 
 main()

@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "backend.cli.tflite",
     "backend.cli.config",
     "backend.cli.server",
+    "backend.cli.zoo",
 ]
 
 

@@ -252,3 +252,16 @@ def m050_runs_runner(db: sqlite_utils.Database) -> None:
     """Runs: the external runner by name (its interpreter and script come from the server
     settings at each launch; `python`/`script` of older rows are never run again)."""
     db["runs"].add_column("runner", str)
+
+
+@MIGRATIONS()
+def m060_starting_points(db: sqlite_utils.Database) -> None:
+    """Starting points (TF2 model-zoo detectors, `backend/zoo.py`), and the class map a model
+    registered from one predicts through (`{model label-map id: project label-map id}`)."""
+    db["starting_points"].create({
+        "id": int, "name": str, "sha256": str, "path": str, "filename": str, "architecture": str,
+        "height": int, "width": int, "num_classes": int, "classes": str, "size_bytes": int,
+        "restore": str, "created_at": float, "created_by": int,
+    }, pk="id", foreign_keys=[("created_by", "users", "id")], if_not_exists=True)
+    db["starting_points"].create_index(["sha256"], unique=True, if_not_exists=True)
+    db["models"].add_column("class_map", str)

@@ -172,8 +172,12 @@ def _insert_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, kind
 def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export_id: int,
               config_id: int, num_train_steps: int | None = None,
               fine_tune_checkpoint: str | None = None, parent_run_id: int | None = None,
-              runner: str | None = None) -> dict:
+              runner: str | None = None, start_from: tuple[str, int | None] | None = None) -> dict:
     """Queue a training run of saved config `config_id` on dataset version `export_id`.
+
+    `start_from` (`("scratch", None)`, `("run", run_id)`, `("starting_point", id)`) overrides
+    where the config starts training from (`zoo.start_from`); a starting point also brings its
+    architecture and input size.
 
     The config is filled from the dataset version (paths, label map, num_classes) and
     validated; any problem refuses the run with every problem listed. With `runner`, the name
@@ -194,6 +198,11 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     text = configs.fill_from_dataset_version(config["text"], version)
     if fine_tune_checkpoint:
         text = configs.set_fine_tune_checkpoint(text, fine_tune_checkpoint)
+    if start_from is not None and start_from[0] != "config":
+        from backend import zoo
+        text = zoo.start_from(db, text, *start_from)
+    # The run records where it starts from as its config says, whoever wrote it there.
+    fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
     problems = configs.validate(text, version, actor=actor, external=external)
     if problems:
         raise Invalid("the config cannot train on dataset version "
@@ -204,6 +213,13 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
                       runner=runner or None)
     pump_queue(db)
     return get_run(db, run["id"])
+
+
+def _config_value(text: str, path: str):
+    try:
+        return pipeline_config.ConfigDocument(text).get(path)
+    except Exception:  # noqa: BLE001 - absent
+        return None
 
 
 def retrain_run(db: sqlite_utils.Database, actor: dict, run_id: int, *,
@@ -577,6 +593,28 @@ def loss_curves(run: dict) -> list[dict[str, Any]]:
             rows.append({"step": snapshot["step"], "curve": "learning_rate",
                          "value": snapshot["learning_rate"]})
     return rows
+
+
+RESTORE_REPORT_FILE = "restore_report.json"  # written by backend/training/restore.py, one entry per start
+
+
+def restore_reports(run: dict) -> list[dict[str, Any]]:
+    """What each start of the run restored (`[{step, kind, source, restored, variables, parts,
+    summary, ...}]`, oldest first); empty before the trainer wrote one."""
+    if not run.get("model_dir"):
+        return []
+    try:
+        value = json.loads((Path(run["model_dir"]) / RESTORE_REPORT_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
+
+
+def restore_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per part of the network (backbone, fpn, ...): variables and parameters restored."""
+    return [{"part": name, "restored": f"{part.get('restored', 0)} of {part.get('variables', 0)}",
+             "parameters restored": f"{part.get('restored_parameters', 0):,} of {part.get('parameters', 0):,}"}
+            for name, part in (report.get("parts") or {}).items() if part.get("variables")]
 
 
 def log_tail(run: dict, lines: int = 40) -> list[str]:

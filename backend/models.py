@@ -132,8 +132,12 @@ def _read_metrics(*folders: Path, checkpoint: str | None = None) -> dict:
 def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, path: str | Path,
                        *, name: str | None = None, run_id: int | None = None,
                        export_id: int | None = None, source: str = "directory",
-                       origin: str | None = None) -> dict:
-    """Record the export in `path` (used in place) as a model of the project. Returns the row."""
+                       origin: str | None = None, class_map: dict[int, int] | None = None) -> dict:
+    """Record the export in `path` (used in place) as a model of the project. Returns the row.
+
+    `class_map` (`{model label-map id: project label-map id}`) is for a model whose classes are
+    not the project's (a zoo detector's COCO classes): predictions go through it, and model
+    classes it leaves out are dropped."""
     require(actor, "train")
     get_project(db, project_id)
     path = paths.confine(path, actor, "model")
@@ -143,7 +147,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
                    [project_id, str(root)])
     if existing:
         raise Invalid(f"{root} is already registered in this project as model #{existing['id']}")
-    warnings = info["warnings"] + class_mismatches(db, project_id, info["label_map"])
+    warnings = info["warnings"] + ([] if class_map else class_mismatches(db, project_id, info["label_map"]))
     run = _run(db, run_id)
     # An export job of the run (jobs.export_model) names the checkpoint it exported.
     job = one(db, "select fine_tune_checkpoint from runs where kind = 'export' and model_dir = ?",
@@ -157,6 +161,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
             "label_map": info["label_map"], "metrics": json.dumps(metrics),
             "size_bytes": info["size_bytes"], "source": source, "origin": origin or str(path),
             "warnings": json.dumps(warnings), "created_at": now(),
+            "class_map": json.dumps({str(k): v for k, v in class_map.items()}) if class_map else None,
             "created_by": actor.get("id")}).last_pk
     return get_model(db, model_id)
 
@@ -344,6 +349,7 @@ def label_map_names(model: dict) -> dict[int, str]:
 def _decorate(db, row: dict, project: dict | None = None) -> dict:
     project = project or get_project(db, row["project_id"])
     return {**row, "is_current": project["current_model_id"] == row["id"],
+            "class_map": {int(k): v for k, v in json.loads(row.get("class_map") or "{}").items()},
             "metrics": json.loads(row["metrics"] or "{}"),
             "warnings": json.loads(row.get("warnings") or "[]"),
             "size_mb": round((row["size_bytes"] or 0) / 1024**2, 2),

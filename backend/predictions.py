@@ -138,8 +138,13 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
         model = loaded or inference.load_model(model_row["path"])
         label_ids = {r["label_map_id"]: r["id"] for r in db.query(
             "select id, label_map_id from labels where project_id = ?", [project_id])}
-        # Drafts go to the project class with the detection's label-map id; say so when names differ.
-        progress["warnings"] = models.class_mismatches(db, project_id, model.label_map_text)
+        if model_row["class_map"]:
+            # A model with other classes (a zoo detector): only the mapped classes become drafts.
+            label_ids = {model_id: label_ids[target] for model_id, target in model_row["class_map"].items()
+                         if target in label_ids}
+        else:
+            # Drafts go to the project class with the detection's label-map id; say so when names differ.
+            progress["warnings"] = models.class_mismatches(db, project_id, model.label_map_text)
         todo = unlabeled_images(db, project_id)
         progress.update(total=len(todo), message="predicting")
         atomic.write_json(path, progress)

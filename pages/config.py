@@ -6,7 +6,7 @@ import hashlib
 
 import streamlit as st
 
-from backend import auth, configs
+from backend import auth, configs, zoo
 from pages import common
 
 project = common.require_project()
@@ -67,6 +67,20 @@ def save() -> None:
         st.session_state["config_source"] = "saved"
         st.session_state["config_choice_saved"] = row["id"]
 
+
+def train_from(choices: list) -> None:
+    source, ident, title = choices[st.session_state["config_train_from"]]
+    with common.reported(f"The config now trains from {title}"):
+        set_text(zoo.start_from(db, st.session_state["config_text"], source, ident))
+
+
+start_choices = zoo.start_from_choices(db, project["id"])
+row = st.columns([3, 1])
+row[0].selectbox("Train from", range(len(start_choices)), key="config_train_from",
+                 format_func=lambda i: start_choices[i][2],
+                 help="scratch, a previous run's checkpoint, or a starting point (its architecture and "
+                      "input size come along); writes fine_tune_checkpoint and its type")
+row[1].button("Apply", key="config_train_from_apply", on_click=train_from, args=(start_choices,))
 
 text = st.session_state["config_text"]
 problem = configs.syntax_problem(text)

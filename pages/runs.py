@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from backend import auth, configs, jobs, server_settings
+from backend import auth, configs, jobs, server_settings, zoo
 from pages import common
 
 project = common.require_project()
@@ -36,6 +36,10 @@ if can_train:
                 config = st.selectbox("Config", saved, format_func=configs.config_title)
                 steps = st.number_input("Training steps (0: the config's num_steps)", min_value=0, value=0,
                                         key="launch_steps")
+                start_choices = zoo.start_from_choices(db, project["id"])
+                start = st.selectbox("Start from", range(len(start_choices)), key="launch_start_from",
+                                     format_func=lambda i: start_choices[i][2],
+                                     help="a starting point brings its architecture and input size too")
                 st.caption(f"Runs at once: {jobs.max_concurrent_runs()} (`BOXWISE_MAX_RUNS`); "
                            "later runs wait in the queue. The config's paths and num_classes are "
                            "filled from the dataset version.")
@@ -49,7 +53,7 @@ if can_train:
                     with common.reported("Run queued"):
                         launched = jobs.start_run(db, user, project["id"], export_id=version.id,
                                                   config_id=config["id"], num_train_steps=steps or None,
-                                                  runner=runner)
+                                                  runner=runner, start_from=start_choices[start][:2])
                         st.session_state["show_run"] = launched["id"]
 
 # ---------------------------------------------------------------- the runs
@@ -94,6 +98,13 @@ def live_view(run_id: int, polling: bool) -> None:
     left.line_chart(losses, x="step", y="value", color="curve", height=260)
     right.caption("Learning rate")
     right.line_chart(curves[curves["curve"] == "learning_rate"], x="step", y="value", height=260)
+    reports = jobs.restore_reports(run)
+    if reports:
+        latest = reports[-1]
+        st.info(f"Started from: {latest['summary']}" if latest.get("summary") else
+                f"Started from: {latest.get('kind')} ({latest.get('restored')} of {latest.get('variables')} variables)")
+        with st.expander("What was restored, part by part"):
+            st.dataframe(pd.DataFrame(jobs.restore_rows(latest)), hide_index=True, width="stretch")
     with st.expander("Log", expanded=run["status"] == "failed"):
         st.code("\n".join(jobs.log_tail(run, 40)) or "(empty)", language=None)
     if can_train:

@@ -486,7 +486,7 @@ def write_report(model_dir: str | os.PathLike, report: RestoreReport, step: int 
             history = []
     except (FileNotFoundError, ValueError):
         history = []
-    history.append({"step": int(step), **report.to_dict()})
+    history.append({"step": int(step), **report.to_dict(), "summary": report.summary()})
     atomic.write_json(path, history)
     return path
 
