@@ -36,7 +36,7 @@ def first_admin_screen() -> None:
              "admins add everyone else on the Users page.")
     with st.form("first_admin"):
         username = st.text_input("Admin user name", value="admin")
-        password = st.text_input("Password (8 characters or more)", type="password")
+        password = st.text_input("Password (10 characters or more, not only digits)", type="password")
         repeat = st.text_input("Repeat password", type="password")
         if st.form_submit_button("Create the admin account", type="primary"):
             if password != repeat:
@@ -44,7 +44,8 @@ def first_admin_screen() -> None:
             else:
                 with common.reported():
                     auth.create_first_admin(common.db(), username, password)
-                    _, token = auth.login(common.db(), username, password)
+                    _, token = auth.login(common.db(), username, password,
+                                          common.client_address())
                     common.remember_login(token)
                     st.rerun()
 
@@ -56,7 +57,7 @@ def login_screen() -> None:
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Log in", type="primary"):
             with common.reported():
-                _, token = auth.login(common.db(), username, password)
+                _, token = auth.login(common.db(), username, password, common.client_address())
                 common.remember_login(token)
                 st.rerun()
 

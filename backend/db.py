@@ -245,3 +245,11 @@ def m040_models_registry(db: sqlite_utils.Database) -> None:
     models.add_column("origin", str)
     models.add_column("warnings", str)
     models.create_index(["project_id", "created_at"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m050_login_attempts_address(db: sqlite_utils.Database) -> None:
+    """Failed logins count per (user name, client address): a stranger's guesses no longer
+    lock the account out for everyone."""
+    db["login_attempts"].add_column("address", str, not_null_default="local")
+    db["login_attempts"].create_index(["username", "address", "at"], if_not_exists=True)

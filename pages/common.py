@@ -37,6 +37,13 @@ def current_user() -> dict | None:
     return user
 
 
+def client_address() -> str | None:
+    """The browser's address as the server's websocket sees it (None for localhost): failed
+    logins are counted per user name and this address. Behind a reverse proxy it is the
+    proxy's address."""
+    return st.context.ip_address
+
+
 def remember_login(token: str) -> None:
     """Keep the login across browser refreshes: the session token in a cookie (server-side
     sessions make it revocable: logout and disabling a user end it)."""
