@@ -88,6 +88,15 @@ def sidebar(user: dict) -> None:
             st.rerun()
 
 
+def gate(screen, title: str) -> None:
+    """Show `screen` (welcome or login) at every page URL: a bookmarked /label opens the login
+    form, not Streamlit's "Page not found" dialog."""
+    urls = [Path(path).stem for path, *_ in PAGES]
+    st.navigation([st.Page(screen, title=title, default=True)] +
+                  [st.Page(screen, title=title, url_path=url) for url in urls],
+                  position="hidden").run()
+
+
 @st.cache_resource(show_spinner=False)
 def settle_background_work() -> bool:
     """Once per dashboard start: re-attach to runs still alive, settle those that ended while
@@ -104,12 +113,11 @@ def main() -> None:
     # st.navigation runs on every path, the gate included: without it Streamlit would fall back
     # to serving pages/ by URL, past the login.
     if not auth.has_users(db):
-        st.navigation([st.Page(first_admin_screen, title="Welcome", default=True)],
-                      position="hidden").run()
+        gate(first_admin_screen, "Welcome")
         return
     user = common.current_user()
     if user is None:
-        st.navigation([st.Page(login_screen, title="Log in", default=True)], position="hidden").run()
+        gate(login_screen, "Log in")
         return
     st.session_state["user"] = user
     sidebar(user)

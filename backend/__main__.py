@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sqlite3
 import sys
 
 from backend.errors import BoxwiseError
@@ -37,6 +38,12 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (BoxwiseError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except sqlite3.OperationalError as exc:
+        from backend.db import busy_error, is_busy
+        if not is_busy(exc):
+            raise
+        print(f"error: {busy_error()}", file=sys.stderr)
         return 2
 
 

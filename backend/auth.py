@@ -287,7 +287,7 @@ def login(db: sqlite_utils.Database, username: str, password: str,
     """
     username = (username or "").strip()
     password = password if isinstance(password, str) else ""
-    address = (address or LOCAL_ADDRESS)[:64]
+    address = address[:64] if isinstance(address, str) and address else LOCAL_ADDRESS
     with transaction(db):
         started = now()
         failures = [r["at"] for r in db.query(

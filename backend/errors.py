@@ -18,5 +18,10 @@ class Conflict(BoxwiseError):
     """A save based on a stale version, or a lease held by someone else."""
 
 
+class Busy(BoxwiseError):
+    """The database stayed locked by other writers for the whole busy timeout. Nothing was
+    changed: the same call can simply be tried again."""
+
+
 # Roles are enforced with the built-in PermissionError so callers need no Boxwise import to catch it.
 PermissionDenied = PermissionError
