@@ -34,7 +34,7 @@ chromium:
 	@chromium --version
 
 run: install
-	$(PY) -m streamlit run app.py --server.port $(PORT) --server.headless true \
+	$(PY) serve.py --server.port $(PORT) --server.headless true \
 	  --browser.gatherUsageStats false
 
 test: install-test

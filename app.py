@@ -37,7 +37,7 @@ def first_admin_screen() -> None:
              "admins add everyone else on the Users page.")
     with st.form("first_admin"):
         username = st.text_input("Admin user name", value="admin")
-        password = st.text_input("Password (8 characters or more)", type="password")
+        password = st.text_input("Password (10 characters or more, not only digits)", type="password")
         repeat = st.text_input("Repeat password", type="password")
         if st.form_submit_button("Create the admin account", type="primary"):
             if password != repeat:
@@ -45,7 +45,8 @@ def first_admin_screen() -> None:
             else:
                 with common.reported():
                     auth.create_first_admin(common.db(), username, password)
-                    _, token = auth.login(common.db(), username, password)
+                    _, token = auth.login(common.db(), username, password,
+                                          common.client_address())
                     common.remember_login(token)
                     st.rerun()
 
@@ -57,7 +58,7 @@ def login_screen() -> None:
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Log in", type="primary"):
             with common.reported():
-                _, token = auth.login(common.db(), username, password)
+                _, token = auth.login(common.db(), username, password, common.client_address())
                 common.remember_login(token)
                 st.rerun()
 
@@ -88,6 +89,15 @@ def sidebar(user: dict) -> None:
             st.rerun()
 
 
+def gate(screen, title: str) -> None:
+    """Show `screen` (welcome or login) at every page URL: a bookmarked /label opens the login
+    form, not Streamlit's "Page not found" dialog."""
+    urls = [Path(path).stem for path, *_ in PAGES]
+    st.navigation([st.Page(screen, title=title, default=True)] +
+                  [st.Page(screen, title=title, url_path=url) for url in urls],
+                  position="hidden").run()
+
+
 @st.cache_resource(show_spinner=False)
 def settle_background_work() -> bool:
     """Once per dashboard start: remove what interrupted work left behind, re-attach to runs
@@ -106,12 +116,11 @@ def main() -> None:
     # st.navigation runs on every path, the gate included: without it Streamlit would fall back
     # to serving pages/ by URL, past the login.
     if not auth.has_users(db):
-        st.navigation([st.Page(first_admin_screen, title="Welcome", default=True)],
-                      position="hidden").run()
+        gate(first_admin_screen, "Welcome")
         return
     user = common.current_user()
     if user is None:
-        st.navigation([st.Page(login_screen, title="Log in", default=True)], position="hidden").run()
+        gate(login_screen, "Log in")
         return
     st.session_state["user"] = user
     sidebar(user)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Iterable
 
 import sqlite_utils
@@ -40,11 +41,19 @@ def clean_boxes(boxes: Iterable[dict], width: int, height: int,
     """
     kept, problems = [], []
     for number, box in enumerate(boxes, start=1):
-        if box.get("label_id") not in label_ids:
-            problems.append(f"box {number}: class id {box.get('label_id')!r} is not a class of this project")
+        label_id = box.get("label_id")
+        if isinstance(label_id, bool) or not isinstance(label_id, int) or label_id not in label_ids:
+            problems.append(f"box {number}: class id {str(label_id)[:40]!r} is not a class of this project")
             continue
-        x0, x1 = sorted((float(box["xmin"]), float(box["xmax"])))
-        y0, y1 = sorted((float(box["ymin"]), float(box["ymax"])))
+        try:
+            coords = [float(box[k]) for k in ("xmin", "ymin", "xmax", "ymax")]
+        except (KeyError, TypeError, ValueError, OverflowError):
+            coords = [math.nan]
+        if not all(math.isfinite(c) for c in coords):
+            problems.append(f"box {number}: xmin, ymin, xmax and ymax must be finite numbers")
+            continue
+        x0, x1 = sorted(coords[0::2])
+        y0, y1 = sorted(coords[1::2])
         x0, x1 = min(max(x0, 0.0), width), min(max(x1, 0.0), width)
         y0, y1 = min(max(y0, 0.0), height), min(max(y1, 0.0), height)
         if x1 - x0 < MIN_BOX_SIDE or y1 - y0 < MIN_BOX_SIDE:
@@ -96,7 +105,10 @@ def save_boxes(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: lis
         if "status" in changes:
             record_event(db, actor, image_id, "status", {"status": image["status"]},
                          {"status": changes["status"]})
-    return _image(db, image_id)
+        # Read inside the transaction: after COMMIT another writer may already have moved the
+        # version on, and a client saving again from that version would overwrite their save.
+        saved = _image(db, image_id)
+    return saved
 
 
 def drafts(db: sqlite_utils.Database, image_id: int) -> list[dict]:
@@ -153,7 +165,10 @@ def _change_drafts(db, actor, image_id, annotation_ids, base_version, force, acc
         if "status" in changes:
             record_event(db, actor, image_id, "status", {"status": image["status"]},
                          {"status": changes["status"]})
-    return _image(db, image_id)
+        # Read inside the transaction: after COMMIT another writer may already have moved the
+        # version on, and a client saving again from that version would overwrite their save.
+        saved = _image(db, image_id)
+    return saved
 
 
 def scaled_copy(boxes: Iterable[dict], source: dict, target: dict) -> list[dict]:

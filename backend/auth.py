@@ -9,7 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import os
 import secrets
+import threading
+from functools import lru_cache
 from typing import Any
 
 import sqlite_utils
@@ -57,14 +60,27 @@ CLI_ACTOR: dict[str, Any] = {"id": None, "username": "cli", "role": "admin"}
 SESSION_SECONDS = 14 * 24 * 3600
 MAX_FAILED_LOGINS = 5
 FAILED_LOGIN_WINDOW = 15 * 60
-MIN_PASSWORD_LENGTH = 8
+MIN_PASSWORD_LENGTH = 10
+# Refused whatever their length: keyboard runs and the passwords every guessing list starts with.
+COMMON_PASSWORDS = frozenset({
+    "password", "password1", "password12", "password123", "password1234", "passw0rd",
+    "qwertyuiop", "qwertyuiop1", "asdfghjkl", "asdfghjkl1", "1q2w3e4r5t", "q1w2e3r4t5",
+    "qwerty1234", "1qaz2wsx3edc", "abcdefghij", "abcd1234", "abc1234567", "iloveyou12",
+    "letmein123", "welcome123", "administrator", "admin12345", "changeme", "changeme123",
+    "trustno1", "monkey1234", "dragon1234", "football12", "baseball12", "sunshine12",
+    "boxwise123", "boxwise1234",
+})
 
-# scrypt with n=2**14, r=8 uses 16 MiB per hash: memory-hard, ~50 ms here.
-_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**14, 8, 1
+# scrypt with N=2**17, r=8 needs 128 MiB and ~0.5 s per hash on this class of machine.
+# BOXWISE_SCRYPT_N lowers N for the test suite only (the production value is tested once).
+_SCRYPT_N, _SCRYPT_R, _SCRYPT_P = 2**17, 8, 1
+# At most this many hashes at once per server process: 20 parallel logins must not ask for
+# 20 x 128 MiB.
+_HASHING = threading.BoundedSemaphore(2)
 
 
 class RateLimited(Invalid):
-    """Too many failed logins for a user name in the window."""
+    """Too many failed logins for a user name from one client address in the window."""
 
 
 def can(actor: dict | None, action: str) -> bool:
@@ -82,30 +98,75 @@ def require(actor: dict | None, action: str) -> None:
 # ---------------------------------------------------------------- passwords
 
 
+def scrypt_n() -> int:
+    """The scrypt cost for new hashes: 2**17, or BOXWISE_SCRYPT_N (a power of two) in tests."""
+    n = int(os.environ.get("BOXWISE_SCRYPT_N", _SCRYPT_N))
+    if n < 2 or n & (n - 1) or n > 2**20:
+        raise ValueError(f"BOXWISE_SCRYPT_N must be a power of two up to 2**20, not {n}")
+    return n
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int, dklen: int) -> bytes:
+    # OpenSSL refuses more than 32 MiB unless told: allow exactly what these parameters need.
+    maxmem = 128 * r * (n + p + 2) + 2**20
+    with _HASHING:
+        return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=dklen,
+                              maxmem=maxmem)
+
+
 def hash_password(password: str) -> str:
     salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R,
-                            p=_SCRYPT_P, dklen=32)
-    return "scrypt${}${}${}${}${}".format(_SCRYPT_N, _SCRYPT_R, _SCRYPT_P,
+    n = scrypt_n()
+    digest = _scrypt(password, salt, n, _SCRYPT_R, _SCRYPT_P, 32)
+    return "scrypt${}${}${}${}${}".format(n, _SCRYPT_R, _SCRYPT_P,
                                           base64.b64encode(salt).decode(),
                                           base64.b64encode(digest).decode())
 
 
-def verify_password(password: str, stored: str) -> bool:
+def _hash_params(stored: str) -> tuple[int, int, int, bytes, bytes] | None:
     try:
         scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return None
+        return int(n), int(r), int(p), base64.b64decode(salt), base64.b64decode(digest)
     except ValueError:
-        return False
-    if scheme != "scrypt":
-        return False
-    actual = hashlib.scrypt(password.encode("utf-8"), salt=base64.b64decode(salt), n=int(n),
-                            r=int(r), p=int(p), dklen=len(base64.b64decode(digest)))
-    return hmac.compare_digest(actual, base64.b64decode(digest))
+        return None
 
 
-def _check_password(password: str) -> None:
+def verify_password(password: str, stored: str) -> bool:
+    params = _hash_params(stored)
+    if params is None:
+        return False
+    n, r, p, salt, digest = params
+    return hmac.compare_digest(_scrypt(password, salt, n, r, p, len(digest)), digest)
+
+
+def needs_rehash(stored: str) -> bool:
+    """True when `stored` was made with other scrypt parameters than new hashes get."""
+    params = _hash_params(stored)
+    return params is None or params[:3] != (scrypt_n(), _SCRYPT_R, _SCRYPT_P)
+
+
+@lru_cache(maxsize=4)
+def _dummy_hash(n: int) -> str:
+    # Unknown user names are checked against this, so they cost the same time as known ones.
+    return hash_password(secrets.token_urlsafe(16))
+
+
+def check_password_rules(password: str, username: str = "") -> None:
+    """The minimum rules: 10 characters or more, not only digits, not one character repeated,
+    not a common password, not the user name."""
     if len(password) < MIN_PASSWORD_LENGTH:
         raise Invalid(f"password must have at least {MIN_PASSWORD_LENGTH} characters")
+    if password.isdigit():
+        raise Invalid("password must not be only digits")
+    if len(set(password)) == 1:
+        raise Invalid("password must not be one character repeated")
+    if password.lower() in COMMON_PASSWORDS:
+        raise Invalid("password is one of the most common passwords; choose another")
+    if username and password.lower() == username.strip().lower():
+        raise Invalid("password must not be the user name")
+
 
 
 def _check_username(username: str) -> str:
@@ -129,27 +190,38 @@ def has_users(db: sqlite_utils.Database) -> bool:
 
 def create_first_admin(db: sqlite_utils.Database, username: str, password: str) -> dict:
     """The first account, made from the empty app's welcome screen; refused once any user exists."""
+    if has_users(db):
+        raise PermissionError("the first admin already exists; ask an admin for an account")
+    password_hash = _new_user_hash(username, password, "admin")
     with transaction(db):
         if has_users(db):
             raise PermissionError("the first admin already exists; ask an admin for an account")
-        return _insert_user(db, username, password, "admin")
+        return _insert_user(db, username, password_hash, "admin")
 
 
 def add_user(db: sqlite_utils.Database, actor: dict, username: str, password: str,
              role: str) -> dict:
     require(actor, "manage_users")
+    password_hash = _new_user_hash(username, password, role)
     with transaction(db):
-        return _insert_user(db, username, password, role)
+        return _insert_user(db, username, password_hash, role)
 
 
-def _insert_user(db, username: str, password: str, role: str) -> dict:
+def _new_user_hash(username: str, password: str, role: str) -> str:
+    """Check a new account's fields and hash its password (before any write transaction:
+    the hash takes ~0.5 s and must not hold the database's write lock)."""
     username = _check_username(username)
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    _check_password(password)
+    check_password_rules(password, username)
+    return hash_password(password)
+
+
+def _insert_user(db, username: str, password_hash: str, role: str) -> dict:
+    username = _check_username(username)
     if one(db, "select id from users where username = ?", [username]):
         raise Invalid(f"user {username!r} already exists")
-    user_id = db["users"].insert({"username": username, "password_hash": hash_password(password),
+    user_id = db["users"].insert({"username": username, "password_hash": password_hash,
                                   "role": role, "disabled": 0, "created_at": now()}).last_pk
     return get_user(db, user_id)
 
@@ -191,38 +263,78 @@ def set_role(db: sqlite_utils.Database, actor: dict, user_id: int, role: str) ->
 
 
 def reset_password(db: sqlite_utils.Database, actor: dict, user_id: int, password: str) -> None:
-    """Set a new password and end the user's sessions (admins, or users for themselves)."""
-    if actor.get("id") != user_id:
-        require(actor, "manage_users")
-    _check_password(password)
-    get_user(db, user_id)
+    """An admin sets another user's password; the user's sessions end. For one's own password
+    use `change_password`, which asks for the current one."""
+    if actor.get("id") is not None and actor.get("id") == user_id:
+        raise Invalid("to change your own password, give your current one (My account page)")
+    require(actor, "manage_users")
+    target = get_user(db, user_id)
+    check_password_rules(password, target["username"])
+    _set_password(db, user_id, hash_password(password))
+
+
+def change_password(db: sqlite_utils.Database, actor: dict, current: str, new: str) -> None:
+    """Change the actor's own password, given the current one; ends all of its sessions."""
+    row = one(db, "select * from users where id = ?", [actor.get("id")])
+    if row is None:
+        raise NotFound("no such account")
+    if not verify_password(current or "", row["password_hash"]):
+        raise Invalid("the current password is wrong")
+    check_password_rules(new, row["username"])
+    _set_password(db, row["id"], hash_password(new))
+
+
+def _set_password(db, user_id: int, password_hash: str) -> None:
     with transaction(db):
-        db["users"].update(user_id, {"password_hash": hash_password(password)})
+        db["users"].update(user_id, {"password_hash": password_hash})
         db.execute("delete from sessions where user_id = ?", [user_id])
 
 
 # ---------------------------------------------------------------- login sessions
 
 
-def login(db: sqlite_utils.Database, username: str, password: str) -> tuple[dict, str]:
+LOCAL_ADDRESS = "local"
+
+
+def login(db: sqlite_utils.Database, username: str, password: str,
+          address: str | None = None) -> tuple[dict, str]:
     """Check a password and open a session; returns (user, session token).
 
-    After MAX_FAILED_LOGINS failures for a name within FAILED_LOGIN_WINDOW seconds, further
-    attempts are refused until the oldest failure leaves the window, right password or not.
+    `address` is the client's address (None: a local client). After MAX_FAILED_LOGINS failures
+    for a name from one address within FAILED_LOGIN_WINDOW seconds, further attempts from that
+    address are refused until the oldest failure leaves the window, right password or not;
+    other addresses can still log in as that name. Each attempt is counted as a failure
+    before its password is checked, in one write transaction with the count, so parallel
+    guesses cannot pass the limit together. Unknown names are checked against a dummy hash:
+    they take as long as known ones.
     """
     username = (username or "").strip()
-    since = now() - FAILED_LOGIN_WINDOW
-    failures = [r["at"] for r in db.query(
-        "select at from login_attempts where username = ? and ok = 0 and at > ? order by at",
-        [username, since])]
-    if len(failures) >= MAX_FAILED_LOGINS:
-        wait = int(failures[-MAX_FAILED_LOGINS] + FAILED_LOGIN_WINDOW - now()) + 1
-        raise RateLimited(f"too many failed logins for {username!r}; try again in {wait} s")
-    row = one(db, "select * from users where username = ?", [username])
-    ok = bool(row) and verify_password(password, row["password_hash"])
-    db["login_attempts"].insert({"username": username, "at": now(), "ok": int(ok)})
+    password = password if isinstance(password, str) else ""
+    address = address[:64] if isinstance(address, str) and address else LOCAL_ADDRESS
+    with transaction(db):
+        started = now()
+        failures = [r["at"] for r in db.query(
+            "select at from login_attempts where username = ? and address = ? and ok = 0 "
+            "and at > ? order by at", [username, address, started - FAILED_LOGIN_WINDOW])]
+        if len(failures) >= MAX_FAILED_LOGINS:
+            wait = int(failures[-MAX_FAILED_LOGINS] + FAILED_LOGIN_WINDOW - started) + 1
+            raise RateLimited(f"too many failed logins for {username!r} from this address; "
+                              f"try again in {wait} s")
+        attempt = db["login_attempts"].insert({"username": username, "address": address,
+                                               "at": started, "ok": 0}).last_pk
+        row = one(db, "select * from users where username = ?", [username])
+    stored = row["password_hash"] if row else _dummy_hash(scrypt_n())
+    ok = verify_password(password, stored) and row is not None
     if not ok:
         raise Invalid("wrong user name or password")
+    # Old, cheaper hashes are replaced while the password is at hand (hashed outside the
+    # write transaction: a hash takes ~0.5 s and the write lock must stay short).
+    upgraded = hash_password(password) if needs_rehash(stored) else None
+    with transaction(db):
+        db.execute("update login_attempts set ok = 1 where id = ?", [attempt])
+        if upgraded:
+            db.execute("update users set password_hash = ? where id = ? and password_hash = ?",
+                       [upgraded, row["id"], stored])
     if row["disabled"]:
         raise PermissionError(f"the account {username!r} is disabled")
     token = secrets.token_urlsafe(32)

@@ -121,20 +121,72 @@ def latest_dataset_version(db: sqlite_utils.Database, project_id: int) -> Datase
 
 
 def read_label_map(path: str | Path) -> list[dict[str, Any]]:
-    """`item { id: 1 name: 'cat' }` entries of a label_map.pbtxt as dicts, in file order."""
-    path = Path(path)
+    """The items (id >= 1) of a label_map.pbtxt as `{"id", "name", "display_name"}` dicts, in
+    file order, read by the one label-map reader (`backend.formats.label_map`)."""
+    from backend.formats import label_map as label_map_format
+
+    problem = unusable_path(str(path))
+    if problem:
+        raise Invalid(f"label map {shown(str(path))} {problem}")
     try:
-        text = path.read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NotFound(f"label map {str(path)!r} does not exist") from None
-    items = [i.to_python() for i in pc.parse(text).all("item") if isinstance(i, pc.Message)]
-    for item in items:
-        if not isinstance(item.get("id"), int) or item["id"] < 1:
-            raise Invalid(f"{path}: item {item.get('name')!r} needs an id ≥ 1 (0 is the background)")
-    ids = [i["id"] for i in items]
-    if len(set(ids)) != len(ids):
-        raise Invalid(f"{path}: ids are repeated")
-    return items
+    except UnicodeDecodeError:
+        raise Invalid(f"label map {shown(str(path))} is not a UTF-8 text file") from None
+    except OSError as exc:
+        raise Invalid(f"cannot read label map {shown(str(path))}: {exc.strerror or exc}") from None
+    pc.parse(text)  # a syntax error is reported as such, with its line
+    return [{"id": item.id, "name": item.name, "display_name": item.display_name}
+            for item in label_map_format.parse(text, str(path)).items]
+
+
+def shown(value: str, limit: int = 200) -> str:
+    """A user-given string quoted for a message, cut to `limit` characters (with its length),
+    so a 10 MB field cannot become a 10 MB error message."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}"[:-1] + f"…' ({len(value):,} characters)"
+
+
+def unusable_path(value: str) -> str | None:
+    """Why `value` cannot be a local file path at all (checked before the file system is
+    asked, which would fail with 'File name too long'), or None."""
+    if "\0" in value:
+        return "is not a usable path (it contains a NUL character)"
+    if len(value) > 4096 or any(len(part) > 255 for part in value.split("/")):
+        return "is not a usable path (too long)"
+    return None
+
+
+def input_problem(pattern: str) -> str | None:
+    """Why the local input glob `pattern` cannot feed training: no files match, or a matching
+    file is not a TFRecord file (its first record's framing is checked). None when it can."""
+    from backend.formats import tfrecord
+
+    problem = unusable_path(pattern)
+    if problem:
+        return f"{shown(pattern)} {problem}"
+    matches = sorted(glob.glob(pattern))
+    if not matches:
+        return f"{shown(pattern)} matches no TFRecord shard on disk"
+    for match in matches:
+        if Path(match).is_dir():
+            return f"{shown(match)} is a folder, not a TFRecord file"
+        why = tfrecord.not_a_record_file(Path(match))
+        if why:
+            return f"{shown(match)} is not a TFRecord file ({why})"
+    return None
+
+
+def checkpoint_problem(checkpoint: str) -> str | None:
+    """Why a local fine-tune checkpoint cannot be used (too long a path, or missing), or None."""
+    problem = unusable_path(checkpoint)
+    if problem:
+        return f"fine-tune checkpoint {shown(checkpoint)} {problem}"
+    if not checkpoint_exists(checkpoint):
+        return f"fine-tune checkpoint {shown(checkpoint)} does not exist"
+    return None
 
 
 # ---------------------------------------------------------------- validation
@@ -231,7 +283,7 @@ def validate(text: str, version: DatasetVersion | None = None, *, actor: dict,
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue
         except NotFound:
-            problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not exist"))
+            problems.append(Problem(path, _line(doc, path), f"label map {shown(value)} does not exist"))
             continue
         except pc.ConfigSyntaxError as exc:
             problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not parse "
@@ -259,14 +311,18 @@ def validate(text: str, version: DatasetVersion | None = None, *, actor: dict,
         for path, value in reader_paths:
             if _is_remote(value):
                 continue
+            why = unusable_path(value)
+            if why:
+                problems.append(Problem(path, _line(doc, path), f"{shown(value)} {why}"))
+                continue
             try:
                 paths.confine(value, actor, "config")
             except PermissionError as exc:
                 problems.append(Problem(path, _line(doc, path), str(exc)))
                 continue
-            if not glob.glob(value):
-                problems.append(Problem(path, _line(doc, path),
-                                        f"{value!r} matches no TFRecord shard on disk"))
+            why = input_problem(value)
+            if why:
+                problems.append(Problem(path, _line(doc, path), why))
             elif version is not None and not _inside(value, version.path):
                 problems.append(Problem(path, _line(doc, path),
                                         f"{value!r} is not a shard of dataset version {version.id} "
@@ -275,14 +331,18 @@ def validate(text: str, version: DatasetVersion | None = None, *, actor: dict,
     checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
     if checkpoint and not _is_remote(str(checkpoint)):
         path = "train_config.fine_tune_checkpoint"
-        try:
-            paths.confine(str(checkpoint), actor, "checkpoint")
-        except PermissionError as exc:
-            problems.append(Problem(path, _line(doc, path), str(exc)))
+        why = unusable_path(str(checkpoint))
+        if why:
+            problems.append(Problem(path, _line(doc, path), f"fine-tune checkpoint {shown(str(checkpoint))} {why}"))
         else:
-            if not checkpoint_exists(str(checkpoint)):
-                problems.append(Problem(path, _line(doc, path),
-                                        f"fine-tune checkpoint {checkpoint!r} does not exist"))
+            try:
+                paths.confine(str(checkpoint), actor, "checkpoint")
+            except PermissionError as exc:
+                problems.append(Problem(path, _line(doc, path), str(exc)))
+            else:
+                why = checkpoint_problem(str(checkpoint))
+                if why:
+                    problems.append(Problem(path, _line(doc, path), why))
     return problems
 
 

@@ -7,6 +7,7 @@ upgrades in place at start-up and keeps its rows.
 from __future__ import annotations
 
 import contextlib
+import random
 import sqlite3
 import threading
 import time
@@ -17,6 +18,7 @@ import sqlite_utils
 from sqlite_utils.migrations import Migrations
 
 from backend import settings
+from backend.errors import Busy
 
 BUSY_TIMEOUT_MS = 10_000
 MIGRATIONS = Migrations("boxwise")
@@ -72,14 +74,60 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         with db.atomic():
             yield db
         return
-    conn.execute("BEGIN IMMEDIATE")
+    _begin_immediate(conn)
     try:
         yield db
-    except BaseException:
+    except BaseException as exc:
         conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+            raise busy_error() from exc
         raise
     else:
-        conn.execute("COMMIT")
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.OperationalError as exc:
+            if not is_busy(exc):
+                raise
+            conn.execute("ROLLBACK")
+            raise busy_error() from exc
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Whether an sqlite3 error is SQLite's "database is locked" / "busy"."""
+    return isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc))
+
+
+def busy_error() -> Busy:
+    return Busy(f"the database was busy with other changes for {BUSY_TIMEOUT_MS / 1000:g} s; "
+                "nothing was changed, try again")
+
+
+def _begin_immediate(conn: sqlite3.Connection) -> None:
+    """Take the write lock, waiting up to the busy timeout.
+
+    SQLite's own busy handler sleeps ever longer (up to 100 ms) between tries, so under many
+    short writers one waiter can miss every free moment until its timeout. Here the waits
+    stay short (at most 5 ms, randomised), so a waiter gets its turn within a few other
+    writers' transactions.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        pause = 0.0005
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if not is_busy(exc):
+                    raise
+                if time.monotonic() >= deadline:
+                    raise busy_error() from exc
+            time.sleep(random.uniform(0, pause))
+            pause = min(pause * 2, 0.005)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
 
 def one(db: sqlite_utils.Database, sql: str, params=()) -> dict | None:
@@ -265,3 +313,11 @@ def m060_starting_points(db: sqlite_utils.Database) -> None:
     }, pk="id", foreign_keys=[("created_by", "users", "id")], if_not_exists=True)
     db["starting_points"].create_index(["sha256"], unique=True, if_not_exists=True)
     db["models"].add_column("class_map", str)
+
+
+@MIGRATIONS()
+def m070_login_attempts_address(db: sqlite_utils.Database) -> None:
+    """Failed logins count per (user name, client address): a stranger's guesses no longer
+    lock the account out for everyone."""
+    db["login_attempts"].add_column("address", str, not_null_default="local")
+    db["login_attempts"].create_index(["username", "address", "at"], if_not_exists=True)

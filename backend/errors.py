@@ -18,6 +18,11 @@ class Conflict(BoxwiseError):
     """A save based on a stale version, or a lease held by someone else."""
 
 
+class Busy(BoxwiseError):
+    """The database stayed locked by other writers for the whole busy timeout. Nothing was
+    changed: the same call can simply be tried again."""
+
+
 # Roles are enforced with the built-in PermissionError so callers need no Boxwise import to catch it.
 PermissionDenied = PermissionError
 
@@ -28,6 +33,7 @@ EXIT_INVALID = 3
 EXIT_NOT_FOUND = 4
 EXIT_CONFLICT = 5
 EXIT_PERMISSION = 6
+EXIT_BUSY = 7  # the database stayed locked: nothing changed, the same command can be run again
 
 
 def exit_code(exc: BaseException) -> int:
@@ -38,4 +44,6 @@ def exit_code(exc: BaseException) -> int:
         return EXIT_NOT_FOUND
     if isinstance(exc, Conflict):
         return EXIT_CONFLICT
+    if isinstance(exc, Busy):
+        return EXIT_BUSY
     return EXIT_INVALID

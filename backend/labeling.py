@@ -79,11 +79,13 @@ def renew_lease(db: sqlite_utils.Database, actor: dict, image_id: int, *,
     """Extend the actor's lease on an image; False when the actor no longer holds it (it
     expired and someone else took it) — then the caller should say so."""
     require(actor, "label")
-    stamp = now()
-    cursor = db.execute("""update images set lease_user_id = ?, lease_expires_at = ?
-                           where id = ? and (lease_user_id = ? or lease_user_id is null
-                                             or lease_expires_at <= ?)""",
-                        [actor.get("id"), stamp + seconds, image_id, actor.get("id"), stamp])
+    # Through transaction(): the write lock is waited for fairly, and a timeout is `Busy`.
+    with transaction(db):
+        stamp = now()
+        cursor = db.execute("""update images set lease_user_id = ?, lease_expires_at = ?
+                               where id = ? and (lease_user_id = ? or lease_user_id is null
+                                                 or lease_expires_at <= ?)""",
+                            [actor.get("id"), stamp + seconds, image_id, actor.get("id"), stamp])
     return bool(cursor.rowcount)
 
 

@@ -37,6 +37,10 @@ class Enum(str):
         return f"Enum({str.__repr__(self)})"
 
 
+# Real configs nest 8 levels deep; the parser (and every walker of its tree) recurses per level.
+MAX_DEPTH = 100
+
+
 class ConfigSyntaxError(Invalid):
     """Text that is not protobuf text format, with the 1-based line and column of the problem."""
 
@@ -239,6 +243,7 @@ class _Parser:
         self.text = text
         self.tokens = _tokens(text)
         self.i = 0
+        self.depth = 0
 
     def error(self, message: str, token: _Token | None = None) -> ConfigSyntaxError:
         offset = token.start if token is not None else len(self.text)
@@ -327,7 +332,11 @@ class _Parser:
     def braced(self) -> tuple[Message, _Token]:
         open_token = self.take()
         closer = "}" if open_token.text == "{" else ">"
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"messages are nested deeper than {MAX_DEPTH} levels", open_token)
         message = self.message_body(closer)
+        self.depth -= 1
         close = self.take()
         message.open_end = open_token.end
         message.close_start = close.start
@@ -468,6 +477,10 @@ class ConfigDocument:
             text = path.read_text(encoding="utf-8")
         except FileNotFoundError:
             raise NotFound(f"config file {str(path)!r} does not exist") from None
+        except UnicodeDecodeError:
+            raise Invalid(f"{path}: not a UTF-8 text file; is this a pipeline.config?") from None
+        except OSError as exc:
+            raise Invalid(f"cannot read config file {path}: {exc.strerror or exc}") from None
         try:
             return cls(text, path)
         except ConfigSyntaxError as exc:

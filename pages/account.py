@@ -10,6 +10,7 @@ user = common.user()
 st.title("My account")
 st.write(f"**{common.plain(user['username'])}** · role **{user['role']}**")
 with st.form("change_password", clear_on_submit=True):
+    current = st.text_input("Current password", type="password")
     new = st.text_input("New password", type="password")
     repeat = st.text_input("Repeat new password", type="password")
     if st.form_submit_button("Change password"):
@@ -17,7 +18,7 @@ with st.form("change_password", clear_on_submit=True):
             st.error("The passwords differ.")
         else:
             with common.reported():
-                auth.reset_password(common.db(), user, user["id"], new)
+                auth.change_password(common.db(), user, current, new)
                 st.success("Password changed. Log in again with the new one.")
                 common.forget_login()
 if st.button("Log out", type="primary"):

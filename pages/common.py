@@ -6,6 +6,9 @@ import contextlib
 import html
 import json
 import re
+import sqlite3
+import sys
+from pathlib import Path
 
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
@@ -15,12 +18,40 @@ from backend.errors import BoxwiseError
 
 SESSION_COOKIE = "boxwise_session"
 
-# Until the first st.navigation call of a server process, Streamlit serves a pages/ folder next
-# to the main script the legacy way: a URL like /label would run pages/label.py without app.py
-# and its login gate. Boxwise always navigates through app.py: switch that mode off and rerun.
-if PagesManager.uses_pages_directory:
-    PagesManager.uses_pages_directory = False
-    st.rerun()
+
+
+def leave_legacy_pages_mode() -> None:
+    """Rerun through app.py when a page file runs on its own in Streamlit's legacy pages mode.
+
+    Until the first st.navigation call of a server process, Streamlit serves a pages/ folder
+    next to the main script the legacy way: a URL like /label runs pages/label.py without
+    app.py and its login gate, under a sidebar listing every file. `serve.py` (make run)
+    switches that mode off before the first visitor. Under a plain `streamlit run app.py`,
+    sessions that start before the switch come here: a page run without app.py (and so
+    without a signed-in user) reruns through app.py, which shows the login form.
+
+    It is a call, not an import-time side effect: a rerun raised while `pages.common` was being
+    imported made concurrent first visits fail with `ImportError: cannot import name 'common'`.
+    """
+    if st.session_state.get("user") is None and _page_without_app():
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+def _page_without_app() -> bool:
+    # Streamlit runs a legacy-mode script from `_mpa_v1`; app.py on the stack means app.py's
+    # own navigation (with its login gate) is running this page.
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_filename == _APP:
+            return False
+        if frame.f_code.co_name == "_mpa_v1":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def db():
@@ -37,6 +68,14 @@ def current_user() -> dict | None:
     if user:
         st.session_state["session_token"] = token
     return user
+
+
+def client_address() -> str | None:
+    """The browser's address as the server's websocket sees it (None for localhost): failed
+    logins are counted per user name and this address. Behind a reverse proxy it is the
+    proxy's address."""
+    address = st.context.ip_address
+    return address if isinstance(address, str) else None  # (AppTest has no real connection)
 
 
 def remember_login(token: str) -> None:
@@ -71,6 +110,7 @@ def _set_cookie(value: str, max_age: int) -> None:
 
 def user() -> dict:
     """The signed-in user; a page reached without one (after logout) stops with a hint."""
+    leave_legacy_pages_mode()
     signed_in = st.session_state.get("user")
     if signed_in is None:
         st.info("You are logged out. Reload the page to log in.")
@@ -118,13 +158,19 @@ def html_text(text) -> str:
 
 @contextlib.contextmanager
 def reported(success: str | None = None):
-    """Run backend calls; show domain errors and permission refusals as messages, not tracebacks."""
+    """Run backend calls; show domain errors, permission refusals and a busy database
+    (`Busy`: retryable, nothing changed) as messages, not tracebacks."""
     try:
         yield
     except PermissionError as exc:
         st.error(f"Not allowed: {exc}")
     except BoxwiseError as exc:
         st.error(str(exc))
+    except sqlite3.OperationalError as exc:
+        # A write outside backend transactions that timed out on the lock: same retryable message.
+        if not database.is_busy(exc):
+            raise
+        st.error(str(database.busy_error()))
     else:
         if success:
             st.toast(success)

@@ -45,3 +45,7 @@ def render(project: dict) -> None:
         st.info(note)
     if report.items:
         st.dataframe(pd.DataFrame(report.rows()), hide_index=True, width="stretch")
+
+
+if __name__ == "__main__":  # opened by URL in Streamlit's legacy pages mode, not as the Upload tab
+    common.leave_legacy_pages_mode()

@@ -2,7 +2,13 @@
 real images made with Pillow."""
 from __future__ import annotations
 
+import os
+
 import pytest
+
+# Password hashes at scrypt N=2**10 keep the suite fast; tests/test_auth.py checks the
+# production cost (2**17) once with this variable removed. Subprocesses inherit it.
+os.environ["BOXWISE_SCRYPT_N"] = str(2**10)
 
 from backend import auth, db as database, projects
 

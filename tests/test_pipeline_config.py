@@ -163,7 +163,7 @@ def test_config_cli_get_set_and_check(tmp_path, capsys):
     assert main(["config", "check", str(copy)]) == 1
     out = capsys.readouterr().out
     assert "train_input_reader.tf_record_input_reader.input_path: " \
-           "'PATH_TO_BE_CONFIGURED/train2017-?????-of-00256.tfrecord' matches no files" in out
+           "'PATH_TO_BE_CONFIGURED/train2017-?????-of-00256.tfrecord' matches no TFRecord shard on disk" in out
     assert "line 145: train_config.sync_replicas: ignored" in out
 
     rcnn = SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config"

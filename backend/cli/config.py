@@ -63,7 +63,7 @@ def config_check(args) -> int:
     from backend.training.config import check_config, check_inputs, ignored_fields
     try:
         doc = pipeline_config.ConfigDocument.load(args.file)
-    except pipeline_config.ConfigSyntaxError as exc:
+    except Invalid as exc:  # a syntax error (with its line), or not a text file at all
         print(exc)
         return 1
     if args.dataset_version is not None:

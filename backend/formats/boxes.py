@@ -12,6 +12,8 @@ Outside conventions:
 """
 from __future__ import annotations
 
+import math
+
 Box = tuple[float, float, float, float]
 
 
@@ -60,6 +62,8 @@ def check_pixel_box(box: Box, width: int, height: int, tolerance: float = 1.0) -
     clipped by `clip`.
     """
     xmin, ymin, xmax, ymax = box
+    if not all(math.isfinite(c) for c in box):
+        return f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) has coordinates that are not finite numbers"
     if xmax < xmin or ymax < ymin:
         return (f"box ({xmin:g}, {ymin:g}, {xmax:g}, {ymax:g}) has a negative size "
                 "(max is smaller than min)")

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Callable
@@ -55,18 +56,27 @@ def _read_file(file: Path, finder: ImageFinder, result: ReadResult, strict: bool
         if not isinstance(category, dict) or "id" not in category or not category.get("name"):
             result.problems.append(f"{file}: categories[{number}] needs an id and a name")
             continue
+        if not _is_id(category["id"]):
+            result.problems.append(f"{file}: categories[{number}]: id must be a number or a "
+                                   f"string, not {_short(category['id'])}")
+            continue
         categories[category["id"]] = str(category["name"])
     images: dict = {}
     for number, entry in enumerate(document["images"]):
         if not isinstance(entry, dict) or "id" not in entry or not entry.get("file_name"):
             result.problems.append(f"{file}: images[{number}] needs an id and a file_name")
             continue
+        if not _is_id(entry["id"]):
+            result.problems.append(f"{file}: images[{number}]: id must be a number or a string, "
+                                   f"not {_short(entry['id'])}")
+            continue
         item = AnnotatedImage(name=str(entry["file_name"]), where=f"{file} images[{number}]")
-        try:
-            item.width = int(entry["width"]) if entry.get("width") else None
-            item.height = int(entry["height"]) if entry.get("height") else None
-        except (TypeError, ValueError):
-            item.problems.append("width/height are not numbers")
+        sizes = [entry.get("width"), entry.get("height")]
+        bad = [v for v in sizes if v is not None and not _is_size(v)]
+        if bad:
+            item.problems.append(f"width/height must be positive whole numbers, not {_short(bad[0])}")
+        else:
+            item.width, item.height = (int(v) if v else None for v in sizes)
         item.image_path, why = finder.find(item.name, near=file.parent)
         if item.image_path is None:
             item.missing = why
@@ -77,28 +87,49 @@ def _read_file(file: Path, finder: ImageFinder, result: ReadResult, strict: bool
         if not isinstance(annotation, dict):
             result.problems.append(f"{where} is not an object")
             continue
-        item = images.get(annotation.get("image_id"))
+        image_id = annotation.get("image_id")
+        item = images.get(image_id) if _is_id(image_id) else None
         if item is None:
-            result.problems.append(f"{where}: unknown image_id {annotation.get('image_id')!r}")
+            result.problems.append(f"{where}: unknown image_id {_short(image_id)}")
             continue
         category = annotation.get("category_id")
-        if category not in categories:
-            item.problems.append(f"annotations[{number}]: unknown category id {category!r}")
+        if not _is_id(category) or category not in categories:
+            item.problems.append(f"annotations[{number}]: unknown category id {_short(category)}")
             continue
         bbox = annotation.get("bbox")
-        try:
-            if not isinstance(bbox, list) or len(bbox) != 4:
-                raise ValueError
-            xmin, ymin, xmax, ymax = box_convert.from_coco(bbox)
-        except (TypeError, ValueError):
-            item.problems.append(f"annotations[{number}]: bbox {bbox!r} is not [x, y, width, height]")
+        if not isinstance(bbox, list) or len(bbox) != 4:
+            item.problems.append(f"annotations[{number}]: bbox {_short(bbox)} is not "
+                                 "[x, y, width, height]")
             continue
+        if not all(_is_number(v) for v in bbox):
+            item.problems.append(f"annotations[{number}]: bbox {_short(bbox)} is not 4 finite numbers")
+            continue
+        xmin, ymin, xmax, ymax = box_convert.from_coco(bbox)
         if bbox[2] < 0 or bbox[3] < 0:
             item.problems.append(f"annotations[{number}]: bbox {bbox!r} has a negative width or height")
             continue
         item.boxes.append(ObjectBox(categories[category], xmin, ymin, xmax, ymax,
                                     difficult=int(bool(annotation.get("difficult", 0))),
                                     truncated=int(bool(annotation.get("truncated", 0)))))
+
+
+def _is_id(value) -> bool:
+    """COCO ids are numbers (or, in some tools' files, strings); anything else cannot key a lookup."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_size(value) -> bool:
+    return _is_number(value) and value > 0 and float(value).is_integer() and value < 2**31
+
+
+def _short(value, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters so a hostile file cannot flood the report."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def document(images: list[ExportImage], labels: list[dict], file_prefix: str = "") -> dict:

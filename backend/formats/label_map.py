@@ -2,8 +2,10 @@
 
     item { id: 1 name: 'cat' display_name: 'Cat' }
 
-Ids are >= 1: id 0 is the background class, never written, and skipped with a note when a
-file has it (the pascal label map ships an `id: 0 'none_of_the_above'` item). Parsing goes
+Ids are 1 to 2**31-1 (an int32 in the proto): id 0 is the background class, never written,
+and skipped with a note when a file has it (the pascal label map ships an
+`id: 0 'none_of_the_above'` item). Class names (display name, else name) must be unique: two
+items with the same name are kept only when their display names tell them apart. Parsing goes
 through `backend.pipeline_config`, the one protobuf-text parser, so every text-format
 spelling it accepts (`item {`/`item: {`, either quotes, comments) is accepted here too.
 """
@@ -15,6 +17,10 @@ from pathlib import Path
 from backend import atomic, pipeline_config
 from backend.errors import Invalid, NotFound
 from backend.formats import remote
+
+
+# `StringIntLabelMapItem.id` is an int32 in the TF OD API's proto.
+MAX_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -77,16 +83,26 @@ def parse(text: str, source: str = "label map") -> LabelMap:
             continue
         if item_id < 0:
             raise Invalid(f"{source}: item {number} has a negative id {item_id}")
+        if item_id > MAX_ID:
+            raise Invalid(f"{source}: item {number} has id {item_id}; ids must be 1 to {MAX_ID}")
         if item_id in seen_ids:
             raise Invalid(f"{source}: id {item_id} is used twice ({seen_ids[item_id]!r} and {name!r})")
         seen_ids[item_id] = name
         seen_names.setdefault(name, []).append(item_id)
         result.items.append(LabelMapItem(item_id, name, str(display) if display is not None else None))
+    # A class is known by its class name (display name, else name) in Boxwise, in box texts and
+    # in every export: two items with one class name would be merged, so they are refused.
+    by_class: dict[str, int] = {}
+    for item in result.items:
+        first = by_class.setdefault(result.class_name(item), item.id)
+        if first != item.id:
+            raise Invalid(f"{source}: ids {first} and {item.id} both name the class "
+                          f"{result.class_name(item)!r}; class names must be unique")
     for name, ids in seen_names.items():
         if len(ids) > 1:
-            # The TF OD API's own mscoco label map repeats "NA" names; its display names differ.
-            result.notes.append(f"{source}: name {name!r} is shared by ids "
-                                f"{', '.join(map(str, ids))}; their display names tell them apart")
+            displays = ", ".join(repr(result.by_id()[i].display_name) for i in ids)
+            result.notes.append(f"{source}: ids {' and '.join(map(str, ids))} share the name "
+                                f"{name!r}; each class is named by its display name ({displays})")
     if not result.items:
         raise Invalid(f"{source}: no items with an id >= 1")
     return result

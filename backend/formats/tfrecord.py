@@ -28,6 +28,7 @@ import io
 import os
 import re
 import struct
+import zlib
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,18 @@ def shard_glob(split: str, count: int) -> str:
 
 # ---------------------------------------------------------------- writing
 
+
+# The kind of every feature the TF OD API's tf_example_decoder (and Boxwise) reads: a record
+# with another kind under one of these keys is refused by name, not met later as a crash.
+FEATURE_KINDS = {
+    **{key: "bytes_list" for key in ("image/encoded", "image/format", "image/filename",
+                                     "image/source_id", "image/key/sha256",
+                                     "image/object/class/text")},
+    **{key: "int64_list" for key in ("image/height", "image/width", "image/object/class/label",
+                                     "image/object/difficult", "image/object/truncated",
+                                     "image/object/is_crowd", "image/object/group_of")},
+    **{key: "float_list" for key in (*BOX_KEYS, "image/object/area", "image/object/weight")},
+}
 
 _EXAMPLE_PROTO = None
 
@@ -378,6 +391,37 @@ def iter_framed(path: Path) -> Iterator[tuple[int, int | None, bytes | RecordErr
             index += 1
 
 
+def not_a_record_file(path: Path) -> str | None:
+    """Why the local file `path` is not a TFRecord file, or None when it is one: its first
+    record's framing is checked (length and its masked CRC-32C, then the data's CRC), so a
+    text file, an image or a truncated copy is found before training reads it. An empty file
+    is a valid, empty record file. GZIP files are checked after decompression."""
+    try:
+        size = Path(path).stat().st_size
+        compressed = is_gzip(path)
+        with open(path, "rb") as raw, \
+                (gzip.GzipFile(fileobj=raw, mode="rb") if compressed else raw) as handle:
+            header = handle.read(12)
+            if not header:
+                return None
+            if len(header) < 12:
+                return "it ends inside its first record's header"
+            length, length_crc = struct.unpack("<QI", header)
+            if masked_crc32c(header[:8]) != length_crc:
+                return "its first record's length checksum is wrong"
+            if not compressed and length > size - 16:
+                return "it ends inside its first record"
+            payload = handle.read(min(length, 1 << 31))
+            footer = handle.read(4)
+    except (OSError, EOFError, zlib.error) as exc:
+        return f"it cannot be read ({getattr(exc, 'strerror', None) or exc})"
+    if len(payload) < length or len(footer) < 4:
+        return "it ends inside its first record"
+    if struct.unpack("<I", footer)[0] != masked_crc32c(payload):
+        return "its first record's data checksum is wrong"
+    return None
+
+
 def read_record_at(path: Path, offset: int) -> bytes:
     """The serialised record at byte `offset` of a plain (not GZIP) TFRecord file."""
     with _open(path) as handle:
@@ -485,6 +529,10 @@ def decode(raw: bytes, file: str = "", index: int = 0) -> DecodedExample:
     features: dict[str, list] = {}
     for key, feature in example.features.feature.items():
         kind = feature.WhichOneof("kind")
+        expected = FEATURE_KINDS.get(key)
+        if kind and expected and kind != expected:
+            raise RecordError(f"feature {key!r} is a {kind[:-5]} list; the TF OD API reads it "
+                              f"as {expected[:-5]}")
         features[key] = list(getattr(feature, kind).value) if kind else []
     return DecodedExample(file, index, features)
 

@@ -609,8 +609,7 @@ def check_fine_tune_checkpoint(config: TrainingConfig, doc: ConfigDocument) -> N
 def check_inputs(doc: ConfigDocument) -> list[Problem]:
     """Problems with the files a config names: input globs matching nothing, label maps that do not
     exist or parse, a label map with ids above `num_classes`, a missing fine-tune checkpoint."""
-    import glob as globbing
-
+    from backend import configs  # the input and checkpoint rules shared with the Configs page
     from backend.formats import label_map as label_maps
 
     problems: list[Problem] = []
@@ -622,14 +621,19 @@ def check_inputs(doc: ConfigDocument) -> list[Problem]:
     for reader in ("train_input_reader", "eval_input_reader"):
         for k, pattern in enumerate(doc.get_all(f"{reader}.tf_record_input_reader.input_path")):
             path = f"{reader}.tf_record_input_reader.input_path"
-            if "://" not in str(pattern) and not globbing.glob(str(pattern)):
-                problems.append(Problem(path, _line(doc, path), f"{pattern!r} matches no files"))
+            why = configs.input_problem(str(pattern)) if "://" not in str(pattern) else None
+            if why:
+                problems.append(Problem(path, _line(doc, path), why))
         path = f"{reader}.label_map_path"
         label_map_path = doc.get_all(path)
         if not label_map_path:
             continue
         label_map_path = str(label_map_path[-1])
         if "://" in label_map_path:
+            continue
+        why = configs.unusable_path(label_map_path)
+        if why:
+            problems.append(Problem(path, _line(doc, path), f"{configs.shown(label_map_path)} {why}"))
             continue
         if not Path(label_map_path).is_file():
             problems.append(Problem(path, _line(doc, path), f"{label_map_path!r} does not exist"))
@@ -648,9 +652,10 @@ def check_inputs(doc: ConfigDocument) -> list[Problem]:
     except Exception:  # noqa: BLE001 - absent
         checkpoint = None
     if checkpoint and "://" not in str(checkpoint):
-        if not (Path(checkpoint).exists() or globbing.glob(str(checkpoint) + ".index")):
+        why = configs.checkpoint_problem(str(checkpoint))
+        if why:
             path = "train_config.fine_tune_checkpoint"
-            problems.append(Problem(path, _line(doc, path), f"{checkpoint!r} does not exist"))
+            problems.append(Problem(path, _line(doc, path), why))
     return problems
 
 

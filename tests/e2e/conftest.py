@@ -15,12 +15,22 @@ from tests.e2e.browser import ARGS, CHROMIUM, OPEN_PAGES, ROOT, free_port, playw
 
 @pytest.fixture
 def app_server(data_dir):
-    """The real app (`streamlit run app.py`) on a free port over `data_dir`, always stopped
-    afterwards. Prepare the data through backend functions before asking for it."""
+    """The real app as `make run` starts it (`serve.py`) on a free port over `data_dir`,
+    always stopped afterwards. Prepare the data through backend functions before asking for it."""
+    yield from _serve(data_dir, ["serve.py"])
+
+
+@pytest.fixture
+def plain_app_server(data_dir):
+    """The app started the other way people start Streamlit apps: `streamlit run app.py`."""
+    yield from _serve(data_dir, ["-m", "streamlit", "run", "app.py"])
+
+
+def _serve(data_dir, command: list[str]):
     port = free_port()
     log = open(data_dir / "streamlit.log", "wb")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+        [sys.executable, *command, "--server.port", str(port),
          "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
         cwd=ROOT, env={**os.environ, "BOXWISE_DATA": str(data_dir)}, stdout=log,

@@ -109,7 +109,7 @@ def test_check_inputs_reports_missing_files_and_small_num_classes(tmp_path):
     doc.set("train_config.fine_tune_checkpoint", str(tmp_path / "nothing.h5"))
     found = [(p.path, p.message) for p in check_inputs(doc)]
     assert ("train_input_reader.tf_record_input_reader.input_path",
-            "'PATH_TO_BE_CONFIGURED/train.record-?????-of-00010' matches no files") in found
+            "'PATH_TO_BE_CONFIGURED/train.record-?????-of-00010' matches no TFRecord shard on disk") in found
     assert ("model.ssd.num_classes", f"1 is less than the label map's largest id 3 "
             f"({tmp_path / 'label_map.pbtxt'})") in found
-    assert ("train_config.fine_tune_checkpoint", f"'{tmp_path / 'nothing.h5'}' does not exist") in found
+    assert ("train_config.fine_tune_checkpoint", f"fine-tune checkpoint '{tmp_path / 'nothing.h5'}' does not exist") in found
