@@ -63,7 +63,7 @@ def test_domain_errors_are_one_line_with_their_own_exit_codes(data_dir):
     assert out.returncode == 4  # not found
     assert out.stderr.strip() == "error: no project 'nope'"
     weak = cli(data_dir, "users", "add", "x", "--role", "viewer", "--password-stdin", stdin="short\n")
-    assert weak.returncode == 3 and "at least 8 characters" in weak.stderr  # invalid
+    assert weak.returncode == 3 and "at least 10 characters" in weak.stderr  # invalid
     usage = cli(data_dir, "stats")
     assert usage.returncode == 2  # argparse: missing argument
 

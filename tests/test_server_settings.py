@@ -23,7 +23,7 @@ def test_command_line_adds_shows_and_removes_runners_and_allowed_folders(data_di
     assert main(["settings", "runner-remove", "tf215"]) == 0
     assert main(["settings", "disallow", str(tmp_path)]) == 0
     assert server_settings.runners() == {} and server_settings.allowed_paths() == []
-    assert main(["settings", "runner-add", "x", "--python", "python3", "--script", str(script)]) == 2
+    assert main(["settings", "runner-add", "x", "--python", "python3", "--script", str(script)]) == 3  # invalid
     assert "must be an absolute path" in capsys.readouterr().err
 
 
