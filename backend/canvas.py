@@ -87,25 +87,29 @@ def canvas_shapes(json_data: dict | None) -> list[dict]:
     return shapes
 
 
-def merge_view(boxes: list[dict], shown: list[int], edited: list[dict]) -> list[dict]:
+def merge_view(boxes: list[dict], shown: list[int], edited: list[dict]) -> tuple[list[dict], list[int]]:
     """The whole image's box list after the canvas, which showed `boxes[i]` for `i` in `shown`,
-    sent back `edited` (database boxes): boxes it did not show stay as they are and where
-    they are; a shown box still in the same place keeps its position in the list; the rest of
-    the shown positions take the changed boxes in canvas order (a moved or relabeled box keeps
-    its number); shown positions left over were deleted, and extra boxes (new) go at the end."""
-    result: list[dict | None] = list(boxes)
-    remaining = list(edited)
+    sent back `edited` (database boxes, in canvas order), and where each of `edited` is in it.
+
+    Boxes the canvas did not show stay as they are and where they are; a shown box still in
+    the same place keeps its position in the list; the rest of the shown positions take the
+    changed boxes in canvas order (a moved or relabeled box keeps its number); shown positions
+    left over were deleted, and extra boxes (new) go at the end."""
+    slots: list[tuple[dict, int | None] | None] = [(box, None) for box in boxes]
+    remaining = list(range(len(edited)))
     open_positions = []
     for position in shown:
-        same = next((box for box in remaining if _same_place(boxes[position], box)), None)
+        same = next((k for k in remaining if _same_place(boxes[position], edited[k])), None)
         if same is None:
             open_positions.append(position)
         else:
             remaining.remove(same)
-            result[position] = same
+            slots[position] = (edited[same], same)
     for position in open_positions:
-        result[position] = remaining.pop(0) if remaining else None
-    return [box for box in result if box is not None] + remaining
+        slots[position] = (edited[remaining[0]], remaining.pop(0)) if remaining else None
+    kept = [slot for slot in slots if slot is not None] + [(edited[k], k) for k in remaining]
+    where = {k: position for position, (_, k) in enumerate(kept) if k is not None}
+    return [box for box, _ in kept], [where[k] for k in range(len(edited))]
 
 
 def boxes_from_canvas(canvas_boxes: list[dict], labels: list[dict], fit: coordinates.DisplayFit,

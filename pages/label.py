@@ -98,7 +98,7 @@ def absorb_canvas(json_data: dict | None = None) -> list[str]:
     shown = [base[i] for i in mounted["shown"]]
     edited, problems = canvas.boxes_from_canvas(canvas.canvas_shapes(json_data), labels, fit, shown,
                                                 current_label_id=S["label_class_id"])
-    merged = canvas.merge_view(base, mounted["shown"], edited)
+    merged, mounted["on_canvas"] = canvas.merge_view(base, mounted["shown"], edited)
     if not annotations.same_boxes(merged, current["boxes"]):
         current["undo"].append(current["boxes"])
         current["redo"] = []
@@ -350,9 +350,11 @@ def canvas_and_boxes() -> None:
     # View controls: zoom, tags, hidden classes, boxes on/off.
     tools = st.container(horizontal=True, vertical_alignment="center")
     fit = view_fit(current)
-    zoom_in = tools.button("＋", help="Zoom in (+ key, or the mouse wheel over the image)",
+    zoom_in = tools.button("Zoom in", icon=":material/zoom_in:",
+                           help="Zoom in (+ key, or the mouse wheel over the image)",
                            key="label_zoom_in", disabled=fit.zoom >= coordinates.ZOOMS[-1])
-    zoom_out = tools.button("－", help="Zoom out (- key, or the mouse wheel)", key="label_zoom_out",
+    zoom_out = tools.button("Zoom out", icon=":material/zoom_out:",
+                            help="Zoom out (- key, or the mouse wheel)", key="label_zoom_out",
                             disabled=fit.zoom <= 1)
     whole = tools.button("1×", help="The whole image", key="label_zoom_whole", disabled=fit.zoom <= 1)
     tools.markdown(f"**{fit.zoom:g}×**")
@@ -395,10 +397,10 @@ def canvas_and_boxes() -> None:
         drawing = canvas.drawing([boxes[i] for i in shown], labels, fit, font_size=font,
                                  selected=emphasis)
         mounted = current["mounted"] = {"key": key, "fit": fit, "boxes": boxes, "shown": shown,
-                                        "drawing": drawing}
+                                        "drawing": drawing, "on_canvas": shown}
     shown, drawing = mounted["shown"], mounted["drawing"]
 
-    area, side = st.columns([fit.canvas_width, 250])
+    area, side = st.columns([fit.canvas_width, 220])
     with area:
         result = st_canvas(
             fill_color="rgba(0, 0, 0, 0)", stroke_width=canvas.STROKE_WIDTH,
@@ -407,7 +409,9 @@ def canvas_and_boxes() -> None:
             drawing_mode="labeled_rect", label=current_class["name"] if tags else "",
             font_size=font or 14, initial_drawing=drawing, disabled=not auth.can(user, "label"),
             key=key)
-        rects = [[i, *coordinates.image_to_canvas(mounted["boxes"][i], fit).values()] for i in shown]
+        # Where each box on the canvas is (bottom to top), for the bridge's hit test.
+        rects = [[i, *coordinates.image_to_canvas(current["boxes"][i], fit).values()]
+                 for i in mounted["on_canvas"] if i < len(current["boxes"])]
         bridge = canvas_bridge(rects, key="label_bridge", zoomed=fit.zoom > 1)
     problems += absorb_canvas(result.json_data)
     for problem in problems:
@@ -430,15 +434,15 @@ def canvas_and_boxes() -> None:
             f"View {fit.zoom:g}×: x {fit.left:.0f}–{fit.left + fit.view_width:.0f}, "
             f"y {fit.top:.0f}–{fit.top + fit.view_height:.0f}"))
         pan = st.columns(4)
-        moves = {"◀": (-1, 0), "▲": (0, -1), "▼": (0, 1), "▶": (1, 0)}
-        keys = {"◀": "Left", "▲": "Up", "▼": "Down", "▶": "Right"}
+        moves = {"←": (-1, 0), "↑": (0, -1), "↓": (0, 1), "→": (1, 0)}
+        keys = {"←": "Left", "↑": "Up", "↓": "Down", "→": "Right"}
         for column, (arrow, (dx, dy)) in zip(pan, moves.items()):
             if column.button(arrow, key=f"label_pan_{keys[arrow]}", shortcut=keys[arrow],
                              disabled=fit.zoom <= 1, help=f"Pan ({keys[arrow]} arrow key)"):
                 set_view(current, coordinates.panned(fit, dx * fit.canvas_width / 3,
                                                      dy * fit.canvas_height / 3))
                 redraw()
-        st.caption("Wheel or ＋/－ zoom about the mouse; Alt+drag or the arrow keys pan.")
+        st.caption("The wheel or the + and - keys zoom; Alt+drag or the arrow keys pan.")
 
     if current["dirty"]:
         st.caption("● unsaved changes — saved when you move to another image, or press Save (S)")
