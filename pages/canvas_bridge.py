@@ -6,6 +6,9 @@ own) that listens, in the browser, to what streamlit-drawable-canvas does not re
 - which box a click selects in the canvas's edit mode (hit-tested against the boxes' canvas
   rectangles the page passes in `data`, topmost first, as Fabric.js does),
 - the + and - keys (zoom about the middle of the view),
+- and it makes the canvas send a box at once when the mouse is released (the canvas itself
+  waits 200 ms), and before any key pressed soon after, so a key (N, S, Ctrl+Enter) pressed
+  right after drawing acts on the box just drawn,
 - a crosshair following the mouse over the canvas.
 
 It sends each as a trigger (`zoom`, `pan`, `select`) that the page turns into a new view or
@@ -46,6 +49,20 @@ export default function (component) {
     return null;
   };
 
+  // The canvas sends a drawing 200 ms after the mouse is released; its toolbar's "Update the
+  // app with this drawing" sends it now.
+  let lastRelease = 0;
+  const flush = (surface) => {
+    const send = surface && toolbarButton(surface, "Update the app with this drawing");
+    if (send) send.click();
+  };
+  const anySurface = () => [...document.querySelectorAll("[data-testid=stBidiComponentIsolated]")]
+    .map((host) => host.shadowRoot && host.shadowRoot.querySelector("canvas.upper-canvas"))
+    .find(Boolean);
+  window.addEventListener("keydown", (event) => {
+    if (Date.now() - lastRelease < 1500) { lastRelease = 0; flush(anySurface()); }
+  }, true);
+
   let down = null;
   document.addEventListener("pointerdown", (event) => {
     const surface = surfaceOf(event);
@@ -61,6 +78,10 @@ export default function (component) {
     const started = down;
     down = null;
     const point = at(started.surface, event);
+    if (!started.pan) {
+      lastRelease = Date.now();
+      setTimeout(() => flush(started.surface), 0);
+    }
     if (started.pan) {
       event.stopPropagation(); event.preventDefault();
       const dx = started.point.x - point.x, dy = started.point.y - point.y;

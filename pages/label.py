@@ -291,6 +291,7 @@ if current["mine"] and not labeling.renew_lease(db, user, image["id"]):
     current.update(lease=opened["lease"], mine=opened["mine"])
 
 # ---------------------------------------------------------------- header: what this image is
+S["label_page_shows"] = (image["id"], image["version"], image["status"])
 
 st.markdown(f"#### #{image['id']} · {image['filename']} · {image['width']}×{image['height']} px · "
             f"**{image['status'].replace('_', ' ')}** · version {image['version']}")
@@ -337,9 +338,11 @@ current_class = label_by_id[S["label_class_id"]]
 @st.fragment
 def canvas_and_boxes() -> None:
     current = work()
-    if current is None:
-        return
-    image = current["image"]
+    image = current["image"] if current else None
+    if image is None or S.get("label_page_shows") != (image["id"], image["version"], image["status"]):
+        # The image changed in a run this fragment-only run interrupted (N pressed while the
+        # canvas was sending): draw the whole page again so the header says what is open.
+        st.rerun(scope="app")
     problems = absorb_canvas()
 
     def redraw() -> None:

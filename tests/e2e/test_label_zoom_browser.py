@@ -151,3 +151,47 @@ def test_zoom_draw_hide_select_delete_undo_submit_next(db, dense, app_server, br
 
     page.keyboard.press("n")
     page.get_by_text(re.compile(rf"^#{second} · photo1\.png · 800×600 px")).wait_for()
+
+
+def test_quick_actions_land_draw_then_n_submit_then_n_save_during_a_rerun_go_on_click(
+        db, dense, app_server, browser):
+    """What used to be lost: a box drawn right before N, Submit followed by N within 150 ms,
+    S pressed while the page is still rerunning, and Go clicked without Enter first."""
+    first, second = dense["ids"]
+    context = browser.new_context(viewport={"width": 1800, "height": 1400})
+    OPEN_PAGES.append(context)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(app_server)
+    fill_login(page, "ann")
+    page.get_by_role("button", name="Next image to label").click()
+    page.get_by_text(re.compile(rf"^#{first} · ")).wait_for()
+    boxes_heading(page, 40).wait_for()
+    wait_idle(page)
+
+    # Draw, and N at once (no wait): the box is saved on the image left behind.
+    drag(page, (700, 600), (800, 700))
+    page.keyboard.press("n")
+    page.get_by_text(re.compile(rf"^#{second} · ")).wait_for()
+    wait_idle(page)
+    assert len(annotations.get_boxes(db, first)) == 41
+
+    # Draw, S while the rerun the box started is still going, then Ctrl+Enter and N 150 ms later.
+    drag(page, (100, 100), (200, 200))
+    page.wait_for_timeout(50)
+    page.keyboard.press("s")
+    page.get_by_text("Saved").first.wait_for()
+    wait_idle(page)
+    assert len(annotations.get_boxes(db, second)) == 1
+    page.keyboard.press("Control+Enter")
+    page.wait_for_timeout(150)
+    page.keyboard.press("n")
+    # Nothing new is left, so the own in-progress image comes back.
+    page.get_by_text(re.compile(rf"^#{first} · photo0\.png · 800×600 px · in progress")).wait_for()
+    wait_idle(page)
+    assert images.get_image(db, second)["status"] == "labeled"
+
+    # Go without Enter: type the number, click Go.
+    page.get_by_placeholder("Image #").fill(str(second))
+    page.get_by_role("button", name="Go").click()
+    page.get_by_text(re.compile(rf"^#{second} · photo1\.png · 800×600 px · labeled")).wait_for()
