@@ -161,8 +161,16 @@ def go_next() -> None:
     here = current["image"]["id"] if current else None
     if not save():
         return
-    queued = labeling.next_image(db, user, project["id"], order=S.get("label_order", "id"),
-                                 exclude=[here] if here else [])
+    # Images passed over in this session are left out, so N goes through the whole queue
+    # instead of bouncing between two; when only those are left, it starts over.
+    passed = S.setdefault("label_passed", [])
+    if here and here not in passed:
+        passed.append(here)
+    order = S.get("label_order", "id")
+    queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
+    if queued is None and len(passed) > 1:
+        passed[:] = [here] if here else []
+        queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
     leave_for(queued["id"] if queued else None,
               labeling.why_queue_is_empty(db, user, project["id"], exclude=[here] if here else []))
 

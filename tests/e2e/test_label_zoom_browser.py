@@ -52,6 +52,16 @@ def boxes_heading(page, count: int):
     return page.get_by_text(f"Boxes ({count}, in image pixels)")
 
 
+def open_label_page(browser, url: str):
+    """ann, signed in, on the Label page of a browser window wide enough for the 960-px canvas."""
+    context = browser.new_context(viewport={"width": 1800, "height": 1400})
+    OPEN_PAGES.append(context)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(url)
+    return fill_login(page, "ann")
+
+
 def press(page, key: str, shows) -> None:
     """Press `key` and wait until `shows` (a locator) appears and the rerun is over."""
     page.keyboard.press(key)
@@ -77,12 +87,7 @@ def drag(page, start, end, *, alt: bool = False):
 
 def test_zoom_draw_hide_select_delete_undo_submit_next(db, dense, app_server, browser):
     first, second = dense["ids"]
-    context = browser.new_context(viewport={"width": 1800, "height": 1400})
-    OPEN_PAGES.append(context)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(app_server)
-    fill_login(page, "ann")
+    page = open_label_page(browser, app_server)
     page.get_by_role("button", name="Next image to label").click()
     page.get_by_text(re.compile(rf"^#{first} · photo0\.png · 800×600 px")).wait_for()
     boxes_heading(page, 40).wait_for()
@@ -158,12 +163,7 @@ def test_quick_actions_land_draw_then_n_submit_then_n_save_during_a_rerun_go_on_
     """What used to be lost: a box drawn right before N, Submit followed by N within 150 ms,
     S pressed while the page is still rerunning, and Go clicked without Enter first."""
     first, second = dense["ids"]
-    context = browser.new_context(viewport={"width": 1800, "height": 1400})
-    OPEN_PAGES.append(context)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(app_server)
-    fill_login(page, "ann")
+    page = open_label_page(browser, app_server)
     page.get_by_role("button", name="Next image to label").click()
     page.get_by_text(re.compile(rf"^#{first} · ")).wait_for()
     boxes_heading(page, 40).wait_for()
