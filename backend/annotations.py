@@ -259,16 +259,32 @@ def _image(db, image_id: int) -> dict:
     return row
 
 
-def box_table(boxes: Iterable[dict], labels: Iterable[dict]) -> list[dict]:
-    """Rows for the label page's box list: number, class, corners and size in image pixels."""
+BOX_SORTS = ("number", "class", "smallest first", "largest first", "left to right", "top to bottom")
+
+
+def box_table(boxes: Iterable[dict], labels: Iterable[dict], *, classes: Iterable[str] = (),
+              sort: str = "number") -> list[dict]:
+    """Rows for the label page's box list: number (the box's place in the list, 1-based),
+    class, corners and size in image pixels; only boxes of `classes` (class names; empty:
+    all), ordered by `sort` (one of `BOX_SORTS`)."""
+    if sort not in BOX_SORTS:
+        raise Invalid(f"sort the boxes by one of {', '.join(BOX_SORTS)}, not {sort!r}")
     names = {label["id"]: label["name"] for label in labels}
-    return [{"#": number, "class": names.get(b["label_id"], "?"),
+    wanted = set(classes)
+    rows = [{"#": number, "class": names.get(b["label_id"], "?"),
              "xmin": round(b["xmin"], 1), "ymin": round(b["ymin"], 1),
              "xmax": round(b["xmax"], 1), "ymax": round(b["ymax"], 1),
              "width": round(b["xmax"] - b["xmin"], 1), "height": round(b["ymax"] - b["ymin"], 1),
              "source": "draft" if b.get("source") == "model" else "human",
              "score": b.get("score"), "difficult": bool(b.get("difficult")),
              "truncated": bool(b.get("truncated"))} for number, b in enumerate(boxes, start=1)]
+    rows = [row for row in rows if not wanted or row["class"] in wanted]
+    order = {"number": lambda r: r["#"], "class": lambda r: (r["class"], r["#"]),
+             "smallest first": lambda r: (r["width"] * r["height"], r["#"]),
+             "largest first": lambda r: (-r["width"] * r["height"], r["#"]),
+             "left to right": lambda r: (r["xmin"], r["#"]),
+             "top to bottom": lambda r: (r["ymin"], r["#"])}[sort]
+    return sorted(rows, key=order)
 
 
 def history_table(db: sqlite_utils.Database, image_id: int) -> list[dict]:

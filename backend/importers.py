@@ -109,12 +109,20 @@ class _Planned:
     notes: list[str] = field(default_factory=list)
 
 
+CLI_CREATE_HINT = "import with --create-classes"
+
+
 def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, path: str | Path,
                        fmt: str, images_dir: str | Path | None = None, create_classes: bool = False,
-                       on_progress: Callable[[int, int | None, str], None] | None = None) -> ImportReport:
+                       on_progress: Callable[[int, int | None, str], None] | None = None,
+                       create_hint: str = CLI_CREATE_HINT) -> ImportReport:
     """Import `path` (format `fmt`) into the project in one transaction; see the module doc.
+
     `path`, `images_dir` and every image the annotation files name go through `paths.confine`
-    for `actor`: an image outside what they may read is refused by name, never opened."""
+    for `actor`: an image outside what they may read is refused by name, never opened.
+    Class names match the project's names (or display names) ignoring case (`Tree` is the
+    class `tree`); `create_hint` is how the report tells the user to create missing classes
+    where they are (the command line's flag, or the page's checkbox)."""
     require(actor, "ingest")
     project = projects.get_project(db, project_id)
     path = paths.confine_pattern(str(path), actor, "import") if fmt == "tfrecord" else \
@@ -125,7 +133,8 @@ def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, 
     # memory at a time; files this import created are removed again if it does not commit.
     created_files: list[tuple[Path, str]] = []
     try:
-        report = _plan_and_commit(db, actor, project, result, create_classes, created_files, on_progress)
+        report = _plan_and_commit(db, actor, project, result, create_classes, created_files, on_progress,
+                                  create_hint)
     except BaseException:
         _remove_unreferenced(db, created_files)
         raise
@@ -141,11 +150,21 @@ def _remove_unreferenced(db, created_files: list[tuple[Path, str]]) -> None:
 
 
 def _plan_and_commit(db, actor: dict, project: dict, result: ReadResult, create_classes: bool,
-                     created_files: list[tuple[Path, str]], on_progress) -> ImportReport:
+                     created_files: list[tuple[Path, str]], on_progress,
+                     create_hint: str = CLI_CREATE_HINT) -> ImportReport:
     project_id = project["id"]
     report = ImportReport(problems=list(result.problems), notes=list(result.notes))
     labels = {row["name"]: row for row in projects.list_labels(db, project_id)}
     by_display = {row["display_name"]: row for row in labels.values() if row.get("display_name")}
+    # Exact names first; then ignoring case (a class whose folded name two classes share is
+    # only matched exactly).
+    folded: dict[str, list[dict]] = {}
+    for row in labels.values():
+        for name in {row["name"], row.get("display_name") or row["name"]}:
+            folded.setdefault(name.casefold(), []).append(row)
+    by_folded = {key: rows[0] for key, rows in folded.items() if len({r["id"] for r in rows}) == 1}
+    missing_by_folded: dict[str, str] = {}
+    spellings: dict[str, set[str]] = {}
     missing_classes: list[str] = []
     planned: list[_Planned] = []
     seen: dict[str, str] = {}
@@ -156,22 +175,28 @@ def _plan_and_commit(db, actor: dict, project: dict, result: ReadResult, create_
         if plan is not None:
             for box in plan.boxes:
                 name = box.pop("name")
-                row = labels.get(name) or by_display.get(name)
+                row = labels.get(name) or by_display.get(name) or by_folded.get(name.casefold())
                 if row is None:
-                    if name not in missing_classes:
-                        missing_classes.append(name)
-                    box["class_name"] = name
+                    # `Tree` and `tree` missing alike are one new class, spelt as first seen.
+                    first = missing_by_folded.setdefault(name.casefold(), name)
+                    if first not in missing_classes:
+                        missing_classes.append(first)
+                    box["class_name"] = first
                 else:
+                    if name != row["name"]:
+                        spellings.setdefault(row["name"], set()).add(name)
                     box["label_id"] = row["id"]
             planned.append(plan)
         if on_progress:
             on_progress(done, total, source.name)
         if plan is None or source.problems:
             report.items.append(ImportItem(_label(source), "error", "; ".join(source.problems)))
+    for name, seen in sorted(spellings.items()):
+        report.notes.append(f"{', '.join(sorted(seen))} imported as the class {name}")
     if missing_classes and not create_classes:
         report.problems.append(
             f"classes not in project {project['name']!r}: {', '.join(missing_classes)} "
-            "(create them first, or import with --create-classes)")
+            f"(create them first, or {create_hint})")
     if missing_classes and create_classes and not can(actor, "manage_projects"):
         report.problems.append(f"creating classes ({', '.join(missing_classes)}) needs an admin")
     if not result.images and not report.problems:
@@ -363,6 +388,7 @@ def import_label_map(db: sqlite_utils.Database, actor: dict, project_id: int,
 
 def import_upload(db: sqlite_utils.Database, actor: dict, project_id: int,
                   uploads: list[tuple[str, bytes]], fmt: str, create_classes: bool = False,
+                  create_hint: str = CLI_CREATE_HINT,
                   on_progress: Callable[[int, int | None, str], None] | None = None) -> ImportReport:
     """Import uploaded files: annotation files, images, and .zip archives of a dataset folder
     (unpacked with the same path and size checks as image uploads). The upload is unpacked
@@ -383,6 +409,7 @@ def import_upload(db: sqlite_utils.Database, actor: dict, project_id: int,
                     clean += ".tfrecord"
                 atomic.write_bytes(folder / clean, data)
         return import_annotations(db, actor, project_id, folder, fmt, create_classes=create_classes,
+                                  create_hint=create_hint,
                                   on_progress=on_progress)
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -57,6 +57,43 @@ def max_concurrent_runs() -> int:
     return max(1, int(os.environ.get("BOXWISE_MAX_RUNS", "1")))
 
 
+def trainer_niceness() -> int:
+    """How much lower the CPU priority of trainers, evaluators and exporters is than the
+    dashboard's (`BOXWISE_TRAIN_NICE`, default 10; 0 keeps the same priority)."""
+    return max(0, min(19, int(os.environ.get("BOXWISE_TRAIN_NICE", "10"))))
+
+
+def trainer_threads() -> int:
+    """TensorFlow's intra-op and inter-op thread counts for launched processes
+    (`BOXWISE_TRAIN_THREADS`, default: the logical CPUs but one, at least 1), so the dashboard
+    keeps a core while a run goes on."""
+    default = max(1, (os.cpu_count() or 1) - 1)
+    return max(1, int(os.environ.get("BOXWISE_TRAIN_THREADS", str(default))))
+
+
+def child_environment() -> dict[str, str]:
+    """The environment a launched process runs with: the data folder, unbuffered output, and
+    TensorFlow's thread limits (`trainer_threads`) unless already set."""
+    threads = str(trainer_threads())
+    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
+            "OMP_NUM_THREADS": threads, **os.environ,
+            "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
+
+
+def reap_children() -> list[int]:
+    """Collect the exit status of every process this dashboard started that has ended (runs,
+    evaluations, exports and batch predictions), so none stays a `<defunct>` zombie until a
+    page happens to look at it. Returns the pids reaped now. Exit codes stay known (`Popen`
+    keeps them) until the run is settled."""
+    from backend import predictions
+    reaped = []
+    for table in (_children, predictions._children):
+        for pid, child in list(table.items()):
+            if child.returncode is None and child.poll() is not None:
+                reaped.append(pid)
+    return reaped
+
+
 def cancel_grace_seconds() -> float:
     """How long a cancelled trainer gets to checkpoint before SIGKILL (`BOXWISE_CANCEL_GRACE`)."""
     return float(os.environ.get("BOXWISE_CANCEL_GRACE", "60"))
@@ -358,7 +395,7 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
     except BoxwiseError as exc:
         _update(db, run["id"], status="failed", attempts=attempt, finished_at=now(), error=str(exc))
         return
-    env = {**os.environ, "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
+    env = child_environment()
     with open(run["log_path"], "ab") as log:
         log.write(f"=== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                   f"{shlex.join(command)}\n".encode())
@@ -371,6 +408,13 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
                     command=json.dumps(command), error=f"could not start {command[0]!r}: {exc}")
             return
     _children[child.pid] = child
+    try:
+        # Lower priority before the child starts its threads (they inherit it): the dashboard
+        # stays responsive while a run trains.
+        os.setpriority(os.PRIO_PROCESS, child.pid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + trainer_niceness()))
+    except OSError:
+        pass  # already gone: settled as failed with its log
     _update(db, run["id"], status="running", pid=child.pid,
             pid_start_time=process_start_time(child.pid), command=json.dumps(command),
             started_at=now(), attempts=attempt, error=None, returncode=None, finished_at=None)
@@ -393,6 +437,7 @@ def start_queue_watcher(interval: float = 5.0) -> None:
             db = connect(path)
             while Path(path).exists():
                 try:
+                    reap_children()
                     pump_queue(db)
                 except Exception:  # noqa: BLE001 - a busy or broken moment must not end the watcher
                     log.exception("pumping the run queue failed")
@@ -793,6 +838,12 @@ def jobs_of(db: sqlite_utils.Database, run_id: int) -> list[dict]:
 
 def _clock(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "—"
+
+
+def project_active(db: sqlite_utils.Database, project_id: int) -> bool:
+    """True while any run or job of the project is queued or running (its tables are live)."""
+    return one(db, "select 1 as x from runs where project_id = ? and status in ('queued', 'running') "
+                   "limit 1", [project_id]) is not None
 
 
 def is_active(db: sqlite_utils.Database, run_id: int) -> bool:

@@ -140,13 +140,18 @@ def _set_lease(db, image_id: int, user_id: int | None, expires_at: float | None)
 
 
 def next_image(db: sqlite_utils.Database, actor: dict, project_id: int, *, order: str = "id",
-               exclude: Iterable[int] = (), seconds: float = LEASE_SECONDS) -> dict | None:
-    """The next image for `actor` to label, leased to them; None when their queue is empty.
+               exclude: Iterable[int] = (), seconds: float = LEASE_SECONDS,
+               resume_own: bool = False) -> dict | None:
+    """The next image for `actor` to label, leased to them; None when their queue is empty
+    (`why_queue_is_empty` says why).
 
     Served in this order: images they labeled that a reviewer rejected; images assigned to
     them; unassigned images (first rejected ones nobody labeled: imported or demo images) — within
     each, `in_progress` before `new`, and by id (`order="id"`)
     or most uncertain model prediction first (`order="uncertain"`, `images.uncertainty`).
+    An `in_progress` image the actor changed last (their own work saved without submitting)
+    comes only after all of that, unless `resume_own` puts it first, so "next" moves on to new
+    work instead of bouncing between one's own half-done images.
     Never an image leased by someone else, never one assigned to someone else. `exclude`
     skips images (the one the user is leaving).
     """
@@ -154,15 +159,56 @@ def next_image(db: sqlite_utils.Database, actor: dict, project_id: int, *, order
     if order not in ORDERS:
         raise Invalid(f"queue order must be one of {', '.join(ORDERS)}, not {order!r}")
     me, exclude = actor.get("id"), [int(i) for i in exclude]
+    tiers = _queue_tiers(project_id, me)
+    own = [(where, params) for where, params in tiers if "in_progress" in params]
+    others = [(f"{where} and updated_by is not ?", [*params, me]) if "in_progress" in params
+              else (where, params) for where, params in tiers]
+    own = [(f"{where} and updated_by is ?", [*params, me]) for where, params in own]
+    ordered = [*own, *others] if resume_own else [*others, *own]
     with transaction(db):
         stamp = now()
-        for number, (where, params) in enumerate(_queue_tiers(project_id, me)):
+        for where, params in ordered:
             # Rejected work goes back in the order it was sent back, whatever the queue order.
-            image_id = _first(db, where, params, me, stamp, exclude, "id" if number == 0 else order)
+            image_id = _first(db, where, params, me, stamp, exclude,
+                              "id" if "rejected" in where and "labeled_by = ?" in where else order)
             if image_id is not None:
                 _set_lease(db, image_id, me, stamp + seconds)
                 return _image(db, image_id)
     return None
+
+
+def why_queue_is_empty(db: sqlite_utils.Database, actor: dict, project_id: int, *,
+                       review: bool = False, exclude: Iterable[int] = ()) -> str:
+    """Why "next" found nothing for `actor`: images of their queue (or, `review=True`, the
+    review queue) that wait under someone else's lease, with who and until when — "1 image
+    waits, leased by ann until 10:42" — or that nothing is left at all."""
+    me, stamp, exclude = actor.get("id"), now(), {int(i) for i in exclude}
+    tiers = [("project_id = ? and status = 'labeled'", [project_id])] if review \
+        else _queue_tiers(project_id, me)
+    held: dict[int, dict] = {}
+    for where, params in tiers:
+        for row in db.query(f"select id, lease_user_id, lease_expires_at from images where {where} "
+                            "and lease_user_id is not null and lease_user_id is not ? "
+                            "and lease_expires_at > ? order by lease_expires_at limit 50",
+                            [*params, me, stamp]):
+            held[row["id"]] = row
+    held = {i: row for i, row in held.items() if i not in exclude}
+    if not held:
+        what = "to review" if review else "in your queue"
+        if exclude:
+            return f"No other image is left {what}."
+        return f"No image is left {what}."
+    by_user: dict[int, list[dict]] = {}
+    for row in held.values():
+        by_user.setdefault(row["lease_user_id"], []).append(row)
+    parts = []
+    for user_id, rows in by_user.items():
+        user = one(db, "select username from users where id = ?", [user_id])
+        until = dt.datetime.fromtimestamp(max(r["lease_expires_at"] for r in rows)).strftime("%H:%M")
+        parts.append(f"leased by {user['username'] if user else '?'} until {until}")
+    count = len(held)
+    return (f"{count} image{'s' if count != 1 else ''} wait{'s' if count == 1 else ''}, "
+            f"{'; '.join(parts)}.")
 
 
 def _queue_tiers(project_id: int, me: int | None) -> list[tuple[str, list]]:

@@ -34,7 +34,12 @@ else:
     choice = right.selectbox("Template", list(templates), key="config_choice_template")
     base_text, base_name = templates[choice], choice
 
-if st.session_state.get("config_loaded") != (source, choice):
+# Streamlit drops a widget's state on a page it was not drawn on: coming back, the editor and
+# the name come from copies kept under keys of no widget (the edits survive the visit).
+for widget_key in ("config_text", "config_name"):
+    if widget_key not in st.session_state and f"{widget_key}_kept" in st.session_state:
+        st.session_state[widget_key] = st.session_state[f"{widget_key}_kept"]
+if st.session_state.get("config_loaded") != (source, choice) or "config_text" not in st.session_state:
     # Another config chosen: load it into the editor (edits to the previous one are dropped).
     st.session_state["config_loaded"] = (source, choice)
     st.session_state["config_text"] = base_text
@@ -83,6 +88,8 @@ row[0].selectbox("Train from", range(len(start_choices)), key="config_train_from
 row[1].button("Apply", key="config_train_from_apply", on_click=train_from, args=(start_choices,))
 
 text = st.session_state["config_text"]
+st.session_state["config_text_kept"] = text
+st.session_state["config_name_kept"] = st.session_state.get("config_name", base_name)
 problem = configs.syntax_problem(text)
 digest = hashlib.sha1(text.encode()).hexdigest()[:10]
 

@@ -3,11 +3,13 @@ submit, skip; the next image comes from the user's queue and is leased to them."
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 from streamlit_drawable_canvas import st_canvas
 
 from backend import annotations, auth, canvas, coordinates, labeling, projects
-from backend.errors import Conflict
+from backend.errors import BoxwiseError, Conflict
 from pages import common
+from pages.canvas_bridge import canvas_bridge
 
 S = st.session_state
 project = common.require_project()
@@ -23,11 +25,19 @@ if S.get("label_class_id") not in label_by_id:
 
 
 # ---------------------------------------------------------------- the image being labeled
+# Edits live in the session (`label_work`) until Save or leaving the image. Every action is a
+# button callback: Streamlit runs callbacks before the script, so a click followed at once by
+# another (Submit then N) is never lost to the rerun the second click interrupts.
 
 def work() -> dict | None:
     """The open image: its row, the boxes being edited and whether they differ from SQLite."""
     current = S.get("label_work")
     return current if current and current["project_id"] == project["id"] else None
+
+
+def notice(kind: str, text: str) -> None:
+    """A message for the next run of the page (callbacks cannot draw)."""
+    S.setdefault("label_notices", []).append((kind, text))
 
 
 def open_image(image_id: int) -> None:
@@ -37,23 +47,69 @@ def open_image(image_id: int) -> None:
     previous = work()
     if previous and previous["image"]["id"] != image_id:
         S["label_previous_image"] = previous["image"]
-    fit = coordinates.display_fit(image["width"], image["height"])
+    keep_view = previous and previous["image"]["id"] == image_id
     S["label_work"] = {"project_id": project["id"], "image": image, "lease": opened["lease"],
                        "mine": opened["mine"], "boxes": boxes, "dirty": False, "rev": 0,
-                       "fit": fit, "drawing": canvas.drawing(boxes, labels, fit)}
+                       "fit": coordinates.display_fit(image["width"], image["height"]),
+                       "view": previous["view"] if keep_view else None,
+                       "undo": [], "redo": [], "selected": None, "highlight": None,
+                       "mounted": None}
     S.pop("label_conflict", None)
 
 
-def replace_boxes(boxes: list[dict]) -> None:
-    """A change made outside the canvas (class, delete, copy): redraw the canvas from it."""
+def view_fit(current: dict) -> coordinates.DisplayFit:
+    """The canvas's view of the open image: the whole image, or the zoomed region."""
+    view = current.get("view")
+    if not view:
+        return current["fit"]
+    return coordinates.zoomed(current["fit"], view["zoom"], view["cx"], view["cy"])
+
+
+def set_view(current: dict, fit: coordinates.DisplayFit) -> None:
+    center_x, center_y = coordinates.view_center(fit)
+    current["view"] = None if fit.zoom == 1 else {"zoom": fit.zoom, "cx": center_x, "cy": center_y}
+
+
+def replace_boxes(boxes: list[dict], *, record: bool = True) -> None:
+    """A change made outside the canvas (delete, class, undo): redraw the canvas from it."""
     current = work()
-    current.update(boxes=boxes, dirty=True, rev=current["rev"] + 1,
-                   drawing=canvas.drawing(boxes, labels, current["fit"]))
+    if record:
+        current["undo"].append(current["boxes"])
+        current["redo"] = []
+    # The canvas on screen is out of date: what it still holds must not be folded back in.
+    current.update(boxes=boxes, dirty=True, rev=current["rev"] + 1, mounted=None)
+    if current["selected"] is not None and current["selected"] >= len(boxes):
+        current["selected"] = current["highlight"] = None
+
+
+def absorb_canvas(json_data: dict | None = None) -> list[str]:
+    """Fold what the canvas last sent into the edited boxes (also before any action, so a box
+    drawn just before N or Save is part of what is saved). Returns problems to show."""
+    current = work()
+    mounted = current and current.get("mounted")
+    if not mounted:
+        return []
+    if json_data is None:
+        state = S.get(mounted["key"])
+        json_data = ((state or {}).get("drawing") or {}).get("raw") if isinstance(state, dict) else None
+        if json_data is None:
+            return []
+    fit, base = mounted["fit"], mounted["boxes"]
+    shown = [base[i] for i in mounted["shown"]]
+    edited, problems = canvas.boxes_from_canvas(canvas.canvas_shapes(json_data), labels, fit, shown,
+                                                current_label_id=S["label_class_id"])
+    merged, mounted["on_canvas"] = canvas.merge_view(base, mounted["shown"], edited)
+    if not annotations.same_boxes(merged, current["boxes"]):
+        current["undo"].append(current["boxes"])
+        current["redo"] = []
+        current.update(boxes=merged, dirty=True)
+    return problems
 
 
 def save(force: bool = False) -> bool:
-    """Save the edited boxes; on a stale version keep them, offer reload or overwrite, and
-    stop this run (so a navigation or status change after the save does not happen)."""
+    """Save the edited boxes; on a stale version keep them and offer reload or overwrite
+    (False: the caller stops what it was doing, so nothing moves on past a conflict)."""
+    absorb_canvas()
     current = work()
     if current is None or not current["dirty"]:
         return True
@@ -62,12 +118,17 @@ def save(force: bool = False) -> bool:
                                current["image"]["version"], force=force)
     except Conflict as exc:
         S["label_conflict"] = str(exc)
-        st.rerun()  # show the conflict (at the top of the page) and stop what was under way
-    open_image(current["image"]["id"])
+        return False
+    reopen(current["image"]["id"])
     return True
 
 
-def leave_for(image_id: int | None) -> None:
+def reopen(image_id: int) -> None:
+    """Reload the image from SQLite, keeping the view."""
+    open_image(image_id)
+
+
+def leave_for(image_id: int | None, empty_message: str | None = None) -> None:
     """Save-on-navigate: leaving an image never drops work; a conflict stops the move."""
     current = work()
     if current is not None:
@@ -77,10 +138,118 @@ def leave_for(image_id: int | None) -> None:
             labeling.release_lease(db, user, current["image"]["id"])
     if image_id is None:
         S.pop("label_work", None)
-        st.toast("Nothing left in your queue with these settings.")
+        notice("info", empty_message or "Nothing left in your queue with these settings.")
     else:
         open_image(image_id)
-    st.rerun()
+
+
+def action(function):
+    """A button callback that reports domain errors and refusals on the page."""
+    def run(*args):
+        try:
+            function(*args)
+        except PermissionError as exc:
+            notice("error", f"Not allowed: {exc}")
+        except BoxwiseError as exc:
+            notice("error", str(exc))
+    return run
+
+
+@action
+def go_next() -> None:
+    current = work()
+    here = current["image"]["id"] if current else None
+    if not save():
+        return
+    # Images passed over in this session are left out, so N goes through the whole queue
+    # instead of bouncing between two; when only those are left, it starts over.
+    passed = S.setdefault("label_passed", [])
+    if here and here not in passed:
+        passed.append(here)
+    order = S.get("label_order", "id")
+    queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
+    if queued is None and len(passed) > 1:
+        passed[:] = [here] if here else []
+        queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
+    leave_for(queued["id"] if queued else None,
+              labeling.why_queue_is_empty(db, user, project["id"], exclude=[here] if here else []))
+
+
+@action
+def go_neighbour(step: int) -> None:
+    current = work()
+    target = labeling.neighbour(db, project["id"], current["image"]["id"] if current else 0, step,
+                                **filters)
+    if target:
+        leave_for(target["id"])
+    else:
+        notice("info", f"No {'later' if step > 0 else 'earlier'} image matches the filters.")
+
+
+@action
+def go_to() -> None:
+    number = S.get("label_jump")
+    if number is None:
+        notice("info", "Type an image number first.")
+        return
+    leave_for(labeling.project_image(db, project["id"], int(number))["id"])
+
+
+@action
+def do_save() -> None:
+    current = work()
+    absorb_canvas()
+    if not current["dirty"]:
+        notice("toast", "Nothing to save")
+    elif save():
+        notice("toast", "Saved")
+
+
+@action
+def do_submit() -> None:
+    absorb_canvas()
+    current = work()
+    labeling.submit(db, user, current["image"]["id"], current["boxes"], current["image"]["version"])
+    reopen(current["image"]["id"])
+    notice("toast", "Submitted as labeled")
+
+
+@action
+def do_no_objects() -> None:
+    current = work()
+    if save():
+        labeling.mark_no_objects(db, user, current["image"]["id"], work()["image"]["version"])
+        reopen(current["image"]["id"])
+
+
+@action
+def do_skip() -> None:
+    current = work()
+    here = current["image"]["id"]
+    reason = S.get(f"label_skip_{here}", "")
+    if not (reason or "").strip():
+        notice("error", "Say why the image is skipped (the box beside Skip), then press Skip.")
+        return
+    if save():
+        labeling.skip(db, user, here, work()["image"]["version"], reason)
+        notice("toast", f"Skipped #{here}")
+        go_next()
+
+
+@action
+def do_accept_drafts() -> None:
+    current = work()
+    if save():
+        annotations.accept_drafts(db, user, current["image"]["id"], None, work()["image"]["version"])
+        reopen(current["image"]["id"])
+
+
+@action
+def do_reject_drafts() -> None:
+    current = work()
+    if save():
+        annotations.reject_drafts(db, user, current["image"]["id"], None, work()["image"]["version"])
+        reopen(current["image"]["id"])
 
 
 # ---------------------------------------------------------------- navigation and filters
@@ -97,32 +266,22 @@ with st.sidebar.expander("Filters for previous / next", expanded=False):
         "assignee_id": st.selectbox("Assigned to", [None, *people], key="label_f_assignee",
                                     format_func=lambda i: "anyone" if i is None else people[i]),
     }
-order = st.sidebar.radio("Queue order", labeling.ORDERS, key="label_order", horizontal=True,
-                         format_func={"id": "Oldest first", "uncertain": "Most uncertain first"}.get)
+st.sidebar.radio("Queue order", labeling.ORDERS, key="label_order", horizontal=True,
+                 format_func={"id": "Oldest first", "uncertain": "Most uncertain first"}.get)
 
 current = work()
 nav = st.columns([1, 1, 1.6, 1, 0.8])
-here = current["image"]["id"] if current else 0
-with common.reported():
-    if nav[0].button("⟵ Previous", shortcut="Left", disabled=current is None, width="stretch"):
-        target = labeling.neighbour(db, project["id"], here, -1, **filters)
-        if target:
-            leave_for(target["id"])
-        st.toast("No earlier image matches the filters.")
-    if nav[1].button("Next ⟶", shortcut="Right", width="stretch"):
-        target = labeling.neighbour(db, project["id"], here, 1, **filters)
-        if target:
-            leave_for(target["id"])
-        st.toast("No later image matches the filters.")
-    if nav[2].button("Next image to label", type="primary", shortcut="N", width="stretch"):
-        if save():
-            queued = labeling.next_image(db, user, project["id"], order=order,
-                                         exclude=[here] if here else [])
-            leave_for(queued["id"] if queued else None)
-    jump = nav[3].number_input("Image #", min_value=1, step=1, value=None, key="label_jump",
-                               label_visibility="collapsed", placeholder="Image #")
-    if nav[4].button("Go", disabled=jump is None, width="stretch"):
-        leave_for(labeling.project_image(db, project["id"], int(jump))["id"])
+nav[0].button("⟵ Previous", shortcut="PageUp", disabled=current is None, width="stretch",
+              on_click=go_neighbour, args=(-1,))
+nav[1].button("Next ⟶", shortcut="PageDown", width="stretch", on_click=go_neighbour, args=(1,))
+nav[2].button("Next image to label", type="primary", shortcut="N", width="stretch",
+              on_click=go_next)
+nav[3].number_input("Image #", min_value=1, step=1, value=None, key="label_jump",
+                    label_visibility="collapsed", placeholder="Image #")
+nav[4].button("Go", width="stretch", on_click=go_to)
+
+for kind, text in S.pop("label_notices", []):
+    {"toast": st.toast, "info": st.info, "error": st.error}[kind](text)
 
 current = work()
 if current is None:
@@ -133,14 +292,14 @@ if current is None:
     st.stop()
 
 image = current["image"]
-with common.reported():
-    if current["mine"] and not labeling.renew_lease(db, user, image["id"]):
-        # The lease ran out while the page was idle and someone else opened the image.
-        # Keep the version the user started from, so their save is still checked against it.
-        opened = labeling.open_image(db, user, image["id"])
-        current.update(lease=opened["lease"], mine=opened["mine"])
+if current["mine"] and not labeling.renew_lease(db, user, image["id"]):
+    # The lease ran out while the page was idle and someone else opened the image.
+    # Keep the version the user started from, so their save is still checked against it.
+    opened = labeling.open_image(db, user, image["id"])
+    current.update(lease=opened["lease"], mine=opened["mine"])
 
 # ---------------------------------------------------------------- header: what this image is
+S["label_page_shows"] = (image["id"], image["version"], image["status"])
 
 st.markdown(f"#### #{image['id']} · {common.plain(image['filename'])} · {image['width']}×{image['height']} px · "
             f"**{image['status'].replace('_', ' ')}** · version {image['version']}")
@@ -153,8 +312,6 @@ if image["status"] == "skipped":
     st.info(f"Skipped: {common.plain(image['skip_reason'])}")
 if image["no_objects"]:
     st.info("Marked as having no objects (a negative image).")
-if current["dirty"]:
-    st.caption("● unsaved changes — saved when you move to another image, or press Save (S)")
 
 if S.get("label_conflict"):
     st.error(S["label_conflict"])
@@ -173,129 +330,238 @@ picker = st.container(horizontal=True)
 for number, label in enumerate(labels[:9], start=1):
     chosen = S["label_class_id"] == label["id"]
     if picker.button(f"{number} {common.plain(label['name'])}", key=f"label_pick_{label['id']}",
-                                 shortcut=str(number), type="primary" if chosen else "secondary"):
+                     shortcut=str(number), type="primary" if chosen else "secondary"):
         S["label_class_id"] = label["id"]
         st.rerun()
 if len(labels) > 9:
     S["label_class_id"] = picker.selectbox(
         "More classes", list(label_by_id), index=list(label_by_id).index(S["label_class_id"]),
         format_func=lambda i: label_by_id[i]["name"], label_visibility="collapsed")
-st.html("".join(f"<span style='display:inline-block;margin-right:14px'>"
-                f"<span style='display:inline-block;width:12px;height:12px;"
-                f"background:{common.html_text(label['color'])};margin-right:4px;vertical-align:middle'>"
-                f"</span>{number} {common.html_text(label['name'])}</span>"
-                for number, label in enumerate(labels, start=1)))
 current_class = label_by_id[S["label_class_id"]]
 
-# ---------------------------------------------------------------- the canvas
+# ---------------------------------------------------------------- the canvas and its boxes
+# One fragment: drawing, zooming, selecting and editing boxes rerun only this part of the page.
 
-show = st.toggle("Show boxes", value=True, key="label_show_boxes")
-fit = current["fit"]
-background = canvas.display_image(image, fit)
-if show:
-    result = st_canvas(
-        fill_color="rgba(0, 0, 0, 0)", stroke_width=canvas.STROKE_WIDTH,
-        stroke_color=current_class["color"], background_image=background,
-        background_image_fit="contain", width=fit.canvas_width, height=fit.canvas_height,
-        drawing_mode="labeled_rect", label=current_class["name"], font_size=14,
-        initial_drawing=current["drawing"], disabled=not auth.can(user, "label"),
-        key=f"label_canvas_{image['id']}_{image['version']}_{current['rev']}")
-    drawn, problems = canvas.boxes_from_canvas(result.boxes, labels, fit, current["boxes"])
+
+@st.fragment
+def canvas_and_boxes() -> None:
+    current = work()
+    image = current["image"] if current else None
+    if image is None or S.get("label_page_shows") != (image["id"], image["version"], image["status"]):
+        # The image changed in a run this fragment-only run interrupted (N pressed while the
+        # canvas was sending): draw the whole page again so the header says what is open.
+        st.rerun(scope="app")
+    problems = absorb_canvas()
+
+    def redraw() -> None:
+        """Run this part again (the whole page when the fragment runs within the page's run)."""
+        context = get_script_run_ctx()
+        st.rerun(scope="fragment" if context and context.fragment_ids_this_run else "app")
+
+    # View controls: zoom, tags, hidden classes, boxes on/off.
+    tools = st.container(horizontal=True, vertical_alignment="center")
+    fit = view_fit(current)
+    zoom_in = tools.button("Zoom in", icon=":material/zoom_in:",
+                           help="Zoom in (+ key, or the mouse wheel over the image)",
+                           key="label_zoom_in", disabled=fit.zoom >= coordinates.ZOOMS[-1])
+    zoom_out = tools.button("Zoom out", icon=":material/zoom_out:",
+                            help="Zoom out (- key, or the mouse wheel)", key="label_zoom_out",
+                            disabled=fit.zoom <= 1)
+    whole = tools.button("1×", help="The whole image", key="label_zoom_whole", disabled=fit.zoom <= 1)
+    tools.markdown(f"**{fit.zoom:g}×**")
+    show = tools.toggle("Show boxes (H)", key="label_show_boxes", value=True)
+    tags = tools.toggle("Tags", key="label_tags", value=True,
+                        help="Class names on the boxes, sized to the zoom")
+    hidden_names = tools.multiselect("Hide classes", [l["name"] for l in labels], key="label_hidden",
+                                     placeholder="Hide classes", label_visibility="collapsed")
+    toggle_boxes = tools.button("H", key="label_toggle_boxes", shortcut="H",
+                                help="Show or hide all boxes (drawing goes on)")
+    if toggle_boxes:
+        S["label_show_boxes"] = not show
+        redraw()
+    steps = 1 if zoom_in else -1 if zoom_out else 0
+    if steps:
+        set_view(current, coordinates.zoomed(current["fit"], coordinates.step_zoom(fit.zoom, steps),
+                                             *coordinates.view_center(fit)))
+        redraw()
+    if whole:
+        current["view"] = None
+        redraw()
+
+    hidden = {l["id"] for l in labels if l["name"] in hidden_names}
+    if not show:
+        hidden = set(label_by_id)
+    boxes = current["boxes"]
+    shown = canvas.shown_boxes(boxes, fit, hidden)
+    font = canvas.tag_font_size(fit.zoom) if tags else None
+    # The box picked in the list or with Tab is drawn thicker; one picked on the canvas is
+    # already shown selected there, and redrawing would drop the canvas's own selection.
+    highlight = current.get("highlight")
+    key = (f"label_canvas_{image['id']}_{image['version']}_{current['rev']}_{fit.zoom:g}_"
+           f"{fit.left:.2f}_{fit.top:.2f}_{sorted(hidden)}_{font}_{highlight}")
+    mounted = current.get("mounted")
+    if not mounted or mounted["key"] != key:
+        # A new canvas: what it shows is fixed until the key changes, so boxes drawn on it come
+        # back relative to this base (`absorb_canvas`) and the drawing is not sent again.
+        shown = canvas.shown_boxes(boxes, fit, hidden)
+        emphasis = shown.index(highlight) if highlight in shown else None
+        drawing = canvas.drawing([boxes[i] for i in shown], labels, fit, font_size=font,
+                                 selected=emphasis)
+        mounted = current["mounted"] = {"key": key, "fit": fit, "boxes": boxes, "shown": shown,
+                                        "drawing": drawing, "on_canvas": shown}
+    shown, drawing = mounted["shown"], mounted["drawing"]
+
+    area, side = st.columns([fit.canvas_width, 220])
+    with area:
+        result = st_canvas(
+            fill_color="rgba(0, 0, 0, 0)", stroke_width=canvas.STROKE_WIDTH,
+            stroke_color=current_class["color"], background_image=canvas.display_image(image, fit),
+            background_image_fit="contain", width=fit.canvas_width, height=fit.canvas_height,
+            drawing_mode="labeled_rect", label=current_class["name"] if tags else "",
+            font_size=font or 14, initial_drawing=drawing, disabled=not auth.can(user, "label"),
+            key=key)
+        # Where each box on the canvas is (bottom to top), for the bridge's hit test.
+        rects = [[i, *coordinates.image_to_canvas(current["boxes"][i], fit).values()]
+                 for i in mounted["on_canvas"] if i < len(current["boxes"])]
+        bridge = canvas_bridge(rects, key="label_bridge", zoomed=fit.zoom > 1)
+    problems += absorb_canvas(result.json_data)
     for problem in problems:
         st.warning(problem)
-    if not annotations.same_boxes(drawn, current["boxes"]):
-        current.update(boxes=drawn, dirty=True)
-        st.rerun()
-else:
-    st.image(background, width=fit.canvas_width)
-st.caption(f"Draw with the mouse in the class **{common.plain(current_class['name'])}**. The toolbar's Edit "
-           "toggle moves, resizes and deletes boxes (click a selected box again to relabel it). "
-           "Dashed boxes are model drafts with their score.")
 
-# ---------------------------------------------------------------- save, submit, skip
+    # What the bridge saw: the wheel, an Alt-drag, +/-/arrow keys, a click on a box.
+    if bridge.zoom:
+        set_view(current, coordinates.zoom_at(fit, coordinates.step_zoom(fit.zoom, bridge.zoom["steps"]),
+                                              bridge.zoom["x"], bridge.zoom["y"]))
+        redraw()
+    if bridge.pan and fit.zoom > 1:
+        set_view(current, coordinates.panned(fit, bridge.pan["dx"], bridge.pan["dy"]))
+        redraw()
+    if bridge.select is not None:
+        index = bridge.select.get("index")
+        current["selected"] = index if index is None or index < len(current["boxes"]) else None
 
-actions = st.columns([1, 1.3, 1, 1.6, 1])
-with common.reported():
-    if actions[0].button("Save", shortcut="S", type="primary", disabled=not current["dirty"],
-                         width="stretch"):
-        if save():
-            st.toast("Saved")
-            st.rerun()
-    if actions[1].button("Submit as labeled", width="stretch"):
-        labeling.submit(db, user, image["id"], current["boxes"], image["version"])
-        open_image(image["id"])
-        st.rerun()
-    if actions[2].button("No objects", help="A negative image: exported with zero boxes",
-                         width="stretch"):
-        if save():
-            labeling.mark_no_objects(db, user, image["id"], work()["image"]["version"])
-            open_image(image["id"])
-            st.rerun()
-    reason = actions[3].text_input("Skip reason", key=f"label_skip_{image['id']}",
-                                   placeholder="Skip reason", label_visibility="collapsed")
-    if actions[4].button("Skip", width="stretch"):
-        if save():
-            labeling.skip(db, user, image["id"], work()["image"]["version"], reason)
-            open_image(image["id"])
-            st.rerun()
+    with side:
+        st.image(canvas.overview_image(image, fit), caption=(
+            f"View {fit.zoom:g}×: x {fit.left:.0f}–{fit.left + fit.view_width:.0f}, "
+            f"y {fit.top:.0f}–{fit.top + fit.view_height:.0f}"))
+        pan = st.columns(4)
+        moves = {"←": (-1, 0), "↑": (0, -1), "↓": (0, 1), "→": (1, 0)}
+        keys = {"←": "Left", "↑": "Up", "↓": "Down", "→": "Right"}
+        for column, (arrow, (dx, dy)) in zip(pan, moves.items()):
+            if column.button(arrow, key=f"label_pan_{keys[arrow]}", shortcut=keys[arrow],
+                             disabled=fit.zoom <= 1, help=f"Pan ({keys[arrow]} arrow key)"):
+                set_view(current, coordinates.panned(fit, dx * fit.canvas_width / 3,
+                                                     dy * fit.canvas_height / 3))
+                redraw()
+        st.caption("The wheel or the + and - keys zoom; Alt+drag or the arrow keys pan.")
 
-# ---------------------------------------------------------------- the box list and box editor
+    if current["dirty"]:
+        st.caption("● unsaved changes — saved when you move to another image, or press Save (S)")
+    st.caption(f"Draw with the mouse in the class **{common.plain(current_class['name'])}**. The toolbar's Edit "
+               "toggle moves, resizes and selects boxes. Delete/Backspace deletes the selected "
+               "box, Ctrl+Z / Ctrl+Shift+Z undo and redo, Tab selects the next box.")
 
-boxes = current["boxes"]
-left, right = st.columns([3, 2])
-with left:
-    st.markdown(f"**Boxes** ({len(boxes)}, in image pixels)")
-    if boxes:
-        st.dataframe(annotations.box_table(boxes, labels), hide_index=True, width="stretch")
-with right:
-    if boxes:
-        number = st.selectbox("Box", list(range(1, len(boxes) + 1)), key="label_box_number")
-        chosen = boxes[number - 1]
-        new_class = st.selectbox("Class of this box", list(label_by_id),
-                                 index=list(label_by_id).index(chosen["label_id"]),
-                                 format_func=lambda i: label_by_id[i]["name"],
-                                 key=f"label_box_class_{image['id']}_{current['rev']}_{number}")
-        if new_class != chosen["label_id"]:
-            replace_boxes(annotations.edit_box(boxes, number - 1, label_id=new_class))
-            st.rerun()
-        flags = st.columns(2)
-        version_key = f"{image['id']}_{current['rev']}_{number}"
-        difficult = flags[0].checkbox("Difficult", value=bool(chosen.get("difficult")),
-                                      key=f"label_box_difficult_{version_key}",
-                                      help="Pascal VOC's flag: hard to recognise; evaluations may ignore it")
-        truncated = flags[1].checkbox("Truncated", value=bool(chosen.get("truncated")),
-                                      key=f"label_box_truncated_{version_key}",
-                                      help="Pascal VOC's flag: the object extends beyond the box or image")
-        if difficult != bool(chosen.get("difficult")) or truncated != bool(chosen.get("truncated")):
-            replace_boxes(annotations.edit_box(boxes, number - 1, difficult=difficult, truncated=truncated))
-            st.rerun()
-        edit = st.columns(2)
-        if edit[0].button("Delete this box", width="stretch"):
-            replace_boxes(annotations.edit_box(boxes, number - 1, delete=True))
-            st.rerun()
-        if chosen.get("source") == "model" and edit[1].button("Accept this draft", width="stretch"):
-            replace_boxes(annotations.edit_box(boxes, number - 1, accept=True))
-            st.rerun()
-    drafts = annotations.draft_count(boxes)
-    with common.reported():
+    # Keys for the boxes (Streamlit button shortcuts, like N, S and 1–9).
+    keys_row = st.container(horizontal=True)
+    boxes = current["boxes"]
+    selected = current["selected"]
+    if keys_row.button("Delete box", key="label_key_delete", shortcut="Delete",
+                       disabled=selected is None) or \
+            keys_row.button("⌫", key="label_key_backspace", shortcut="Backspace",
+                            help="Delete the selected box", disabled=selected is None):
+        replace_boxes(annotations.edit_box(boxes, selected, delete=True))
+        current["selected"] = current["highlight"] = None
+        redraw()
+    if keys_row.button("Undo", key="label_key_undo", shortcut="Ctrl+Z", disabled=not current["undo"]):
+        current["redo"].append(current["boxes"])
+        replace_boxes(current["undo"].pop(), record=False)
+        redraw()
+    if keys_row.button("Redo", key="label_key_redo", shortcut="Ctrl+Shift+Z",
+                       disabled=not current["redo"]):
+        current["undo"].append(current["boxes"])
+        replace_boxes(current["redo"].pop(), record=False)
+        redraw()
+    if keys_row.button("Next box", key="label_key_tab", shortcut="Tab", disabled=not boxes):
+        current["selected"] = current["highlight"] = \
+            0 if selected is None else (selected + 1) % len(boxes)
+        redraw()
+
+    # The box list (filter, sort, click a row to select) and the editor of the selected box.
+    left, right = st.columns([3, 2])
+    with left:
+        st.markdown(f"**Boxes** ({len(boxes)}, in image pixels)")
+        if boxes:
+            listing = st.container(horizontal=True)
+            only = listing.multiselect("Show only classes", [l["name"] for l in labels],
+                                       key="label_list_classes", placeholder="All classes",
+                                       label_visibility="collapsed")
+            sort = listing.selectbox("Sort by", annotations.BOX_SORTS, key="label_list_sort",
+                                     label_visibility="collapsed")
+            rows = annotations.box_table(boxes, labels, classes=only, sort=sort)
+            picked = st.dataframe(rows, hide_index=True, width="stretch", on_select="rerun",
+                                  selection_mode="single-row",
+                                  key=f"label_box_table_{image['id']}_{current['rev']}_{selected}")
+            chosen_rows = picked.selection.rows if picked else []
+            if chosen_rows:
+                number = rows[chosen_rows[0]]["#"]
+                if number - 1 != selected:
+                    current["selected"] = current["highlight"] = number - 1
+                    redraw()
+    with right:
+        if boxes and selected is not None and selected < len(boxes):
+            chosen = boxes[selected]
+            st.markdown(f"**Box {selected + 1}** · {common.plain(label_by_id[chosen['label_id']]['name'])}")
+            new_class = st.selectbox("Class of this box", list(label_by_id),
+                                     index=list(label_by_id).index(chosen["label_id"]),
+                                     format_func=lambda i: label_by_id[i]["name"],
+                                     key=f"label_box_class_{image['id']}_{current['rev']}_{selected}")
+            if new_class != chosen["label_id"]:
+                replace_boxes(annotations.edit_box(boxes, selected, label_id=new_class))
+                redraw()
+            flags = st.columns(2)
+            version_key = f"{image['id']}_{current['rev']}_{selected}"
+            difficult = flags[0].checkbox("Difficult", value=bool(chosen.get("difficult")),
+                                          key=f"label_box_difficult_{version_key}",
+                                          help="Pascal VOC's flag: hard to recognise; evaluations may ignore it")
+            truncated = flags[1].checkbox("Truncated", value=bool(chosen.get("truncated")),
+                                          key=f"label_box_truncated_{version_key}",
+                                          help="Pascal VOC's flag: the object extends beyond the box or image")
+            if difficult != bool(chosen.get("difficult")) or truncated != bool(chosen.get("truncated")):
+                replace_boxes(annotations.edit_box(boxes, selected, difficult=difficult, truncated=truncated))
+                redraw()
+            if chosen.get("source") == "model" and st.button("Accept this draft", width="stretch"):
+                replace_boxes(annotations.edit_box(boxes, selected, accept=True))
+                redraw()
+        elif boxes:
+            st.caption("Select a box: click it in the canvas's Edit mode, click its row, or press Tab.")
+        drafts = annotations.draft_count(boxes)
         if drafts:
             st.caption(f"{drafts} model drafts (dashed)")
             draft_cols = st.columns(2)
-            if draft_cols[0].button("Accept all drafts", width="stretch") and save():
-                annotations.accept_drafts(db, user, image["id"], None, work()["image"]["version"])
-                open_image(image["id"])
-                st.rerun()
-            if draft_cols[1].button("Delete all drafts", width="stretch") and save():
-                annotations.reject_drafts(db, user, image["id"], None, work()["image"]["version"])
-                open_image(image["id"])
-                st.rerun()
+            draft_cols[0].button("Accept all drafts", width="stretch", on_click=do_accept_drafts)
+            draft_cols[1].button("Delete all drafts", width="stretch", on_click=do_reject_drafts)
         previous = S.get("label_previous_image")
         if previous and previous["project_id"] == project["id"] and \
                 st.button(f"Copy boxes from previous image (#{previous['id']})"):
             copied = annotations.scaled_copy(annotations.get_boxes(db, previous["id"], source="human"),
                                              previous, image)
             replace_boxes(boxes + copied)
-            st.rerun()
+            redraw()
+
+
+canvas_and_boxes()
+
+# ---------------------------------------------------------------- save, submit, skip
+
+actions = st.columns([1, 1.3, 1, 1.6, 1])
+actions[0].button("Save", shortcut="S", type="primary", width="stretch", on_click=do_save)
+actions[1].button("Submit as labeled", shortcut="Ctrl+Enter", width="stretch", on_click=do_submit)
+actions[2].button("No objects", help="A negative image: exported with zero boxes",
+                  width="stretch", on_click=do_no_objects)
+actions[3].text_input("Skip reason", key=f"label_skip_{image['id']}",
+                      placeholder="Skip reason", label_visibility="collapsed")
+actions[4].button("Skip", width="stretch", on_click=do_skip,
+                  help="Take the image out of the queue with the reason beside, and go on to the next")
 
 with st.expander("History of this image"):
     st.dataframe(annotations.history_table(db, image["id"]), hide_index=True, width="stretch")

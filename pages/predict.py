@@ -77,6 +77,11 @@ for warning in state["warnings"]:
     st.warning(warning)
 for name, message in state["errors"]:
     st.error(f"{common.plain(name)}: {message}")
+if state["model_id"] != model_row["id"]:
+    # Never show one model's detections under another's name.
+    st.info(f"The last detections came from model #{state['model_id']}; press Predict to try "
+            f"#{model_row['id']} {model_row['name']}.")
+    st.stop()
 results = state["results"]
 if not results:
     st.stop()
@@ -103,7 +108,7 @@ st.caption("COCO `image_id`s are the project's image ids for project images, and
 for image_id, prediction in results:
     rows = inference.table_rows(prediction, min_score, class_ids)
     st.markdown(f"**{common.plain(prediction.image)}** · {prediction.width}×{prediction.height} · "
-                f"{len(rows)} detection{'s' if len(rows) != 1 else ''} · "
+                f"{len(rows)} detection{'s' if len(rows) != 1 else ''} scoring ≥ {min_score:.2f} · "
                 f"{prediction.latency_ms:.0f} ms (model {prediction.timings_ms['inference']:.0f} ms)")
     picture, table = st.columns([3, 2])
     drawn = inference.annotated(prediction, min_score, class_ids)

@@ -62,8 +62,17 @@ table = jobs.run_table(db, project["id"])
 if not table:
     st.info("No training runs yet.")
     st.stop()
-st.dataframe(pd.DataFrame(table), hide_index=True, width="stretch",
-             column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
+project_active = jobs.project_active(db, project["id"])
+
+
+def run_list() -> None:
+    """The run table; redrawn every 2 s while a run of the project is active, so its step
+    column follows the live view."""
+    st.dataframe(pd.DataFrame(jobs.run_table(db, project["id"])), hide_index=True, width="stretch",
+                 column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
+
+
+st.fragment(run_every=2 if project_active else None)(run_list)()
 run_ids = [row["run"] for row in table]
 if "show_run" in st.session_state:  # a run just launched: show it
     st.session_state["run_id"] = st.session_state.pop("show_run")
@@ -189,9 +198,16 @@ else:
 
 st.subheader("Compare runs")
 chosen = st.multiselect("Runs", run_ids, default=run_ids[:2], key="compare")
-if chosen:
+
+
+def comparison(chosen: list[int]) -> None:
+    """The comparison table; live like the run table."""
     st.dataframe(pd.DataFrame(jobs.compare_runs(db, chosen)), hide_index=True, width="stretch",
                  column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
+
+
+if chosen:
+    st.fragment(run_every=2 if project_active else None)(comparison)(chosen)
 if len(chosen) == 2:
     st.caption(f"Config difference (run {chosen[0]} → run {chosen[1]})")
     st.code(jobs.config_diff(db, chosen[0], chosen[1]) or "(identical)", language="diff")

@@ -32,7 +32,9 @@ def render(project: dict) -> None:
         with common.reported():
             report = importers.import_upload(common.db(), user, project["id"],
                                              [(f.name, f.getvalue()) for f in files], fmt,
-                                             create_classes=create, on_progress=progress)
+                                             create_classes=create, on_progress=progress,
+                                             create_hint="tick “Create classes the project does "
+                                                         "not have” (admins)")
             bar.progress(1.0, text="Done")
             st.session_state["import_report"] = report
     report = st.session_state.get("import_report")

@@ -83,3 +83,61 @@ def test_display_image_is_the_canvas_size(db, admin, project):
     data = canvas.display_image(image, fit)
     assert Image.open(io.BytesIO(data)).size == (fit.canvas_width, fit.canvas_height)
     assert canvas.display_image(image, fit) == data  # served from the cache the second time
+
+
+def test_a_zoomed_canvas_merges_back_into_the_whole_list(labels):
+    """The canvas shows only what is in view and not hidden; what it sends back is put where
+    the shown boxes were, the others stay untouched, new boxes go last."""
+    cat, dog = labels[0], labels[1]
+    fit = coordinates.zoomed(coordinates.display_fit(800, 600), 4, 700, 500)
+    boxes = [{"label_id": cat["id"], "xmin": 10.0, "ymin": 10.0, "xmax": 30.0, "ymax": 30.0},  # out of view
+             {"label_id": cat["id"], "xmin": 650.0, "ymin": 480.0, "xmax": 670.0, "ymax": 500.0},
+             {"label_id": dog["id"], "xmin": 700.0, "ymin": 500.0, "xmax": 720.0, "ymax": 520.0},  # hidden class
+             {"label_id": cat["id"], "xmin": 740.0, "ymin": 530.0, "xmax": 760.0, "ymax": 560.0}]
+    boxes = [{**b, "source": "human", "score": None, "difficult": 0, "truncated": 0} for b in boxes]
+    shown = canvas.shown_boxes(boxes, fit, {dog["id"]})
+    assert shown == [1, 3]
+    drawn = canvas.drawing([boxes[i] for i in shown], labels, fit, font_size=None)
+    assert [o["label"] for o in drawn["objects"]] == ["", ""]  # tags off
+    sent = canvas.canvas_shapes(drawn)
+    sent[0]["left"] += 48          # box 2 moved right by 10 image px (4.8 canvas px each)
+    del sent[1]                    # box 4 deleted
+    sent.append({"label": "", "stroke": cat["color"], "left": 0.0, "top": 0.0, "width": 48.0, "height": 48.0})
+    edited, problems = canvas.boxes_from_canvas(sent, labels, fit, [boxes[i] for i in shown],
+                                                current_label_id=cat["id"])
+    assert problems == []
+    merged, where = canvas.merge_view(boxes, shown, edited)
+    assert [(b["label_id"], round(b["xmin"], 9), round(b["ymin"], 9)) for b in merged] == \
+        [(cat["id"], 10.0, 10.0), (cat["id"], 660.0, 480.0), (dog["id"], 700.0, 500.0),
+         (cat["id"], 600.0, 425.0)]
+    assert where == [1, 3]
+    assert merged[3]["xmax"] == pytest.approx(fit.left + 10.0)
+
+
+def test_a_relabeling_typo_keeps_the_box_in_its_class(labels):
+    fit = coordinates.display_fit(640, 480)
+    cat = labels[0]
+    stored = [{"label_id": cat["id"], "xmin": 10.0, "ymin": 10.0, "xmax": 100.0, "ymax": 90.0,
+               "source": "human", "score": None, "difficult": 0, "truncated": 0}]
+    sent = [{**o, "label": "banana"} for o in canvas.canvas_shapes(canvas.drawing(stored, labels, fit))]
+    back, problems = canvas.boxes_from_canvas(sent, labels, fit, stored, current_label_id=labels[1]["id"])
+    assert [b["label_id"] for b in back] == [cat["id"]]
+    assert problems == ["box 1: 'banana' is not a class of this project; kept as cat — pick its "
+                        "class in the box editor"]
+
+
+def test_zoomed_display_image_is_the_views_region(db, admin, project):
+    picture = Image.new("RGB", (800, 600), (0, 0, 255))
+    picture.paste((255, 0, 0), (700, 525, 800, 600))  # the bottom-right corner is red
+    out = io.BytesIO()
+    picture.save(out, format="PNG")
+    report = images.ingest(db, admin, project["id"], [("corner.png", out.getvalue())])
+    image = images.get_image(db, report.items[0].image_id)
+    corner = coordinates.zoomed(coordinates.display_fit(800, 600), 8, 800, 600)
+    shown = Image.open(io.BytesIO(canvas.display_image(image, corner))).convert("RGB")
+    assert shown.size == (960, 720)
+    red, green, blue = shown.getpixel((480, 360))
+    assert red > 240 and green < 15 and blue < 15
+    overview = Image.open(io.BytesIO(canvas.overview_image(image, corner))).convert("RGB")
+    assert overview.size == (240, 180)
+    assert overview.getpixel((210, 170)) == (255, 0, 0)  # its left edge: x 700 at 0.3 px per px

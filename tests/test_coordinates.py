@@ -82,3 +82,33 @@ def test_image_pixel_corners_map_exactly(size):
 def project_label(db, project, name):
     return next(r["id"] for r in db.query("select id from labels where project_id = ? and name = ?",
                                           [project["id"], name]))
+
+
+def test_zoomed_view_converts_canvas_and_image_pixels_exactly():
+    """800×600 on a 960×720 canvas: 1.2 canvas px per image px at 1×, 9.6 at 8×."""
+    fit = coordinates.display_fit(800, 600)
+    corner = coordinates.zoomed(fit, 8, 10_000, 10_000)  # asked past the corner: stops at it
+    assert (corner.left, corner.top, corner.view_width, corner.view_height) == (700.0, 525.0, 100.0, 75.0)
+    assert (corner.scale_x, corner.scale_y) == (9.6, 9.6)
+    box = coordinates.canvas_to_image({"left": 96.0, "top": 192.0, "width": 115.2, "height": 115.2}, corner)
+    assert box == pytest.approx({"xmin": 710.0, "ymin": 545.0, "xmax": 722.0, "ymax": 557.0}, abs=1e-9)
+    assert coordinates.image_to_canvas(box, corner) == \
+        pytest.approx({"left": 96.0, "top": 192.0, "width": 115.2, "height": 115.2}, abs=1e-9)
+    assert corner.shows({"xmin": 690, "ymin": 500, "xmax": 701, "ymax": 526})
+    assert not corner.shows({"xmin": 690, "ymin": 500, "xmax": 700, "ymax": 600})  # ends at the edge
+
+
+def test_zoom_about_the_mouse_pan_and_the_zoom_ladder():
+    fit = coordinates.display_fit(800, 600)
+    # The image point under the mouse (canvas 480, 360 = image 400, 300) stays under it.
+    two = coordinates.zoom_at(fit, 2, 480, 360)
+    assert (two.left, two.top) == (200.0, 150.0)
+    four = coordinates.zoom_at(two, 4, 0, 0)  # the view's top-left corner stays put
+    assert (four.left, four.top, four.view_width) == (200.0, 150.0, 200.0)
+    moved = coordinates.panned(four, 96, -4800)  # 96 canvas px = 20 image px at 4.8 px/px
+    assert (moved.left, moved.top) == (220.0, 0.0)  # and no higher than the top edge
+    assert coordinates.view_center(moved) == (320.0, 75.0)
+    assert [coordinates.step_zoom(1, 1), coordinates.step_zoom(8, 1), coordinates.step_zoom(3, -2),
+            coordinates.step_zoom(1, -1)] == [1.5, 8.0, 1.5, 1.0]
+    with pytest.raises(ValueError, match="zoom must be between 1 and 8"):
+        coordinates.zoomed(fit, 9, 0, 0)

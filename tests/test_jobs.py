@@ -190,6 +190,24 @@ def test_run_records_process_and_progress_advances_then_cancel_leaves_a_checkpoi
     assert "cancelled at step" in jobs.log_tail(run)[-1]
 
 
+def test_trainer_runs_niced_with_thread_limits_and_is_reaped_when_it_ends(db, setup, stand_in,
+                                                                         monkeypatch):
+    monkeypatch.setenv("BOXWISE_TRAIN_THREADS", "1")
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    run = start(db, setup, stand_in, num_train_steps=3)
+    stat = Path(f"/proc/{run['pid']}/stat").read_text()
+    niceness = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19 of /proc/<pid>/stat
+    assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    environment = Path(f"/proc/{run['pid']}/environ").read_bytes().split(b"\0")
+    assert b"TF_NUM_INTRAOP_THREADS=1" in environment and b"TF_NUM_INTEROP_THREADS=1" in environment
+    # Ended, and nobody looked at the run: the watcher's reaper leaves no zombie behind.
+    poll(lambda: Path(f"/proc/{run['pid']}/stat").read_text().split(") ")[1][0] == "Z"
+         or jobs.reap_children())
+    jobs.reap_children()
+    assert not Path(f"/proc/{run['pid']}").exists()
+    assert jobs.wait_for_run(db, run["id"])["status"] == "succeeded"  # the exit code was kept
+
+
 def test_resume_continues_from_the_latest_checkpoint_in_the_same_folder(db, setup, stand_in):
     run = start(db, setup, stand_in)
     poll(lambda: step_of(run) >= 3)

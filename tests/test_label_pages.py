@@ -36,7 +36,8 @@ def test_label_page_leases_next_image_and_saves_class_changes(db, users, project
     at.number_input[0].set_value(stocked[0]).run()
     button(at, "Go").click().run()
     assert not at.exception, at.exception
-    at.selectbox(key=f"label_box_class_{stocked[0]}_0_1").select_index(1).run()
+    button(at, "Next box").click().run()  # Tab: selects box 1 for the box editor
+    at.selectbox(key=f"label_box_class_{stocked[0]}_0_0").select_index(1).run()
     assert "unsaved changes" in " ".join(c.value for c in at.caption)
     button(at, "Save").click().run()
     assert not at.exception, at.exception
@@ -54,14 +55,16 @@ def test_label_page_flags_a_box_difficult_and_truncated(db, users, project, stoc
     at = signed_in(db, "labeler", "pages/label.py")
     at.number_input[0].set_value(stocked[0]).run()
     button(at, "Go").click().run()
-    at.checkbox(key=f"label_box_difficult_{stocked[0]}_0_1").check().run()
+    button(at, "Next box").click().run()
+    at.checkbox(key=f"label_box_difficult_{stocked[0]}_0_0").check().run()
     assert not at.exception, at.exception
-    at.checkbox(key=f"label_box_truncated_{stocked[0]}_1_1").check().run()
+    at.checkbox(key=f"label_box_truncated_{stocked[0]}_1_0").check().run()
     button(at, "Save").click().run()
     assert not at.exception, at.exception
     stored = annotations.get_boxes(db, stocked[0])
     assert [(b["difficult"], b["truncated"], b["xmin"], b["ymax"]) for b in stored] == [(1, 1, 10, 60)]
-    assert at.checkbox(key=f"label_box_difficult_{stocked[0]}_0_1").value is True  # after the reload
+    button(at, "Next box").click().run()
+    assert at.checkbox(key=f"label_box_difficult_{stocked[0]}_0_0").value is True  # after the reload
 
 
 def test_label_page_shows_who_holds_the_lease(db, users, project, stocked):
@@ -79,7 +82,8 @@ def test_stale_save_offers_reload_or_overwrite(db, users, project, stocked):
     at.number_input[0].set_value(stocked[0]).run()
     button(at, "Go").click().run()
     annotations.save_boxes(db, users["reviewer"], stocked[0], [], 1)  # someone else, meanwhile
-    button(at, "Delete this box").click().run()
+    button(at, "Next box").click().run()
+    button(at, "Delete box").click().run()
     button(at, "Save").click().run()
     assert at.error[0].value.startswith("image img0.png was changed by reviewer at ")
     assert images.get_image(db, stocked[0])["version"] == 2

@@ -1,6 +1,7 @@
 """Queues, leases, assignment, the status workflow and concurrent saves."""
 from __future__ import annotations
 
+import datetime
 import threading
 
 import pytest
@@ -324,3 +325,34 @@ def test_two_threads_saving_from_the_same_version_exactly_one_wins(data_dir, db,
     loser = first if losers[0] == "labeler" else second
     annotations.save_boxes(db, loser, ids[0], stored + [box(cat, 40, 10, 60, 40)], 1)
     assert len(annotations.get_boxes(db, ids[0])) == 2
+
+
+def test_next_moves_on_to_new_work_before_ones_own_half_done_images(db, users, project):
+    labeler = users["labeler"]
+    ids = add_images(db, users["admin"], project, 4)
+    cat = label_id(db, project, "cat")
+    for image_id in ids[:2]:  # saved without submitting: in progress, changed by the labeler
+        annotations.save_boxes(db, labeler, image_id, [box(cat)], 0)
+    served = []
+    for _ in range(4):  # as the Label page asks: leaving the images passed over this session
+        served.append(labeling.next_image(db, labeler, project["id"], exclude=served)["id"])
+    assert served == [ids[2], ids[3], ids[0], ids[1]]
+    assert labeling.next_image(db, labeler, project["id"], resume_own=True, exclude=[ids[1]])["id"] == ids[0]
+
+
+def test_an_empty_queue_says_who_holds_the_waiting_images(db, users, project, monkeypatch):
+    ids = add_images(db, users["admin"], project, 1)
+    labeling.open_image(db, users["labeler"], ids[0])
+    image = images.get_image(db, ids[0])
+    assert labeling.next_image(db, users["reviewer"], project["id"]) is None
+    until = datetime.datetime.fromtimestamp(image["lease_expires_at"]).strftime("%H:%M")
+    assert labeling.why_queue_is_empty(db, users["reviewer"], project["id"]) == \
+        f"1 image waits, leased by labeler until {until}."
+    assert labeling.why_queue_is_empty(db, users["labeler"], project["id"], exclude=ids) == \
+        "No other image is left in your queue."
+    labeling.submit(db, users["labeler"], ids[0], [box(label_id(db, project, "cat"))], 0)
+    assert labeling.why_queue_is_empty(db, users["admin"], project["id"], review=True) == \
+        f"1 image waits, leased by labeler until {until}."
+    labeling.release_lease(db, users["labeler"], ids[0])
+    assert labeling.why_queue_is_empty(db, users["admin"], project["id"], review=True) == \
+        "No image is left to review."

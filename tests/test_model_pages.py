@@ -60,17 +60,38 @@ def test_predict_page_filters_cached_detections_without_running_the_model_again(
     [b for b in at.button if b.label == "Predict"][1].click().run()  # the project-images form's
     assert not at.exception and not at.error, (at.exception, at.error)
     heading = at.markdown[0].value
-    assert heading.startswith("**a.png** · 200×100 · 2 detections · ")
+    assert heading.startswith("**a.png** · 200×100 · 2 detections scoring ≥ 0.50 · ")
     assert at.dataframe[0].value["class"].tolist() == ["dog", "cat"]
     at.slider(key="predict_min_score").set_value(0.8).run()
     assert at.dataframe[0].value["class"].tolist() == ["dog"]
     # Same latency figures: the detections came from the session, not from a second model call.
-    assert at.markdown[0].value == heading.replace("2 detections", "1 detection")
+    assert at.markdown[0].value == heading.replace("2 detections scoring ≥ 0.50", "1 detection scoring ≥ 0.80")
     at.slider(key="predict_min_score").set_value(0.2).run()
     at.multiselect(key="predict_classes_1_2").set_value([1]).run()
     assert at.dataframe[0].value["score"].tolist() == [0.6, 0.3]
     assert [b.label for b in at.get("download_button")] == \
         ["Download JSON (COCO results)", "Download CSV", "Annotated PNG"]
+
+
+def test_predict_page_never_shows_one_models_detections_under_another(db, users, project, export_dir,
+                                                                     tmp_path):
+    import shutil
+    report = images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
+    first = models.register_directory(db, users["admin"], project["id"], export_dir)
+    second = models.register_directory(db, users["admin"], project["id"],
+                                       shutil.copytree(export_dir, tmp_path / "second"))
+    at = signed_in(db, "viewer", "pages/predict.py")
+    at.selectbox[0].select(next(m for m in at.selectbox[0].options if m.startswith(f"#{first['id']} ")))
+    at.run()
+    at.multiselect(key="predict_pick").set_value([report.items[0].image_id])
+    [b for b in at.button if b.label == "Predict"][1].click().run()
+    assert at.markdown[0].value.startswith("**a.png** · 200×100 · 2 detections scoring ≥ 0.50 · ")
+    at.selectbox[0].select(next(m for m in at.selectbox[0].options if m.startswith(f"#{second['id']} ")))
+    at.run()
+    assert not at.exception, at.exception
+    assert not at.dataframe and not [m for m in at.markdown if m.value.startswith("**a.png**")]
+    assert at.info[0].value == (f"The last detections came from model #{first['id']}; press Predict "
+                                f"to try #{second['id']} second.")
 
 
 def test_predict_page_takes_uploads_and_reports_bad_files(db, users, project, export_dir):
@@ -82,7 +103,7 @@ def test_predict_page_takes_uploads_and_reports_bad_files(db, users, project, ex
     assert not at.exception, at.exception
     assert [e.value for e in at.error] == [
         "broken.jpg: not an image (the content is not a format Pillow can read)"]
-    assert at.markdown[0].value.startswith("**photo.jpg** · 160×120 · 2 detections · ")
+    assert at.markdown[0].value.startswith("**photo.jpg** · 160×120 · 2 detections scoring ≥ 0.50 · ")
     assert at.dataframe[0].value["class"].tolist() == ["dog", "cat"]
 
 

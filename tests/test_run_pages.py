@@ -132,6 +132,19 @@ def test_config_page_reports_syntax_errors_with_line_and_column(db, users, proje
     assert any("line 3, column" in e.value for e in at.error)
 
 
+def test_config_page_works_on_every_visit_and_keeps_the_edits(db, users, project, stocked):
+    """Streamlit drops a widget's state on pages it is not drawn on; the second visit used to
+    raise KeyError 'config_text'."""
+    at = signed_in(db, "reviewer", "pages/config.py")
+    edited = at.text_area(key="config_text").value + "\n# tried batch 8\n"
+    at.text_area(key="config_text").input(edited).run()
+    for _ in range(2):
+        at.switch_page("pages/home.py").run()
+        at.switch_page("pages/config.py").run()
+        assert not at.exception, at.exception
+        assert at.text_area(key="config_text").value == edited
+
+
 def test_admin_retrains_from_a_run_on_the_newest_dataset_version(db, users, project, stocked, data_dir):
     run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
                          config_id=stocked["config_id"], runner=stocked["runner"],

@@ -6,6 +6,8 @@ pixel `xmin, ymin, xmax, ymax` unless `AnnotatedImage.normalized` says they are 
 """
 from __future__ import annotations
 
+import glob
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -47,6 +49,7 @@ class AnnotatedImage:
     problems: list[str] = field(default_factory=list)
     missing: str | None = None   # why the image file was not found (it may still be in the project)
     load: Callable[[], bytes | None] | None = None   # reads the image bytes on demand (TFRecord)
+    by_stem: str | None = None   # how the image was found by its stem, when the name did not match
 
 
 @dataclass
@@ -153,6 +156,27 @@ class ImageFinder:
             return None, (f"image {name!r} is ambiguous: {len(matches)} files have that name "
                           f"({', '.join(str(m) for m in matches[:3])})")
         return None, f"image {name!r} not found (looked in {', '.join(str(r) for r in self.roots)})"
+
+    def find_by_stem(self, stems: list[str], near: Path | None = None) -> Path | None:
+        """The one image file whose name without its suffix is one of `stems` (in order), next
+        to the annotation or under the search roots; None when there is none or more than one
+        (then the name lookup's reason stands)."""
+        for stem in stems:
+            if not stem:
+                continue
+            beside = [p for p in (sorted(near.glob(f"{glob.escape(stem)}.*")) if near and near.is_dir() else [])
+                      if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()]
+            if len(beside) == 1:
+                return beside[0]
+            if beside:
+                return None
+            anywhere = [p for name, paths in self._index().items() if Path(name).stem == stem
+                        for p in paths]
+            if len(anywhere) == 1:
+                return anywhere[0]
+            if anywhere:
+                return None
+        return None
 
     def all_images(self) -> list[Path]:
         return [p for paths in self._index().values() for p in paths]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 import xml.etree.ElementTree as ET
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from backend import atomic
@@ -38,7 +38,10 @@ def read(path: str | Path, images_dir: str | Path | None = None,
     roots += [root, root / "JPEGImages", root.parent / "JPEGImages"]
     finder = ImageFinder(roots, allowed)
     for file in files:
-        result.images.append(_read_one(file, finder))
+        item = _read_one(file, finder)
+        result.images.append(item)
+        if item.by_stem:
+            result.notes.append(item.by_stem)
     return result
 
 
@@ -88,6 +91,14 @@ def _read_one(file: Path, finder: ImageFinder) -> AnnotatedImage:
         stated = (top.findtext("path") or "").strip()
         if stated and finder.usable(Path(stated)):
             found = Path(stated)
+    if found is None:
+        # Tools write the name of the file they were given (`OSBS_029.tif`) beside a converted
+        # copy (`OSBS_029.png`): one image with the same stem is that image.
+        found = finder.find_by_stem([PurePosixPath(item.name.replace("\\", "/")).stem, file.stem],
+                                    near=file.parent)
+        if found is not None:
+            item.name = found.name
+            item.by_stem = f"{file.name}: <filename> {filename!r} not found; using {found.name}, the one image of that stem"
     if found is None:
         item.missing = why or f"image {item.name!r} not found"
     item.image_path = found

@@ -51,6 +51,10 @@ def test_run_table_follows_the_run_without_a_reload(db, users, running, app_url,
     page.get_by_text(f"Run #{running['id']}: running").wait_for()
     wait_idle(page)
     expect(run_table_status(page)).to_have_text("running")
+    # The step column follows the run (it stayed at the step the page opened with).
+    step_cell = run_table_status(page).locator("xpath=following-sibling::td[1]")
+    first = step_cell.inner_text()
+    expect(step_cell).not_to_have_text(first, timeout=TIMEOUT_MS)
 
     # The run ends while the page is open: the live view and the run table both show it.
     jobs.cancel_run(db, users["admin"], running["id"])

@@ -325,3 +325,42 @@ def test_cli_imports_a_label_map_as_classes(db, admin, capsys):
     out = capsys.readouterr().out
     assert out.startswith("created 20 classes, 0 already existed")
     assert "id 0 ('none_of_the_above') is the background class; skipped" in out
+
+
+def test_voc_filename_with_another_suffix_is_found_by_its_stem(db, admin, project, tmp_path):
+    """DeepForest's VOC says OSBS_029.tif beside OSBS_029.png: the one image of that stem."""
+    folder = tmp_path / "deepforest"
+    folder.mkdir()
+    (folder / "OSBS_029.png").write_bytes(image_bytes((40, 30), (20, 90, 20), fmt="PNG"))
+    (folder / "OSBS_029.xml").write_text(voc_xml("OSBS_029.tif", (40, 30), [("cat", (1, 2, 13, 18), 0, 0)]))
+    report = importers.import_annotations(db, admin, project["id"], folder, "voc")
+    assert report.ok, report.errors
+    assert boxes_by_file(db, project["id"]) == {"OSBS_029.png": [("cat", 1.0, 2.0, 13.0, 18.0, 0, 0)]}
+    assert report.notes == ["OSBS_029.xml: <filename> 'OSBS_029.tif' not found; using OSBS_029.png, "
+                            "the one image of that stem"]
+    # Two images of that stem: ambiguous, so the name's own reason stands and nothing changes.
+    (folder / "OSBS_029.jpg").write_bytes(image_bytes((40, 30), (90, 20, 20)))
+    other = projects.create_project(db, admin, "other", ["cat"])
+    before = state(db, other["id"])
+    report = importers.import_annotations(db, admin, other["id"], folder, "voc")
+    assert not report.ok and state(db, other["id"]) == before
+    assert "image 'OSBS_029.tif' not found" in report.errors[0]
+
+
+def test_class_names_match_ignoring_case_with_a_message_for_where_it_is_shown(db, admin, project,
+                                                                              labelimg):
+    (labelimg / "two.xml").write_text(voc_xml("two.jpg", (30, 30), [("Cat", (0, 0, 30, 30), 0, 0)]))
+    (labelimg / "empty.xml").write_text(voc_xml("empty.jpg", (20, 20), [("Zebra", (1, 1, 9, 9), 0, 0),
+                                                                       ("zebra", (2, 2, 9, 9), 0, 0)]))
+    report = importers.import_annotations(db, admin, project["id"], labelimg, "voc",
+                                          create_hint="tick the box below")
+    assert report.problems == ["classes not in project 'pets': Zebra (create them first, or tick the box below)"]
+    report = importers.import_annotations(db, admin, project["id"], labelimg, "voc", create_classes=True)
+    assert report.ok, report.errors
+    assert report.classes_created == ["Zebra"]
+    assert "Cat imported as the class cat" in report.notes
+    found = boxes_by_file(db, project["id"])
+    assert found["two.jpg"] == [("cat", 0.0, 0.0, 30.0, 30.0, 0, 0)]
+    assert [b[0] for b in found["empty.jpg"]] == ["Zebra", "Zebra"]
+    assert sorted(label["name"] for label in projects.list_labels(db, project["id"])) == \
+        ["Zebra", "bird", "cat", "dog"]
