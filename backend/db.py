@@ -245,3 +245,9 @@ def m040_models_registry(db: sqlite_utils.Database) -> None:
     models.add_column("origin", str)
     models.add_column("warnings", str)
     models.create_index(["project_id", "created_at"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m050_run_doctor_warnings(db: sqlite_utils.Database) -> None:
+    """Runs: the config doctor's warnings at launch (a JSON list of findings, `config_doctor`)."""
+    db["runs"].add_column("doctor_warnings", str)

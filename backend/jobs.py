@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import configs, events, pipeline_config, settings
+from backend import config_doctor, configs, events, pipeline_config, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
@@ -118,6 +118,11 @@ def get_run(db: sqlite_utils.Database, run_id: int) -> dict:
     return row
 
 
+def doctor_warnings(run: dict) -> list[dict]:
+    """The config doctor's warnings stored when the run was launched (`Finding` dicts)."""
+    return json.loads(run.get("doctor_warnings") or "[]")
+
+
 def list_runs(db: sqlite_utils.Database, project_id: int | None = None,
               kind: str | None = "train") -> list[dict]:
     """Runs newest first, with config name and version, optionally of one project and kind."""
@@ -176,7 +181,9 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     """Queue a training run of saved config `config_id` on dataset version `export_id`.
 
     The config is filled from the dataset version (paths, label map, num_classes) and
-    validated; any problem refuses the run with every problem listed. With `python` and
+    validated; any problem refuses the run with every problem listed. The config doctor
+    (`config_doctor.examine`) then checks it against the version's boxes: its errors refuse
+    the run, its warnings are stored with it (`doctor_warnings`). With `python` and
     `script`, the run uses another interpreter and the TF OD API's `model_main_tf2.py`.
     The run starts at once when a slot is free, else waits its turn in the queue.
     """
@@ -195,10 +202,15 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if problems:
         raise Invalid("the config cannot train on dataset version "
                       f"{version.id}:\n" + "\n".join(f"- {p}" for p in problems))
+    report = config_doctor.examine(text, version, num_steps=num_train_steps)
+    if report.errors:
+        raise Invalid(f"the config doctor refuses the run on dataset version {version.id}:\n"
+                      + "\n".join(f"- {f.message}" for f in report.errors))
     run = _insert_run(db, actor, project_id, kind="train", text=text, export_id=export_id,
                       config_id=config_id, parent_run_id=parent_run_id,
                       fine_tune_checkpoint=fine_tune_checkpoint, num_train_steps=num_train_steps,
                       python=python if external else None, script=script)
+    _update(db, run["id"], doctor_warnings=json.dumps(report.to_json(), ensure_ascii=False))
     pump_queue(db)
     return get_run(db, run["id"])
 
