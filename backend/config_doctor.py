@@ -678,11 +678,11 @@ def _crop_findings(s: _Settings, data: DatasetBoxes) -> list[Finding]:
 # ---------------------------------------------------------------- the doctor
 
 
-def examine(text: str, version: DatasetVersion, *, num_steps: int | None = None,
+def examine(text: str, version: DatasetVersion | None, *, num_steps: int | None = None,
             data: DatasetBoxes | None = None) -> Report:
     """Every finding for config `text` on dataset version `version` (`num_steps`: the run's
-    own step count when it overrides `train_config.num_steps`). Raises `ConfigSyntaxError`
-    for text that does not parse."""
+    own step count when it overrides `train_config.num_steps`; `data`: boxes already read,
+    instead of the version's). Raises `ConfigSyntaxError` for text that does not parse."""
     doc = pc.ConfigDocument(text)
     s = _settings(doc)
     data = data if data is not None else dataset_boxes(version)

@@ -1,0 +1,68 @@
+"""The Configs page's Doctor panel: the config doctor's findings for the edited config on the
+chosen dataset version, its charts, and a "Fix it" button per finding that has a config fix."""
+from __future__ import annotations
+
+import hashlib
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from backend import config_doctor
+from backend.configs import DatasetVersion
+from pages import common
+
+
+def _apply(fix: dict, change: str) -> None:
+    with common.reported(f"Applied: {change}. Review the change below, then save a new version."):
+        st.session_state["config_text"] = config_doctor.apply_fix(st.session_state["config_text"], fix)
+
+
+def _iou_chart(report: config_doctor.Report) -> alt.FacetChart:
+    frame = pd.DataFrame(report.boxes)
+    bars = alt.Chart().mark_bar().encode(
+        x=alt.X("best_iou:Q", bin=alt.Bin(extent=[0, 1], step=0.05), title="best anchor IoU"),
+        y=alt.Y("count():Q", title="boxes"), color=alt.Color("class:N", legend=None))
+    rule = alt.Chart().mark_rule(color="red", strokeDash=[4, 3]).encode(x=alt.datum(report.matched_threshold))
+    return alt.layer(bars, rule, data=frame).properties(width=180, height=140).facet(
+        column=alt.Column("class:N", title=None))
+
+
+def _size_chart(report: config_doctor.Report) -> alt.LayerChart:
+    boxes = pd.DataFrame(report.boxes)
+    anchors = pd.DataFrame(report.anchors).drop_duplicates(subset=["level", "octave"])
+    anchors["anchor"] = anchors.apply(lambda r: f"level {r.level}, octave {r.octave}", axis=1)
+    scale = alt.Scale(type="log")
+    bars = alt.Chart(boxes).mark_bar(opacity=0.8).encode(
+        x=alt.X("size:Q", bin=alt.Bin(maxbins=40), title="size at the model input (√area, px)", scale=scale),
+        y=alt.Y("count():Q", title="boxes"), color=alt.Color("class:N"))
+    rules = alt.Chart(anchors).mark_rule(color="black", strokeDash=[2, 2]).encode(
+        x=alt.X("size:Q", scale=scale), tooltip=["anchor", alt.Tooltip("size:Q", format=".1f")])
+    return alt.layer(bars, rules).properties(height=200)
+
+
+def show(text: str, version: DatasetVersion) -> None:
+    """The panel for config `text` on dataset `version` (the editor's text is in
+    `st.session_state["config_text"]`, which "Fix it" edits)."""
+    st.subheader("Doctor")
+    with common.reported():
+        report = config_doctor.examine(text, version)
+        digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+        st.caption(f"{len(report.boxes)} boxes of dataset version {version.number} against this config: "
+                   f"{len(report.errors)} errors, {len(report.warnings)} warnings.")
+        if not report.findings:
+            st.success("The doctor found nothing to change for this dataset version.")
+        for index, finding in enumerate(report.findings):
+            row = st.columns([6, 1])
+            (row[0].error if finding.severity == "error" else row[0].warning)(finding.message)
+            if finding.fix:
+                change = ", ".join(f"{path.rsplit('.', 1)[-1]} {value}" for path, value in finding.fix.items())
+                row[1].button("Fix it", key=f"doctor_fix_{index}_{digest}", on_click=_apply,
+                              args=(finding.fix, change), help="Sets " + ", ".join(
+                                  f"{path} = {value}" for path, value in finding.fix.items()))
+        if report.boxes:
+            left, right = st.columns(2)
+            left.caption(f"Best anchor IoU per box, by class (red: matched_threshold {report.matched_threshold:g})")
+            left.altair_chart(_iou_chart(report))
+            right.caption("Object sizes against the anchors' sizes (dashed: one per level and octave)")
+            right.altair_chart(_size_chart(report), width="stretch")
