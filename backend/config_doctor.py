@@ -5,7 +5,8 @@ reaches at IoU 0.5, a schedule that stops at 80 % of its peak learning rate, 3 e
 `examine(text, version)` returns a `Report` of `Finding`s, each with its figures and, where a
 config change helps, the values that would fix it (`Finding.fix`, config path → value, applied
 by `apply_fix` as an ordinary edit). A finding is an `error` only where training cannot work
-(a warmup as long as the run); everything else is a `warning`. The Configs page, `config check
+(a warmup as long as the config's num_steps; for a run whose length is set at launch, such as a
+3-step trial, it is a warning); everything else is a `warning`. The Configs page, `config check
 FILE --dataset-version N [--json]` and `jobs.start_run` all call `examine`.
 
 What is checked (numbers are the module's constants):
@@ -456,23 +457,27 @@ def _aspect_findings(canvas: np.ndarray, s: _Settings) -> list[Finding]:
 # ---------------------------------------------------------------- schedule, batch, epochs
 
 
-def _schedule_findings(s: _Settings, steps: int) -> list[Finding]:
+def _schedule_findings(s: _Settings, steps: int, chosen_at_launch: bool = False) -> list[Finding]:
     if s.schedule is None or steps <= 0:
         return []
     try:
-        return _schedule_checks(s, steps)
+        return _schedule_checks(s, steps, chosen_at_launch)
     except (TypeError, ValueError):
         return []  # a schedule field that is not a number: the validator's report
 
 
-def _schedule_checks(s: _Settings, steps: int) -> list[Finding]:
+def _schedule_checks(s: _Settings, steps: int, chosen_at_launch: bool) -> list[Finding]:
+    """`chosen_at_launch`: the run's length is not the config's num_steps but set for this run
+    (a short trial run, say); a warmup longer than that is then a warning, not an error."""
     kind, p, path = s.schedule
     out = []
+    too_long = "warning" if chosen_at_launch else "error"
+    run = f"this run's {steps} steps (set at launch)" if chosen_at_launch else f"the run's {steps} steps"
     if kind == "cosine":
         warmup, total = int(p.get("warmup_steps", 0)), int(p.get("total_steps", 1))
         if warmup > 0 and warmup >= steps:
-            out.append(Finding("schedule", "error",
-                               f"warmup_steps ({warmup}) ≥ the run's {steps} steps: training ends before the "
+            out.append(Finding("schedule", too_long,
+                               f"warmup_steps ({warmup}) ≥ {run}: training ends before the "
                                f"learning rate reaches learning_rate_base. Suggested: warmup_steps {steps // 10}, "
                                f"total_steps {steps}.", {"warmup_steps": warmup, "num_steps": steps},
                                {f"{path}.warmup_steps": steps // 10, f"{path}.total_steps": steps}))
@@ -486,8 +491,8 @@ def _schedule_checks(s: _Settings, steps: int) -> list[Finding]:
     elif kind == "manual_step" and p.get("warmup") and p.get("schedule"):
         first = min(int(x.get("step", 0)) for x in p["schedule"])
         if first >= steps:
-            out.append(Finding("schedule", "error",
-                               f"the warmup runs to step {first}, at or past the run's {steps} steps: "
+            out.append(Finding("schedule", too_long,
+                               f"the warmup runs to step {first}, at or past {run}: "
                                "training ends before it does. Suggested: move the schedule's steps inside the run.",
                                {"warmup_steps": first, "num_steps": steps}))
             return out
@@ -688,7 +693,7 @@ def examine(text: str, version: DatasetVersion | None, *, num_steps: int | None 
     data = data if data is not None else dataset_boxes(version)
     steps = int(num_steps or s.num_steps)
     report = Report([], matched_threshold=s.matched_threshold)
-    findings = _schedule_findings(s, steps)
+    findings = _schedule_findings(s, steps, chosen_at_launch=bool(num_steps) and num_steps != s.num_steps)
     findings += _batch_findings(s, steps, data)
     findings += _coverage_findings(data, s, report)
     findings += _class_findings(data)

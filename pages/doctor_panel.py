@@ -3,8 +3,10 @@ chosen dataset version, its charts, and a "Fix it" button per finding that has a
 from __future__ import annotations
 
 import hashlib
+import math
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
@@ -29,15 +31,26 @@ def _iou_chart(report: config_doctor.Report) -> alt.FacetChart:
 
 
 def _size_chart(report: config_doctor.Report) -> alt.LayerChart:
+    """Object sizes in quarter-octave bins on a log2 axis, the anchors' sizes as rules on it."""
     boxes = pd.DataFrame(report.boxes)
+    boxes["bin"] = np.floor(np.log2(boxes["size"].clip(lower=1.0)) * 4) / 4
+    bins = boxes.groupby(["bin", "class"]).size().reset_index(name="boxes")
+    bins["end"] = bins["bin"] + 0.25
+    bins["top"] = bins.groupby("bin")["boxes"].cumsum()  # classes stacked within a bin
+    bins["bottom"] = bins["top"] - bins["boxes"]
     anchors = pd.DataFrame(report.anchors).drop_duplicates(subset=["level", "octave"])
-    anchors["anchor"] = anchors.apply(lambda r: f"level {r.level}, octave {r.octave}", axis=1)
-    scale = alt.Scale(type="log")
-    bars = alt.Chart(boxes).mark_bar(opacity=0.8).encode(
-        x=alt.X("size:Q", bin=alt.Bin(maxbins=40), title="size at the model input (√area, px)", scale=scale),
-        y=alt.Y("count():Q", title="boxes"), color=alt.Color("class:N"))
+    anchors["log2_size"] = np.log2(anchors["size"])
+    anchors["anchor"] = [f"level {r.level}, octave {r.octave}: {r.size:.1f} px" for r in anchors.itertuples()]
+    low = math.floor(min(bins["bin"].min(), anchors["log2_size"].min()))
+    high = math.ceil(max(bins["end"].max(), anchors["log2_size"].max()))
+    x = alt.Scale(domain=[low, high])
+    axis = alt.Axis(title="size at the model input (√area, px)", values=list(range(low, high + 1)),
+                    labelExpr="format(pow(2, datum.value), '.0f')")
+    bars = alt.Chart(bins).mark_rect(opacity=0.8).encode(
+        x=alt.X("bin:Q", scale=x, axis=axis), x2="end:Q", y=alt.Y("top:Q", title="boxes"), y2="bottom:Q",
+        color=alt.Color("class:N"), tooltip=["class", "boxes"])
     rules = alt.Chart(anchors).mark_rule(color="black", strokeDash=[2, 2]).encode(
-        x=alt.X("size:Q", scale=scale), tooltip=["anchor", alt.Tooltip("size:Q", format=".1f")])
+        x=alt.X("log2_size:Q", scale=x), tooltip=["anchor"])
     return alt.layer(bars, rules).properties(height=200)
 
 
@@ -48,8 +61,9 @@ def show(text: str, version: DatasetVersion) -> None:
     with common.reported():
         report = config_doctor.examine(text, version)
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
+        errors, warnings = len(report.errors), len(report.warnings)
         st.caption(f"{len(report.boxes)} boxes of dataset version {version.number} against this config: "
-                   f"{len(report.errors)} errors, {len(report.warnings)} warnings.")
+                   f"{errors} error{'' if errors == 1 else 's'}, {warnings} warning{'' if warnings == 1 else 's'}.")
         if not report.findings:
             st.success("The doctor found nothing to change for this dataset version.")
         for index, finding in enumerate(report.findings):
