@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from backend import configs
-from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
+from tests.e2e.browser import TIMEOUT_MS, playwright_api, signed_in_page, wait_idle
 from tests.test_config_doctor import ZOO_128, shapes_version
 
 pytestmark = pytest.mark.e2e
@@ -23,16 +23,7 @@ def zoo_saved(db, users):
 
 def test_fix_it_applies_the_suggested_anchor_scale_and_saves_a_new_version(db, users, zoo_saved, app_server,
                                                                             browser, data_dir):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    OPEN_PAGES.append(context)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(app_server)
-    page.get_by_role("textbox", name="User name").fill("reviewer")
-    page.get_by_role("textbox", name="Password", exact=True).fill("reviewer-password")
-    page.get_by_role("button", name="Log in").click()
-    page.get_by_text("Signed in as reviewer").wait_for()
-    page.get_by_role("link", name="Configs").click()
+    page = signed_in_page(browser, app_server, "reviewer", "Configs")
     page.get_by_text("23 of 82 boxes (28.0%) have no anchor with IoU ≥ 0.5").wait_for()
     wait_idle(page)
     expect(page.locator("[data-testid=stVegaLiteChart]")).to_have_count(2)
