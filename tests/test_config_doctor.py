@@ -133,6 +133,21 @@ def test_matchable_aspect_ratios_by_hand():
     assert aspect_ratio_limits((1.0, 2.0, 0.5), 0.5) == pytest.approx((0.5 / 2.25, 2.0 * 2.25))
 
 
+def test_boxes_are_resized_as_the_trainer_resizes():
+    from backend.anchor_coverage import to_canvas
+    box = np.array([[0.5, 0.5, 1.0, 1.0]])
+    # fixed_shape stretches a 300×600 image to 128×128.
+    assert to_canvas(box, [[300, 600]], {"kind": "fixed_shape", "height": 128, "width": 128}).tolist() == \
+        [[64.0, 64.0, 128.0, 128.0]]
+    # keep_aspect_ratio 128..256: the short side would be 128 but the long one 256 caps it at
+    # scale 256/600, so the image is 128×256 in the top-left of a 256×256 canvas.
+    keep = {"kind": "keep_aspect_ratio", "height": 256, "width": 256, "min_dimension": 128, "max_dimension": 256}
+    assert to_canvas(box, [[300, 600]], keep).tolist() == [[64.0, 128.0, 128.0, 256.0]]
+    # 200×300 at min 100, max 1000: scale 0.5, 100×150.
+    keep = {**keep, "min_dimension": 100, "max_dimension": 1000}
+    assert to_canvas(box, [[200, 300]], keep).tolist() == [[50.0, 75.0, 100.0, 150.0]]
+
+
 # ---------------------------------------------------------------- the numbers
 
 
