@@ -56,6 +56,9 @@ MAX_INPUT = 1024
 MAX_LEVELS = (5, 6, 7)        # what the FPN-lite head supports (training.config.check_config);
                               # min_level must be 3, so it is not a candidate
 CROP_SAMPLES, CROP_IMAGES = 16, 400
+SEARCH_BOXES = 4000           # candidates are ranked on at most this many boxes (a fixed sample);
+                              # the shares reported for the chosen ones are computed on all boxes
+COMBINED_SCALES = (0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)  # with an input size, when nothing alone does
 
 _SSD = "model.ssd"
 ANCHORS = f"{_SSD}.anchor_generator.multiscale_anchor_generator"
@@ -326,49 +329,56 @@ def coverage_suggestions(data: DatasetBoxes, resizer: dict, grid: AnchorGrid, th
     `[{"fix": {path: value}, "matched_share": s, "change": "anchor_scale 4.0 → 2.0"}]`.
 
     One change at a time is tried first: every `ANCHOR_SCALES` value, the input size times each
-    of `INPUT_FACTORS`, each supported `max_level`; then anchor scale and input size together.
+    of `INPUT_FACTORS`, each supported `max_level`; then input sizes with `COMBINED_SCALES`.
     Among candidates reaching the target, anchor_scale comes first (it keeps the compute
     cost), then input size, then levels; within one kind the highest share wins, ties going to
     the value nearest the current one. When nothing reaches it, the best candidate is given.
+    Candidates are ranked on a fixed sample of `SEARCH_BOXES` boxes; each one returned has its
+    share computed on every box.
     """
-    candidates = []
+    sample = data
+    if len(data.boxes) > SEARCH_BOXES:
+        keep = np.sort(np.random.default_rng(0).choice(len(data.boxes), SEARCH_BOXES, replace=False))
+        sample = DatasetBoxes(data.classes, data.boxes[keep], data.labels[keep], data.image[keep],
+                              data.image_hw, data.image_split)
+    candidates = []  # (kind, distance from now, share on the sample, fix, change, resizer, grid)
+
+    def add(kind: int, distance: float, fix: dict, change: str, new_resizer: dict, new_grid: AnchorGrid) -> None:
+        share = _matched_share(sample, new_resizer, new_grid, threshold)
+        candidates.append((kind, distance, share, fix, change, new_resizer, new_grid))
+
     for scale in ANCHOR_SCALES:
         if scale != grid.anchor_scale:
-            share = _matched_share(data, resizer, _replace_grid(grid, anchor_scale=scale), threshold)
-            candidates.append((0, abs(math.log(scale / grid.anchor_scale)), share,
-                               {f"{ANCHORS}.anchor_scale": scale}, f"anchor_scale {grid.anchor_scale:g} → {scale:g}"))
+            add(0, abs(math.log(scale / grid.anchor_scale)), {f"{ANCHORS}.anchor_scale": scale},
+                f"anchor_scale {grid.anchor_scale:g} → {scale:g}", resizer, _replace_grid(grid, anchor_scale=scale))
     sized = []
     for factor in INPUT_FACTORS:
         new_resizer, new_grid, fix = _resized(resizer, grid, factor)
-        if new_resizer["height"] == resizer["height"] and new_resizer["width"] == resizer["width"]:
-            continue
-        sized.append((new_resizer, new_grid, fix))
-        share = _matched_share(data, new_resizer, new_grid, threshold)
-        candidates.append((1, factor, share, fix,
-                           f"input {resizer['height']}×{resizer['width']} → {new_resizer['height']}×{new_resizer['width']}"))
+        if (new_resizer["height"], new_resizer["width"]) != (resizer["height"], resizer["width"]):
+            sized.append((new_resizer, new_grid, fix))
+            add(1, factor, fix, f"input {resizer['height']}×{resizer['width']} → "
+                f"{new_resizer['height']}×{new_resizer['width']}", new_resizer, new_grid)
     for level in MAX_LEVELS:
         if level != grid.max_level:
-            share = _matched_share(data, resizer, _replace_grid(grid, max_level=level), threshold)
-            candidates.append((2, abs(level - grid.max_level), share,
-                               {f"{ANCHORS}.max_level": level, f"{_SSD}.feature_extractor.fpn.max_level": level},
-                               f"max_level {grid.max_level} → {level}"))
+            add(2, abs(level - grid.max_level),
+                {f"{ANCHORS}.max_level": level, f"{_SSD}.feature_extractor.fpn.max_level": level},
+                f"max_level {grid.max_level} → {level}", resizer, _replace_grid(grid, max_level=level))
     if not any(c[2] >= COVERAGE_TARGET for c in candidates):
         for new_resizer, new_grid, fix in sized:
-            for scale in ANCHOR_SCALES:
-                share = _matched_share(data, new_resizer, _replace_grid(new_grid, anchor_scale=scale), threshold)
-                candidates.append((3, abs(math.log(scale / grid.anchor_scale)), share,
-                                   {**fix, f"{ANCHORS}.anchor_scale": scale},
-                                   f"input {new_resizer['height']}×{new_resizer['width']} and anchor_scale {scale:g}"))
+            for scale in COMBINED_SCALES:
+                add(3, abs(math.log(scale / grid.anchor_scale)), {**fix, f"{ANCHORS}.anchor_scale": scale},
+                    f"input {new_resizer['height']}×{new_resizer['width']} and anchor_scale {scale:g}",
+                    new_resizer, _replace_grid(new_grid, anchor_scale=scale))
     reaching = [c for c in candidates if c[2] >= COVERAGE_TARGET]
     if reaching:
-        ranked = sorted(reaching, key=lambda c: (c[0], -round(c[2], 3), c[1]))
         best_per_kind: dict[int, tuple] = {}
-        for c in ranked:
+        for c in sorted(reaching, key=lambda c: (c[0], -round(c[2], 3), c[1])):
             best_per_kind.setdefault(c[0], c)
         chosen = list(best_per_kind.values())
     else:
         chosen = sorted(candidates, key=lambda c: (-round(c[2], 3), c[0], c[1]))[:1]
-    return [{"fix": c[3], "matched_share": round(c[2], 4), "change": c[4]} for c in chosen]
+    return [{"fix": c[3], "change": c[4], "matched_share": round(
+        c[2] if sample is data else _matched_share(data, c[5], c[6], threshold), 4)} for c in chosen]
 
 
 def _coverage_findings(data: DatasetBoxes, s: _Settings, report: Report) -> list[Finding]:

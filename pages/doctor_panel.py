@@ -60,12 +60,19 @@ def _size_chart(report: config_doctor.Report) -> alt.LayerChart:
     return alt.layer(bars, rules).properties(height=200)
 
 
+@st.cache_data(max_entries=16, show_spinner="The doctor is checking the boxes…")
+def _examine(text: str, version: DatasetVersion) -> config_doctor.Report:
+    # A dataset version never changes once exported, so (text, version) decides the report;
+    # the page reruns on every widget change and a large version takes seconds (BENCHMARKS.md).
+    return config_doctor.examine(text, version)
+
+
 def show(text: str, version: DatasetVersion) -> None:
     """The panel for config `text` on dataset `version` (the editor's text is in
     `st.session_state["config_text"]`, which "Fix it" edits)."""
     st.subheader("Doctor")
     with common.reported():
-        report = config_doctor.examine(text, version)
+        report = _examine(text, version)
         digest = hashlib.sha1(text.encode()).hexdigest()[:10]
         errors, warnings = len(report.errors), len(report.warnings)
         st.caption(f"{len(report.boxes)} boxes of dataset version {version.number} against this config: "
