@@ -77,7 +77,7 @@ def main() -> int:
         report = config_doctor.examine(text, None, data=data)
         examine_s = time.perf_counter() - started
         checks = ",".join(f.check for f in report.findings)
-        print(f"| {n:,} | {fast_s:.4f} | {brute_s if brute_s is None else f'{brute_s:.3f}'} | "
+        print(f"| {n:,} | {fast_s:.4f} | {'—' if brute_s is None else f'{brute_s:.3f}'} | "
               f"{'—' if brute_s is None else f'{brute_s / fast_s:.0f}×'} | "
               f"{'—' if diff is None else f'{diff:.1e}'} | {examine_s:.2f} ({checks}) |", flush=True)
     return 0
