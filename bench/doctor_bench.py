@@ -18,9 +18,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend import config_doctor  # noqa: E402
-from backend.anchor_coverage import AnchorGrid, best_iou  # noqa: E402
-from backend.training.templates import template_text  # noqa: E402
+from backend import config_doctor
+from backend.anchor_coverage import AnchorGrid, best_iou
+from backend.training.templates import template_text
 
 
 def brute_force(boxes: np.ndarray, anchors: np.ndarray) -> np.ndarray:

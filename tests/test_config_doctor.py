@@ -19,7 +19,7 @@ from backend.anchor_coverage import AnchorGrid, aspect_ratio_limits, best_iou
 from backend.db import one
 from backend.errors import Invalid
 from tests.helpers import button, signed_in
-from tests.test_jobs import _stop_leftovers, stand_in  # noqa: F401 - fixtures
+from tests.test_jobs import STAND_IN, _stop_leftovers  # noqa: F401 - the fixture kills leftover runs
 
 ZOO_128 = Path(__file__).parent / "fixtures" / "doctor" / "zoo_fpnlite_128.config"
 SHARED_ZOO = (Path(__file__).resolve().parents[1].parent / "shared" / "tfod" / "configs"
@@ -82,6 +82,14 @@ def finding(report: doctor.Report, check: str) -> doctor.Finding:
     found = [f for f in report.findings if f.check == check]
     assert len(found) == 1, [str(f) for f in report.findings]
     return found[0]
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    """tests/test_jobs.py's stand-in trainer script (the external-runner path)."""
+    path = tmp_path / "stand_in_trainer.py"
+    path.write_text(STAND_IN)
+    return str(path)
 
 
 @pytest.fixture
@@ -341,15 +349,15 @@ def test_config_check_prints_the_findings_and_json(small, zoo, tmp_path, capsys)
     assert "error [schedule]: warmup_steps (900)" in capsys.readouterr().out
 
 
-def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, small, zoo, stand_in):
+def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, small, zoo, trainer):
     broken = configs.save_config(db, admin, small.project_id, "zoo", doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 900}))
     with pytest.raises(Invalid, match="the config doctor refuses the run on dataset version"):
         jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=broken["id"],
-                       python=sys.executable, script=stand_in)
+                       python=sys.executable, script=trainer)
     assert jobs.list_runs(db, small.project_id) == []
     config = configs.save_config(db, admin, small.project_id, "zoo", zoo)
     run = jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=config["id"],
-                         python=sys.executable, script=stand_in)
+                         python=sys.executable, script=trainer)
     warnings = jobs.doctor_warnings(jobs.get_run(db, run["id"]))
     assert [w["check"] for w in warnings] == ["schedule", "anchor_coverage"]
     assert warnings[1]["numbers"]["unmatched"] == 23

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from backend import configs
-from tests.e2e.browser import TIMEOUT_MS, playwright_api, signed_in_page, wait_idle
+from tests.e2e.browser import playwright_api, signed_in_page, wait_idle
 from tests.test_config_doctor import ZOO_128, shapes_version
 
 pytestmark = pytest.mark.e2e
