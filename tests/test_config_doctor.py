@@ -361,6 +361,9 @@ def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, sm
     warnings = jobs.doctor_warnings(jobs.get_run(db, run["id"]))
     assert [w["check"] for w in warnings] == ["schedule", "anchor_coverage"]
     assert warnings[1]["numbers"]["unmatched"] == 23
+    at = signed_in(db, "admin", "pages/runs.py")  # the run's view shows them
+    shown = [w.value for w in at.warning if w.value.startswith("Config doctor at launch: ")]
+    assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [w["message"] for w in warnings]
     jobs.cancel_run(db, admin, run["id"])
     jobs.wait_for_run(db, run["id"])
 
