@@ -95,13 +95,21 @@ def best_iou(boxes: np.ndarray, grid: AnchorGrid) -> np.ndarray:
     return best
 
 
-def aspect_ratio_limits(aspect_ratios: tuple[float, ...], matched_threshold: float) -> tuple[float, float]:
-    """The box width/height ratios that an anchor can still match at `matched_threshold`.
+def ratio_tolerance(matched_threshold: float) -> float:
+    """How far (as a factor) a box's width/height ratio may be from an anchor's for the pair
+    to reach `matched_threshold` at all: a box of ratio `k·r` against an anchor of ratio r with
+    the same area and centre has IoU `1 / (2·sqrt(k) − 1)`, its best, which reaches t while
+    `k ≤ ((1 + t) / (2t))²` (2.25 at t = 0.5)."""
+    return ((1.0 + matched_threshold) / (2.0 * matched_threshold)) ** 2
 
-    A box of ratio `k·r` against an anchor of ratio r with the same area and centre has IoU
-    `1 / (2·sqrt(k) − 1)`, its best; that reaches t while `k ≤ ((1 + t) / (2t))²`."""
-    k = ((1.0 + matched_threshold) / (2.0 * matched_threshold)) ** 2
-    return min(aspect_ratios) / k, max(aspect_ratios) * k
+
+def shape_unmatchable(ratios: np.ndarray, aspect_ratios: tuple[float, ...], matched_threshold: float) -> np.ndarray:
+    """`[N]` bool: box width/height `ratios` farther than `ratio_tolerance` from every anchor
+    aspect ratio, so that no anchor, whatever its size and position, reaches the threshold."""
+    ratios = np.asarray(ratios, dtype=np.float64).reshape(-1, 1)
+    anchor = np.asarray(aspect_ratios, dtype=np.float64).reshape(1, -1)
+    apart = np.maximum(ratios / anchor, anchor / np.maximum(ratios, 1e-12))
+    return np.all(apart > ratio_tolerance(matched_threshold), axis=1)
 
 
 def to_canvas(boxes: np.ndarray, image_hw: np.ndarray, resizer: dict) -> np.ndarray:

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from backend import pipeline_config as pc
-from backend.anchor_coverage import AnchorGrid, aspect_ratio_limits, best_iou, to_canvas
+from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable, to_canvas
 from backend.configs import DatasetVersion, read_label_map
 from backend.errors import Invalid, NotFound
 
@@ -443,24 +443,25 @@ def _small_object_findings(canvas: np.ndarray, s: _Settings) -> list[Finding]:
 
 def _aspect_findings(canvas: np.ndarray, s: _Settings) -> list[Finding]:
     ratios = (canvas[:, 3] - canvas[:, 1]) / np.maximum(canvas[:, 2] - canvas[:, 0], 1e-9)
-    low, high = aspect_ratio_limits(s.grid.aspect_ratios, s.matched_threshold)
-    outside = (ratios < low) | (ratios > high)
+    t, k = s.matched_threshold, ratio_tolerance(s.matched_threshold)
+    outside = shape_unmatchable(ratios, s.grid.aspect_ratios, t)
     if np.mean(outside) < MIN_SHARE:
         return []
-    wanted = float(np.median(ratios[outside]))
-    suggestion = round(wanted, 2) if wanted >= 1 else round(1 / round(1 / wanted, 2), 4)
-    new_ratios = list(s.grid.aspect_ratios) + [suggestion]
-    low2, high2 = aspect_ratio_limits(tuple(new_ratios), s.matched_threshold)
-    after = float(np.mean((ratios < low2) | (ratios > high2)))
+    # One more aspect ratio for the wide boxes and one for the tall ones: their medians.
+    added = []
+    for side, digits in ((ratios > 1, 2), (ratios <= 1, 4)):
+        if np.any(outside & side):
+            added.append(round(float(np.median(ratios[outside & side])), digits))
+    new_ratios = list(s.grid.aspect_ratios) + added
+    after = float(np.mean(shape_unmatchable(ratios, tuple(new_ratios), t)))
     return [Finding("aspect_ratios", "warning",
                     f"{int(outside.sum())} of {len(ratios)} boxes ({np.mean(outside):.1%}) have a width/height ratio "
-                    f"outside {low:.2f}–{high:.2f}, the range anchors of aspect ratios "
-                    f"{', '.join(f'{r:g}' for r in s.grid.aspect_ratios)} can match at IoU {s.matched_threshold:g} "
-                    f"(median of those boxes {wanted:.2f}). Suggested: add aspect ratio {suggestion:g} "
-                    f"({after:.1%} would stay outside; more anchors per cell, so a detection checkpoint's box "
-                    "head no longer fits).",
+                    f"more than {k:.2f}× away from every anchor aspect ratio "
+                    f"({', '.join(f'{r:g}' for r in s.grid.aspect_ratios)}): no anchor can reach IoU {t:g} with "
+                    f"them. Suggested: add aspect ratio {', '.join(f'{r:g}' for r in added)} ({after:.1%} would stay "
+                    "unmatchable; more anchors per cell, so a detection checkpoint's box head no longer fits).",
                     {"boxes": len(ratios), "outside": int(outside.sum()), "outside_share": round(float(np.mean(outside)), 4),
-                     "matchable_range": [round(low, 4), round(high, 4)], "after_fix_share": round(after, 4)},
+                     "ratio_tolerance": round(k, 4), "after_fix_share": round(after, 4)},
                     {f"{ANCHORS}.aspect_ratios": new_ratios})]
 
 

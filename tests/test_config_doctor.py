@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from backend import annotations, config_doctor as doctor, configs, demo, exports, images, jobs, projects
-from backend.anchor_coverage import AnchorGrid, aspect_ratio_limits, best_iou
+from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable
 from backend.db import one
 from backend.errors import Invalid
 from tests.helpers import button, signed_in
@@ -138,7 +138,13 @@ def test_best_iou_equals_the_maximum_over_the_trainers_anchors_on_random_boxes()
 
 def test_matchable_aspect_ratios_by_hand():
     # A box k times wider than a same-area anchor has IoU 1 / (2·sqrt(k) − 1): 0.5 at k = 2.25.
-    assert aspect_ratio_limits((1.0, 2.0, 0.5), 0.5) == pytest.approx((0.5 / 2.25, 2.0 * 2.25))
+    assert ratio_tolerance(0.5) == 2.25
+    assert 1 / (2 * math.sqrt(2.25) - 1) == 0.5
+    # Anchors 0.5, 1, 2: ratios 0.2 (0.5 / 2.5) and 5 (2 × 2.5) are out, 4.4 (2 × 2.2) is in. With
+    # 0.5, 1, 2, 18 the gap between 4.5 (2 × 2.25) and 8 (18 / 2.25) stays out: 6 and 7.5; 40
+    # (18 × 2.22) is in.
+    assert shape_unmatchable([0.2, 4.4, 5.0], (1.0, 2.0, 0.5), 0.5).tolist() == [True, False, True]
+    assert shape_unmatchable([6.0, 7.5, 40.0], (1.0, 2.0, 0.5, 18.0), 0.5).tolist() == [True, True, False]
 
 
 def test_boxes_are_resized_as_the_trainer_resizes():
@@ -310,8 +316,8 @@ def test_objects_the_resizer_makes_too_small_and_shapes_no_anchor_matches():
     assert small_objects.fix == {f"{doctor.FIXED}.height": 192, f"{doctor.FIXED}.width": 192}
     assert small_objects.numbers["after_fix_share"] == 0.0
     ratios = finding(report, "aspect_ratios")
-    # Matchable at IoU 0.5: 0.5 / 2.25 to 2 × 2.25; only the 112/6 = 18.67 box is outside.
-    assert ratios.numbers["outside"] == 1 and ratios.numbers["matchable_range"] == [round(0.5 / 2.25, 4), 4.5]
+    # Within 2.25× of 0.5, 1 or 2 at IoU 0.5: 16/6 = 2.67 is, 112/6 = 18.67 is not.
+    assert ratios.numbers["outside"] == 1 and ratios.numbers["ratio_tolerance"] == 2.25
     assert ratios.fix == {f"{doctor.ANCHORS}.aspect_ratios": [1.0, 2.0, 0.5, 18.67]}
     assert ratios.numbers["after_fix_share"] == 0.0
 
