@@ -321,3 +321,9 @@ def m070_login_attempts_address(db: sqlite_utils.Database) -> None:
     lock the account out for everyone."""
     db["login_attempts"].add_column("address", str, not_null_default="local")
     db["login_attempts"].create_index(["username", "address", "at"], if_not_exists=True)
+
+
+@MIGRATIONS()
+def m080_run_doctor_warnings(db: sqlite_utils.Database) -> None:
+    """Runs: the config doctor's warnings at launch (a JSON list of findings, `config_doctor`)."""
+    db["runs"].add_column("doctor_warnings", str)

@@ -31,7 +31,7 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import configs, events, pipeline_config, server_settings, settings
+from backend import config_doctor, configs, events, pipeline_config, server_settings, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
@@ -155,6 +155,11 @@ def get_run(db: sqlite_utils.Database, run_id: int) -> dict:
     return row
 
 
+def doctor_warnings(run: dict) -> list[dict]:
+    """The config doctor's warnings stored when the run was launched (`Finding` dicts)."""
+    return json.loads(run.get("doctor_warnings") or "[]")
+
+
 def list_runs(db: sqlite_utils.Database, project_id: int | None = None,
               kind: str | None = "train") -> list[dict]:
     """Runs newest first, with config name and version, optionally of one project and kind."""
@@ -217,7 +222,9 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     architecture and input size.
 
     The config is filled from the dataset version (paths, label map, num_classes) and
-    validated; any problem refuses the run with every problem listed. With `runner`, the name
+    validated; any problem refuses the run with every problem listed. The config doctor
+    (`config_doctor.examine`) then checks it against the version's boxes: its errors refuse
+    the run, its warnings are stored with it (`doctor_warnings`). With `runner`, the name
     of an external runner in the server settings (`server_settings.runners`; admins only), the
     run uses that runner's interpreter and TF OD API `model_main_tf2.py`; no caller ever
     passes an interpreter or a script. The run starts at once when a slot is free, else waits
@@ -244,10 +251,15 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if problems:
         raise Invalid("the config cannot train on dataset version "
                       f"{version.id}:\n" + "\n".join(f"- {p}" for p in problems))
+    report = config_doctor.examine(text, version, num_steps=num_train_steps)
+    if report.errors:
+        raise Invalid(f"the config doctor refuses the run on dataset version {version.id}:\n"
+                      + "\n".join(f"- {f.message}" for f in report.errors))
     run = _insert_run(db, actor, project_id, kind="train", text=text, export_id=export_id,
                       config_id=config_id, parent_run_id=parent_run_id,
                       fine_tune_checkpoint=fine_tune_checkpoint, num_train_steps=num_train_steps,
                       runner=runner or None)
+    _update(db, run["id"], doctor_warnings=json.dumps(report.to_json(), ensure_ascii=False))
     pump_queue(db)
     return get_run(db, run["id"])
 

@@ -7,7 +7,7 @@ import hashlib
 import streamlit as st
 
 from backend import auth, configs, zoo
-from pages import common
+from pages import common, doctor_panel
 
 project = common.require_project()
 user = common.user()
@@ -128,6 +128,8 @@ if versions:
             st.error("\n".join(f"- {p}" for p in found))
         else:
             st.success("The config has no problems with this dataset version.")
+    if problem is None:
+        doctor_panel.show(text, version)
 else:
     st.caption("Export a TFRecord dataset version (Datasets page) to fill and validate against it.")
     if st.button("Validate", disabled=problem is not None):

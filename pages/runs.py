@@ -92,6 +92,8 @@ def live_view(run_id: int, polling: bool) -> None:
     st.subheader(f"Run #{run_id}: {run['status']}")
     if run["error"]:
         st.error(run["error"])
+    for finding in jobs.doctor_warnings(run):
+        st.warning(f"Config doctor at launch: {finding['message']}")
     st.progress(summary["fraction"], text=f"step {summary['step']} of {summary['total_steps'] or '?'}")
     cols = st.columns(6)
     cols[0].metric("ETA", jobs.format_duration(summary["eta_seconds"]))

@@ -4,10 +4,13 @@
     python -m backend config set pipeline.config model.ssd.num_classes=3 train_config.batch_size=8
     python -m backend config check pipeline.config          # exit 1 when the trainer would refuse it
     python -m backend config check pipeline.config --dataset-version 3   # ...or it does not fit version 3
+                                                   # (and the config doctor's findings on its boxes)
+    python -m backend config check pipeline.config --dataset-version 3 --json
 """
 from __future__ import annotations
 
 import argparse
+import json
 
 from backend.errors import Invalid
 
@@ -28,7 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check = sub.add_parser("check", help="syntax and trainer-support problems; exit 1 when there are any")
     check.add_argument("file")
     check.add_argument("--dataset-version", type=int, default=None, metavar="ID",
-                       help="also check against this dataset version: num_classes, shards, label map")
+                       help="also check against this dataset version: num_classes, shards, label map, "
+                            "and the config doctor's findings on its boxes (anchors, schedule, epochs, classes)")
+    check.add_argument("--json", action="store_true",
+                       help="print problems, ignored fields and findings as one JSON object")
     check.set_defaults(func=config_check)
 
 
@@ -64,20 +70,37 @@ def config_check(args) -> int:
     try:
         doc = pipeline_config.ConfigDocument.load(args.file)
     except Invalid as exc:  # a syntax error (with its line), or not a text file at all
-        print(exc)
+        if args.json:
+            line = getattr(exc, "line", 0)
+            print(json.dumps({"file": args.file, "problems": [
+                {"path": "(syntax)", "line": line, "message": str(exc)}], "ignored": [], "findings": None}))
+        else:
+            print(exc)
         return 1
+    report = None
     if args.dataset_version is not None:
-        from backend import configs
+        from backend import config_doctor, configs
         from backend.auth import CLI_ACTOR
         from backend.db import connect
-        problems = configs.validate(doc.text, configs.dataset_version(connect(), args.dataset_version),
-                                    actor=CLI_ACTOR)
+        version = configs.dataset_version(connect(), args.dataset_version)
+        problems = configs.validate(doc.text, version, actor=CLI_ACTOR)
+        report = config_doctor.examine(doc.text, version)
     else:
         problems = check_config(doc) + check_inputs(doc)
+    failed = bool(problems) or bool(report and report.errors)
+    if args.json:
+        print(json.dumps({
+            "file": args.file,
+            "problems": [{"path": p.path, "line": p.line, "message": p.message} for p in problems],
+            "ignored": [{"path": path, "line": line} for path, line in ignored_fields(doc)],
+            "findings": report.to_json() if report is not None else None}, indent=2, ensure_ascii=False))
+        return 1 if failed else 0
     for problem in problems:
         print(f"{args.file}: {problem}")
     for path, line in ignored_fields(doc):
         print(f"{args.file}: line {line}: {path}: ignored (no effect on TF 2 / Keras 3)")
-    if not problems:
+    for finding in (report.findings if report is not None else []):
+        print(f"{args.file}: {finding}")
+    if not failed:
         print(f"{args.file}: ok")
-    return 1 if problems else 0
+    return 1 if failed else 0

@@ -34,3 +34,19 @@ def wait_idle(page) -> None:
         except playwright_api.TimeoutError:
             pass
         page.locator(app.format("notRunning")).wait_for()
+
+
+def signed_in_page(browser, url: str, username: str, link: str):
+    """A new 1400×1100 page of the app at `url`, logged in as `username` (password
+    `<name>-password`), on the sidebar page `link`; its context is screenshotted at the end."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    OPEN_PAGES.append(context)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role("textbox", name="User name").fill(username)
+    page.get_by_role("textbox", name="Password", exact=True).fill(f"{username}-password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text(f"Signed in as {username}").wait_for()
+    page.get_by_role("link", name=link).click()
+    return page

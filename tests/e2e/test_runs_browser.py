@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from backend import jobs
-from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
+from tests.e2e.browser import TIMEOUT_MS, playwright_api, signed_in_page, wait_idle
 from tests.test_jobs import setup, stand_in  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
@@ -38,16 +38,7 @@ def run_table_status(page):
 
 
 def test_run_table_follows_the_run_without_a_reload(db, users, running, app_url, browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    OPEN_PAGES.append(context)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(app_url)
-    page.get_by_role("textbox", name="User name").fill("admin")
-    page.get_by_role("textbox", name="Password", exact=True).fill("admin-password")
-    page.get_by_role("button", name="Log in").click()
-    page.get_by_text("Signed in as admin").wait_for()
-    page.get_by_role("link", name="Runs").click()
+    page = signed_in_page(browser, app_url, "admin", "Runs")
     page.get_by_text(f"Run #{running['id']}: running").wait_for()
     wait_idle(page)
     expect(run_table_status(page)).to_have_text("running")

@@ -1,0 +1,393 @@
+"""The config doctor on real dataset versions (Pillow images, exported TFRecords) and by hand:
+anchor coverage and its fix, small and elongated objects, schedules, batch and epochs,
+classes, random_crop_image, the CLI, run launch and the Configs page's Doctor panel."""
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from backend import annotations, config_doctor as doctor, configs, demo, exports, images, jobs, projects
+from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable
+from backend.db import one
+from backend.errors import Invalid
+from tests.helpers import button, signed_in
+from tests.test_jobs import STAND_IN, _stop_leftovers  # noqa: F401 - the fixture kills leftover runs
+
+ZOO_128 = Path(__file__).parent / "fixtures" / "doctor" / "zoo_fpnlite_128.config"
+SHARED_ZOO = (Path(__file__).resolve().parents[1].parent / "shared" / "tfod" / "configs"
+              / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config")
+COSINE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
+
+
+def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14, 44), size=128,
+                   count=40, seed=1) -> configs.DatasetVersion:
+    """A project of `count` generated `size`×`size` PNGs with 1–3 discs and squares of a side
+    drawn from `sides` (pixels) each, every image labeled, exported as a TFRecord version."""
+    project = projects.create_project(db, actor, name, list(classes))
+    label_ids = {row["name"]: row["id"] for row in projects.list_labels(db, project["id"])}
+    rng = random.Random(seed)
+    scenes = []
+    for _ in range(count):
+        image = Image.new("RGB", (size, size), (120, 120, 120))
+        draw = ImageDraw.Draw(image)
+        objects = []
+        for _ in range(rng.randint(1, 3)):
+            side = rng.randint(*sides)
+            x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
+            name_ = rng.choice(("circle", "square"))
+            (draw.ellipse if name_ == "circle" else draw.rectangle)((x0, y0, x0 + side, y0 + side), fill=(220, 30, 30))
+            objects.append((name_, (x0, y0, x0 + side, y0 + side)))
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        scenes.append((out.getvalue(), objects))
+    report = images.ingest(db, actor, project["id"], ((f"s{i:03d}.png", data) for i, (data, _) in enumerate(scenes)))
+    for item, (_, objects) in zip(report.items, scenes):
+        version = one(db, "select version from images where id = ?", [item.image_id])["version"]
+        annotations.save_boxes(db, actor, item.image_id, [
+            {"label_id": label_ids[c], "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for c, b in objects],
+            version, status="labeled")
+    return configs.dataset_version(db, exports.create_export(db, actor, project["id"], "tfrecord")["id"])
+
+
+def database_boxes(db, project_id: int) -> np.ndarray:
+    """Every human box of the project from SQLite, as pixel yxyx: the doctor's input read
+    another way (it reads the exported TFRecords)."""
+    rows = db.query("select a.* from annotations a join images i on i.id = a.image_id where i.project_id = ?",
+                    [project_id])
+    return np.array([[r["ymin"], r["xmin"], r["ymax"], r["xmax"]] for r in rows], dtype=np.float64)
+
+
+def brute_force_best_iou(boxes_px: np.ndarray, height: int, width: int, anchor_scale: float) -> np.ndarray:
+    """Each box's maximum IoU over every anchor the trainer generates (`generate_anchors`)."""
+    from backend.training.boxes import AnchorSpec, generate_anchors
+    anchors = generate_anchors(height, width, AnchorSpec(anchor_scale=anchor_scale)).astype(np.float64)
+    anchors *= [height, width, height, width]
+    b, a = boxes_px[:, None, :], anchors[None, :, :]
+    inter = (np.clip(np.minimum(b[..., 2], a[..., 2]) - np.maximum(b[..., 0], a[..., 0]), 0, None)
+             * np.clip(np.minimum(b[..., 3], a[..., 3]) - np.maximum(b[..., 1], a[..., 1]), 0, None))
+    area_b = (b[..., 2] - b[..., 0]) * (b[..., 3] - b[..., 1])
+    area_a = (a[..., 2] - a[..., 0]) * (a[..., 3] - a[..., 1])
+    return (inter / (area_b + area_a - inter)).max(axis=1)
+
+
+def finding(report: doctor.Report, check: str) -> doctor.Finding:
+    found = [f for f in report.findings if f.check == check]
+    assert len(found) == 1, [str(f) for f in report.findings]
+    return found[0]
+
+
+@pytest.fixture
+def trainer(tmp_path):
+    """tests/test_jobs.py's stand-in trainer script (the external-runner path)."""
+    path = tmp_path / "stand_in_trainer.py"
+    path.write_text(STAND_IN)
+    return str(path)
+
+
+@pytest.fixture
+def small(db, admin):
+    return shapes_version(db, admin, "small-shapes")
+
+
+@pytest.fixture
+def zoo(small):
+    return configs.fill_from_dataset_version(ZOO_128.read_text(), small)
+
+
+# ---------------------------------------------------------------- anchors by hand
+
+
+def test_best_iou_by_hand_at_128_px_with_anchor_scale_4():
+    # 128×128 input, anchor_scale 4: level 3 has 16×16 cells of 8 px (centres 4, 12, ..., 124)
+    # and anchors 32×32, 22.6×45.3, 45.3×22.6 (area 1024) and 45.3×45.3, 32×64, 64×32 (2048).
+    grid = AnchorGrid(128, 128, anchor_scale=4.0)
+    boxes = np.array([
+        [52, 52, 68, 68],   # 16×16 on a cell centre (60, 60): 256 / 1024 = 0.25
+        [49, 49, 71, 71],   # 22×22 there: 484 / 1024 = 0.47265625
+        [48, 48, 72, 72],   # 24×24 there: 576 / 1024 = 0.5625
+        [50, 40, 70, 80],   # 20 high × 40 wide, centre (60, 60): inside the 22.6×45.3 anchor, 800 / 1024
+        [50, 50, 78, 78],   # 28×28 centred at (64, 64), between centres 60 and 68: against the 32×32
+                            # anchor at 68 it overlaps 26×26 = 676 of union 784 + 1024 − 676 = 1132
+        [40, 40, 80, 80],   # 40×40 at (60, 60): inside the 45.3×45.3 anchor, 1600 / 2048 = 0.78125
+    ], dtype=np.float64)
+    expected = [0.25, 484 / 1024, 0.5625, 800 / 1024, 676 / 1132, 0.78125]
+    assert best_iou(boxes, grid) == pytest.approx(expected, abs=1e-12)
+    # Two of the six are below matched_threshold 0.5: one third unmatched.
+    assert np.mean(best_iou(boxes, grid) < 0.5) == pytest.approx(1 / 3)
+    # The trainer's own anchors give the same maxima (float32 anchors: 1e-6).
+    assert brute_force_best_iou(boxes, 128, 128, 4.0) == pytest.approx(expected, abs=1e-6)
+
+
+def test_best_iou_equals_the_maximum_over_the_trainers_anchors_on_random_boxes():
+    rng = np.random.default_rng(3)
+    for height, width, scale in ((128, 128, 4.0), (320, 320, 4.0), (100, 150, 2.5)):
+        centres = rng.uniform(0, 1, (400, 2)) * [height, width]
+        sides = rng.uniform(3, 90, (400, 2))
+        boxes = np.clip(np.concatenate([centres - sides / 2, centres + sides / 2], axis=1), 0, [height, width] * 2)
+        fast = best_iou(boxes, AnchorGrid(height, width, anchor_scale=scale))
+        assert np.abs(fast - brute_force_best_iou(boxes, height, width, scale)).max() < 1e-6
+
+
+def test_matchable_aspect_ratios_by_hand():
+    # A box k times wider than a same-area anchor has IoU 1 / (2·sqrt(k) − 1): 0.5 at k = 2.25.
+    assert ratio_tolerance(0.5) == 2.25
+    assert 1 / (2 * math.sqrt(2.25) - 1) == 0.5
+    # Anchors 0.5, 1, 2: ratios 0.2 (0.5 / 2.5) and 5 (2 × 2.5) are out, 4.4 (2 × 2.2) is in. With
+    # 0.5, 1, 2, 18 the gap between 4.5 (2 × 2.25) and 8 (18 / 2.25) stays out: 6 and 7.5; 40
+    # (18 × 2.22) is in.
+    assert shape_unmatchable([0.2, 4.4, 5.0], (1.0, 2.0, 0.5), 0.5).tolist() == [True, False, True]
+    assert shape_unmatchable([6.0, 7.5, 40.0], (1.0, 2.0, 0.5, 18.0), 0.5).tolist() == [True, True, False]
+
+
+def test_boxes_are_resized_as_the_trainer_resizes():
+    from backend.anchor_coverage import to_canvas
+    box = np.array([[0.5, 0.5, 1.0, 1.0]])
+    # fixed_shape stretches a 300×600 image to 128×128.
+    assert to_canvas(box, [[300, 600]], {"kind": "fixed_shape", "height": 128, "width": 128}).tolist() == \
+        [[64.0, 64.0, 128.0, 128.0]]
+    # keep_aspect_ratio 128..256: the short side would be 128 but the long one 256 caps it at
+    # scale 256/600, so the image is 128×256 in the top-left of a 256×256 canvas.
+    keep = {"kind": "keep_aspect_ratio", "height": 256, "width": 256, "min_dimension": 128, "max_dimension": 256}
+    assert to_canvas(box, [[300, 600]], keep).tolist() == [[64.0, 128.0, 128.0, 256.0]]
+    # 200×300 at min 100, max 1000: scale 0.5, 100×150.
+    keep = {**keep, "min_dimension": 100, "max_dimension": 1000}
+    assert to_canvas(box, [[200, 300]], keep).tolist() == [[50.0, 75.0, 100.0, 150.0]]
+
+
+# ---------------------------------------------------------------- the issue's numbers
+
+
+def test_zoo_config_at_128_px_on_14_to_44_px_objects_is_flagged_with_the_exact_unmatched_share(db, small, zoo):
+    report = doctor.examine(zoo, small)
+    coverage = finding(report, "anchor_coverage")
+    boxes = database_boxes(db, small.project_id)  # 128-px images at a 128×128 input: pixels unchanged
+    unmatched = int(np.sum(brute_force_best_iou(boxes, 128, 128, 4.0) < 0.5))
+    assert coverage.numbers["boxes"] == len(boxes) == 82
+    assert coverage.numbers["unmatched"] == unmatched == 23
+    assert coverage.numbers["unmatched_share"] == round(23 / 82, 4)
+    assert coverage.message.startswith("23 of 82 boxes (28.0%) have no anchor with IoU ≥ 0.5 at the 128×128 input")
+    # A box of side s on a cell centre reaches 0.5 against the 32-px anchor from s = 22.6 px
+    # (s² / 1024 ≥ 0.5): every box under 16 px is unmatched.
+    assert coverage.numbers["by_size"]["8–16 px"] == {"boxes": 6, "unmatched": 6, "share": 1.0}
+    assert coverage.severity == "warning"
+    assert coverage.fix == {f"{doctor.ANCHORS}.anchor_scale": 2.25}
+
+
+def test_applying_the_coverage_fix_matches_over_95_percent_of_the_boxes(db, small, zoo):
+    coverage = finding(doctor.examine(zoo, small), "anchor_coverage")
+    fixed = doctor.apply_fix(zoo, coverage.fix)
+    assert configs.diff(zoo, fixed).count("\n+ ") == 1
+    assert "+        anchor_scale: 2.25" in configs.diff(zoo, fixed)
+    matched = np.mean(brute_force_best_iou(database_boxes(db, small.project_id), 128, 128, 2.25) >= 0.5)
+    assert matched == 81 / 82 > 0.95  # 98.8 %
+    assert matched == pytest.approx(coverage.numbers["suggestions"][0]["matched_share"], abs=1e-4)
+    assert not [f for f in doctor.examine(fixed, small).findings if f.check == "anchor_coverage"]
+
+
+def test_800_of_2000_cosine_steps_is_flagged_with_the_learning_rate_left(small, zoo):
+    schedule = finding(doctor.examine(zoo, small), "schedule")
+    # The last update is step 799: after the 100 warmup steps, 699 of the 1900 cosine steps.
+    expected = 0.5 * (1 + math.cos(math.pi * 699 / 1900))
+    assert schedule.numbers["last_share_of_peak"] == round(expected, 4) == 0.7016
+    assert schedule.numbers["peak_learning_rate"] == 0.08
+    assert "70% of its peak 0.08" in schedule.message
+    assert schedule.fix == {f"{COSINE}.total_steps": 800}
+    fixed = doctor.apply_fix(zoo, schedule.fix)
+    assert not [f for f in doctor.examine(fixed, small).findings if f.check == "schedule"]
+
+
+def test_quick_template_on_the_demo_project_passes_clean(db, admin):
+    project = demo.create_demo_project(db, admin)
+    version = configs.dataset_version(db, exports.create_export(db, admin, project["id"], "tfrecord")["id"])
+    text = configs.fill_from_dataset_version(configs.templates()["quick"], version)
+    report = doctor.examine(text, version)
+    assert report.findings == []
+    # 89 boxes; the quick template's anchor_scale 2 matches all but one of them (98.9 % ≥ 95 %).
+    assert len(report.boxes) == 89 and sum(b["best_iou"] < 0.5 for b in report.boxes) == 1
+
+
+def test_on_many_boxes_the_suggested_share_is_computed_on_every_box():
+    # 6,000 boxes of 10–60 px on 640×640 images at the 128-px zoo config: ranked on a sample of
+    # 4,000, reported on all 6,000.
+    rng = np.random.default_rng(5)
+    n = 6000
+    centres, sides = rng.uniform(0.1, 0.9, (n, 2)), rng.uniform(10, 60, (n, 1)) / 640
+    data = doctor.DatasetBoxes({1: "a"}, np.concatenate([centres - sides / 2, centres + sides / 2], axis=1),
+                               np.ones(n, dtype=np.int64), np.arange(n) // 4, np.tile([640.0, 640.0], (n // 4, 1)),
+                               np.array(["train"] * (n // 4), dtype=object))
+    coverage = finding(doctor.examine(ZOO_128.read_text(), None, data=data), "anchor_coverage")
+    for suggestion in coverage.numbers["suggestions"]:
+        fixed = doctor._settings(doctor.pc.ConfigDocument(doctor.apply_fix(ZOO_128.read_text(), suggestion["fix"])))
+        exact = np.mean(best_iou(doctor.to_canvas(data.boxes, data.image_hw[data.image], fixed.resizer), fixed.grid) >= 0.5)
+        assert suggestion["matched_share"] == round(float(exact), 4)
+
+
+@pytest.mark.skipif(not SHARED_ZOO.is_file(), reason="the shared TF OD API zoo configs are not beside the repository")
+def test_the_fixture_is_the_zoo_recipe_at_128_px(small):
+    zoo_text = configs.fill_from_dataset_version(SHARED_ZOO.read_text(), small)
+    ours = doctor._settings(doctor.pc.ConfigDocument(ZOO_128.read_text()))
+    theirs = doctor._settings(doctor.pc.ConfigDocument(zoo_text))
+    assert (theirs.grid.anchor_scale, theirs.grid.aspect_ratios, theirs.matched_threshold) == \
+        (ours.grid.anchor_scale, ours.grid.aspect_ratios, ours.matched_threshold)
+    assert theirs.resizer["height"] == 320 and ours.resizer == {"kind": "fixed_shape", "height": 128, "width": 128}
+
+
+# ---------------------------------------------------------------- the other checks
+
+
+def test_warmup_as_long_as_the_run_is_an_error(small, zoo):
+    text = doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 800})
+    error = finding(doctor.examine(text, small), "schedule")
+    assert error.severity == "error"
+    assert error.message.startswith("warmup_steps (800) ≥ the run's 800 steps")
+    # A run launched with 2000 steps is long enough for it; one launched for 500 steps (a trial
+    # run, say) gets the same finding as a warning.
+    assert not [f for f in doctor.examine(text, small, num_steps=2000).findings if f.check == "schedule"]
+    trial = finding(doctor.examine(text, small, num_steps=500), "schedule")
+    assert trial.severity == "warning"
+    assert trial.message.startswith("warmup_steps (800) ≥ this run's 500 steps (set at launch)")
+
+
+def test_the_learning_rate_formulas_are_the_trainers():
+    from backend.training.train import PipelineLearningRate
+    schedules = [
+        ("cosine", {"learning_rate_base": 0.08, "total_steps": 2000, "warmup_learning_rate": 0.026666,
+                    "warmup_steps": 100, "hold_base_rate_steps": 50}),
+        ("exponential", {"initial_learning_rate": 0.004, "decay_steps": 300, "decay_factor": 0.9,
+                         "burnin_learning_rate": 0.001, "burnin_steps": 20}),
+        ("manual_step", {"initial_learning_rate": 0.003, "warmup": True,
+                         "schedule": [{"step": 100, "learning_rate": 0.002}, {"step": 900, "learning_rate": 0.0002}]}),
+    ]
+    for kind, params in schedules:
+        trainer = PipelineLearningRate(kind, params)
+        for step in (0, 10, 99, 100, 120, 149, 150, 151, 899, 900, 1999, 2000, 2001):
+            assert doctor.learning_rate(kind, params, step) == pytest.approx(float(trainer(step)), rel=1e-5, abs=1e-7), (kind, step)
+
+
+def test_batch_larger_than_the_training_split_and_too_few_epochs(small, zoo):
+    train = small_train_images = doctor.dataset_boxes(small).images_in("train")
+    assert small_train_images == 33
+    text = doctor.apply_fix(zoo, {"train_config.batch_size": 64, "train_config.num_steps": 4, f"{COSINE}.warmup_steps": 0})
+    report = doctor.examine(text, small)
+    batch, epochs = finding(report, "batch"), finding(report, "epochs")
+    assert batch.fix == {"train_config.batch_size": 32}
+    assert epochs.numbers["epochs"] == round(4 * 64 / train, 2) == 7.76
+    assert epochs.fix == {"train_config.num_steps": math.ceil(10 * 33 / 64), f"{COSINE}.total_steps": 6}
+    many = finding(doctor.examine(doctor.apply_fix(zoo, {"train_config.num_steps": 3000,
+                                                          f"{COSINE}.total_steps": 3000}), small), "epochs")
+    assert many.numbers["epochs"] == round(3000 * 16 / 33, 2) and many.fix["train_config.num_steps"] == 2062
+
+
+def test_classes_without_or_with_few_training_boxes(db, admin, zoo):
+    version = shapes_version(db, admin, "three", classes=("circle", "square", "bird"), count=6)
+    report = doctor.examine(configs.fill_from_dataset_version(ZOO_128.read_text(), version), version)
+    messages = [f.message for f in report.findings if f.check == "classes"]
+    assert messages[0].startswith("no boxes of bird in the training split")
+    counts = doctor.dataset_boxes(version)
+    train = counts.split == "train"
+    few = {name: int(np.sum(train & (counts.labels == cid))) for cid, name in counts.classes.items()
+           if 0 < np.sum(train & (counts.labels == cid)) < 10}
+    assert few and messages[1] == ("fewer than 10 training boxes of " + ", ".join(f"{n} ({k})" for n, k in few.items())
+                                   + ": too few to learn reliably. Label more of them.")
+
+
+def test_objects_the_resizer_makes_too_small_and_shapes_no_anchor_matches():
+    # Two 640×640 images at the quick template's 128×128 input: everything is divided by 5.
+    data = doctor.DatasetBoxes(
+        classes={1: "pole"},
+        boxes=np.array([[0.125, 0.125, 0.171875, 0.25],    # 30×80 px → 6×16: under 8 px
+                        [0.25, 0.25, 0.5, 0.5],            # 160×160 → 32×32
+                        [0.5, 0.0625, 0.546875, 0.9375],   # 30×560 → 6×112: small, and 56:3 wide
+                        [0.5, 0.5, 0.75, 0.75]]),
+        labels=np.array([1, 1, 1, 1]), image=np.array([0, 0, 1, 1]),
+        image_hw=np.array([[640.0, 640.0], [640.0, 640.0]]), image_split=np.array(["train", "train"], dtype=object))
+    report = doctor.examine(configs.templates()["quick"], None, data=data)
+    small_objects = finding(report, "small_objects")
+    assert small_objects.numbers["small"] == 2 and small_objects.numbers["smallest_px"] == 6.0
+    # 8 / 6 px = 1.33 × 128 = 170.7 → 192 (multiples of 32), where the 6-px sides become 9 px.
+    assert small_objects.fix == {f"{doctor.FIXED}.height": 192, f"{doctor.FIXED}.width": 192}
+    assert small_objects.numbers["after_fix_share"] == 0.0
+    ratios = finding(report, "aspect_ratios")
+    # Within 2.25× of 0.5, 1 or 2 at IoU 0.5: 16/6 = 2.67 is, 112/6 = 18.67 is not.
+    assert ratios.numbers["outside"] == 1 and ratios.numbers["ratio_tolerance"] == 2.25
+    assert ratios.fix == {f"{doctor.ANCHORS}.aspect_ratios": [1.0, 2.0, 0.5, 18.67]}
+    assert ratios.numbers["after_fix_share"] == 0.0
+
+
+def test_a_crop_that_cuts_away_most_small_objects_is_flagged_and_its_fix_holds(small):
+    quick = configs.fill_from_dataset_version(configs.templates()["quick"], small)
+    crop = "train_config.data_augmentation_options[1].random_crop_image"
+    assert not [f for f in doctor.examine(quick, small).findings if f.check == "augmentation"]
+    text = doctor.apply_fix(quick, {f"{crop}.min_area": 0.1})
+    augmentation = finding(doctor.examine(text, small), "augmentation")
+    assert augmentation.numbers["smallest_cut_share"] > 0.5
+    assert augmentation.fix == {f"{crop}.min_object_covered": 0.5}  # the first of 0.1, 0.3, 0.5 that holds
+    fixed = doctor.apply_fix(text, augmentation.fix)
+    assert not [f for f in doctor.examine(fixed, small).findings if f.check == "augmentation"]
+
+
+# ---------------------------------------------------------------- where it is shown
+
+
+def test_config_check_prints_the_findings_and_json(small, zoo, tmp_path, capsys):
+    from backend.__main__ import main
+    path = tmp_path / "pipeline.config"
+    path.write_text(zoo)
+    assert main(["config", "check", str(path), "--dataset-version", str(small.id)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{path}: warning [anchor_coverage]: 23 of 82 boxes (28.0%) have no anchor" in "\n".join(out)
+    assert f"  fix: {doctor.ANCHORS}.anchor_scale = 2.25" in out and out[-1] == f"{path}: ok"
+    assert main(["config", "check", str(path), "--dataset-version", str(small.id), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["problems"] == []
+    assert [f["check"] for f in printed["findings"]] == ["schedule", "anchor_coverage"]
+    assert printed["findings"][1]["numbers"]["unmatched"] == 23
+    path.write_text(doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 900}))
+    assert main(["config", "check", str(path), "--dataset-version", str(small.id)]) == 1
+    assert "error [schedule]: warmup_steps (900)" in capsys.readouterr().out
+
+
+def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, small, zoo, trainer):
+    broken = configs.save_config(db, admin, small.project_id, "zoo", doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 900}))
+    with pytest.raises(Invalid, match="the config doctor refuses the run on dataset version"):
+        jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=broken["id"],
+                       python=sys.executable, script=trainer)
+    assert jobs.list_runs(db, small.project_id) == []
+    config = configs.save_config(db, admin, small.project_id, "zoo", zoo)
+    run = jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=config["id"],
+                         python=sys.executable, script=trainer)
+    warnings = jobs.doctor_warnings(jobs.get_run(db, run["id"]))
+    assert [w["check"] for w in warnings] == ["schedule", "anchor_coverage"]
+    assert warnings[1]["numbers"]["unmatched"] == 23
+    at = signed_in(db, "admin", "pages/runs.py")  # the run's view shows them
+    shown = [w.value for w in at.warning if w.value.startswith("Config doctor at launch: ")]
+    assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [w["message"] for w in warnings]
+    jobs.cancel_run(db, admin, run["id"])
+    jobs.wait_for_run(db, run["id"])
+
+
+def test_doctor_panel_lists_findings_with_charts_and_fix_it_edits_the_config(db, users, small, zoo):
+    configs.save_config(db, users["reviewer"], small.project_id, "zoo", zoo)
+    at = signed_in(db, "reviewer", "pages/config.py")
+    assert any(s.value == "Doctor" for s in at.subheader)
+    messages = [w.value for w in at.warning]
+    assert any(m.startswith("23 of 82 boxes (28.0%) have no anchor") for m in messages)
+    assert any("70% of its peak" in m for m in messages)
+    assert len(at.get("vega_lite_chart")) == 2
+    fixes = [b for b in at.button if b.label == "Fix it"]
+    assert len(fixes) == 2
+    fixes[1].click().run()  # the anchor coverage finding comes second, after the schedule's
+    assert not at.exception, at.exception
+    assert "+        anchor_scale: 2.25" in at.code[0].value
+    assert not any("have no anchor" in w.value for w in at.warning)
+    button(at, "Save as a new version").click().run()
+    saved = configs.list_configs(db, small.project_id)[0]
+    assert saved["version"] == 2 and "anchor_scale: 2.25" in saved["text"]
