@@ -83,10 +83,14 @@ def best_iou(boxes: np.ndarray, grid: AnchorGrid) -> np.ndarray:
     best = np.zeros(len(boxes))
     for level in range(grid.min_level, grid.max_level + 1):
         rows, cols = grid.cells(level)
-        stride_y, stride_x = grid.height / rows, grid.width / cols
-        # The nearest cell centre along each axis: centres sit at (i + 0.5) * stride.
-        ay = (np.clip(np.floor(cy / stride_y), 0, rows - 1) + 0.5) * stride_y
-        ax = (np.clip(np.floor(cx / stride_x), 0, cols - 1) + 0.5) * stride_x
+        stride = 2.0 ** level
+        # The nearest anchor centre along each axis. As the OD API's multiscale generator places
+        # them: i · stride + offset, the offset half a stride when the side is a multiple of
+        # the stride and 0 otherwise (backend/training/boxes.generate_anchors).
+        offset_y = stride / 2 if grid.height % stride == 0 else 0.0
+        offset_x = stride / 2 if grid.width % stride == 0 else 0.0
+        ay = np.clip(np.floor((cy - offset_y) / stride + 0.5), 0, rows - 1) * stride + offset_y
+        ax = np.clip(np.floor((cx - offset_x) / stride + 0.5), 0, cols - 1) * stride + offset_x
         shapes = grid.shapes(level)
         ah, aw = shapes[None, :, 0], shapes[None, :, 1]
         inter = _overlap(y0, y1, ay, ah) * _overlap(x0, x1, ax, aw)

@@ -184,42 +184,10 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
 
 
 def learning_rate(kind: str, params: dict[str, Any], step: float) -> float:
-    """The learning rate at optimizer step `step`: the trainer's `PipelineLearningRate`
-    formulas (backend/training/train.py) with its defaults, for one step, without TensorFlow."""
-    p = params
-    if kind == "constant":
-        return float(p.get("learning_rate", 0.002))
-    if kind == "exponential":
-        initial = float(p.get("initial_learning_rate", 0.002))
-        exponent = step / float(p.get("decay_steps", 4000000))
-        if p.get("staircase", True):
-            exponent = math.floor(exponent)
-        lr = max(initial * float(p.get("decay_factor", 0.95)) ** exponent, float(p.get("min_learning_rate", 0.0)))
-        if step < int(p.get("burnin_steps", 0)):
-            lr = float(p.get("burnin_learning_rate", 0.0)) or initial
-        return lr
-    if kind == "manual_step":
-        initial = float(p.get("initial_learning_rate", 0.002))
-        schedule = sorted(p.get("schedule", []), key=lambda s: s.get("step", 0))
-        boundaries = [float(s.get("step", 0)) for s in schedule]
-        rates = [initial] + [float(s.get("learning_rate", initial)) for s in schedule]
-        if p.get("warmup") and boundaries and step < boundaries[0]:
-            return initial + (rates[1] - initial) * step / boundaries[0]
-        return rates[sum(step >= b for b in boundaries)]
-    if kind == "cosine":
-        base = float(p.get("learning_rate_base", 0.04))
-        total = float(p.get("total_steps", 1))
-        warmup_lr = float(p.get("warmup_learning_rate", 0.0))
-        warmup = float(p.get("warmup_steps", 0))
-        hold = float(p.get("hold_base_rate_steps", 0))
-        if step > total:
-            return 0.0
-        if warmup > 0 and step < warmup:
-            return warmup_lr + (base - warmup_lr) / warmup * step
-        if hold > 0 and step <= warmup + hold:
-            return base
-        return 0.5 * base * (1.0 + math.cos(math.pi * (step - warmup - hold) / max(total - warmup - hold, 1.0)))
-    raise Invalid(f"unknown learning-rate schedule {kind!r}")
+    """The learning rate at optimizer step `step`: the trainer's schedules with `optimizer.proto`'s
+    defaults (`backend.training.schedules`, TensorFlow-free)."""
+    from backend.training.schedules import learning_rate_at
+    return learning_rate_at(kind, params, step)
 
 
 # ---------------------------------------------------------------- the dataset's boxes

@@ -85,11 +85,14 @@ def finding(report: doctor.Report, check: str) -> doctor.Finding:
 
 
 @pytest.fixture
-def trainer(tmp_path):
-    """tests/test_jobs.py's stand-in trainer script (the external-runner path)."""
+def trainer(tmp_path, data_dir):
+    """tests/test_jobs.py's stand-in trainer as a configured external runner; its name."""
+    from backend import server_settings
+    from backend.auth import CLI_ACTOR
     path = tmp_path / "stand_in_trainer.py"
     path.write_text(STAND_IN)
-    return str(path)
+    server_settings.set_runner(CLI_ACTOR, "stand-in", sys.executable, str(path))
+    return "stand-in"
 
 
 @pytest.fixture
@@ -133,7 +136,8 @@ def test_best_iou_equals_the_maximum_over_the_trainers_anchors_on_random_boxes()
         sides = rng.uniform(3, 90, (400, 2))
         boxes = np.clip(np.concatenate([centres - sides / 2, centres + sides / 2], axis=1), 0, [height, width] * 2)
         fast = best_iou(boxes, AnchorGrid(height, width, anchor_scale=scale))
-        assert np.abs(fast - brute_force_best_iou(boxes, height, width, scale)).max() < 1e-6
+        # the trainer's anchors are float32 (as the OD API computes them): agreement to 2e-6
+        assert np.abs(fast - brute_force_best_iou(boxes, height, width, scale)).max() < 2e-6
 
 
 def test_matchable_aspect_ratios_by_hand():
@@ -359,11 +363,11 @@ def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, sm
     broken = configs.save_config(db, admin, small.project_id, "zoo", doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 900}))
     with pytest.raises(Invalid, match="the config doctor refuses the run on dataset version"):
         jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=broken["id"],
-                       python=sys.executable, script=trainer)
+                       runner=trainer)
     assert jobs.list_runs(db, small.project_id) == []
     config = configs.save_config(db, admin, small.project_id, "zoo", zoo)
     run = jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=config["id"],
-                         python=sys.executable, script=trainer)
+                         runner=trainer)
     warnings = jobs.doctor_warnings(jobs.get_run(db, run["id"]))
     assert [w["check"] for w in warnings] == ["schedule", "anchor_coverage"]
     assert warnings[1]["numbers"]["unmatched"] == 23

@@ -87,7 +87,8 @@ CONFIG = textwrap.dedent('''
       batch_size: 2
       num_steps: 100
       optimizer { momentum_optimizer { learning_rate { cosine_decay_learning_rate {
-        learning_rate_base: 0.04 total_steps: 100 warmup_learning_rate: 0.01 warmup_steps: 10 } } } }
+        learning_rate_base: 0.04 total_steps: 100 warmup_learning_rate: 0.01 warmup_steps: 10 } } }
+        use_moving_average: false }
     }
     train_input_reader {
       label_map_path: "PATH_TO_BE_CONFIGURED"

@@ -37,6 +37,7 @@ from backend import atomic
 from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument
 from backend.training import progress, restore
+from backend.training.schedules import LEARNING_RATE_DEFAULTS
 from backend.training.boxes import generate_anchors
 from backend.training.config import (LearningRate, TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
@@ -129,16 +130,6 @@ class PipelineLearningRate(keras.optimizers.schedules.LearningRateSchedule):
         return {"kind": self.kind, "params": self.params}
 
 
-# `optimizer.proto`'s defaults for each schedule's fields.
-LEARNING_RATE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "constant": {"learning_rate": 0.002},
-    "exponential": {"initial_learning_rate": 0.002, "decay_steps": 4000000, "decay_factor": 0.95,
-                    "staircase": True, "burnin_learning_rate": 0.0, "burnin_steps": 0,
-                    "min_learning_rate": 0.0},
-    "manual_step": {"initial_learning_rate": 0.002, "schedule": [], "warmup": False},
-    "cosine": {"learning_rate_base": 0.002, "total_steps": 4000000, "warmup_learning_rate": 0.0002,
-               "warmup_steps": 10000, "hold_base_rate_steps": 0},
-}
 
 
 class InverseTimeDecay(keras.optimizers.schedules.LearningRateSchedule):

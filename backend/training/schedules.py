@@ -1,0 +1,68 @@
+"""The TF OD API's learning-rate schedules as plain Python (no TensorFlow), for one step at a
+time: what the config doctor asks ("what is the rate at the last step?"). The trainer runs the
+same formulas as TensorFlow ops (`train.PipelineLearningRate`); a test holds the two equal.
+
+Missing fields take `optimizer.proto`'s defaults (`LEARNING_RATE_DEFAULTS`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from backend.errors import Invalid
+
+LEARNING_RATE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "constant": {"learning_rate": 0.002},
+    "exponential": {"initial_learning_rate": 0.002, "decay_steps": 4000000, "decay_factor": 0.95,
+                    "staircase": True, "burnin_learning_rate": 0.0, "burnin_steps": 0,
+                    "min_learning_rate": 0.0},
+    "manual_step": {"initial_learning_rate": 0.002, "schedule": [], "warmup": False},
+    "cosine": {"learning_rate_base": 0.002, "total_steps": 4000000, "warmup_learning_rate": 0.0002,
+               "warmup_steps": 10000, "hold_base_rate_steps": 0},
+}
+
+
+def learning_rate_at(kind: str, params: dict[str, Any], step: float) -> float:
+    """The rate at optimizer step `step` of schedule `kind` (constant, exponential,
+    manual_step, cosine) with `params` (the config's fields, defaults filled in)."""
+    if kind not in LEARNING_RATE_DEFAULTS:
+        raise Invalid(f"unknown learning-rate schedule {kind!r}")
+
+    def get(name: str):
+        return params.get(name, LEARNING_RATE_DEFAULTS[kind][name])
+
+    if kind == "constant":
+        return float(get("learning_rate"))
+    if kind == "exponential":
+        initial = float(get("initial_learning_rate"))
+        burnin_steps = int(get("burnin_steps"))
+        exponent = (step - burnin_steps) / float(get("decay_steps"))
+        if get("staircase"):
+            exponent = math.floor(exponent)
+        rate = (float(get("burnin_learning_rate")) or initial) if step < burnin_steps else \
+            initial * float(get("decay_factor")) ** exponent
+        return max(rate, float(get("min_learning_rate")))
+    if kind == "manual_step":
+        initial = float(get("initial_learning_rate"))
+        schedule = list(get("schedule"))
+        boundaries = [int(s.get("step", 0)) for s in schedule]
+        rates = [initial] + [float(s.get("learning_rate", 0.002)) for s in schedule]
+        if get("warmup") and boundaries and step < boundaries[0]:
+            return initial + (rates[1] - initial) / boundaries[0] * math.floor(step)
+        rate = rates[0]
+        for boundary, value in zip(boundaries, rates[1:]):
+            if step >= boundary:
+                rate = value
+        return rate
+    base = float(get("learning_rate_base"))
+    total = int(get("total_steps"))
+    warmup_lr = float(get("warmup_learning_rate"))
+    warmup = int(get("warmup_steps"))
+    hold = int(get("hold_base_rate_steps"))
+    if step > total:
+        return 0.0
+    if warmup > 0 and step < warmup:
+        return (base - warmup_lr) / warmup * step + warmup_lr
+    if hold > 0 and step <= warmup + hold:
+        return base
+    return 0.5 * base * (1.0 + math.cos(math.pi * (step - warmup - hold) / float(total - warmup - hold)))
