@@ -175,3 +175,16 @@ def test_an_allowed_folder_opens_paths_there_to_every_role(users, tmp_path, monk
     assert paths.confine(shared / "a.record", users["viewer"], "records") == (shared / "a.record").resolve()
     with pytest.raises(PermissionError):
         paths.confine(shared / ".." / "shadow", users["viewer"], "records")
+
+
+def test_csv_image_paths_outside_are_refused_and_yolo_images_dir_too(db, users, project, data_dir, outside):
+    folder = data_dir / "csv"
+    folder.mkdir()
+    (folder / "labels.csv").write_text(f"image_path,xmin,ymin,xmax,ymax,label\n{outside['picture']},1,2,30,20,cat\n")
+    report = importers.import_annotations(db, users["reviewer"], project["id"], folder / "labels.csv", "csv")
+    assert any("outside the folders you may read from" in e for e in report.errors), report.errors
+    assert db["images"].count == 0
+    (folder / "classes.txt").write_text("cat\n")
+    with pytest.raises(PermissionError, match="may not import from"):
+        importers.import_annotations(db, users["reviewer"], project["id"], folder, "yolo",
+                                     images_dir=outside["picture"].parent)
