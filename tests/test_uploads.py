@@ -31,7 +31,6 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 
 
 def test_no_uploaded_file_is_stored_executable(db, admin, project, data_dir, tmp_path):
-    os.umask(0o022)
     images.ingest(db, admin, project["id"], [("a.jpg", image_bytes((40, 30)))])
     report = importers.import_upload(db, admin, project["id"], [("set.zip", _zip({
         "set/b.jpg": image_bytes((60, 40), (1, 200, 3)),
