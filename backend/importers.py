@@ -128,7 +128,7 @@ def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, 
     path = paths.confine_pattern(str(path), actor, "import") if fmt == "tfrecord" else \
         paths.confine(path, actor, "import")
     images_dir = paths.confine(images_dir, actor, "import") if images_dir else None
-    result = read(path, fmt, images_dir, allowed=lambda image: paths.allows(actor, image, "image"))
+    result = read(path, fmt, images_dir, allowed=paths.rule(actor, "image"))
     # New images are stored (content-addressed) while planning, so only one image is in
     # memory at a time; files this import created are removed again if it does not commit.
     created_files: list[tuple[Path, str]] = []

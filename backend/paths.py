@@ -46,10 +46,12 @@ def allowed_roots() -> list[Path]:
     return [settings.data_dir().resolve(), *server_settings.allowed_paths()]
 
 
-def confine(user_path: str | Path, actor: dict | None, purpose: str) -> Path | remote.RemoteFile:
+def confine(user_path: str | Path, actor: dict | None, purpose: str,
+            roots: list[Path] | None = None) -> Path | remote.RemoteFile:
     """`user_path` resolved (absolute, symlinks followed) when `actor` may use it for `purpose`
     (a key of PURPOSES); a URL comes back as a `remote.RemoteFile`. Raises PermissionError
-    otherwise, and Invalid for text that is no path at all."""
+    otherwise, and Invalid for text that is no path at all. `roots`: `allowed_roots()`,
+    when the caller checks many paths."""
     verb = PURPOSES[purpose]
     text = str(user_path).strip()
     if not text:
@@ -71,7 +73,7 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str) -> Path | r
     if can(actor, "server_paths"):
         return resolved
     private = {settings.data_dir().resolve() / name for name in PRIVATE_FILES}
-    if resolved not in private and any(resolved.is_relative_to(root) for root in allowed_roots()):
+    if resolved not in private and any(resolved.is_relative_to(root) for root in roots or allowed_roots()):
         return resolved
     raise PermissionError(f"{who} may not {verb} {_short(text)}: only paths inside the data folder "
                           "(or a folder the server's owner allowed) can be used")
@@ -79,11 +81,21 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str) -> Path | r
 
 def allows(actor: dict | None, path: str | Path, purpose: str) -> bool:
     """Whether `confine` would accept `path` (for filters that skip what they may not see)."""
-    try:
-        confine(path, actor, purpose)
-    except (PermissionError, Invalid):
-        return False
-    return True
+    return rule(actor, purpose)(path)
+
+
+def rule(actor: dict | None, purpose: str):
+    """`allows` for one actor and purpose as a function of the path, reading the allowed
+    folders once (an import checks every image file it looks at)."""
+    roots = allowed_roots()
+
+    def allowed(path: str | Path) -> bool:
+        try:
+            confine(path, actor, purpose, roots)
+        except (PermissionError, Invalid):
+            return False
+        return True
+    return allowed
 
 
 def confine_pattern(pattern: str, actor: dict | None, purpose: str = "records") -> str:

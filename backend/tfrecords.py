@@ -156,5 +156,8 @@ def extract_zip(actor: dict, pattern: str, draw: bool, label_map_path: str | Non
 
 
 def zip_download(path: Path) -> tuple[str, bytes]:
-    """(file name, bytes) of an extracted zip, for a download button."""
-    return path.name, Path(path).read_bytes()
+    """(file name, bytes) of a zip `extract_zip` made, for a download button (nothing else)."""
+    path = Path(path).resolve()
+    if not path.is_relative_to((settings.subdir("uploads") / "extracted").resolve()):
+        raise Invalid("only zips extracted by the TFRecord browser can be downloaded here")
+    return path.name, path.read_bytes()

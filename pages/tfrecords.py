@@ -85,8 +85,8 @@ with common.reported():
                     st.dataframe(pd.DataFrame(entry["features"]), hide_index=True, width="stretch")
                     if entry["boxes"]:
                         st.dataframe(pd.DataFrame(entry["boxes"]), hide_index=True, width="stretch")
-    for tab in extract_tab:  # only for roles that may extract
-        with tab:
+    if extract_tab:  # only for roles that may extract
+        with extract_tab[0]:
             draw = st.checkbox("Draw boxes and class names")
             if st.button("Extract to zip"):
                 bar = st.progress(0.0, text="Extracting…")

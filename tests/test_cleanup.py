@@ -41,7 +41,7 @@ def age(paths, seconds=cleanup.LEFTOVER_SECONDS + 60) -> None:
             os.utime(inside, (then, then))
 
 
-def test_interrupted_export_import_and_ingest_leave_nothing_after_start_up(db, admin, project, labeled,
+def test_interrupted_export_import_and_ingest_leave_nothing_after_start_up(db, admin, project, labeled,  # noqa: F811 - the fixture
                                                                           data_dir):
     kept = exports.create_export(db, admin, project["id"], splits="train=1")
     stored_before = {p for p in (data_dir / "images").rglob("*") if p.is_file()}

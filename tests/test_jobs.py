@@ -318,6 +318,17 @@ def test_only_admins_start_an_external_runner_and_only_by_a_configured_name(db, 
     assert jobs.list_runs(db, setup["project_id"]) == []
 
 
+def test_a_reviewer_cannot_resume_or_retrain_an_external_runner_run(db, setup, stand_in, users):
+    run = start(db, setup, stand_in, num_train_steps=10)
+    jobs.wait_for_run(db, run["id"])
+    db["runs"].update(run["id"], {"status": "failed"})
+    for again in (lambda: jobs.resume_run(db, users["reviewer"], run["id"]),
+                  lambda: jobs.retrain_run(db, users["reviewer"], run["id"])):
+        with pytest.raises(PermissionError, match="reviewer \\(reviewer\\) may not external runner"):
+            again()
+    assert [r["id"] for r in jobs.list_runs(db, setup["project_id"])] == [run["id"]]
+
+
 def test_a_runner_inside_the_data_folder_is_refused(data_dir, tmp_path):
     uploaded = data_dir / "uploads" / "evil.py"
     with pytest.raises(Invalid, match="inside the data folder"):

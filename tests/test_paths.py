@@ -129,7 +129,7 @@ def test_voc_path_field_and_import_sources_outside_are_refused(db, users, projec
     assert importers.import_annotations(db, users["admin"], project["id"], folder, "voc").ok
 
 
-def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,
+def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,  # noqa: F811 - the fixture
                                                                          outside):
     version = exports.create_export(db, users["admin"], project["id"], splits="train=1")
     pattern = version["input_globs"]["train"]
@@ -156,7 +156,7 @@ def test_a_glob_cannot_reach_outside_through_a_symlink(db, users, data_dir, outs
         tfrecords.inspect(users["viewer"], str(folder))
 
 
-def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):
+def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):  # noqa: F811 - the fixture
     target = tmp_path / "elsewhere"
     with pytest.raises(PermissionError, match="may not write a dataset version to"):
         exports.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)
@@ -175,3 +175,16 @@ def test_an_allowed_folder_opens_paths_there_to_every_role(users, tmp_path, monk
     assert paths.confine(shared / "a.record", users["viewer"], "records") == (shared / "a.record").resolve()
     with pytest.raises(PermissionError):
         paths.confine(shared / ".." / "shadow", users["viewer"], "records")
+
+
+def test_csv_image_paths_outside_are_refused_and_yolo_images_dir_too(db, users, project, data_dir, outside):
+    folder = data_dir / "csv"
+    folder.mkdir()
+    (folder / "labels.csv").write_text(f"image_path,xmin,ymin,xmax,ymax,label\n{outside['picture']},1,2,30,20,cat\n")
+    report = importers.import_annotations(db, users["reviewer"], project["id"], folder / "labels.csv", "csv")
+    assert any("outside the folders you may read from" in e for e in report.errors), report.errors
+    assert db["images"].count == 0
+    (folder / "classes.txt").write_text("cat\n")
+    with pytest.raises(PermissionError, match="may not import from"):
+        importers.import_annotations(db, users["reviewer"], project["id"], folder, "yolo",
+                                     images_dir=outside["picture"].parent)

@@ -104,7 +104,7 @@ WRITES = [
 READS = {
     "auth.can", "auth.require", "labeling.open_image",  # viewers open images without a lease
     "labeling.queue_size", "configs.validate", "paths.confine", "paths.allows",
-    "paths.confine_pattern", "tfrecords.confined_set", "tfrecords.inspect", "tfrecords.page",
+    "paths.confine_pattern", "paths.rule", "tfrecords.confined_set", "tfrecords.inspect", "tfrecords.page",
 }
 
 NO_DB = {"predictions.cancel"} | {name for name, _, _ in WRITES

@@ -8,6 +8,7 @@ import pytest
 
 from backend import paths, server_settings
 from backend.__main__ import main
+from backend.errors import EXIT_INVALID
 
 
 def test_command_line_adds_shows_and_removes_runners_and_allowed_folders(data_dir, tmp_path, users, capsys):
@@ -23,7 +24,7 @@ def test_command_line_adds_shows_and_removes_runners_and_allowed_folders(data_di
     assert main(["settings", "runner-remove", "tf215"]) == 0
     assert main(["settings", "disallow", str(tmp_path)]) == 0
     assert server_settings.runners() == {} and server_settings.allowed_paths() == []
-    assert main(["settings", "runner-add", "x", "--python", "python3", "--script", str(script)]) == 3  # invalid
+    assert main(["settings", "runner-add", "x", "--python", "python3", "--script", str(script)]) == EXIT_INVALID
     assert "must be an absolute path" in capsys.readouterr().err
 
 

@@ -31,7 +31,6 @@ def _zip(entries: dict[str, bytes]) -> bytes:
 
 
 def test_no_uploaded_file_is_stored_executable(db, admin, project, data_dir, tmp_path):
-    os.umask(0o022)
     images.ingest(db, admin, project["id"], [("a.jpg", image_bytes((40, 30)))])
     report = importers.import_upload(db, admin, project["id"], [("set.zip", _zip({
         "set/b.jpg": image_bytes((60, 40), (1, 200, 3)),
@@ -70,3 +69,16 @@ def test_old_record_uploads_and_extracted_zips_are_removed(users, data_dir):
         os.utime(path, (day_ago, day_ago))
     fresh = tfrecords.save_uploads(users["reviewer"], [("b.record", b"y")])  # each upload sweeps
     assert not os.path.exists(old) and not zipped.exists() and os.path.isdir(fresh)
+
+
+def test_extracted_zips_download_and_nothing_else_does(db, users, project, data_dir, tmp_path):
+    from backend import exports
+    from tests.formats.conftest import add_image
+    add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
+    version = exports.create_export(db, users["admin"], project["id"], splits="train=1")
+    path, result = tfrecords.extract_zip(users["reviewer"], version["input_globs"]["train"], False)
+    name, data = tfrecords.zip_download(path)
+    assert name == path.name and zipfile.ZipFile(io.BytesIO(data)).namelist() == ["a.jpg"]
+    (tmp_path / "secret").write_text("x")
+    with pytest.raises(Invalid, match="only zips extracted by the TFRecord browser"):
+        tfrecords.zip_download(tmp_path / "secret")

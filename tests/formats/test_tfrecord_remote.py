@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import exports, images, importers, paths, projects, tfrecords
+from backend import exports, images, importers, paths, projects
 from backend.__main__ import main
 from backend.errors import NotFound
 from backend.formats import tfrecord
