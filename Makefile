@@ -52,3 +52,9 @@ demo: install
 
 bench: install
 	$(PY) bench/run_all.py
+
+# The pipeline.config schema: regenerate backend/pipeline_schema/protos/*_pb2.py (checked in)
+# from the .proto files with grpcio-tools (requirements-test.txt).
+.PHONY: proto
+proto: $(VENV)/.installed-test
+	$(PY) -m grpc_tools.protoc -I. --python_out=. backend/pipeline_schema/protos/*.proto
