@@ -1,0 +1,181 @@
+"""The TF OD API's `pipeline.config` schema, and a checker that names every bad field with its line.
+
+The schema is `protos/*.proto` (package `boxwise.pipeline`): the OD API's
+`TrainEvalPipelineConfig` and everything it reaches, with the OD API's field names, numbers,
+types, labels, defaults and oneofs, so any config the OD API reads parses here unchanged. The
+generated `protos/*_pb2.py` are checked in; `make proto` regenerates them.
+
+    config, problems = parse(text)
+    config.model.ssd.num_classes                                   # 90, typed
+    default("model.ssd.matcher.argmax_matcher.force_match_for_each_row")   # False
+
+`parse` reads the text the way the OD API does (`text_format.Merge`: a repeated singular field
+keeps its last value). Every unknown field, wrong-typed value and unknown enum value becomes one
+`Problem(path, line, message)`: the offending field is blanked out of the text (spaces, so every
+later line keeps its number) and the text is parsed again, until it parses or `MAX_PROBLEMS`
+are found. Paths are `ConfigDocument` paths (`a.b[1].c`, an index only where a name repeats).
+
+Edits stay with `backend.pipeline_config.ConfigDocument`, which keeps the text's comments and
+spacing; this module only reads. It imports neither TensorFlow nor Keras.
+"""
+from __future__ import annotations
+
+import difflib
+import re
+import struct
+from typing import Any
+
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import text_format
+
+from backend.pipeline_config import ConfigSyntaxError, Field, Problem, parse as parse_tree, walk
+from backend.pipeline_schema.protos import pipeline_pb2
+
+TrainEvalPipelineConfig = pipeline_pb2.TrainEvalPipelineConfig
+PACKAGE = "boxwise.pipeline"
+
+# A config this broken is reported in part: the first MAX_PROBLEMS problems, then a note.
+MAX_PROBLEMS = 100
+
+_POSITION = re.compile(r"^(\d+):(\d+) : ")
+_UNKNOWN_FIELD = re.compile(r'^Message type "([\w.]+)" has no field named "(\w+)"\.?$')
+_UNKNOWN_ENUM = re.compile(r'^Enum type "([\w.]+)" has no value named (\w+)\.?$')
+
+
+def parse(text: str) -> tuple[Any, list[Problem]]:
+    """`(TrainEvalPipelineConfig, problems)`. The message holds every field that parsed; each
+    field named in `problems` is left out of it. No problems: the OD API reads it the same."""
+    try:
+        tree = parse_tree(text)
+    except ConfigSyntaxError as e:
+        return TrainEvalPipelineConfig(), [Problem("", e.line, e.message)]
+    fields = list(walk(tree))
+    line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
+    chars = list(text)
+    problems: list[Problem] = []
+    blanked: set[int] = set()
+    while True:
+        config = TrainEvalPipelineConfig()
+        try:
+            text_format.Merge("".join(chars), config)
+            return config, problems
+        except text_format.ParseError as e:
+            line, column, message = _where(e)
+        if len(problems) >= MAX_PROBLEMS:
+            problems.append(Problem("", 0, f"stopped after {MAX_PROBLEMS} problems; fix these and check again"))
+            return config, problems
+        offset = line_starts[line - 1] + column - 1 if 0 < line <= len(line_starts) else -1
+        found = _innermost(fields, offset)
+        if found is None or found[1].start in blanked:
+            # Not inside a field the span parser knows (or no progress): report it and stop.
+            problems.append(Problem(found[0] if found else "", line, _explain(message)))
+            return config, problems
+        path, f = found
+        problems.append(Problem(path, line, _explain(message)))
+        blanked.add(f.start)
+        for k in range(f.start, f.end):
+            if chars[k] != "\n":
+                chars[k] = " "
+
+
+def parse_file(path) -> tuple[Any, list[Problem]]:
+    with open(path, encoding="utf-8") as fh:
+        return parse(fh.read())
+
+
+def _where(error: text_format.ParseError) -> tuple[int, int, str]:
+    """1-based line and column, and the message without text_format's position and quoted line."""
+    message = str(error)
+    match = _POSITION.match(message)
+    if match:
+        message = message[match.end():]
+    if message.startswith("'") and "': " in message:
+        message = message[message.rfind("': ") + 3:]
+    return error.GetLine() or 0, error.GetColumn() or 0, message
+
+
+def _innermost(fields: list[tuple[str, Field]], offset: int) -> tuple[str, Field] | None:
+    """The smallest field whose text span holds `offset`."""
+    best = None
+    for path, f in fields:
+        if f.start <= offset < max(f.end, f.start + 1):
+            if best is None or f.end - f.start < best[1].end - best[1].start:
+                best = (path, f)
+    return best
+
+
+def _short(full_name: str) -> str:
+    return full_name[len(PACKAGE) + 1:] if full_name.startswith(PACKAGE + ".") else full_name
+
+
+def _explain(message: str) -> str:
+    """text_format's message, said in the config's terms, with a suggestion for a typo."""
+    match = _UNKNOWN_FIELD.match(message)
+    if match:
+        type_name, name = match.groups()
+        known = [f.name for f in pipeline_pb2.DESCRIPTOR.pool.FindMessageTypeByName(type_name).fields]
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f'; did you mean "{close[0]}"?' if close else ""
+        return f'unknown field "{name}": {_short(type_name)} has no such field{hint}'
+    match = _UNKNOWN_ENUM.match(message)
+    if match:
+        type_name, value = match.groups()
+        values = [v.name for v in pipeline_pb2.DESCRIPTOR.pool.FindEnumTypeByName(type_name).values]
+        return f"{value} is not a {_short(type_name)}: use one of {', '.join(values)}"
+    return message.replace(PACKAGE + ".", "")
+
+
+# --- the schema's defaults -------------------------------------------------------------------
+
+def descriptor(path: str) -> _descriptor.Descriptor | _descriptor.FieldDescriptor:
+    """The message descriptor at a dotted path (`model.ssd.matcher`), or the field descriptor
+    when the path ends at a scalar field. `[i]` indices are ignored."""
+    current: Any = TrainEvalPipelineConfig.DESCRIPTOR
+    if not path:
+        return current
+    parts = [re.sub(r"\[\d+\]$", "", p) for p in path.split(".")]
+    for name in parts:
+        if not isinstance(current, _descriptor.Descriptor) or name not in current.fields_by_name:
+            where = current.full_name if hasattr(current, "full_name") else path
+            raise KeyError(f"{path!r}: {_short(where)} has no field {name!r}")
+        field = current.fields_by_name[name]
+        current = field.message_type if field.message_type is not None else field
+    return current
+
+
+def default(path: str) -> Any:
+    """The schema's default for the scalar field at `path`, as the config text would write it
+    (floats at float precision: 0.1, not 0.10000000149; enums by name; repeated fields: [])."""
+    field = descriptor(path)
+    if not isinstance(field, _descriptor.FieldDescriptor):
+        raise KeyError(f"{path!r} is a message, not a field: use defaults()")
+    return _default_of(field)
+
+
+def defaults(message_path: str) -> dict[str, Any]:
+    """Every scalar field of the message at `message_path` with its schema default."""
+    message = descriptor(message_path)
+    if not isinstance(message, _descriptor.Descriptor):
+        raise KeyError(f"{message_path!r} is a field, not a message: use default()")
+    return {f.name: _default_of(f) for f in message.fields if f.message_type is None}
+
+
+def _default_of(field: _descriptor.FieldDescriptor) -> Any:
+    if field.is_repeated:
+        return []
+    value = field.default_value
+    if field.type == field.TYPE_ENUM:
+        return field.enum_type.values_by_number[value].name
+    if field.type == field.TYPE_FLOAT:
+        return _as_float32_text(value)
+    return value
+
+
+def _as_float32_text(value: float) -> float:
+    """The shortest decimal that is the same float32 as `value`."""
+    target = struct.pack("<f", value)
+    for digits in range(1, 10):
+        candidate = float(f"{value:.{digits}g}")
+        if struct.pack("<f", candidate) == target:
+            return candidate
+    return value
