@@ -167,10 +167,17 @@ def test_a_syntax_error_is_one_problem_with_its_line():
     assert problems[0].line == 3
 
 
-def test_a_singular_field_given_twice_keeps_the_last_value_as_the_od_api_does():
-    config, problems = schema.parse("train_config { batch_size: 4 batch_size: 8 }")
-    assert problems == []
+def test_a_field_given_twice_is_a_problem_though_the_od_api_keeps_the_last():
+    text = "train_config {\n  batch_size: 4\n  batch_size: 8\n}\nmodel {\n  ssd { num_classes: 2 }\n  faster_rcnn { }\n}\n"
+    config, problems = schema.parse(text)
+    assert problems == [
+        Problem("train_config.batch_size[1]", 3,
+                '"batch_size" is given more than once in TrainConfig: the OD API uses the last one'),
+        Problem("model.faster_rcnn", 7, '"faster_rcnn" and "ssd" are both set, but DetectionModel takes one model: '
+                                        'the OD API uses the last, "faster_rcnn"'),
+    ]
     assert config.train_config.batch_size == 8
+    assert config.model.WhichOneof("model") == "faster_rcnn"
 
 
 def test_a_hopeless_config_stops_after_max_problems():

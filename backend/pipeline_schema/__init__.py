@@ -9,11 +9,13 @@ generated `protos/*_pb2.py` are checked in; `make proto` regenerates them.
     config.model.ssd.num_classes                                   # 90, typed
     default("model.ssd.matcher.argmax_matcher.force_match_for_each_row")   # False
 
-`parse` reads the text the way the OD API does (`text_format.Merge`: a repeated singular field
-keeps its last value). Every unknown field, wrong-typed value and unknown enum value becomes one
+Every unknown field, wrong-typed value and unknown enum value becomes one
 `Problem(path, line, message)`: the offending field is blanked out of the text (spaces, so every
 later line keeps its number) and the text is parsed again, until it parses or `MAX_PROBLEMS`
-are found. Paths are `ConfigDocument` paths (`a.b[1].c`, an index only where a name repeats).
+are found. A singular field given twice, or two members of one oneof, is a problem too, though
+the OD API reads it (`text_format.Merge`: the last one wins); the returned message is what the
+OD API would read. Paths are `ConfigDocument` paths (`a.b[1].c`, an index only where a name
+repeats).
 
 Edits stay with `backend.pipeline_config.ConfigDocument`, which keeps the text's comments and
 spacing; this module only reads. It imports neither TensorFlow nor Keras.
@@ -40,42 +42,53 @@ MAX_PROBLEMS = 100
 _POSITION = re.compile(r"^(\d+):(\d+) : ")
 _UNKNOWN_FIELD = re.compile(r'^Message type "([\w.]+)" has no field named "(\w+)"\.?$')
 _UNKNOWN_ENUM = re.compile(r'^Enum type "([\w.]+)" has no value named (\w+)\.?$')
+# What text_format.Parse refuses but the OD API's text_format.Merge reads (the last one wins).
+_REPEATED_SINGULAR = re.compile(r'^Message type "([\w.]+)" should not have multiple "(\w+)" fields\.?$')
+_ONEOF_TWICE = re.compile(r'^Field "(\w+)" is specified along with field "(\w+)", another member of oneof "(\w+)" '
+                          r'for message type "([\w.]+)"\.?$')
 
 
 def parse(text: str) -> tuple[Any, list[Problem]]:
-    """`(TrainEvalPipelineConfig, problems)`. The message holds every field that parsed; each
-    field named in `problems` is left out of it. No problems: the OD API reads it the same."""
+    """`(TrainEvalPipelineConfig, problems)`. The message is the text as the OD API reads it,
+    less each field `problems` names as unknown, wrong-typed or a bad enum value."""
     try:
         tree = parse_tree(text)
     except ConfigSyntaxError as e:
         return TrainEvalPipelineConfig(), [Problem("", e.line, e.message)]
     fields = list(walk(tree))
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
-    chars = list(text)
+    scan = list(text)    # blanked at every problem, to find the next one
+    final = list(text)   # blanked only where the OD API itself would stop
     problems: list[Problem] = []
     blanked: set[int] = set()
-    while True:
-        config = TrainEvalPipelineConfig()
+    while len(problems) < MAX_PROBLEMS:
         try:
-            text_format.Merge("".join(chars), config)
-            return config, problems
+            text_format.Parse("".join(scan), TrainEvalPipelineConfig())
+            break
         except text_format.ParseError as e:
             line, column, message = _where(e)
-        if len(problems) >= MAX_PROBLEMS:
-            problems.append(Problem("", 0, f"stopped after {MAX_PROBLEMS} problems; fix these and check again"))
-            return config, problems
         offset = line_starts[line - 1] + column - 1 if 0 < line <= len(line_starts) else -1
         found = _innermost(fields, offset)
         if found is None or found[1].start in blanked:
             # Not inside a field the span parser knows (or no progress): report it and stop.
             problems.append(Problem(found[0] if found else "", line, _explain(message)))
-            return config, problems
+            break
         path, f = found
         problems.append(Problem(path, line, _explain(message)))
         blanked.add(f.start)
-        for k in range(f.start, f.end):
-            if chars[k] != "\n":
-                chars[k] = " "
+        lenient = _REPEATED_SINGULAR.match(message) or _ONEOF_TWICE.match(message)
+        for chars in (scan,) if lenient else (scan, final):
+            for k in range(f.start, f.end):
+                if chars[k] != "\n":
+                    chars[k] = " "
+    else:
+        problems.append(Problem("", 0, f"stopped after {MAX_PROBLEMS} problems; fix these and check again"))
+    config = TrainEvalPipelineConfig()
+    try:
+        text_format.Merge("".join(final), config)
+    except text_format.ParseError:
+        pass  # stopped early: `config` holds what parsed before the first unreported problem
+    return config, problems
 
 
 def parse_file(path) -> tuple[Any, list[Problem]]:
@@ -122,6 +135,17 @@ def _explain(message: str) -> str:
         type_name, value = match.groups()
         values = [v.name for v in pipeline_pb2.DESCRIPTOR.pool.FindEnumTypeByName(type_name).values]
         return f"{value} is not a {_short(type_name)}: use one of {', '.join(values)}"
+    match = _REPEATED_SINGULAR.match(message)
+    if match:
+        type_name, name = match.groups()
+        field = pipeline_pb2.DESCRIPTOR.pool.FindMessageTypeByName(type_name).fields_by_name[name]
+        effect = "merges them" if field.message_type is not None else "uses the last one"
+        return f'"{name}" is given more than once in {_short(type_name)}: the OD API {effect}'
+    match = _ONEOF_TWICE.match(message)
+    if match:
+        name, other, oneof, type_name = match.groups()
+        return (f'"{name}" and "{other}" are both set, but {_short(type_name)} takes one {oneof}: '
+                f'the OD API uses the last, "{name}"')
     return message.replace(PACKAGE + ".", "")
 
 
