@@ -2,6 +2,7 @@
 without a problem, and each bad field is named with its path and line."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -258,3 +259,52 @@ def test_the_checked_in_modules_are_what_the_protos_generate(tmp_path):
         generated = tmp_path / "backend/pipeline_schema/protos" / f"{proto.stem}_pb2.py"
         checked_in = proto.with_name(f"{proto.stem}_pb2.py")
         assert generated.read_text() == checked_in.read_text(), f"{checked_in.name} is stale: run make proto"
+
+
+# The OD API's own .proto sources are not part of the repository; point this at a folder holding
+# object_detection/protos/*.proto (e.g. models/research of a tensorflow/models checkout) to check
+# the schema against them field by field.
+ODAPI_PROTOS = os.environ.get("BOXWISE_ODAPI_PROTOS", "")
+
+
+@pytest.mark.skipif(not ODAPI_PROTOS, reason="set BOXWISE_ODAPI_PROTOS to a folder with object_detection/protos")
+def test_the_schema_is_the_od_apis_field_for_field(tmp_path):
+    pytest.importorskip("grpc_tools")
+    from google.protobuf import descriptor_pb2, descriptor_pool
+
+    root = Path(ODAPI_PROTOS)
+    protos = sorted(str(p.relative_to(root)) for p in (root / "object_detection/protos").glob("*.proto"))
+    out = subprocess.run([sys.executable, "-m", "grpc_tools.protoc", f"-I{root}", "--include_imports",
+                          f"--descriptor_set_out={tmp_path / 'od.pb'}", *protos],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    pool = descriptor_pool.DescriptorPool()
+    for proto in descriptor_pb2.FileDescriptorSet.FromString((tmp_path / "od.pb").read_bytes()).file:
+        pool.Add(proto)
+
+    def facts(field, package):
+        def name(d):
+            return d.full_name[len(package) + 1:] if d is not None else None
+        enum_default = field.enum_type.values_by_number[field.default_value].name if field.enum_type else None
+        return (field.number, field.type, field.is_repeated, field.has_default_value,
+                enum_default if field.enum_type else field.default_value,
+                field.containing_oneof.name if field.containing_oneof else None,
+                name(field.message_type), name(field.enum_type),
+                [(v.name, v.number) for v in field.enum_type.values] if field.enum_type else None)
+
+    todo, seen, compared = [pool.FindMessageTypeByName("object_detection.protos.TrainEvalPipelineConfig")], set(), 0
+    while todo:
+        theirs = todo.pop()
+        if theirs.full_name in seen:
+            continue
+        seen.add(theirs.full_name)
+        ours = schema.descriptor("").file.pool.FindMessageTypeByName(
+            schema.PACKAGE + theirs.full_name[len("object_detection.protos"):])
+        assert sorted(ours.fields_by_name) == sorted(theirs.fields_by_name), theirs.full_name
+        for field in theirs.fields:
+            assert facts(ours.fields_by_name[field.name], schema.PACKAGE) == \
+                facts(field, "object_detection.protos"), f"{theirs.full_name}.{field.name}"
+            compared += 1
+            if field.message_type is not None:
+                todo.append(field.message_type)
+    assert (len(seen), compared) == (162, 810)  # map entries included
