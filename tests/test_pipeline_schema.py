@@ -166,6 +166,8 @@ def test_a_syntax_error_is_one_problem_with_its_line():
     _, problems = schema.parse("model {\n  ssd {\n    num_classes 3\n  }\n}\n")
     assert len(problems) == 1
     assert problems[0].line == 3
+    _, problems = schema.parse("a" * 100000)  # the message quotes the token: kept short
+    assert len(problems) == 1 and problems[0].line == 1 and len(problems[0].message) == 301
 
 
 def test_a_field_given_twice_is_a_problem_though_the_od_api_keeps_the_last():

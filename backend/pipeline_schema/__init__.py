@@ -54,7 +54,8 @@ def parse(text: str) -> tuple[Any, list[Problem]]:
     try:
         tree = parse_tree(text)
     except ConfigSyntaxError as e:
-        return TrainEvalPipelineConfig(), [Problem("", e.line, e.message)]
+        message = e.message if len(e.message) <= 300 else e.message[:300] + "…"  # it may quote the text
+        return TrainEvalPipelineConfig(), [Problem("", e.line, message)]
     fields = list(walk(tree))
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
     scan = list(text)    # blanked at every problem, to find the next one
