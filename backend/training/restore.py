@@ -443,9 +443,11 @@ def restore_weights(model: SSDDetector, path: str, kind: str = "resume") -> Rest
     return report
 
 
-def resume(model: SSDDetector, optimizer, path: str) -> RestoreReport:
+def resume(model: SSDDetector, optimizer, path: str, root=None) -> RestoreReport:
     """Resume a Boxwise run: every model variable and every optimizer variable (`optimizer/_variables/N`),
-    all required to match in key and shape, else `Invalid` before anything is assigned."""
+    all required to match in key and shape, else `Invalid` before anything is assigned. `root`, the
+    run's `checkpoint_for(model, optimizer)`, gets the saved `save_counter` back, so the
+    CheckpointManager numbers the next checkpoint after the last one."""
     prefix = resolve_checkpoint(path)
     reader, shapes = _checkpoint_shapes(prefix)
     report = RestoreReport("resume", source=prefix, layout=describe_checkpoint(shapes))
@@ -465,6 +467,10 @@ def resume(model: SSDDetector, optimizer, path: str) -> RestoreReport:
     for key, variable in wanted.items():
         variable.assign(np.asarray(reader.get_tensor(key), dtype=variable.dtype))
         report.unused.pop(key, None)
+    counter = "save_counter" + SUFFIX
+    if root is not None and counter in shapes:
+        root.save_counter.assign(int(reader.get_tensor(counter)))
+        report.unused.pop(counter, None)
     return report
 
 

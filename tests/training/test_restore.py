@@ -226,14 +226,19 @@ def test_resume_restores_boxwise_checkpoints_with_their_optimizer(small_spec, sm
     optimizer = keras.optimizers.Adam(0.01)
     optimizer.build(small_model.trainable_variables)
     optimizer.iterations.assign(7)
-    manager = tf.train.CheckpointManager(restore.checkpoint_for(small_model, optimizer), str(tmp_path), max_to_keep=1)
+    manager = tf.train.CheckpointManager(restore.checkpoint_for(small_model, optimizer), str(tmp_path), max_to_keep=3)
     prefix = manager.save()
     model = build_detector(small_spec)
     fresh = keras.optimizers.Adam(0.01)
     fresh.build(model.trainable_variables)
-    report = restore.resume(model, fresh, prefix)
+    manager.save()  # ckpt-2
+    root = restore.checkpoint_for(model, fresh)
+    report = restore.resume(model, fresh, str(tmp_path), root=root)
     assert (len(report.restored), report.kind) == (384, "resume")
     assert int(fresh.iterations.numpy()) == 7
+    assert report.unused_counts() == {}
+    # The next checkpoint is numbered after the last one, not ckpt-1 again.
+    assert tf.train.CheckpointManager(root, str(tmp_path), max_to_keep=3).save().endswith("ckpt-3")
     from backend.training.evaluate import checkpoint_step
     assert checkpoint_step(prefix) == 7  # optimizer/_iterations, where the OD API keeps it too
     assert checkpoint_step(str(FIXTURES / "small128" / "model_dir" / "ckpt-1")) == 1
@@ -244,5 +249,4 @@ def test_resume_restores_boxwise_checkpoints_with_their_optimizer(small_spec, sm
     from backend.errors import Invalid
     with pytest.raises(Invalid, match=r"cannot resume from .*the optimizer state differs \(0 values saved"):
         restore.resume(model, fresh, SMALL_CKPT)
-    assert report.unused_counts() == {"counter": 1}
     np.testing.assert_array_equal(model.fpn.top_layers.kernel.numpy(), small_model.fpn.top_layers.kernel.numpy())
