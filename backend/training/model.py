@@ -366,9 +366,9 @@ class SSDDetector(keras.Model):
 
 def build_detector(spec: ModelSpec) -> SSDDetector:
     """A built detector (variables created) for `spec`."""
-    if not 3 <= spec.anchors.min_level <= 5 or not max(5, spec.anchors.min_level) <= spec.anchors.max_level <= 7:
+    if not 2 <= spec.anchors.min_level <= 5 or not max(5, spec.anchors.min_level) <= spec.anchors.max_level <= 7:
         from backend.errors import Invalid
-        raise Invalid("the FPN supports min_level 3 to 5 and max_level 5 to 7, "
+        raise Invalid("the FPN supports min_level 2 to 5 and max_level 5 to 7, "
                       f"not {spec.anchors.min_level}..{spec.anchors.max_level}")
     model = SSDDetector(spec)
     produced = model(ops.zeros((1, spec.height, spec.width, 3)), training=False)["box_deltas"].shape[1]
