@@ -18,9 +18,20 @@ from keras import ops
 class OdApiBatchNormalization(keras.layers.BatchNormalization):
     """`keras.layers.BatchNormalization` whose training-time update of `moving_variance` uses the
     unbiased batch variance, as in the TF OD API (see the module docstring). Everything else —
-    normalization, `momentum` (the config's `decay`), `epsilon`, inference — is Keras'."""
+    normalization, `momentum` (the config's `decay`), `epsilon`, inference — is Keras'.
+
+    `frozen` is the OD API's `freeze_batchnorm` (its FreezableBatchNorm built with
+    `training=False`): the layer always normalizes with its moving statistics and never updates
+    them, while gamma and beta stay trainable (Keras' `trainable = False` would freeze those too).
+    """
+
+    def __init__(self, *args, frozen: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.frozen = bool(frozen)
 
     def call(self, inputs, training=None, mask=None):
+        if self.frozen:
+            training = False
         if not (training and self.trainable) or mask is not None or self.renorm:
             return super().call(inputs, training=training, mask=mask)
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
@@ -37,3 +48,6 @@ class OdApiBatchNormalization(keras.layers.BatchNormalization):
             offset=ops.cast(self.beta, x.dtype) if self.center else None,
             scale=ops.cast(self.gamma, x.dtype) if self.scale else None, epsilon=self.epsilon)
         return ops.cast(outputs, self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), "frozen": self.frozen}
