@@ -213,6 +213,10 @@ def test_one_training_step_equals_the_od_api(batch, config, mode):
     import keras
     import tensorflow as tf
 
+    from backend.training import train
+    from backend.training.model import preprocess_images
+
+    np.testing.assert_array_equal(np.asarray(preprocess_images(batch["images"])), batch["preprocessed"])
     if mode == "moving_statistics":
         expected = json.loads((STEP / "losses.json").read_text())
         predictions = {k: batch[k] for k in ("box_encodings", "class_predictions_with_background")}
@@ -226,13 +230,13 @@ def test_one_training_step_equals_the_od_api(batch, config, mode):
     anchors = tf.constant(batch["anchors"])
 
     def step_losses():
-        out = model(batch["preprocessed"], training=training)
-        found = losses.ssd_losses(anchors, out["box_deltas"], out["class_logits"], boxes, classes, 3, config.loss,
-                                  config.matcher, config.box_scales)
-        reg = losses.regularization_loss(model, config.regularization)
+        # The trainer's own functions: the preprocessing, then the losses its replica step
+        # differentiates (train.step_losses is these two calls).
+        out = model(preprocess_images(batch["images"]), training=training)
+        found = train.losses_for_outputs(model, config, anchors, out, boxes, classes)
         return out, {"Loss/localization_loss": found["localization"],
-                     "Loss/classification_loss": found["classification"], "Loss/regularization_loss": reg,
-                     "Loss/total_loss": found["localization"] + found["classification"] + reg}
+                     "Loss/classification_loss": found["classification"],
+                     "Loss/regularization_loss": found["regularization"], "Loss/total_loss": found["total"]}
 
     initial = {names[id(v)]: np.asarray(v).copy() for v in model.non_trainable_variables}
     with tf.GradientTape() as tape:
