@@ -59,10 +59,11 @@ def test_detection_checkpoint_with_other_classes_starts_only_the_class_head_fres
                for p in ("backbone", "fpn", "tower", "tower_batch_norm", "box_head"))
     assert len(report.restored) == 381
     # Head bias [24] (6 anchors x 4 slots) against [36] (6 x 6): the whole head stays as initialised.
-    assert report.fresh[restore.CLASS_HEAD + "/bias"] == ("class head shape [24] in the checkpoint, [36] here "
-                                                          "(other classes): starts fresh")
-    assert report.fresh[restore.CLASS_HEAD + "/depthwise_kernel"] == ("class head restored whole or not at all: "
-                                                                      "starts fresh")
+    reason = "class head for other classes (outputs [24] in the checkpoint, [36] here): starts fresh"
+    assert report.fresh == {restore.CLASS_HEAD + f"/{name}": reason
+                            for name in ("depthwise_kernel", "pointwise_kernel", "bias")}
+    assert report.summary().endswith(f"fresh: 3 ({reason}); checkpoint values not used: 3 (shape differs from "
+                                     "this model's); 1 (counter)")
     np.testing.assert_array_equal(model.predictor.class_head.pointwise_kernel.numpy(), fresh_head)
     np.testing.assert_array_equal(model.predictor.box_head.pointwise_kernel.numpy(),
                                   _value(restore.BOX_HEAD + "/pointwise_kernel"))
