@@ -63,7 +63,7 @@ def test_errors_are_one_line_with_exit_code_2(data_dir):
     assert out.returncode == 2
     assert out.stderr.strip() == "error: no project 'nope'"
     weak = cli(data_dir, "users", "add", "x", "--role", "viewer", "--password-stdin", stdin="short\n")
-    assert weak.returncode == 2 and "at least 8 characters" in weak.stderr
+    assert weak.returncode == 2 and "at least 10 characters" in weak.stderr
 
 
 def test_demo_command(data_dir):

@@ -140,8 +140,7 @@ def test_tfrecord_feature_of_the_wrong_type_is_reported_by_inspect_and_the_brows
     folder.mkdir(parents=True)
     path = _record_file(folder / "train.record", _wrong_type_entries(key))
     inspection = tfrecords.inspect(admin, str(path))
-    assert [str(p) for p in inspection.problems] == [f"{path} record 0: {_wrong_type_message(key)}"] \
-        or [(p.file, p.index, p.message) for p in inspection.problems] == \
+    assert [(p.file, p.index, p.message) for p in inspection.problems] == \
         [(str(path), 0, _wrong_type_message(key))]
     page = tfrecords.page(admin, str(path), 0, 5)
     assert [(entry["where"], entry["error"]) for entry in page] == \
