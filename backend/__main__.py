@@ -1,7 +1,9 @@
 """`python -m backend ...`: the command line. A thin face over the same functions the pages call.
 
 Each command group lives in `backend/cli/<group>.py` and exposes `register(subparsers)`;
-every subcommand sets `func(args) -> int` (the exit code).
+every subcommand sets `func(args) -> int` (the exit code). Exit codes: 0 done, 1 the command
+found problems (rejected files, config problems), 2 usage error (argparse), 3 invalid input,
+4 not found, 5 conflict, 6 permission denied, 7 database busy (`backend.errors.exit_code`).
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import importlib
 import sqlite3
 import sys
 
-from backend.errors import BoxwiseError
+from backend.errors import BoxwiseError, exit_code
 
 COMMAND_MODULES = [
     "backend.cli.labeling",
@@ -38,13 +40,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (BoxwiseError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
     except sqlite3.OperationalError as exc:
         from backend.db import busy_error, is_busy
         if not is_busy(exc):
             raise
         print(f"error: {busy_error()}", file=sys.stderr)
-        return 2
+        return exit_code(busy_error())
 
 
 if __name__ == "__main__":
