@@ -7,7 +7,6 @@ do, and checks the exact message and that the database and the image store are u
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 
