@@ -619,7 +619,7 @@ def check_inputs(doc: ConfigDocument) -> list[Problem]:
     except Exception:  # noqa: BLE001 - reported by check_config
         pass
     for reader in ("train_input_reader", "eval_input_reader"):
-        for k, pattern in enumerate(doc.get_all(f"{reader}.tf_record_input_reader.input_path")):
+        for pattern in doc.get_all(f"{reader}.tf_record_input_reader.input_path"):
             path = f"{reader}.tf_record_input_reader.input_path"
             why = configs.input_problem(str(pattern)) if "://" not in str(pattern) else None
             if why:
