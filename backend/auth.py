@@ -168,7 +168,6 @@ def check_password_rules(password: str, username: str = "") -> None:
         raise Invalid("password must not be the user name")
 
 
-
 def _check_username(username: str) -> str:
     username = (username or "").strip()
     if not username or len(username) > 64 or any(c.isspace() for c in username):

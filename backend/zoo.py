@@ -306,6 +306,8 @@ def import_tarball(db: sqlite_utils.Database, actor: dict, source: str | Path | 
         if final.exists():
             shutil.rmtree(final)
         os.replace(unpacked, final)
+        # The check ran on the unpacked copy: name the stored checkpoint in its report.
+        report = json.loads(json.dumps(report).replace(str(unpacked), str(final)))
         row = {"name": (name or "").strip() or contents.name, "sha256": digest, "path": str(final / contents.name),
                "filename": filename or contents.name, "architecture": described["architecture"],
                "height": described["height"], "width": described["width"],

@@ -39,7 +39,6 @@ import statistics
 import sys
 import tempfile
 import time
-import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -105,7 +104,7 @@ def labeler(number: int, data_dir: str, setup: dict, seconds: float, queue) -> N
     try:
         from backend.errors import Busy
     except ImportError:  # before the Busy error existed: the raw sqlite3 error
-        Busy = ()  # noqa: N806
+        Busy = ()
 
     db = database.connect(Path(data_dir) / "boxwise.db", migrate=False)
     me = auth.get_user(db, f"labeler{number:02d}")
@@ -195,7 +194,8 @@ def run_phase(data_dir: Path, setup: dict, labelers: int, seconds: float, first:
         except Exception:  # noqa: BLE001 - queue.Empty: stop waiting for a process that died
             if time.perf_counter() - started > seconds + 120 or \
                     sum(p.exitcode not in (None, 0) for p in procs):
-                raise SystemExit(f"a labeler process failed: exit codes {[p.exitcode for p in procs]}")
+                raise SystemExit(f"a labeler process failed: exit codes "
+                                 f"{[p.exitcode for p in procs]}") from None
     for proc in procs:
         proc.join()
     # Calls per second over the labelers' loops (process start-up and imports excluded).
@@ -226,7 +226,7 @@ def lost_updates(data_dir: Path, saves: list[dict]) -> dict:
     db.conn.close()
 
     def event_of(save):
-        for position, (event_id, user, state) in enumerate(history.get(save["image"], [])):
+        for position, (_, user, state) in enumerate(history.get(save["image"], [])):
             if user == save["user"] and state == _state(save["boxes"]):
                 return position
         return None

@@ -145,6 +145,6 @@ def test_the_cli_reports_busy_in_one_line(db, users, project, image_id, data_dir
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert code == 2
+    assert code == 7  # backend.errors.EXIT_BUSY
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         "error: the database was busy with other changes for 0.3 s; nothing was changed, try again")

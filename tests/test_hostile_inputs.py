@@ -7,7 +7,6 @@ do, and checks the exact message and that the database and the image store are u
 from __future__ import annotations
 
 import json
-import struct
 
 import pytest
 
@@ -140,8 +139,7 @@ def test_tfrecord_feature_of_the_wrong_type_is_reported_by_inspect_and_the_brows
     folder.mkdir(parents=True)
     path = _record_file(folder / "train.record", _wrong_type_entries(key))
     inspection = tfrecords.inspect(admin, str(path))
-    assert [str(p) for p in inspection.problems] == [f"{path} record 0: {_wrong_type_message(key)}"] \
-        or [(p.file, p.index, p.message) for p in inspection.problems] == \
+    assert [(p.file, p.index, p.message) for p in inspection.problems] == \
         [(str(path), 0, _wrong_type_message(key))]
     page = tfrecords.page(admin, str(path), 0, 5)
     assert [(entry["where"], entry["error"]) for entry in page] == \
@@ -329,3 +327,38 @@ def test_every_hostile_error_is_a_domain_error():
     # common.reported(), the CLI prints "error: ..." and exits 2.
     assert issubclass(pc.ConfigSyntaxError, BoxwiseError)
     assert issubclass(Invalid, BoxwiseError)
+
+
+# ---------------------------------------------------------------- non-finite numbers in the other formats
+
+
+@pytest.mark.parametrize("fmt, files, message", [
+    ("csv", {"labels.csv": "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+                           "a.jpg,64,48,cat,nan,2,20,20\n"},
+     "box 1 (cat): box (nan, 2, 20, 20) has coordinates that are not finite numbers"),
+    ("csv", {"labels.csv": "filename,width,height,class,xmin,ymin,xmax,ymax\n"
+                           "a.jpg,inf,48,cat,1,2,20,20\n"},
+     "line 2: width/height 'inf', '48' are not whole numbers"),
+    ("yolo", {"a.txt": "0 nan 0.5 0.2 0.2\n", "classes.txt": "cat\n"},
+     "has coordinates that are not finite numbers"),
+    ("voc", {"a.xml": "<annotation><filename>a.jpg</filename><size><width>64</width>"
+                      "<height>48</height></size><object><name>cat</name><bndbox><xmin>NaN</xmin>"
+                      "<ymin>2</ymin><xmax>20</xmax><ymax>20</ymax></bndbox></object></annotation>"},
+     "object 1 (cat) xmin 'NaN' is not a finite number"),
+    ("voc", {"a.xml": "<annotation><filename>a.jpg</filename><size><width>inf</width>"
+                      "<height>48</height></size></annotation>"},
+     "size/width 'inf' is not a finite number"),
+])
+def test_non_finite_numbers_in_csv_yolo_voc_are_reported(db, admin, project, data_dir, tmp_path,
+                                                         fmt, files, message):
+    folder = tmp_path / fmt
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(image_bytes((64, 48)))
+    for name, text in files.items():
+        (folder / name).write_text(text)
+    report = importers.import_annotations(db, admin, project["id"], folder, fmt)
+    assert not report.committed and report.errors
+    assert all("\n" not in e for e in report.errors)
+    if message:
+        assert any(message in e for e in report.errors), report.errors
+    _nothing_written(db, data_dir)

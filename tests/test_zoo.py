@@ -434,7 +434,7 @@ def test_the_zoo_models_tarball_imports_with_its_checkpoint_checked_by_the_train
     report = point["restore"]
     assert (report["restored"], report["variables"]) == (384, 384)
     assert report["parts"]["backbone"]["restored"] == report["parts"]["backbone"]["variables"] == 260
-    assert report["summary"].startswith("detection restore from ")
+    assert report["summary"].startswith(f"detection restore from {point['checkpoint']} ")
     assert "384 of 384 variables" in report["summary"]
 
 

@@ -83,9 +83,9 @@ def _read_file(file: Path, finder: ImageFinder, result: ReadResult) -> None:
                 elif (item.width, item.height) != (width, height):
                     item.problems.append(f"line {line}: size {width}×{height} differs from "
                                          f"{item.width}×{item.height} on an earlier line")
-            except ValueError:
+            except (ValueError, OverflowError):  # OverflowError: "inf"
                 item.problems.append(f"line {line}: width/height {row['width']!r}, {row['height']!r} "
-                                     "are not numbers")
+                                     "are not whole numbers")
         coords = [row[k] for k in ("xmin", "ymin", "xmax", "ymax")]
         if not row[class_key] and not any(coords):
             continue  # an image with no objects

@@ -8,6 +8,7 @@ Writing makes the VOC layout: `Annotations/`, `JPEGImages/`, `ImageSets/Main/<sp
 """
 from __future__ import annotations
 
+import math
 import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path, PurePosixPath
@@ -22,9 +23,12 @@ def _number(text: str | None, what: str) -> float:
     if text is None or not text.strip():
         raise ValueError(f"missing {what}")
     try:
-        return float(text.strip())
+        value = float(text.strip())
     except ValueError:
         raise ValueError(f"{what} {text.strip()!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{what} {text.strip()!r} is not a finite number")
+    return value
 
 
 def read(path: str | Path, images_dir: str | Path | None = None,

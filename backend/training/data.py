@@ -16,9 +16,12 @@ Evaluation elements add `"source_id"`, `"original_size"` `[B, 2]` and `"valid"` 
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import tensorflow as tf
 
-from backend.errors import NotFound
+from backend.errors import Invalid, NotFound
+from backend.formats import tfrecord
 from backend.training.config import Augmentation, InputReader, Resizer
 
 FEATURES = {
@@ -43,6 +46,11 @@ def input_files(reader: InputReader) -> list[str]:
         matched = sorted(tf.io.gfile.glob(pattern))
         if not matched:
             raise NotFound(f"input_path {pattern!r} matches no files")
+        for name in matched:
+            # A text file or an image here would only fail mid-training as "corrupted record".
+            why = None if "://" in name else tfrecord.not_a_record_file(Path(name))
+            if why:
+                raise Invalid(f"input_path {name!r} is not a TFRecord file ({why})")
         files.extend(matched)
     if not files:
         raise NotFound("the input reader has no input_path")

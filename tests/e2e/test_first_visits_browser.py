@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from backend import auth, projects
-from tests.e2e.browser import TIMEOUT_MS, playwright_api
+from tests.e2e.browser import TIMEOUT_MS
 
 pytestmark = pytest.mark.e2e
 

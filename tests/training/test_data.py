@@ -90,3 +90,16 @@ def test_each_worker_reads_its_share_whole_files_or_every_nth_record(tmp_path):
     one = [_record_file(tmp_path / "only.record", [str(k).encode() for k in range(10)])]
     three_workers = _pipelines(one, 3, shuffle=True)
     assert three_workers == [[b"0", b"3", b"6", b"9"], [b"1", b"4", b"7"], [b"2", b"5", b"8"]]
+
+
+def test_an_input_file_that_is_not_a_tfrecord_stops_training_before_it_starts(tmp_path):
+    import pytest
+
+    from backend.errors import Invalid
+
+    (tmp_path / "train.record").write_text("root:x:0:0:root:/root:/bin/bash\n" * 10)
+    reader = InputReader((str(tmp_path / "*.record"),), None)
+    with pytest.raises(Invalid) as refused:
+        data.input_files(reader)
+    assert str(refused.value) == (f"input_path {str(tmp_path / 'train.record')!r} is not a TFRecord "
+                                  "file (its first record's length checksum is wrong)")
