@@ -190,6 +190,8 @@ def test_a_hopeless_config_stops_after_max_problems():
     assert problems[0] == Problem("train_config.bogus_0", 2,
                                   'unknown field "bogus_0": TrainConfig has no such field')
     assert problems[-1].message.startswith(f"stopped after {schema.MAX_PROBLEMS} problems")
+    text = "train_config {\n" + "".join(f"  bogus_{k}: 1\n" for k in range(schema.MAX_PROBLEMS)) + "}\n"
+    assert len(schema.parse(text)[1]) == schema.MAX_PROBLEMS  # all found: no note
 
 
 def test_schema_defaults_read_as_the_config_text_writes_them():

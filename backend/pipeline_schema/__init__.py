@@ -25,6 +25,7 @@ from __future__ import annotations
 import difflib
 import re
 import struct
+from pathlib import Path
 from typing import Any
 
 from google.protobuf import descriptor as _descriptor
@@ -62,12 +63,15 @@ def parse(text: str) -> tuple[Any, list[Problem]]:
     final = list(text)   # blanked only where the OD API itself would stop
     problems: list[Problem] = []
     blanked: set[int] = set()
-    while len(problems) < MAX_PROBLEMS:
+    while True:
         try:
             text_format.Parse("".join(scan), TrainEvalPipelineConfig())
             break
         except text_format.ParseError as e:
             line, column, message = _where(e)
+        if len(problems) == MAX_PROBLEMS:
+            problems.append(Problem("", 0, f"stopped after {MAX_PROBLEMS} problems; fix these and check again"))
+            break
         offset = line_starts[line - 1] + column - 1 if 0 < line <= len(line_starts) else -1
         found = _innermost(fields, offset)
         if found is None or found[1].start in blanked:
@@ -82,8 +86,6 @@ def parse(text: str) -> tuple[Any, list[Problem]]:
             for k in range(f.start, f.end):
                 if chars[k] != "\n":
                     chars[k] = " "
-    else:
-        problems.append(Problem("", 0, f"stopped after {MAX_PROBLEMS} problems; fix these and check again"))
     config = TrainEvalPipelineConfig()
     try:
         text_format.Merge("".join(final), config)
@@ -92,7 +94,7 @@ def parse(text: str) -> tuple[Any, list[Problem]]:
     return config, problems
 
 
-def parse_file(path) -> tuple[Any, list[Problem]]:
+def parse_file(path: str | Path) -> tuple[Any, list[Problem]]:
     with open(path, encoding="utf-8") as fh:
         return parse(fh.read())
 
