@@ -98,7 +98,7 @@ def test_input_globs_must_match_shards_of_the_dataset_version(version, tmp_path)
     doc.set("eval_input_reader.tf_record_input_reader.input_path", str(elsewhere))
     problems = {p.path: p for p in configs.validate(doc.text, version, actor=CLI_ACTOR, external=True)}
     assert "matches no TFRecord shard" in problems["train_input_reader.tf_record_input_reader.input_path"].message
-    assert problems["train_input_reader.tf_record_input_reader.input_path"].line == 17
+    assert problems["train_input_reader.tf_record_input_reader.input_path"].line == 18
     assert "is not a shard of dataset version" in problems["eval_input_reader.tf_record_input_reader.input_path"].message
 
 
@@ -111,7 +111,7 @@ def test_schedule_and_fine_tune_checkpoint_are_checked(version, tmp_path):
     messages = [str(p) for p in configs.validate(doc.text, version, actor=CLI_ACTOR, external=True)]
     assert any("total_steps (100) must be ≥ warmup_steps (500)" in m for m in messages)
     assert any("learning_rate_base (0.04) must be ≥ warmup_learning_rate (0.1)" in m for m in messages)
-    assert any(m.startswith("line 14: train_config.fine_tune_checkpoint") and "does not exist" in m
+    assert any(m.startswith("line 15: train_config.fine_tune_checkpoint") and "does not exist" in m
                for m in messages)
     (tmp_path / "ckpt-9.index").write_bytes(b"")
     assert not any("fine_tune_checkpoint" in m for m in map(str, configs.validate(doc.text, version, actor=CLI_ACTOR, external=True)))

@@ -168,10 +168,17 @@ def _matches(path: str, patterns: list[str]) -> bool:
 def check_config(doc: ConfigDocument) -> list[Problem]:
     """Everything in `doc` the trainer would refuse, each with the field's path and line.
 
-    Extend by appending to the returned list (dataset checks live with the dataset code).
+    Field names, types and enum values are checked against the TF OD API's schema
+    (`backend.pipeline_schema`), so a typo anywhere is named with its line; then what this trainer
+    supports. Extend by appending to the returned list (dataset checks live with the dataset code).
     """
+    from backend import pipeline_schema
+
+    _, unknown = pipeline_schema.parse(doc.text)
+    bad = [p.path for p in unknown]
     problems, _ = _classify(doc)
-    return problems
+    return unknown + [p for p in problems
+                      if not any(p.path == b or p.path.startswith((b + ".", b + "[")) for b in bad)]
 
 
 def ignored_fields(doc: ConfigDocument) -> list[tuple[str, int]]:
