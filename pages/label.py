@@ -408,7 +408,8 @@ def canvas_and_boxes() -> None:
         drawing = canvas.drawing([boxes[i] for i in shown], labels, fit, font_size=font,
                                  selected=emphasis)
         mounted = current["mounted"] = {"key": key, "fit": fit, "boxes": boxes, "shown": shown,
-                                        "drawing": drawing, "on_canvas": shown}
+                                        "drawing": drawing, "on_canvas": shown,
+                                        "overview": canvas.overview_image(image, fit)}
     shown, drawing = mounted["shown"], mounted["drawing"]
 
     area, side = st.columns([fit.canvas_width, 220])
@@ -441,7 +442,7 @@ def canvas_and_boxes() -> None:
         current["selected"] = index if index is None or index < len(current["boxes"]) else None
 
     with side:
-        st.image(canvas.overview_image(image, fit), caption=(
+        st.image(mounted["overview"], caption=(
             f"View {fit.zoom:g}×: x {fit.left:.0f}–{fit.left + fit.view_width:.0f}, "
             f"y {fit.top:.0f}–{fit.top + fit.view_height:.0f}"))
         pan = st.columns(4)
