@@ -135,7 +135,10 @@ def leave_for(image_id: int | None, empty_message: str | None = None) -> None:
         if not save():
             return
         if current["mine"]:
-            labeling.release_lease(db, user, current["image"]["id"])
+            try:
+                labeling.release_lease(db, user, current["image"]["id"])
+            except PermissionError:
+                pass  # the lease ran out and someone else holds it now: nothing to give up
     if image_id is None:
         S.pop("label_work", None)
         notice("info", empty_message or "Nothing left in your queue with these settings.")

@@ -164,3 +164,22 @@ def test_copy_boxes_from_previous_image_and_no_objects(db, users, project, stock
     marked = images.get_image(db, stocked[2])
     assert (marked["status"], marked["no_objects"], marked["labeled_by"]) == \
         ("labeled", 1, users["labeler"]["id"])
+
+
+def test_skip_moves_on_and_an_empty_queue_explains_itself(db, users, project, stocked):
+    import datetime
+    at = signed_in(db, "labeler", "pages/label.py")
+    button(at, "Next image to label").click().run()
+    button(at, "Skip").click().run()
+    assert at.error[0].value == "Say why the image is skipped (the box beside Skip), then press Skip."
+    at.text_input(key=f"label_skip_{stocked[0]}").input("blurred").run()
+    button(at, "Skip").click().run()
+    assert not at.exception, at.exception
+    assert images.get_image(db, stocked[0])["status"] == "skipped"
+    assert at.markdown[0].value.startswith(f"#### #{stocked[1]} · img1.png")  # moved on
+    at.text_input(key=f"label_skip_{stocked[1]}").input("not ours").run()
+    labeling.open_image(db, users["reviewer"], stocked[2])  # the last one is someone else's
+    button(at, "Skip").click().run()
+    until = images.get_image(db, stocked[2])["lease_expires_at"]
+    assert at.info[0].value == ("1 image waits, leased by reviewer until "
+                                f"{datetime.datetime.fromtimestamp(until).strftime('%H:%M')}.")
