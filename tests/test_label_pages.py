@@ -183,3 +183,16 @@ def test_skip_moves_on_and_an_empty_queue_explains_itself(db, users, project, st
     until = images.get_image(db, stocked[2])["lease_expires_at"]
     assert at.info[0].value == ("1 image waits, leased by reviewer until "
                                 f"{datetime.datetime.fromtimestamp(until).strftime('%H:%M')}.")
+
+
+def test_review_page_says_who_holds_the_only_waiting_image(db, users, project, stocked):
+    import datetime
+    labeling.submit(db, users["labeler"], stocked[0],
+                    [{"label_id": cat_id(db, project), "xmin": 5, "ymin": 5, "xmax": 40, "ymax": 40}], 0)
+    labeling.open_image(db, users["labeler"], stocked[0])  # still open in the labeler's browser
+    at = signed_in(db, "reviewer", "pages/review.py")
+    assert "1 submitted images wait for review" in at.caption[0].value
+    button(at, "Next image to review").click().run()
+    until = images.get_image(db, stocked[0])["lease_expires_at"]
+    assert at.info[0].value == ("1 image waits, leased by labeler until "
+                                f"{datetime.datetime.fromtimestamp(until).strftime('%H:%M')}.")
