@@ -19,6 +19,8 @@ BENCHES = {
     "export": (["export_bench.py"], ["--n", "200", "--repeat", "1"]),
     "train": (["train_bench.py"], ["--train-images", "64", "--steps-per-round", "20"]),
     "predict": (["predict_bench.py"], ["--images", "10", "--batch-images", "10"]),
+    "label-browser": (["label_browser_bench.py"], ["--repeats", "2", "--conditions", "idle",
+                                                   "--dense-images", "2"]),
 }
 
 
