@@ -170,10 +170,13 @@ def go_next() -> None:
     if here and here not in passed:
         passed.append(here)
     order = S.get("label_order", "id")
-    queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
+    resume = bool(S.get("label_resume_own"))
+    queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed,
+                                 resume_own=resume)
     if queued is None and len(passed) > 1:
         passed[:] = [here] if here else []
-        queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
+        queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed,
+                                     resume_own=resume)
     leave_for(queued["id"] if queued else None,
               labeling.why_queue_is_empty(db, user, project["id"], exclude=[here] if here else []))
 
@@ -271,6 +274,8 @@ with st.sidebar.expander("Filters for previous / next", expanded=False):
     }
 st.sidebar.radio("Queue order", labeling.ORDERS, key="label_order", horizontal=True,
                  format_func={"id": "Oldest first", "uncertain": "Most uncertain first"}.get)
+st.sidebar.checkbox("My unfinished images first", key="label_resume_own",
+                    help="Images you saved without submitting come before new ones (otherwise after)")
 
 current = work()
 nav = st.columns([1, 1, 1.6, 1, 0.8])

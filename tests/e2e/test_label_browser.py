@@ -122,6 +122,9 @@ def test_two_labelers_in_two_browsers(db, stocked, app_url, browser):
     ann.reload()
     ann.get_by_text("Signed in as ann").wait_for()  # the session cookie keeps the login
     wait_idle(ann)
+    # Her own unfinished image comes after new ones, unless she asks for it first.
+    ann.get_by_text("My unfinished images first").click()
+    wait_idle(ann)
     ann.get_by_role("button", name="Next image to label").click()
     header(ann, first_image).wait_for()
     ann.get_by_text("Boxes (2, in image pixels)").wait_for()
