@@ -380,7 +380,7 @@ def canvas_and_boxes() -> None:
     show = tools.toggle("Show boxes (H)", key="label_show_boxes", value=True)
     tags = tools.toggle("Tags", key="label_tags", value=True,
                         help="Class names on the boxes, sized to the zoom")
-    hidden_names = tools.multiselect("Hide classes", [l["name"] for l in labels], key="label_hidden",
+    hidden_names = tools.multiselect("Hide classes", [label["name"] for label in labels], key="label_hidden",
                                      placeholder="Hide classes", label_visibility="collapsed")
     toggle_boxes = tools.button("H", key="label_toggle_boxes", shortcut="H",
                                 help="Show or hide all boxes (drawing goes on)")
@@ -396,7 +396,7 @@ def canvas_and_boxes() -> None:
         current["view"] = None
         redraw()
 
-    hidden = {l["id"] for l in labels if l["name"] in hidden_names}
+    hidden = {label["id"] for label in labels if label["name"] in hidden_names}
     if not show:
         hidden = set(label_by_id)
     boxes = current["boxes"]
@@ -501,7 +501,7 @@ def canvas_and_boxes() -> None:
         st.markdown(f"**Boxes** ({len(boxes)}, in image pixels)")
         if boxes:
             listing = st.container(horizontal=True)
-            only = listing.multiselect("Show only classes", [l["name"] for l in labels],
+            only = listing.multiselect("Show only classes", [label["name"] for label in labels],
                                        key="label_list_classes", placeholder="All classes",
                                        label_visibility="collapsed")
             sort = listing.selectbox("Sort by", annotations.BOX_SORTS, key="label_list_sort",
