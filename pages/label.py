@@ -378,7 +378,8 @@ def canvas_and_boxes() -> None:
     whole = tools.button("1×", help="The whole image", key="label_zoom_whole", disabled=fit.zoom <= 1)
     tools.markdown(f"**{fit.zoom:g}×**")
     show = tools.toggle("Show boxes (H)", key="label_show_boxes", value=True)
-    tags = tools.toggle("Tags", key="label_tags", value=True,
+    # Chips on a dense image cover it: off by default when the first image opened has > 100 boxes.
+    tags = tools.toggle("Tags", key="label_tags", value=len(current["boxes"]) <= 100,
                         help="Class names on the boxes, sized to the zoom")
     hidden_names = tools.multiselect("Hide classes", [label["name"] for label in labels], key="label_hidden",
                                      placeholder="Hide classes", label_visibility="collapsed")
