@@ -7,7 +7,8 @@ app, on an idle machine and while a training run goes on:
 Two projects: the demo project (320×240 shapes, up to 3 boxes an image) and a dense one
 (1249×1035 generated aerial-like pictures with 280 boxes of 12–40 px each, like the issue's
 tree survey). For each, `--repeats` times:
-  N → ready      press N; until the next image's header is shown and the page is idle
+  N → ready      press N; until the next image's header is shown, the page is idle and the
+                 canvas has painted the image's boxes (a box drawn before that is not taken)
   draw → listed  drag a box on the canvas; until the box list counts it
   S → saved      press S; until the header shows the image's next version
 Conditions: `idle`; `training`: a `quick`-template run of the demo project's dataset version
@@ -40,13 +41,21 @@ SURFACE = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 DENSE_SIZE = (1249, 1035)
 DENSE_BOXES = 280
 CONDITIONS = ("idle", "training", "training-unniced")
-# "Ready": the script run is over and one canvas (with its image loaded) is on the page.
+# "Ready": the script run is over, one canvas is on the page, and it has painted its boxes.
 READY = """const header = () => { const h = document.querySelector('h4'); return h ? h.innerText : ''; };
 const ready = () => {
   if (!document.querySelector('[data-testid=stApp][data-test-script-state=notRunning]')) return false;
   const surfaces = [...document.querySelectorAll('[data-testid=stBidiComponentIsolated]')]
     .map((h) => h.shadowRoot && h.shadowRoot.querySelector('canvas.upper-canvas')).filter(Boolean);
-  return surfaces.length === 1;
+  if (surfaces.length !== 1) return false;
+  // Boxes listed must be painted: the canvas loads its boxes after it appears, and a box drawn
+  // before that is not taken.
+  const listed = parseInt(((document.body.innerText.match(/Boxes \\((\\d+),/) || [])[1]) || '0');
+  if (!listed) return true;
+  const lower = surfaces[0].parentElement.querySelector('canvas.lower-canvas');
+  const pixels = lower.getContext('2d').getImageData(0, 0, lower.width, lower.height).data;
+  for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) return true;
+  return false;
 };
 """
 
