@@ -20,6 +20,8 @@ BENCHES = {
     "train": (["train_bench.py"], ["--train-images", "64", "--steps-per-round", "20"]),
     "predict": (["predict_bench.py"], ["--images", "10", "--batch-images", "10"]),
     "doctor": (["doctor_bench.py"], ["--sizes", "1000", "--brute-max", "1000"]),
+    "label-browser": (["label_browser_bench.py"], ["--repeats", "2", "--conditions", "idle",
+                                                   "--dense-images", "2"]),
 }
 
 

@@ -79,8 +79,9 @@ export default function (component) {
     down = null;
     const point = at(started.surface, event);
     if (!started.pan) {
+      // Sent once: by this timer, or by a key pressed before it ran (then not again here).
       lastRelease = Date.now();
-      setTimeout(() => flush(started.surface), 0);
+      setTimeout(() => { if (lastRelease) { lastRelease = 0; flush(started.surface); } }, 0);
     }
     if (started.pan) {
       event.stopPropagation(); event.preventDefault();

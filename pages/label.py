@@ -135,7 +135,10 @@ def leave_for(image_id: int | None, empty_message: str | None = None) -> None:
         if not save():
             return
         if current["mine"]:
-            labeling.release_lease(db, user, current["image"]["id"])
+            try:
+                labeling.release_lease(db, user, current["image"]["id"])
+            except PermissionError:
+                pass  # the lease ran out and someone else holds it now: nothing to give up
     if image_id is None:
         S.pop("label_work", None)
         notice("info", empty_message or "Nothing left in your queue with these settings.")
@@ -167,10 +170,13 @@ def go_next() -> None:
     if here and here not in passed:
         passed.append(here)
     order = S.get("label_order", "id")
-    queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
+    resume = bool(S.get("label_resume_own"))
+    queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed,
+                                 resume_own=resume)
     if queued is None and len(passed) > 1:
         passed[:] = [here] if here else []
-        queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed)
+        queued = labeling.next_image(db, user, project["id"], order=order, exclude=passed,
+                                     resume_own=resume)
     leave_for(queued["id"] if queued else None,
               labeling.why_queue_is_empty(db, user, project["id"], exclude=[here] if here else []))
 
@@ -268,6 +274,8 @@ with st.sidebar.expander("Filters for previous / next", expanded=False):
     }
 st.sidebar.radio("Queue order", labeling.ORDERS, key="label_order", horizontal=True,
                  format_func={"id": "Oldest first", "uncertain": "Most uncertain first"}.get)
+st.sidebar.checkbox("My unfinished images first", key="label_resume_own",
+                    help="Images you saved without submitting come before new ones (otherwise after)")
 
 current = work()
 nav = st.columns([1, 1, 1.6, 1, 0.8])
@@ -370,9 +378,10 @@ def canvas_and_boxes() -> None:
     whole = tools.button("1×", help="The whole image", key="label_zoom_whole", disabled=fit.zoom <= 1)
     tools.markdown(f"**{fit.zoom:g}×**")
     show = tools.toggle("Show boxes (H)", key="label_show_boxes", value=True)
-    tags = tools.toggle("Tags", key="label_tags", value=True,
+    # Chips on a dense image cover it: off by default when the first image opened has > 100 boxes.
+    tags = tools.toggle("Tags", key="label_tags", value=len(current["boxes"]) <= 100,
                         help="Class names on the boxes, sized to the zoom")
-    hidden_names = tools.multiselect("Hide classes", [l["name"] for l in labels], key="label_hidden",
+    hidden_names = tools.multiselect("Hide classes", [label["name"] for label in labels], key="label_hidden",
                                      placeholder="Hide classes", label_visibility="collapsed")
     toggle_boxes = tools.button("H", key="label_toggle_boxes", shortcut="H",
                                 help="Show or hide all boxes (drawing goes on)")
@@ -388,7 +397,7 @@ def canvas_and_boxes() -> None:
         current["view"] = None
         redraw()
 
-    hidden = {l["id"] for l in labels if l["name"] in hidden_names}
+    hidden = {label["id"] for label in labels if label["name"] in hidden_names}
     if not show:
         hidden = set(label_by_id)
     boxes = current["boxes"]
@@ -408,7 +417,8 @@ def canvas_and_boxes() -> None:
         drawing = canvas.drawing([boxes[i] for i in shown], labels, fit, font_size=font,
                                  selected=emphasis)
         mounted = current["mounted"] = {"key": key, "fit": fit, "boxes": boxes, "shown": shown,
-                                        "drawing": drawing, "on_canvas": shown}
+                                        "drawing": drawing, "on_canvas": shown,
+                                        "overview": canvas.overview_image(image, fit)}
     shown, drawing = mounted["shown"], mounted["drawing"]
 
     area, side = st.columns([fit.canvas_width, 220])
@@ -441,7 +451,7 @@ def canvas_and_boxes() -> None:
         current["selected"] = index if index is None or index < len(current["boxes"]) else None
 
     with side:
-        st.image(canvas.overview_image(image, fit), caption=(
+        st.image(mounted["overview"], caption=(
             f"View {fit.zoom:g}×: x {fit.left:.0f}–{fit.left + fit.view_width:.0f}, "
             f"y {fit.top:.0f}–{fit.top + fit.view_height:.0f}"))
         pan = st.columns(4)
@@ -492,7 +502,7 @@ def canvas_and_boxes() -> None:
         st.markdown(f"**Boxes** ({len(boxes)}, in image pixels)")
         if boxes:
             listing = st.container(horizontal=True)
-            only = listing.multiselect("Show only classes", [l["name"] for l in labels],
+            only = listing.multiselect("Show only classes", [label["name"] for label in labels],
                                        key="label_list_classes", placeholder="All classes",
                                        label_visibility="collapsed")
             sort = listing.selectbox("Sort by", annotations.BOX_SORTS, key="label_list_sort",

@@ -25,8 +25,9 @@ def next_image(exclude: list[int]) -> None:
     with common.reported():
         found = labeling.next_for_review(db, user, project["id"], exclude=exclude)
         S["review_image_id"] = found["id"] if found else None
-        if found is None:
-            st.toast("Nothing left to review.")
+        # Shown until the next press: why nothing came ("1 image waits, leased by ann until 10:42").
+        S["review_empty"] = None if found else \
+            labeling.why_queue_is_empty(db, user, project["id"], review=True, exclude=exclude)
 
 
 image_id = S.get("review_image_id")
@@ -34,6 +35,8 @@ if st.button("Next image to review", type="primary", shortcut="N"):
     next_image([image_id] if image_id else [])
     st.rerun()
 
+if S.get("review_empty"):
+    st.info(S["review_empty"])
 if not image_id:
     st.stop()
 try:

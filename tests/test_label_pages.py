@@ -164,3 +164,35 @@ def test_copy_boxes_from_previous_image_and_no_objects(db, users, project, stock
     marked = images.get_image(db, stocked[2])
     assert (marked["status"], marked["no_objects"], marked["labeled_by"]) == \
         ("labeled", 1, users["labeler"]["id"])
+
+
+def test_skip_moves_on_and_an_empty_queue_explains_itself(db, users, project, stocked):
+    import datetime
+    at = signed_in(db, "labeler", "pages/label.py")
+    button(at, "Next image to label").click().run()
+    button(at, "Skip").click().run()
+    assert at.error[0].value == "Say why the image is skipped (the box beside Skip), then press Skip."
+    at.text_input(key=f"label_skip_{stocked[0]}").input("blurred").run()
+    button(at, "Skip").click().run()
+    assert not at.exception, at.exception
+    assert images.get_image(db, stocked[0])["status"] == "skipped"
+    assert at.markdown[0].value.startswith(f"#### #{stocked[1]} · img1.png")  # moved on
+    at.text_input(key=f"label_skip_{stocked[1]}").input("not ours").run()
+    labeling.open_image(db, users["reviewer"], stocked[2])  # the last one is someone else's
+    button(at, "Skip").click().run()
+    until = images.get_image(db, stocked[2])["lease_expires_at"]
+    assert at.info[0].value == ("1 image waits, leased by reviewer until "
+                                f"{datetime.datetime.fromtimestamp(until).strftime('%H:%M')}.")
+
+
+def test_review_page_says_who_holds_the_only_waiting_image(db, users, project, stocked):
+    import datetime
+    labeling.submit(db, users["labeler"], stocked[0],
+                    [{"label_id": cat_id(db, project), "xmin": 5, "ymin": 5, "xmax": 40, "ymax": 40}], 0)
+    labeling.open_image(db, users["labeler"], stocked[0])  # still open in the labeler's browser
+    at = signed_in(db, "reviewer", "pages/review.py")
+    assert "1 submitted images wait for review" in at.caption[0].value
+    button(at, "Next image to review").click().run()
+    until = images.get_image(db, stocked[0])["lease_expires_at"]
+    assert at.info[0].value == ("1 image waits, leased by labeler until "
+                                f"{datetime.datetime.fromtimestamp(until).strftime('%H:%M')}.")

@@ -31,7 +31,7 @@ def app_url(stocked, app_server):
 
 
 def log_in(browser, url: str, username: str):
-    context = browser.new_context(viewport={"width": 1600, "height": 1300})
+    context = browser.new_context(viewport={"width": 1800, "height": 1300})
     OPEN_PAGES.append(context)
     context.set_default_timeout(TIMEOUT_MS)
     page = context.new_page()
@@ -97,8 +97,11 @@ def test_two_labelers_in_two_browsers(db, stocked, app_url, browser):
     wait_idle(ann)
     ann.get_by_text("Boxes (2, in image pixels)").wait_for()
 
-    # Box 2 becomes a dog through the box editor.
-    choose(ann, "Box", "2")
+    # Box 2 becomes a dog through the box editor: Tab twice selects it.
+    for number in (1, 2):
+        ann.keyboard.press("Tab")
+        ann.get_by_text(re.compile(rf"^Box {number} · cat$")).wait_for()
+        wait_idle(ann)
     choose(ann, "Class of this box", "dog")
     ann.get_by_text("unsaved changes").wait_for()
     ann.get_by_role("button", name=re.compile(r"^Save")).click()
@@ -118,6 +121,9 @@ def test_two_labelers_in_two_browsers(db, stocked, app_url, browser):
     # After a reload the same boxes come back from SQLite onto the canvas.
     ann.reload()
     ann.get_by_text("Signed in as ann").wait_for()  # the session cookie keeps the login
+    wait_idle(ann)
+    # Her own unfinished image comes after new ones, unless she asks for it first.
+    ann.get_by_text("My unfinished images first").click()
     wait_idle(ann)
     ann.get_by_role("button", name="Next image to label").click()
     header(ann, first_image).wait_for()

@@ -8,7 +8,7 @@ import re
 import pytest
 
 from backend import annotations, auth, images, projects
-from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
+from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, wait_idle
 from tests.e2e.test_label_browser import fill_login
 from tests.helpers import image_bytes
 
