@@ -19,6 +19,7 @@ BENCHES = {
     "export": (["export_bench.py"], ["--n", "200", "--repeat", "1"]),
     "train": (["train_bench.py"], ["--train-images", "64", "--steps-per-round", "20"]),
     "predict": (["predict_bench.py"], ["--images", "10", "--batch-images", "10"]),
+    "tflite": (["tflite_bench.py"], ["--steps", "20", "--images", "10"]),
 }
 
 

@@ -2,11 +2,12 @@
 and int8 .tflite (LiteRT) and of the SavedModel's serving_default, on the same images; file sizes;
 held-out mAP@0.5 of each.
 
-    .venv/bin/python bench/tflite_bench.py [--steps 400] [--images 50]
+    .venv/bin/python bench/tflite_bench.py [--steps 300] [--images 50]
 
 Trains the `quick` recipe (128 px, MobileNetV2 width 0.35) for `--steps` on generated shapes once
 into bench/out/tflite_bench/ (reused on later runs), exports it with `export-model` and with
-`export-tflite` (none and int8, 100 detections, default NMS), then times each model in its own
+`export-tflite` (none and int8, 100 detections, default NMS; and float32 with
+--use_regular_nms for its mAP), then times each model in its own
 process (TensorFlow's thread count is fixed at start-up): `intra_op_parallelism` = threads for
 the SavedModel, `num_threads` for LiteRT. The time per image covers what a caller does per frame:
 the SavedModel call on uint8 pixels (it resizes, normalises and runs NMS inside), and for
@@ -99,6 +100,9 @@ def prepare(steps: int) -> dict:
         if not (exports[quantize] / "model.tflite").is_file():
             export_tflite(run / "pipeline.config", run, exports[quantize], max_detections=100, quantize=quantize,
                           representative_records=[train_glob])
+    exports["regular_nms"] = WORK / f"tflite_{steps}_none_regular_nms"
+    if not (exports["regular_nms"] / "model.tflite").is_file():
+        export_tflite(run / "pipeline.config", run, exports["regular_nms"], max_detections=100, use_regular_nms=True)
     return {"val_glob": val_glob, "label_map": data / "label_map.pbtxt", "exports": exports}
 
 
@@ -108,7 +112,7 @@ def _size(path: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=400, help="training steps of the benchmarked model")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the benchmarked model")
     parser.add_argument("--images", type=int, default=50, help="timed images per model (held-out, 128 px)")
     parser.add_argument("--measure", nargs=4, metavar=("KIND", "PATH", "IMAGES", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -127,7 +131,7 @@ def main() -> int:
     np.save(images_file, np.stack([item["pixels"] for item in held_out][: args.images]))
     maps = {"saved_model": tl.map_50(tl.saved_model_detector(exports["saved_model"] / "saved_model"), held_out,
                                      made["label_map"])}
-    for quantize in ("none", "int8"):
+    for quantize in ("none", "int8", "regular_nms"):
         maps[quantize] = tl.map_50(tl.TFLiteDetector(exports[quantize]).detect, held_out, made["label_map"])
     sizes = {"saved_model": _size(exports["saved_model"] / "saved_model"),
              **{q: (exports[q] / "model.tflite").stat().st_size for q in ("none", "int8")}}
@@ -154,6 +158,8 @@ def main() -> int:
         one, two = latency[f"{name}@1"], latency[f"{name}@2"]
         print(f"| {names[name]} | {sizes[name] / 1024**2:.2f} | {one['p50']} / {one['p95']} | {two['p50']} / {two['p95']} "
               f"| {two['p50'] / base:.2f}× | {maps[name]:.3f} | {maps[name] - maps['saved_model']:+.3f} |")
+    print(f"\nfloat32 .tflite with --use_regular_nms (per-class NMS, as the SavedModel): mAP@0.5 "
+          f"{maps['regular_nms']:.3f} ({maps['regular_nms'] - maps['saved_model']:+.3f} vs SavedModel)")
     result = {"steps": args.steps, "images": int(len(np.load(images_file))), "held_out": len(held_out),
               "sizes": sizes, "latency_ms": latency, "map_50": maps, "loadavg": load}
     (WORK.parent / "tflite_bench.json").write_text(json.dumps(result, indent=2))
