@@ -9,7 +9,7 @@ BOXWISE_DATA ?= ./data
 PORT ?= 8501
 export BOXWISE_DATA
 
-.PHONY: run test install install-test chromium bench demo clean-venv
+.PHONY: run test test-fast lint install install-test chromium bench demo clean-venv
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ run: install
 
 test: install-test
 	$(PY) -m pytest
+
+# The quick loop: no test marked slow (over ~20 s) or e2e (a real browser).
+test-fast: install-test
+	$(PY) -m pytest -m "not slow and not e2e"
+
+lint: $(VENV)/.installed-test
+	$(PY) -m ruff check .
 
 demo: install
 	$(PY) -m backend demo

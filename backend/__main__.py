@@ -1,7 +1,9 @@
 """`python -m backend ...`: the command line. A thin face over the same functions the pages call.
 
 Each command group lives in `backend/cli/<group>.py` and exposes `register(subparsers)`;
-every subcommand sets `func(args) -> int` (the exit code).
+every subcommand sets `func(args) -> int` (the exit code). Exit codes: 0 done, 1 the command
+found problems (rejected files, config problems), 2 usage error (argparse), 3 invalid input,
+4 not found, 5 conflict, 6 permission denied (`backend.errors.exit_code`).
 """
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import argparse
 import importlib
 import sys
 
-from backend.errors import BoxwiseError
+from backend.errors import BoxwiseError, exit_code
 
 COMMAND_MODULES = [
     "backend.cli.labeling",
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except (BoxwiseError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exit_code(exc)
 
 
 if __name__ == "__main__":

@@ -20,3 +20,22 @@ class Conflict(BoxwiseError):
 
 # Roles are enforced with the built-in PermissionError so callers need no Boxwise import to catch it.
 PermissionDenied = PermissionError
+
+
+# `python -m backend` exit codes. 1 is a command's own "problems found" (rejected files, config
+# problems); 2 is argparse's usage error; each domain error has its own code after those.
+EXIT_INVALID = 3
+EXIT_NOT_FOUND = 4
+EXIT_CONFLICT = 5
+EXIT_PERMISSION = 6
+
+
+def exit_code(exc: BaseException) -> int:
+    """The command-line exit code for a domain error or a refused permission."""
+    if isinstance(exc, PermissionError):
+        return EXIT_PERMISSION
+    if isinstance(exc, NotFound):
+        return EXIT_NOT_FOUND
+    if isinstance(exc, Conflict):
+        return EXIT_CONFLICT
+    return EXIT_INVALID

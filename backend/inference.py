@@ -23,7 +23,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,19 +97,8 @@ class Prediction:
 
 def parse_label_map(text: str) -> dict[int, str]:
     """`{id: name}` from `label_map.pbtxt` text. Raises Invalid for a broken label map."""
-    try:
-        from backend.formats import label_map as label_map_format  # the one label-map reader
-    except ImportError:  # pragma: no cover - only before formats/label_map.py exists
-        label_map_format = None
-    if label_map_format is not None:
-        return {item.id: item.name for item in label_map_format.parse(text).items}
-    names: dict[int, str] = {}
-    for body in re.findall(r"item\s*:?\s*\{(.*?)\}", text, flags=re.S):
-        ident = re.search(r"\bid\s*:\s*(\d+)", body)
-        name = re.search(r"\bname\s*:\s*(['\"])(.*?)\1", body)
-        if ident and name and int(ident.group(1)) > 0:
-            names[int(ident.group(1))] = name.group(2)
-    return names
+    from backend.formats import label_map as label_map_format  # the one label-map reader
+    return {item.id: item.name for item in label_map_format.parse(text).items}
 
 
 def find_label_map(model_dir: Path) -> Path | None:

@@ -624,12 +624,6 @@ def _register_export(db: sqlite_utils.Database, run: dict) -> None:
         _update(db, run["id"], status="failed", error=f"the export could not be registered: {exc}")
 
 
-def exported_model(db: sqlite_utils.Database, export_job_id: int) -> dict | None:
-    """The model row an export job registered, or None."""
-    folder = Path(get_run(db, export_job_id)["log_path"]).parent / "exported"
-    return one(db, "select * from models where path = ?", [str(folder.resolve())])
-
-
 # ---------------------------------------------------------------- views for the Runs page
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import pytest
+
 from PIL import Image
 
 
@@ -39,5 +41,16 @@ def button(at, label: str, *, prefix: bool = False):
     return next(b for b in at.button if (b.label.startswith(label) if prefix else b.label == label))
 
 
-# The TF OD API fixtures shared beside the repository (DESIGN.md: ../shared/tfod/).
+# The TF OD API's own zoo configs and label maps, when they lie beside the repository
+# (../shared/tfod/, as in CI). They are the OD API's files, so they are not copied in here: the
+# conformance tests that read them are skipped in a clone without them.
 SHARED_TFOD = Path(__file__).resolve().parents[1].parent / "shared" / "tfod"
+needs_shared_tfod = pytest.mark.skipif(not (SHARED_TFOD / "configs").is_dir(),
+                                       reason="needs the TF OD API's zoo configs in ../shared/tfod")
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+ODAPI_FIXTURES = FIXTURES / "odapi"
+# The zoo ssd_mobilenet_v2_fpnlite_320x320 config: the OD API's own file when it is beside the
+# repository, else the same model as the OD API's exporter wrote it for the fixtures.
+_SHARED_FPNLITE = SHARED_TFOD / "configs" / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
+ZOO_FPNLITE_CONFIG = _SHARED_FPNLITE if _SHARED_FPNLITE.is_file() else ODAPI_FIXTURES / "zoo320" / "pipeline.config"

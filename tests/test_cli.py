@@ -58,12 +58,14 @@ def test_users_projects_ingest_stats(data_dir, tmp_path):
                      "boxes_per_class": {"cat": 0, "dog": 0}}
 
 
-def test_errors_are_one_line_with_exit_code_2(data_dir):
+def test_domain_errors_are_one_line_with_their_own_exit_codes(data_dir):
     out = cli(data_dir, "stats", "nope")
-    assert out.returncode == 2
+    assert out.returncode == 4  # not found
     assert out.stderr.strip() == "error: no project 'nope'"
     weak = cli(data_dir, "users", "add", "x", "--role", "viewer", "--password-stdin", stdin="short\n")
-    assert weak.returncode == 2 and "at least 8 characters" in weak.stderr
+    assert weak.returncode == 3 and "at least 8 characters" in weak.stderr  # invalid
+    usage = cli(data_dir, "stats")
+    assert usage.returncode == 2  # argparse: missing argument
 
 
 def test_demo_command(data_dir):

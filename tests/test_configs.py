@@ -7,7 +7,7 @@ import pytest
 
 from backend import configs, pipeline_config as pc
 from backend.errors import Invalid
-from tests.helpers import SHARED_TFOD
+from tests.helpers import SHARED_TFOD, needs_shared_tfod
 from tests.test_jobs import CONFIG, make_dataset_version
 
 SHARED = SHARED_TFOD / "configs"
@@ -26,6 +26,7 @@ def changed_lines(old: str, new: str) -> list[tuple[str, str]]:
     return [(a, b) for a, b in zip(old_lines, new_lines) if a != b]
 
 
+@needs_shared_tfod
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_fill_from_dataset_version_changes_only_paths_and_num_classes_in_every_shared_config(path, version):
     text = path.read_text(encoding="utf-8")
@@ -114,6 +115,7 @@ def test_schedule_and_fine_tune_checkpoint_are_checked(version, tmp_path):
     assert not any("fine_tune_checkpoint" in m for m in map(str, configs.validate(doc.text, version, external=True)))
 
 
+@needs_shared_tfod
 def test_the_boxwise_trainer_flags_unsupported_meta_architectures(version):
     text = (SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config").read_text()
     problems = configs.validate(configs.fill_from_dataset_version(text, version), version)
@@ -131,6 +133,7 @@ def test_templates_filled_from_a_dataset_version_are_valid(name, version):
     assert configs.validate(configs.fill_from_dataset_version(text, version), version) == []
 
 
+@needs_shared_tfod
 def test_common_fields_and_augmentations_edit_only_their_lines():
     text = FPNLITE.read_text()
     values = configs.common_fields(text)

@@ -23,7 +23,7 @@ def test_assign_by_range_next_and_unassign(db, users, project, capsys):
         [users["labeler"]["id"]] * 2 + [users["reviewer"]["id"]] * 2
     assert main(["assign", "pets", "--unassign", "--images", str(ids[0])]) == 0
     assert images.get_image(db, ids[0])["assignee_id"] is None
-    assert main(["assign", "pets", "--user", "viewer", "--images", str(ids[0])]) == 2
+    assert main(["assign", "pets", "--user", "viewer", "--images", str(ids[0])]) == 3  # invalid
     assert "only be assigned to active users who may label" in capsys.readouterr().err
 
 

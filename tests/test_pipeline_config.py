@@ -9,15 +9,19 @@ from backend import pipeline_config as pc
 from backend.errors import Invalid, NotFound
 
 # The TF OD API configs shared beside the repository (DESIGN.md: ../shared/tfod/configs).
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "tfod" / "configs"
+from tests.helpers import SHARED_TFOD, needs_shared_tfod
+
+SHARED = SHARED_TFOD / "configs"
 CONFIGS = sorted(SHARED.glob("*.config"))
 FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 
 
+@needs_shared_tfod
 def test_every_shared_config_is_found():
     assert len(CONFIGS) >= 8
 
 
+@needs_shared_tfod
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_shared_config_round_trips(path, tmp_path):
     text = path.read_text(encoding="utf-8")
@@ -30,6 +34,7 @@ def test_shared_config_round_trips(path, tmp_path):
     assert pc.parse(doc.text).to_python() == doc.tree.to_python()
 
 
+@needs_shared_tfod
 def test_values_have_their_types():
     doc = pc.ConfigDocument.load(FPNLITE)
     assert doc.get("model.ssd.num_classes") == 90
@@ -78,6 +83,7 @@ def test_syntax_error_names_line_and_column(text, line, column):
     assert str(caught.value).startswith(f"line {line}, column {column}:")
 
 
+@needs_shared_tfod
 def test_set_changes_only_the_value_characters():
     original = FPNLITE.read_text()
     doc = pc.ConfigDocument.load(FPNLITE)
@@ -136,6 +142,7 @@ def test_list_items_are_addressed_by_index():
     assert doc.text == "aspect_ratios: [1.0, 2.0]\n"
 
 
+@needs_shared_tfod
 def test_config_cli_get_set_and_check(tmp_path, capsys):
     from backend.__main__ import main
     copy = tmp_path / "pipeline.config"

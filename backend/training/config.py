@@ -582,11 +582,6 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
         ignored=tuple(ignored_fields(doc)))
 
 
-def load_training_config(path: str | Path) -> tuple[ConfigDocument, TrainingConfig]:
-    doc = ConfigDocument.load(path)
-    return doc, training_config(doc)
-
-
 def check_fine_tune_checkpoint(config: TrainingConfig, doc: ConfigDocument) -> None:
     """Stop at once when `fine_tune_checkpoint` names nothing on disk."""
     path = config.fine_tune_checkpoint

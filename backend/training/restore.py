@@ -299,22 +299,23 @@ def _plan(reader, shapes, mapping, key_for, report: RestoreReport, allowed_parts
             continue
         saved = shapes[source + SUFFIX]
         if saved != tuple(variable.shape):
-            if part == "class_head" and class_head_optional:
-                report.variables[key] = (f"class head shape {list(saved)} in the checkpoint, {list(variable.shape)} "
-                                         "here (other classes): starts fresh")
-            else:
-                report.variables[key] = f"shape {list(saved)} in the checkpoint, {list(variable.shape)} here"
+            report.variables[key] = f"shape {list(saved)} in the checkpoint, {list(variable.shape)} here"
             report.unused[source + SUFFIX] = "shape differs from this model's"
             continue
         pending.append((key, source, variable))
-    if class_head_optional and any(mapping[k][0] == "class_head" and v != "restored" and "class head" in v
-                                   for k, v in report.variables.items()):
-        # The class head restores whole or not at all (its bias and kernels go together).
+    head = [k for k, (part, _) in mapping.items() if part == "class_head"]
+    if class_head_optional and any(report.variables.get(k, "").startswith("shape ") for k in head):
+        # Another number of classes: the class head starts fresh whole (bias and kernels go together).
+        bias = next((k for k in head if k.endswith("/bias")), head[0])
+        saved_bias = shapes.get((key_for(bias) or "") + SUFFIX)
+        reason = (f"class head for other classes (outputs {list(saved_bias or [])} in the checkpoint, "
+                  f"{list(mapping[bias][1].shape)} here): starts fresh")
         for key, source, variable in list(pending):
-            if mapping[key][0] == "class_head":
+            if key in head:
                 pending.remove((key, source, variable))
-                report.variables[key] = "class head restored whole or not at all: starts fresh"
                 report.unused[source + SUFFIX] = "shape differs from this model's"
+        for key in head:
+            report.variables[key] = reason
     for key, _, _ in pending:
         report.variables[key] = "restored"
     used = {key_for(k) + SUFFIX for k, v in report.variables.items() if v == "restored"}
@@ -443,9 +444,11 @@ def restore_weights(model: SSDDetector, path: str, kind: str = "resume") -> Rest
     return report
 
 
-def resume(model: SSDDetector, optimizer, path: str) -> RestoreReport:
+def resume(model: SSDDetector, optimizer, path: str, root=None) -> RestoreReport:
     """Resume a Boxwise run: every model variable and every optimizer variable (`optimizer/_variables/N`),
-    all required to match in key and shape, else `Invalid` before anything is assigned."""
+    all required to match in key and shape, else `Invalid` before anything is assigned. `root`, the
+    run's `checkpoint_for(model, optimizer)`, gets the saved `save_counter` back, so the
+    CheckpointManager numbers the next checkpoint after the last one."""
     prefix = resolve_checkpoint(path)
     reader, shapes = _checkpoint_shapes(prefix)
     report = RestoreReport("resume", source=prefix, layout=describe_checkpoint(shapes))
@@ -465,6 +468,10 @@ def resume(model: SSDDetector, optimizer, path: str) -> RestoreReport:
     for key, variable in wanted.items():
         variable.assign(np.asarray(reader.get_tensor(key), dtype=variable.dtype))
         report.unused.pop(key, None)
+    counter = "save_counter" + SUFFIX
+    if root is not None and counter in shapes:
+        root.save_counter.assign(int(reader.get_tensor(counter)))
+        report.unused.pop(counter, None)
     return report
 
 

@@ -402,7 +402,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     latest = tf.train.latest_checkpoint(str(model_dir))
     # What this start restores, checked before step 1 and stored with the run (restore_report.json).
     if latest:
-        report = restore.resume(model, optimizer, latest)
+        report = restore.resume(model, optimizer, latest, root=checkpoint)
         state["checkpoint"] = latest
         state["saved_step"] = int(optimizer.iterations.numpy())
     else:

@@ -16,7 +16,7 @@ from backend.__main__ import main
 from backend.formats import label_map
 from tests.formats.conftest import add_image
 from tests.formats.tfod import parse_records
-from tests.helpers import SHARED_TFOD
+from tests.helpers import ZOO_FPNLITE_CONFIG
 
 
 def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, admin, project, labeled):
@@ -119,7 +119,7 @@ def test_pipeline_snippet_drops_into_a_real_tfod_config(db, admin, project, labe
     assert train.one("tf_record_input_reader").one("input_path") == version["input_globs"]["train"]
     evaluation = snippet.one("eval_input_reader")
     assert evaluation.one("tf_record_input_reader").one("input_path") == version["input_globs"]["val"]
-    doc = pipeline_config.load(SHARED_TFOD / "configs" / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config")
+    doc = pipeline_config.load(ZOO_FPNLITE_CONFIG)
     doc.set("train_input_reader.tf_record_input_reader.input_path", version["input_globs"]["train"])
     doc.set("train_input_reader.label_map_path", version["label_map_path"])
     assert len(glob.glob(doc.get("train_input_reader.tf_record_input_reader.input_path"))) == \
@@ -224,8 +224,8 @@ def test_cli_export_copies_the_version_and_points_the_snippet_at_the_copy(db, ad
     snippet = pipeline_config.parse((out / "pipeline_snippet.config").read_text())
     assert snippet.one("train_input_reader").one("label_map_path") == str(out / "label_map.pbtxt")
     assert len(glob.glob(snippet.one("train_input_reader").one("tf_record_input_reader").one("input_path"))) == 2
-    assert main(["export", "pets", str(out)]) == 2  # not empty: refused, nothing overwritten
-    assert main(["export", "nope", str(tmp_path / "x")]) == 2
+    assert main(["export", "pets", str(out)]) == 3  # invalid: not empty: refused, nothing overwritten
+    assert main(["export", "nope", str(tmp_path / "x")]) == 4  # not found
 
 
 def test_bad_export_parameters_are_refused(db, admin, project, labeled):

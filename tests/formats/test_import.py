@@ -11,7 +11,7 @@ from backend import exports, importers, projects, settings
 from backend.__main__ import main
 from tests.formats.conftest import add_image
 from tests.formats.tfod import example, write_records
-from tests.helpers import SHARED_TFOD, image_bytes
+from tests.helpers import SHARED_TFOD, image_bytes, needs_shared_tfod
 
 
 def voc_xml(filename, size, objects):
@@ -270,6 +270,7 @@ def test_cli_import_exit_codes(db, admin, project, labelimg, capsys):
 
 @pytest.mark.parametrize("file,count,probe", [
     ("pascal_label_map.pbtxt", 20, ("aeroplane", 1)), ("mscoco_label_map.pbtxt", 80, ("toothbrush", 90))])
+@needs_shared_tfod
 def test_each_shared_tfod_label_map_imports_as_classes_keeping_its_ids(db, admin, file, count, probe):
     project = projects.create_project(db, admin, "coco")
     result = importers.import_label_map(db, admin, project["id"], SHARED_TFOD / "label_maps" / file)
@@ -316,6 +317,7 @@ def test_round_trip_project_export_import_gives_the_same_images_and_boxes(db, ad
         assert copied[sha]["no_objects"] == (1 if not old else 0)
 
 
+@needs_shared_tfod
 def test_cli_imports_a_label_map_as_classes(db, admin, capsys):
     projects.create_project(db, admin, "voc")
     assert main(["import", "voc", str(SHARED_TFOD / "label_maps" / "pascal_label_map.pbtxt"),

@@ -95,7 +95,7 @@ def test_cli_inspect_exits_1_on_problems_and_0_on_a_clean_set(bad_set, capsys, t
     assert main(["tfrecord", "inspect", str(clean / "one.tfrecord")]) == 0
     out = capsys.readouterr().out
     assert "2 examples, 2 boxes, 0 without boxes" in out and "0 problems" in out
-    assert main(["tfrecord", "inspect", str(tmp_path / "nothing-*.record")]) == 2
+    assert main(["tfrecord", "inspect", str(tmp_path / "nothing-*.record")]) == 4  # not found
 
 
 def test_gzip_records_are_opened_inspected_and_extracted(tmp_path):

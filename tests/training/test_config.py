@@ -10,10 +10,13 @@ from backend.pipeline_config import ConfigDocument
 from backend.training.config import check_config, check_inputs, ignored_fields, training_config
 from backend.training.templates import TEMPLATES, template_text
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared" / "tfod" / "configs"
+from tests.helpers import SHARED_TFOD, needs_shared_tfod
+
+SHARED = SHARED_TFOD / "configs"
 FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 
 
+@needs_shared_tfod
 def test_fpnlite_recipe_is_read_as_written():
     config = training_config(ConfigDocument.load(FPNLITE))
     assert config.model.num_classes == 90
@@ -36,6 +39,7 @@ def test_fpnlite_recipe_is_read_as_written():
     assert config.l2_weight == 0.00004
 
 
+@needs_shared_tfod
 def test_tpu_and_tf1_fields_are_listed_as_ignored_with_lines():
     ignored = dict(ignored_fields(ConfigDocument.load(FPNLITE)))
     assert ignored == {
@@ -49,6 +53,7 @@ def test_tpu_and_tf1_fields_are_listed_as_ignored_with_lines():
     }
 
 
+@needs_shared_tfod
 def test_other_meta_architectures_are_refused_by_name_and_line():
     with pytest.raises(Invalid) as caught:
         training_config(ConfigDocument.load(SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config"))
@@ -62,6 +67,7 @@ def test_other_meta_architectures_are_refused_by_name_and_line():
     ]
 
 
+@needs_shared_tfod
 def test_ssd_variants_this_trainer_does_not_implement_are_refused():
     problems = check_config(ConfigDocument.load(SHARED / "ssd_mobilenet_v2_320x320_coco17_tpu-8.config"))
     assert [(p.path, p.line) for p in problems] == [
@@ -73,12 +79,14 @@ def test_ssd_variants_this_trainer_does_not_implement_are_refused():
     assert "'ssd_mobilenet_v2_keras' is not supported here" in problems[2].message
 
 
+@needs_shared_tfod
 def test_unknown_field_inside_the_model_is_refused():
     text = FPNLITE.read_text().replace("    num_classes: 90\n", "    num_classes: 90\n    use_keypoints: true\n")
     problems = check_config(ConfigDocument(text))
     assert [(p.path, p.line) for p in problems] == [("model.ssd.use_keypoints", 14)]
 
 
+@needs_shared_tfod
 def test_cosine_schedule_sanity_is_checked():
     doc = ConfigDocument.load(FPNLITE)
     doc.set("train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate.total_steps", 500)

@@ -83,17 +83,18 @@ def test_restored_od_api_checkpoint_gives_the_od_api_outputs(name, tmp_path):
 
 
 @pytest.mark.slow
-def test_boxwise_export_of_the_restored_checkpoint_gives_the_same(tmp_path):
-    """export_model (batch norm folded) of the OD API's small128 checkpoint: the SavedModel's
+@pytest.mark.parametrize("name", ["small128", "zoo320"])
+def test_boxwise_export_of_the_restored_checkpoint_gives_the_same(name, tmp_path):
+    """export_model (batch norm folded) of the OD API's checkpoint: the SavedModel's
     serving_default gives the OD API SavedModel's outputs within 1e-4."""
     import tensorflow as tf
 
     from backend.training.export import export_model
 
-    out = export_model(_config_without_fine_tune("small128", tmp_path), FIXTURES / "small128/checkpoint",
+    out = export_model(_config_without_fine_tune(name, tmp_path), FIXTURES / name / "checkpoint",
                        tmp_path / "exported")
     detect = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
-    expected = outputs("small128")
+    expected = outputs(name)
     for image in range(3):
         found = {k: v.numpy() for k, v in detect(input_tensor=tf.constant(expected[f"image{image}"][None])).items()}
         compare(found, expected, image)

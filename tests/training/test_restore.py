@@ -59,10 +59,11 @@ def test_detection_checkpoint_with_other_classes_starts_only_the_class_head_fres
                for p in ("backbone", "fpn", "tower", "tower_batch_norm", "box_head"))
     assert len(report.restored) == 381
     # Head bias [24] (6 anchors x 4 slots) against [36] (6 x 6): the whole head stays as initialised.
-    assert report.fresh[restore.CLASS_HEAD + "/bias"] == ("class head shape [24] in the checkpoint, [36] here "
-                                                          "(other classes): starts fresh")
-    assert report.fresh[restore.CLASS_HEAD + "/depthwise_kernel"] == ("class head restored whole or not at all: "
-                                                                      "starts fresh")
+    reason = "class head for other classes (outputs [24] in the checkpoint, [36] here): starts fresh"
+    assert report.fresh == {restore.CLASS_HEAD + f"/{name}": reason
+                            for name in ("depthwise_kernel", "pointwise_kernel", "bias")}
+    assert report.summary().endswith(f"fresh: 3 ({reason}); checkpoint values not used: 3 (shape differs from "
+                                     "this model's); 1 (counter)")
     np.testing.assert_array_equal(model.predictor.class_head.pointwise_kernel.numpy(), fresh_head)
     np.testing.assert_array_equal(model.predictor.box_head.pointwise_kernel.numpy(),
                                   _value(restore.BOX_HEAD + "/pointwise_kernel"))
@@ -226,14 +227,19 @@ def test_resume_restores_boxwise_checkpoints_with_their_optimizer(small_spec, sm
     optimizer = keras.optimizers.Adam(0.01)
     optimizer.build(small_model.trainable_variables)
     optimizer.iterations.assign(7)
-    manager = tf.train.CheckpointManager(restore.checkpoint_for(small_model, optimizer), str(tmp_path), max_to_keep=1)
+    manager = tf.train.CheckpointManager(restore.checkpoint_for(small_model, optimizer), str(tmp_path), max_to_keep=3)
     prefix = manager.save()
     model = build_detector(small_spec)
     fresh = keras.optimizers.Adam(0.01)
     fresh.build(model.trainable_variables)
-    report = restore.resume(model, fresh, prefix)
+    manager.save()  # ckpt-2
+    root = restore.checkpoint_for(model, fresh)
+    report = restore.resume(model, fresh, str(tmp_path), root=root)
     assert (len(report.restored), report.kind) == (384, "resume")
     assert int(fresh.iterations.numpy()) == 7
+    assert report.unused_counts() == {}
+    # The next checkpoint is numbered after the last one, not ckpt-1 again.
+    assert tf.train.CheckpointManager(root, str(tmp_path), max_to_keep=3).save().endswith("ckpt-3")
     from backend.training.evaluate import checkpoint_step
     assert checkpoint_step(prefix) == 7  # optimizer/_iterations, where the OD API keeps it too
     assert checkpoint_step(str(FIXTURES / "small128" / "model_dir" / "ckpt-1")) == 1
@@ -244,5 +250,4 @@ def test_resume_restores_boxwise_checkpoints_with_their_optimizer(small_spec, sm
     from backend.errors import Invalid
     with pytest.raises(Invalid, match=r"cannot resume from .*the optimizer state differs \(0 values saved"):
         restore.resume(model, fresh, SMALL_CKPT)
-    assert report.unused_counts() == {"counter": 1}
     np.testing.assert_array_equal(model.fpn.top_layers.kernel.numpy(), small_model.fpn.top_layers.kernel.numpy())

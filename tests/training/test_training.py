@@ -18,10 +18,11 @@ from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument
 from backend.training import progress
 from backend.training.train import run_training
+from tests.helpers import SHARED_TFOD, ZOO_FPNLITE_CONFIG, needs_shared_tfod
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED = REPO.parent / "shared" / "tfod" / "configs"
-FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
+SHARED = SHARED_TFOD / "configs"
+FPNLITE = ZOO_FPNLITE_CONFIG
 
 
 def _events(directory: Path) -> dict[str, list[tuple[int, float]]]:
@@ -54,6 +55,7 @@ def test_missing_fine_tune_checkpoint_stops_at_once_naming_the_field(tiny_config
     assert not list((tmp_path / "run").glob("ckpt-*")) and time.time() - started < 30
 
 
+@needs_shared_tfod
 def test_unsupported_config_is_refused_before_training(tmp_path):
     source = SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config"
     with pytest.raises(Invalid) as caught:
