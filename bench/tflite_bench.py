@@ -4,8 +4,10 @@ held-out mAP@0.5 of each.
 
     .venv/bin/python bench/tflite_bench.py [--steps 300] [--images 50]
 
-Trains the `quick` recipe (128 px, MobileNetV2 width 0.35) for `--steps` on generated shapes once
-into bench/out/tflite_bench/ (reused on later runs), exports it with `export-model` and with
+Trains the `quick` recipe (128 px, MobileNetV2 width 0.35) with the trainer tests' settings
+(`tests/training/conftest.tiny_config`: learning rate 0.01, no augmentation; the template's own
+schedule learns nothing in 300 steps) for `--steps` on generated shapes once into
+bench/out/tflite_bench/ (reused on later runs), exports it with `export-model` and with
 `export-tflite` (none and int8, 100 detections, default NMS; and float32 with
 --use_regular_nms for its mAP), then times each model in its own
 process (TensorFlow's thread count is fixed at start-up): `intra_op_parallelism` = threads for
@@ -71,12 +73,11 @@ def measure(kind: str, path: str, images_file: str, threads: int, warmup: int = 
 
 def prepare(steps: int) -> dict:
     """Data, a trained run and its three exports under WORK (each made once)."""
-    from backend.pipeline_config import ConfigDocument
     from backend.training.export import export_model
-    from backend.training.templates import render_template
     from backend.training.tflite_export import export_tflite
     from backend.training.train import run_training
     from tests.training import shapes
+    from tests.training.conftest import tiny_config
 
     data = WORK / "data"
     if not (data / "label_map.pbtxt").is_file():
@@ -86,11 +87,9 @@ def prepare(steps: int) -> dict:
     train_glob, val_glob = str(data / "train.record-?????-of-00002"), str(data / "val.record-?????-of-00001")
     run = WORK / f"run_{steps}"
     if not (run / "status.json").is_file() or json.loads((run / "status.json").read_text())["state"] != "succeeded":
-        doc = ConfigDocument(render_template("quick", num_classes=2, train_input=train_glob, eval_input=val_glob,
-                                             label_map_path=str(data / "label_map.pbtxt"), num_steps=steps,
-                                             batch_size=16))
         config = WORK / "pipeline.config"
-        config.write_text(doc.text)
+        config.write_text(tiny_config(data, train_glob, val_glob, size=SIZE, num_steps=steps, batch_size=16,
+                                      augment=False))
         run_training(config, run, checkpoint_every_n=steps)
     exports = {"saved_model": WORK / f"export_{steps}"}
     if not (exports["saved_model"] / "saved_model" / "saved_model.pb").is_file():

@@ -250,15 +250,17 @@ def test_models_page_exports_a_registered_model_and_offers_the_download(trained,
     assert len(at.get("download_button")) == 1
 
 
-def test_int8_calibrates_on_the_dataset_versions_train_records(db, admin, project, labeled, shapes_data, tmp_path):
+def test_int8_calibrates_on_the_dataset_versions_train_records(db, admin, project, labeled,  # noqa: F811
+                                                               shapes_data, tmp_path):
     from backend import exports, tflite
-    from backend.training.config import load_training_config
+    from backend.pipeline_config import ConfigDocument
+    from backend.training.config import training_config
     version = exports.create_export(db, admin, project["id"], splits="train=1")
     glob = tflite.representative_glob(db, version["id"])
     assert glob == version["input_globs"]["train"]
     data, train_glob, eval_glob, _ = shapes_data
     (tmp_path / "pipeline.config").write_text(tiny_config(data, train_glob, eval_glob))
-    _, config = load_training_config(tmp_path / "pipeline.config")
+    config = training_config(ConfigDocument.load(tmp_path / "pipeline.config"))
     images = tflite_export.representative_images([glob], config)
     assert len(images) == 6  # the labeled and reviewed images, the negative one included
     assert all(image.shape == (1, 64, 64, 3) and image.dtype == np.float32 for image in images)
