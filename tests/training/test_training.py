@@ -271,7 +271,7 @@ def test_two_replicas_train_with_all_reduced_gradients_and_a_checkpoint_one_devi
     assert all(np.isfinite(row["losses"]["total"]) for row in progress.read_history(model_dir))
     # The mirrored checkpoint restores into a plain one-device detector, as export and evaluation do.
     _, model = load_detector(config, str(model_dir))
-    assert model.predictor.class_head.bias.numpy().shape == (6 * 2,)
+    assert model.predictor.class_head.bias.numpy().shape == (6 * (2 + 1),)  # 6 anchors x (2 classes + background)
 
 
 def test_two_workers_train_together_from_one_file_chief_writes_the_model_dir(shapes_data, tiny_config_path, tmp_path):
