@@ -61,7 +61,7 @@ SUPPORTED = [
     f"{_SSD}.matcher.argmax_matcher.negatives_lower_than_unmatched",
     f"{_SSD}.matcher.argmax_matcher.force_match_for_each_row",
     f"{_SSD}.similarity_calculator", f"{_SSD}.similarity_calculator.iou_similarity",
-    f"{_SSD}.encode_background_as_zeros",
+    f"{_SSD}.encode_background_as_zeros", f"{_SSD}.add_background_class",
     f"{_SSD}.anchor_generator", f"{_SSD}.anchor_generator.multiscale_anchor_generator",
     f"{_SSD}.anchor_generator.multiscale_anchor_generator.*",
     f"{_SSD}.image_resizer", f"{_SSD}.image_resizer.fixed_shape_resizer",
@@ -121,7 +121,6 @@ IGNORED = [
     f"{_SSD}.inplace_batchnorm_update",  # Keras batch norm updates in place already
     f"{_SSD}.matcher.argmax_matcher.use_matmul_gather",
     f"{_SSD}.feature_extractor.pad_to_multiple",
-    f"{_SSD}.add_background_class",
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.apply_batch_norm",
     "train_config.sync_replicas", "train_config.replicas_to_aggregate", "train_config.startup_delay_steps",
     "train_config.use_bfloat16", "train_config.fine_tune_checkpoint_version",
@@ -150,6 +149,7 @@ _CHOICES = {
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.share_prediction_tower": {True},
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.use_depthwise": {True},
     f"{_SSD}.feature_extractor.use_depthwise": {True},
+    f"{_SSD}.add_background_class": {True},  # the class head has a background slot
     "train_config.optimizer.use_moving_average": {False},
     "eval_config.use_moving_averages": {False},
 }

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import keras
 from keras import layers, ops
 
+from backend.training.batch_norm import OdApiBatchNormalization
 from backend.training.boxes import AnchorSpec, feature_sizes
 
 
@@ -129,8 +130,9 @@ class FoldedBatchNorm(layers.Layer):
 def _batch_norm(spec: ModelSpec, hp: ConvHyperparams, name: str) -> layers.Layer:
     if spec.fold_batch_norm or not hp.batch_norm:
         return FoldedBatchNorm(name=name)
-    return layers.BatchNormalization(momentum=hp.batch_norm_decay, epsilon=hp.batch_norm_epsilon,
-                                     center=hp.batch_norm_center, scale=hp.batch_norm_scale, name=name)
+    return OdApiBatchNormalization(momentum=hp.batch_norm_decay, epsilon=hp.batch_norm_epsilon,
+                                   center=hp.batch_norm_center, scale=hp.batch_norm_scale, name=name,
+                                   frozen=spec.freeze_batchnorm)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -347,10 +349,6 @@ class SSDDetector(keras.Model):
         super().__init__(**kwargs)
         self.spec = spec
         self.backbone = build_backbone(spec)
-        if spec.freeze_batchnorm:
-            for layer in self.backbone.layers:
-                if isinstance(layer, layers.BatchNormalization):
-                    layer.trainable = False
         self.fpn = FeaturePyramid(spec, name="fpn")
         levels = spec.anchors.max_level - spec.anchors.min_level + 1
         self.predictor = WeightSharedPredictor(spec, levels, name="predictor")

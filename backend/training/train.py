@@ -224,6 +224,28 @@ def build_optimizer(config: TrainingConfig, mixed_precision: bool = False) -> ke
     return optimizer
 
 
+# --- the loss of a step ------------------------------------------------------------------------
+
+def step_losses(model: SSDDetector, config: TrainingConfig, anchors, images, boxes, classes,
+                training: bool = True) -> dict[str, Any]:
+    """What `model_lib_v2` differentiates for one (replica's) batch: images `[B, H, W, 3]` in
+    [0, 255] and padded ground truth → `losses_for_outputs`, batch norm on batch statistics
+    (`training`) as `eager_train_step` runs it."""
+    outputs = model(preprocess_images(images), training=training)
+    return losses_for_outputs(model, config, anchors, outputs, boxes, classes)
+
+
+def losses_for_outputs(model: SSDDetector, config: TrainingConfig, anchors, outputs, boxes,
+                       classes) -> dict[str, Any]:
+    """`{"classification", "localization", "regularization", "total"}` (the OD API's
+    `Loss/classification_loss` … `Loss/total_loss`) for the model's outputs on a batch."""
+    losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], boxes, classes,
+                        config.model.num_classes, config.loss, config.matcher, config.box_scales)
+    reg = regularization_loss(model, config.regularization)
+    return {"classification": losses["classification"], "localization": losses["localization"],
+            "regularization": reg, "total": losses["classification"] + losses["localization"] + reg}
+
+
 # --- devices and strategy --------------------------------------------------------------------
 
 def device_names() -> list[str]:
@@ -423,18 +445,13 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
 
     def replica_step(batch):
         with tf.GradientTape() as tape:
-            outputs = model(preprocess_images(batch["images"]), training=True)
-            losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
-                                batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
-            reg = regularization_loss(model, config.regularization)
-            total = losses["classification"] + losses["localization"] + reg
-            scaled = total / replicas
+            losses = step_losses(model, config, anchors, batch["images"], batch["boxes"], batch["classes"])
+            scaled = losses["total"] / replicas
             if mixed_precision:
                 scaled = optimizer.scale_loss(scaled)
         grads = tape.gradient(scaled, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return {"classification": losses["classification"], "localization": losses["localization"],
-                "regularization": reg, "total": total}
+        return losses
 
     @tf.function
     def train_step(iterator):
