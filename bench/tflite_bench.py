@@ -2,11 +2,14 @@
 and int8 .tflite (LiteRT) and of the SavedModel's serving_default, on the same images; file sizes;
 held-out mAP@0.5 of each.
 
-    .venv/bin/python bench/tflite_bench.py [--steps 400] [--images 50]
+    .venv/bin/python bench/tflite_bench.py [--steps 300] [--images 50]
 
-Trains the `quick` recipe (128 px, MobileNetV2 width 0.35) for `--steps` on generated shapes once
-into bench/out/tflite_bench/ (reused on later runs), exports it with `export-model` and with
-`export-tflite` (none and int8, 100 detections, default NMS), then times each model in its own
+Trains the `quick` recipe (128 px, MobileNetV2 width 0.35) with the trainer tests' settings
+(`tests/training/conftest.tiny_config`: learning rate 0.01, no augmentation; the template's own
+schedule learns nothing in 300 steps) for `--steps` on generated shapes once into
+bench/out/tflite_bench/ (reused on later runs), exports it with `export-model` and with
+`export-tflite` (none and int8, 100 detections, default NMS; and float32 with
+--use_regular_nms for its mAP), then times each model in its own
 process (TensorFlow's thread count is fixed at start-up): `intra_op_parallelism` = threads for
 the SavedModel, `num_threads` for LiteRT. The time per image covers what a caller does per frame:
 the SavedModel call on uint8 pixels (it resizes, normalises and runs NMS inside), and for
@@ -70,12 +73,11 @@ def measure(kind: str, path: str, images_file: str, threads: int, warmup: int = 
 
 def prepare(steps: int) -> dict:
     """Data, a trained run and its three exports under WORK (each made once)."""
-    from backend.pipeline_config import ConfigDocument
     from backend.training.export import export_model
-    from backend.training.templates import render_template
     from backend.training.tflite_export import export_tflite
     from backend.training.train import run_training
     from tests.training import shapes
+    from tests.training.conftest import tiny_config
 
     data = WORK / "data"
     if not (data / "label_map.pbtxt").is_file():
@@ -85,11 +87,9 @@ def prepare(steps: int) -> dict:
     train_glob, val_glob = str(data / "train.record-?????-of-00002"), str(data / "val.record-?????-of-00001")
     run = WORK / f"run_{steps}"
     if not (run / "status.json").is_file() or json.loads((run / "status.json").read_text())["state"] != "succeeded":
-        doc = ConfigDocument(render_template("quick", num_classes=2, train_input=train_glob, eval_input=val_glob,
-                                             label_map_path=str(data / "label_map.pbtxt"), num_steps=steps,
-                                             batch_size=16))
         config = WORK / "pipeline.config"
-        config.write_text(doc.text)
+        config.write_text(tiny_config(data, train_glob, val_glob, size=SIZE, num_steps=steps, batch_size=16,
+                                      augment=False))
         run_training(config, run, checkpoint_every_n=steps)
     exports = {"saved_model": WORK / f"export_{steps}"}
     if not (exports["saved_model"] / "saved_model" / "saved_model.pb").is_file():
@@ -99,6 +99,9 @@ def prepare(steps: int) -> dict:
         if not (exports[quantize] / "model.tflite").is_file():
             export_tflite(run / "pipeline.config", run, exports[quantize], max_detections=100, quantize=quantize,
                           representative_records=[train_glob])
+    exports["regular_nms"] = WORK / f"tflite_{steps}_none_regular_nms"
+    if not (exports["regular_nms"] / "model.tflite").is_file():
+        export_tflite(run / "pipeline.config", run, exports["regular_nms"], max_detections=100, use_regular_nms=True)
     return {"val_glob": val_glob, "label_map": data / "label_map.pbtxt", "exports": exports}
 
 
@@ -108,7 +111,7 @@ def _size(path: Path) -> int:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=400, help="training steps of the benchmarked model")
+    parser.add_argument("--steps", type=int, default=300, help="training steps of the benchmarked model")
     parser.add_argument("--images", type=int, default=50, help="timed images per model (held-out, 128 px)")
     parser.add_argument("--measure", nargs=4, metavar=("KIND", "PATH", "IMAGES", "THREADS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -127,7 +130,7 @@ def main() -> int:
     np.save(images_file, np.stack([item["pixels"] for item in held_out][: args.images]))
     maps = {"saved_model": tl.map_50(tl.saved_model_detector(exports["saved_model"] / "saved_model"), held_out,
                                      made["label_map"])}
-    for quantize in ("none", "int8"):
+    for quantize in ("none", "int8", "regular_nms"):
         maps[quantize] = tl.map_50(tl.TFLiteDetector(exports[quantize]).detect, held_out, made["label_map"])
     sizes = {"saved_model": _size(exports["saved_model"] / "saved_model"),
              **{q: (exports[q] / "model.tflite").stat().st_size for q in ("none", "int8")}}
@@ -154,6 +157,8 @@ def main() -> int:
         one, two = latency[f"{name}@1"], latency[f"{name}@2"]
         print(f"| {names[name]} | {sizes[name] / 1024**2:.2f} | {one['p50']} / {one['p95']} | {two['p50']} / {two['p95']} "
               f"| {two['p50'] / base:.2f}× | {maps[name]:.3f} | {maps[name] - maps['saved_model']:+.3f} |")
+    print(f"\nfloat32 .tflite with --use_regular_nms (per-class NMS, as the SavedModel): mAP@0.5 "
+          f"{maps['regular_nms']:.3f} ({maps['regular_nms'] - maps['saved_model']:+.3f} vs SavedModel)")
     result = {"steps": args.steps, "images": int(len(np.load(images_file))), "held_out": len(held_out),
               "sizes": sizes, "latency_ms": latency, "map_50": maps, "loadavg": load}
     (WORK.parent / "tflite_bench.json").write_text(json.dumps(result, indent=2))

@@ -99,8 +99,9 @@ else:
     if can_train:
         with st.form("tflite_export"):
             quantize = st.radio("Quantization", tflite.QUANTIZE, horizontal=True, key="tflite_quantize",
-                                help="int8: about 4× smaller and faster on phone CPUs, calibrated on the "
-                                     "model's dataset version; float16: half the size")
+                                help="int8: 3× smaller than float32 and 3.5× faster on one CPU thread "
+                                     "(BENCHMARKS.md), calibrated on the model's dataset version; "
+                                     "float16: half the size")
             max_detections = st.number_input("Detections per image", 1, 100, 10, key="tflite_max_detections")
             if st.form_submit_button("Export to TFLite"):
                 with st.spinner("Converting to TFLite (about a minute)…"), \

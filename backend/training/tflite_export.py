@@ -169,9 +169,10 @@ def convert(saved_model_dir: str | os.PathLike, quantize: str = "none",
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
                                                tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.representative_dataset = representative
+    from tensorflow.lite.python.convert_phase import ConverterError
     try:
         model = converter.convert()
-    except Exception as exc:  # ConverterError; the message lists what failed
+    except (ConverterError, RuntimeError, ValueError) as exc:  # the MLIR converter's, or calibration's
         names = unsupported_ops(str(exc))
         if names:
             raise _unsupported(names) from None

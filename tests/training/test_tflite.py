@@ -21,7 +21,8 @@ from PIL import Image
 
 from backend.errors import Invalid
 from backend.training import tflite_export
-from tests.training.conftest import SHAPES, tiny_config
+from tests.formats.conftest import labeled  # noqa: F401 - a fixture
+from tests.training.conftest import tiny_config
 from tests.training.shapes import make_image
 
 THRESHOLD = 0.3   # detections compared above this score
@@ -44,6 +45,20 @@ def trained(shapes_data, tmp_path_factory):
                  f"--trained_checkpoint_dir={run}", f"--output_directory={root / 'export'}"]) == 0
     return {"root": root, "config": run / "pipeline.config", "run": run, "export": root / "export",
             "train_glob": train_glob, "val_glob": eval_glob, "label_map": data / "label_map.pbtxt"}
+
+
+@pytest.fixture(scope="module")
+def untrained(shapes_data, tmp_path_factory):
+    """`(pipeline.config, checkpoint dir)` of a detector saved as built, without training."""
+    import tensorflow as tf
+    from backend.training.train import checkpoint_for, load_detector
+    data, train_glob, eval_glob, _ = shapes_data
+    root = tmp_path_factory.mktemp("untrained")
+    config = root / "pipeline.config"
+    config.write_text(tiny_config(data, train_glob, eval_glob))
+    _, model = load_detector(config)
+    tf.train.CheckpointManager(checkpoint_for(model), str(root / "checkpoint"), max_to_keep=1).save(checkpoint_number=0)
+    return config, root / "checkpoint"
 
 
 @pytest.fixture(scope="module")
@@ -167,19 +182,19 @@ def test_quantized_models_held_out_map_is_measured_against_float32(trained, expo
 
 
 @pytest.mark.slow
-def test_an_op_tflite_lacks_is_refused_by_name_and_nothing_is_written(trained, tmp_path, monkeypatch):
+def test_an_op_tflite_lacks_is_refused_by_name_and_nothing_is_written(untrained, tmp_path, monkeypatch):
     import tensorflow as tf
     seam = tflite_export.raw_predictions
 
     def with_determinant(model, images):
         boxes, scores = seam(model, images)
         square = tf.reshape(images[0, :8, :8, 0], [8, 8])
-        return boxes, scores + 0.0 * tf.linalg.det(square)
+        return boxes, tf.minimum(scores, 1.0 + tf.abs(tf.linalg.det(square)))  # scores, through a determinant
 
     monkeypatch.setattr(tflite_export, "raw_predictions", with_determinant)
     out = tmp_path / "refused"
     with pytest.raises(Invalid, match=r"the model uses MatrixDeterminant, which TFLite's builtin ops"):
-        tflite_export.export_tflite(trained["config"], trained["run"], out)
+        tflite_export.export_tflite(*untrained, out)
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
@@ -233,3 +248,22 @@ def test_models_page_exports_a_registered_model_and_offers_the_download(trained,
     at = signed_in(db, "labeler", "pages/models.py")
     assert not [b for b in at.button if b.label == "Export to TFLite"]
     assert len(at.get("download_button")) == 1
+
+
+def test_int8_calibrates_on_the_dataset_versions_train_records(db, admin, project, labeled,  # noqa: F811
+                                                               shapes_data, tmp_path):
+    from backend import exports, tflite
+    from backend.pipeline_config import ConfigDocument
+    from backend.training.config import training_config
+    version = exports.create_export(db, admin, project["id"], splits="train=1")
+    glob = tflite.representative_glob(db, version["id"])
+    assert glob == version["input_globs"]["train"]
+    data, train_glob, eval_glob, _ = shapes_data
+    (tmp_path / "pipeline.config").write_text(tiny_config(data, train_glob, eval_glob))
+    config = training_config(ConfigDocument.load(tmp_path / "pipeline.config"))
+    images = tflite_export.representative_images([glob], config)
+    assert len(images) == 6  # the labeled and reviewed images, the negative one included
+    assert all(image.shape == (1, 64, 64, 3) and image.dtype == np.float32 for image in images)
+    assert all(-1.0 <= image.min() and image.max() <= 1.0 for image in images)
+    # a.jpg is solid (250, 0, 0): red 250 / 127.5 - 1 = 0.96 after normalisation
+    assert any(abs(image[..., 0].mean() - 0.96) < 0.03 and image[..., 1].mean() < -0.9 for image in images)
