@@ -61,7 +61,7 @@ SUPPORTED = [
     f"{_SSD}.matcher.argmax_matcher.negatives_lower_than_unmatched",
     f"{_SSD}.matcher.argmax_matcher.force_match_for_each_row",
     f"{_SSD}.similarity_calculator", f"{_SSD}.similarity_calculator.iou_similarity",
-    f"{_SSD}.encode_background_as_zeros",
+    f"{_SSD}.encode_background_as_zeros", f"{_SSD}.add_background_class",
     f"{_SSD}.anchor_generator", f"{_SSD}.anchor_generator.multiscale_anchor_generator",
     f"{_SSD}.anchor_generator.multiscale_anchor_generator.*",
     f"{_SSD}.image_resizer", f"{_SSD}.image_resizer.fixed_shape_resizer",
@@ -121,7 +121,6 @@ IGNORED = [
     f"{_SSD}.inplace_batchnorm_update",  # Keras batch norm updates in place already
     f"{_SSD}.matcher.argmax_matcher.use_matmul_gather",
     f"{_SSD}.feature_extractor.pad_to_multiple",
-    f"{_SSD}.add_background_class",
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.apply_batch_norm",
     "train_config.sync_replicas", "train_config.replicas_to_aggregate", "train_config.startup_delay_steps",
     "train_config.use_bfloat16", "train_config.fine_tune_checkpoint_version",
@@ -150,6 +149,7 @@ _CHOICES = {
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.share_prediction_tower": {True},
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.use_depthwise": {True},
     f"{_SSD}.feature_extractor.use_depthwise": {True},
+    f"{_SSD}.add_background_class": {True},  # the class head has a background slot
     "train_config.optimizer.use_moving_average": {False},
     "eval_config.use_moving_averages": {False},
 }
@@ -290,10 +290,11 @@ def _value_problems(doc: ConfigDocument) -> list[Problem]:
                                    f"must equal the anchor generator's {level} ({a})"))
         min_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.min_level", 3)
         max_level = get(f"{_SSD}.anchor_generator.multiscale_anchor_generator.max_level", 7)
-        if min_level != 3 or not (isinstance(max_level, int) and 5 <= max_level <= 7):
+        if not (isinstance(min_level, int) and 2 <= min_level <= 5) or not (
+                isinstance(max_level, int) and max(5, min_level) <= max_level <= 7):
             out.append(Problem(f"{_SSD}.anchor_generator.multiscale_anchor_generator",
                                line(f"{_SSD}.anchor_generator"),
-                               f"levels {min_level}..{max_level}: the FPN-lite head supports min_level 3 "
+                               f"levels {min_level}..{max_level}: the MobileNetV2 FPN supports min_level 2 to 5 "
                                "and max_level 5 to 7"))
         resizer = get(f"{_SSD}.image_resizer")
         if isinstance(resizer, Message) and not resizer.fields:
@@ -592,22 +593,22 @@ def check_fine_tune_checkpoint(config: TrainingConfig, doc: ConfigDocument) -> N
     if not path:
         return
     line = doc.line("train_config.fine_tune_checkpoint")
-    if config.fine_tune_checkpoint_type == "classification":
+    if config.fine_tune_checkpoint_type == "classification" and str(path).endswith(".h5"):
         if not Path(path).is_file():
-            raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist. "
-                          "For fine_tune_checkpoint_type: classification it must be a local Keras weights "
-                          "file for MobileNetV2 without its top (e.g. mobilenet_v2_weights_tf_dim_ordering_"
-                          "tf_kernels_1.0_224_no_top.h5); nothing is downloaded. Remove the field to train "
-                          "from scratch.")
+            raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist (a Keras "
+                          "MobileNetV2 weights file without its top; nothing is downloaded). Remove the field to "
+                          "train from scratch.")
         return
-    import tensorflow as tf
-    candidates = [path]
-    if tf.io.gfile.isdir(path):
-        latest = tf.train.latest_checkpoint(path)
-        candidates = [latest] if latest else []
-    if not candidates or not tf.io.gfile.glob(candidates[0] + ".index"):
-        raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist "
-                      "(a detection checkpoint prefix such as .../ckpt-3, or a model_dir holding one)")
+    from backend.errors import NotFound
+    from backend.training.restore import resolve_checkpoint
+    try:
+        resolve_checkpoint(path)
+    except NotFound:
+        kind = ("a TF OD API classification checkpoint prefix such as .../mobilenet_v2.ckpt-1, or a Keras .h5 file"
+                if config.fine_tune_checkpoint_type == "classification" else
+                "a detection checkpoint prefix such as .../ckpt-0, a model_dir holding one, or a zoo model's folder "
+                "holding checkpoint/ckpt-0")
+        raise Invalid(f"line {line}: train_config.fine_tune_checkpoint {path!r} does not exist ({kind})") from None
 
 
 def check_inputs(doc: ConfigDocument) -> list[Problem]:

@@ -51,10 +51,11 @@ def _categories(config: TrainingConfig) -> list[dict[str, Any]]:
 
 
 def checkpoint_step(checkpoint_path: str) -> int:
-    """The training step stored in a checkpoint (the optimizer's iteration count), 0 when absent."""
+    """The training step stored in a checkpoint (`optimizer/_iterations`, else the OD API's `step`), 0 when absent."""
     reader = tf.train.load_checkpoint(checkpoint_path)
-    for key in reader.get_variable_to_shape_map():
-        if key.startswith("optimizer/") and key.endswith("iterations/.ATTRIBUTES/VARIABLE_VALUE"):
+    keys = reader.get_variable_to_shape_map()
+    for key in ("optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE", "step/.ATTRIBUTES/VARIABLE_VALUE"):
+        if key in keys:  # Boxwise's and the TF OD API's model_dir checkpoints
             return int(reader.get_tensor(key))
     return 0
 

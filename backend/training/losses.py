@@ -162,3 +162,42 @@ class RegularizationSpec:
     predictor: float = 0.0
     tower_pointwise: bool = False
     heads: bool = False
+
+
+def regularized_weights(model, spec: RegularizationSpec) -> list[tuple[object, float]]:
+    """`(variable, l2 weight)` for every kernel the TF OD API regularizes in `model` (an
+    `SSDDetector`: parts `backbone`, `fpn`, `predictor`), per `RegularizationSpec`."""
+    from keras import layers
+
+    out: list[tuple[object, float]] = []
+
+    def add(variable, weight):
+        if weight and variable is not None and variable.trainable:
+            out.append((variable, float(weight)))
+
+    for layer in model.backbone.layers:
+        if isinstance(layer, (layers.Conv2D, layers.DepthwiseConv2D)) and not isinstance(layer, layers.SeparableConv2D):
+            add(layer.kernel, spec.backbone)
+    fpn = model.fpn
+    for layer in [fpn.top_layers, *fpn.residual_blocks]:
+        add(layer.kernel, spec.fpn)
+    for layer in [*fpn.conv_layers, *fpn.coarse_layers]:
+        add(layer.depthwise_kernel, spec.fpn)
+    predictor = model.predictor
+    for layer in predictor.tower:
+        add(layer.depthwise_kernel, spec.predictor)
+        if spec.tower_pointwise:
+            add(layer.pointwise_kernel, spec.predictor)
+    if spec.heads:
+        for layer in (predictor.box_head, predictor.class_head):
+            add(layer.depthwise_kernel, spec.predictor)
+            add(layer.pointwise_kernel, spec.predictor)
+    return out
+
+
+def regularization_loss(model, spec: RegularizationSpec):
+    """`Loss/regularization_loss`: `Σ weight/2 · Σ K²` over `regularized_weights` (Keras'
+    `l2(weight / 2)`, what the OD API's `hyperparams_builder` makes of an l2 weight)."""
+    terms = [0.5 * weight * ops.sum(ops.square(ops.cast(variable, "float32")))
+             for variable, weight in regularized_weights(model, spec)]
+    return ops.sum(ops.stack(terms)) if terms else ops.convert_to_tensor(0.0)

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 import keras
 from keras import layers, ops
 
+from backend.training.batch_norm import OdApiBatchNormalization
 from backend.training.boxes import AnchorSpec, feature_sizes
 
 
@@ -129,8 +130,9 @@ class FoldedBatchNorm(layers.Layer):
 def _batch_norm(spec: ModelSpec, hp: ConvHyperparams, name: str) -> layers.Layer:
     if spec.fold_batch_norm or not hp.batch_norm:
         return FoldedBatchNorm(name=name)
-    return layers.BatchNormalization(momentum=hp.batch_norm_decay, epsilon=hp.batch_norm_epsilon,
-                                     center=hp.batch_norm_center, scale=hp.batch_norm_scale, name=name)
+    return OdApiBatchNormalization(momentum=hp.batch_norm_decay, epsilon=hp.batch_norm_epsilon,
+                                   center=hp.batch_norm_center, scale=hp.batch_norm_scale, name=name,
+                                   frozen=spec.freeze_batchnorm)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -347,10 +349,6 @@ class SSDDetector(keras.Model):
         super().__init__(**kwargs)
         self.spec = spec
         self.backbone = build_backbone(spec)
-        if spec.freeze_batchnorm:
-            for layer in self.backbone.layers:
-                if isinstance(layer, layers.BatchNormalization):
-                    layer.trainable = False
         self.fpn = FeaturePyramid(spec, name="fpn")
         levels = spec.anchors.max_level - spec.anchors.min_level + 1
         self.predictor = WeightSharedPredictor(spec, levels, name="predictor")
@@ -365,9 +363,9 @@ class SSDDetector(keras.Model):
 
 def build_detector(spec: ModelSpec) -> SSDDetector:
     """A built detector (variables created) for `spec`."""
-    if not 3 <= spec.anchors.min_level <= 5 or not max(5, spec.anchors.min_level) <= spec.anchors.max_level <= 7:
+    if not 2 <= spec.anchors.min_level <= 5 or not max(5, spec.anchors.min_level) <= spec.anchors.max_level <= 7:
         from backend.errors import Invalid
-        raise Invalid("the FPN supports min_level 3 to 5 and max_level 5 to 7, "
+        raise Invalid("the FPN supports min_level 2 to 5 and max_level 5 to 7, "
                       f"not {spec.anchors.min_level}..{spec.anchors.max_level}")
     model = SSDDetector(spec)
     produced = model(ops.zeros((1, spec.height, spec.width, 3)), training=False)["box_deltas"].shape[1]
@@ -376,15 +374,6 @@ def build_detector(spec: ModelSpec) -> SSDDetector:
     if produced != expected * spec.num_anchors_per_location:
         raise AssertionError(f"predictor gives {produced} boxes, anchors {expected}: size mismatch")
     return model
-
-
-def regularization_loss(model: keras.Model, l2_weight: float):
-    """`l2_weight / 2 · Σ w²` over convolution kernels (TF OD API's Keras l2 convention)."""
-    if not l2_weight:
-        return ops.convert_to_tensor(0.0)
-    terms = [ops.sum(ops.square(ops.cast(v, "float32"))) for v in model.trainable_weights
-             if "kernel" in v.path]
-    return 0.5 * l2_weight * ops.sum(ops.stack(terms)) if terms else ops.convert_to_tensor(0.0)
 
 
 def preprocess_images(images):

@@ -126,7 +126,18 @@ def checkpoint_for(model: SSDDetector, optimizer=None):
     tree = _tree({key[len("model/"):]: variable for key, (_, variable) in checkpoint_variables(model).items()})
     if optimizer is None:
         return tf.train.Checkpoint(model=tree)
-    return tf.train.Checkpoint(model=tree, optimizer=optimizer)
+    # The optimizer's own variables only, by position: tracking the Keras optimizer object itself
+    # would save the model's variables under its (shallower) paths instead of the keys above.
+    return tf.train.Checkpoint(model=tree, optimizer=_tree(optimizer_variables(optimizer)))
+
+
+def optimizer_variables(optimizer) -> dict[str, Any]:
+    """`{"_iterations": the step count, "_variables/N": every other optimizer variable}` (learning
+    rate, slots, loss scale) in the order Keras creates them, which the model's trainable
+    variables' order fixes. `optimizer/_iterations` is where the OD API's checkpoints keep the step too."""
+    iterations = optimizer.iterations
+    others = [v for v in optimizer.variables if id(v) != id(iterations)]
+    return {"_iterations": iterations, **{f"_variables/{index}": v for index, v in enumerate(others)}}
 
 
 # --- finding and describing checkpoints ------------------------------------------------------
@@ -139,8 +150,9 @@ def resolve_checkpoint(path: str) -> str:
     if tf.io.gfile.isdir(path):
         for folder in (path, os.path.join(path, "checkpoint")):
             if tf.io.gfile.isdir(folder):
-                latest = tf.train.latest_checkpoint(folder)
-                if latest:
+                index_file = os.path.join(folder, "checkpoint")
+                latest = tf.train.latest_checkpoint(folder) if not tf.io.gfile.isdir(index_file) else None
+                if latest and tf.io.gfile.exists(latest + ".index"):
                     return latest
                 indexes = sorted(tf.io.gfile.glob(os.path.join(folder, "*.index")))
                 if len(indexes) == 1:
@@ -172,7 +184,7 @@ def describe_checkpoint(keys) -> str:
     has_optimizer = any(k.startswith("optimizer/") or ".OPTIMIZER_SLOT" in k for k in keys)
     extra = ", with optimizer state" if has_optimizer else ""
     model_keys = [k for k in values if k.startswith("model/") and ".OPTIMIZER_SLOT" not in k]
-    if any(k.startswith("model/backbone..") or k.startswith("model/predictor..") for k in keys):
+    if any(k.startswith(("model/backbone..", "model/predictor..")) for k in keys):
         return OLD_BOXWISE
     if any(k.startswith("model/_feature_extractor/") for k in keys):
         if any(k.startswith("model/_box_predictor/") for k in keys):
@@ -185,7 +197,7 @@ def describe_checkpoint(keys) -> str:
     if any(k.startswith(f"{CLASSIFICATION_BACKBONE}/") for k in keys):
         count = sum(k.startswith(f"{CLASSIFICATION_BACKBONE}/") for k in values)
         return f"TF OD API classification checkpoint (feature_extractor/..., {count} variables)"
-    first = sorted(keys)[0] if keys else "none"
+    first = min(keys) if keys else "none"
     return f"TF checkpoint with {len(values)} variables, not in the TF OD API layout (first key {first})"
 
 
@@ -272,9 +284,10 @@ def _unused_reason(key: str) -> str:
     return "no such variable in this model"
 
 
-def _assign_from(reader, shapes, mapping, key_for, report: RestoreReport, allowed_parts=None,
-                 class_head_optional: bool = False) -> None:
-    """Assign every mapped variable whose key (via `key_for`) is in the checkpoint with equal shape."""
+def _plan(reader, shapes, mapping, key_for, report: RestoreReport, allowed_parts=None,
+          class_head_optional: bool = False):
+    """Fill `report` for restoring every mapped variable whose key (via `key_for`) is in the
+    checkpoint with equal shape; returns the assignment to make (`_apply`), nothing assigned yet."""
     pending = []
     for key, (part, variable) in mapping.items():
         source = key_for(key)
@@ -286,29 +299,37 @@ def _assign_from(reader, shapes, mapping, key_for, report: RestoreReport, allowe
             continue
         saved = shapes[source + SUFFIX]
         if saved != tuple(variable.shape):
-            if part == "class_head" and class_head_optional:
-                report.variables[key] = (f"class head shape {list(saved)} in the checkpoint, {list(variable.shape)} "
-                                         "here (other classes): starts fresh")
-            else:
-                report.variables[key] = f"shape {list(saved)} in the checkpoint, {list(variable.shape)} here"
+            report.variables[key] = f"shape {list(saved)} in the checkpoint, {list(variable.shape)} here"
             report.unused[source + SUFFIX] = "shape differs from this model's"
             continue
         pending.append((key, source, variable))
-    if class_head_optional and any(mapping[k][0] == "class_head" and v != "restored" and "class head" in v
-                                   for k, v in report.variables.items()):
-        # The class head restores whole or not at all (its bias and kernels go together).
+    head = [k for k, (part, _) in mapping.items() if part == "class_head"]
+    if class_head_optional and any(report.variables.get(k, "").startswith("shape ") for k in head):
+        # Another number of classes: the class head starts fresh whole (bias and kernels go together).
+        bias = next((k for k in head if k.endswith("/bias")), head[0])
+        saved_bias = shapes.get((key_for(bias) or "") + SUFFIX)
+        reason = (f"class head for other classes (outputs {list(saved_bias or [])} in the checkpoint, "
+                  f"{list(mapping[bias][1].shape)} here): starts fresh")
         for key, source, variable in list(pending):
-            if mapping[key][0] == "class_head":
+            if key in head:
                 pending.remove((key, source, variable))
-                report.variables[key] = "class head restored whole or not at all: starts fresh"
                 report.unused[source + SUFFIX] = "shape differs from this model's"
-    for key, source, variable in pending:
-        variable.assign(np.asarray(reader.get_tensor(source + SUFFIX), dtype=variable.dtype))
+        for key in head:
+            report.variables[key] = reason
+    for key, _, _ in pending:
         report.variables[key] = "restored"
     used = {key_for(k) + SUFFIX for k, v in report.variables.items() if v == "restored"}
     for key in shapes:
         if key not in used and key not in report.unused and key.endswith(SUFFIX):
             report.unused[key] = _unused_reason(key)
+    report.parts = _parts(mapping, report.variables)
+    return reader, pending
+
+
+def _apply(plan) -> None:
+    reader, pending = plan
+    for _, source, variable in pending:
+        variable.assign(np.asarray(reader.get_tensor(source + SUFFIX), dtype=variable.dtype))
 
 
 def _require_backbone(report: RestoreReport, path: str, extra: str = "") -> None:
@@ -337,12 +358,11 @@ def restore_detection(model: SSDDetector, path: str) -> RestoreReport:
     reader, shapes = _checkpoint_shapes(prefix)
     report = RestoreReport("detection", source=prefix, layout=describe_checkpoint(shapes))
     _refuse_old_layout(report.layout, prefix)
-    mapping = checkpoint_variables(model)
-    _assign_from(reader, shapes, mapping, lambda k: k, report, class_head_optional=True)
-    report.parts = _parts(mapping, report.variables)
+    plan = _plan(reader, shapes, checkpoint_variables(model), lambda k: k, report, class_head_optional=True)
     hint = ("; for a classification checkpoint set fine_tune_checkpoint_type: \"classification\""
             if "classification checkpoint" in report.layout else "")
     _require_backbone(report, path, hint)
+    _apply(plan)
     return report
 
 
@@ -358,16 +378,15 @@ def restore_classification(model: SSDDetector, path: str) -> RestoreReport:
     _refuse_old_layout(report.layout, prefix)
     mapping = checkpoint_variables(model)
 
-    def key_for(key):
-        if key.startswith(BACKBONE + "/"):
-            return CLASSIFICATION_BACKBONE + key[len(BACKBONE):]
-        return None
+    # The backbone under feature_extractor/, or (a detection checkpoint) under the detector's key.
+    source_root = CLASSIFICATION_BACKBONE if any(k.startswith(CLASSIFICATION_BACKBONE + "/") for k in shapes) \
+        else BACKBONE
 
-    if not any(k.startswith(CLASSIFICATION_BACKBONE + "/") for k in shapes):
-        key_for = lambda k: k if k.startswith(BACKBONE + "/") else None  # noqa: E731 - a detection checkpoint's backbone
-    _assign_from(reader, shapes, mapping, key_for, report, allowed_parts={"backbone"})
-    report.parts = _parts(mapping, report.variables)
+    def key_for(key):
+        return source_root + key[len(BACKBONE):] if key.startswith(BACKBONE + "/") else None
+    plan = _plan(reader, shapes, mapping, key_for, report, allowed_parts={"backbone"})
     _require_backbone(report, path)
+    _apply(plan)
     return report
 
 
@@ -383,7 +402,7 @@ def _restore_keras_weights(model: SSDDetector, path: str) -> RestoreReport:
                       f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     report = RestoreReport("classification", source=path, layout="Keras MobileNetV2 weights (.h5)")
     mapping = checkpoint_variables(model)
-    by_key = {}
+    by_key, pending = {}, []
     for index, name in enumerate(backbone_layer_names()):
         for attr, variable in _variables_of(source.get_layer(name)).items():
             by_key[f"{BACKBONE}/layer_with_weights-{index}/{attr}"] = (name, variable)
@@ -397,11 +416,13 @@ def _restore_keras_weights(model: SSDDetector, path: str) -> RestoreReport:
         elif tuple(saved.shape) != tuple(variable.shape):
             report.variables[key] = f"shape {list(saved.shape)} in the weights file ({name}), {list(variable.shape)} here"
         else:
-            variable.assign(np.asarray(saved))
+            pending.append((variable, saved))
             report.variables[key] = "restored"
     report.parts = _parts(mapping, report.variables)
     _require_backbone(report, path, " (the OD API's MobileNetV2 differs from Keras' below depth_multiplier 1: "
                       "min_depth and Conv_1)" if spec.depth_multiplier < 1 else "")
+    for variable, saved in pending:
+        variable.assign(np.asarray(saved))
     return report
 
 
@@ -414,29 +435,43 @@ def restore_weights(model: SSDDetector, path: str, kind: str = "resume") -> Rest
     report = RestoreReport(kind, source=prefix, layout=describe_checkpoint(shapes))
     _refuse_old_layout(report.layout, prefix)
     mapping = checkpoint_variables(model)
-    _assign_from(reader, shapes, mapping, lambda k: k, report)
-    report.parts = _parts(mapping, report.variables)
+    plan = _plan(reader, shapes, mapping, lambda k: k, report)
     if report.fresh:
         first = next(iter(report.fresh.items()))
         raise Invalid(f"{prefix!r} ({report.layout}) does not fit this config's model: {len(report.restored)} of "
                       f"{len(mapping)} variables match (e.g. {first[0]}: {first[1]})")
+    _apply(plan)
     return report
 
 
-def resume(model: SSDDetector, optimizer, path: str) -> RestoreReport:
-    """Resume a Boxwise run: every model variable and the optimizer's state, all required."""
-    report = restore_weights(model, path, kind="resume")
-    if optimizer is not None:
-        import tensorflow as tf
-        status = tf.train.Checkpoint(optimizer=optimizer).restore(report.source)
-        try:
-            status.assert_existing_objects_matched()
-        except AssertionError as exc:
-            raise Invalid(f"{report.source!r}: the optimizer state does not match this config's optimizer "
-                          f"({str(exc).splitlines()[0][:200]})") from None
-        for key in list(report.unused):
-            if key.startswith("optimizer/"):
-                report.unused.pop(key)
+def resume(model: SSDDetector, optimizer, path: str, root=None) -> RestoreReport:
+    """Resume a Boxwise run: every model variable and every optimizer variable (`optimizer/_variables/N`),
+    all required to match in key and shape, else `Invalid` before anything is assigned. `root`, the
+    run's `checkpoint_for(model, optimizer)`, gets the saved `save_counter` back, so the
+    CheckpointManager numbers the next checkpoint after the last one."""
+    prefix = resolve_checkpoint(path)
+    reader, shapes = _checkpoint_shapes(prefix)
+    report = RestoreReport("resume", source=prefix, layout=describe_checkpoint(shapes))
+    _refuse_old_layout(report.layout, prefix)
+    mapping = checkpoint_variables(model)
+    plan = _plan(reader, shapes, mapping, lambda k: k, report)
+    wanted = {f"optimizer/{k}{SUFFIX}": v for k, v in (optimizer_variables(optimizer) if optimizer else {}).items()}
+    saved = {k for k in shapes if k.startswith("optimizer/")}
+    wrong = sorted(k for k, v in wanted.items() if shapes.get(k) != tuple(v.shape))
+    if report.fresh or wrong or (optimizer is not None and saved != set(wanted)):
+        detail = (f"{len(report.restored)} of {len(mapping)} model variables match" if report.fresh else
+                  f"the optimizer state differs ({len(saved)} values saved, {len(wanted)} expected"
+                  + (f", e.g. {wrong[0]}" if wrong else "") + ")")
+        raise Invalid(f"cannot resume from {prefix!r} ({report.layout}): {detail}. It was not written by this "
+                      "config's training run; start a new model_dir, or set it as fine_tune_checkpoint.")
+    _apply(plan)
+    for key, variable in wanted.items():
+        variable.assign(np.asarray(reader.get_tensor(key), dtype=variable.dtype))
+        report.unused.pop(key, None)
+    counter = "save_counter" + SUFFIX
+    if root is not None and counter in shapes:
+        root.save_counter.assign(int(reader.get_tensor(counter)))
+        report.unused.pop(counter, None)
     return report
 
 

@@ -4,12 +4,18 @@ What it leaves in `model_dir` (the TF OD API's layout plus Boxwise's progress fi
 
 - `pipeline.config`          the config trained with (comments kept; `num_steps` set to the run's)
 - `checkpoint`, `ckpt-N.*`   `tf.train.CheckpointManager` checkpoints, N = the checkpoint counter;
-                             saved every `checkpoint_every_n` steps, at the end and on SIGTERM
+                             saved every `checkpoint_every_n` steps, at the end and on SIGTERM; the
+                             model under the TF OD API's keys, the optimizer as `optimizer/_iterations`
+                             and `optimizer/_variables/N` (`restore.py`)
+- `restore_report.json`      one entry per start: what was restored, what starts fresh and why
+                             (`restore.RestoreReport`)
 - `train/events.out.tfevents.*`  TensorBoard: `Loss/classification_loss`, `Loss/localization_loss`,
                              `Loss/regularization_loss`, `Loss/total_loss`, `learning_rate`, `steps_per_sec`
 - `progress.json`, `progress.jsonl`, `status.json`  see `backend/training/progress.py`
 
-Re-running with the same `model_dir` resumes from the latest checkpoint. SIGTERM saves a
+Re-running with the same `model_dir` resumes from the latest checkpoint (every model and optimizer
+variable must match). A fine-tune checkpoint that does not match the whole backbone stops the run
+before step 1. SIGTERM saves a
 checkpoint, writes status `cancelled` and returns normally (exit code 0).
 """
 from __future__ import annotations
@@ -30,14 +36,13 @@ import tensorflow as tf
 from backend import atomic
 from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument
-from backend.training import progress
+from backend.training import progress, restore
 from backend.training.boxes import generate_anchors
 from backend.training.config import (LearningRate, TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
 from backend.training.data import train_dataset
-from backend.training.losses import ssd_losses
-from backend.training import restore
-from backend.training.model import SSDDetector, build_detector, preprocess_images, regularization_loss
+from backend.training.losses import regularization_loss, ssd_losses
+from backend.training.model import SSDDetector, build_detector, preprocess_images
 
 log = logging.getLogger("boxwise.train")
 
@@ -397,7 +402,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     latest = tf.train.latest_checkpoint(str(model_dir))
     # What this start restores, checked before step 1 and stored with the run (restore_report.json).
     if latest:
-        report = restore.resume(model, optimizer, latest)
+        report = restore.resume(model, optimizer, latest, root=checkpoint)
         state["checkpoint"] = latest
         state["saved_step"] = int(optimizer.iterations.numpy())
     else:
@@ -421,7 +426,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
             outputs = model(preprocess_images(batch["images"]), training=True)
             losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
                                 batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
-            reg = regularization_loss(model, config.l2_weight)
+            reg = regularization_loss(model, config.regularization)
             total = losses["classification"] + losses["localization"] + reg
             scaled = total / replicas
             if mixed_precision:

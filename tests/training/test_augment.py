@@ -111,3 +111,45 @@ def test_random_adjustments_draw_within_their_range(kind, params, low, high):
         value = out.numpy()[0, 0, 0]
         seen.append(value - 100.0 if kind == "random_adjust_brightness" else (value - 110.0) / -10.0)
     assert low <= min(seen) and max(seen) <= high and max(seen) - min(seen) > 0.3 * (high - low)
+
+
+def test_the_input_pipeline_augments_the_decoded_image_then_resizes(tmp_path):
+    """As the OD API's inputs.py: the options run in order on the decoded image, before the
+    image resizer. Pixels encode their position (red 2·x, green 4·y), so the canvas shows which
+    window of the flipped image it is."""
+    import io
+
+    from PIL import Image
+
+    from backend.training.config import InputReader, Resizer
+    from tests.training.shapes import example
+
+    pixels = np.zeros((50, 100, 3), np.uint8)
+    pixels[..., 0] = 2 * np.arange(100)[None, :]
+    pixels[..., 1] = 4 * np.arange(50)[:, None]
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, format="PNG")
+    record = example(encoded.getvalue(), [], 100, "img")
+    feature = record.features.feature
+    feature["image/height"].int64_list.value[:] = [50]
+    for key, value in (("xmin", 0.1), ("xmax", 0.6), ("ymin", 0.1), ("ymax", 0.9)):
+        feature[f"image/object/bbox/{key}"].float_list.value[:] = [value]
+    feature["image/object/class/label"].int64_list.value[:] = [1]
+    path = tmp_path / "one.record"
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        writer.write(record.SerializeToString())
+    options = (Augmentation("random_horizontal_flip", {"probability": 1.0}),
+               Augmentation("random_crop_image", {"min_object_covered": 0.0, "min_area": 0.25, "max_area": 0.25,
+                                                  "min_aspect_ratio": 2.0, "max_aspect_ratio": 2.0}))
+    reader = InputReader(input_paths=(str(path),), label_map_path=None, shuffle=False, num_epochs=1)
+    element = next(iter(data.train_dataset(reader, Resizer("fixed_shape", 25, 50), options, 1, 5)))
+    canvas = element["images"].numpy()[0]
+    assert canvas.shape == (25, 50, 3)  # the 25 × 50 window at scale 1: cropped before resizing
+    column, row = 99 - int(canvas[0, 0, 0]) // 2, int(canvas[0, 0, 1]) // 4
+    np.testing.assert_array_equal(canvas[..., 0], 2 * (99 - column - np.arange(50))[None, :].repeat(25, 0))
+    np.testing.assert_array_equal(canvas[..., 1], 4 * (row + np.arange(25))[:, None].repeat(50, 1))
+    # The box, flipped to x 0.4..0.9, in the window's frame and clipped.
+    expected = np.clip([(0.1 * 50 - row) / 25, (0.4 * 100 - column) / 50,
+                        (0.9 * 50 - row) / 25, (0.9 * 100 - column) / 50], 0.0, 1.0)
+    np.testing.assert_allclose(element["boxes"].numpy()[0, 0], expected, atol=1e-6)
+    assert element["classes"].numpy()[0].tolist() == [1, 0, 0, 0, 0]

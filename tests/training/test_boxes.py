@@ -17,15 +17,22 @@ def test_anchor_count_and_first_anchors_at_64_pixels():
     assert anchors.shape == ((64 + 16 + 4 + 1 + 1) * 6, 4)
     # Level 3, cell (0, 0): centre (4, 4) px, side anchor_scale * 2**3 = 32 px.
     np.testing.assert_allclose(anchors[0], [-12 / 64, -12 / 64, 20 / 64, 20 / 64], atol=1e-6)
+    # Inside a cell the OD API's order: (scale 0, ratio 1), (scale 1, ratio 1), (scale 0, ratio 2), ...
+    s = 32 * 2 ** 0.5  # second scale of the octave
+    np.testing.assert_allclose(anchors[1], [(4 - s / 2) / 64] * 2 + [(4 + s / 2) / 64] * 2, atol=1e-6)
     # Aspect ratio 2 (wider): h = 32 / sqrt 2, w = 32 * sqrt 2.
     h, w = 32 / math.sqrt(2), 32 * math.sqrt(2)
-    np.testing.assert_allclose(anchors[1], [(4 - h / 2) / 64, (4 - w / 2) / 64, (4 + h / 2) / 64,
+    np.testing.assert_allclose(anchors[2], [(4 - h / 2) / 64, (4 - w / 2) / 64, (4 + h / 2) / 64,
                                             (4 + w / 2) / 64], atol=1e-6)
-    # Second scale of the octave: side 32 * 2**0.5.
-    s = 32 * 2 ** 0.5
-    np.testing.assert_allclose(anchors[3], [(4 - s / 2) / 64] * 2 + [(4 + s / 2) / 64] * 2, atol=1e-6)
-    # Level 7's single cell is centred on the image with side 4 * 128 = 512 px.
-    np.testing.assert_allclose(anchors[-6], [-224 / 64, -224 / 64, 288 / 64, 288 / 64], atol=1e-6)
+    # Level 7's stride (128) does not divide 64, so its single cell's centre has no half-stride
+    # offset (as the OD API's multiscale generator): centre (0, 0), side 4 * 128 = 512 px.
+    np.testing.assert_allclose(anchors[-6], [-256 / 64, -256 / 64, 256 / 64, 256 / 64], atol=1e-6)
+
+
+def test_anchors_equal_the_od_api_anchors_bit_for_bit():
+    from tests.training.odapi import FIXTURES
+    expected = np.load(FIXTURES / "train_step" / "batch.npz")["anchors"]
+    np.testing.assert_array_equal(boxes.generate_anchors(128, 128, AnchorSpec()), expected)
 
 
 def test_encode_matches_the_faster_rcnn_coder_by_hand():
@@ -124,6 +131,6 @@ def test_model_outputs_one_prediction_per_anchor(height, width):
     out = model(np.zeros((1, height, width, 3), np.float32))
     count = len(boxes.generate_anchors(height, width, spec.anchors))
     assert tuple(out["box_deltas"].shape) == (1, count, 4)
-    assert tuple(out["class_logits"].shape) == (1, count, 3)
+    assert tuple(out["class_logits"].shape) == (1, count, 3 + 1)  # background first
     # The class bias starts at -4.6 (p = 0.01), so untrained scores are low everywhere.
     np.testing.assert_allclose(np.asarray(model.predictor.class_head.bias), -4.6, rtol=1e-6)

@@ -41,7 +41,6 @@ def test_tpu_and_tf1_fields_are_listed_as_ignored_with_lines():
     assert ignored == {
         "model.ssd.inplace_batchnorm_update": 11,
         "model.ssd.matcher.argmax_matcher.use_matmul_gather": 29,
-        "model.ssd.feature_extractor.min_depth": 89,
         "train_config.fine_tune_checkpoint_version": 141,
         "train_config.sync_replicas": 145,
         "train_config.startup_delay_steps": 146,
@@ -88,10 +87,10 @@ def test_cosine_schedule_sanity_is_checked():
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
-def test_templates_are_accepted_with_nothing_ignored_but_min_depth(name):
+def test_templates_are_accepted_with_nothing_ignored(name):
     doc = ConfigDocument(template_text(name))
     assert check_config(doc) == []
-    assert [path for path, _ in ignored_fields(doc)] == ["model.ssd.feature_extractor.min_depth"]
+    assert [path for path, _ in ignored_fields(doc)] == []  # min_depth shapes the network (model.py)
 
 
 def test_check_inputs_reports_missing_files_and_small_num_classes(tmp_path):

@@ -137,3 +137,13 @@ def test_rms_prop_steps_as_the_od_api_builds_it():
     optimizer.apply_gradients([(np.full([1], 2.0, np.float32), w)])
     second = 0.9 * first + 0.1 / (1 + 0.9) * 2 / math.sqrt(0.76 + 1.0)  # ms = 0.9·0.4 + 0.4
     assert float(w.numpy()[0]) == pytest.approx(1 - first - second, abs=1e-6)  # 0.599496
+
+
+def test_add_background_class_false_is_refused():
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "fixtures" / "odapi" / "small128" / "pipeline.config").read_text()
+    text = text.replace("    encode_background_as_zeros: true\n",
+                        "    encode_background_as_zeros: true\n    add_background_class: false\n")
+    problems = check_config(ConfigDocument(text))
+    assert [(p.path, p.message) for p in problems] == [
+        ("model.ssd.add_background_class", "false is not supported here (supported: true)")]

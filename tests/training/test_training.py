@@ -338,27 +338,3 @@ def test_mixed_precision_trains_and_exports_a_float32_model(tiny_config_path, tm
     result = detect(input_tensor=tf.zeros([1, 64, 64, 3], tf.uint8))
     assert {result[k].dtype for k in ("detection_boxes", "detection_scores", "detection_classes")} == {tf.float32}
     assert np.isfinite(result["detection_scores"].numpy()).all()
-
-
-def test_detection_fine_tune_with_other_classes_restores_all_but_the_class_head(tmp_path):
-    import tensorflow as tf
-
-    from backend.training.model import ModelSpec, build_detector
-    from backend.training.train import checkpoint_for, restore_fine_tune
-
-    small = dict(height=64, width=64, depth_multiplier=0.35, depth=16, num_layers_before_predictor=1)
-    source = build_detector(ModelSpec(num_classes=2, **small))
-    prefix = checkpoint_for(source).write(str(tmp_path / "ckpt-1"))
-    same = build_detector(ModelSpec(num_classes=2, **small))
-    assert restore_fine_tune(same, prefix) == ["everything"]
-    np.testing.assert_array_equal(same.predictor.class_head.pointwise_kernel.numpy(),
-                                  source.predictor.class_head.pointwise_kernel.numpy())
-    other = build_detector(ModelSpec(num_classes=5, **small))
-    fresh_head = other.predictor.class_head.pointwise_kernel.numpy().copy()
-    assert restore_fine_tune(other, prefix) == ["backbone", "fpn", "box/class tower", "box head"]
-    np.testing.assert_array_equal(other.predictor.box_head.pointwise_kernel.numpy(),
-                                  source.predictor.box_head.pointwise_kernel.numpy())
-    np.testing.assert_array_equal(other.backbone.weights[0].numpy(), source.backbone.weights[0].numpy())
-    np.testing.assert_array_equal(other.predictor.tower_bn[3].moving_mean.numpy(),
-                                  source.predictor.tower_bn[3].moving_mean.numpy())
-    np.testing.assert_array_equal(other.predictor.class_head.pointwise_kernel.numpy(), fresh_head)
