@@ -72,7 +72,7 @@ def fused_batch_norm_step(config, anchors, compute_losses):
 
     def fused(spec, hp, name):
         layer = original(spec, hp, name)
-        if type(layer) is keras.layers.BatchNormalization:
+        if isinstance(layer, keras.layers.BatchNormalization):
             return FusedBatchNorm(momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center,
                                   scale=layer.scale, name=name)
         return layer
@@ -92,7 +92,7 @@ def fused_batch_norm_step(config, anchors, compute_losses):
             losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
                                 batch["classes"], config.model.num_classes, config.loss, config.matcher,
                                 config.box_scales)
-            total = losses["classification"] + losses["localization"] + regularization_loss(model, config.l2_weight)
+            total = losses["classification"] + losses["localization"] + regularization_loss(model, config.regularization)
         grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return total
@@ -125,8 +125,8 @@ def main(argv=None) -> int:
     from backend.training.boxes import generate_anchors
     from backend.training.config import training_config
     from backend.training.data import train_dataset
-    from backend.training.losses import ssd_losses
-    from backend.training.model import build_detector, count_parameters, preprocess_images, regularization_loss
+    from backend.training.losses import regularization_loss, ssd_losses
+    from backend.training.model import build_detector, count_parameters, preprocess_images
     from backend.training.train import build_optimizer
 
     work = Path(tempfile.mkdtemp(prefix="step_profile_"))
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
         outputs = model(preprocess_images(batch["images"]), training=True)
         losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
                             batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
-        reg = regularization_loss(model, config.l2_weight)
+        reg = regularization_loss(model, config.regularization)
         return losses["classification"] + losses["localization"] + reg
 
     def step(batch):
