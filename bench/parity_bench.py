@@ -102,16 +102,47 @@ class LoadSampler:
                 "min": round(min(self.samples), 2)}
 
 
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a running process (all its threads), from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def run(cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> dict:
-    """Run a command to completion with its output in `log_path`; wall time and load while it ran."""
+    """Run a command to completion with its output in `log_path`; wall time, load while it ran,
+    and `cpu_samples`: (unix time, CPU seconds of the process) every second, from which the CPU
+    time of a span of steps is read (robust to other work on the machine, unlike wall time)."""
     start = time.perf_counter()
+    samples: list[tuple[float, float]] = []
     with LoadSampler() as load, open(log_path, "w", encoding="utf-8") as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
+        while proc.poll() is None:
+            cpu = process_cpu_seconds(proc.pid)
+            if cpu is not None:
+                samples.append((time.time(), cpu))
+            time.sleep(1.0)
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         tail = log_path.read_text(encoding="utf-8", errors="replace")[-3000:]
         raise SystemExit(f"{cmd[0:4]} failed with exit code {proc.returncode}; end of {log_path}:\n{tail}")
-    return {"wall_seconds": round(wall, 1), "load": load.summary()}
+    return {"wall_seconds": round(wall, 1), "load": load.summary(), "cpu_samples": samples}
+
+
+def cpu_between(samples: list[tuple[float, float]], t0: float, t1: float) -> float | None:
+    """CPU seconds the process used between unix times t0 and t1 (linear between samples)."""
+    def at(t):
+        for (ta, ca), (tb, cb) in zip(samples, samples[1:]):
+            if ta <= t <= tb:
+                return ca + (cb - ca) * (t - ta) / max(tb - ta, 1e-9)
+        return None
+    a, b = at(t0), at(t1)
+    return None if a is None or b is None else b - a
 
 
 # --- Boxwise ---------------------------------------------------------------------------------
@@ -132,15 +163,20 @@ def boxwise_evaluate(config: Path, model_dir: Path, log_path: Path) -> dict:
     return info
 
 
-def boxwise_seconds_per_step(model_dir: Path, from_step: int = 100) -> float | None:
+def boxwise_seconds_per_step(model_dir: Path, info: dict, from_step: int = 100) -> None:
     """Steady seconds per step from progress.jsonl: time between the first logged row at or past
-    `from_step` (tracing and warm-up done) and the last row, over the steps between them."""
+    `from_step` (tracing and warm-up done) and the last row, over the steps between them; and
+    the CPU seconds per step over the same span. Stored in `info`."""
     rows = [json.loads(line) for line in (model_dir / "progress.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("phase") == "train"]
     later = [r for r in rows if r["step"] >= from_step]
     if len(later) < 2:
-        return None
-    return (later[-1]["time"] - later[0]["time"]) / (later[-1]["step"] - later[0]["step"])
+        info["seconds_per_step"] = info["cpu_seconds_per_step"] = None
+        return
+    steps = later[-1]["step"] - later[0]["step"]
+    info["seconds_per_step"] = (later[-1]["time"] - later[0]["time"]) / steps
+    cpu = cpu_between(info["cpu_samples"], later[0]["time"], later[-1]["time"])
+    info["cpu_seconds_per_step"] = cpu / steps if cpu is not None else None
 
 
 # --- the OD API ------------------------------------------------------------------------------
@@ -159,9 +195,19 @@ def odapi_train(odapi_python: Path, config: Path, model_dir: Path, steps: int, l
     cmd = [str(odapi_python), str(main), f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
            f"--num_train_steps={steps}", "--checkpoint_every_n=100000", "--alsologtostderr"]
     info = run(cmd, log_path, env=env)
-    per_step = [float(x) for x in re.findall(r"per-step time ([0-9.]+)s", log_path.read_text(errors="replace"))]
-    info["per_step_log"] = per_step
-    info["seconds_per_step"] = statistics.mean(per_step[1:]) if len(per_step) > 1 else None
+    # absl lines: "I1201 10:11:01.980563 140069 model_lib_v2.py:694] Step 200 per-step time 0.165s"
+    lines = re.findall(r"^I(\d\d)(\d\d) (\d\d:\d\d:\d\d\.\d+) .*Step (\d+) per-step time ([0-9.]+)s",
+                       log_path.read_text(errors="replace"), flags=re.M)
+    year = time.localtime().tm_year
+    logged = [(time.mktime(time.strptime(f"{year}-{mo}-{d} {hms.split('.')[0]}", "%Y-%m-%d %H:%M:%S"))
+               + float("0." + hms.split(".")[1]), int(step), float(sec)) for mo, d, hms, step, sec in lines]
+    info["per_step_log"] = [sec for _, _, sec in logged]
+    # The first line's 100 steps include tracing: the span starts there.
+    info["seconds_per_step"] = statistics.mean(info["per_step_log"][1:]) if len(logged) > 1 else None
+    info["cpu_seconds_per_step"] = None
+    if len(logged) > 1:
+        cpu = cpu_between(info["cpu_samples"], logged[0][0], logged[-1][0])
+        info["cpu_seconds_per_step"] = cpu / (logged[-1][1] - logged[0][1]) if cpu is not None else None
     return info
 
 
@@ -217,26 +263,32 @@ def main(argv: list[str] | None = None) -> int:
                     log_path = work / f"time-{who}-{index}.log"
                     if who == "boxwise":
                         info = boxwise_train(config, model_dir, args.timing_steps, log_path)
-                        info["seconds_per_step"] = boxwise_seconds_per_step(model_dir)
+                        boxwise_seconds_per_step(model_dir, info)
                     else:
                         info = odapi_train(odapi_python, config, model_dir, args.timing_steps, log_path)
                     info.update(who=who, round=index, steps=args.timing_steps)
+                    info.pop("cpu_samples")
                     timing.append(info)
                     print(f"timing round {index} {who:8s} {info['seconds_per_step']:.4f} s/step  "
+                          f"{info['cpu_seconds_per_step'] or float('nan'):.4f} CPU s/step  "
                           f"wall {info['wall_seconds']:6.1f} s  load {info['load']}", flush=True)
             report["timing"] = timing
-            pairs = []
+            pairs, cpu_pairs = [], []
             for index in range(1, args.rounds + 1):
                 b = next(t for t in timing if t["round"] == index and t["who"] == "boxwise")
                 o = next(t for t in timing if t["round"] == index and t["who"] == "odapi")
                 pairs.append(round(b["seconds_per_step"] / o["seconds_per_step"], 3))
+                if b["cpu_seconds_per_step"] and o["cpu_seconds_per_step"]:
+                    cpu_pairs.append(round(b["cpu_seconds_per_step"] / o["cpu_seconds_per_step"], 3))
             report["timing_ratio_boxwise_over_odapi"] = pairs
+            report["cpu_ratio_boxwise_over_odapi"] = cpu_pairs
 
         curve = []
         if not args.timing_only:
             model_dir = work / "curve"
             for n in steps:
                 info = boxwise_train(config, model_dir, n, work / f"train-{n}.log", checkpoint_every_n=n)
+                info.pop("cpu_samples")
                 result = boxwise_evaluate(config, model_dir, work / f"eval-{n}.log")
                 scored = max(result["metrics"].values(), key=lambda r: r["step"])
                 assert scored["step"] == n, f"latest evaluated checkpoint is at step {scored['step']}, not {n}"
@@ -272,13 +324,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Boxwise s/step over the curve's logged windows (median): {report['curve_seconds_per_step_median']}"
                   f"; the OD API's run of the curve: {odapi_curve['seconds_per_step']}")
         if timing:
-            print("\n| round | Boxwise s/step | OD API s/step | Boxwise / OD API | load (mean 1-min) B / O |")
-            print("|---:|---:|---:|---:|---|")
+            print("\n| round | Boxwise s/step | OD API s/step | ratio | Boxwise CPU s/step | OD API CPU s/step | ratio "
+                  "| load (mean 1-min) B / O |")
+            print("|---:|---:|---:|---:|---:|---:|---:|---|")
             for index, ratio in enumerate(report["timing_ratio_boxwise_over_odapi"], 1):
                 b = next(t for t in timing if t["round"] == index and t["who"] == "boxwise")
                 o = next(t for t in timing if t["round"] == index and t["who"] == "odapi")
+                cpu_b, cpu_o = b["cpu_seconds_per_step"], o["cpu_seconds_per_step"]
+                cpu_ratio = f"{cpu_b / cpu_o:.3f}" if cpu_b and cpu_o else "–"
                 print(f"| {index} | {b['seconds_per_step']:.4f} | {o['seconds_per_step']:.4f} | {ratio:.3f} | "
-                      f"{b['load'].get('mean')} / {o['load'].get('mean')} |")
+                      f"{cpu_b or 0:.4f} | {cpu_o or 0:.4f} | {cpu_ratio} | {b['load'].get('mean')} / {o['load'].get('mean')} |")
         report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         report["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Where the trainer's step time goes: variants of the training step timed in one process, alternating.
 
     .venv/bin/python bench/step_profile.py --config small128 --batch-size 4 --steps 100 --repeats 2
-    .venv/bin/python bench/step_profile.py --variants base,cached,jit --intra 2 --inter 1
+    .venv/bin/python bench/step_profile.py --variants base,jit --intra 2 --inter 1
 
 Builds the model, optimizer, losses and input exactly as `backend.training.train` does (same
 config, same `train_dataset`), then times `--steps` steps per variant after a warm-up, cycling
@@ -15,9 +15,13 @@ through the variants `--repeats` times (the machine is shared: compare within a 
 - `cached`   as `nosync`, but every step trains on the same batch held in memory: no input
              pipeline running beside the model
 - `jit`      as `nosync`, with the step compiled by XLA (`jit_compile=True`)
+- `fusedbn`  as `nosync`, on a second model whose batch norms run TF's fused kernel
+             (FusedBatchNormV3, as tf.keras 2 and so the OD API do) instead of Keras 3's
 - `forward`  the forward pass and the losses only (no gradient): how much is the backward pass
 - `input`    the input pipeline alone (batches per second, no model)
 
+Each variant's wall and CPU time per step (`time.process_time`: every thread of the process,
+the input pipeline's included; less sensitive to other work on the machine than wall time).
 JSON to bench/out/step_profile.json.
 """
 from __future__ import annotations
@@ -37,6 +41,65 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 
+def fused_batch_norm_step(config, anchors, compute_losses):
+    """A second model whose batch norms run TF's fused kernel (FusedBatchNormV3, what tf.keras 2's
+    BatchNormalization used and the OD API runs) instead of Keras 3's moments + batch_normalization;
+    returns its one-step tf.function. For timing only: the moving variance here is updated with
+    the kernel's Bessel-corrected batch variance, as tf.keras 2 did."""
+    import keras
+    import tensorflow as tf
+
+    import backend.training.model as model_module
+    from backend.training.model import build_detector, preprocess_images
+    from backend.training.train import build_optimizer
+
+    class FusedBatchNorm(keras.layers.BatchNormalization):
+        def call(self, inputs, training=None, mask=None):
+            gamma = self.gamma if self.scale else tf.ones_like(self.moving_mean)
+            beta = self.beta if self.center else tf.zeros_like(self.moving_mean)
+            if training and self.trainable:
+                y, mean, var = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon,
+                                                                is_training=True)
+                self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
+                self.moving_variance.assign(self.moving_variance * self.momentum + var * (1.0 - self.momentum))
+                return y
+            y, _, _ = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, mean=self.moving_mean,
+                                                       variance=self.moving_variance, epsilon=self.epsilon,
+                                                       is_training=False)
+            return y
+
+    original = model_module._batch_norm
+
+    def fused(spec, hp, name):
+        layer = original(spec, hp, name)
+        if isinstance(layer, keras.layers.BatchNormalization):
+            return FusedBatchNorm(momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center,
+                                  scale=layer.scale, name=name)
+        return layer
+
+    model_module._batch_norm = fused
+    try:
+        model = build_detector(config.model)
+    finally:
+        model_module._batch_norm = original
+    optimizer = build_optimizer(config)
+    optimizer.build(model.trainable_variables)
+    ssd_losses, regularization_loss = compute_losses
+
+    def step(batch):
+        with tf.GradientTape() as tape:
+            outputs = model(preprocess_images(batch["images"]), training=True)
+            losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
+                                batch["classes"], config.model.num_classes, config.loss, config.matcher,
+                                config.box_scales)
+            total = losses["classification"] + losses["localization"] + regularization_loss(model, config.regularization)
+        grads = tape.gradient(total, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+        return total
+
+    return tf.function(lambda it: step(next(it)))
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="parity", choices=["parity", "small128"])
@@ -45,7 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--loop", type=int, default=25, help="steps per call of the `loop` variant")
-    parser.add_argument("--variants", default="base,nosync,loop,cached,jit,forward,input")
+    parser.add_argument("--variants", default="base,nosync,loop,fusedbn,cached,forward,input")
     parser.add_argument("--intra", type=int, default=0, help="tf.config.threading intra-op threads (0: TF's default)")
     parser.add_argument("--inter", type=int, default=0, help="tf.config.threading inter-op threads (0: TF's default)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "step_profile.json")
@@ -62,8 +125,8 @@ def main(argv=None) -> int:
     from backend.training.boxes import generate_anchors
     from backend.training.config import training_config
     from backend.training.data import train_dataset
-    from backend.training.losses import ssd_losses
-    from backend.training.model import build_detector, count_parameters, preprocess_images, regularization_loss
+    from backend.training.losses import regularization_loss, ssd_losses
+    from backend.training.model import build_detector, count_parameters, preprocess_images
     from backend.training.train import build_optimizer
 
     work = Path(tempfile.mkdtemp(prefix="step_profile_"))
@@ -81,7 +144,7 @@ def main(argv=None) -> int:
         outputs = model(preprocess_images(batch["images"]), training=True)
         losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
                             batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
-        reg = regularization_loss(model, config.l2_weight)
+        reg = regularization_loss(model, config.regularization)
         return losses["classification"] + losses["localization"] + reg
 
     def step(batch):
@@ -92,6 +155,9 @@ def main(argv=None) -> int:
         return total
 
     one_step = tf.function(lambda it: step(next(it)))
+    fused_step = None
+    if "fusedbn" in args.variants:
+        fused_step = fused_batch_norm_step(config, anchors, compute_losses=(ssd_losses, regularization_loss))
     jit_inner = tf.function(step, jit_compile=True)  # XLA cannot compile IteratorGetNext: fetch outside
     jit_step = lambda it: jit_inner(next(it))  # noqa: E731
     forward = tf.function(lambda it: compute(next(it)))
@@ -105,8 +171,8 @@ def main(argv=None) -> int:
             total = step(next(it))
         return total
 
-    def run_variant(name: str, n: int) -> float:
-        start = time.perf_counter()
+    def run_variant(name: str, n: int) -> tuple[float, float]:
+        start, cpu_start = time.perf_counter(), time.process_time()
         if name == "base":
             for _ in range(n):
                 total = one_step(iterator)
@@ -124,6 +190,9 @@ def main(argv=None) -> int:
         elif name == "jit":
             for _ in range(n):
                 total = jit_step(iterator)
+        elif name == "fusedbn":
+            for _ in range(n):
+                total = fused_step(iterator)
         elif name == "forward":
             for _ in range(n):
                 total = forward(iterator)
@@ -131,10 +200,11 @@ def main(argv=None) -> int:
             for _ in range(n):
                 total = next(iterator)["images"]
         total.numpy()
-        return (time.perf_counter() - start) / n
+        return (time.perf_counter() - start) / n, (time.process_time() - cpu_start) / n
 
     variants = [v for v in args.variants.split(",") if v]
     results: dict[str, list[float]] = {v: [] for v in variants}
+    cpu_results: dict[str, list[float]] = {v: [] for v in variants}
     for v in variants:  # warm-up: trace every function
         t0 = time.perf_counter()
         run_variant(v, args.loop if v == "loop" else args.warmup)
@@ -142,14 +212,20 @@ def main(argv=None) -> int:
     loads = []
     for r in range(args.repeats):
         for v in variants:
-            seconds = run_variant(v, args.steps)
+            seconds, cpu = run_variant(v, args.steps)
             results[v].append(seconds)
+            cpu_results[v].append(cpu)
             loads.append(os.getloadavg()[0])
-            print(f"repeat {r + 1} {v:8s} {seconds * 1000:7.1f} ms/step  load {loads[-1]:.2f}", flush=True)
+            print(f"repeat {r + 1} {v:8s} {seconds * 1000:7.1f} ms/step  {cpu * 1000:7.1f} CPU ms/step  "
+                  f"load {loads[-1]:.2f}", flush=True)
     summary = {v: round(statistics.median(s) * 1000, 1) for v, s in results.items()}
+    cpu_summary = {v: round(statistics.median(s) * 1000, 1) for v, s in cpu_results.items()}
     print("\nmedian ms per step:", json.dumps(summary))
+    print("median CPU ms per step (all threads of this process):", json.dumps(cpu_summary))
     report = {"settings": {k: str(v) for k, v in vars(args).items()}, "parameters": count_parameters(model),
               "ms_per_step_median": summary, "ms_per_step_all": {v: [round(x * 1000, 1) for x in s] for v, s in results.items()},
+              "cpu_ms_per_step_median": cpu_summary,
+              "cpu_ms_per_step_all": {v: [round(x * 1000, 1) for x in s] for v, s in cpu_results.items()},
               "load_1min": loads, "tensorflow": tf.__version__,
               "threads": {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
                           "inter": tf.config.threading.get_inter_op_parallelism_threads()}}
