@@ -599,7 +599,7 @@ def run_progress(run: dict) -> dict[str, Any] | None:
     """The latest progress snapshot: the trainer's progress file, or for other trainers the
     TensorBoard events in `model_dir/train`."""
     snapshot = progress.read_progress(run["model_dir"])
-    if snapshot is None and (run["runner"] or run["script"]):
+    if snapshot is None and (run.get("runner") or run.get("script")):
         history = events.training_history(Path(run["model_dir"]) / "train")
         snapshot = history[-1] if history else None
     return snapshot
@@ -607,7 +607,7 @@ def run_progress(run: dict) -> dict[str, Any] | None:
 
 def run_history(run: dict) -> list[dict[str, Any]]:
     history = progress.read_history(run["model_dir"])
-    if not history and (run["runner"] or run["script"]):
+    if not history and (run.get("runner") or run.get("script")):
         history = events.training_history(Path(run["model_dir"]) / "train")
     return history
 

@@ -300,11 +300,12 @@ if current is None:
     st.stop()
 
 image = current["image"]
-if current["mine"] and not labeling.renew_lease(db, user, image["id"]):
-    # The lease ran out while the page was idle and someone else opened the image.
-    # Keep the version the user started from, so their save is still checked against it.
-    opened = labeling.open_image(db, user, image["id"])
-    current.update(lease=opened["lease"], mine=opened["mine"])
+with common.reported():  # a busy database is a message (retry), never a Traceback
+    if current["mine"] and not labeling.renew_lease(db, user, image["id"]):
+        # The lease ran out while the page was idle and someone else opened the image.
+        # Keep the version the user started from, so their save is still checked against it.
+        opened = labeling.open_image(db, user, image["id"])
+        current.update(lease=opened["lease"], mine=opened["mine"])
 
 # ---------------------------------------------------------------- header: what this image is
 S["label_page_shows"] = (image["id"], image["version"], image["status"])

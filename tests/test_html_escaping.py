@@ -14,9 +14,6 @@ def test_hostile_class_names_are_escaped_on_the_label_page(db, users):
     at = signed_in(db, "labeler", "pages/label.py")
     button(at, "Next image to label").click().run()
     assert not at.exception, at.exception
-    [legend] = [h.proto.body for h in at.get("html") if "margin-right:14px" in h.proto.body]
-    assert "1 &lt;b id=x&gt;</span>" in legend and "2 &lt;style&gt;</span>" in legend
-    assert "<b id=x>" not in legend and "<style>" not in legend
     header = at.markdown[0].value
     assert "\\<img src=x\\>.png" in header and "<img" not in header.replace("\\<img", "")
     caption = next(c.value for c in at.caption if c.value.startswith("Draw with the mouse"))

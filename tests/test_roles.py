@@ -98,6 +98,11 @@ WRITES = [
     ("server_settings.disallow_path", "configure_server", lambda: ("",)),
     ("tfrecords.save_uploads", "ingest", lambda: ([],)),
     ("tfrecords.extract_zip", "export", lambda: ("", False)),
+    ("tflite.export_registered", "train", lambda: (NOWHERE,)),
+    ("zoo.import_tarball", "train", lambda: (b"", "x.tar.gz")),
+    ("zoo.download", "train", lambda: ("x",)),
+    ("zoo.register_for_prelabel", "train", lambda: (NOWHERE, NOWHERE)),
+    ("zoo.remove_starting_point", "train", lambda: (NOWHERE,)),
 ]
 
 # Functions with an actor that only read (or decide what the actor may see).
@@ -105,6 +110,9 @@ READS = {
     "auth.can", "auth.require", "labeling.open_image",  # viewers open images without a lease
     "labeling.queue_size", "configs.validate", "paths.confine", "paths.allows",
     "paths.confine_pattern", "paths.rule", "tfrecords.confined_set", "tfrecords.inspect", "tfrecords.page",
+    "labeling.why_queue_is_empty", "tflite.download",
+    # Every signed-in user changes their own password (with the current one): no role lacks it.
+    "auth.change_password",
 }
 
 NO_DB = {"predictions.cancel"} | {name for name, _, _ in WRITES
