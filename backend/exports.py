@@ -302,7 +302,7 @@ def _write_format(fmt: str, tmp: Path, final: Path, items: list[ExportImage], la
                   checksums: bool = True) -> dict:
     if fmt == "tfrecord":
         return _write_tfrecords(tmp, final, items, ratios, shards, on_progress, checksums)
-    from backend.formats import coco, csv_format, voc, yolo  # noqa: PLC0415 - only when asked for
+    from backend.formats import coco, csv_format, voc, yolo
     writer = {"voc": voc, "coco": coco, "csv": csv_format, "yolo": yolo}[fmt]
     writer.write(tmp, items, labels, on_progress=on_progress)
     return {}

@@ -88,7 +88,7 @@ def read(path: str | Path, fmt: str, images_dir: str | Path | None = None,
     image paths the files may lead to (`paths.allows` for the importing user)."""
     if fmt not in FORMATS:
         raise Invalid(f"import format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    from backend.formats import coco, csv_format, tfrecord, voc, yolo  # noqa: PLC0415
+    from backend.formats import coco, csv_format, tfrecord, voc, yolo
     reader = {"voc": voc, "coco": coco, "csv": csv_format, "yolo": yolo, "tfrecord": tfrecord}[fmt]
     if fmt == "tfrecord":  # a record set may be a URL (gs://...) or a glob: no Path() around it
         return reader.read(str(path), Path(images_dir) if images_dir else None)

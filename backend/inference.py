@@ -178,7 +178,7 @@ class DetectionModel:
         folder = saved_model_dir(path)
         try:
             self._loaded = tf.saved_model.load(str(folder))
-        except Exception as exc:  # TensorFlow raises many types for a broken SavedModel
+        except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for a broken SavedModel
             raise ModelInvalid(f"cannot load the SavedModel in {folder}: {exc}") from None
         signatures = getattr(self._loaded, "signatures", {})
         if SIGNATURE not in signatures:

@@ -451,7 +451,7 @@ def start_queue_watcher(interval: float = 5.0) -> None:
                 try:
                     reap_children()
                     pump_queue(db)
-                except Exception:  # noqa: BLE001 - a busy or broken moment must not end the watcher
+                except Exception:
                     log.exception("pumping the run queue failed")
                 time.sleep(interval)
 

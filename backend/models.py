@@ -54,7 +54,7 @@ def inspect_export(path: str | Path) -> dict:
     proto = saved_model_pb2.SavedModel()
     try:
         proto.ParseFromString((folder / "saved_model.pb").read_bytes())
-    except Exception as exc:  # protobuf's DecodeError and friends
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
         raise ModelInvalid(f"{folder / 'saved_model.pb'} is not a readable SavedModel: {exc}") from None
     signatures = {}
     for graph in proto.meta_graphs:

@@ -651,7 +651,7 @@ class ConfigDocument:
         message = self.tree
         depth = 0
         # Walk down as far as the path exists.
-        for depth, (name, index) in enumerate(segments):
+        for depth, (name, index) in enumerate(segments):  # noqa: B007 - the depth reached is used after the loop
             occurrences = _occurrences(message, name)
             target = None
             if occurrences:

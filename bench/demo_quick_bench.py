@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from backend import auth, configs, demo, exports
     from backend.db import connect
     from backend.pipeline_config import ConfigDocument
-    from parity_bench import LoadSampler, boxwise_evaluate, boxwise_train
+    from parity_bench import boxwise_evaluate, boxwise_train
 
     try:
         db = connect()

@@ -154,7 +154,7 @@ def main() -> int:
         boxwise = no_hash = raw = float("inf")
         # Each output is deleted right after it is timed, so no run pays for writing back
         # another run's dirty pages.
-        for attempt in range(args.repeat):
+        for _attempt in range(args.repeat):
             seconds, version = bench_boxwise(db, admin, project, args.shards)
             boxwise = min(boxwise, seconds)
             shutil.rmtree(version["path"])
@@ -191,7 +191,7 @@ def main() -> int:
         }
         print(f"{result['images']} JPEGs, mean {result['mean_kb']} kB, {result['total_mb']} MB; "
               f"shards {result['shards']}; {result['cpus']} CPUs")
-        print(f"| approach | seconds | MB/s | images/s |\n|---|---:|---:|---:|")
+        print("| approach | seconds | MB/s | images/s |\n|---|---:|---:|---:|")
         result["boxwise_no_checksums_mb_s"] = round(mb / no_hash, 1)
         for name, key in (("Boxwise export (pass-through, parallel shards, manifest)", "boxwise"),
                           ("Boxwise export, manifest without shard sha256 (checksums=False)",

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend import annotations, auth, db as database, labeling, projects  # noqa: E402
+from backend import annotations, auth, db as database, labeling, projects
 
 LABELERS = 5
 
@@ -90,15 +90,16 @@ def measure(path: Path, labelers: list[dict], project_id: int, label_ids: list[i
         turn = call % len(labelers)
         db, actor = connections[turn], labelers[turn]
         order = "uncertain" if call % 2 else "id"
-        elapsed, image = timed(lambda: labeling.next_image(db, actor, project_id, order=order))
+        # Each lambda is called at once by timed(), inside this iteration.
+        elapsed, image = timed(lambda: labeling.next_image(db, actor, project_id, order=order))  # noqa: B023
         times["next image (uncertain)" if order == "uncertain" else "next image"].append(elapsed)
-        elapsed, _ = timed(lambda: (labeling.open_image(db, actor, image["id"]),
-                                    annotations.get_boxes(db, image["id"])))
+        elapsed, _ = timed(lambda: (labeling.open_image(db, actor, image["id"]),  # noqa: B023
+                                    annotations.get_boxes(db, image["id"])))  # noqa: B023
         times["open"].append(elapsed)
         boxes = [{"label_id": label_ids[k % len(label_ids)], "xmin": 10.0 + 50 * k, "ymin": 20.0,
                   "xmax": 40.0 + 50 * k, "ymax": 90.0} for k in range(3)]
-        elapsed, _ = timed(lambda: annotations.save_boxes(db, actor, image["id"], boxes,
-                                                          image["version"]))
+        elapsed, _ = timed(lambda: annotations.save_boxes(db, actor, image["id"], boxes,  # noqa: B023
+                                                          image["version"]))  # noqa: B023
         times["save"].append(elapsed)
         # Half the images are left leased (the labeler moved on without finishing), so later
         # calls must walk past other people's leases.

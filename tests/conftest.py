@@ -3,6 +3,8 @@ real images made with Pillow."""
 from __future__ import annotations
 
 import os
+import signal
+import sys
 
 import pytest
 
@@ -10,7 +12,9 @@ import pytest
 # production cost (2**17) once with this variable removed. Subprocesses inherit it.
 os.environ["BOXWISE_SCRYPT_N"] = str(2**10)
 
-from backend import auth, db as database, projects
+from backend import auth, configs, db as database, jobs, projects, server_settings
+from backend.auth import CLI_ACTOR
+from tests.helpers import CONFIG, STAND_IN, STAND_IN_RUNNER, make_dataset_version
 
 
 @pytest.fixture
@@ -45,3 +49,38 @@ def users(db, admin):
 @pytest.fixture
 def project(db, admin):
     return projects.create_project(db, admin, "pets", ["cat", "dog", "bird"])
+
+
+# ---------------------------------------------------------------- runs (tests/helpers.py has the stand-in)
+
+
+
+@pytest.fixture
+def stand_in(tmp_path, data_dir):
+    """The stand-in trainer as the external runner `stand-in` of the server settings (written
+    as the command line would); returns the runner's name."""
+    path = tmp_path / "stand_in_trainer.py"
+    path.write_text(STAND_IN)
+    server_settings.set_runner(CLI_ACTOR, STAND_IN_RUNNER, sys.executable, str(path))
+    return STAND_IN_RUNNER
+
+
+@pytest.fixture
+def setup(db, project, users, data_dir):
+    """A dataset version and a saved config; `actor` is an admin, the role external runners need."""
+    export_id = make_dataset_version(db, project, data_dir)
+    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
+    return {"export_id": export_id, "config_id": config["id"], "project_id": project["id"],
+            "actor": users["admin"]}
+
+
+@pytest.fixture(autouse=True)
+def _stop_leftovers():
+    """Kill any process group a failed test left running."""
+    yield
+    for pid in list(jobs._children):
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        jobs._children.pop(pid).wait()

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,116 @@ ODAPI_FIXTURES = FIXTURES / "odapi"
 # repository, else the same model as the OD API's exporter wrote it for the fixtures.
 _SHARED_FPNLITE = SHARED_TFOD / "configs" / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 ZOO_FPNLITE_CONFIG = _SHARED_FPNLITE if _SHARED_FPNLITE.is_file() else ODAPI_FIXTURES / "zoo320" / "pipeline.config"
+
+
+# ---------------------------------------------------------------- runs: a stand-in trainer and a dataset version
+# A small stand-in for the TF OD API's model_main_tf2.py (its flags, Boxwise's progress and status
+# files, SIGTERM → checkpoint → exit), launched as a configured external runner, so run tests take
+# milliseconds per step. The fixtures that use these live in tests/conftest.py.
+
+STAND_IN = textwrap.dedent('''
+    """A stand-in trainer: model_main_tf2.py's flags, Boxwise's progress and status files."""
+    import argparse, json, os, signal, sys, time
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--pipeline_config_path")
+    parser.add_argument("--model_dir")
+    parser.add_argument("--num_train_steps", type=int, default=100000)
+    parser.add_argument("--alsologtostderr", action="store_true")
+    args = parser.parse_args()
+    assert args.alsologtostderr, "model_main_tf2.py logs only with --alsologtostderr"
+    model_dir = Path(args.model_dir)
+    IGNORE_TERM = os.environ.get("STAND_IN_IGNORE_TERM") == "1"
+
+    def write(name, value):
+        tmp = model_dir / (name + ".tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, model_dir / name)
+
+    def checkpoint(step):
+        (model_dir / f"ckpt-{step}.index").write_text("index")
+        (model_dir / f"ckpt-{step}.data-00000-of-00001").write_text("data")
+        return str(model_dir / f"ckpt-{step}")
+
+    stop = []
+    signal.signal(signal.SIGTERM, (lambda *a: None) if IGNORE_TERM else (lambda *a: stop.append(1)))
+    done = [int(p.name[5:-6]) for p in model_dir.glob("ckpt-*.index")]
+    step = max(done, default=0)
+    print("starting at step", step, flush=True)
+    started = time.time()
+    while step < args.num_train_steps:
+        if stop:
+            write("status.json", {"state": "cancelled", "error": None, "step": step,
+                                  "checkpoint": checkpoint(step), "finished_at": time.time()})
+            print("cancelled at step", step, flush=True)
+            sys.exit(0)
+        step += 1
+        time.sleep(0.02)
+        snapshot = {"step": step, "total_steps": args.num_train_steps, "time": time.time(),
+                    "started_at": started, "losses": {"total": 1.0 / step, "classification": 0.5 / step,
+                    "localization": 0.5 / step}, "learning_rate": 0.01, "steps_per_sec": 50.0,
+                    "images_per_sec": 400.0, "devices": ["CPU"], "phase": "train"}
+        write("progress.json", snapshot)
+        with open(model_dir / "progress.jsonl", "a") as handle:
+            handle.write(json.dumps(snapshot) + "\\n")
+        if step % 10 == 0:
+            checkpoint(step)
+    write("status.json", {"state": "succeeded", "error": None, "step": step,
+                          "checkpoint": checkpoint(step), "finished_at": time.time()})
+''')
+
+CONFIG = textwrap.dedent('''
+    # a config the stand-in is launched with; paths are filled from the dataset version
+    model {
+      ssd {
+        num_classes: 90
+        image_resizer { fixed_shape_resizer { height: 64 width: 64 } }
+      }
+    }
+    train_config {
+      batch_size: 2
+      num_steps: 100
+      optimizer { momentum_optimizer { learning_rate { cosine_decay_learning_rate {
+        learning_rate_base: 0.04 total_steps: 100 warmup_learning_rate: 0.01 warmup_steps: 10 } } }
+        use_moving_average: false }
+    }
+    train_input_reader {
+      label_map_path: "PATH_TO_BE_CONFIGURED"
+      tf_record_input_reader { input_path: "PATH_TO_BE_CONFIGURED" }
+    }
+    eval_input_reader {
+      label_map_path: "PATH_TO_BE_CONFIGURED"
+      tf_record_input_reader { input_path: "PATH_TO_BE_CONFIGURED" }
+    }
+''')
+
+TIMEOUT = 120
+
+
+def make_dataset_version(db, project, data_dir, classes=("cat", "dog", "bird"), shards=2) -> int:
+    """An `exports` row and its folder: a label map and (empty) shards of train and val."""
+    export_id = db["exports"].insert({"project_id": project["id"], "format": "tfrecord",
+                                      "path": "", "created_at": time.time()}).last_pk
+    folder = data_dir / "exports" / str(export_id)
+    folder.mkdir(parents=True)
+    db["exports"].update(export_id, {"path": str(folder)})
+    (folder / "label_map.pbtxt").write_text("".join(
+        f"item {{\n  id: {i}\n  name: '{name}'\n}}\n" for i, name in enumerate(classes, 1)))
+    for split in ("train", "val"):
+        for i in range(shards):
+            (folder / f"{split}.record-{i:05d}-of-{shards:05d}").write_bytes(b"")
+    return export_id
+
+
+STAND_IN_RUNNER = "stand-in"
+
+
+def poll(condition, timeout=TIMEOUT, interval=0.1):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError("condition not met in time")

@@ -92,7 +92,7 @@ def test_admin_creates_a_project_with_classes(db, admin):
     next(b for b in at.button if b.label == "Create project").click().run()
     assert not at.exception
     made = projects.get_project(db, "birds")
-    assert [(l["name"], l["label_map_id"]) for l in projects.list_labels(db, made["id"])] == [
+    assert [(label["name"], label["label_map_id"]) for label in projects.list_labels(db, made["id"])] == [
         ("gull", 1), ("tern", 2), ("heron", 3)]
 
 

@@ -19,7 +19,7 @@ from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape
 from backend.db import one
 from backend.errors import Invalid
 from tests.helpers import button, signed_in
-from tests.test_jobs import STAND_IN, _stop_leftovers  # noqa: F401 - the fixture kills leftover runs
+from tests.helpers import STAND_IN
 
 ZOO_128 = Path(__file__).parent / "fixtures" / "doctor" / "zoo_fpnlite_128.config"
 SHARED_ZOO = (Path(__file__).resolve().parents[1].parent / "shared" / "tfod" / "configs"
@@ -86,7 +86,7 @@ def finding(report: doctor.Report, check: str) -> doctor.Finding:
 
 @pytest.fixture
 def trainer(tmp_path, data_dir):
-    """tests/test_jobs.py's stand-in trainer as a configured external runner; its name."""
+    """The stand-in trainer (tests/helpers.py) as a configured external runner; its name."""
     from backend import server_settings
     from backend.auth import CLI_ACTOR
     path = tmp_path / "stand_in_trainer.py"

@@ -9,7 +9,7 @@ from backend import configs, pipeline_config as pc
 from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
-from tests.test_jobs import CONFIG, make_dataset_version
+from tests.helpers import CONFIG, make_dataset_version
 
 SHARED = SHARED_TFOD / "configs"
 CONFIGS = sorted(SHARED.glob("*.config"))

@@ -34,4 +34,4 @@ def test_demo_is_deterministic():
 
 def test_demo_classes(db, admin):
     project = demo.create_demo_project(db, admin, name="d2", count=4)
-    assert [l["name"] for l in projects.list_labels(db, project["id"])] == list(demo.CLASSES)
+    assert [label["name"] for label in projects.list_labels(db, project["id"])] == list(demo.CLASSES)

@@ -268,7 +268,7 @@ def test_a_huge_fine_tune_checkpoint_is_a_problem_not_an_oserror(tmp_path, capsy
 
 
 def test_start_run_refuses_a_too_long_fine_tune_checkpoint(db, project, users, data_dir):
-    from tests.test_jobs import CONFIG, make_dataset_version
+    from tests.helpers import CONFIG, make_dataset_version
 
     export_id = make_dataset_version(db, project, data_dir)
     config = configs.save_config(db, users["reviewer"], project["id"], "c", CONFIG)

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -22,149 +21,11 @@ from backend import configs, db as database, jobs, server_settings
 from backend.auth import CLI_ACTOR
 from backend.errors import Invalid, NotFound
 from backend.training import progress
-
-STAND_IN = textwrap.dedent('''
-    """A stand-in trainer: model_main_tf2.py's flags, Boxwise's progress and status files."""
-    import argparse, json, os, signal, sys, time
-    from pathlib import Path
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--pipeline_config_path")
-    parser.add_argument("--model_dir")
-    parser.add_argument("--num_train_steps", type=int, default=100000)
-    parser.add_argument("--alsologtostderr", action="store_true")
-    args = parser.parse_args()
-    assert args.alsologtostderr, "model_main_tf2.py logs only with --alsologtostderr"
-    model_dir = Path(args.model_dir)
-    IGNORE_TERM = os.environ.get("STAND_IN_IGNORE_TERM") == "1"
-
-    def write(name, value):
-        tmp = model_dir / (name + ".tmp")
-        tmp.write_text(json.dumps(value))
-        os.replace(tmp, model_dir / name)
-
-    def checkpoint(step):
-        (model_dir / f"ckpt-{step}.index").write_text("index")
-        (model_dir / f"ckpt-{step}.data-00000-of-00001").write_text("data")
-        return str(model_dir / f"ckpt-{step}")
-
-    stop = []
-    signal.signal(signal.SIGTERM, (lambda *a: None) if IGNORE_TERM else (lambda *a: stop.append(1)))
-    done = [int(p.name[5:-6]) for p in model_dir.glob("ckpt-*.index")]
-    step = max(done, default=0)
-    print("starting at step", step, flush=True)
-    started = time.time()
-    while step < args.num_train_steps:
-        if stop:
-            write("status.json", {"state": "cancelled", "error": None, "step": step,
-                                  "checkpoint": checkpoint(step), "finished_at": time.time()})
-            print("cancelled at step", step, flush=True)
-            sys.exit(0)
-        step += 1
-        time.sleep(0.02)
-        snapshot = {"step": step, "total_steps": args.num_train_steps, "time": time.time(),
-                    "started_at": started, "losses": {"total": 1.0 / step, "classification": 0.5 / step,
-                    "localization": 0.5 / step}, "learning_rate": 0.01, "steps_per_sec": 50.0,
-                    "images_per_sec": 400.0, "devices": ["CPU"], "phase": "train"}
-        write("progress.json", snapshot)
-        with open(model_dir / "progress.jsonl", "a") as handle:
-            handle.write(json.dumps(snapshot) + "\\n")
-        if step % 10 == 0:
-            checkpoint(step)
-    write("status.json", {"state": "succeeded", "error": None, "step": step,
-                          "checkpoint": checkpoint(step), "finished_at": time.time()})
-''')
-
-CONFIG = textwrap.dedent('''
-    # a config the stand-in is launched with; paths are filled from the dataset version
-    model {
-      ssd {
-        num_classes: 90
-        image_resizer { fixed_shape_resizer { height: 64 width: 64 } }
-      }
-    }
-    train_config {
-      batch_size: 2
-      num_steps: 100
-      optimizer { momentum_optimizer { learning_rate { cosine_decay_learning_rate {
-        learning_rate_base: 0.04 total_steps: 100 warmup_learning_rate: 0.01 warmup_steps: 10 } } }
-        use_moving_average: false }
-    }
-    train_input_reader {
-      label_map_path: "PATH_TO_BE_CONFIGURED"
-      tf_record_input_reader { input_path: "PATH_TO_BE_CONFIGURED" }
-    }
-    eval_input_reader {
-      label_map_path: "PATH_TO_BE_CONFIGURED"
-      tf_record_input_reader { input_path: "PATH_TO_BE_CONFIGURED" }
-    }
-''')
-
-TIMEOUT = 120
-
-
-def make_dataset_version(db, project, data_dir, classes=("cat", "dog", "bird"), shards=2) -> int:
-    """An `exports` row and its folder: a label map and (empty) shards of train and val."""
-    export_id = db["exports"].insert({"project_id": project["id"], "format": "tfrecord",
-                                      "path": "", "created_at": time.time()}).last_pk
-    folder = data_dir / "exports" / str(export_id)
-    folder.mkdir(parents=True)
-    db["exports"].update(export_id, {"path": str(folder)})
-    (folder / "label_map.pbtxt").write_text("".join(
-        f"item {{\n  id: {i}\n  name: '{name}'\n}}\n" for i, name in enumerate(classes, 1)))
-    for split in ("train", "val"):
-        for i in range(shards):
-            (folder / f"{split}.record-{i:05d}-of-{shards:05d}").write_bytes(b"")
-    return export_id
-
-
-STAND_IN_RUNNER = "stand-in"
-
-
-@pytest.fixture
-def stand_in(tmp_path, data_dir):
-    """The stand-in trainer as the external runner `stand-in` of the server settings (written
-    as the command line would); returns the runner's name."""
-    path = tmp_path / "stand_in_trainer.py"
-    path.write_text(STAND_IN)
-    server_settings.set_runner(CLI_ACTOR, STAND_IN_RUNNER, sys.executable, str(path))
-    return STAND_IN_RUNNER
-
-
-@pytest.fixture
-def setup(db, project, users, data_dir):
-    """A dataset version and a saved config; `actor` is an admin, the role external runners need."""
-    export_id = make_dataset_version(db, project, data_dir)
-    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
-    return {"export_id": export_id, "config_id": config["id"], "project_id": project["id"],
-            "actor": users["admin"]}
-
-
-@pytest.fixture(autouse=True)
-def _stop_leftovers():
-    """Kill any process group a failed test left running."""
-    yield
-    for pid in list(jobs._children):
-        try:
-            os.killpg(pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        jobs._children.pop(pid).wait()
-
+from tests.helpers import CONFIG, STAND_IN, STAND_IN_RUNNER, TIMEOUT, make_dataset_version, poll  # noqa: F401
 
 def start(db, setup, stand_in, **kwargs):
     return jobs.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
                           config_id=setup["config_id"], runner=stand_in, **kwargs)
-
-
-def poll(condition, timeout=TIMEOUT, interval=0.1):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError("condition not met in time")
 
 
 def step_of(run) -> int:

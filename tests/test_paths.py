@@ -12,7 +12,7 @@ from backend import configs, exports, importers, tfrecords
 from backend.auth import CLI_ACTOR
 from tests.formats.conftest import labeled  # noqa: F401 - fixture
 from tests.helpers import button, image_bytes, signed_in
-from tests.test_jobs import CONFIG
+from tests.helpers import CONFIG
 
 SECRET = "hunter2secret\n"  # the old label-map parse error quoted it: "expected a value for 'hunter2secret'"
 

@@ -1,7 +1,6 @@
 """pipeline.config text: parse, edit by path, print back untouched lines byte for byte."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

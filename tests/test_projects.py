@@ -8,7 +8,7 @@ from tests.helpers import image_bytes
 def test_create_project_with_classes_gets_ids_from_one(db, admin):
     project = projects.create_project(db, admin, "pets", ["cat", "dog"])
     labels = projects.list_labels(db, project["id"])
-    assert [(l["name"], l["label_map_id"], l["position"]) for l in labels] == [("cat", 1, 0), ("dog", 2, 1)]
+    assert [(label["name"], label["label_map_id"], label["position"]) for label in labels] == [("cat", 1, 0), ("dog", 2, 1)]
     assert projects.get_project(db, "pets")["id"] == project["id"]
     with pytest.raises(Invalid, match="already exists"):
         projects.create_project(db, admin, "pets")
@@ -39,7 +39,7 @@ def test_label_map_ids_never_change_or_get_reused(db, admin, project):
 def test_reorder_changes_positions_not_ids(db, admin, project):
     cat, dog, bird = projects.list_labels(db, project["id"])
     reordered = projects.reorder_labels(db, admin, project["id"], [bird["id"], cat["id"], dog["id"]])
-    assert [(l["name"], l["label_map_id"]) for l in reordered] == [("bird", 3), ("cat", 1), ("dog", 2)]
+    assert [(label["name"], label["label_map_id"]) for label in reordered] == [("bird", 3), ("cat", 1), ("dog", 2)]
     with pytest.raises(Invalid, match="exactly once"):
         projects.reorder_labels(db, admin, project["id"], [bird["id"], cat["id"]])
 
@@ -55,7 +55,7 @@ def test_deleting_a_class_with_boxes_requires_merge(db, admin, project):
         projects.delete_label(db, admin, cat["id"])
     assert projects.delete_label(db, admin, cat["id"], merge_into=dog["id"]) == 2
     assert {b["label_id"] for b in annotations.get_boxes(db, image_id)} == {dog["id"]}
-    assert [l["name"] for l in projects.list_labels(db, project["id"])] == ["dog", "bird"]
+    assert [label["name"] for label in projects.list_labels(db, project["id"])] == ["dog", "bird"]
 
 
 def test_viewer_cannot_change_classes(db, users, project):

@@ -1,5 +1,5 @@
 """The Configs and Runs pages through Streamlit's AppTest, on a real SQLite file and real
-processes (the stand-in trainer of tests/test_jobs.py, as a configured external runner)."""
+processes (the stand-in trainer of tests/helpers.py, as a configured external runner)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import pytest
 
 from backend import configs, jobs, pipeline_config as pc
 from tests.helpers import button as _button, signed_in
-from tests.test_jobs import _stop_leftovers, make_dataset_version, poll, setup, stand_in  # noqa: F401 - fixtures
+from tests.helpers import make_dataset_version, poll
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import auth, configs, models, zoo
+from backend import configs, models, zoo
 from backend.coco_classes import COCO_CLASSES
 from backend.errors import Conflict, Invalid
 from backend.pipeline_config import ConfigDocument
@@ -248,7 +248,7 @@ class ZooServer(BaseHTTPRequestHandler):
     cut_after: int | None = None
     requests: list[str | None] = []
 
-    def do_GET(self):  # noqa: N802 - http.server's name
+    def do_GET(self):
         type(self).requests.append(self.headers.get("Range"))
         if not self.path.endswith(f"/{NAME}.tar.gz"):
             self.send_error(404)
@@ -357,7 +357,7 @@ def test_start_from_scratch_a_run_or_a_starting_point(db, admin, project, data_d
 def test_a_run_started_from_a_starting_point_trains_its_architecture_from_its_checkpoint(
         db, admin, project, data_dir, tarball, monkeypatch):
     from backend import jobs
-    from tests.test_jobs import make_dataset_version
+    from tests.helpers import make_dataset_version
     monkeypatch.setattr(jobs, "pump_queue", lambda db: [])  # keep the run queued: only its config matters here
     point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name, check_weights=False)
     export_id = make_dataset_version(db, project, data_dir)

@@ -28,7 +28,7 @@ def as_path(path: str | Path) -> Path | RemoteFile:
 
 
 def _gfile():
-    import tensorflow as tf  # noqa: PLC0415 - only for URLs: local files never pay the import
+    import tensorflow as tf
     return tf
 
 

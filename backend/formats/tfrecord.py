@@ -41,7 +41,7 @@ from backend import atomic
 from backend.errors import Invalid, NotFound
 from backend.formats import boxes as box_convert, drawing, remote
 from backend.formats.label_map import LabelMap
-from backend.formats.records import AnnotatedImage, ExportImage, ObjectBox
+from backend.formats.records import AnnotatedImage, ExportImage, ObjectBox, ReadResult
 
 BOX_KEYS = ("image/object/bbox/xmin", "image/object/bbox/ymin", "image/object/bbox/xmax",
             "image/object/bbox/ymax")
@@ -815,12 +815,11 @@ def extract(pattern: str | Path, out: str | Path, draw: bool = False,
     return result
 
 
-def read(path: str | Path, images_dir: Path | None = None) -> "ReadResult":
+def read(path: str | Path, images_dir: Path | None = None) -> ReadResult:
     """Importer entry point: every example of a record set as an `AnnotatedImage` (normalised
     boxes, image bytes from image/encoded). A `label_map.pbtxt` beside the records names
     boxes that carry only a label id."""
     from backend.formats import label_map as label_map_format
-    from backend.formats.records import ReadResult
 
     result = ReadResult()
     try:

@@ -39,7 +39,7 @@ from backend.pipeline_config import ConfigDocument
 from backend.training import progress, restore
 from backend.training.schedules import LEARNING_RATE_DEFAULTS
 from backend.training.boxes import generate_anchors
-from backend.training.config import (LearningRate, TrainingConfig, check_fine_tune_checkpoint,
+from backend.training.config import (TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
 from backend.training.data import train_dataset
 from backend.training.losses import regularization_loss, ssd_losses
@@ -365,7 +365,7 @@ def run_training(pipeline_config_path: str | os.PathLike, model_dir: str | os.Pa
                         checkpoint_every_n=checkpoint_every_n, record_summaries=record_summaries,
                         num_workers=num_workers, mixed_precision=mixed_precision, log_every_n=log_every_n,
                         batch_size=batch_size)
-    except BaseException as exc:  # noqa: BLE001 - the status file must say why the run ended
+    except BaseException as exc:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, KeyboardInterrupt):
             progress.write_status(model_dir, "cancelled", error="interrupted", step=state["step"],
@@ -431,7 +431,6 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
                              config.max_number_of_boxes, input_context)
 
     dataset = strategy.distribute_datasets_from_function(dataset_fn)
-    num_classes = config.model.num_classes
     inner_optimizer = getattr(optimizer, "inner_optimizer", optimizer)
 
     def replica_step(batch):

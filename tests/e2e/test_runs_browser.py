@@ -1,13 +1,12 @@
 """The Runs page in a real browser follows a run without a reload: when it ends, the run table
 says so too (not only the live view), and a run resumed from the page is followed again.
-The stand-in trainer of tests/test_jobs.py runs as a configured external runner (admins only)."""
+The stand-in trainer of tests/helpers.py runs as a configured external runner (admins only)."""
 from __future__ import annotations
 
 import pytest
 
 from backend import jobs
 from tests.e2e.browser import TIMEOUT_MS, playwright_api, signed_in_page, wait_idle
-from tests.test_jobs import setup, stand_in  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.e2e
 expect = playwright_api.expect

@@ -9,7 +9,6 @@ import pytest
 
 from backend import exports, importers, projects, settings
 from backend.__main__ import main
-from tests.formats.conftest import add_image
 from tests.formats.tfod import example, write_records
 from tests.helpers import SHARED_TFOD, image_bytes, needs_shared_tfod
 
@@ -280,7 +279,7 @@ def test_each_shared_tfod_label_map_imports_as_classes_keeping_its_ids(db, admin
     assert projects.label_by_name(db, project["id"], probe[0])["label_map_id"] == probe[1]
     if file.startswith("pascal"):
         assert result["notes"][0].endswith("id 0 ('none_of_the_above') is the background class; skipped")
-        assert "none_of_the_above" not in {l["name"] for l in labels}
+        assert "none_of_the_above" not in {label["name"] for label in labels}
     else:
         assert projects.label_by_name(db, project["id"], "person")["display_name"] == "person"
         assert projects.get_project(db, project["id"])["next_label_map_id"] == 91

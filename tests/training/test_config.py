@@ -1,7 +1,6 @@
 """pipeline.config → trainer settings: what is used, refused by name and line, or ignored and logged."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 

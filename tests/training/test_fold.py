@@ -17,10 +17,10 @@ def trained_like():
     for variable in model.weights:
         name = variable.path.rsplit("/", 1)[-1]
         shape = tuple(variable.shape)
-        values = {"moving_variance": lambda: rng.uniform(0.3, 3.0, shape),
-                  "moving_mean": lambda: rng.normal(0.0, 0.5, shape),
-                  "gamma": lambda: rng.uniform(0.5, 1.5, shape),
-                  "beta": lambda: rng.normal(0.0, 0.3, shape)}.get(name)
+        values = {"moving_variance": lambda shape=shape: rng.uniform(0.3, 3.0, shape),
+                  "moving_mean": lambda shape=shape: rng.normal(0.0, 0.5, shape),
+                  "gamma": lambda shape=shape: rng.uniform(0.5, 1.5, shape),
+                  "beta": lambda shape=shape: rng.normal(0.0, 0.3, shape)}.get(name)
         if values is not None:
             variable.assign(values().astype("float32"))
             changed += 1
