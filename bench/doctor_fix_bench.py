@@ -34,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=200, help="generated scenes (the export splits 80/20)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--base", choices=("zoo", "quick"), default="zoo",
+                        help="zoo: the zoo recipe at 128 px (momentum, as the issue ran it); quick: the quick "
+                             "template (Adam) with the zoo's anchor_scale 4, so only the anchors differ")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="doctor_fix_bench_"))
@@ -51,12 +54,15 @@ def main(argv: list[str] | None = None) -> int:
         db = database.connect()
         admin = auth.create_first_admin(db, "admin", "a-long-admin-password")
         version = shapes_version(db, admin, "small-objects", count=args.images, seed=3)
-        base = configs.fill_from_dataset_version(ZOO_128.read_text(), version)
-        doc = ConfigDocument(base)
+        source = ZOO_128.read_text() if args.base == "zoo" else configs.templates()["quick"]
+        doc = ConfigDocument(configs.fill_from_dataset_version(source, version))
+        cosine = COSINE if args.base == "zoo" else COSINE.replace("momentum_optimizer", "adam_optimizer")
         doc.set("train_config.batch_size", args.batch_size)
         doc.set("train_config.num_steps", args.steps)
-        doc.set(f"{COSINE}.total_steps", args.steps)
-        doc.set(f"{COSINE}.warmup_steps", min(100, args.steps // 10))
+        doc.set(f"{cosine}.total_steps", args.steps)
+        doc.set(f"{cosine}.warmup_steps", min(100, args.steps // 10))
+        if args.base == "quick":
+            doc.set("model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale", 4.0)
         base = doc.text
         report = config_doctor.examine(base, version)
         coverage = next(f for f in report.findings if f.check == "anchor_coverage")
@@ -81,10 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"mAP {results[label]['map']:.3f}", flush=True)
         out = REPO / "bench" / "out"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "doctor_fix_bench.json").write_text(json.dumps({
+        (out / f"doctor_fix_bench_{args.base}.json").write_text(json.dumps({
             "settings": vars(args), "load_average": os.getloadavg(), "finding": coverage.message,
             "numbers": coverage.numbers, "fix": coverage.fix, "results": results}, indent=2, default=str) + "\n")
-        print(f"written to {out / 'doctor_fix_bench.json'}")
+        print(f"written to {out / f'doctor_fix_bench_{args.base}.json'}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -12,6 +12,9 @@ from pathlib import Path
 
 import pytest
 
+# Every test here uses one model trained for the module (about 30 s on 2 cores).
+pytestmark = pytest.mark.slow
+
 from backend import annotations, images, inference, models, predictions
 from backend.__main__ import main
 from tests.training import shapes

@@ -64,6 +64,7 @@ def test_unsupported_config_is_refused_before_training(tmp_path):
     assert progress.read_status(tmp_path / "run")["state"] == "failed"
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_the_run_naming_the_step(tiny_config_path, tmp_path):
     config = tiny_config_path(num_steps=50, batch_size=2)
     doc = ConfigDocument.load(config)
@@ -122,6 +123,7 @@ def _wait_for(predicate, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_and_cancels_then_rerun_resumes(tiny_config_path, tmp_path):
     config = tiny_config_path(num_steps=100000, batch_size=2, augment=False)
     model_dir = tmp_path / "run"
@@ -246,6 +248,7 @@ print(float(w.numpy()))
 """
 
 
+@pytest.mark.slow
 def test_two_replicas_train_with_all_reduced_gradients_and_a_checkpoint_one_device_loads(tiny_config_path, tmp_path):
     """MirroredStrategy over two logical CPU devices (BOXWISE_CPU_REPLICAS): what a 2-GPU machine
     runs, minus the GPUs."""
@@ -274,6 +277,7 @@ def test_two_replicas_train_with_all_reduced_gradients_and_a_checkpoint_one_devi
     assert model.predictor.class_head.bias.numpy().shape == (6 * (2 + 1),)  # 6 anchors x (2 classes + background)
 
 
+@pytest.mark.slow
 def test_two_workers_train_together_from_one_file_chief_writes_the_model_dir(shapes_data, tiny_config_path, tmp_path):
     """MultiWorkerMirroredStrategy with TF_CONFIG, two worker processes on this machine; the
     train input is a single file, fewer than the workers (each then reads every other record)."""
@@ -317,6 +321,7 @@ def test_two_workers_train_together_from_one_file_chief_writes_the_model_dir(sha
     assert len(losses[0]) == 4 and losses[0] == losses[1]        # all-reduced: the same loss on both
 
 
+@pytest.mark.slow
 def test_mixed_precision_trains_and_exports_a_float32_model(tiny_config_path, tmp_path):
     """`--mixed_precision` (mixed_float16, loss scaling) in its own process, as the global Keras
     policy it sets must not leak into other tests; the export is float32 either way."""
