@@ -12,13 +12,12 @@ from pathlib import Path
 
 import pytest
 
-# Every test here uses one model trained for the module (about 30 s on 2 cores).
-pytestmark = pytest.mark.slow
-
 from backend import annotations, images, inference, models, predictions
 from backend.__main__ import main
 from tests.training import shapes
 
+# Every test here uses one model trained for the module (about 30 s on 2 cores).
+pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
 
 
