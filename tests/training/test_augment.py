@@ -139,8 +139,11 @@ def test_the_input_pipeline_augments_the_decoded_image_then_resizes(tmp_path):
     with tf.io.TFRecordWriter(str(path)) as writer:
         writer.write(record.SerializeToString())
     options = (Augmentation("random_horizontal_flip", {"probability": 1.0}),
+               # overlap_thresh 0: the box is kept wherever the random window falls (it always
+               # overlaps it), so the check below holds for every window.
                Augmentation("random_crop_image", {"min_object_covered": 0.0, "min_area": 0.25, "max_area": 0.25,
-                                                  "min_aspect_ratio": 2.0, "max_aspect_ratio": 2.0}))
+                                                  "min_aspect_ratio": 2.0, "max_aspect_ratio": 2.0,
+                                                  "overlap_thresh": 0.0}))
     reader = InputReader(input_paths=(str(path),), label_map_path=None, shuffle=False, num_epochs=1)
     element = next(iter(data.train_dataset(reader, Resizer("fixed_shape", 25, 50), options, 1, 5)))
     canvas = element["images"].numpy()[0]
