@@ -256,7 +256,7 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
                 if relative in known:
                     digest = known[relative]
                 else:
-                    digest = _sha256_file(path) if checksums or relative == "label_map.pbtxt" else None
+                    digest = sha256_file(path) if checksums or relative == "label_map.pbtxt" else None
                 files[relative] = {"sha256": digest, "bytes": path.stat().st_size}
         manifest = {
             "boxwise_dataset_version": 1,
@@ -394,7 +394,8 @@ def _counts(items: list[ExportImage], ratios: dict[str, float]) -> dict:
     return counts
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """The hex sha256 of a file, read 1 MiB at a time."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):

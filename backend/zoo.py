@@ -18,7 +18,6 @@ the tarball has none (the zoo ships none), and listed in the `starting_points` t
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
@@ -148,14 +147,6 @@ def _extract(path: Path, contents: TarballContents, target: Path) -> None:
             os.chmod(destination, 0o644)  # nothing unpacked is ever executable
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------- checking the model
 
 
@@ -278,7 +269,8 @@ def import_tarball(db: sqlite_utils.Database, actor: dict, source: str | Path | 
                     out.write(chunk)
     unpacked = settings.subdir("zoo") / f".tmp-{token}"
     try:
-        digest = _sha256(path)
+        from backend.exports import sha256_file
+        digest = sha256_file(path)
         existing = one(db, "select * from starting_points where sha256 = ?", [digest])
         if existing:
             return {**_decorate(existing), "already_imported": True}

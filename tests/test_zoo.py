@@ -44,6 +44,15 @@ def zoo_tarball(target: Path, name: str = NAME, source: Path = SMALL128, *, skip
     return target
 
 
+def copy_model_parts(target: Path, source: Path = SMALL128, label_map: bool = True) -> Path:
+    """`checkpoint/` and `saved_model/` of `source` copied under `target` (a tarball's folder to edit)."""
+    import shutil
+    for part in ("checkpoint", "saved_model"):
+        shutil.copytree(source / part, target / part,
+                        ignore=None if label_map else shutil.ignore_patterns("label_map.pbtxt"))
+    return target
+
+
 @pytest.fixture
 def tarball(tmp_path):
     return zoo_tarball(tmp_path / f"{NAME}.tar.gz")
@@ -142,14 +151,7 @@ def test_a_refused_tarball_leaves_nothing_and_viewers_and_labelers_may_not_impor
 
 
 def test_a_zoo_config_of_another_architecture_is_refused_by_name(db, admin, tmp_path):
-    other = tmp_path / "other"
-    for part in ("checkpoint", "saved_model"):
-        (other / part).mkdir(parents=True)
-        for path in (SMALL128 / part).rglob("*"):
-            if path.is_file():
-                target = other / part / path.relative_to(SMALL128 / part)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
+    other = copy_model_parts(tmp_path / "other")
     (other / "pipeline.config").write_text("model {\n  faster_rcnn {\n    num_classes: 90\n  }\n}\n")
     with pytest.raises(Invalid, match="this trainer cannot build the tarball's pipeline.config:\n- line 2: model.faster_rcnn"):
         zoo.import_tarball(db, admin, zoo_tarball(tmp_path / "rcnn.tar.gz", source=other).read_bytes(),
@@ -199,13 +201,7 @@ def test_classes_map_by_name_ignoring_case_and_by_an_edited_mapping(db, admin, t
 
 
 def test_a_coco_starting_point_gets_the_coco_label_map(db, admin, project, tmp_path):
-    coco = tmp_path / "coco"
-    for part in ("checkpoint", "saved_model"):
-        for path in (SMALL128 / part).rglob("*"):
-            if path.is_file() and path.name != "label_map.pbtxt":
-                target = coco / part / path.relative_to(SMALL128 / part)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
+    coco = copy_model_parts(tmp_path / "coco", label_map=False)
     doc = ConfigDocument.load(SMALL128 / "pipeline.config")
     doc.set("model.ssd.num_classes", 90)
     (coco / "pipeline.config").write_text(doc.text)
@@ -441,13 +437,7 @@ def test_the_zoo_models_tarball_imports_with_its_checkpoint_checked_by_the_train
 @pytest.mark.slow
 def test_a_tarball_whose_checkpoint_does_not_fit_its_config_is_refused(db, admin, tmp_path):
     """small128's checkpoint under a config of another width: the trainer's refusal, nothing kept."""
-    other = tmp_path / "other"
-    for part in ("checkpoint", "saved_model"):
-        for path in (SMALL128 / part).rglob("*"):
-            if path.is_file():
-                target = other / part / path.relative_to(SMALL128 / part)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(path.read_bytes())
+    other = copy_model_parts(tmp_path / "other")
     doc = ConfigDocument.load(SMALL128 / "pipeline.config")
     doc.set("model.ssd.feature_extractor.depth_multiplier", 0.5)
     (other / "pipeline.config").write_text(doc.text)
