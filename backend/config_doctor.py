@@ -19,6 +19,8 @@ What is checked (numbers are the module's constants):
 - boxes under `MIN_OBJECT_PX` on their short side at the model input, and box shapes no
   anchor aspect ratio can match;
 - the learning-rate schedule over the run's steps (the trainer's formulas, in plain Python);
+- batch norm's `decay` against the run's steps: the share `decay ** steps` of the moving
+  statistics (what evaluation and export normalize with) still at their initial values;
 - batch size against the training split, and the epochs the run makes of it;
 - classes with no or few training boxes, and splits missing a class;
 - `random_crop_image` windows that cut away most of the boxes of an image, simulated with
@@ -46,6 +48,7 @@ COVERAGE_TARGET = 0.95        # share of boxes that should reach the matched thr
 MIN_OBJECT_PX = 8             # shorter side at the model input below which a box is too small
 MIN_SHARE = 0.01              # small-object and aspect-ratio findings start at 1 % of the boxes
 LR_END_LIMIT = 0.10           # the last step's learning rate, as a share of the peak
+BN_LEFT_LIMIT = 0.01          # share of the initial moving statistics batch norm may keep at the end
 MIN_EPOCHS, MAX_EPOCHS = 10, 1000
 MIN_CLASS_BOXES = 10
 CROP_LOSS_LIMIT = 0.5         # share of boxes the smallest crop windows may cut to under half
@@ -120,6 +123,7 @@ class _Settings:
     num_steps: int
     schedule: tuple[str, dict[str, Any], str] | None   # (kind, params, config path)
     crops: tuple[tuple[int, dict[str, Any]], ...]      # (data_augmentation_options index, params)
+    batch_norms: tuple[tuple[str, float], ...] = ()    # (batch_norm path, decay) of each conv_hyperparams
 
 
 def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
@@ -178,9 +182,14 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
     for index, option in enumerate(doc.get_all("train_config.data_augmentation_options")):
         if isinstance(option, pc.Message) and isinstance(option.one("random_crop_image"), pc.Message):
             crops.append((index, option.one("random_crop_image").to_python()))
+    norms = []
+    if isinstance(ssd, pc.Message) and _get(doc, f"{_SSD}.freeze_batchnorm") is not True:
+        for path, f in pc.walk(ssd, _SSD):
+            if path.endswith("conv_hyperparams.batch_norm") and isinstance(f.value, pc.Message):
+                norms.append((path, _number(doc, f"{path}.decay", 0.999)))  # hyperparams.proto's default
     return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold", 0.5),
                      _number(doc, "train_config.batch_size", 32, int), _number(doc, "train_config.num_steps", 0, int),
-                     schedule, tuple(crops))
+                     schedule, tuple(crops), tuple(norms))
 
 
 def learning_rate(kind: str, params: dict[str, Any], step: float) -> float:
@@ -493,6 +502,32 @@ def _schedule_checks(s: _Settings, steps: int, chosen_at_launch: bool) -> list[F
     return out
 
 
+def _batch_norm_findings(s: _Settings, steps: int) -> list[Finding]:
+    """Batch norm's moving statistics, which evaluation and export normalize with, move by
+    `1 − decay` of the way to each batch's: after `steps` updates `decay ** steps` of their
+    initial values (mean 0 and variance 1, or the checkpoint's) is left. More than
+    `BN_LEFT_LIMIT` is flagged; the fix is the largest decay of 3 decimals that leaves at most that."""
+    if steps <= 0:
+        return []
+    slow = [(path, d) for path, d in s.batch_norms if 0 < d < 1 and d ** steps > BN_LEFT_LIMIT]
+    if not slow:
+        return []
+    wanted = math.floor(BN_LEFT_LIMIT ** (1 / steps) * 1000) / 1000
+    worst = max(d for _, d in slow)
+    left = worst ** steps
+    return [Finding("batch_norm", "warning",
+                    f"batch_norm decay {worst:g} over the run's {steps} steps leaves {left:.0%} of the moving "
+                    f"mean and variance at their initial values ({worst:g}^{steps}); evaluation and the "
+                    f"exported model normalize with these averages, not with the batch statistics the "
+                    f"model trained on. "
+                    f"Suggested: decay {wanted:g} ({wanted ** steps:.2%} left) in "
+                    + ", ".join(path[len(_SSD) + 1:].replace(".conv_hyperparams.batch_norm", "") for path, _ in slow)
+                    + ".",
+                    {"decay": worst, "num_steps": steps, "initial_share_left": round(left, 4),
+                     "suggested_decay": wanted, "suggested_share_left": round(wanted ** steps, 6)},
+                    {f"{path}.decay": wanted for path, _ in slow})]
+
+
 def _peak_steps(kind: str, p: dict, steps: int) -> list[float]:
     """Steps where a schedule can peak: its start, warmup end and boundaries inside the run."""
     points = [0.0]
@@ -673,6 +708,7 @@ def examine(text: str, version: DatasetVersion | None, *, num_steps: int | None 
     steps = int(num_steps or s.num_steps)
     report = Report([], matched_threshold=s.matched_threshold)
     findings = _schedule_findings(s, steps, chosen_at_launch=bool(num_steps) and num_steps != s.num_steps)
+    findings += _batch_norm_findings(s, steps)
     findings += _batch_findings(s, steps, data)
     findings += _coverage_findings(data, s, report)
     findings += _class_findings(data)

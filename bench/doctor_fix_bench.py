@@ -6,10 +6,12 @@
 A project of generated 128×128 scenes with discs and squares of 14–44 px (the doctor tests'
 `shapes_version`) is exported as a dataset version. The zoo recipe shrunk to 128 px
 (`tests/fixtures/doctor/zoo_fpnlite_128.config`, anchor_scale 4) is trained on it as written
-and with the doctor's anchor-coverage fix applied ("Fix it"); both get the same batch size,
-steps and a cosine schedule over exactly those steps, so the anchors are the only difference.
-Prints the doctor's unmatched share and the held-out mAP@0.5 of both; writes
-bench/out/doctor_fix_bench.json.
+and with the doctor's fixes applied ("Fix it"); both get the same batch size, steps and a
+cosine schedule over exactly those steps. `--fixes coverage` applies only the anchor-coverage
+fix; `--fixes all` (the default) applies every finding's fix, re-examines the result and
+applies what the doctor then suggests, until no finding has a fix left (at most 4 rounds), so
+the combined fixes are scored together. Prints the findings, the fixes and the held-out
+mAP@0.5 of both runs; writes bench/out/doctor_fix_bench_<base>_<fixes>.json.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,17 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base", choices=("zoo", "quick"), default="zoo",
                         help="zoo: the zoo recipe at 128 px (momentum, as the issue ran it); quick: the quick "
                              "template (Adam) with the zoo's anchor_scale 4, so only the anchors differ")
+    parser.add_argument("--fixes", choices=("all", "coverage"), default="all",
+                        help="all: every finding's fix, re-examined until none is left; coverage: the anchor "
+                             "coverage fix alone")
+    parser.add_argument("--doctor-only", action="store_true", help="print the findings and fixes, train nothing")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="doctor_fix_bench_"))
     os.environ["BOXWISE_DATA"] = str(work / "data")
 
-    import tensorflow as tf
-
     from backend import auth, config_doctor, configs, db as database
     from backend.pipeline_config import ConfigDocument
-    from backend.training.evaluate import evaluate_checkpoint
-    from backend.training.train import run_training
     from tests.test_config_doctor import ZOO_128, shapes_version
 
     try:
@@ -65,14 +68,35 @@ def main(argv: list[str] | None = None) -> int:
             doc.set("model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale", 4.0)
         base = doc.text
         report = config_doctor.examine(base, version)
-        coverage = next(f for f in report.findings if f.check == "anchor_coverage")
-        fixed = config_doctor.apply_fix(base, coverage.fix)
-        after = next((f for f in config_doctor.examine(fixed, version).findings if f.check == "anchor_coverage"),
-                     None)
-        print(f"doctor: {coverage.message}")
-        print(f"fix applied: {coverage.fix}; coverage finding after it: {after.message if after else 'none'}")
+        for f in report.findings:
+            print(f"doctor, as written: {f}")
+        if args.fixes == "coverage":
+            fixes = [next(f for f in report.findings if f.check == "anchor_coverage").fix]
+            fixed = config_doctor.apply_fix(base, fixes[0])
+        else:
+            fixed, fixes = base, []
+            for _ in range(4):
+                fixable = [f for f in config_doctor.examine(fixed, version).findings if f.fix]
+                if not fixable:
+                    break
+                for f in fixable:
+                    fixes.append(f.fix)
+                    fixed = config_doctor.apply_fix(fixed, f.fix)
+        after = config_doctor.examine(fixed, version).findings
+        for fix in fixes:
+            print(f"fix applied: {fix}")
+        for f in after:
+            print(f"doctor, after the fixes: {f}")
+        print("doctor, after the fixes: " + ("nothing left" if not after else f"{len(after)} finding(s) left"))
+        if args.doctor_only:
+            return 0
+        import tensorflow as tf
+
+        from backend.training.evaluate import evaluate_checkpoint
+        from backend.training.train import run_training
         results = {}
-        for label, text in (("as written", base), ("with the doctor's fix", fixed)):
+        fixed_label = "with the doctor's fix" if args.fixes == "coverage" else "with all the doctor's fixes"
+        for label, text in (("as written", base), (fixed_label, fixed)):
             config_path = work / f"{label.replace(' ', '_')}.config"
             config_path.write_text(text)
             model_dir = work / label.replace(" ", "_").replace("'", "")
@@ -83,14 +107,16 @@ def main(argv: list[str] | None = None) -> int:
             results[label] = {"seconds": round(seconds, 1),
                               "map50": round(metrics["DetectionBoxes_Precision/mAP@.50IOU"], 4),
                               "map": round(metrics["DetectionBoxes_Precision/mAP"], 4)}
-            print(f"{label:24s} {args.steps} steps in {seconds:6.0f} s: mAP@0.5 {results[label]['map50']:.3f}, "
+            print(f"{label:28s} {args.steps} steps in {seconds:6.0f} s: mAP@0.5 {results[label]['map50']:.3f}, "
                   f"mAP {results[label]['map']:.3f}", flush=True)
         out = REPO / "bench" / "out"
         out.mkdir(parents=True, exist_ok=True)
-        (out / f"doctor_fix_bench_{args.base}.json").write_text(json.dumps({
-            "settings": vars(args), "load_average": os.getloadavg(), "finding": coverage.message,
-            "numbers": coverage.numbers, "fix": coverage.fix, "results": results}, indent=2, default=str) + "\n")
-        print(f"written to {out / f'doctor_fix_bench_{args.base}.json'}")
+        name = out / f"doctor_fix_bench_{args.base}_{args.fixes}.json"
+        name.write_text(json.dumps({
+            "settings": vars(args), "load_average": os.getloadavg(), "findings": report.to_json(),
+            "fixes": fixes, "findings_after": [asdict(f) for f in after], "results": results},
+            indent=2, default=str) + "\n")
+        print(f"written to {name}")
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -276,6 +276,29 @@ def test_the_learning_rate_formulas_are_the_trainers():
             assert doctor.learning_rate(kind, params, step) == pytest.approx(float(trainer(step)), rel=1e-5, abs=1e-7), (kind, step)
 
 
+def test_batch_norm_moving_averages_left_at_their_start_by_a_short_run_are_flagged(small, zoo):
+    # decay 0.997 over 800 steps: 0.997^800 = 0.0904 of the initial moving mean and variance left.
+    bn = finding(doctor.examine(zoo, small), "batch_norm")
+    assert bn.numbers == {"decay": 0.997, "num_steps": 800, "initial_share_left": round(0.997 ** 800, 4),
+                          "suggested_decay": 0.994, "suggested_share_left": round(0.994 ** 800, 6)}
+    assert bn.numbers["initial_share_left"] == 0.0904
+    # 0.01^(1/800) = 0.99426…: 0.994 is the largest 3-decimal decay that leaves at most 1 %.
+    assert 0.994 ** 800 <= 0.01 < 0.995 ** 800
+    extractor = "model.ssd.feature_extractor.conv_hyperparams.batch_norm.decay"
+    head = "model.ssd.box_predictor.weight_shared_convolutional_box_predictor.conv_hyperparams.batch_norm.decay"
+    assert bn.fix == {extractor: 0.994, head: 0.994}
+    assert bn.message.startswith("batch_norm decay 0.997 over the run's 800 steps leaves 9% of the moving mean "
+                                 "and variance at their initial values (0.997^800)")
+    fixed = doctor.apply_fix(zoo, bn.fix)
+    assert configs.diff(zoo, fixed).count("\n+ ") == 2
+    assert not [f for f in doctor.examine(fixed, small).findings if f.check == "batch_norm"]
+    # 500 steps want 0.99 (0.99^500 = 0.66 %); frozen batch norm keeps no moving averages to fix.
+    short = finding(doctor.examine(doctor.apply_fix(zoo, {"train_config.num_steps": 500}), small), "batch_norm")
+    assert short.fix == {extractor: 0.99, head: 0.99} and short.numbers["initial_share_left"] == 0.2226
+    frozen = doctor.apply_fix(zoo, {"model.ssd.freeze_batchnorm": True})
+    assert not [f for f in doctor.examine(frozen, small).findings if f.check == "batch_norm"]
+
+
 def test_batch_larger_than_the_training_split_and_too_few_epochs(small, zoo):
     train = small_train_images = doctor.dataset_boxes(small).images_in("train")
     assert small_train_images == 33
@@ -352,8 +375,8 @@ def test_config_check_prints_the_findings_and_json(small, zoo, tmp_path, capsys)
     assert main(["config", "check", str(path), "--dataset-version", str(small.id), "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed["problems"] == []
-    assert [f["check"] for f in printed["findings"]] == ["schedule", "anchor_coverage"]
-    assert printed["findings"][1]["numbers"]["unmatched"] == 23
+    assert [f["check"] for f in printed["findings"]] == ["schedule", "batch_norm", "anchor_coverage"]
+    assert printed["findings"][2]["numbers"]["unmatched"] == 23
     path.write_text(doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 900}))
     assert main(["config", "check", str(path), "--dataset-version", str(small.id)]) == 1
     assert "error [schedule]: warmup_steps (900)" in capsys.readouterr().out
@@ -369,8 +392,8 @@ def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, sm
     run = jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=config["id"],
                          runner=trainer)
     warnings = jobs.doctor_warnings(jobs.get_run(db, run["id"]))
-    assert [w["check"] for w in warnings] == ["schedule", "anchor_coverage"]
-    assert warnings[1]["numbers"]["unmatched"] == 23
+    assert [w["check"] for w in warnings] == ["schedule", "batch_norm", "anchor_coverage"]
+    assert warnings[2]["numbers"]["unmatched"] == 23
     at = signed_in(db, "admin", "pages/runs.py")  # the run's view shows them
     shown = [w.value for w in at.warning if w.value.startswith("Config doctor at launch: ")]
     assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [w["message"] for w in warnings]
@@ -385,13 +408,20 @@ def test_doctor_panel_lists_findings_with_charts_and_fix_it_edits_the_config(db,
     messages = [w.value for w in at.warning]
     assert any(m.startswith("23 of 82 boxes (28.0%) have no anchor") for m in messages)
     assert any("70% of its peak" in m for m in messages)
+    assert any(m.startswith("batch_norm decay 0.997 over the run's 800 steps leaves 9%") for m in messages)
     assert len(at.get("vega_lite_chart")) == 2
     fixes = [b for b in at.button if b.label == "Fix it"]
-    assert len(fixes) == 2
-    fixes[1].click().run()  # the anchor coverage finding comes second, after the schedule's
+    assert len(fixes) == 3
+    fixes[2].click().run()  # the anchor coverage finding comes last, after the schedule's and batch norm's
     assert not at.exception, at.exception
     assert "+        anchor_scale: 2.25" in at.code[0].value
     assert not any("have no anchor" in w.value for w in at.warning)
+    [b for b in at.button if b.label == "Fix it"][1].click().run()  # batch norm's, still second
+    assert not at.exception, at.exception
+    diff_lines = at.code[0].value.splitlines()
+    assert "+          decay: 0.994" in diff_lines and "+            decay: 0.994" in diff_lines  # extractor, head
+    assert not any(w.value.startswith("batch_norm decay") for w in at.warning)
     button(at, "Save as a new version").click().run()
     saved = configs.list_configs(db, small.project_id)[0]
     assert saved["version"] == 2 and "anchor_scale: 2.25" in saved["text"]
+    assert saved["text"].count("decay: 0.994\n") == 2 and "decay: 0.997" not in saved["text"]
