@@ -23,8 +23,9 @@ What is checked (numbers are the module's constants):
   statistics (what evaluation and export normalize with) still at their initial values;
 - batch size against the training split, and the epochs the run makes of it;
 - classes with no or few training boxes, and splits missing a class;
-- `random_crop_image` windows that cut away most of the boxes of an image, simulated with
-  the option's own settings on the version's boxes.
+- `random_crop_image` windows that cut away most of the boxes of an image, drawn as
+  `tf.image.sample_distorted_bounding_box`'s kernel draws them, with the option's own
+  settings, on the version's boxes (`crop_windows`).
 
 Numpy only: no TensorFlow or Keras import (boxes are read with `formats.tfrecord`).
 """
@@ -605,28 +606,82 @@ def _class_findings(data: DatasetBoxes) -> list[Finding]:
 
 def crop_losses(data: DatasetBoxes, params: dict[str, Any], seed: int = 0) -> dict[str, float]:
     """Simulate `random_crop_image` with `params` (the TF OD API's defaults otherwise) on the
-    training images, `CROP_SAMPLES` windows each (at most `CROP_IMAGES` images), sampled as the
-    option does: area in `[min_area, max_area]` of the image, aspect ratio in its range,
-    anywhere inside the image, retried (up to 100 times) until it covers `min_object_covered`
-    of some box, else the whole image.
+    training images, `CROP_SAMPLES` windows each (at most `CROP_IMAGES` images), drawn as the
+    trainer draws them (`crop_windows`: `tf.image.sample_distorted_bounding_box`'s kernel, 100
+    attempts, the whole image when none is accepted; the original image with probability
+    `random_coef`), from a seeded numpy generator instead of TensorFlow's.
 
     Returns, over all windows, the mean share of an image's boxes left with less than half of
-    their area (`cut_share`) and the share of windows that drop every box (`emptied_share`,
-    a box is dropped at `overlap_thresh` as the trainer does); the same two for the smallest
-    windows the option allows, of area `min_area` (`smallest_cut_share`,
-    `smallest_emptied_share`); and the number of images simulated."""
+    their area (`cut_share`) and the share of windows that drop every box (`emptied_share`;
+    a box is dropped, as the trainer drops it, when it lies completely outside the window or
+    less than `overlap_thresh` of its area is inside); the same two for the smallest windows
+    the option allows, those drawn with the area range narrowed to `[min_area, 1.1 · min_area]`
+    (`smallest_cut_share`, `smallest_emptied_share`); and the number of images simulated."""
     area = (float(params.get("min_area", 0.1)), float(params.get("max_area", 1.0)))
     every = _simulate_crops(data, params, area, seed)
-    smallest = _simulate_crops(data, params, (area[0], area[0]), seed)
+    smallest = _simulate_crops(data, params, (area[0], min(area[1], area[0] * 1.1)), seed)
     return {"cut_share": every[0], "emptied_share": every[1], "smallest_cut_share": smallest[0],
             "smallest_emptied_share": smallest[1], "images": every[2]}
+
+
+def crop_windows(height: int, width: int, boxes: np.ndarray, min_object_covered: float,
+                 aspect_ratio_range: tuple[float, float], area_range: tuple[float, float],
+                 rng: np.random.Generator, samples: int, max_attempts: int = 100) -> np.ndarray:
+    """`samples` windows `[samples, 4]` (yxyx, integer pixels) as TensorFlow's
+    `sample_distorted_bounding_box` kernel draws them for an image of `height`×`width` with
+    normalised yxyx `boxes` `[M, 4]` (`use_image_if_no_bounding_boxes`, as the OD API calls it).
+
+    Per attempt: an aspect ratio (width / height) uniform in its range; an integer height
+    uniform between round(√(min_area / ratio)) and round(√(max_area / ratio)) (capped so the
+    width fits and by the image height), width round(height · ratio), one step up or down when
+    rounding left the area outside the range, the attempt failing if it still is; a corner
+    uniform over the integer positions that fit. An attempt is accepted when the window has an
+    area of at least 1 and covers `min_object_covered` of some box of area ≥ 1, boxes taken as
+    the kernel takes them (corners truncated to integer pixels). After `max_attempts` refusals
+    the window is the whole image. Rounding is numpy's round-half-to-even, as `lrintf`; the
+    kernel's float32 arithmetic is done in float64."""
+    H, W = int(height), int(width)
+    shape = (samples, max_attempts)
+    lo, hi = float(aspect_ratio_range[0]), float(aspect_ratio_range[1])
+    ratio = rng.uniform(0, 1, shape) * (hi - lo) + lo
+    min_area, max_area = float(area_range[0]) * W * H, float(area_range[1]) * W * H
+    h = np.rint(np.sqrt(min_area / ratio))
+    max_h = np.rint(np.sqrt(max_area / ratio))
+    capped = np.floor((W + 0.5 - 1e-7) / ratio)
+    capped = np.where(np.rint(capped * ratio) > W, capped - 1, capped)
+    max_h = np.minimum(np.where(np.rint(max_h * ratio) > W, capped, max_h), H)
+    h = np.minimum(h, max_h)
+    h = h + np.floor(rng.uniform(0, 1, shape) * (np.maximum(max_h - h, 0) + 1))
+    w = np.rint(h * ratio)
+    low = w * h < min_area
+    h = np.where(low, h + 1, h)
+    w = np.where(low, np.rint(h * ratio), w)
+    high = w * h > max_area
+    h = np.where(high, h - 1, h)
+    w = np.where(high, np.rint(h * ratio), w)
+    valid = (w * h >= min_area) & (w * h <= max_area) & (w <= W) & (h <= H) & (w > 0) & (h > 0)
+    y = np.where(h < H, np.floor(rng.uniform(0, 1, shape) * np.maximum(H - h, 1)), 0)
+    x = np.where(w < W, np.floor(rng.uniform(0, 1, shape) * np.maximum(W - w, 1)), 0)
+    windows = np.stack([y, x, y + h, x + w], axis=-1)  # [S, T, 4]
+    clipped = np.clip(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), 0.0, 1.0)
+    rects = np.trunc(clipped * [H, W, H, W])
+    if not len(rects):
+        rects = np.array([[0.0, 0.0, H, W]])
+    rect_area = (rects[:, 2] - rects[:, 0]) * (rects[:, 3] - rects[:, 1])
+    covered = _kept(rects, windows) / np.maximum(rect_area, 1.0)  # [S, T, M]
+    covers = np.any((covered >= min_object_covered) & (rect_area >= 1.0), axis=-1)
+    accepted = valid & (w * h >= 1.0) & covers
+    first = np.where(accepted.any(axis=1), accepted.argmax(axis=1), -1)
+    chosen = windows[np.arange(samples), np.maximum(first, 0)]
+    chosen[first < 0] = [0.0, 0.0, H, W]
+    return chosen
 
 
 def _simulate_crops(data: DatasetBoxes, params: dict[str, Any], area: tuple[float, float],
                     seed: int) -> tuple[float, float, int]:
     moc = float(params.get("min_object_covered", 1.0))
     ar = (float(params.get("min_aspect_ratio", 0.75)), float(params.get("max_aspect_ratio", 1.33)))
-    thresh = max(float(params.get("overlap_thresh", 0.3)), 0.0)
+    thresh = float(params.get("overlap_thresh", 0.3))
     keep_whole = float(params.get("random_coef", 0.0))
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(data.image_split == "train")
@@ -634,27 +689,22 @@ def _simulate_crops(data: DatasetBoxes, params: dict[str, Any], area: tuple[floa
     if len(with_boxes) > CROP_IMAGES:
         with_boxes = sorted(rng.choice(with_boxes, CROP_IMAGES, replace=False))
     cut, emptied = [], []
-    tries = 100
     for i in with_boxes:
         h, w = data.image_hw[i]
-        boxes = data.boxes[data.image == i] * [h, w, h, w]
+        if h < 1 or w < 1:
+            continue
+        normalised = np.clip(data.boxes[data.image == i], 0.0, 1.0)
+        boxes = normalised * [h, w, h, w]
         box_area = np.maximum((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]), 1e-9)
-        a = rng.uniform(*area, (CROP_SAMPLES, tries)) * h * w
-        r = rng.uniform(*ar, (CROP_SAMPLES, tries))
-        wh, ww = np.sqrt(a / r), np.sqrt(a * r)
-        y0 = rng.uniform(0, 1, (CROP_SAMPLES, tries)) * np.clip(h - wh, 0, None)
-        x0 = rng.uniform(0, 1, (CROP_SAMPLES, tries)) * np.clip(w - ww, 0, None)
-        windows = np.stack([y0, x0, y0 + wh, x0 + ww], axis=-1)  # [S, T, 4]
-        inside = _kept(boxes, windows) / box_area  # [S, T, M]
-        fits = (wh <= h) & (ww <= w) & (inside.max(axis=-1) >= moc)
-        chosen = np.where(fits.any(axis=1), fits.argmax(axis=1), -1)
-        kept = np.where(chosen[:, None] >= 0, inside[np.arange(CROP_SAMPLES), np.maximum(chosen, 0)], 1.0)  # [S, M]
-        kept[rng.uniform(0, 1, CROP_SAMPLES) < keep_whole] = 1.0
-        cut.append(np.mean(kept < 0.5, axis=1))
-        emptied.append(np.all(kept <= thresh, axis=1))
+        windows = crop_windows(int(h), int(w), normalised, moc, ar, area, rng, CROP_SAMPLES)
+        inside = _kept(boxes, windows[:, None])[:, 0] / box_area  # [S, M]
+        whole = rng.uniform(0, 1, CROP_SAMPLES) <= keep_whole if keep_whole > 0 else np.zeros(CROP_SAMPLES, bool)
+        inside[whole] = 1.0
+        cut.append(np.mean(inside < 0.5, axis=1))
+        emptied.append(np.all((inside <= 0) | (inside < thresh), axis=1))
     if not cut:
         return 0.0, 0.0, 0
-    return float(np.mean(np.concatenate(cut))), float(np.mean(np.concatenate(emptied))), len(with_boxes)
+    return float(np.mean(np.concatenate(cut))), float(np.mean(np.concatenate(emptied))), len(cut)
 
 
 def _kept(boxes: np.ndarray, windows: np.ndarray) -> np.ndarray:

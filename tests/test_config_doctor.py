@@ -361,6 +361,62 @@ def test_a_crop_that_cuts_away_most_small_objects_is_flagged_and_its_fix_holds(s
     assert not [f for f in doctor.examine(fixed, small).findings if f.check == "augmentation"]
 
 
+def test_crop_windows_by_hand_follow_the_kernels_integer_sizes():
+    rng = np.random.default_rng(0)
+    box = np.array([[0.0, 0.0, 1.0, 1.0]])
+    # 10×10, ratio 1, area exactly 0.5: height round(√50) = 7 gives 49 < 50, 8 gives 64 > 50, so
+    # every attempt fails and the window is the whole image.
+    windows = doctor.crop_windows(10, 10, box, 0.0, (1.0, 1.0), (0.5, 0.5), rng, 50)
+    assert windows.tolist() == [[0.0, 0.0, 10.0, 10.0]] * 50
+    # Area 0.49: 7×7 = 49 fits; the corner is uniform over 0, 1, 2 (10 − 7 positions) on each axis.
+    windows = doctor.crop_windows(10, 10, box, 0.0, (1.0, 1.0), (0.49, 0.49), rng, 3000)
+    assert set(map(tuple, (windows[:, 2:] - windows[:, :2]).tolist())) == {(7.0, 7.0)}
+    assert set(windows[:, 0].tolist()) == set(windows[:, 1].tolist()) == {0.0, 1.0, 2.0}
+    # A box the window must cover entirely (min_object_covered 1): a 3×3 box at rows/columns 0–3
+    # (0.3 × 10, truncated) is covered only by the window in the corner.
+    corner = doctor.crop_windows(10, 10, np.array([[0.0, 0.0, 0.3, 0.3]]), 1.0, (1.0, 1.0), (0.49, 0.49), rng, 200)
+    assert corner.tolist() == [[0.0, 0.0, 7.0, 7.0]] * 200
+
+
+@pytest.mark.slow
+def test_crop_windows_draw_what_tensorflows_sample_distorted_bounding_box_draws():
+    # The same image, box and settings drawn 6,000 times by TensorFlow's op (seeded, stateless)
+    # and by `crop_windows`: the window heights, widths and the share of whole-image fallbacks
+    # have the same distributions (total variation distance of the heights under 0.05; with
+    # 6,000 draws each the sampling noise alone is about 0.03).
+    import tensorflow as tf
+    height, width, n = 60, 80, 6000
+    box = np.array([[0.1, 0.1, 0.3, 0.4]], dtype=np.float32)
+    settings = dict(min_object_covered=0.5, aspect_ratio_range=(0.75, 3.0), area_range=(0.3, 1.0))
+
+    @tf.function
+    def draw(seeds):
+        return tf.map_fn(lambda s: tf.concat(tf.image.stateless_sample_distorted_bounding_box(
+            [height, width, 3], box[None], seed=s, max_attempts=100, use_image_if_no_bounding_boxes=True,
+            **settings)[:2], axis=0), seeds, fn_output_signature=tf.int32)
+
+    theirs = draw(tf.stack([tf.range(n), tf.range(n) * 7 + 1], axis=1)).numpy()
+    theirs = np.stack([theirs[:, 0], theirs[:, 1], theirs[:, 0] + theirs[:, 3], theirs[:, 1] + theirs[:, 4]], axis=1)
+    ours = doctor.crop_windows(height, width, box, settings["min_object_covered"], settings["aspect_ratio_range"],
+                               settings["area_range"], np.random.default_rng(4), n)
+
+    def shares(values, support):
+        return np.array([np.mean(values == v) for v in support])
+    for axis in (0, 1):
+        sizes_t, sizes_o = theirs[:, axis + 2] - theirs[:, axis], ours[:, axis + 2] - ours[:, axis]
+        support = sorted(set(sizes_t.tolist()) | set(sizes_o.tolist()))
+        assert set(sizes_o.tolist()) <= set(sizes_t.tolist()) | {height, width}
+        assert 0.5 * np.abs(shares(sizes_t, support) - shares(sizes_o, support)).sum() < 0.05
+    whole = lambda w: np.mean(np.all(w == [0, 0, height, width], axis=1))
+    assert abs(whole(theirs) - whole(ours)) < 0.02
+    # Every window covers at least half of the box: rows 6–18, columns 8–32 (12 × 24 px).
+    def covered(w):
+        dy = np.clip(np.minimum(w[:, 2], 18) - np.maximum(w[:, 0], 6), 0, None)
+        dx = np.clip(np.minimum(w[:, 3], 32) - np.maximum(w[:, 1], 8), 0, None)
+        return dy * dx / (12 * 24)
+    assert covered(theirs).min() >= 0.5 and covered(ours).min() >= 0.5
+
+
 # ---------------------------------------------------------------- where it is shown
 
 
