@@ -41,18 +41,18 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="demo_bench_"))
     os.environ["BOXWISE_DATA"] = str(work / "data")
-    from backend import auth, configs, demo, exports
+    from backend import auth, dataset_versions, demo, saved_configs
     from backend.db import connect
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from parity_bench import boxwise_evaluate, boxwise_train
 
     try:
         db = connect()
         admin = auth.create_first_admin(db, "bench", "bench-password-1")
         project = demo.create_demo_project(db, admin)
-        version = exports.create_export(db, admin, project["id"], "tfrecord")
-        dataset = configs.dataset_version(db, version["id"])
-        text = configs.fill_from_dataset_version(configs.templates()[args.template], dataset)
+        version = dataset_versions.create_export(db, admin, project["id"], "tfrecord")
+        dataset = saved_configs.dataset_version(db, version["id"])
+        text = saved_configs.fill_from_dataset_version(saved_configs.templates()[args.template], dataset)
         doc = ConfigDocument(text)
         for edit in args.set:
             path, _, value = edit.partition("=")

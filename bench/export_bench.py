@@ -97,9 +97,9 @@ def setup(n: int, data_dir: Path):
 
 
 def bench_boxwise(db, admin, project, shards: int, checksums: bool = True) -> tuple[float, dict]:
-    from backend import exports
+    from backend import dataset_versions
     start = time.perf_counter()
-    version = exports.create_export(db, admin, project["id"], "tfrecord", shards=shards,
+    version = dataset_versions.create_export(db, admin, project["id"], "tfrecord", shards=shards,
                                     splits="train=0.8,val=0.2", reshuffle=True, checksums=checksums)
     return time.perf_counter() - start, version
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument
-from backend.training.config import check_config, check_inputs, ignored_fields, training_config
+from backend.config_document import ConfigDocument
+from backend.training.training_config import check_config, check_inputs, ignored_fields, training_config
 from backend.training.templates import TEMPLATES, template_text
 
 from tests.helpers import SHARED_TFOD, needs_shared_tfod

@@ -18,8 +18,8 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import paths, pipeline_config as pc
-from backend.pipeline_config import Problem
+from backend import config_document as pc, paths
+from backend.config_document import Problem
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
@@ -59,7 +59,7 @@ _EVAL_SPLITS = ("val", "validation", "eval", "test")
 
 @dataclass(frozen=True)
 class DatasetVersion:
-    """What a config needs from a dataset version (`backend.exports`): its label map, the
+    """What a config needs from a dataset version (`backend.dataset_versions`): its label map, the
     shard glob of each split and the class count (the label map's largest id, as the TF OD
     API counts classes: ids are stable, so a deleted class leaves a gap)."""
     id: int
@@ -85,8 +85,8 @@ class DatasetVersion:
 
 def dataset_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion:
     """The dataset version `export_id` as a config sees it."""
-    from backend import exports
-    version = exports.get_version(db, export_id)
+    from backend import dataset_versions
+    version = dataset_versions.get_version(db, export_id)
     folder = Path(version["path"])
     globs = dict(version.get("input_globs") or {})
     if not globs:
@@ -162,7 +162,7 @@ def unusable_path(value: str) -> str | None:
 def input_problem(pattern: str) -> str | None:
     """Why the local input glob `pattern` cannot feed training: no files match, or a matching
     file is not a TFRecord file (its first record's framing is checked). None when it can."""
-    from backend.formats import tfrecord
+    from backend.formats import tfrecord_framing
 
     problem = unusable_path(pattern)
     if problem:
@@ -173,7 +173,7 @@ def input_problem(pattern: str) -> str | None:
     for match in matches:
         if Path(match).is_dir():
             return f"{shown(match)} is a folder, not a TFRecord file"
-        why = tfrecord.not_a_record_file(Path(match))
+        why = tfrecord_framing.not_a_record_file(Path(match))
         if why:
             return f"{shown(match)} is not a TFRecord file ({why})"
     return None
@@ -250,7 +250,7 @@ def validate(text: str, version: DatasetVersion | None = None, *, actor: dict,
         return [Problem("(syntax)", exc.line, str(exc))]
     problems: list[Problem] = []
     if not external:
-        from backend.training.config import check_config  # the trainer's own rules, in one place
+        from backend.training.training_config import check_config  # the trainer's own rules, in one place
         problems += check_config(doc)
     else:
         problems += _schedule_problems(doc)
