@@ -1,6 +1,6 @@
 """The config doctor: checks a pipeline.config against a dataset version's boxes before a run.
 
-A config can pass `configs.validate` and still not train on a dataset: anchors that no box
+A config can pass `saved_configs.validate` and still not train on a dataset: anchors that no box
 reaches at IoU 0.5, a schedule that stops at 80 % of its peak learning rate, 3 epochs of data.
 `examine(text, version)` returns a `Report` of `Finding`s, each with its figures and, where a
 config change helps, the values that would fix it (`Finding.fix`, config path → value, applied
@@ -39,7 +39,8 @@ import numpy as np
 
 from backend import config_document as pc
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable, to_canvas
-from backend.saved_configs import DatasetVersion, read_label_map
+from backend.dataset_versions import DatasetVersion
+from backend.saved_configs import read_label_map
 from backend.errors import Invalid, NotFound
 
 COVERAGE_TARGET = 0.95        # share of boxes that should reach the matched threshold

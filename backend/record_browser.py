@@ -1,6 +1,6 @@
 """The TFRecord browser's backend: which record sets a user may open, uploads, and zips of images.
 
-Reading and validating records is `backend.formats.tfrecord`; this module adds the rules the
+Reading and validating records is `backend.formats` (`tfrecord`, `tfrecord_checks`, `tfrecord_preview`); this module adds the rules the
 browser page needs. Every pattern, every file it matches and every label map goes through
 `paths.confine`: non-admins open only files inside the data folder (uploaded sets, dataset
 versions) or a folder the server's owner allowed, and URLs need the `read_urls` right

@@ -8,12 +8,15 @@ recycled for another program is never mistaken for the run.
 Nobody waits on a process. `pump_queue(db)` — called by the Runs page's refresh and at start-up —
 settles runs whose process ended (from the trainer's `status.json`, or as failed with the
 reason), escalates overdue cancels to SIGKILL, and starts queued runs in order while fewer
-than `max_concurrent_runs()` are running.
+than `run_processes.max_concurrent_runs()` are running.
 
 States: queued → running → succeeded | failed | cancelled; a cancelled or failed training run
 can be resumed (queued again, same folder: the trainer continues from its latest checkpoint).
 Kinds: `train`, `eval` (the trainer's evaluation mode over a training run's checkpoints) and
 `export` (the exporter, whose success registers a model).
+
+The processes themselves are `run_processes`, what a run's folder holds `run_artefacts`, and
+the Runs page's tables `run_views`.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import config_doctor, config_document, run_artefacts, run_processes, saved_configs, server_settings, settings
+from backend import config_doctor, config_document, dataset_versions, run_artefacts, run_processes, saved_configs, server_settings, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
@@ -124,7 +127,7 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
         require(actor, "external_runner")
         server_settings.runner(runner)  # refuses an unknown name before anything is written
     config = saved_configs.get_config(db, config_id)
-    version = saved_configs.dataset_version(db, export_id)
+    version = dataset_versions.dataset_version(db, export_id)
     if config["project_id"] != project_id or version.project_id != project_id:
         raise Invalid("the config and the dataset version must belong to the run's project")
     external = bool(runner)
@@ -171,7 +174,7 @@ def retrain_run(db: sqlite_utils.Database, actor: dict, run_id: int, *,
     if checkpoint is None:
         raise Invalid(f"run {run_id} has no checkpoint yet to retrain from")
     if export_id is None:
-        export_id = saved_configs.latest_dataset_version(db, source["project_id"]).id
+        export_id = dataset_versions.latest_dataset_version(db, source["project_id"]).id
     return start_run(db, actor, source["project_id"], export_id=export_id,
                      config_id=config_id or source["config_id"], num_train_steps=num_train_steps,
                      fine_tune_checkpoint=checkpoint, parent_run_id=run_id,

@@ -8,7 +8,7 @@ checks it before anything is kept:
   `MAX_MEMBERS` entries and `max_bytes()` unpacked (counted while writing, not from headers);
 - it is complete: every one of `REQUIRED` is there;
 - the config is one this trainer builds (`training.config.check_config`);
-- the SavedModel has the detection signature (`models.inspect_export`);
+- the SavedModel has the detection signature (`model_registry.inspect_export`);
 - the checkpoint loads into that network (`training.restore`, in a child process so
   TensorFlow stays out of the dashboard).
 

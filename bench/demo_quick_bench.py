@@ -6,7 +6,7 @@
 
 The path: the demo project (`backend.demo.create_demo_project`: 60 generated 320x240 scenes,
 45 labeled) in a fresh data folder -> a TFRecord dataset version with the default split ->
-the template filled from that version (`configs.fill_from_dataset_version`; `--set PATH=VALUE`
+the template filled from that version (`saved_configs.fill_from_dataset_version`; `--set PATH=VALUE`
 edits on top) -> `python -m backend train` (the real CLI) in segments of `--eval-every` steps,
 each resuming -> every checkpoint scored by the CLI's evaluation mode on the held-out split.
 Prints step, cumulative training wall time (process starts included) and mAP / mAP@0.5, with
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         admin = auth.create_first_admin(db, "bench", "bench-password-1")
         project = demo.create_demo_project(db, admin)
         version = dataset_versions.create_export(db, admin, project["id"], "tfrecord")
-        dataset = saved_configs.dataset_version(db, version["id"])
+        dataset = dataset_versions.dataset_version(db, version["id"])
         text = saved_configs.fill_from_dataset_version(saved_configs.templates()[args.template], dataset)
         doc = ConfigDocument(text)
         for edit in args.set:

@@ -5,7 +5,7 @@ against the decode-and-re-encode approach of typical tutorials, in one run.
     .venv/bin/python bench/export_bench.py --n 200    # a quick run
 
 Steps, all on the same stored images (warm page cache for every contender):
-  1. Boxwise: `exports.create_export(..., "tfrecord")` — bytes passed through, each shard
+  1. Boxwise: `dataset_versions.create_export(..., "tfrecord")` — bytes passed through, each shard
      framed, hashed (sha256 for the manifest) and written in one pass, shards in parallel
      threads, plus label map, manifest and snippet; also once with `checksums=False`.
   2. Raw: read every stored file and write its bytes into as many plain output files as

@@ -97,7 +97,7 @@ def prepare(data: Path, images_per_project: int) -> dict:
     # Every image back in the queue ("in progress" by admin), so N has work on both projects.
     db.execute("update images set status = 'in_progress', labeled_by = null")
     text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"],
-                                             saved_configs.dataset_version(db, version["id"]))
+                                             dataset_versions.dataset_version(db, version["id"]))
     config = saved_configs.save_config(db, admin, shapes["id"], "bench-quick", text)
     return {"admin": admin, "projects": {"demo": shapes["name"], "dense": dense["name"]},
             "demo_id": shapes["id"], "export_id": version["id"], "config_id": config["id"]}

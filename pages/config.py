@@ -6,7 +6,7 @@ import hashlib
 
 import streamlit as st
 
-from backend import auth, saved_configs, zoo
+from backend import auth, dataset_versions, saved_configs, zoo
 from pages import common, doctor_panel
 
 project = common.require_project()
@@ -17,7 +17,7 @@ st.title(f"Pipeline configs of {common.plain(project['name'])}")
 
 saved = saved_configs.all_configs(db, project["id"])
 templates = saved_configs.templates()
-versions = saved_configs.list_dataset_versions(db, project["id"])
+versions = dataset_versions.list_dataset_versions(db, project["id"])
 
 # ---------------------------------------------------------------- what to start from
 

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from backend import auth, run_artefacts, run_lifecycle, run_processes, run_views, saved_configs, server_settings, zoo
+from backend import auth, dataset_versions, run_artefacts, run_lifecycle, run_processes, run_views, saved_configs, server_settings, zoo
 from pages import common
 
 project = common.require_project()
@@ -20,7 +20,7 @@ st.title(f"Training runs of {common.plain(project['name'])}")
 # ---------------------------------------------------------------- launch
 
 if can_train:
-    versions = saved_configs.list_dataset_versions(db, project["id"])
+    versions = dataset_versions.list_dataset_versions(db, project["id"])
     saved = saved_configs.all_configs(db, project["id"])
     runners = []
     if auth.can(user, "external_runner"):
@@ -138,7 +138,7 @@ def controls(run: dict) -> None:
     has_checkpoint = run_artefacts.latest_checkpoint(run["model_dir"]) is not None
     if has_checkpoint and run["kind"] == "train":
         with buttons[2].popover("Retrain from this run"):
-            versions = saved_configs.list_dataset_versions(db, project["id"])
+            versions = dataset_versions.list_dataset_versions(db, project["id"])
             saved = saved_configs.all_configs(db, project["id"])
             config_ids = [c["id"] for c in saved]
             version = st.selectbox("Dataset version (newest first)", versions, format_func=lambda v: v.title(),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend import auth, predictions, projects, run_lifecycle, saved_configs, zoo
+from backend import auth, dataset_versions, predictions, projects, run_lifecycle, saved_configs, zoo
 from pages import common
 
 project = common.require_project()
@@ -96,7 +96,7 @@ with prelabel_tab:
             st.success(f"Model #{model['id']} registered; batch prediction started (progress on the Models page).")
 
 with finetune_tab:
-    versions = saved_configs.list_dataset_versions(db, project["id"])
+    versions = dataset_versions.list_dataset_versions(db, project["id"])
     if not versions:
         st.info("Export a TFRecord dataset version first (Datasets page).")
     else:

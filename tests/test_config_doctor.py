@@ -28,7 +28,7 @@ COSINE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_l
 
 
 def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14, 44), size=128,
-                   count=40, seed=1) -> saved_configs.DatasetVersion:
+                   count=40, seed=1) -> dataset_versions.DatasetVersion:
     """A project of `count` generated `size`×`size` PNGs with 1–3 discs and squares of a side
     drawn from `sides` (pixels) each, every image labeled, exported as a TFRecord version."""
     project = projects.create_project(db, actor, name, list(classes))
@@ -54,7 +54,7 @@ def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14
         annotations.save_boxes(db, actor, item.image_id, [
             {"label_id": label_ids[c], "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for c, b in objects],
             version, status="labeled")
-    return saved_configs.dataset_version(db, dataset_versions.create_export(db, actor, project["id"], "tfrecord")["id"])
+    return dataset_versions.dataset_version(db, dataset_versions.create_export(db, actor, project["id"], "tfrecord")["id"])
 
 
 def database_boxes(db, project_id: int) -> np.ndarray:
@@ -210,7 +210,7 @@ def test_800_of_2000_cosine_steps_is_flagged_with_the_learning_rate_left(small, 
 
 def test_quick_template_on_the_demo_project_passes_clean(db, admin):
     project = demo.create_demo_project(db, admin)
-    version = saved_configs.dataset_version(db, dataset_versions.create_export(db, admin, project["id"], "tfrecord")["id"])
+    version = dataset_versions.dataset_version(db, dataset_versions.create_export(db, admin, project["id"], "tfrecord")["id"])
     text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], version)
     report = doctor.examine(text, version)
     assert report.findings == []

@@ -116,7 +116,7 @@ READS = {
 }
 
 NO_DB = {"predictions.cancel"} | {name for name, _, _ in WRITES
-                                   if name.split(".")[0] in ("server_settings", "tfrecords")}
+                                   if name.split(".")[0] in ("server_settings", "record_browser")}
 
 
 def _function(name: str):

@@ -79,10 +79,10 @@ def config_check(args) -> int:
         return 1
     report = None
     if args.dataset_version is not None:
-        from backend import config_doctor, saved_configs
+        from backend import config_doctor, dataset_versions, saved_configs
         from backend.auth import CLI_ACTOR
         from backend.db import connect
-        version = saved_configs.dataset_version(connect(), args.dataset_version)
+        version = dataset_versions.dataset_version(connect(), args.dataset_version)
         problems = saved_configs.validate(doc.text, version, actor=CLI_ACTOR)
         report = config_doctor.examine(doc.text, version)
     else:

@@ -1,7 +1,7 @@
 """`python -m backend export | import | tfrecord inspect | tfrecord extract`: dataset formats.
 
-Each command is one call of a backend function (`exports.create_export`,
-`importers.import_annotations`, `formats.tfrecord_checks.inspect` / `extract`), acting as CLI_ACTOR.
+Each command is one call of a backend function (`dataset_versions.create_export`,
+`importers.import_annotations`, `formats.tfrecord_checks.inspect` / `tfrecord_preview.extract`), acting as CLI_ACTOR.
 """
 from __future__ import annotations
 

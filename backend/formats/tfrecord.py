@@ -1,4 +1,5 @@
-"""TF OD API TFRecords: write `tf.train.Example`s, open any record set, decode, validate, extract.
+"""TF OD API TFRecords as dataset versions and imports use them: shard names, writing a shard,
+reading a record set's examples, and `read`, the importer entry point.
 
 Feature keys are exactly those the TF OD API decoder (`TfExampleDecoder`) reads:
 
@@ -14,9 +15,11 @@ Feature keys are exactly those the TF OD API decoder (`TfExampleDecoder`) reads:
     image/object/difficult, truncated       int64 [N]
 
 Record sets are a file, a glob (`train.record-?????-of-00010`), a folder, or several of
-these separated by commas; GZIP-compressed files are recognised by their magic bytes.
-Examples are parsed with protobuf alone and written in wire format by hand, and the record
-framing (length, CRC-32C) is done here too: neither reading nor writing imports TensorFlow.
+these separated by commas; GZIP-compressed files are recognised by their magic bytes
+(`tfrecord_framing`, which also frames records: length, CRC-32C). Examples are parsed with
+protobuf alone and written in wire format by hand (`tf_example`): neither reading nor writing
+imports TensorFlow. Validating a set is `tfrecord_checks`, drawing and extracting its images
+`tfrecord_preview`.
 """
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import config_document as pc, saved_configs
+from backend import config_document as pc, dataset_versions, saved_configs
 from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -18,7 +18,7 @@ FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 
 @pytest.fixture
 def version(db, project, data_dir):
-    return saved_configs.dataset_version(db, make_dataset_version(db, project, data_dir))
+    return dataset_versions.dataset_version(db, make_dataset_version(db, project, data_dir))
 
 
 def changed_lines(old: str, new: str) -> list[tuple[str, str]]:

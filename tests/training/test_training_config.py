@@ -97,7 +97,7 @@ def test_cosine_schedule_sanity_is_checked():
 def test_templates_are_accepted_with_nothing_ignored(name):
     doc = ConfigDocument(template_text(name))
     assert check_config(doc) == []
-    assert [path for path, _ in ignored_fields(doc)] == []  # min_depth shapes the network (model.py)
+    assert [path for path, _ in ignored_fields(doc)] == []  # min_depth shapes the network (network.py)
 
 
 def test_check_inputs_reports_missing_files_and_small_num_classes(tmp_path):
