@@ -49,16 +49,16 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="doctor_fix_bench_"))
     os.environ["BOXWISE_DATA"] = str(work / "data")
 
-    from backend import auth, config_doctor, configs, db as database
-    from backend.pipeline_config import ConfigDocument
+    from backend import auth, config_doctor, db as database, saved_configs
+    from backend.config_document import ConfigDocument
     from tests.test_config_doctor import ZOO_128, shapes_version
 
     try:
         db = database.connect()
         admin = auth.create_first_admin(db, "admin", "a-long-admin-password")
         version = shapes_version(db, admin, "small-objects", count=args.images, seed=3)
-        source = ZOO_128.read_text() if args.base == "zoo" else configs.templates()["quick"]
-        doc = ConfigDocument(configs.fill_from_dataset_version(source, version))
+        source = ZOO_128.read_text() if args.base == "zoo" else saved_configs.templates()["quick"]
+        doc = ConfigDocument(saved_configs.fill_from_dataset_version(source, version))
         cosine = COSINE if args.base == "zoo" else COSINE.replace("momentum_optimizer", "adam_optimizer")
         doc.set("train_config.batch_size", args.batch_size)
         doc.set("train_config.num_steps", args.steps)
