@@ -381,9 +381,9 @@ def test_crop_windows_by_hand_follow_the_kernels_integer_sizes():
 @pytest.mark.slow
 def test_crop_windows_draw_what_tensorflows_sample_distorted_bounding_box_draws():
     # The same image, box and settings drawn 6,000 times by TensorFlow's op (seeded, stateless)
-    # and by `crop_windows`: the window heights, widths and the share of whole-image fallbacks
-    # have the same distributions (total variation distance of the heights under 0.05; with
-    # 6,000 draws each the sampling noise alone is about 0.03).
+    # and by `crop_windows`: the window heights and widths take the same integer values with the
+    # same frequencies (total variation distance under 0.08: between two numpy seeds it is
+    # 0.04–0.05 at 6,000 draws, measured), the same means, and whole-image fallbacks as rare.
     import tensorflow as tf
     height, width, n = 60, 80, 6000
     box = np.array([[0.1, 0.1, 0.3, 0.4]], dtype=np.float32)
@@ -406,7 +406,8 @@ def test_crop_windows_draw_what_tensorflows_sample_distorted_bounding_box_draws(
         sizes_t, sizes_o = theirs[:, axis + 2] - theirs[:, axis], ours[:, axis + 2] - ours[:, axis]
         support = sorted(set(sizes_t.tolist()) | set(sizes_o.tolist()))
         assert set(sizes_o.tolist()) <= set(sizes_t.tolist()) | {height, width}
-        assert 0.5 * np.abs(shares(sizes_t, support) - shares(sizes_o, support)).sum() < 0.05
+        assert 0.5 * np.abs(shares(sizes_t, support) - shares(sizes_o, support)).sum() < 0.08
+        assert abs(sizes_t.mean() - sizes_o.mean()) < 0.6  # a few standard errors of the mean
     whole = lambda w: np.mean(np.all(w == [0, 0, height, width], axis=1))
     assert abs(whole(theirs) - whole(ours)) < 0.02
     # Every window covers at least half of the box: rows 6–18, columns 8–32 (12 × 24 px).
