@@ -126,6 +126,7 @@ class _Settings:
     schedule: tuple[str, dict[str, Any], str] | None   # (kind, params, config path)
     crops: tuple[tuple[int, dict[str, Any]], ...]      # (data_augmentation_options index, params)
     batch_norms: tuple[tuple[str, float], ...] = ()    # (batch_norm path, decay) of each conv_hyperparams
+    force_match: bool = False                          # argmax_matcher.force_match_for_each_row
 
 
 def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
@@ -191,7 +192,7 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
                 norms.append((path, _number(doc, f"{path}.decay", 0.999)))  # hyperparams.proto's default
     return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold", 0.5),
                      _number(doc, "train_config.batch_size", 32, int), _number(doc, "train_config.num_steps", 0, int),
-                     schedule, tuple(crops), tuple(norms))
+                     schedule, tuple(crops), tuple(norms), _get(doc, f"{MATCHER}.force_match_for_each_row") is True)
 
 
 def learning_rate(kind: str, params: dict[str, Any], step: float) -> float:
@@ -394,6 +395,9 @@ def _coverage_findings(data: DatasetBoxes, s: _Settings, report: Report) -> list
         text += f"Suggested: {best['change']} ({reaches} {best['matched_share']:.1%})"
         if len(suggestions) > 1:
             text += "; or " + "; or ".join(f"{x['change']} ({x['matched_share']:.1%})" for x in suggestions[1:])
+        if s.force_match:
+            text += (". force_match_for_each_row is on, so these boxes are still trained on, each against "
+                     "the one anchor that overlaps it best")
         findings.append(Finding("anchor_coverage", "warning", text + ".", {
             "boxes": len(ious), "unmatched": int(unmatched.sum()), "unmatched_share": round(share, 4),
             "matched_threshold": s.matched_threshold, "by_class": by_class, "by_size": by_size,
