@@ -412,7 +412,8 @@ def test_crop_windows_draw_what_tensorflows_sample_distorted_bounding_box_draws(
         assert set(sizes_o.tolist()) <= set(sizes_t.tolist()) | {height, width}
         assert 0.5 * np.abs(shares(sizes_t, support) - shares(sizes_o, support)).sum() < 0.08
         assert abs(sizes_t.mean() - sizes_o.mean()) < 0.6  # a few standard errors of the mean
-    whole = lambda w: np.mean(np.all(w == [0, 0, height, width], axis=1))
+    def whole(w):
+        return np.mean(np.all(w == [0, 0, height, width], axis=1))
     assert abs(whole(theirs) - whole(ours)) < 0.02
     # Every window covers at least half of the box: rows 6–18, columns 8–32 (12 × 24 px).
     def covered(w):
