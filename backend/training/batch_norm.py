@@ -39,6 +39,7 @@ class OdApiBatchNormalization(keras.layers.BatchNormalization):
     def __init__(self, *args, frozen: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.frozen = bool(frozen)
+        self.fused = True  # False: the training pass in Keras ops (bench/step_profile.py compares)
 
     def call(self, inputs, training=None, mask=None):
         if self.frozen:
@@ -62,7 +63,7 @@ class OdApiBatchNormalization(keras.layers.BatchNormalization):
     def _fusable(self, x) -> bool:
         """NHWC float32 images over the last axis, an epsilon the GPU kernel takes, no
         cross-replica statistics: what `FusedBatchNormV3` computes exactly as the unfused path."""
-        return (len(x.shape) == 4 and self.axis in (-1, 3) and x.dtype == tf.float32
+        return (self.fused and len(x.shape) == 4 and self.axis in (-1, 3) and x.dtype == tf.float32
                 and not self.synchronized and self.epsilon >= _FUSED_MIN_EPSILON)
 
     def _fused_training_call(self, x):
