@@ -54,7 +54,7 @@ def variant_step(config, anchors, fused_batch_norm: bool, fused_optimizer: bool)
 
     from backend.training.batch_norm import OdApiBatchNormalization
     from backend.training.losses import regularization_loss, ssd_losses
-    from backend.training.model import build_detector, preprocess_images
+    from backend.training.network import build_detector, preprocess_images
     from backend.training.train import build_optimizer
 
     model = build_detector(config.model)
@@ -99,12 +99,12 @@ def main(argv=None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
     from parity_bench import write_config
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from backend.training.boxes import generate_anchors
-    from backend.training.config import training_config
+    from backend.training.training_config import training_config
     from backend.training.data import train_dataset
     from backend.training.losses import regularization_loss, ssd_losses
-    from backend.training.model import build_detector, count_parameters, preprocess_images
+    from backend.training.network import build_detector, count_parameters, preprocess_images
     from backend.training.train import build_optimizer
 
     work = Path(tempfile.mkdtemp(prefix="step_profile_"))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.pipeline_config import ConfigDocument
-from backend.training.config import training_config
+from backend.config_document import ConfigDocument
+from backend.training.training_config import training_config
 from backend.training.train import build_optimizer
 from tests.training.test_schedules import _config
 
