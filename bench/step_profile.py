@@ -15,8 +15,12 @@ through the variants `--repeats` times (the machine is shared: compare within a 
 - `cached`   as `nosync`, but every step trains on the same batch held in memory: no input
              pipeline running beside the model
 - `jit`      as `nosync`, with the step compiled by XLA (`jit_compile=True`)
-- `fusedbn`  as `nosync`, on a second model whose batch norms run TF's fused kernel
-             (FusedBatchNormV3, as tf.keras 2 and so the OD API do) instead of Keras 3's
+- `unfusedbn` as `nosync`, on a second model whose batch norms train in Keras 3's ops (moments +
+             normalization) instead of TF's fused kernel (FusedBatchNormV3, which the trainer,
+             tf.keras 2 and so the OD API use)
+- `kerasopt` as `nosync`, on a second model whose optimizer runs Keras 3's element-wise update
+             instead of the fused `ResourceApply*` kernel per variable (the trainer's, tf.keras 2's)
+- `keras3`   both of the above: the trainer's step before the fused kernels
 - `forward`  the forward pass and the losses only (no gradient): how much is the backward pass
 - `input`    the input pipeline alone (batches per second, no model)
 
@@ -41,50 +45,24 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
 
-def fused_batch_norm_step(config, anchors, compute_losses):
-    """A second model whose batch norms run TF's fused kernel (FusedBatchNormV3, what tf.keras 2's
-    BatchNormalization used and the OD API runs) instead of Keras 3's moments + batch_normalization;
-    returns its one-step tf.function. For timing only: the moving variance here is updated with
-    the kernel's Bessel-corrected batch variance, as tf.keras 2 did."""
-    import keras
+def variant_step(config, anchors, fused_batch_norm: bool, fused_optimizer: bool):
+    """A second model and optimizer, built as the trainer builds them but with Keras 3's unfused
+    batch norm (`fused_batch_norm=False`: moments + normalization in Keras ops, and their
+    gradients op by op) and/or Keras 3's element-wise optimizer updates (`fused_optimizer=False`)
+    instead of TF's fused kernels; returns its one-step tf.function (same math, for timing)."""
     import tensorflow as tf
 
-    import backend.training.network as model_module
+    from backend.training.batch_norm import OdApiBatchNormalization
+    from backend.training.losses import regularization_loss, ssd_losses
     from backend.training.network import build_detector, preprocess_images
     from backend.training.train import build_optimizer
 
-    class FusedBatchNorm(keras.layers.BatchNormalization):
-        def call(self, inputs, training=None, mask=None):
-            gamma = self.gamma if self.scale else tf.ones_like(self.moving_mean)
-            beta = self.beta if self.center else tf.zeros_like(self.moving_mean)
-            if training and self.trainable:
-                y, mean, var = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, epsilon=self.epsilon,
-                                                                is_training=True)
-                self.moving_mean.assign(self.moving_mean * self.momentum + mean * (1.0 - self.momentum))
-                self.moving_variance.assign(self.moving_variance * self.momentum + var * (1.0 - self.momentum))
-                return y
-            y, _, _ = tf.compat.v1.nn.fused_batch_norm(inputs, gamma, beta, mean=self.moving_mean,
-                                                       variance=self.moving_variance, epsilon=self.epsilon,
-                                                       is_training=False)
-            return y
-
-    original = model_module._batch_norm
-
-    def fused(spec, hp, name):
-        layer = original(spec, hp, name)
-        if isinstance(layer, keras.layers.BatchNormalization):
-            return FusedBatchNorm(momentum=layer.momentum, epsilon=layer.epsilon, center=layer.center,
-                                  scale=layer.scale, name=name)
-        return layer
-
-    model_module._batch_norm = fused
-    try:
-        model = build_detector(config.model)
-    finally:
-        model_module._batch_norm = original
-    optimizer = build_optimizer(config)
+    model = build_detector(config.model)
+    for layer in model._flatten_layers():
+        if isinstance(layer, OdApiBatchNormalization):
+            layer.fused = fused_batch_norm
+    optimizer = build_optimizer(config, fused=fused_optimizer)
     optimizer.build(model.trainable_variables)
-    ssd_losses, regularization_loss = compute_losses
 
     def step(batch):
         with tf.GradientTape() as tape:
@@ -108,7 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--loop", type=int, default=25, help="steps per call of the `loop` variant")
-    parser.add_argument("--variants", default="base,nosync,loop,fusedbn,cached,forward,input")
+    parser.add_argument("--variants", default="base,nosync,unfusedbn,kerasopt,keras3,forward")
     parser.add_argument("--intra", type=int, default=0, help="tf.config.threading intra-op threads (0: TF's default)")
     parser.add_argument("--inter", type=int, default=0, help="tf.config.threading inter-op threads (0: TF's default)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "step_profile.json")
@@ -155,9 +133,9 @@ def main(argv=None) -> int:
         return total
 
     one_step = tf.function(lambda it: step(next(it)))
-    fused_step = None
-    if "fusedbn" in args.variants:
-        fused_step = fused_batch_norm_step(config, anchors, compute_losses=(ssd_losses, regularization_loss))
+    second = {"unfusedbn": (False, True), "kerasopt": (True, False), "keras3": (False, False)}
+    second_steps = {name: variant_step(config, anchors, *fused) for name, fused in second.items()
+                    if name in args.variants.split(",")}
     jit_inner = tf.function(step, jit_compile=True)  # XLA cannot compile IteratorGetNext: fetch outside
     jit_step = lambda it: jit_inner(next(it))  # noqa: E731
     forward = tf.function(lambda it: compute(next(it)))
@@ -190,9 +168,9 @@ def main(argv=None) -> int:
         elif name == "jit":
             for _ in range(n):
                 total = jit_step(iterator)
-        elif name == "fusedbn":
+        elif name in second_steps:
             for _ in range(n):
-                total = fused_step(iterator)
+                total = second_steps[name](iterator)
         elif name == "forward":
             for _ in range(n):
                 total = forward(iterator)

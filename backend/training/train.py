@@ -148,20 +148,85 @@ class InverseTimeDecay(keras.optimizers.schedules.LearningRateSchedule):
         return {"schedule": self.schedule.get_config(), "decay": self.decay}
 
 
+def _fusable(gradient, variable) -> bool:
+    """A dense gradient of a float variable: what TF's fused `ResourceApply*` kernels update in one op."""
+    return not isinstance(gradient, tf.IndexedSlices) and variable.dtype.is_floating
+
+
+def _handle(variable):
+    """The resource handle of a Keras (or tf) variable, the device's own under a distribution strategy."""
+    if isinstance(variable, keras.Variable):
+        variable = variable.value  # the tf.Variable (tf.Variable.value is a method: not this)
+    return variable.handle
+
+
+class OdApiAdam(keras.optimizers.Adam):
+    """Keras 3's Adam updating each variable with TensorFlow's fused `ResourceApplyAdam` kernel, as
+    Keras 2's Adam (which the TF OD API builds) did: one op per variable instead of about ten.
+
+    Same slots (`m`, `v`), same math: `alpha = lr·sqrt(1 − beta2^t) / (1 − beta1^t)` with `t` the
+    optimizer's step + 1, `m += (g − m)(1 − beta1)`, `v += (g² − v)(1 − beta2)`,
+    `w −= alpha·m / (sqrt(v) + epsilon)`. `fused=False` (and amsgrad, sparse gradients) runs Keras'
+    own element-wise update.
+    """
+
+    def __init__(self, *args, fused: bool = True, name: str = "adam", **kwargs):
+        super().__init__(*args, name=name, **kwargs)
+        self.fused = bool(fused)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not (self.fused and not self.amsgrad and _fusable(gradient, variable)):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        step = tf.cast(self.iterations + 1, dtype)
+        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+        index = self._get_variable_index(variable)
+        tf.raw_ops.ResourceApplyAdam(
+            var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
+            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
+            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
+            grad=tf.cast(gradient, dtype), use_locking=False, use_nesterov=False)
+
+
+class OdApiSGD(keras.optimizers.SGD):
+    """Keras 3's SGD updating each variable with TensorFlow's fused kernels, as Keras 2's SGD did:
+    `ResourceApplyKerasMomentum` (`m ← momentum·m − lr·g; w ← w + m`, Keras' momentum slot) or,
+    without momentum, `ResourceApplyGradientDescent`. `fused=False` (and nesterov, sparse
+    gradients) runs Keras' own update."""
+
+    def __init__(self, *args, fused: bool = True, name: str = "SGD", **kwargs):
+        super().__init__(*args, name=name, **kwargs)
+        self.fused = bool(fused)
+
+    def update_step(self, gradient, variable, learning_rate):
+        if not (self.fused and not self.nesterov and _fusable(gradient, variable)):
+            return super().update_step(gradient, variable, learning_rate)
+        dtype = variable.dtype
+        lr, gradient = tf.cast(learning_rate, dtype), tf.cast(gradient, dtype)
+        if self.momentum == 0:
+            tf.raw_ops.ResourceApplyGradientDescent(var=_handle(variable), alpha=lr, delta=gradient)
+            return
+        tf.raw_ops.ResourceApplyKerasMomentum(
+            var=_handle(variable), accum=_handle(self.momentums[self._get_variable_index(variable)]), lr=lr,
+            grad=gradient, momentum=tf.cast(self.momentum, dtype), use_locking=False, use_nesterov=False)
+
+
 class OdApiRMSprop(keras.optimizers.Optimizer):
     """RMSprop with momentum as TensorFlow's `ApplyRMSProp` kernel (Keras 2's RMSprop, which the TF
     OD API builds) computes it, which Keras 3's RMSprop does not: epsilon inside the square root.
 
     `ms ← rho·ms + (1 − rho)·g²; mom ← momentum·mom + lr·g / sqrt(ms + epsilon); w ← w − mom`,
-    slots starting at 0, rho 0.9 (the OD API leaves Keras' default).
+    slots starting at 0, rho 0.9 (the OD API leaves Keras' default). The update runs that kernel
+    (`ResourceApplyRMSProp`, one op per variable); `fused=False` runs the same formula op by op.
     """
 
     def __init__(self, learning_rate, rho: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-7,
-                 name: str = "rmsprop", **kwargs):
+                 name: str = "rmsprop", fused: bool = True, **kwargs):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         self.rho = float(rho)
         self.momentum = float(momentum)
         self.epsilon = float(epsilon)
+        self.fused = bool(fused)
 
     def build(self, variables):
         if self.built:
@@ -175,6 +240,13 @@ class OdApiRMSprop(keras.optimizers.Optimizer):
         gradient = tf.cast(gradient, variable.dtype)
         index = self._get_variable_index(variable)
         ms, mom = self._ms[index], self._mom[index]
+        if self.fused and _fusable(gradient, variable):
+            dtype = variable.dtype
+            tf.raw_ops.ResourceApplyRMSProp(
+                var=_handle(variable), ms=_handle(ms), mom=_handle(mom), lr=lr, rho=tf.cast(self.rho, dtype),
+                momentum=tf.cast(self.momentum, dtype), epsilon=tf.cast(self.epsilon, dtype), grad=gradient,
+                use_locking=False)
+            return
         self.assign(ms, self.rho * ms + (1.0 - self.rho) * tf.square(gradient))
         self.assign(mom, self.momentum * mom + lr * gradient / tf.sqrt(ms + self.epsilon))
         self.assign_sub(variable, mom)
@@ -185,16 +257,20 @@ class OdApiRMSprop(keras.optimizers.Optimizer):
         return config
 
 
-def build_optimizer(config: TrainingConfig, mixed_precision: bool = False) -> keras.optimizers.Optimizer:
+def build_optimizer(config: TrainingConfig, mixed_precision: bool = False,
+                    fused: bool = True) -> keras.optimizers.Optimizer:
     """The TF OD API's `optimizer_builder.build_optimizers_tf_v2`, in Keras 3 terms.
 
-    - momentum_optimizer: SGD with momentum `momentum_optimizer_value` (default 0.9);
-    - adam_optimizer: Adam with `epsilon` (default 1e-8) and Keras' betas 0.9, 0.999;
+    - momentum_optimizer: `OdApiSGD` with momentum `momentum_optimizer_value` (default 0.9);
+    - adam_optimizer: `OdApiAdam` with `epsilon` (default 1e-8) and Keras' betas 0.9, 0.999;
     - rms_prop_optimizer: `OdApiRMSprop` with momentum (default 0.9), epsilon (default 1.0), and
       `decay` (default 0.9) as the learning rate's inverse-time decay (`InverseTimeDecay`).
 
     `train_config.gradient_clipping_by_norm` clips by the global norm of all gradients
     (`tf.clip_by_global_norm` in `model_lib_v2`), i.e. Keras' `global_clipnorm`.
+
+    Each optimizer updates a variable with TF's fused kernel for it, as Keras 2's did (`fused`;
+    False: Keras 3's element-wise updates of the same slots, kept for comparison and tests).
     """
     opt = config.optimizer
     schedule = PipelineLearningRate(opt.learning_rate.kind, opt.learning_rate.params)
@@ -202,12 +278,12 @@ def build_optimizer(config: TrainingConfig, mixed_precision: bool = False) -> ke
     if opt.clipnorm:
         common["global_clipnorm"] = opt.clipnorm
     if opt.kind == "momentum":
-        optimizer = keras.optimizers.SGD(learning_rate=schedule, momentum=opt.momentum, **common)
+        optimizer = OdApiSGD(learning_rate=schedule, momentum=opt.momentum, fused=fused, **common)
     elif opt.kind == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=schedule, epsilon=opt.epsilon, **common)
+        optimizer = OdApiAdam(learning_rate=schedule, epsilon=opt.epsilon, fused=fused, **common)
     elif opt.kind == "rms_prop":
         rate = InverseTimeDecay(schedule, opt.decay) if opt.decay else schedule
-        optimizer = OdApiRMSprop(rate, momentum=opt.momentum, epsilon=opt.epsilon, **common)
+        optimizer = OdApiRMSprop(rate, momentum=opt.momentum, epsilon=opt.epsilon, fused=fused, **common)
     else:
         raise Invalid(f"unknown optimizer {opt.kind!r}")
     if mixed_precision:

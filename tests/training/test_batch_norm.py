@@ -75,3 +75,60 @@ def test_freeze_batchnorm_freezes_every_batch_norm_of_the_detector_but_trains_ga
     np.testing.assert_array_equal(np.asarray(trained["box_deltas"]), np.asarray(inferred["box_deltas"]))
     trainable = {id(v) for v in model.trainable_variables}
     assert all(id(layer.gamma) in trainable and id(layer.beta) in trainable for layer in norms)
+
+
+def _unfused_reference(layer, x, weights):
+    """The layer's training pass and moving statistics computed with Keras ops (no fused kernel)."""
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        mean, variance = tf.nn.moments(x, axes=[0, 1, 2])
+        y = (x - mean) / tf.sqrt(variance + layer.epsilon) * layer.gamma + layer.beta
+        loss = tf.reduce_sum(y * weights)
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    n = float(x.shape[0] * x.shape[1] * x.shape[2])
+    moving_mean = layer.momentum * layer.moving_mean.numpy() + (1 - layer.momentum) * mean.numpy()
+    moving_variance = layer.momentum * layer.moving_variance.numpy() \
+        + (1 - layer.momentum) * variance.numpy() * n / max(n - 1, 1)
+    return y.numpy(), [g.numpy() for g in grads], moving_mean, moving_variance
+
+
+@pytest.mark.parametrize("shape", [(4, 5, 3, 6), (4, 1, 1, 2), (1, 1, 1, 3)])
+def test_the_fused_training_pass_equals_the_unfused_math(shape):
+    """Output, gradients (input, gamma, beta) and moving statistics of the fused kernel equal the
+    hand-written batch norm, down to one value per channel (n = 1: the moving variance moves
+    towards 0, as TF's `n / max(n − 1, 1)` gives)."""
+    import tensorflow as tf
+
+    rng = np.random.default_rng(1)
+    layer = OdApiBatchNormalization(momentum=0.9, epsilon=1e-3)
+    layer.build((None,) + shape[1:])
+    layer.gamma.assign(rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32))
+    layer.beta.assign(rng.uniform(-1, 1, shape[-1]).astype(np.float32))
+    layer.moving_variance.assign(rng.uniform(0.5, 2.0, shape[-1]).astype(np.float32))
+    x = tf.constant(rng.normal(3.0, 2.0, shape).astype(np.float32))
+    weights = tf.constant(rng.normal(0.0, 1.0, shape).astype(np.float32))  # a loss with every gradient non-zero
+    y_ref, grads_ref, moving_mean, moving_variance = _unfused_reference(layer, x, weights)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(y * weights)
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    np.testing.assert_allclose(y.numpy(), y_ref, rtol=0, atol=2e-5)
+    for found, expected in zip(grads, grads_ref):
+        np.testing.assert_allclose(found.numpy(), expected, rtol=1e-4, atol=2e-5)
+    np.testing.assert_allclose(layer.moving_mean.numpy(), moving_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(layer.moving_variance.numpy(), moving_variance, rtol=1e-5)
+
+
+def test_training_on_images_runs_the_fused_kernel_and_inference_does_not():
+    import tensorflow as tf
+
+    layer = OdApiBatchNormalization(momentum=0.9, epsilon=1e-3)
+    layer.build((None, 4, 4, 2))
+    spec = tf.TensorSpec((2, 4, 4, 2), tf.float32)
+    train_ops = {op.type for op in tf.function(lambda x: layer(x, training=True)).get_concrete_function(spec).graph.get_operations()}
+    infer_ops = {op.type for op in tf.function(lambda x: layer(x, training=False)).get_concrete_function(spec).graph.get_operations()}
+    assert "FusedBatchNormV3" in train_ops and "Mean" not in train_ops
+    assert "FusedBatchNormV3" not in infer_ops
