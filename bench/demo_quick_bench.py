@@ -35,6 +35,7 @@ sys.path.insert(0, str(REPO / "bench"))
 def steady_cpu_per_step(model_dir: Path, info: dict, done: int) -> float | None:
     """CPU seconds per step of one training segment, from its first logged row after step `done`
     (the trace and the restore are before it) to its last."""
+    from parity_bench import cpu_between
     rows = [json.loads(line) for line in (model_dir / "progress.jsonl").read_text().splitlines() if line.strip()]
     rows = [r for r in rows if r.get("phase") == "train" and r["step"] > done]
     if len(rows) < 2 or rows[-1]["step"] == rows[0]["step"]:
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from backend import auth, config_doctor, configs, demo, exports
     from backend.db import connect
     from backend.pipeline_config import ConfigDocument
-    from parity_bench import boxwise_evaluate, boxwise_train, cpu_between
+    from parity_bench import boxwise_evaluate, boxwise_train
 
     try:
         db = connect()
