@@ -9,7 +9,7 @@ from tests.training.odapi import FIXTURES, compare, outputs
 
 
 def _config_without_fine_tune(name: str, tmp_path):
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from backend.training.train import replace_fine_tune_for_inference
     path = tmp_path / f"{name}.config"
     path.write_text(replace_fine_tune_for_inference(ConfigDocument.load(FIXTURES / name / "pipeline.config")).text)
@@ -17,9 +17,9 @@ def _config_without_fine_tune(name: str, tmp_path):
 
 
 def _quick_detector(num_classes: int, depth_multiplier: float | None = None):
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
-    from backend.training.model import build_detector
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    from backend.training.network import build_detector
     from backend.training.templates import render_template
 
     doc = ConfigDocument(render_template("quick", num_classes=num_classes, train_input="t.record",
@@ -39,7 +39,7 @@ def _trainable(model) -> int:
 def test_quick_template_builds_as_many_parameters_as_the_od_api(num_classes, parameters, trainable):
     """The OD API's model_builder on the quick template (depth_multiplier 1.0) builds 2,598,116
     parameters with 1 class and 2,599,664 with 3, in 384 variables (measured on the oracle, TF 2.15)."""
-    from backend.training.model import count_parameters
+    from backend.training.network import count_parameters
 
     model = _quick_detector(num_classes)
     assert (count_parameters(model), _trainable(model), len(model.weights)) == (parameters, trainable, 384)
@@ -51,7 +51,7 @@ def test_quick_template_builds_as_many_parameters_as_the_od_api(num_classes, par
 def test_min_depth_narrows_the_quick_network_at_width_035_as_the_od_api_does(num_classes, parameters, trainable):
     """The OD API's model_builder on the quick template at depth_multiplier 0.35 (min_depth 16) builds
     430,708 parameters with 1 class and 432,256 with 3 (measured on the oracle, TF 2.15)."""
-    from backend.training.model import count_parameters
+    from backend.training.network import count_parameters
 
     model = _quick_detector(num_classes, depth_multiplier=0.35)
     assert count_parameters(model) == parameters
@@ -94,7 +94,7 @@ def test_restored_od_api_checkpoint_gives_the_od_api_outputs(name, tmp_path):
     and 128×128 ones resized by the fixed_shape_resizer)."""
     import tensorflow as tf
 
-    from backend.training.export import DetectionModule
+    from backend.training.savedmodel_export import DetectionModule
     from backend.training.train import load_detector
 
     config, model = load_detector(_config_without_fine_tune(name, tmp_path), str(FIXTURES / name / "checkpoint"))
@@ -113,7 +113,7 @@ def test_boxwise_export_of_the_restored_checkpoint_gives_the_same(name, tmp_path
     serving_default gives the OD API SavedModel's outputs within 1e-4."""
     import tensorflow as tf
 
-    from backend.training.export import export_model
+    from backend.training.savedmodel_export import export_model
 
     out = export_model(_config_without_fine_tune(name, tmp_path), FIXTURES / name / "checkpoint",
                        tmp_path / "exported")
@@ -150,9 +150,9 @@ def test_classification_checkpoint_reproduces_the_od_api_backbone_activations(tm
 def test_min_level_2_taps_block_2_add_as_the_od_api(tmp_path):
     """small128 with fpn/anchor min_level 2: the OD API builds 408 variables, 2,622,960
     parameters and 8,190 anchors (measured on the oracle); so does Boxwise."""
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
-    from backend.training.model import build_detector, count_parameters
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    from backend.training.network import build_detector, count_parameters
     from backend.training.train import replace_fine_tune_for_inference
 
     text = (FIXTURES / "small128" / "pipeline.config").read_text().replace("min_level: 3", "min_level: 2")
