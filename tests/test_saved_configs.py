@@ -135,6 +135,33 @@ def test_templates_filled_from_a_dataset_version_are_valid(name, version):
     assert saved_configs.validate(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR) == []
 
 
+QUICK_CHOSEN = {  # measured on the demo project, BENCHMARKS.md "Templates (issue 11 item 5)"
+    "model.ssd.image_resizer.fixed_shape_resizer.height": 128,
+    "model.ssd.image_resizer.fixed_shape_resizer.width": 128,
+    "model.ssd.feature_extractor.depth_multiplier": 1.0,
+    "model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale": 2.0,
+    "train_config.batch_size": 8,
+    "train_config.num_steps": 2000,
+    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base": 0.004,
+    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.total_steps": 2000,
+    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.warmup_learning_rate": 0.0004,
+    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.warmup_steps": 100,
+}
+
+
+def test_the_quick_template_holds_the_measured_recipe():
+    doc = pc.ConfigDocument(saved_configs.templates()["quick"])
+    assert {path: doc.get(path) for path in QUICK_CHOSEN} == QUICK_CHOSEN
+
+
+@pytest.mark.parametrize("name,optimizer", [("default", "momentum_optimizer"), ("quick", "adam_optimizer")])
+def test_each_template_decays_its_learning_rate_to_zero_at_its_last_step(name, optimizer):
+    doc = pc.ConfigDocument(saved_configs.templates()[name])
+    cosine = doc.get(f"train_config.optimizer.{optimizer}.learning_rate.cosine_decay_learning_rate.total_steps")
+    warmup = doc.get(f"train_config.optimizer.{optimizer}.learning_rate.cosine_decay_learning_rate.warmup_steps")
+    assert cosine == doc.get("train_config.num_steps") and 0 < warmup < cosine
+
+
 @needs_shared_tfod
 def test_common_fields_and_augmentations_edit_only_their_lines():
     text = FPNLITE.read_text()

@@ -16,22 +16,46 @@ def _config_without_fine_tune(name: str, tmp_path):
     return path
 
 
-@pytest.mark.parametrize("num_classes,parameters,trainable", [(1, 430_708, 412_196), (3, 432_256, 413_744)])
-def test_quick_template_builds_as_many_parameters_as_the_od_api(num_classes, parameters, trainable):
-    """The OD API's model_builder on the quick template (depth_multiplier 0.35, min_depth 16) builds
-    430,708 parameters with 1 class and 432,256 with 3 (measured on the oracle, TF 2.15)."""
-    import math
-
+def _quick_detector(num_classes: int, depth_multiplier: float | None = None):
     from backend.config_document import ConfigDocument
     from backend.training.training_config import training_config
-    from backend.training.network import build_detector, count_parameters
+    from backend.training.network import build_detector
     from backend.training.templates import render_template
 
-    text = render_template("quick", num_classes=num_classes, train_input="t.record", eval_input="v.record",
-                           label_map_path="label_map.pbtxt", num_steps=10, batch_size=2)
-    model = build_detector(training_config(ConfigDocument(text)).model)
+    doc = ConfigDocument(render_template("quick", num_classes=num_classes, train_input="t.record",
+                                         eval_input="v.record", label_map_path="label_map.pbtxt",
+                                         num_steps=10, batch_size=2))
+    if depth_multiplier is not None:
+        doc.set("model.ssd.feature_extractor.depth_multiplier", depth_multiplier)
+    return build_detector(training_config(doc).model)
+
+
+def _trainable(model) -> int:
+    import math
+    return sum(math.prod(v.shape) for v in model.trainable_weights)
+
+
+@pytest.mark.parametrize("num_classes,parameters,trainable", [(1, 2_598_116, 2_557_860), (3, 2_599_664, 2_559_408)])
+def test_quick_template_builds_as_many_parameters_as_the_od_api(num_classes, parameters, trainable):
+    """The OD API's model_builder on the quick template (depth_multiplier 1.0) builds 2,598,116
+    parameters with 1 class and 2,599,664 with 3, in 384 variables (measured on the oracle, TF 2.15)."""
+    from backend.training.network import count_parameters
+
+    model = _quick_detector(num_classes)
+    assert (count_parameters(model), _trainable(model), len(model.weights)) == (parameters, trainable, 384)
+    assert [t.shape[-1] for t in model.backbone.outputs] == [24, 32, 96, 1280]  # MobileNetV2 at full width
+    assert model.fpn.top_layers.filters == 128
+
+
+@pytest.mark.parametrize("num_classes,parameters,trainable", [(1, 430_708, 412_196), (3, 432_256, 413_744)])
+def test_min_depth_narrows_the_quick_network_at_width_035_as_the_od_api_does(num_classes, parameters, trainable):
+    """The OD API's model_builder on the quick template at depth_multiplier 0.35 (min_depth 16) builds
+    430,708 parameters with 1 class and 432,256 with 3 (measured on the oracle, TF 2.15)."""
+    from backend.training.network import count_parameters
+
+    model = _quick_detector(num_classes, depth_multiplier=0.35)
     assert count_parameters(model) == parameters
-    assert sum(math.prod(v.shape) for v in model.trainable_weights) == trainable
+    assert _trainable(model) == trainable
     # min_depth: the 0.35 network's narrow layers are 16 wide, Conv_1 is make_divisible(1280 · 0.35) = 448.
     assert model.backbone.get_layer("expanded_conv_project").filters == 16
     assert model.backbone.get_layer("Conv_1").filters == 448
