@@ -80,6 +80,19 @@ def child_environment() -> dict[str, str]:
             "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
 
 
+def lower_priority(pid: int) -> bool:
+    """Give a process this dashboard launched (trainer, evaluator, exporter, batch prediction)
+    `trainer_niceness` more niceness than the dashboard, right after it starts and before it
+    starts its threads (they inherit it), so the dashboard stays responsive while it works.
+    False when the process is already gone."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + trainer_niceness()))
+    except OSError:
+        return False
+    return True
+
+
 def reap_children() -> list[int]:
     """Collect the exit status of every process this dashboard started that has ended (runs,
     evaluations, exports and batch predictions), so none stays a `<defunct>` zombie until a
@@ -420,13 +433,7 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
                     command=json.dumps(command), error=f"could not start {command[0]!r}: {exc}")
             return
     _children[child.pid] = child
-    try:
-        # Lower priority before the child starts its threads (they inherit it): the dashboard
-        # stays responsive while a run trains.
-        os.setpriority(os.PRIO_PROCESS, child.pid,
-                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + trainer_niceness()))
-    except OSError:
-        pass  # already gone: settled as failed with its log
+    lower_priority(child.pid)  # already gone: settled as failed with its log
     _update(db, run["id"], status="running", pid=child.pid,
             pid_start_time=process_start_time(child.pid), command=json.dumps(command),
             started_at=now(), attempts=attempt, error=None, returncode=None, finished_at=None)
