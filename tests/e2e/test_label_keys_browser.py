@@ -1,0 +1,108 @@
+"""The Label page's keys and mouse gestures not covered elsewhere, with a real keyboard and mouse
+in Debian's Chromium: + and - zoom, Alt+drag pans (and draws nothing), the crosshair follows
+the mouse while drawing, Tab cycles the selection, Backspace deletes, Ctrl+Z / Ctrl+Shift+Z
+undo and redo."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from backend import annotations
+from tests.e2e.browser import wait_idle
+from tests.e2e.test_label_zoom_browser import (SURFACE, boxes_heading, dense, drag,  # noqa: F401
+                                                open_label_page, press)
+
+pytestmark = pytest.mark.e2e
+
+# The two crosshair lines on the canvas: [display, top, left] of the horizontal and the vertical one.
+CROSSHAIR = """() => {
+  const upper = [...document.querySelectorAll('[data-testid=stBidiComponentIsolated]')]
+    .map((h) => h.shadowRoot && h.shadowRoot.querySelector('canvas.upper-canvas')).find(Boolean);
+  return [...upper.parentElement.querySelectorAll('.boxwise-crosshair')]
+    .map((line) => [line.style.display, line.style.top, line.style.left]);
+}"""
+
+
+def view(page, text: str):
+    return page.get_by_text(f"View {text}")
+
+
+def test_plus_minus_alt_drag_crosshair(db, dense, app_server, browser):
+    first = dense["ids"][0]
+    page = open_label_page(browser, app_server)
+    page.get_by_role("button", name="Next image to label").click()
+    page.get_by_text(re.compile(rf"^#{first} · ")).wait_for()
+    boxes_heading(page, 40).wait_for()
+    wait_idle(page)
+    page.locator("h4").first.click()  # keys go to the page
+
+    # + twice: 1.5× then 2×, about the middle of the view (800×600 image, 960×720 canvas).
+    press(page, "+", view(page, "1.5×: x 133–667, y 100–500"))
+    press(page, "+", view(page, "2×: x 200–600, y 150–450"))
+
+    # Alt+drag 120 × 90 canvas px to the left and up: the view moves 50 × 37.5 image px right
+    # and down (2.4 canvas px an image px), and no box is drawn.
+    drag(page, (500, 400), (380, 310), alt=True)
+    view(page, "2×: x 250–650, y 188–488").wait_for()
+    wait_idle(page)
+    boxes_heading(page, 40).wait_for()
+    assert len(annotations.get_boxes(db, first)) == 40
+
+    # The crosshair follows the mouse over the canvas, also while a box is being dragged out,
+    # and goes when the mouse leaves the canvas.
+    origin = page.locator(SURFACE).bounding_box()
+
+    def lines_at(x: int, y: int) -> list[list[str]]:
+        """What the crosshair should be with the mouse at screen pixel (x, y)."""
+        cx, cy = round(x - origin["x"]), round(y - origin["y"])
+        return [["block", f"{cy}px", "0px"], ["block", "0px", f"{cx}px"]]
+
+    x, y = round(origin["x"] + 300), round(origin["y"] + 200)
+    page.mouse.move(x, y)
+    assert page.evaluate(CROSSHAIR) == lines_at(x, y)
+    page.mouse.down()
+    page.mouse.move(x + 40, y + 50, steps=4)
+    assert page.evaluate(CROSSHAIR) == lines_at(x + 40, y + 50)
+    page.mouse.up()
+    boxes_heading(page, 41).wait_for()
+    wait_idle(page)
+    page.mouse.move(origin["x"] + 300, origin["y"] - 60)
+    assert [line[0] for line in page.evaluate(CROSSHAIR)] == ["none", "none"]
+
+    # - twice: back to the whole image.
+    page.locator("h4").first.click()
+    press(page, "-", view(page, "1.5×:"))
+    press(page, "-", view(page, "1×: x 0–800, y 0–600"))
+
+
+def test_tab_cycles_backspace_deletes_undo_redo(db, dense, app_server, browser):
+    """On the second image (no boxes yet): two boxes drawn, Tab selects 1, 2, then 1 again;
+    Backspace deletes the selected one, Ctrl+Z brings it back, Ctrl+Shift+Z deletes it again;
+    S saves exactly what is listed."""
+    second = dense["ids"][1]
+    page = open_label_page(browser, app_server)
+    page.get_by_placeholder("Image #").fill(str(second))
+    page.get_by_role("button", name="Go").click()
+    page.get_by_text(re.compile(rf"^#{second} · photo1\.png")).wait_for()
+    wait_idle(page)
+    # 1.2 canvas px an image px: (50, 50)–(150, 125) and (300, 200)–(400, 300) in image pixels.
+    drag(page, (60, 60), (180, 150))
+    boxes_heading(page, 1).wait_for()
+    wait_idle(page)
+    drag(page, (360, 240), (480, 360))
+    boxes_heading(page, 2).wait_for()
+    wait_idle(page)
+
+    page.locator("h4").first.click()
+    for number in (1, 2, 1):
+        press(page, "Tab", page.get_by_text(re.compile(rf"^Box {number} · tree$")))
+    press(page, "Backspace", boxes_heading(page, 1))
+    press(page, "Control+z", boxes_heading(page, 2))
+    press(page, "Control+Shift+z", boxes_heading(page, 1))
+    press(page, "s", page.get_by_text("Saved").first)
+    stored = annotations.get_boxes(db, second)
+    assert len(stored) == 1
+    # Box 1 was the one deleted: the one left is the second drawn.
+    assert (stored[0]["xmin"], stored[0]["ymin"], stored[0]["xmax"], stored[0]["ymax"]) == \
+        pytest.approx((300, 200, 400, 300), abs=1.0)
