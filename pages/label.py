@@ -439,7 +439,7 @@ def canvas_and_boxes() -> None:
         # Where each box on the canvas is (bottom to top), for the bridge's hit test.
         rects = [[i, *coordinates.image_to_canvas(current["boxes"][i], fit).values()]
                  for i in mounted["on_canvas"] if i < len(current["boxes"])]
-        bridge = canvas_bridge(rects, key="label_bridge", zoomed=fit.zoom > 1)
+        bridge = canvas_bridge(rects, key="label_bridge", zoomed=fit.zoom > 1, header=f"#{image['id']} · ")
     problems += absorb_canvas(result.json_data)
     for problem in dict.fromkeys(problems):
         st.warning(problem)
