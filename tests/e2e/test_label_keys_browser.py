@@ -10,10 +10,11 @@ import pytest
 
 from backend import annotations
 from tests.e2e.browser import wait_idle
-from tests.e2e.test_label_zoom_browser import (SURFACE, boxes_heading, dense, drag,  # noqa: F401
-                                                open_label_page, press)
+from tests.e2e import test_label_zoom_browser
+from tests.e2e.test_label_zoom_browser import SURFACE, boxes_heading, drag, open_label_page, press
 
 pytestmark = pytest.mark.e2e
+dense = test_label_zoom_browser.dense  # the same fixture: an 800×600 image with 40 boxes, and one without
 
 # The two crosshair lines on the canvas: [display, top, left] of the horizontal and the vertical one.
 CROSSHAIR = """() => {
@@ -22,6 +23,16 @@ CROSSHAIR = """() => {
   return [...upper.parentElement.querySelectorAll('.boxwise-crosshair')]
     .map((line) => [line.style.display, line.style.top, line.style.left]);
 }"""
+
+
+def open_second_image(browser, url: str, image_id: int):
+    """ann on the Label page with the second image (no boxes) open, typed into Image # and Go."""
+    page = open_label_page(browser, url)
+    page.get_by_placeholder("Image #").fill(str(image_id))
+    page.get_by_role("button", name="Go").click()
+    page.get_by_text(re.compile(rf"^#{image_id} · photo1\.png")).wait_for()
+    wait_idle(page)
+    return page
 
 
 def view(page, text: str):
@@ -81,11 +92,7 @@ def test_tab_cycles_backspace_deletes_undo_redo(db, dense, app_server, browser):
     Backspace deletes the selected one, Ctrl+Z brings it back, Ctrl+Shift+Z deletes it again;
     S saves exactly what is listed."""
     second = dense["ids"][1]
-    page = open_label_page(browser, app_server)
-    page.get_by_placeholder("Image #").fill(str(second))
-    page.get_by_role("button", name="Go").click()
-    page.get_by_text(re.compile(rf"^#{second} · photo1\.png")).wait_for()
-    wait_idle(page)
+    page = open_second_image(browser, app_server, second)
     # 1.2 canvas px an image px: (50, 50)–(150, 125) and (300, 200)–(400, 300) in image pixels.
     drag(page, (60, 60), (180, 150))
     boxes_heading(page, 1).wait_for()
@@ -115,11 +122,7 @@ def test_a_drag_on_a_canvas_the_header_has_moved_past_is_held_and_replayed(db, d
     telling the bridge its canvas belongs to another image. A real drag then is held (no box),
     and replayed once the bridge and the header agree again: the box lands where the mouse went."""
     second = dense["ids"][1]
-    page = open_label_page(browser, app_server)
-    page.get_by_placeholder("Image #").fill(str(second))
-    page.get_by_role("button", name="Go").click()
-    page.get_by_text(re.compile(rf"^#{second} · photo1\.png")).wait_for()
-    wait_idle(page)
+    page = open_second_image(browser, app_server, second)
     page.evaluate("() => { const b = window.__boxwiseBridge; b.realHeader = b.data.header;"
                   " b.data = {...b.data, header: '#999 · '}; }")
     x0, y0, x1, y1 = drag(page, (120, 120), (240, 210))
