@@ -6,16 +6,17 @@ own) that listens, in the browser, to what streamlit-drawable-canvas does not re
 - which box a click selects in the canvas's edit mode (hit-tested against the boxes' canvas
   rectangles the page passes in `data`, topmost first, as Fabric.js does),
 - the + and - keys (zoom about the middle of the view),
-- and it makes the canvas send a box at once when the mouse is released (the canvas itself
+- it makes the canvas send a box at once when the mouse is released (the canvas itself
   waits 200 ms), and before any key pressed soon after, so a key (N, S, Ctrl+Enter) pressed
   right after drawing acts on the box just drawn,
+- a click on the overview picture beside the canvas (centre the view there),
 - a crosshair following the mouse over the canvas,
 - a drag made right after N on the canvas of the image left behind (still on the page for a
   moment under the next image's header), or on a canvas that has not loaded its boxes yet
   (it would ignore the drag), is held and replayed on the next image's canvas once it is ready.
 
-It sends each as a trigger (`zoom`, `pan`, `select`) that the page turns into a new view or
-selection. Keys are not handled here: they are Streamlit button shortcuts on the page.
+It sends each as a trigger (`zoom`, `pan`, `select`, `center`) that the page turns into a new
+view or selection. Keys are not handled here: they are Streamlit button shortcuts on the page.
 """
 from __future__ import annotations
 
@@ -196,6 +197,19 @@ export default function (component) {
     bridge.send("zoom", { steps: event.deltaY < 0 ? 1 : -1, x: point.x, y: point.y, at: now });
   }, { capture: true, passive: false });
 
+  // A click on the overview (the picture whose caption starts "View ") centres the view there.
+  document.addEventListener("click", (event) => {
+    const target = event.target;
+    if (!target || target.tagName !== "IMG" || !bridge.data.zoomed) return;
+    const frame = target.closest("[data-testid=stImage]");
+    const caption = frame && (frame.parentElement || frame).querySelector("[data-testid=stImageCaption]");
+    if (!caption || !caption.innerText.startsWith("View ")) return;
+    const r = target.getBoundingClientRect();
+    if (!r.width || !r.height) return;
+    bridge.send("center", { fx: (event.clientX - r.left) / r.width, fy: (event.clientY - r.top) / r.height,
+                            at: Date.now() });
+  }, true);
+
   // A crosshair over the canvas while the mouse is on it.
   document.addEventListener("pointermove", (event) => {
     const surface = surfaceOf(event);
@@ -236,9 +250,11 @@ def canvas_bridge(rects: list[list[float]], *, key: str, zoomed: bool = False,
     height]` (canvas pixels) of the boxes on the canvas, bottom to top; `header` is how the
     page's first `h4` starts while this canvas is the one on the page (a drag is held while
     it does not: see the module's docstring). Returns the component's
-    result: `.zoom` (`{steps, x, y}`), `.pan` (`{dx, dy}`) and `.select` (`{index}`), each
-    set only in the run its event caused."""
+    result: `.zoom` (`{steps, x, y}`), `.pan` (`{dx, dy}`), `.select` (`{index}`) and
+    `.center` (`{fx, fy}`: where the overview was clicked, as fractions of its width and
+    height), each set only in the run its event caused."""
     return _bridge(data={"rects": rects, "crosshair": crosshair, "zoomed": zoomed, "header": header},
                    key=key,
                    on_zoom_change=lambda: None, on_pan_change=lambda: None,
-                   on_select_change=lambda: None, width="content", height="content")
+                   on_select_change=lambda: None, on_center_change=lambda: None,
+                   width="content", height="content")

@@ -452,6 +452,10 @@ def canvas_and_boxes() -> None:
     if bridge.pan and fit.zoom > 1:
         set_view(current, coordinates.panned(fit, bridge.pan["dx"], bridge.pan["dy"]))
         redraw()
+    if bridge.center and fit.zoom > 1:
+        set_view(current, coordinates.zoomed(fit, fit.zoom, bridge.center["fx"] * fit.image_width,
+                                             bridge.center["fy"] * fit.image_height))
+        redraw()
     if bridge.select is not None:
         index = bridge.select.get("index")
         current["selected"] = index if index is None or index < len(current["boxes"]) else None
@@ -469,7 +473,8 @@ def canvas_and_boxes() -> None:
                 set_view(current, coordinates.panned(fit, dx * fit.canvas_width / 3,
                                                      dy * fit.canvas_height / 3))
                 redraw()
-        st.caption("The wheel or the + and - keys zoom; Alt+drag or the arrow keys pan.")
+        st.caption("The wheel or the + and - keys zoom; Alt+drag, the arrow keys or a click on "
+                   "this overview pan.")
 
     if current["dirty"]:
         st.caption("● unsaved changes — saved when you move to another image, or press Save (S)")

@@ -1,7 +1,7 @@
 """The Label page's keys and mouse gestures not covered elsewhere, with a real keyboard and mouse
 in Debian's Chromium: + and - zoom, Alt+drag pans (and draws nothing), the crosshair follows
 the mouse while drawing, Tab cycles the selection, Backspace deletes, Ctrl+Z / Ctrl+Shift+Z
-undo and redo."""
+undo and redo, and a click on the overview centres the view there."""
 from __future__ import annotations
 
 import re
@@ -39,7 +39,7 @@ def view(page, text: str):
     return page.get_by_text(f"View {text}")
 
 
-def test_plus_minus_alt_drag_crosshair(db, dense, app_server, browser):
+def test_plus_minus_alt_drag_overview_click_crosshair(db, dense, app_server, browser):
     first = dense["ids"][0]
     page = open_label_page(browser, app_server)
     page.get_by_role("button", name="Next image to label").click()
@@ -59,6 +59,23 @@ def test_plus_minus_alt_drag_crosshair(db, dense, app_server, browser):
     wait_idle(page)
     boxes_heading(page, 40).wait_for()
     assert len(annotations.get_boxes(db, first)) == 40
+
+    # A click on the overview centres the view there: near its top-left corner (the view stops
+    # at the image's edges), then in its middle.
+    overview = page.locator("[data-testid=stImage], [data-testid=stImageContainer]") \
+        .filter(has_text="View 2×").locator("img").first
+    frame = overview.bounding_box()
+    page.mouse.click(frame["x"] + 0.05 * frame["width"], frame["y"] + 0.05 * frame["height"])
+    view(page, "2×: x 0–400, y 0–300").wait_for()
+    wait_idle(page)
+    x, y = round(frame["x"] + 0.5 * frame["width"]), round(frame["y"] + 0.6 * frame["height"])
+    page.mouse.click(x, y)
+    # Centred on the image point under the mouse (the overview is 800×600 scaled to its box).
+    left = (x - frame["x"]) / frame["width"] * 800 - 200
+    top = (y - frame["y"]) / frame["height"] * 600 - 150
+    view(page, f"2×: x {left:.0f}–{left + 400:.0f}, y {top:.0f}–{top + 300:.0f}").wait_for()
+    wait_idle(page)
+    boxes_heading(page, 40).wait_for()
 
     # The crosshair follows the mouse over the canvas, also while a box is being dragged out,
     # and goes when the mouse leaves the canvas.
