@@ -90,12 +90,12 @@ export default function (component) {
   let held = null, replaying = false;
   const replay = (points) => {
     const surface = anySurface();
-    if (!surface) { held = null; return; }
+    if (!surface) { held = bridge.held = null; return; }
     if (!isReady(surface) && Date.now() - held.at < 5000) {
       setTimeout(() => replay(points), 40);
       return;
     }
-    held = null;
+    held = bridge.held = null;
     const r = surface.getBoundingClientRect();
     const fire = (type, p) => surface.dispatchEvent(new MouseEvent(type, {
       bubbles: true, composed: true, cancelable: true, view: window, button: 0,
@@ -119,7 +119,7 @@ export default function (component) {
     const surface = surfaceOf(event);
     if (!surface) return;
     if (!event.altKey && !held && !isReady(surface)) {
-      held = { surface, points: [at(surface, event)], at: Date.now(), released: false };
+      held = bridge.held = { surface, points: [at(surface, event)], at: Date.now(), released: false };
       stop(event);
       return;
     }
