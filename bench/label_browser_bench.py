@@ -135,7 +135,7 @@ def measure_project(page, project: str, repeats: int, misses: list[str], first: 
     """The three timings, `repeats` times, on `project` (chosen in the sidebar first); a drag
     that does not become a listed box is added to `misses`. Drags go to a new place for each
     repeat number from `first` on."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import Error as PlaywrightError, TimeoutError as PlaywrightTimeout
     page.get_by_role("link", name="Label").click()
     page.get_by_role("button", name="Next image to label").wait_for()
     picker = page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").first
@@ -157,9 +157,12 @@ def measure_project(page, project: str, repeats: int, misses: list[str], first: 
 
         count = int(re.search(r"Boxes \((\d+)", page.get_by_text(re.compile(r"^Boxes \(")).inner_text()).group(1))
         surface = None
-        while surface is None:  # None while a rerun swaps the canvas for a new one
-            page.locator(SURFACE).wait_for(state="visible")
-            surface = page.locator(SURFACE).bounding_box()
+        while surface is None:  # None (or two canvases) while a rerun swaps the canvas
+            page.wait_for_function("() => {" + READY + "return ready(); }", polling="raf")
+            try:
+                surface = page.locator(SURFACE).bounding_box(timeout=2000)
+            except PlaywrightError:
+                surface = None
         x = surface["x"] + 40 + 37 * number
         y = surface["y"] + 40 + 29 * number
         started = time.perf_counter()
