@@ -25,7 +25,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from backend import atomic, inference, model_registry, settings
+from backend import atomic, inference, model_registry, run_processes, settings
 from backend.annotations import clean_boxes, get_boxes, record_event
 from backend.auth import require
 from backend.db import now, one, transaction
@@ -217,12 +217,13 @@ def start(db: sqlite_utils.Database, actor: dict, project_id: int, *, model_id: 
         command += ["--model", str(model_id)]
     if actor.get("id") is not None:
         command += ["--user", str(actor["id"])]
-    env = {**os.environ, "BOXWISE_DATA": str(settings.data_dir())}
+    # Niced, with TensorFlow's threads limited, exactly as a training run is launched.
     with open(log_path(project_id), "ab") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   cwd=Path(__file__).resolve().parent.parent, env=env,
-                                   start_new_session=True)
+                                   cwd=Path(__file__).resolve().parent.parent,
+                                   env=run_processes.child_environment(), start_new_session=True)
     _children[process.pid] = process
+    run_processes.lower_priority(process.pid)
     progress = {"state": "starting", "project_id": project_id, "model_id": model_id, "pid": process.pid,
                 "min_score": min_score, "total": 0, "done": 0, "drafts": 0, "skipped": 0, "failed": 0,
                 "errors": [], "started_at": now(), "updated_at": now(), "finished_at": None,

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shlex
 import signal
 import subprocess
@@ -312,13 +311,7 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
                     command=json.dumps(command), error=f"could not start {command[0]!r}: {exc}")
             return
     run_processes._children[child.pid] = child
-    try:
-        # Lower priority before the child starts its threads (they inherit it): the dashboard
-        # stays responsive while a run trains.
-        os.setpriority(os.PRIO_PROCESS, child.pid,
-                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + run_processes.trainer_niceness()))
-    except OSError:
-        pass  # already gone: settled as failed with its log
+    run_processes.lower_priority(child.pid)  # already gone: settled as failed with its log
     _update(db, run["id"], status="running", pid=child.pid,
             pid_start_time=run_processes.process_start_time(child.pid), command=json.dumps(command),
             started_at=now(), attempts=attempt, error=None, returncode=None, finished_at=None)

@@ -21,8 +21,8 @@ def max_concurrent_runs() -> int:
 
 
 def trainer_niceness() -> int:
-    """How much lower the CPU priority of trainers, evaluators and exporters is than the
-    dashboard's (`BOXWISE_TRAIN_NICE`, default 10; 0 keeps the same priority)."""
+    """How much lower the CPU priority of trainers, evaluators, exporters and batch predictions
+    is than the dashboard's (`BOXWISE_TRAIN_NICE`, default 10; 0 keeps the same priority)."""
     return max(0, min(19, int(os.environ.get("BOXWISE_TRAIN_NICE", "10"))))
 
 
@@ -41,6 +41,19 @@ def child_environment() -> dict[str, str]:
     return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
             "OMP_NUM_THREADS": threads, **os.environ,
             "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
+
+
+def lower_priority(pid: int) -> bool:
+    """Give a process this dashboard launched (trainer, evaluator, exporter, batch prediction)
+    `trainer_niceness` more niceness than the dashboard, right after it starts and before it
+    starts its threads (they inherit it), so the dashboard stays responsive while it works.
+    False when the process is already gone."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid,
+                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + trainer_niceness()))
+    except OSError:
+        return False
+    return True
 
 
 def reap_children() -> list[int]:

@@ -3,6 +3,7 @@ app, on an idle machine and while a training run goes on:
 
     .venv/bin/python bench/label_browser_bench.py                    # idle, then training
     .venv/bin/python bench/label_browser_bench.py --repeats 5 --conditions idle
+    .venv/bin/python bench/label_browser_bench.py --conditions idle training --baseline main
 
 Two projects: the demo project (320×240 shapes, up to 3 boxes an image) and a dense one
 (1249×1035 generated aerial-like pictures with 280 boxes of 12–40 px each, like the issue's
@@ -15,8 +16,10 @@ Conditions: `idle`; `training`: a `quick`-template run of the demo project's dat
 going on (launched as the dashboard launches it: niced, TensorFlow threads limited);
 `training-unniced`: the same with `BOXWISE_TRAIN_NICE=0` and every CPU for TensorFlow (how runs
 were launched before), as the baseline for what the priority buys.
-Prints medians and p90 in seconds per condition, the ratio of each median to the idle one,
-and a JSON line.
+With `--baseline REV` the app as of that git revision runs too (its files from `git archive`,
+on the same data, its own server), two repeats at a time in turn with this one, so both see
+the same load. Prints medians and p90 in seconds per condition, the ratio of each median to the
+idle one (and to the baseline's), and a JSON line.
 """
 from __future__ import annotations
 
@@ -103,13 +106,13 @@ def prepare(data: Path, images_per_project: int) -> dict:
             "demo_id": shapes["id"], "export_id": version["id"], "config_id": config["id"]}
 
 
-def start_app(data: Path, port: int) -> subprocess.Popen:
+def start_app(data: Path, port: int, root: Path = ROOT) -> subprocess.Popen:
     env = {**os.environ, "BOXWISE_DATA": str(data)}
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
          "--server.headless", "true", "--browser.gatherUsageStats", "false",
          "--server.fileWatcherType", "none"],
-        cwd=ROOT, env=env, stdout=open(data / "streamlit.log", "wb"), stderr=subprocess.STDOUT,
+        cwd=root, env=env, stdout=open(data / f"streamlit-{port}.log", "wb"), stderr=subprocess.STDOUT,
         start_new_session=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -127,10 +130,12 @@ def idle(page) -> None:
     wait_idle(page)
 
 
-def measure_project(page, project: str, repeats: int, misses: list[str]) -> dict[str, list[float]]:
+def measure_project(page, project: str, repeats: int, misses: list[str], first: int = 0
+                    ) -> dict[str, list[float]]:
     """The three timings, `repeats` times, on `project` (chosen in the sidebar first); a drag
-    that does not become a listed box is added to `misses`."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    that does not become a listed box is added to `misses`. Drags go to a new place for each
+    repeat number from `first` on."""
+    from playwright.sync_api import Error as PlaywrightError, TimeoutError as PlaywrightTimeout
     page.get_by_role("link", name="Label").click()
     page.get_by_role("button", name="Next image to label").wait_for()
     picker = page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").first
@@ -140,7 +145,7 @@ def measure_project(page, project: str, repeats: int, misses: list[str]) -> dict
     page.keyboard.press("Escape")
     times: dict[str, list[float]] = {"N → ready": [], "draw → listed": [], "S → saved": []}
     header = page.locator("h4").first
-    for number in range(repeats):
+    for number in range(first, first + repeats):
         before = header.inner_text() if header.count() else ""
         # Keys go to the page, not to a field that had the focus.
         page.evaluate("() => document.activeElement && document.activeElement.blur()")
@@ -151,7 +156,13 @@ def measure_project(page, project: str, repeats: int, misses: list[str]) -> dict
         times["N → ready"].append(time.perf_counter() - started)
 
         count = int(re.search(r"Boxes \((\d+)", page.get_by_text(re.compile(r"^Boxes \(")).inner_text()).group(1))
-        surface = page.locator(SURFACE).bounding_box()
+        surface = None
+        while surface is None:  # None (or two canvases) while a rerun swaps the canvas
+            page.wait_for_function("() => {" + READY + "return ready(); }", polling="raf")
+            try:
+                surface = page.locator(SURFACE).bounding_box(timeout=2000)
+            except PlaywrightError:
+                surface = None
         x = surface["x"] + 40 + 37 * number
         y = surface["y"] + 40 + 29 * number
         started = time.perf_counter()
@@ -165,7 +176,10 @@ def measure_project(page, project: str, repeats: int, misses: list[str]) -> dict
             times["draw → listed"].append(time.perf_counter() - started)
         except PlaywrightTimeout:
             # Counted, not hidden: the drag did not become a box within 20 s.
-            misses.append(f"{project} #{number + 1}: the box drawn was not listed")
+            state = page.evaluate("() => { const b = window.__boxwiseBridge || {}; return {"
+                                  "bridge_header: (b.data || {}).header, held: !!b.held,"
+                                  "replayed: b.replayed || 0}; }")
+            misses.append(f"{project} #{number + 1}: the box drawn was not listed (bridge: {state})")
             page.keyboard.press("Escape")
             continue
         page.wait_for_function("() => {" + READY + "return ready(); }", polling="raf")
@@ -190,6 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", nargs="+", choices=CONDITIONS, default=["idle", "training"])
     parser.add_argument("--dense-images", type=int, default=4)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also run the app as of git revision REV (its files from `git archive`) on "
+                             "the same data, two repeats at a time in turn with this one, and print "
+                             "each median over the baseline's")
     args = parser.parse_args(argv)
     from tests.e2e.browser import ARGS, CHROMIUM, free_port
     from tests.e2e.test_label_browser import fill_login
@@ -202,17 +220,28 @@ def main(argv: list[str] | None = None) -> int:
         made = prepare(data, max(args.dense_images, 2))
         from backend import db as database, run_artefacts, run_lifecycle
         db = database.connect(data / "boxwise.db")
-        port = args.port or free_port()
-        app = start_app(data, port)
+        roots = {"": ROOT}
+        if args.baseline:
+            roots[" · baseline"] = Path(folder) / "baseline"
+            roots[" · baseline"].mkdir()
+            archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", args.baseline],
+                                       stdout=subprocess.PIPE)
+            subprocess.run(["tar", "-x", "-C", str(roots[" · baseline"])], stdin=archive.stdout, check=True)
+            if archive.wait() != 0:
+                raise SystemExit(f"git archive {args.baseline} failed")
+        ports = {suffix: (args.port + k if args.port else free_port()) for k, suffix in enumerate(roots)}
+        apps = {suffix: start_app(data, ports[suffix], root) for suffix, root in roots.items()}
         results: dict[str, dict] = {}
         misses: list[str] = []
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-                page = browser.new_context(viewport={"width": 1800, "height": 1400}).new_page()
-                page.set_default_timeout(120_000)
-                page.goto(f"http://127.0.0.1:{port}")
-                fill_login(page, "ann")
+                pages = {}
+                for suffix, port in ports.items():
+                    page = pages[suffix] = browser.new_context(viewport={"width": 1800, "height": 1400}).new_page()
+                    page.set_default_timeout(120_000)
+                    page.goto(f"http://127.0.0.1:{port}")
+                    fill_login(page, "ann")
                 for condition in args.conditions:
                     run = None
                     if condition != "idle":
@@ -230,8 +259,15 @@ def main(argv: list[str] | None = None) -> int:
                             time.sleep(1)
                     try:
                         for name, project in made["projects"].items():
-                            results[f"{condition} · {name}"] = measure_project(page, project, args.repeats,
-                                                                             misses)
+                            # With a baseline, two repeats of each app in turn (the load drifts).
+                            chunk = 2 if args.baseline else args.repeats
+                            for first in range(0, args.repeats, chunk):
+                                for suffix, page in pages.items():
+                                    times = measure_project(page, project, min(chunk, args.repeats - first),
+                                                            misses, first=first)
+                                    for measure, values in times.items():
+                                        results.setdefault(f"{condition} · {name}{suffix}", {}) \
+                                            .setdefault(measure, []).extend(values)
                     except Exception:
                         page.screenshot(path=str(Path(tempfile.gettempdir()) / "label-bench-failure.png"),
                                         full_page=True)
@@ -242,23 +278,30 @@ def main(argv: list[str] | None = None) -> int:
                             run_lifecycle.wait_for_run(db, run["id"], timeout=300)
                 browser.close()
         finally:
-            app.terminate()
-            app.wait(timeout=30)
+            for app in apps.values():
+                app.terminate()
+                app.wait(timeout=30)
 
-    print(f"{'condition · project':32} {'measure':14} {'median s':>9} {'p90 s':>7} {'× idle':>7}")
+    print(f"{'condition · project':44} {'measure':14} {'median s':>9} {'p90 s':>7} {'× idle':>7} "
+          f"{'× baseline':>10}")
     report = {}
     for key, times in results.items():
-        condition, project = key.split(" · ")
+        condition, project, *baseline = key.split(" · ")
+        suffix = " · baseline" if baseline else ""
         for measure, values in times.items():
             stats = summary(values)
-            base = results.get(f"idle · {project}", {}).get(measure)
+            base = results.get(f"idle · {project}{suffix}", {}).get(measure)
             ratio = stats["median"] / statistics.median(base) if base else None
-            report.setdefault(key, {})[measure] = {**stats, "ratio_to_idle": ratio, "n": len(values)}
-            print(f"{key:32} {measure:14} {stats['median']:9.2f} {stats['p90']:7.2f} "
-                  f"{'' if ratio is None else f'{ratio:7.2f}'}")
+            other = None if baseline else results.get(f"{key} · baseline", {}).get(measure)
+            versus = stats["median"] / statistics.median(other) if other else None
+            report.setdefault(key, {})[measure] = {**stats, "ratio_to_idle": ratio,
+                                                   "ratio_to_baseline": versus, "n": len(values)}
+            print(f"{key:44} {measure:14} {stats['median']:9.2f} {stats['p90']:7.2f} "
+                  f"{'' if ratio is None else f'{ratio:7.2f}':>7} {'' if versus is None else f'{versus:10.2f}'}")
     for miss in misses:
         print("miss:", miss)
-    print(json.dumps({"cpus": os.cpu_count(), "load": os.getloadavg(), "misses": misses,
+    print(json.dumps({"cpus": os.cpu_count(), "load": os.getloadavg(), "baseline": args.baseline,
+                      "misses": misses,
                       "results": report}, ensure_ascii=False))
     return 0
 

@@ -6,13 +6,17 @@ own) that listens, in the browser, to what streamlit-drawable-canvas does not re
 - which box a click selects in the canvas's edit mode (hit-tested against the boxes' canvas
   rectangles the page passes in `data`, topmost first, as Fabric.js does),
 - the + and - keys (zoom about the middle of the view),
-- and it makes the canvas send a box at once when the mouse is released (the canvas itself
+- it makes the canvas send a box at once when the mouse is released (the canvas itself
   waits 200 ms), and before any key pressed soon after, so a key (N, S, Ctrl+Enter) pressed
   right after drawing acts on the box just drawn,
-- a crosshair following the mouse over the canvas.
+- a click on the overview picture beside the canvas (centre the view there),
+- a crosshair following the mouse over the canvas,
+- a drag made right after N on the canvas of the image left behind (still on the page for a
+  moment under the next image's header), or on a canvas that has not loaded its boxes yet
+  (it would ignore the drag), is held and replayed on the next image's canvas once it is ready.
 
-It sends each as a trigger (`zoom`, `pan`, `select`) that the page turns into a new view or
-selection. Keys are not handled here: they are Streamlit button shortcuts on the page.
+It sends each as a trigger (`zoom`, `pan`, `select`, `center`) that the page turns into a new
+view or selection. Keys are not handled here: they are Streamlit button shortcuts on the page.
 """
 from __future__ import annotations
 
@@ -63,17 +67,80 @@ export default function (component) {
     if (Date.now() - lastRelease < 1500) { lastRelease = 0; flush(anySurface()); }
   }, true);
 
+  // Right after N the page's header names the next image while the canvas still shows the
+  // one left behind (its replacement comes later in the same run), and a canvas just mounted
+  // draws nothing until it has loaded its boxes. A drag made in either moment is held here and
+  // replayed on the canvas of the image the header names once it is ready. Ready: the bridge
+  // was mounted with that canvas (its `header` is the page's), and the canvas has painted a
+  // box or is to show none (the page passes the boxes it shows).
+  const readySurfaces = new WeakSet();
+  const headerShown = () => { const h = document.querySelector("h4"); return h ? h.innerText : ""; };
+  const isReady = (surface) => {
+    if (bridge.data.header && !headerShown().startsWith(bridge.data.header)) return false;
+    if (readySurfaces.has(surface)) return true;
+    let painted = !(bridge.data.rects || []).length;
+    const lower = surface.parentElement && surface.parentElement.querySelector("canvas.lower-canvas");
+    if (!painted && lower && lower.width && lower.height) {
+      const pixels = lower.getContext("2d").getImageData(0, 0, lower.width, lower.height).data;
+      for (let i = 3; i < pixels.length; i += 4) if (pixels[i]) { painted = true; break; }
+    }
+    if (painted) readySurfaces.add(surface);
+    return painted;
+  };
+  let held = null, replaying = false;
+  const replay = (points) => {
+    const surface = anySurface();
+    if (!surface) { held = bridge.held = null; return; }
+    if (!isReady(surface) && Date.now() - held.at < 5000) {
+      setTimeout(() => replay(points), 40);
+      return;
+    }
+    held = bridge.held = null;
+    const r = surface.getBoundingClientRect();
+    const fire = (type, p) => surface.dispatchEvent(new MouseEvent(type, {
+      bubbles: true, composed: true, cancelable: true, view: window, button: 0,
+      buttons: type === "mouseup" ? 0 : 1, clientX: r.left + p.x, clientY: r.top + p.y }));
+    replaying = true;
+    try {
+      fire("mousedown", points[0]);
+      points.slice(1).forEach((p) => fire("mousemove", p));
+      fire("mouseup", points[points.length - 1]);
+    } finally {
+      replaying = false;
+    }
+    bridge.replayed = (bridge.replayed || 0) + 1;
+    lastRelease = Date.now();
+    setTimeout(() => { if (lastRelease) { lastRelease = 0; flush(surface); } }, 0);
+  };
+  const stop = (event) => { event.stopPropagation(); event.preventDefault(); };
+
   let down = null;
   document.addEventListener("pointerdown", (event) => {
     const surface = surfaceOf(event);
     if (!surface) return;
+    if (!event.altKey && !held && !isReady(surface)) {
+      held = bridge.held = { surface, points: [at(surface, event)], at: Date.now(), released: false };
+      stop(event);
+      return;
+    }
     down = { surface, point: at(surface, event), pan: event.altKey };
-    if (event.altKey) { event.stopPropagation(); event.preventDefault(); }
+    if (event.altKey) stop(event);
   }, true);
   document.addEventListener("mousedown", (event) => {
-    if (down && down.pan) { event.stopPropagation(); event.preventDefault(); }
+    if (replaying) return;
+    if ((held && !held.released) || (down && down.pan)) stop(event);
+  }, true);
+  document.addEventListener("pointermove", (event) => {
+    if (held && !held.released) held.points.push(at(held.surface, event));
   }, true);
   document.addEventListener("pointerup", (event) => {
+    if (held && !held.released) {
+      held.released = true;
+      held.points.push(at(held.surface, event));
+      stop(event);
+      replay(held.points);
+      return;
+    }
     if (!down) return;
     const started = down;
     down = null;
@@ -99,6 +166,7 @@ export default function (component) {
     }, 30);
   }, true);
   document.addEventListener("mouseup", (event) => {
+    if (replaying) return;
     if (event.altKey && surfaceOf(event)) { event.stopPropagation(); }
   }, true);
 
@@ -128,6 +196,19 @@ export default function (component) {
     const point = at(surface, event);
     bridge.send("zoom", { steps: event.deltaY < 0 ? 1 : -1, x: point.x, y: point.y, at: now });
   }, { capture: true, passive: false });
+
+  // A click on the overview (the picture whose caption starts "View ") centres the view there.
+  document.addEventListener("click", (event) => {
+    const target = event.target;
+    if (!target || target.tagName !== "IMG" || !bridge.data.zoomed) return;
+    const frame = target.closest("[data-testid=stImage]");
+    const caption = frame && (frame.parentElement || frame).querySelector("[data-testid=stImageCaption]");
+    if (!caption || !caption.innerText.startsWith("View ")) return;
+    const r = target.getBoundingClientRect();
+    if (!r.width || !r.height) return;
+    bridge.send("center", { fx: (event.clientX - r.left) / r.width, fy: (event.clientY - r.top) / r.height,
+                            at: Date.now() });
+  }, true);
 
   // A crosshair over the canvas while the mouse is on it.
   document.addEventListener("pointermove", (event) => {
@@ -164,11 +245,16 @@ _bridge = st.components.v2.component("boxwise_canvas_bridge", js=_JS, html="<spa
 
 
 def canvas_bridge(rects: list[list[float]], *, key: str, zoomed: bool = False,
-                  crosshair: bool = True):
+                  crosshair: bool = True, header: str = ""):
     """Mount the bridge for the canvas on this page. `rects` are `[index, left, top, width,
-    height]` (canvas pixels) of the boxes on the canvas, bottom to top. Returns the component's
-    result: `.zoom` (`{steps, x, y}`), `.pan` (`{dx, dy}`) and `.select` (`{index}`), each
-    set only in the run its event caused."""
-    return _bridge(data={"rects": rects, "crosshair": crosshair, "zoomed": zoomed}, key=key,
+    height]` (canvas pixels) of the boxes on the canvas, bottom to top; `header` is how the
+    page's first `h4` starts while this canvas is the one on the page (a drag is held while
+    it does not: see the module's docstring). Returns the component's
+    result: `.zoom` (`{steps, x, y}`), `.pan` (`{dx, dy}`), `.select` (`{index}`) and
+    `.center` (`{fx, fy}`: where the overview was clicked, as fractions of its width and
+    height), each set only in the run its event caused."""
+    return _bridge(data={"rects": rects, "crosshair": crosshair, "zoomed": zoomed, "header": header},
+                   key=key,
                    on_zoom_change=lambda: None, on_pan_change=lambda: None,
-                   on_select_change=lambda: None, width="content", height="content")
+                   on_select_change=lambda: None, on_center_change=lambda: None,
+                   width="content", height="content")

@@ -94,6 +94,10 @@ def absorb_canvas(json_data: dict | None = None) -> list[str]:
         json_data = ((state or {}).get("drawing") or {}).get("raw") if isinstance(state, dict) else None
         if json_data is None:
             return []
+    if mounted.get("absorbed") == json_data:
+        # Already folded in (the page reads the canvas twice a run, and a run caused by a
+        # button elsewhere gets the same drawing again): 280 boxes cost ~5 ms to read back.
+        return mounted["absorbed_problems"]
     fit, base = mounted["fit"], mounted["boxes"]
     shown = [base[i] for i in mounted["shown"]]
     edited, problems = canvas.boxes_from_canvas(canvas.canvas_shapes(json_data), labels, fit, shown,
@@ -103,6 +107,7 @@ def absorb_canvas(json_data: dict | None = None) -> list[str]:
         current["undo"].append(current["boxes"])
         current["redo"] = []
         current.update(boxes=merged, dirty=True)
+    mounted.update(absorbed=json_data, absorbed_problems=problems)
     return problems
 
 
@@ -434,9 +439,9 @@ def canvas_and_boxes() -> None:
         # Where each box on the canvas is (bottom to top), for the bridge's hit test.
         rects = [[i, *coordinates.image_to_canvas(current["boxes"][i], fit).values()]
                  for i in mounted["on_canvas"] if i < len(current["boxes"])]
-        bridge = canvas_bridge(rects, key="label_bridge", zoomed=fit.zoom > 1)
+        bridge = canvas_bridge(rects, key="label_bridge", zoomed=fit.zoom > 1, header=f"#{image['id']} · ")
     problems += absorb_canvas(result.json_data)
-    for problem in problems:
+    for problem in dict.fromkeys(problems):
         st.warning(problem)
 
     # What the bridge saw: the wheel, an Alt-drag, +/-/arrow keys, a click on a box.
@@ -446,6 +451,10 @@ def canvas_and_boxes() -> None:
         redraw()
     if bridge.pan and fit.zoom > 1:
         set_view(current, coordinates.panned(fit, bridge.pan["dx"], bridge.pan["dy"]))
+        redraw()
+    if bridge.center and fit.zoom > 1:
+        set_view(current, coordinates.zoomed(fit, fit.zoom, bridge.center["fx"] * fit.image_width,
+                                             bridge.center["fy"] * fit.image_height))
         redraw()
     if bridge.select is not None:
         index = bridge.select.get("index")
@@ -464,7 +473,8 @@ def canvas_and_boxes() -> None:
                 set_view(current, coordinates.panned(fit, dx * fit.canvas_width / 3,
                                                      dy * fit.canvas_height / 3))
                 redraw()
-        st.caption("The wheel or the + and - keys zoom; Alt+drag or the arrow keys pan.")
+        st.caption("The wheel or the + and - keys zoom; Alt+drag, the arrow keys or a click on "
+                   "this overview pan.")
 
     if current["dirty"]:
         st.caption("● unsaved changes — saved when you move to another image, or press Save (S)")

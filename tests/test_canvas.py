@@ -141,3 +141,25 @@ def test_zoomed_display_image_is_the_views_region(db, admin, project):
     overview = Image.open(io.BytesIO(canvas.overview_image(image, corner))).convert("RGB")
     assert overview.size == (240, 180)
     assert overview.getpixel((210, 170)) == (255, 0, 0)  # its left edge: x 700 at 0.3 px per px
+
+
+def test_chipless_boxes_read_back_in_their_own_classes(labels):
+    """Tags off: no box on the canvas names its class. Each one still where it was keeps the
+    class of the box given at its place, one that moved that of the box it overlaps most, and
+    a box sent out of order is not given its neighbour's class."""
+    cat, dog = labels[0], labels[1]
+    fit = coordinates.display_fit(1249, 1035)
+    stored = [{"label_id": (cat, dog)[k % 2]["id"], "xmin": 10.0 + 40 * (k % 30),
+               "ymin": 10.0 + 100 * (k // 30), "xmax": 30.0 + 40 * (k % 30),
+               "ymax": 40.0 + 100 * (k // 30), "source": "human", "score": None,
+               "difficult": 0, "truncated": 0} for k in range(280)]
+    sent = canvas.canvas_shapes(canvas.drawing(stored, labels, fit, font_size=None))
+    assert {shape["label"] for shape in sent} == {""}
+    sent[5]["left"] += 3                      # box 6 (a dog) moved by 3 canvas px
+    sent[7], sent[8] = sent[8], sent[7]       # a dog and a cat sent the other way round
+    back, problems = canvas.boxes_from_canvas(sent, labels, fit, stored, current_label_id=cat["id"])
+    assert problems == []
+    expected = [b["label_id"] for b in stored]
+    expected[7], expected[8] = expected[8], expected[7]
+    assert [b["label_id"] for b in back] == expected
+    assert back[5]["xmin"] == pytest.approx(stored[5]["xmin"] + 3 / fit.scale_x)

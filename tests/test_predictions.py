@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -200,3 +202,21 @@ def test_a_stop_request_ends_the_batch_as_cancelled(db, admin, project, stocked)
     progress = predictions.predict_project(db, admin, project["id"], should_stop=lambda: True)
     assert (progress["state"], progress["done"], progress["total"]) == ("cancelled", 0, 3)
     assert predictions.read_progress(project["id"])["state"] == "cancelled"
+
+
+def test_batch_prediction_runs_niced_with_thread_limits_like_training(db, admin, project, stocked,
+                                                                    monkeypatch):
+    monkeypatch.setenv("BOXWISE_TRAIN_THREADS", "1")
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
+    started = predictions.start(db, admin, project["id"], min_score=0.5)
+    pid = started["pid"]
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    niceness = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19 of /proc/<pid>/stat
+    environment = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    predictions.cancel(admin, project["id"])
+    assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
+    assert b"TF_NUM_INTRAOP_THREADS=1" in environment and b"TF_NUM_INTEROP_THREADS=1" in environment
+    deadline = time.monotonic() + 120
+    while predictions.read_progress(project["id"])["state"] in predictions.ACTIVE_STATES:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
