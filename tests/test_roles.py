@@ -58,7 +58,7 @@ WRITES = [
     ("importers.import_upload", "ingest", lambda: (NOWHERE, [], "coco")),
     ("run_lifecycle.start_run", "train", lambda: (NOWHERE, Kw(export_id=NOWHERE, config_id=NOWHERE))),
     ("run_lifecycle.start_run", "train+external_runner", lambda: (NOWHERE, Kw(export_id=NOWHERE, config_id=NOWHERE,
-                                                                   runner="none"))),
+                                                                            runner="none"))),
     ("run_lifecycle.retrain_run", "train", lambda: (NOWHERE,)),
     ("run_lifecycle.resume_run", "train", lambda: (NOWHERE,)),
     ("run_lifecycle.start_evaluation", "train", lambda: (NOWHERE,)),
