@@ -28,7 +28,6 @@ def signed_in(db, username: str, page: str, timeout: float = 120):
     from streamlit.testing.v1 import AppTest
 
     from backend import auth
-
     _, token = auth.login(db, username, f"{username}-password")
     at = AppTest.from_file(APP, default_timeout=timeout)
     at.session_state["session_token"] = token  # what the session cookie gives a page load

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from backend import configs, exports, importers, tfrecords
+from backend import dataset_versions, importers, record_browser, saved_configs
 from backend.auth import CLI_ACTOR
 from tests.formats.conftest import labeled  # noqa: F401 - fixture
 from tests.helpers import button, image_bytes, signed_in
@@ -36,7 +36,7 @@ def _config_with(label_map_path: str) -> str:
 def test_config_validation_never_reads_or_echoes_an_outside_label_map(db, users, outside, role):
     found = {}
     for which in ("secret", "missing"):
-        problems = configs.validate(_config_with(str(outside[which])), actor=users[role])
+        problems = saved_configs.validate(_config_with(str(outside[which])), actor=users[role])
         [problem] = [p for p in problems if p.path == "train_input_reader.label_map_path"]
         found[which] = problem.message.replace(str(outside[which]), "PATH")
         assert "hunter2" not in str(problem)
@@ -60,7 +60,7 @@ def test_configs_page_validate_neither_quotes_nor_tells_existence_of_an_outside_
 def test_config_validation_never_quotes_a_label_map_that_does_not_parse(db, users, data_dir):
     broken = data_dir / "broken.pbtxt"
     broken.write_text(SECRET)  # readable by the user (in the data folder), yet never quoted
-    [problem] = [p for p in configs.validate(_config_with(str(broken)), actor=users["viewer"])
+    [problem] = [p for p in saved_configs.validate(_config_with(str(broken)), actor=users["viewer"])
                  if p.path == "train_input_reader.label_map_path"]
     assert problem.message == f"label map '{broken}' does not parse (line 2, column 1)"
     assert "hunter2" not in problem.message
@@ -78,12 +78,12 @@ def test_other_config_paths_and_a_run_checkpoint_are_confined(db, users, outside
     doc = _config_with("PATH_TO_BE_CONFIGURED").replace(
         'input_path: "PATH_TO_BE_CONFIGURED"', f'input_path: "{outside["secret"]}"', 1)
     doc = doc.replace("train_config {", f'train_config {{\n  fine_tune_checkpoint: "{outside["secret"]}"', 1)
-    refused = {p.path: p.message for p in configs.validate(doc, actor=users["viewer"]) if "may not" in p.message}
+    refused = {p.path: p.message for p in saved_configs.validate(doc, actor=users["viewer"]) if "may not" in p.message}
     # (the eval reader's relative PATH_TO_BE_CONFIGURED resolves against the working folder: refused too)
     assert set(refused) == {"train_input_reader.tf_record_input_reader.input_path",
                             "train_config.fine_tune_checkpoint", "train_input_reader.label_map_path",
                             "eval_input_reader.tf_record_input_reader.input_path"}
-    admin = {p.path for p in configs.validate(doc, actor=CLI_ACTOR) if "may not" in p.message}
+    admin = {p.path for p in saved_configs.validate(doc, actor=CLI_ACTOR) if "may not" in p.message}
     assert admin == set()
 
 
@@ -131,14 +131,14 @@ def test_voc_path_field_and_import_sources_outside_are_refused(db, users, projec
 
 def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,  # noqa: F811 - the fixture
                                                                          outside):
-    version = exports.create_export(db, users["admin"], project["id"], splits="train=1")
+    version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
     pattern = version["input_globs"]["train"]
-    assert tfrecords.inspect(users["viewer"], pattern).examples == 6  # a dataset version: fine
+    assert record_browser.inspect(users["viewer"], pattern).examples == 6  # a dataset version: fine
     messages = []
     for which in ("secret", "missing"):
-        for call in (lambda lm: tfrecords.inspect(users["viewer"], pattern, lm),
-                     lambda lm: tfrecords.page(users["viewer"], pattern, 0, 2, lm),
-                     lambda lm: tfrecords.extract_zip(users["reviewer"], pattern, False, lm)):
+        for call in (lambda lm: record_browser.inspect(users["viewer"], pattern, lm),
+                     lambda lm: record_browser.page(users["viewer"], pattern, 0, 2, lm),
+                     lambda lm: record_browser.extract_zip(users["reviewer"], pattern, False, lm)):
             with pytest.raises(PermissionError) as refused:
                 call(str(outside[which]))
             messages.append(str(refused.value).replace(str(outside[which]), "PATH"))
@@ -151,17 +151,17 @@ def test_a_glob_cannot_reach_outside_through_a_symlink(db, users, data_dir, outs
     folder.mkdir(parents=True)
     os.symlink(outside["secret"], folder / "train.record-00000-of-00001")
     with pytest.raises(PermissionError, match="may not open the record set"):
-        tfrecords.inspect(users["viewer"], str(folder / "train.record-*"))
+        record_browser.inspect(users["viewer"], str(folder / "train.record-*"))
     with pytest.raises(PermissionError, match="may not open the record set"):
-        tfrecords.inspect(users["viewer"], str(folder))
+        record_browser.inspect(users["viewer"], str(folder))
 
 
 def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):  # noqa: F811 - the fixture
     target = tmp_path / "elsewhere"
     with pytest.raises(PermissionError, match="may not write a dataset version to"):
-        exports.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)
-    assert not target.exists() and exports.list_versions(db, project["id"]) == []
-    exports.create_export(db, users["admin"], project["id"], splits="train=1", copy_to=target)
+        dataset_versions.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)
+    assert not target.exists() and dataset_versions.list_versions(db, project["id"]) == []
+    dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1", copy_to=target)
     assert (target / "manifest.json").is_file()
 
 

@@ -39,22 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_get(args) -> int:
-    from backend import pipeline_config
-    doc = pipeline_config.ConfigDocument.load(args.file)
+    from backend import config_document
+    doc = config_document.ConfigDocument.load(args.file)
     value = doc.get(args.path)
-    if isinstance(value, pipeline_config.Message):
+    if isinstance(value, config_document.Message):
         f = doc._locate(args.path).field
         print(doc.text[f.start:f.end])
-    elif isinstance(value, str) and not isinstance(value, pipeline_config.Enum):
+    elif isinstance(value, str) and not isinstance(value, config_document.Enum):
         print(value)
     else:
-        print(pipeline_config.format_scalar(value))
+        print(config_document.format_scalar(value))
     return 0
 
 
 def config_set(args) -> int:
-    from backend import pipeline_config
-    doc = pipeline_config.ConfigDocument.load(args.file)
+    from backend import config_document
+    doc = config_document.ConfigDocument.load(args.file)
     for assignment in args.assignments:
         path, sep, value = assignment.partition("=")
         if not sep:
@@ -65,10 +65,10 @@ def config_set(args) -> int:
 
 
 def config_check(args) -> int:
-    from backend import pipeline_config
-    from backend.training.config import check_config, check_inputs, ignored_fields
+    from backend import config_document
+    from backend.training.training_config import check_config, check_inputs, ignored_fields
     try:
-        doc = pipeline_config.ConfigDocument.load(args.file)
+        doc = config_document.ConfigDocument.load(args.file)
     except Invalid as exc:  # a syntax error (with its line), or not a text file at all
         if args.json:
             line = getattr(exc, "line", 0)
@@ -79,11 +79,11 @@ def config_check(args) -> int:
         return 1
     report = None
     if args.dataset_version is not None:
-        from backend import config_doctor, configs
+        from backend import config_doctor, dataset_versions, saved_configs
         from backend.auth import CLI_ACTOR
         from backend.db import connect
-        version = configs.dataset_version(connect(), args.dataset_version)
-        problems = configs.validate(doc.text, version, actor=CLI_ACTOR)
+        version = dataset_versions.dataset_version(connect(), args.dataset_version)
+        problems = saved_configs.validate(doc.text, version, actor=CLI_ACTOR)
         report = config_doctor.examine(doc.text, version)
     else:
         problems = check_config(doc) + check_inputs(doc)

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from backend.pipeline_config import ConfigDocument
-from backend.training.config import check_config, training_config
+from backend.config_document import ConfigDocument
+from backend.training.training_config import check_config, training_config
 from backend.training.train import PipelineLearningRate, build_optimizer
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument, Message, Problem, walk
+from backend.config_document import ConfigDocument, Message, Problem, walk
 from backend.training.boxes import AnchorSpec, MatcherSpec
 from backend.training.losses import LossSpec, RegularizationSpec
-from backend.training.model import ConvHyperparams, ModelSpec
+from backend.training.network import ConvHyperparams, ModelSpec
 
 
 
@@ -173,7 +173,6 @@ def check_config(doc: ConfigDocument) -> list[Problem]:
     supports. Extend by appending to the returned list (dataset checks live with the dataset code).
     """
     from backend import pipeline_schema
-
     _, unknown = pipeline_schema.parse(doc.text)
     bad = [p.path for p in unknown]
     problems, _ = _classify(doc)
@@ -616,7 +615,7 @@ def check_fine_tune_checkpoint(config: TrainingConfig, doc: ConfigDocument) -> N
 def check_inputs(doc: ConfigDocument) -> list[Problem]:
     """Problems with the files a config names: input globs matching nothing, label maps that do not
     exist or parse, a label map with ids above `num_classes`, a missing fine-tune checkpoint."""
-    from backend import configs  # the input and checkpoint rules shared with the Configs page
+    from backend import saved_configs  # the input and checkpoint rules shared with the Configs page
     from backend.formats import label_map as label_maps
 
     problems: list[Problem] = []
@@ -628,7 +627,7 @@ def check_inputs(doc: ConfigDocument) -> list[Problem]:
     for reader in ("train_input_reader", "eval_input_reader"):
         for pattern in doc.get_all(f"{reader}.tf_record_input_reader.input_path"):
             path = f"{reader}.tf_record_input_reader.input_path"
-            why = configs.input_problem(str(pattern)) if "://" not in str(pattern) else None
+            why = saved_configs.input_problem(str(pattern)) if "://" not in str(pattern) else None
             if why:
                 problems.append(Problem(path, _line(doc, path), why))
         path = f"{reader}.label_map_path"
@@ -638,9 +637,9 @@ def check_inputs(doc: ConfigDocument) -> list[Problem]:
         label_map_path = str(label_map_path[-1])
         if "://" in label_map_path:
             continue
-        why = configs.unusable_path(label_map_path)
+        why = saved_configs.unusable_path(label_map_path)
         if why:
-            problems.append(Problem(path, _line(doc, path), f"{configs.shown(label_map_path)} {why}"))
+            problems.append(Problem(path, _line(doc, path), f"{saved_configs.shown(label_map_path)} {why}"))
             continue
         if not Path(label_map_path).is_file():
             problems.append(Problem(path, _line(doc, path), f"{label_map_path!r} does not exist"))
@@ -659,7 +658,7 @@ def check_inputs(doc: ConfigDocument) -> list[Problem]:
     except Exception:  # noqa: BLE001 - absent
         checkpoint = None
     if checkpoint and "://" not in str(checkpoint):
-        why = configs.checkpoint_problem(str(checkpoint))
+        why = saved_configs.checkpoint_problem(str(checkpoint))
         if why:
             path = "train_config.fine_tune_checkpoint"
             problems.append(Problem(path, _line(doc, path), why))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument
-from backend.training.config import check_config, check_inputs, ignored_fields, training_config
+from backend.config_document import ConfigDocument
+from backend.training.training_config import check_config, check_inputs, ignored_fields, training_config
 from backend.training.templates import TEMPLATES, template_text
 
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -97,7 +97,7 @@ def test_cosine_schedule_sanity_is_checked():
 def test_templates_are_accepted_with_nothing_ignored(name):
     doc = ConfigDocument(template_text(name))
     assert check_config(doc) == []
-    assert [path for path, _ in ignored_fields(doc)] == []  # min_depth shapes the network (model.py)
+    assert [path for path, _ in ignored_fields(doc)] == []  # min_depth shapes the network (network.py)
 
 
 def test_check_inputs_reports_missing_files_and_small_num_classes(tmp_path):
