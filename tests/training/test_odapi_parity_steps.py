@@ -29,10 +29,10 @@ TOLERANCE = {"total": 2e-4, "classification": 5e-4, "localization": 6e-4, "regul
 def test_six_adam_steps_from_the_same_weights_give_the_od_apis_losses():
     import tensorflow as tf
 
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from backend.training import restore
     from backend.training.boxes import generate_anchors
-    from backend.training.config import training_config
+    from backend.training.training_config import training_config
     from backend.training.model import build_detector
     from backend.training.train import build_optimizer, step_losses
 
