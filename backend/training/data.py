@@ -248,15 +248,15 @@ def _records(files: list[str], shuffle: bool, input_context: tf.distribute.Input
         cycle, block = min(len(files), 16), 1
     else:
         if shuffle_files:
-            dataset = dataset.shuffle(reader.filenames_shuffle_buffer_size, reshuffle_each_iteration=True)
+            dataset = dataset.shuffle(max(1, reader.filenames_shuffle_buffer_size), reshuffle_each_iteration=True)
         dataset = dataset.repeat(reader.num_epochs or None)
-        cycle, block = max(1, min(reader.num_readers, len(files))), reader.read_block_length
+        cycle, block = max(1, min(reader.num_readers, len(files))), max(1, reader.read_block_length)
     dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=block,
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle or by_record)
     if by_record:
         dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
     if reader is not None and shuffle:
-        dataset = dataset.shuffle(reader.shuffle_buffer_size)
+        dataset = dataset.shuffle(max(1, reader.shuffle_buffer_size))
     return dataset
 
 
