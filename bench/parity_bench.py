@@ -4,6 +4,7 @@
     .venv/bin/python bench/parity_bench.py --steps 500,1000,1500 --odapi-python /work/oracle/venv/bin/python
     .venv/bin/python bench/parity_bench.py --timing-only --config small128 --batch-size 4 --rounds 2
     .venv/bin/python bench/parity_bench.py --no-odapi            # Boxwise's curve only
+    .venv/bin/python bench/parity_bench.py --curve-rounds 3      # 3 fresh curves of each trainer, mean ± spread
 
 1. Writes `pipeline.config` from `tests/fixtures/odapi/parity/pipeline.config` (or, with
    `--config small128`, from `tests/fixtures/odapi/small128/pipeline.config`) with its input paths
@@ -20,6 +21,15 @@
    end, after tracing), the OD API from its "per-step time" log lines (each the mean of a
    100-step tf.function call; the first, which includes tracing, left out). The 1-minute load
    average is sampled every 5 s while each run goes; the machine is shared, so compare ratios.
+
+4. `--curve-rounds N` (instead of 2 and 3): N rounds, each a fresh, unseeded run of the OD API's
+   `model_main_tf2.py` and then of Boxwise (`python -m backend train`), one process at a time,
+   each one process to the last step count with a checkpoint at every count (the OD API's
+   `--checkpoint_every_n`; its step-0 `ckpt-1`, saved before the model has variables, is
+   removed). Every checkpoint of both is scored by the same evaluator, Boxwise's CLI evaluation
+   mode (pycocotools; on a Boxwise checkpoint it gave the OD API's own evaluator's figures to 4
+   decimals). Prints each run, then mean and min-max per step of both and the difference of the
+   means. The JSON is rewritten after every run, so an interrupted bench keeps its finished runs.
 
 JSON goes to bench/out/parity_bench.json (or `--out`).
 """
@@ -189,11 +199,12 @@ def odapi_env(odapi_python: Path) -> dict:
     return env
 
 
-def odapi_train(odapi_python: Path, config: Path, model_dir: Path, steps: int, log_path: Path) -> dict:
+def odapi_train(odapi_python: Path, config: Path, model_dir: Path, steps: int, log_path: Path,
+                checkpoint_every_n: int = 100000) -> dict:
     env = odapi_env(odapi_python)
     main = Path(env["PYTHONPATH"].split(":")[0]) / "object_detection" / "model_main_tf2.py"
     cmd = [str(odapi_python), str(main), f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
-           f"--num_train_steps={steps}", "--checkpoint_every_n=100000", "--alsologtostderr"]
+           f"--num_train_steps={steps}", f"--checkpoint_every_n={checkpoint_every_n}", "--alsologtostderr"]
     info = run(cmd, log_path, env=env)
     # absl lines: "I1201 10:11:01.980563 140069 model_lib_v2.py:694] Step 200 per-step time 0.165s"
     lines = re.findall(r"^I(\d\d)(\d\d) (\d\d:\d\d:\d\d\.\d+) .*Step (\d+) per-step time ([0-9.]+)s",
@@ -209,6 +220,91 @@ def odapi_train(odapi_python: Path, config: Path, model_dir: Path, steps: int, l
         cpu = cpu_between(info["cpu_samples"], logged[0][0], logged[-1][0])
         info["cpu_seconds_per_step"] = cpu / (logged[-1][1] - logged[0][1]) if cpu is not None else None
     return info
+
+
+# --- repeated curves of both trainers --------------------------------------------------------
+
+def curve_round(who: str, config: Path, work: Path, index: int, steps: list[int], odapi_python: Path | None) -> dict:
+    """One fresh, unseeded training run of `who` ("boxwise" or "odapi") to max(steps) in a single
+    process with a checkpoint at every step count of `steps` (both trainers checkpoint at multiples
+    of the interval: the steps must be multiples of the first), then Boxwise's CLI evaluation mode
+    (pycocotools on the 100 val images) over every checkpoint it left: the same evaluator for both."""
+    model_dir = work / f"round{index}-{who}"
+    interval = steps[0]
+    if any(n % interval for n in steps):
+        raise SystemExit(f"--steps {steps}: every count must be a multiple of the first for --curve-rounds")
+    log_path = work / f"round{index}-{who}.log"
+    if who == "boxwise":
+        info = boxwise_train(config, model_dir, steps[-1], log_path, checkpoint_every_n=interval)
+    else:
+        info = odapi_train(odapi_python, config, model_dir, steps[-1], log_path, checkpoint_every_n=interval)
+        drop_first_checkpoint(model_dir)
+    info.pop("cpu_samples", None)
+    result = boxwise_evaluate(config, model_dir, work / f"round{index}-{who}-eval.log")
+    by_step = {r["step"]: r["metrics"] for r in result["metrics"].values()}
+    missing = [n for n in steps if n not in by_step]
+    if missing:
+        raise SystemExit(f"{who} round {index}: no checkpoint at step(s) {missing} (have {sorted(by_step)})")
+    points = [{"step": n, "map": by_step[n][MAP], "map50": by_step[n][MAP50]} for n in steps]
+    return {"who": who, "round": index, "points": points, "train_wall_seconds": info["wall_seconds"],
+            "train_load": info["load"], "eval_wall_seconds": result["wall_seconds"]}
+
+
+def drop_first_checkpoint(model_dir: Path) -> None:
+    """Remove `ckpt-1` of a fresh model_main_tf2 run: it saves it before step 1, before the model
+    has variables (only `step` and `save_counter`), and no evaluator can load it."""
+    for path in model_dir.glob("ckpt-1.*"):
+        path.unlink()
+    state = model_dir / "checkpoint"
+    lines = [line for line in state.read_text().splitlines() if not line.rstrip().endswith('"ckpt-1"')]
+    state.write_text("\n".join(lines) + "\n")
+
+
+def spread_table(rounds: list[dict], steps: list[int]) -> tuple[list[str], dict]:
+    """Mean and min-max per step of each trainer over its rounds, and Boxwise's mean minus the OD API's."""
+    summary: dict = {}
+    for who in ("boxwise", "odapi"):
+        runs = [r for r in rounds if r["who"] == who]
+        for n in steps:
+            for metric in ("map", "map50"):
+                values = [next(p[metric] for p in r["points"] if p["step"] == n) for r in runs]
+                if values:
+                    summary.setdefault(who, {}).setdefault(n, {})[metric] = {
+                        "mean": statistics.mean(values), "min": min(values), "max": max(values), "values": values}
+    lines = ["| step | metric | Boxwise mean (min–max) | OD API mean (min–max) | diff of means |",
+             "|---:|---|---:|---:|---:|"]
+    for n in steps:
+        for metric, name in (("map", "mAP"), ("map50", "mAP@0.5")):
+            cells = []
+            for who in ("boxwise", "odapi"):
+                v = summary.get(who, {}).get(n, {}).get(metric)
+                cells.append(f"{v['mean']:.3f} ({v['min']:.3f}–{v['max']:.3f})" if v else "–")
+            b = summary.get("boxwise", {}).get(n, {}).get(metric)
+            o = summary.get("odapi", {}).get(n, {}).get(metric)
+            diff = f"{b['mean'] - o['mean']:+.3f}" if b and o else "–"
+            lines.append(f"| {n} | {name} | {cells[0]} | {cells[1]} | {diff} |")
+    return lines, summary
+
+
+def repeated_curves(config: Path, work: Path, steps: list[int], rounds: int, odapi_python: Path | None,
+                    report: dict) -> None:
+    """`rounds` curves of each trainer, one process at a time, alternating OD API and Boxwise so
+    both see the same spread of machine load; mean and min-max per step."""
+    results = report.setdefault("curve_rounds", [])
+    for index in range(1, rounds + 1):
+        for who in ("odapi", "boxwise") if odapi_python else ("boxwise",):
+            result = curve_round(who, config, work, index, steps, odapi_python)
+            results.append(result)
+            print(f"round {index} {who:8s} " + "  ".join(
+                f"{p['step']}: {p['map']:.3f}/{p['map50']:.3f}" for p in result["points"])
+                + f"  (mAP/mAP@0.5; train wall {result['train_wall_seconds']:.0f} s, load {result['train_load']})",
+                flush=True)
+            lines, summary = spread_table(results, steps)
+            report["curve_rounds_summary"] = summary
+            report["curve_rounds_table"] = lines
+            report["out"].write_text(json.dumps({k: v for k, v in report.items() if k != "out"}, indent=2,
+                                                default=str) + "\n")
+    print("\n".join(report["curve_rounds_table"]), flush=True)
 
 
 # --- report ----------------------------------------------------------------------------------
@@ -239,6 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2, help="alternating Boxwise / OD API timing pairs")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "parity_bench.json")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    parser.add_argument("--curve-rounds", type=int, default=0,
+                        help="instead of timing + one curve: this many fresh unseeded curves of each trainer "
+                             "(OD API, then Boxwise, per round), all scored by Boxwise's evaluator; mean and "
+                             "min-max per step")
     args = parser.parse_args(argv)
     steps = sorted(int(s) for s in args.steps.split(",") if s.strip())
     odapi_python = None
@@ -253,6 +353,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = write_config(args.config, work / "pipeline.config", args.batch_size)
         print(f"config: {args.config} (batch {args.batch_size or 'as written'}), work dir {work}", flush=True)
+        if args.curve_rounds:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            report["out"] = args.out
+            repeated_curves(config, work, steps, args.curve_rounds, odapi_python, report)
+            report.pop("out")
+            report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            report["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
+            args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
+            print(f"written to {args.out}")
+            return 0
 
         # Timing first (fresh runs, alternating): the curve's checkpoints don't interfere.
         timing = []

@@ -222,36 +222,52 @@ def pad_boxes(boxes, classes, max_boxes: int):
 
 # --- datasets --------------------------------------------------------------------------------
 
-def _records(files: list[str], shuffle: bool, input_context: tf.distribute.InputContext | None = None):
+def _records(files: list[str], shuffle: bool, input_context: tf.distribute.InputContext | None = None,
+             reader: InputReader | None = None):
     """Serialized examples of `files`. With several input pipelines (one per worker of a
     multi-worker run) each reads its share: whole files when there are at least as many files as
     pipelines, else every file in a fixed order, keeping every N-th record (a worker given no
-    file would have no data at all)."""
+    file would have no data at all).
+
+    With `reader` (training), the TF OD API's `dataset_builder.read_dataset` order: file names
+    shuffled (buffer `filenames_shuffle_buffer_size`), repeated `num_epochs` times (0: forever),
+    read by `min(num_readers, files)` interleaved readers `read_block_length` records at a time,
+    then the record stream shuffled in a buffer of `shuffle_buffer_size`. The repeat comes
+    before that shuffle, so a buffer larger than the data mixes records of several epochs (an
+    image can come twice before another comes once), as in the OD API. Without `reader`
+    (evaluation): one pass, one record from each file in turn."""
     pipelines = input_context.num_input_pipelines if input_context is not None else 1
     by_record = 1 < pipelines > len(files)
     dataset = tf.data.Dataset.from_tensor_slices(files)
     if pipelines > 1 and not by_record:
         dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
-    if shuffle and not by_record:  # record sharding needs the same order on every worker
-        dataset = dataset.shuffle(len(files), reshuffle_each_iteration=True)
-    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=min(len(files), 16),
+    shuffle_files = shuffle and not by_record  # record sharding needs the same order on every worker
+    if reader is None:
+        if shuffle_files:
+            dataset = dataset.shuffle(len(files), reshuffle_each_iteration=True)
+        cycle, block = min(len(files), 16), 1
+    else:
+        if shuffle_files:
+            dataset = dataset.shuffle(max(1, reader.filenames_shuffle_buffer_size), reshuffle_each_iteration=True)
+        dataset = dataset.repeat(reader.num_epochs or None)
+        cycle, block = max(1, min(reader.num_readers, len(files))), max(1, reader.read_block_length)
+    dataset = dataset.interleave(tf.data.TFRecordDataset, cycle_length=cycle, block_length=block,
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=not shuffle or by_record)
     if by_record:
         dataset = dataset.shard(pipelines, input_context.input_pipeline_id)
+    if reader is not None and shuffle:
+        dataset = dataset.shuffle(max(1, reader.shuffle_buffer_size))
     return dataset
 
 
 def train_dataset(reader: InputReader, resizer: Resizer, augmentations: tuple[Augmentation, ...],
                   batch_size: int, max_boxes: int,
                   input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
-    """Shuffled, repeated (or `num_epochs`), augmented, resized, padded batches for training."""
+    """Repeated (or `num_epochs`), shuffled (`_records`), augmented, resized, padded batches for training."""
     files = input_files(reader)
-    dataset = _records(files, reader.shuffle, input_context)
-    if reader.sample_1_of_n > 1:
+    dataset = _records(files, reader.shuffle, input_context, reader)
+    if reader.sample_1_of_n > 1:  # after the shuffle, as the OD API's dataset_builder.build
         dataset = dataset.shard(reader.sample_1_of_n, 0)
-    if reader.shuffle:
-        dataset = dataset.shuffle(2048)
-    dataset = dataset.repeat(reader.num_epochs or None)
 
     def prepare(serialized):
         example = parse_example(serialized)

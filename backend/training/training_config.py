@@ -388,6 +388,11 @@ class InputReader:
     shuffle: bool = True
     num_epochs: int = 0         # 0: repeat forever
     sample_1_of_n: int = 1
+    # The training stream's reading and shuffling (`data._records`), input_reader.proto's defaults.
+    shuffle_buffer_size: int = 2048
+    filenames_shuffle_buffer_size: int = 100
+    num_readers: int = 64
+    read_block_length: int = 32
 
 
 @dataclass(frozen=True)
@@ -430,7 +435,11 @@ def _reader(message: Message | None) -> InputReader | None:
     paths = tuple(tf_record.all("input_path")) if isinstance(tf_record, Message) else ()
     return InputReader(input_paths=paths, label_map_path=message.one("label_map_path"),
                        shuffle=bool(message.one("shuffle", True)), num_epochs=int(message.one("num_epochs", 0)),
-                       sample_1_of_n=int(message.one("sample_1_of_n_examples", 1)))
+                       sample_1_of_n=int(message.one("sample_1_of_n_examples", 1)),
+                       shuffle_buffer_size=int(message.one("shuffle_buffer_size", 2048)),
+                       filenames_shuffle_buffer_size=int(message.one("filenames_shuffle_buffer_size", 100)),
+                       num_readers=int(message.one("num_readers", 64)),
+                       read_block_length=int(message.one("read_block_length", 32)))
 
 
 def _l2_weight(hyperparams: Message) -> float:

@@ -103,3 +103,39 @@ def test_an_input_file_that_is_not_a_tfrecord_stops_training_before_it_starts(tm
         data.input_files(reader)
     assert str(refused.value) == (f"input_path {str(tmp_path / 'train.record')!r} is not a TFRecord "
                                   "file (its first record's length checksum is wrong)")
+
+
+def test_training_records_come_as_the_od_api_reads_them(tmp_path):
+    """`dataset_builder.read_dataset`'s order: repeat the files, `read_block_length` records from
+    each reader in turn, then the record shuffle, whose buffer spans epochs."""
+    import tensorflow as tf
+    a = _record_file(tmp_path / "a.record", [f"a{k}".encode() for k in range(4)])
+    b = _record_file(tmp_path / "b.record", [f"b{k}".encode() for k in range(4)])
+    one_epoch = [b"a0", b"a1", b"b0", b"b1", b"a2", b"a3", b"b2", b"b3"]
+    reader = InputReader((), None, shuffle=False, num_epochs=2, read_block_length=2)
+    assert [r.numpy() for r in data._records([a, b], False, reader=reader)] == one_epoch * 2
+    reader = InputReader((), None, shuffle=False, num_epochs=1, num_readers=1, read_block_length=2)
+    assert [r.numpy() for r in data._records([a, b], False, reader=reader)] == sorted(one_epoch)
+    tf.random.set_seed(3)
+    reader = InputReader((), None, shuffle=True, num_epochs=10)
+    shuffled = [r.numpy() for r in data._records([a, b], True, reader=reader)]
+    assert sorted(shuffled) == sorted(one_epoch * 10)
+    # Shuffled after the repeat: a record comes again before every other has come once (a
+    # shuffle per epoch would give each of the 8 once in the first 8).
+    assert len(set(shuffled[:8])) < 8
+
+
+def test_the_input_readers_buffer_and_reader_fields_are_read_with_the_proto_defaults():
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    from tests.training.odapi import FIXTURES
+
+    text = (FIXTURES / "parity" / "pipeline.config").read_text(encoding="utf-8")
+    default = training_config(ConfigDocument(text)).train_input
+    assert (default.shuffle_buffer_size, default.filenames_shuffle_buffer_size, default.num_readers,
+            default.read_block_length) == (2048, 100, 64, 32)
+    text = text.replace("train_input_reader {", "train_input_reader {\n  shuffle_buffer_size: 64\n"
+                        "  filenames_shuffle_buffer_size: 5\n  num_readers: 2\n  read_block_length: 1\n", 1)
+    reader = training_config(ConfigDocument(text)).train_input
+    assert (reader.shuffle_buffer_size, reader.filenames_shuffle_buffer_size, reader.num_readers,
+            reader.read_block_length) == (64, 5, 2, 1)
