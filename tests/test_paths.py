@@ -10,7 +10,6 @@ import pytest
 
 from backend import configs, exports, importers, tfrecords
 from backend.auth import CLI_ACTOR
-from tests.formats.conftest import labeled  # noqa: F401 - fixture
 from tests.helpers import button, image_bytes, signed_in
 from tests.helpers import CONFIG
 
@@ -129,7 +128,7 @@ def test_voc_path_field_and_import_sources_outside_are_refused(db, users, projec
     assert importers.import_annotations(db, users["admin"], project["id"], folder, "voc").ok
 
 
-def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,  # noqa: F811 - the fixture
+def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,
                                                                          outside):
     version = exports.create_export(db, users["admin"], project["id"], splits="train=1")
     pattern = version["input_globs"]["train"]
@@ -156,7 +155,7 @@ def test_a_glob_cannot_reach_outside_through_a_symlink(db, users, data_dir, outs
         tfrecords.inspect(users["viewer"], str(folder))
 
 
-def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):  # noqa: F811 - the fixture
+def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):
     target = tmp_path / "elsewhere"
     with pytest.raises(PermissionError, match="may not write a dataset version to"):
         exports.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)
