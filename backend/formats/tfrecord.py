@@ -15,8 +15,9 @@ Feature keys are exactly those the TF OD API decoder (`TfExampleDecoder`) reads:
 
 Record sets are a file, a glob (`train.record-?????-of-00010`), a folder, or several of
 these separated by commas; GZIP-compressed files are recognised by their magic bytes.
-Examples are parsed with protobuf alone and written in wire format by hand, and the record
-framing (length, CRC-32C) is done here too: neither reading nor writing imports TensorFlow.
+Examples are parsed with `backend/tf_protos/example.proto` and written in wire format by hand
+(faster: see `example_parts`), and the record framing (length, CRC-32C) is done here too:
+neither reading nor writing imports TensorFlow.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from backend.errors import Invalid, NotFound
 from backend.formats import boxes as box_convert, drawing, remote
 from backend.formats.label_map import LabelMap
 from backend.formats.records import AnnotatedImage, ExportImage, ObjectBox, ReadResult
+from backend.projects import class_color
+from backend.tf_protos import example_pb2
 
 BOX_KEYS = ("image/object/bbox/xmin", "image/object/bbox/ymin", "image/object/bbox/xmax",
             "image/object/bbox/ymax")
@@ -73,56 +76,6 @@ FEATURE_KINDS = {
                                      "image/object/is_crowd", "image/object/group_of")},
     **{key: "float_list" for key in (*BOX_KEYS, "image/object/area", "image/object/weight")},
 }
-
-_EXAMPLE_PROTO = None
-
-
-def _example_class():
-    """`tf.train.Example` and friends built from their .proto definition with protobuf alone,
-    in a private descriptor pool: reading Examples never imports TensorFlow (seconds of
-    start-up). Writing does not use it either: see `example_parts`."""
-    global _EXAMPLE_PROTO
-    if _EXAMPLE_PROTO is None:
-        import types
-
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-        F = descriptor_pb2.FieldDescriptorProto
-        proto = descriptor_pb2.FileDescriptorProto(name="boxwise/tf_example.proto",
-                                                   package="tensorflow", syntax="proto3")
-
-        def message(name, fields, parent=None):
-            body = (parent.nested_type if parent else proto.message_type).add(name=name)
-            for field_name, number, kind, label, type_name, oneof in fields:
-                field = body.field.add(name=field_name, number=number, type=kind, label=label)
-                if type_name:
-                    field.type_name = type_name
-                if oneof is not None:
-                    field.oneof_index = oneof
-            return body
-
-        repeated, optional = F.LABEL_REPEATED, F.LABEL_OPTIONAL
-        message("BytesList", [("value", 1, F.TYPE_BYTES, repeated, None, None)])
-        message("FloatList", [("value", 1, F.TYPE_FLOAT, repeated, None, None)])
-        message("Int64List", [("value", 1, F.TYPE_INT64, repeated, None, None)])
-        feature = message("Feature", [
-            ("bytes_list", 1, F.TYPE_MESSAGE, optional, ".tensorflow.BytesList", 0),
-            ("float_list", 2, F.TYPE_MESSAGE, optional, ".tensorflow.FloatList", 0),
-            ("int64_list", 3, F.TYPE_MESSAGE, optional, ".tensorflow.Int64List", 0)])
-        feature.oneof_decl.add(name="kind")
-        features = message("Features", [("feature", 1, F.TYPE_MESSAGE, repeated,
-                                         ".tensorflow.Features.FeatureEntry", None)])
-        entry = message("FeatureEntry", [("key", 1, F.TYPE_STRING, optional, None, None),
-                                         ("value", 2, F.TYPE_MESSAGE, optional, ".tensorflow.Feature", None)],
-                        parent=features)
-        entry.options.map_entry = True
-        message("Example", [("features", 1, F.TYPE_MESSAGE, optional, ".tensorflow.Features", None)])
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(proto)
-        classes = message_factory.GetMessageClassesForFiles([proto.name], pool)
-        _EXAMPLE_PROTO = types.SimpleNamespace(Example=classes["tensorflow.Example"])
-    return _EXAMPLE_PROTO
-
 
 _ONE_BYTE = [bytes((n,)) for n in range(128)]
 
@@ -521,7 +474,7 @@ def decode(raw: bytes, file: str = "", index: int = 0) -> DecodedExample:
     """Parse a serialised `tf.train.Example`. Raises RecordError when it is not one."""
     from google.protobuf.message import DecodeError
 
-    example = _example_class().Example()
+    example = example_pb2.Example()
     try:
         example.ParseFromString(raw)
     except DecodeError as exc:
@@ -722,7 +675,8 @@ def preview(example: DecodedExample, label_map: LabelMap | None = None) -> Image
         raise Invalid(f"{example.file} record {example.index}: image does not decode: {exc}") from None
     width, height = image.size
     drawn = [(example.caption(b, label_map),
-              box_convert.from_normalized((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), width, height))
+              box_convert.from_normalized((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), width, height),
+              class_color(b["label"] if isinstance(b["label"], int) else 1))
              for b in example.boxes()]
     return drawing.draw_boxes(image, drawn)
 
