@@ -1,6 +1,6 @@
 """The config doctor: checks a pipeline.config against a dataset version's boxes before a run.
 
-A config can pass `configs.validate` and still not train on a dataset: anchors that no box
+A config can pass `config_check.check` and still not train on a dataset: anchors that no box
 reaches at IoU 0.5, a schedule that stops at 80 % of its peak learning rate, 3 epochs of data.
 `examine(text, version)` returns a `Report` of `Finding`s, each with its figures and, where a
 config change helps, the values that would fix it (`Finding.fix`, config path → value, applied
@@ -39,7 +39,8 @@ import numpy as np
 
 from backend import pipeline_config as pc
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable, to_canvas
-from backend.configs import DatasetVersion, read_label_map
+from backend.configs import DatasetVersion
+from backend.formats import label_map
 from backend.errors import Invalid, NotFound
 
 COVERAGE_TARGET = 0.95        # share of boxes that should reach the matched threshold
@@ -53,7 +54,7 @@ SIZE_EDGES = (8, 16, 32, 64, 128)
 ANCHOR_SCALES = tuple(x / 4 for x in range(2, 33))          # 0.5, 0.75, ..., 8.0
 INPUT_FACTORS = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 MAX_INPUT = 1024
-MAX_LEVELS = (5, 6, 7)        # what the FPN-lite head supports (training.config.check_config);
+MAX_LEVELS = (5, 6, 7)        # what the FPN-lite head supports (config_check.check);
                               # min_level must be 3, so it is not a candidate
 CROP_SAMPLES, CROP_IMAGES = 16, 400
 SEARCH_BOXES = 4000           # candidates are ranked on at most this many boxes (a fixed sample);
@@ -222,7 +223,7 @@ def dataset_boxes(version: DatasetVersion) -> DatasetBoxes:
             stat = path.stat()
             files.append((split, str(path), stat.st_size, stat.st_mtime_ns))
     try:
-        classes = {item["id"]: str(item.get("name")) for item in read_label_map(version.label_map_path)}
+        classes = {item.id: item.name for item in label_map.read(version.label_map_path).items}
     except (NotFound, Invalid):
         classes = {}
     return _read_boxes(tuple(files), tuple(sorted(classes.items())))

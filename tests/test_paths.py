@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from backend import configs, exports, importers, tfrecords
+from backend import config_check, exports, importers, tfrecords
 from backend.auth import CLI_ACTOR
 from tests.helpers import button, image_bytes, signed_in
 from tests.helpers import CONFIG
@@ -35,7 +35,7 @@ def _config_with(label_map_path: str) -> str:
 def test_config_validation_never_reads_or_echoes_an_outside_label_map(db, users, outside, role):
     found = {}
     for which in ("secret", "missing"):
-        problems = configs.validate(_config_with(str(outside[which])), actor=users[role])
+        problems = config_check.check(_config_with(str(outside[which])), actor=users[role])
         [problem] = [p for p in problems if p.path == "train_input_reader.label_map_path"]
         found[which] = problem.message.replace(str(outside[which]), "PATH")
         assert "hunter2" not in str(problem)
@@ -59,7 +59,7 @@ def test_configs_page_validate_neither_quotes_nor_tells_existence_of_an_outside_
 def test_config_validation_never_quotes_a_label_map_that_does_not_parse(db, users, data_dir):
     broken = data_dir / "broken.pbtxt"
     broken.write_text(SECRET)  # readable by the user (in the data folder), yet never quoted
-    [problem] = [p for p in configs.validate(_config_with(str(broken)), actor=users["viewer"])
+    [problem] = [p for p in config_check.check(_config_with(str(broken)), actor=users["viewer"])
                  if p.path == "train_input_reader.label_map_path"]
     assert problem.message == f"label map '{broken}' does not parse (line 2, column 1)"
     assert "hunter2" not in problem.message
@@ -77,12 +77,12 @@ def test_other_config_paths_and_a_run_checkpoint_are_confined(db, users, outside
     doc = _config_with("PATH_TO_BE_CONFIGURED").replace(
         'input_path: "PATH_TO_BE_CONFIGURED"', f'input_path: "{outside["secret"]}"', 1)
     doc = doc.replace("train_config {", f'train_config {{\n  fine_tune_checkpoint: "{outside["secret"]}"', 1)
-    refused = {p.path: p.message for p in configs.validate(doc, actor=users["viewer"]) if "may not" in p.message}
+    refused = {p.path: p.message for p in config_check.check(doc, actor=users["viewer"]) if "may not" in p.message}
     # (the eval reader's relative PATH_TO_BE_CONFIGURED resolves against the working folder: refused too)
     assert set(refused) == {"train_input_reader.tf_record_input_reader.input_path",
                             "train_config.fine_tune_checkpoint", "train_input_reader.label_map_path",
                             "eval_input_reader.tf_record_input_reader.input_path"}
-    admin = {p.path for p in configs.validate(doc, actor=CLI_ACTOR) if "may not" in p.message}
+    admin = {p.path for p in config_check.check(doc, actor=CLI_ACTOR) if "may not" in p.message}
     assert admin == set()
 
 
