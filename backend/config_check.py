@@ -295,7 +295,8 @@ def _classify(doc: ConfigDocument, typed) -> tuple[list[Problem], list[tuple[str
 
 
 def _schedule_problems(doc: ConfigDocument, prefix: str, get, line) -> list[Problem]:
-    """What the TF OD API's learning-rate builders refuse (proto defaults where a field is absent)."""
+    """What the TF OD API's learning-rate builders refuse (proto defaults where a field is absent), and a
+    cosine schedule that ends before training does."""
     out = []
     cosine = get(f"{prefix}.cosine_decay_learning_rate")
     if isinstance(cosine, Message):
@@ -303,14 +304,21 @@ def _schedule_problems(doc: ConfigDocument, prefix: str, get, line) -> list[Prob
         total, warm = cosine.one("total_steps", 4000000), cosine.one("warmup_steps", 10000)
         hold = cosine.one("hold_base_rate_steps", 0)
         if total < warm:
-            out.append(Problem(f"{path}.total_steps", line(path),
+            out.append(Problem(f"{path}.total_steps", line(f"{path}.total_steps") or line(path),
                                f"total_steps ({total}) must be ≥ warmup_steps ({warm})"))
         elif total == warm + hold:
-            out.append(Problem(f"{path}.total_steps", line(path), f"total_steps ({total}) must be more than "
+            out.append(Problem(f"{path}.total_steps", line(f"{path}.total_steps") or line(path),
+                               f"total_steps ({total}) must be more than "
                                f"warmup_steps + hold_base_rate_steps ({warm} + {hold})"))
+        num_steps = get("train_config.num_steps", 0)
+        if isinstance(num_steps, int) and isinstance(total, int) and total >= warm and 0 < total < num_steps:
+            out.append(Problem(f"{path}.total_steps", line(f"{path}.total_steps") or line(path),
+                               f"total_steps ({total}) < train_config.num_steps ({num_steps}): the cosine "
+                               f"schedule's learning rate is 0 after step {total}, so the last "
+                               f"{num_steps - total} steps do not train; set total_steps to {num_steps}"))
         base, wlr = cosine.one("learning_rate_base", 0.002), cosine.one("warmup_learning_rate", 0.0002)
         if warm > 0 and base < wlr:
-            out.append(Problem(f"{path}.learning_rate_base", line(path),
+            out.append(Problem(f"{path}.learning_rate_base", line(f"{path}.learning_rate_base") or line(path),
                                f"learning_rate_base ({base}) must be ≥ warmup_learning_rate ({wlr})"))
     exponential = get(f"{prefix}.exponential_decay_learning_rate")
     if isinstance(exponential, Message) and exponential.one("decay_steps", 4000000) <= 0:
