@@ -1,5 +1,5 @@
 """The one config check (`backend.config_check.check`): the same bad configs through the four
-places that check a config (the Configs page's call, `config check FILE --dataset-version N`,
+places that check a config (the Configs page's Validate button, `config check FILE --dataset-version N`,
 launching a run, `python -m backend train`) give the same problems; checking imports neither
 TensorFlow nor Keras."""
 from __future__ import annotations
@@ -16,6 +16,7 @@ from backend import config_check, configs, jobs
 from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument
 from backend.training.templates import template_text
+from tests.helpers import button, make_dataset_version, signed_in
 
 REPO = Path(__file__).resolve().parents[1]
 COSINE = "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate"
@@ -84,8 +85,6 @@ CASES = {
 def case_config(request, db, project, users, data_dir, tmp_path):
     """The quick template filled from a dataset version, broken as the case says, saved as a
     config and as a file; returns everything the four entry points need."""
-    from tests.helpers import make_dataset_version
-
     export_id = make_dataset_version(db, project, data_dir)
     version = configs.dataset_version(db, export_id)
     doc = ConfigDocument(configs.fill_from_dataset_version(template_text("quick"), version))
@@ -121,8 +120,12 @@ def _listed(message: str) -> list[str]:
 @pytest.mark.parametrize("case_config", list(CASES), indirect=True)
 def test_the_configs_page_config_check_and_run_launch_give_the_same_problems(db, case_config):
     c = case_config
-    page = [str(p) for p in config_check.check(c["text"], c["version"], actor=c["reviewer"])]
-    assert page == c["expected"]
+    at = signed_in(db, "reviewer", "pages/config.py")
+    at.text_area(key="config_text").set_value(c["text"]).run()
+    assert at.selectbox(key="config_version").value.id == c["version"].id
+    button(at, "Validate").click().run()
+    assert not at.exception, at.exception
+    assert _listed(at.error[0].value) == c["expected"]
 
     out = _cli(["config", "check", str(c["path"]), "--dataset-version", str(c["version"].id), "--json"],
                c["data_dir"])
