@@ -16,7 +16,7 @@ for the same text. Each problem is a `Problem(path, line, message)`:
    read; with a dataset version, `num_classes` and the inputs against it.
 
 Every field is *supported* (`SUPPORTED`: read into the trainer's settings), *ignored*
-(`IGNORED`: accepted, listed with `ignored()`), or refused here. Nothing in this module imports
+(`IGNORED`, with reasons in `backend/pipeline_schema/ignored.py`: accepted, listed with `ignored()`), or refused here. Nothing in this module imports
 TensorFlow or Keras.
 """
 from __future__ import annotations
@@ -29,6 +29,7 @@ from typing import Any
 from backend import paths
 from backend.errors import Invalid, NotFound
 from backend.pipeline_config import ConfigDocument, ConfigSyntaxError, Message, Problem, walk
+from backend.pipeline_schema.ignored import IGNORED as IGNORED_REASONS
 
 
 def check(text: str, version=None, *, actor: dict | None = None, external: bool = False,
@@ -60,8 +61,9 @@ def check(text: str, version=None, *, actor: dict | None = None, external: bool 
     return problems
 
 
-def ignored(text: str) -> list[tuple[str, int]]:
-    """`(path, line)` of every field the Boxwise trainer accepts but that has no effect."""
+def ignored(text: str) -> list[tuple[str, int, str]]:
+    """`(path, line, reason)` of every field the Boxwise trainer accepts but that has no effect
+    (`backend/pipeline_schema/ignored.py`)."""
     from backend import pipeline_schema
 
     return _classify(ConfigDocument(text), pipeline_schema.parse(text)[0])[1]
@@ -139,9 +141,7 @@ for _kind, _extra in (("momentum_optimizer", ["momentum_optimizer_value"]),
     _OPT += [f"optimizer.{_kind}.learning_rate.{p}" for p in _LR]
     _OPT += [f"optimizer.{_kind}.{p}" for p in _extra]
 _READER = ["label_map_path", "shuffle", "num_epochs", "tf_record_input_reader",
-           "tf_record_input_reader.input_path", "num_readers", "num_parallel_batches",
-           "shuffle_buffer_size", "filenames_shuffle_buffer_size", "sample_1_of_n_examples",
-           "max_number_of_boxes", "num_prefetch_batches", "read_block_length"]
+           "tf_record_input_reader.input_path", "sample_1_of_n_examples"]
 
 SUPPORTED = [
     "model", _SSD, f"{_SSD}.num_classes",
@@ -206,28 +206,8 @@ SUPPORTED = [
     "eval_input_reader", *[f"eval_input_reader.{p}" for p in _READER],
 ]
 
-# No effect on TF 2 with Keras 3 on CPU/GPU; listed in the log as ignored.
-IGNORED = [
-    f"{_SSD}.inplace_batchnorm_update",  # Keras batch norm updates in place already
-    f"{_SSD}.matcher.argmax_matcher.use_matmul_gather",
-    f"{_SSD}.feature_extractor.pad_to_multiple",
-    f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.apply_batch_norm",
-    "train_config.sync_replicas", "train_config.replicas_to_aggregate", "train_config.startup_delay_steps",
-    "train_config.use_bfloat16", "train_config.fine_tune_checkpoint_version",
-    "train_config.unpad_groundtruth_tensors", "train_config.from_detection_checkpoint",
-    "train_config.load_all_detection_checkpoint_vars", "train_config.keep_checkpoint_every_n_hours",
-    "train_config.summarize_gradients", "train_config.batch_queue_capacity",
-    "train_config.num_batch_queue_threads", "train_config.prefetch_queue_capacity",
-    "train_config.retain_original_images", "train_config.use_multiclass_scores",
-    "eval_config.num_visualizations", "eval_config.visualization_export_dir",
-    "eval_config.max_num_boxes_to_visualize", "eval_config.min_score_threshold",
-    "eval_config.visualize_groundtruth_boxes", "eval_config.retain_original_images",
-    "eval_config.eval_interval_secs", "eval_config.keep_image_id_for_visualization_export",
-    "eval_config.skip_scores", "eval_config.skip_labels",
-    "train_input_reader.queue_capacity", "train_input_reader.min_after_dequeue",
-    "eval_input_reader.queue_capacity", "eval_input_reader.min_after_dequeue",
-    "train_input_reader.load_instance_masks", "eval_input_reader.load_instance_masks",
-]
+# Accepted without effect, each with its reason: the table beside the schema.
+IGNORED = list(IGNORED_REASONS)
 
 # Allowed values for fields that select an implementation.
 _CHOICES = {
@@ -255,9 +235,9 @@ def _matches(path: str, patterns: list[str]) -> bool:
     return any(fnmatch.fnmatchcase(path, p) and p.count(".") == path.count(".") for p in patterns)
 
 
-def _classify(doc: ConfigDocument, typed) -> tuple[list[Problem], list[tuple[str, int]]]:
+def _classify(doc: ConfigDocument, typed) -> tuple[list[Problem], list[tuple[str, int, str]]]:
     problems: list[Problem] = []
-    ignored: list[tuple[str, int]] = []
+    ignored: list[tuple[str, int, str]] = []
     model = doc.tree.one("model")
     if not isinstance(model, Message):
         problems.append(Problem("model", 0, "the config has no model { ... } block"))
@@ -276,7 +256,7 @@ def _classify(doc: ConfigDocument, typed) -> tuple[list[Problem], list[tuple[str
             continue  # reported once above
         line = doc.line_of(f.start)
         if _matches(plain, IGNORED):
-            ignored.append((path, line))
+            ignored.append((path, line, next(r for p, r in IGNORED_REASONS.items() if _matches(plain, [p]))))
             continue
         if not _matches(plain, SUPPORTED):
             refused.append(path)

@@ -167,3 +167,23 @@ def test_checking_a_config_imports_neither_tensorflow_nor_keras(tmp_path):
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras')))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_every_ignored_field_is_a_schema_field_with_a_reason_and_is_not_also_supported():
+    from backend import pipeline_schema
+    from backend.pipeline_schema.ignored import IGNORED
+
+    assert len(IGNORED) == 48
+    for path, reason in IGNORED.items():
+        assert pipeline_schema.descriptor(path) is not None, path
+        assert len(reason) >= 8, path
+        assert not config_check._matches(path, config_check.SUPPORTED), path
+
+
+def test_input_reader_tuning_is_listed_as_ignored_with_its_reason_not_refused():
+    text = template_text("quick").replace("train_input_reader {", "train_input_reader {\n  num_readers: 4", 1)
+    assert config_check.check(text, files=False) == []
+    line = text.splitlines().index("  num_readers: 4") + 1
+    assert (("train_input_reader.num_readers", line, config_check.IGNORED_REASONS["train_input_reader.num_readers"])
+            in config_check.ignored(text))
+    assert "the same examples, another order" in config_check.IGNORED_REASONS["train_input_reader.num_readers"]

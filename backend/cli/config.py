@@ -92,13 +92,13 @@ def config_check(args) -> int:
         print(json.dumps({
             "file": args.file,
             "problems": [{"path": p.path, "line": p.line, "message": p.message} for p in problems],
-            "ignored": [{"path": path, "line": line} for path, line in ignored],
+            "ignored": [{"path": path, "line": line, "reason": reason} for path, line, reason in ignored],
             "findings": report.to_json() if report is not None else None}, indent=2, ensure_ascii=False))
         return 1 if failed else 0
     for problem in problems:
         print(f"{args.file}: {problem}")
-    for path, line in ignored:
-        print(f"{args.file}: line {line}: {path}: ignored (no effect on TF 2 / Keras 3)")
+    for path, line, reason in ignored:
+        print(f"{args.file}: line {line}: {path}: ignored ({reason})")
     for finding in (report.findings if report is not None else []):
         print(f"{args.file}: {finding}")
     if not failed:

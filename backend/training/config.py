@@ -94,7 +94,7 @@ class TrainingConfig:
     eval_batch_size: int = 1
     eval_per_category: bool = False
     eval_num_examples: int = 0
-    ignored: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+    ignored: tuple[tuple[str, int, str], ...] = field(default_factory=tuple)  # (path, line, reason)
 
 
 def _message_params(message: Message | None) -> dict[str, Any]:

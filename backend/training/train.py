@@ -389,8 +389,8 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     if problems:
         raise Invalid(f"the config cannot be trained in {config_path}:\n" + "\n".join(f"- {p}" for p in problems))
     config = training_config(doc)
-    for path, line in config.ignored:
-        log.warning("ignored (no effect on TF 2 / Keras 3): %s (line %d)", path, line)
+    for path, line, reason in config.ignored:
+        log.warning("ignored: %s (line %d): %s", path, line, reason)
     check_fine_tune_checkpoint(config, doc)
     total_steps = int(num_train_steps or config.num_steps)
     if total_steps <= 0:
