@@ -283,6 +283,7 @@ def _schedule_problems(doc: ConfigDocument, prefix: str, get, line) -> list[Prob
         path = f"{prefix}.cosine_decay_learning_rate"
         total, warm = cosine.one("total_steps", 4000000), cosine.one("warmup_steps", 10000)
         hold = cosine.one("hold_base_rate_steps", 0)
+        num_steps = get("train_config.num_steps", 0)
         if total < warm:
             out.append(Problem(f"{path}.total_steps", line(f"{path}.total_steps") or line(path),
                                f"total_steps ({total}) must be ≥ warmup_steps ({warm})"))
@@ -290,8 +291,7 @@ def _schedule_problems(doc: ConfigDocument, prefix: str, get, line) -> list[Prob
             out.append(Problem(f"{path}.total_steps", line(f"{path}.total_steps") or line(path),
                                f"total_steps ({total}) must be more than "
                                f"warmup_steps + hold_base_rate_steps ({warm} + {hold})"))
-        num_steps = get("train_config.num_steps", 0)
-        if isinstance(num_steps, int) and isinstance(total, int) and total >= warm and 0 < total < num_steps:
+        elif isinstance(num_steps, int) and isinstance(total, int) and 0 < total < num_steps:
             out.append(Problem(f"{path}.total_steps", line(f"{path}.total_steps") or line(path),
                                f"total_steps ({total}) < train_config.num_steps ({num_steps}): the cosine "
                                f"schedule's learning rate is 0 after step {total}, so the last "
@@ -526,5 +526,16 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             else:
                 why = checkpoint_problem(str(checkpoint))
                 if why:
-                    problems.append(Problem(path, _line(doc, path), why))
+                    problems.append(Problem(path, _line(doc, path), why + _checkpoint_hint(doc, str(checkpoint))))
     return problems
+
+
+def _checkpoint_hint(doc: ConfigDocument, checkpoint: str) -> str:
+    """What a missing fine-tune checkpoint should have been, by its type."""
+    if _get(doc, "train_config.fine_tune_checkpoint_type") == "classification":
+        if checkpoint.endswith(".h5"):
+            return (" (a Keras MobileNetV2 weights file without its top; nothing is downloaded). "
+                    "Remove the field to train from scratch.")
+        return " (a TF OD API classification checkpoint prefix such as .../mobilenet_v2.ckpt-1, or a Keras .h5 file)"
+    return (" (a detection checkpoint prefix such as .../ckpt-0, a model_dir holding one, or a zoo model's "
+            "folder holding checkpoint/ckpt-0)")

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from backend import config_check
+from backend import config_check, pipeline_schema
 from backend.errors import Invalid
 from backend.pipeline_config import ConfigDocument, Message
+from backend.pipeline_schema import values
 from backend.training.boxes import AnchorSpec, MatcherSpec
 from backend.training.losses import LossSpec, RegularizationSpec
 from backend.training.model import ConvHyperparams, ModelSpec
@@ -98,173 +99,154 @@ class TrainingConfig:
 
 
 def _message_params(message: Message | None) -> dict[str, Any]:
+    """The fields a config writes in `message` (a text tree), for the augmentation options."""
     if not isinstance(message, Message):
         return {}
     return {f.name: (f.value.to_python() if isinstance(f.value, Message) else f.value) for f in message.fields}
 
 
-def _reader(message: Message | None) -> InputReader | None:
-    if not isinstance(message, Message):
+def _reader(typed, present: bool) -> InputReader | None:
+    """An `InputReader` message (typed: absent fields have the schema's defaults)."""
+    if not present:
         return None
-    tf_record = message.one("tf_record_input_reader")
-    paths = tuple(tf_record.all("input_path")) if isinstance(tf_record, Message) else ()
-    return InputReader(input_paths=paths, label_map_path=message.one("label_map_path"),
-                       shuffle=bool(message.one("shuffle", True)), num_epochs=int(message.one("num_epochs", 0)),
-                       sample_1_of_n=int(message.one("sample_1_of_n_examples", 1)))
+    v = values(typed)
+    return InputReader(input_paths=tuple(typed.tf_record_input_reader.input_path),
+                       label_map_path=v["label_map_path"] or None, shuffle=v["shuffle"],
+                       num_epochs=v["num_epochs"], sample_1_of_n=v["sample_1_of_n_examples"])
 
 
-def _l2_weight(hyperparams: Message) -> float:
-    """A conv_hyperparams' l2 weight: 0 without a regularizer, 1.0 (the proto default) for an
-    `l2_regularizer` without `weight`."""
-    regularizer = hyperparams.one("regularizer") if isinstance(hyperparams, Message) else None
-    l2 = regularizer.one("l2_regularizer") if isinstance(regularizer, Message) else None
-    return float(l2.one("weight", 1.0)) if isinstance(l2, Message) else 0.0
+def _l2_weight(hyperparams) -> float:
+    """A typed conv_hyperparams' l2 weight: 0 without a regularizer, the schema's default (1.0)
+    for an `l2_regularizer` without `weight`."""
+    regularizer = hyperparams.regularizer
+    return values(regularizer.l2_regularizer)["weight"] if regularizer.HasField("l2_regularizer") else 0.0
 
 
-def _matcher(ssd: Message | None) -> MatcherSpec:
-    """`model.ssd.matcher.argmax_matcher` with `argmax_matcher.proto`'s defaults."""
-    matcher = ssd.one("matcher") if isinstance(ssd, Message) else None
-    argmax = matcher.one("argmax_matcher") if isinstance(matcher, Message) else None
-    argmax = argmax if isinstance(argmax, Message) else Message()
-    return MatcherSpec(matched_threshold=float(argmax.one("matched_threshold", 0.5)),
-                       unmatched_threshold=float(argmax.one("unmatched_threshold", 0.5)),
-                       force_match_for_each_row=bool(argmax.one("force_match_for_each_row", False)),
-                       ignore_thresholds=bool(argmax.one("ignore_thresholds", False)),
-                       negatives_lower_than_unmatched=bool(argmax.one("negatives_lower_than_unmatched", True)))
+def _matcher(argmax) -> MatcherSpec:
+    """A typed `ArgMaxMatcher` (absent fields: the schema's defaults)."""
+    v = values(argmax)
+    return MatcherSpec(**{name: v[name] for name in (
+        "matched_threshold", "unmatched_threshold", "force_match_for_each_row", "ignore_thresholds",
+        "negatives_lower_than_unmatched")})
 
 
-def conv_hyperparams(message: Message) -> ConvHyperparams:
-    """A `conv_hyperparams` block with the proto's defaults (batch_norm: decay 0.999, center true,
-    scale false, epsilon 0.001; no batch norm when the field is absent)."""
-    def sub(parent, name):
-        child = parent.one(name) if isinstance(parent, Message) else None
-        return child if isinstance(child, Message) else Message()
-
-    initializer = sub(message, "initializer")
-    kind, params = "random_normal", sub(initializer, "random_normal_initializer")
-    if not params.fields and sub(initializer, "truncated_normal_initializer").fields:
-        kind, params = "truncated_normal", sub(initializer, "truncated_normal_initializer")
-    has_batch_norm = isinstance(message.one("batch_norm") if isinstance(message, Message) else None, Message)
-    norm = sub(message, "batch_norm")
-    return ConvHyperparams(initializer=kind, mean=float(params.one("mean", 0.0)), stddev=float(params.one("stddev", 1.0)),
-                           batch_norm=has_batch_norm, batch_norm_decay=float(norm.one("decay", 0.999)),
-                           batch_norm_epsilon=float(norm.one("epsilon", 0.001)),
-                           batch_norm_scale=bool(norm.one("scale", False)),
-                           batch_norm_center=bool(norm.one("center", True)))
+def conv_hyperparams(message) -> ConvHyperparams:
+    """A typed `conv_hyperparams` with the schema's defaults (no batch norm when the field is absent)."""
+    initializer = message.initializer
+    kind, params = "random_normal", initializer.random_normal_initializer
+    if initializer.HasField("truncated_normal_initializer") and not initializer.HasField("random_normal_initializer"):
+        kind, params = "truncated_normal", initializer.truncated_normal_initializer
+    init, norm = values(params), values(message.batch_norm)
+    return ConvHyperparams(initializer=kind, mean=init["mean"], stddev=init["stddev"],
+                           batch_norm=message.HasField("batch_norm"), batch_norm_decay=norm["decay"],
+                           batch_norm_epsilon=norm["epsilon"], batch_norm_scale=norm["scale"],
+                           batch_norm_center=norm["center"])
 
 
 def training_config(doc: ConfigDocument) -> TrainingConfig:
-    """Typed settings from a config, or `Invalid` listing every problem with its line."""
+    """Typed settings from a config, or `Invalid` listing every problem with its line. Values come
+    from the config parsed into the schema (`backend.pipeline_schema`): a field the text leaves
+    out has the schema's default, which is the TF OD API's."""
     problems = config_check.check(doc.text, files=False)
     if problems:
         source = f" in {doc.path}" if doc.path else ""
         raise Invalid(f"the config cannot be trained{source}:\n" + "\n".join(f"  {p}" for p in problems))
-    ssd = doc.tree.one("model").one("ssd")
+    typed, _ = pipeline_schema.parse(doc.text)
+    ssd = typed.model.ssd
 
-    def sub(message: Message | None, *names: str) -> Message:
-        for name in names:
-            message = message.one(name) if isinstance(message, Message) else None
-        return message if isinstance(message, Message) else Message()
-
-    anchor = sub(ssd, "anchor_generator", "multiscale_anchor_generator")
-    anchors = AnchorSpec(min_level=anchor.one("min_level", 3), max_level=anchor.one("max_level", 7),
-                         anchor_scale=float(anchor.one("anchor_scale", 4.0)),
-                         aspect_ratios=tuple(float(a) for a in (anchor.all("aspect_ratios") or [1.0, 2.0, 0.5])),
-                         scales_per_octave=anchor.one("scales_per_octave", 2))
-    fixed = sub(ssd, "image_resizer", "fixed_shape_resizer")
-    keep = sub(ssd, "image_resizer", "keep_aspect_ratio_resizer")
-    if keep.fields:
-        max_dim = keep.one("max_dimension", 1024)
-        resizer = Resizer("keep_aspect_ratio", max_dim, max_dim, keep.one("min_dimension", 600), max_dim)
+    anchor = values(ssd.anchor_generator.multiscale_anchor_generator)
+    anchors = AnchorSpec(min_level=anchor["min_level"], max_level=anchor["max_level"],
+                         anchor_scale=anchor["anchor_scale"],
+                         # repeated, so no schema default: the OD API's zoo configs say 1.0, 2.0, 0.5
+                         aspect_ratios=tuple(anchor["aspect_ratios"]) or AnchorSpec.aspect_ratios,
+                         scales_per_octave=anchor["scales_per_octave"])
+    if ssd.image_resizer.HasField("keep_aspect_ratio_resizer"):
+        keep = values(ssd.image_resizer.keep_aspect_ratio_resizer)
+        max_dim = keep["max_dimension"]
+        resizer = Resizer("keep_aspect_ratio", max_dim, max_dim, keep["min_dimension"], max_dim)
     else:
-        resizer = Resizer("fixed_shape", fixed.one("height", 300), fixed.one("width", 300))
-    predictor = sub(ssd, "box_predictor", "weight_shared_convolutional_box_predictor")
-    extractor = sub(ssd, "feature_extractor")
-    hyper = sub(predictor, "conv_hyperparams")
-    l2 = _l2_weight(hyper)
-    train = sub(doc.tree, "train_config")
-    checkpoint = train.one("fine_tune_checkpoint") or None
-    checkpoint_type = train.one("fine_tune_checkpoint_type") or ("detection" if checkpoint else "")
+        fixed = values(ssd.image_resizer.fixed_shape_resizer)
+        resizer = Resizer("fixed_shape", fixed["height"], fixed["width"])
+    predictor_msg = ssd.box_predictor.weight_shared_convolutional_box_predictor
+    predictor, extractor = values(predictor_msg), values(ssd.feature_extractor)
+    l2 = _l2_weight(predictor_msg.conv_hyperparams)
+    train = values(typed.train_config)
+    checkpoint = train["fine_tune_checkpoint"] or None
+    checkpoint_type = train["fine_tune_checkpoint_type"] or ("detection" if checkpoint else "")
     if checkpoint_type == "fine_tune":
         checkpoint_type = "detection"
-    fpn = sub(extractor, "fpn")
     model = ModelSpec(
-        num_classes=ssd.one("num_classes"), height=resizer.height, width=resizer.width,
-        depth_multiplier=float(extractor.one("depth_multiplier", 1.0)),
-        min_depth=int(extractor.one("min_depth", 16)),
-        additional_layer_depth=int(fpn.one("additional_layer_depth", 256)),
-        use_explicit_padding=bool(extractor.one("use_explicit_padding", False)),
-        override_base_feature_extractor_hyperparams=bool(
-            extractor.one("override_base_feature_extractor_hyperparams", False)),
-        feature_hyperparams=conv_hyperparams(sub(extractor, "conv_hyperparams")),
-        depth=int(predictor.one("depth", 0)),
-        num_layers_before_predictor=int(predictor.one("num_layers_before_predictor", 0)),
-        kernel_size=int(predictor.one("kernel_size", 3)),
-        class_prediction_bias_init=float(predictor.one("class_prediction_bias_init", 0.0)),
-        predictor_hyperparams=conv_hyperparams(hyper),
-        anchors=anchors, freeze_batchnorm=bool(ssd.one("freeze_batchnorm", False)))
-    matcher = _matcher(ssd)
-    extractor_l2 = _l2_weight(sub(extractor, "conv_hyperparams"))
+        num_classes=ssd.num_classes, height=resizer.height, width=resizer.width,
+        depth_multiplier=extractor["depth_multiplier"], min_depth=extractor["min_depth"],
+        additional_layer_depth=values(ssd.feature_extractor.fpn)["additional_layer_depth"],
+        use_explicit_padding=extractor["use_explicit_padding"],
+        override_base_feature_extractor_hyperparams=extractor["override_base_feature_extractor_hyperparams"],
+        feature_hyperparams=conv_hyperparams(ssd.feature_extractor.conv_hyperparams),
+        depth=predictor["depth"], num_layers_before_predictor=predictor["num_layers_before_predictor"],
+        kernel_size=predictor["kernel_size"], class_prediction_bias_init=predictor["class_prediction_bias_init"],
+        predictor_hyperparams=conv_hyperparams(predictor_msg.conv_hyperparams),
+        anchors=anchors, freeze_batchnorm=values(ssd)["freeze_batchnorm"])
+    matcher = _matcher(ssd.matcher.argmax_matcher)
+    extractor_l2 = _l2_weight(ssd.feature_extractor.conv_hyperparams)
     regularization = RegularizationSpec(
-        backbone=extractor_l2 if extractor.one("override_base_feature_extractor_hyperparams", False)
+        backbone=extractor_l2 if extractor["override_base_feature_extractor_hyperparams"]
         else RegularizationSpec.backbone, fpn=extractor_l2, predictor=l2)
-    coder = sub(ssd, "box_coder", "faster_rcnn_box_coder")
-    scales = tuple(float(coder.one(k, d)) for k, d in
-                   (("y_scale", 10.0), ("x_scale", 10.0), ("height_scale", 5.0), ("width_scale", 5.0)))
-    loss = sub(ssd, "loss")
-    focal = sub(loss, "classification_loss", "weighted_sigmoid_focal")
+    coder = values(ssd.box_coder.faster_rcnn_box_coder)
+    scales = (coder["y_scale"], coder["x_scale"], coder["height_scale"], coder["width_scale"])
+    focal_msg = ssd.loss.classification_loss.weighted_sigmoid_focal
+    focal, loss, flags = values(focal_msg), values(ssd.loss), values(ssd)
     loss_spec = LossSpec(
-        focal_alpha=float(focal.one("alpha")) if focal.has("alpha") else None,
-        focal_gamma=float(focal.one("gamma", 2.0)),
-        classification_weight=float(loss.one("classification_weight", 1.0)),
-        localization_weight=float(loss.one("localization_weight", 1.0)),
-        smooth_l1_delta=float(sub(loss, "localization_loss", "weighted_smooth_l1").one("delta", 1.0)),
-        normalize_by_num_matches=bool(ssd.one("normalize_loss_by_num_matches", True)),
-        normalize_loc_by_codesize=bool(ssd.one("normalize_loc_loss_by_codesize", False)),
-        encode_background_as_zeros=bool(ssd.one("encode_background_as_zeros", False)))
-    nms = sub(ssd, "post_processing", "batch_non_max_suppression")
-    post = PostProcessing(score_threshold=float(nms.one("score_threshold", 1e-8)),
-                          iou_threshold=float(nms.one("iou_threshold", 0.6)),
-                          max_detections_per_class=int(nms.one("max_detections_per_class", 100)),
-                          max_total_detections=int(nms.one("max_total_detections", 100)))
-    optimizer_msg = sub(train, "optimizer")
-    kind_field = next(f for f in optimizer_msg.fields if f.name.endswith("_optimizer"))
-    opt = kind_field.value
-    lr_msg = sub(opt, "learning_rate")
-    lr_field = lr_msg.fields[0] if lr_msg.fields else None
-    if lr_field is None:
-        learning_rate = LearningRate("constant", {"learning_rate": 0.002})
+        focal_alpha=focal["alpha"] if focal_msg.HasField("alpha") else None,  # absent: no alpha weighting
+        focal_gamma=focal["gamma"],
+        classification_weight=loss["classification_weight"], localization_weight=loss["localization_weight"],
+        smooth_l1_delta=values(ssd.loss.localization_loss.weighted_smooth_l1)["delta"],
+        normalize_by_num_matches=flags["normalize_loss_by_num_matches"],
+        normalize_loc_by_codesize=flags["normalize_loc_loss_by_codesize"],
+        encode_background_as_zeros=flags["encode_background_as_zeros"])
+    nms = values(ssd.post_processing.batch_non_max_suppression)
+    post = PostProcessing(**{name: nms[name] for name in (
+        "score_threshold", "iou_threshold", "max_detections_per_class", "max_total_detections")})
+    optimizer_msg = typed.train_config.optimizer
+    kind_name = optimizer_msg.WhichOneof("optimizer")
+    opt_msg = getattr(optimizer_msg, kind_name)
+    opt = values(opt_msg)
+    rate_name = opt_msg.learning_rate.WhichOneof("learning_rate")
+    if rate_name is None:
+        learning_rate = LearningRate("constant", values(opt_msg.learning_rate.constant_learning_rate))
     else:
-        params = _message_params(lr_field.value)
-        if lr_field.name == "manual_step_learning_rate":
-            params["schedule"] = [s.to_python() for s in lr_field.value.all("schedule")]
-        learning_rate = LearningRate(lr_field.name.replace("_decay_learning_rate", "").replace(
-            "_learning_rate", ""), params)
-    kind = kind_field.name.replace("_optimizer", "")
+        rate_msg = getattr(opt_msg.learning_rate, rate_name)
+        params = values(rate_msg)
+        if rate_name == "manual_step_learning_rate":
+            params["schedule"] = [values(s) for s in rate_msg.schedule]
+        learning_rate = LearningRate(rate_name.replace("_decay_learning_rate", "").replace("_learning_rate", ""),
+                                     params)
+    kind = kind_name.replace("_optimizer", "")
     optimizer = Optimizer(
         kind=kind, learning_rate=learning_rate,
-        momentum=float(opt.one("momentum_optimizer_value", 0.9)) if kind != "adam" else 0.0,
-        epsilon=float(opt.one("epsilon", 1e-8 if kind == "adam" else 1.0)) if kind != "momentum" else 0.0,
-        decay=float(opt.one("decay", 0.9)) if kind == "rms_prop" else 0.0,
-        clipnorm=float(train.one("gradient_clipping_by_norm")) if train.one("gradient_clipping_by_norm", 0) > 0 else None)
+        momentum=opt["momentum_optimizer_value"] if kind != "adam" else 0.0,
+        epsilon=opt["epsilon"] if kind != "momentum" else 0.0,
+        decay=opt["decay"] if kind == "rms_prop" else 0.0,
+        clipnorm=train["gradient_clipping_by_norm"] if train["gradient_clipping_by_norm"] > 0 else None)
     augmentations = []
-    for option in train.all("data_augmentation_options"):
+    for option in doc.tree.one("train_config").all("data_augmentation_options"):
         for f in option.fields:
             augmentations.append(Augmentation(f.name, _message_params(f.value)))
-    eval_config = sub(doc.tree, "eval_config")
-    train_input = _reader(doc.tree.one("train_input_reader")) or InputReader((), None)
+    eval_config = values(typed.eval_config)
+    train_input = _reader(typed.train_input_reader, typed.HasField("train_input_reader")) or InputReader((), None)
+    eval_readers = list(typed.eval_input_reader)
     return TrainingConfig(
         model=model, resizer=resizer, matcher=matcher, box_scales=scales, loss=loss_spec, l2_weight=l2,
         regularization=regularization,
-        post_processing=post, batch_size=int(train.one("batch_size", 32)), num_steps=int(train.one("num_steps", 0)),
+        post_processing=post, batch_size=train["batch_size"], num_steps=train["num_steps"],
         optimizer=optimizer, augmentations=tuple(augmentations), fine_tune_checkpoint=checkpoint,
         fine_tune_checkpoint_type=checkpoint_type,
-        max_number_of_boxes=int(train.one("max_number_of_boxes", 100)),
-        train_input=train_input, eval_input=_reader(doc.tree.one("eval_input_reader")),
-        eval_metrics_set=str(eval_config.one("metrics_set", "coco_detection_metrics")),
-        eval_batch_size=int(eval_config.one("batch_size", 1)),
-        eval_per_category=bool(eval_config.one("include_metrics_per_category", False)),
-        eval_num_examples=int(eval_config.one("num_examples", 0)),
+        max_number_of_boxes=train["max_number_of_boxes"],
+        train_input=train_input, eval_input=_reader(eval_readers[-1], True) if eval_readers else None,
+        eval_metrics_set=(eval_config["metrics_set"] or ["coco_detection_metrics"])[-1],
+        eval_batch_size=eval_config["batch_size"],
+        eval_per_category=eval_config["include_metrics_per_category"],
+        # absent: every eval example (the schema's 5000 is the TF 1 evaluator's count)
+        eval_num_examples=eval_config["num_examples"] if typed.eval_config.HasField("num_examples") else 0,
         ignored=tuple(config_check.ignored(doc.text)))
 
 
