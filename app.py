@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from backend import auth, cleanup, jobs, projects
+from backend import auth, cleanup, projects, run_lifecycle
 from pages import common
 
 HERE = Path(__file__).resolve().parent
@@ -104,8 +104,8 @@ def settle_background_work() -> bool:
     still alive, settle those that ended while the dashboard was down, start queued runs, and
     keep doing so in the background."""
     cleanup.at_start(common.db())
-    jobs.pump_queue(common.db())
-    jobs.start_queue_watcher()
+    run_lifecycle.pump_queue(common.db())
+    run_lifecycle.start_queue_watcher()
     return True
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 import sqlite_utils
 
 from backend import settings
-
 log = logging.getLogger("boxwise.cleanup")
 LEFTOVER_SECONDS = 6 * 3600
 
@@ -81,5 +80,5 @@ def remove_leftovers(db: sqlite_utils.Database, older_than: float = LEFTOVER_SEC
 
 def at_start(db: sqlite_utils.Database) -> list[Path]:
     """Start-up housekeeping: leftovers of interrupted work and expired TFRecord browser uploads."""
-    from backend import tfrecords
-    return remove_leftovers(db) + tfrecords.remove_old_uploads()
+    from backend import record_browser
+    return remove_leftovers(db) + record_browser.remove_old_uploads()

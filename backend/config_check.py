@@ -28,7 +28,7 @@ from typing import Any
 
 from backend import paths
 from backend.errors import Invalid, NotFound
-from backend.pipeline_config import ConfigDocument, ConfigSyntaxError, Message, Problem, walk
+from backend.config_document import ConfigDocument, ConfigSyntaxError, Message, Problem, walk
 from backend.pipeline_schema.ignored import IGNORED as IGNORED_REASONS
 
 
@@ -36,7 +36,7 @@ def check(text: str, version=None, *, actor: dict | None = None, external: bool 
           files: bool = True) -> list[Problem]:
     """Every problem in a config's text, each with its path and line; empty when it can train.
 
-    `version` (a `configs.DatasetVersion`) adds the checks against a dataset version; `external`
+    `version` (a `dataset_versions.DatasetVersion`) adds the checks against a dataset version; `external`
     checks for an external runner (the OD API's own trainer) instead of Boxwise's; `files=False`
     leaves the file system alone (the trainer's typed settings, the zoo's configs).
     """
@@ -389,7 +389,7 @@ def _value_problems(doc: ConfigDocument, typed) -> list[Problem]:
 
 def _label_map_items(path) -> list:
     """The items (id >= 1) of a label map file, through the one label-map reader."""
-    from backend.configs import shown, unusable_path
+    from backend.saved_configs import shown, unusable_path
     from backend.formats import label_map as label_map_format
 
     problem = unusable_path(str(path))
@@ -436,7 +436,7 @@ def _inside(pattern: str, folder: Path) -> bool:
 
 
 def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Problem]:
-    from backend.configs import checkpoint_problem, input_problem, shown, unusable_path
+    from backend.saved_configs import checkpoint_problem, input_problem, shown, unusable_path
 
     problems: list[Problem] = []
     num_classes = _get(doc, "model.ssd.num_classes")

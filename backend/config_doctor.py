@@ -7,7 +7,7 @@ config change helps, the values that would fix it (`Finding.fix`, config path â†
 by `apply_fix` as an ordinary edit). A finding is an `error` only where training cannot work
 (a warmup as long as the config's num_steps; for a run whose length is set at launch, such as a
 3-step trial, it is a warning); everything else is a `warning`. The Configs page, `config check
-FILE --dataset-version N [--json]` and `jobs.start_run` all call `examine`.
+FILE --dataset-version N [--json]` and `run_lifecycle.start_run` all call `examine`.
 
 What is checked (numbers are the module's constants):
 
@@ -37,9 +37,9 @@ from typing import Any
 
 import numpy as np
 
-from backend import pipeline_config as pc
+from backend import config_document as pc
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable, to_canvas
-from backend.configs import DatasetVersion
+from backend.dataset_versions import DatasetVersion
 from backend.formats import label_map
 from backend.errors import Invalid, NotFound
 
@@ -139,7 +139,7 @@ def _number(doc: pc.ConfigDocument, path: str, default: float, kind: type = floa
 
 
 def _settings(doc: pc.ConfigDocument) -> _Settings:
-    """What the doctor reads, with `training.config.training_config`'s defaults."""
+    """What the doctor reads, with `training.training_config.training_config`'s defaults."""
     ssd = _get(doc, _SSD)
     resizer = grid = None
     if isinstance(ssd, pc.Message):
@@ -231,12 +231,12 @@ def dataset_boxes(version: DatasetVersion) -> DatasetBoxes:
 
 @functools.lru_cache(maxsize=8)
 def _read_boxes(files: tuple[tuple[str, str, int, int], ...], classes: tuple[tuple[int, str], ...]) -> DatasetBoxes:
-    from backend.formats import tfrecord
+    from backend.formats import tfrecord, tfrecord_framing
 
     boxes, labels, image, image_hw, image_split = [], [], [], [], []
     for split, path, _, _ in files:
         for _, _, example in tfrecord.iter_examples(path):
-            if isinstance(example, tfrecord.RecordError):
+            if isinstance(example, tfrecord_framing.RecordError):
                 continue  # unreadable records are the TFRecord browser's report
             index = len(image_hw)
             image_hw.append((example.height or 0, example.width or 0))

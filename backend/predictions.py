@@ -25,7 +25,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from backend import atomic, inference, models, settings
+from backend import atomic, inference, model_registry, settings
 from backend.annotations import clean_boxes, get_boxes, record_event
 from backend.auth import require
 from backend.db import now, one, transaction
@@ -122,7 +122,7 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
     `loaded` is that model already loaded (else it is loaded here). Returns the final progress."""
     require(actor, "train")
     project = get_project(db, project_id)
-    model_row = models.get_model(db, model_id) if model_id else models.current_model(db, project_id)
+    model_row = model_registry.get_model(db, model_id) if model_id else model_registry.current_model(db, project_id)
     if model_row is None:
         raise Invalid(f"project {project['name']!r} has no current model: mark one current on the "
                       "Models page (or pass --model)")
@@ -144,7 +144,7 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
                          if target in label_ids}
         else:
             # Drafts go to the project class with the detection's label-map id; say so when names differ.
-            progress["warnings"] = models.class_mismatches(db, project_id, model.label_map_text)
+            progress["warnings"] = model_registry.class_mismatches(db, project_id, model.label_map_text)
         todo = unlabeled_images(db, project_id)
         progress.update(total=len(todo), message="predicting")
         atomic.write_json(path, progress)
@@ -206,7 +206,7 @@ def start(db: sqlite_utils.Database, actor: dict, project_id: int, *, model_id: 
     """Start batch prediction for the project in its own process; returns the first progress."""
     require(actor, "train")
     get_project(db, project_id)
-    if model_id is None and models.current_model(db, project_id) is None:
+    if model_id is None and model_registry.current_model(db, project_id) is None:
         raise Invalid("this project has no current model: mark one current first")
     running = read_progress(project_id)
     if running and running["state"] in ACTIVE_STATES:

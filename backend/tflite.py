@@ -14,7 +14,7 @@ from pathlib import Path
 
 import sqlite_utils
 
-from backend import models, settings
+from backend import model_registry, settings
 from backend.auth import require
 from backend.errors import Invalid, NotFound
 
@@ -30,13 +30,13 @@ def has_checkpoint(model: dict) -> bool:
 
 def exportable_models(db: sqlite_utils.Database, project_id: int) -> list[dict]:
     """The project's registered models with a checkpoint, newest first."""
-    return [m for m in models.list_models(db, project_id) if has_checkpoint(m)]
+    return [m for m in model_registry.list_models(db, project_id) if has_checkpoint(m)]
 
 
 def representative_glob(db: sqlite_utils.Database, export_id: int) -> str:
     """The train-split shard glob of dataset version `export_id` (int8 calibration images)."""
-    from backend import configs
-    version = configs.dataset_version(db, export_id)
+    from backend import dataset_versions
+    version = dataset_versions.dataset_version(db, export_id)
     if not version.train_glob:
         raise NotFound(f"dataset version #{export_id} has no train records to calibrate int8 with")
     return version.train_glob
@@ -52,7 +52,7 @@ def export_registered(db: sqlite_utils.Database, actor: dict, model_id: int, qua
                       max_detections: int = 10) -> dict:
     """Export registered model `model_id` to TFLite; returns `read_export`'s dict."""
     require(actor, "train")
-    model = models.get_model(db, model_id)
+    model = model_registry.get_model(db, model_id)
     if not has_checkpoint(model):
         raise Invalid(f"model #{model_id} has no checkpoint/ and pipeline.config beside its SavedModel "
                       "(only Boxwise exports can be converted): export it from its run first")
@@ -86,7 +86,7 @@ def download(db: sqlite_utils.Database, actor: dict, model_id: int, quantize: st
     """`(file name, zip bytes)` of an export's device files: model.tflite, labels.txt,
     label_map.pbtxt and model.json."""
     require(actor, "view")
-    model = models.get_model(db, model_id)
+    model = model_registry.get_model(db, model_id)
     found = read_export(model_id, quantize)
     if found is None:
         raise NotFound(f"model #{model_id} has no {quantize} TFLite export yet")

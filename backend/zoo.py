@@ -8,7 +8,7 @@ checks it before anything is kept:
   `MAX_MEMBERS` entries and `max_bytes()` unpacked (counted while writing, not from headers);
 - it is complete: every one of `REQUIRED` is there;
 - the config is one this trainer builds (`config_check.check`);
-- the SavedModel has the detection signature (`models.inspect_export`);
+- the SavedModel has the detection signature (`model_registry.inspect_export`);
 - the checkpoint loads into that network (`training.restore`, in a child process so
   TensorFlow stays out of the dashboard).
 
@@ -154,7 +154,7 @@ def describe_config(config_path: Path) -> dict:
     """Architecture, input size and classes of a zoo `pipeline.config`; `Invalid` listing the
     problems when this trainer cannot build it."""
     from backend import config_check
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
 
     doc = ConfigDocument.load(config_path)
     problems = config_check.check(doc.text, files=False)
@@ -203,9 +203,9 @@ def restore_report(config_path: str | Path, checkpoint_prefix: str | Path) -> di
     """What `check_checkpoint` runs in the child: build the config's network and restore the
     checkpoint into it as a `detection` fine-tune does; the trainer's restore report, with
     counts per part (the per-variable lists are left out)."""
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
-    from backend.training.model import build_detector
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    from backend.training.network import build_detector
     from backend.training.restore import restore_detection
     from backend.training.train import replace_fine_tune_for_inference
 
@@ -269,7 +269,7 @@ def import_tarball(db: sqlite_utils.Database, actor: dict, source: str | Path | 
                     out.write(chunk)
     unpacked = settings.subdir("zoo") / f".tmp-{token}"
     try:
-        from backend.exports import sha256_file
+        from backend.dataset_versions import sha256_file
         digest = sha256_file(path)
         existing = one(db, "select * from starting_points where sha256 = ?", [digest])
         if existing:
@@ -290,7 +290,7 @@ def import_tarball(db: sqlite_utils.Database, actor: dict, source: str | Path | 
         elif described["num_classes"] == COCO_NUM_CLASSES:
             label_map_path.write_text(coco_label_map_text(), encoding="utf-8")
             classes = dict(COCO_CLASSES)
-        from backend.models import inspect_export
+        from backend.model_registry import inspect_export
         inspect_export(model_folder)
         report = check_checkpoint(model_folder / "pipeline.config", model_folder / "checkpoint" / "ckpt-0") \
             if check_weights else {}
@@ -355,8 +355,7 @@ def register_for_prelabel(db: sqlite_utils.Database, actor: dict, project_id: in
                           mapping: dict[str, str | None] | None = None) -> dict:
     """Put the starting point's SavedModel into the project's model registry, with its classes
     mapped to the project's (`mapping`, default `default_class_mapping`). Returns the model row."""
-    from backend import models
-
+    from backend import model_registry
     require(actor, "train")
     point = get_starting_point(db, starting_point_id)
     mapping = default_class_mapping(db, project_id, starting_point_id) if mapping is None else mapping
@@ -373,7 +372,7 @@ def register_for_prelabel(db: sqlite_utils.Database, actor: dict, project_id: in
     if not class_map:
         raise Invalid("no class of the starting point maps to a class of this project: map at least one "
                       "(e.g. person → pedestrian)")
-    model = models.register_directory(db, actor, project_id, point["path"], name=f"{point['name']} (zoo)",
+    model = model_registry.register_directory(db, actor, project_id, point["path"], name=f"{point['name']} (zoo)",
                                       source="zoo", origin=point["filename"], class_map=class_map)
     return model
 
@@ -385,9 +384,8 @@ def fine_tune_text(db: sqlite_utils.Database, text: str, starting_point_id: int)
     """`text` starting from the starting point: its whole `model { }` (architecture, input
     size) replaces the config's, `num_classes` stays the config's, and `fine_tune_checkpoint`
     points at its `checkpoint/ckpt-0` as a `detection` checkpoint."""
-    from backend.pipeline_config import ConfigDocument
-    from backend import configs
-
+    from backend.config_document import ConfigDocument
+    from backend import saved_configs
     point = get_starting_point(db, starting_point_id)
     source = ConfigDocument.load(point["pipeline_config"])
     doc = ConfigDocument(text)
@@ -408,7 +406,7 @@ def fine_tune_text(db: sqlite_utils.Database, text: str, starting_point_id: int)
     doc = ConfigDocument(new_text)
     if num_classes:
         doc.set("model.ssd.num_classes", num_classes)
-    return configs.set_fine_tune_checkpoint(doc.text, point["checkpoint"], "detection")
+    return saved_configs.set_fine_tune_checkpoint(doc.text, point["checkpoint"], "detection")
 
 
 # ---------------------------------------------------------------- downloading
@@ -484,8 +482,8 @@ def start_from(db: sqlite_utils.Database, text: str, source: str, ident: int | N
     """`text` set to start training from `source`: `config` (as written), `scratch` (no
     `fine_tune_checkpoint`), `run` (run `ident`'s latest checkpoint, as a detection fine-tune)
     or `starting_point` (`fine_tune_text`)."""
-    from backend import configs, jobs
-    from backend.pipeline_config import ConfigDocument
+    from backend import run_artefacts, run_lifecycle, saved_configs
+    from backend.config_document import ConfigDocument
 
     if source == "config":
         return text
@@ -498,11 +496,11 @@ def start_from(db: sqlite_utils.Database, text: str, source: str, ident: int | N
                 pass
         return doc.text
     if source == "run":
-        run = jobs.get_run(db, int(ident))
-        checkpoint = jobs.latest_checkpoint(run["model_dir"]) if run.get("model_dir") else None
+        run = run_lifecycle.get_run(db, int(ident))
+        checkpoint = run_artefacts.latest_checkpoint(run["model_dir"]) if run.get("model_dir") else None
         if checkpoint is None:
             raise Invalid(f"run {ident} has no checkpoint yet to start from")
-        return configs.set_fine_tune_checkpoint(text, checkpoint, "detection")
+        return saved_configs.set_fine_tune_checkpoint(text, checkpoint, "detection")
     if source == "starting_point":
         return fine_tune_text(db, text, int(ident))
     raise Invalid(f"start from {source!r}? choose one of: {', '.join(START_FROM)}")
@@ -511,11 +509,10 @@ def start_from(db: sqlite_utils.Database, text: str, source: str, ident: int | N
 def start_from_choices(db: sqlite_utils.Database, project_id: int) -> list[tuple[str, int | None, str]]:
     """What a run of the project can start from, as `(source, id, title)`: the config as
     written, scratch, each training run of the project with a checkpoint, each starting point."""
-    from backend import jobs
-
+    from backend import run_artefacts, run_lifecycle
     choices: list[tuple[str, int | None, str]] = [("config", None, "as the config says"), ("scratch", None, "scratch")]
-    for run in jobs.list_runs(db, project_id):
-        if run.get("kind") == "train" and run.get("model_dir") and jobs.latest_checkpoint(run["model_dir"]):
+    for run in run_lifecycle.list_runs(db, project_id):
+        if run.get("kind") == "train" and run.get("model_dir") and run_artefacts.latest_checkpoint(run["model_dir"]):
             choices.append(("run", run["id"], f"run #{run['id']}'s latest checkpoint"))
     for point in list_starting_points(db):
         choices.append(("starting_point", point["id"], f"starting point #{point['id']} {point['name']}"))

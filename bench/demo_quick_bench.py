@@ -6,7 +6,7 @@
 
 The path: the demo project (`backend.demo.create_demo_project`: 60 generated 320x240 scenes,
 45 labeled) in a fresh data folder -> a TFRecord dataset version with the default split ->
-the template filled from that version (`configs.fill_from_dataset_version`; `--set PATH=VALUE`
+the template filled from that version (`saved_configs.fill_from_dataset_version`; `--set PATH=VALUE`
 edits on top) -> `python -m backend train` (the real CLI) in segments of `--eval-every` steps,
 each resuming -> every checkpoint scored by the CLI's evaluation mode on the held-out split.
 Prints step, cumulative training wall time (process starts included) and mAP / mAP@0.5, with
@@ -41,18 +41,18 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="demo_bench_"))
     os.environ["BOXWISE_DATA"] = str(work / "data")
-    from backend import auth, configs, demo, exports
+    from backend import auth, dataset_versions, demo, saved_configs
     from backend.db import connect
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from parity_bench import boxwise_evaluate, boxwise_train
 
     try:
         db = connect()
         admin = auth.create_first_admin(db, "bench", "bench-password-1")
         project = demo.create_demo_project(db, admin)
-        version = exports.create_export(db, admin, project["id"], "tfrecord")
-        dataset = configs.dataset_version(db, version["id"])
-        text = configs.fill_from_dataset_version(configs.templates()[args.template], dataset)
+        version = dataset_versions.create_export(db, admin, project["id"], "tfrecord")
+        dataset = dataset_versions.dataset_version(db, version["id"])
+        text = saved_configs.fill_from_dataset_version(saved_configs.templates()[args.template], dataset)
         doc = ConfigDocument(text)
         for edit in args.set:
             path, _, value = edit.partition("=")

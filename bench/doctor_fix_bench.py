@@ -44,8 +44,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from backend import auth, config_doctor, configs, db as database
-    from backend.pipeline_config import ConfigDocument
+    from backend import auth, config_doctor, db as database, saved_configs
+    from backend.config_document import ConfigDocument
     from backend.training.evaluate import evaluate_checkpoint
     from backend.training.train import run_training
     from tests.test_config_doctor import ZOO_128, shapes_version
@@ -54,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
         db = database.connect()
         admin = auth.create_first_admin(db, "admin", "a-long-admin-password")
         version = shapes_version(db, admin, "small-objects", count=args.images, seed=3)
-        source = ZOO_128.read_text() if args.base == "zoo" else configs.templates()["quick"]
-        doc = ConfigDocument(configs.fill_from_dataset_version(source, version))
+        source = ZOO_128.read_text() if args.base == "zoo" else saved_configs.templates()["quick"]
+        doc = ConfigDocument(saved_configs.fill_from_dataset_version(source, version))
         cosine = COSINE if args.base == "zoo" else COSINE.replace("momentum_optimizer", "adam_optimizer")
         doc.set("train_config.batch_size", args.batch_size)
         doc.set("train_config.num_steps", args.steps)

@@ -5,7 +5,7 @@ against the decode-and-re-encode approach of typical tutorials, in one run.
     .venv/bin/python bench/export_bench.py --n 200    # a quick run
 
 Steps, all on the same stored images (warm page cache for every contender):
-  1. Boxwise: `exports.create_export(..., "tfrecord")` — bytes passed through, each shard
+  1. Boxwise: `dataset_versions.create_export(..., "tfrecord")` — bytes passed through, each shard
      framed, hashed (sha256 for the manifest) and written in one pass, shards in parallel
      threads, plus label map, manifest and snippet; also once with `checksums=False`.
   2. Raw: read every stored file and write its bytes into as many plain output files as
@@ -97,9 +97,9 @@ def setup(n: int, data_dir: Path):
 
 
 def bench_boxwise(db, admin, project, shards: int, checksums: bool = True) -> tuple[float, dict]:
-    from backend import exports
+    from backend import dataset_versions
     start = time.perf_counter()
-    version = exports.create_export(db, admin, project["id"], "tfrecord", shards=shards,
+    version = dataset_versions.create_export(db, admin, project["id"], "tfrecord", shards=shards,
                                     splits="train=0.8,val=0.2", reshuffle=True, checksums=checksums)
     return time.perf_counter() - start, version
 

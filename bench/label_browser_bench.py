@@ -80,7 +80,7 @@ def dense_picture(rng: random.Random) -> tuple[bytes, list[tuple[float, float, f
 
 def prepare(data: Path, images_per_project: int) -> dict:
     """Users, the demo project, the dense project, and what a training run needs."""
-    from backend import annotations, auth, configs, db as database, demo, exports, images, projects
+    from backend import annotations, auth, dataset_versions, db as database, demo, images, projects, saved_configs
     db = database.connect(data / "boxwise.db")
     admin = auth.create_first_admin(db, "admin", "admin-password")
     auth.add_user(db, admin, "ann", "ann-password", "labeler")
@@ -93,12 +93,12 @@ def prepare(data: Path, images_per_project: int) -> dict:
         report = images.ingest(db, admin, dense["id"], [(f"survey{number:02d}.png", picture)])
         annotations.save_boxes(db, admin, report.items[0].image_id, [
             {"label_id": tree, "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for b in boxes], 0)
-    version = exports.create_export(db, admin, shapes["id"], "tfrecord", checksums=False)
+    version = dataset_versions.create_export(db, admin, shapes["id"], "tfrecord", checksums=False)
     # Every image back in the queue ("in progress" by admin), so N has work on both projects.
     db.execute("update images set status = 'in_progress', labeled_by = null")
-    text = configs.fill_from_dataset_version(configs.templates()["quick"],
-                                             configs.dataset_version(db, version["id"]))
-    config = configs.save_config(db, admin, shapes["id"], "bench-quick", text)
+    text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"],
+                                             dataset_versions.dataset_version(db, version["id"]))
+    config = saved_configs.save_config(db, admin, shapes["id"], "bench-quick", text)
     return {"admin": admin, "projects": {"demo": shapes["name"], "dense": dense["name"]},
             "demo_id": shapes["id"], "export_id": version["id"], "config_id": config["id"]}
 
@@ -200,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         data.mkdir()
         os.environ["BOXWISE_DATA"] = str(data)
         made = prepare(data, max(args.dense_images, 2))
-        from backend import db as database, jobs
+        from backend import db as database, run_artefacts, run_lifecycle
         db = database.connect(data / "boxwise.db")
         port = args.port or free_port()
         app = start_app(data, port)
@@ -220,13 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                         os.environ["BOXWISE_TRAIN_THREADS"] = \
                             str(max(1, (os.cpu_count() or 1) - 1)) if condition == "training" \
                             else str(os.cpu_count() or 1)
-                        run = jobs.start_run(db, made["admin"], made["demo_id"], export_id=made["export_id"],
+                        run = run_lifecycle.start_run(db, made["admin"], made["demo_id"], export_id=made["export_id"],
                                              config_id=made["config_id"], num_train_steps=100_000)
                         deadline = time.monotonic() + 600
-                        while not (jobs.run_progress(jobs.get_run(db, run["id"])) or {}).get("step"):
-                            if time.monotonic() > deadline or jobs.get_run(db, run["id"])["status"] != "running":
+                        while not (run_artefacts.run_progress(run_lifecycle.get_run(db, run["id"])) or {}).get("step"):
+                            if time.monotonic() > deadline or run_lifecycle.get_run(db, run["id"])["status"] != "running":
                                 raise RuntimeError("the training run did not start stepping:\n"
-                                                   + "\n".join(jobs.log_tail(jobs.get_run(db, run["id"]))))
+                                                   + "\n".join(run_artefacts.log_tail(run_lifecycle.get_run(db, run["id"]))))
                             time.sleep(1)
                     try:
                         for name, project in made["projects"].items():
@@ -238,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
                         raise
                     finally:
                         if run is not None:
-                            jobs.cancel_run(db, made["admin"], run["id"])
-                            jobs.wait_for_run(db, run["id"], timeout=300)
+                            run_lifecycle.cancel_run(db, made["admin"], run["id"])
+                            run_lifecycle.wait_for_run(db, run["id"], timeout=300)
                 browser.close()
         finally:
             app.terminate()

@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO))
 
 def write_config(kind: str, path: Path, batch_size: int | None = None) -> Path:
     """The parity config (or small128's architecture) reading the parity TFRecords."""
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     if kind == "parity":
         text = (PARITY / "pipeline.config").read_text(encoding="utf-8").replace("PARITY_DIR", str(PARITY))
         doc = ConfigDocument(text)

@@ -66,7 +66,7 @@ def default_export() -> Path:
     subprocess.run([sys.executable, "-m", "backend", "export-model", "--input_type", "image_tensor",
                     "--pipeline_config_path", str(config), "--trained_checkpoint_dir", str(work / "model_dir"),
                     "--output_directory", str(target)], cwd=REPO, check=True)
-    from backend.training.export import export_model
+    from backend.training.savedmodel_export import export_model
     export_model(config, work / "model_dir", unfolded, fold=False)
     return target
 
@@ -140,13 +140,12 @@ def batch_prediction_throughput(model_dir: Path, encoded: list[bytes]) -> tuple[
     SQLite) over freshly ingested images, in a scratch data directory, model load excluded."""
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["BOXWISE_DATA"] = scratch
-        from backend import auth, db as database, images, models, predictions, projects
-
+        from backend import auth, db as database, images, model_registry, predictions, projects
         db = database.connect(Path(scratch) / "boxwise.db")
         admin = auth.create_first_admin(db, "admin", "bench-password")
         project = projects.create_project(db, admin, "bench", ["square", "disc"])
         images.ingest(db, admin, project["id"], [(f"{i}.jpg", data) for i, data in enumerate(encoded)])
-        model = models.register_directory(db, admin, project["id"], model_dir)
+        model = model_registry.register_directory(db, admin, project["id"], model_dir)
         loaded = predictions.inference.load_model(model_dir, warm_up=True)  # load and compile outside the timing
         begin = time.perf_counter()
         progress = predictions.predict_project(db, admin, project["id"], model_id=model["id"], min_score=0.3,

@@ -49,8 +49,8 @@ def fused_batch_norm_step(config, anchors, compute_losses):
     import keras
     import tensorflow as tf
 
-    import backend.training.model as model_module
-    from backend.training.model import build_detector, preprocess_images
+    import backend.training.network as model_module
+    from backend.training.network import build_detector, preprocess_images
     from backend.training.train import build_optimizer
 
     class FusedBatchNorm(keras.layers.BatchNormalization):
@@ -121,12 +121,12 @@ def main(argv=None) -> int:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter)
 
     from parity_bench import write_config
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from backend.training.boxes import generate_anchors
-    from backend.training.config import training_config
+    from backend.training.training_config import training_config
     from backend.training.data import train_dataset
     from backend.training.losses import regularization_loss, ssd_losses
-    from backend.training.model import build_detector, count_parameters, preprocess_images
+    from backend.training.network import build_detector, count_parameters, preprocess_images
     from backend.training.train import build_optimizer
 
     work = Path(tempfile.mkdtemp(prefix="step_profile_"))

@@ -73,7 +73,7 @@ def measure(kind: str, path: str, images_file: str, threads: int, warmup: int = 
 
 def prepare(steps: int) -> dict:
     """Data, a trained run and its three exports under WORK (each made once)."""
-    from backend.training.export import export_model
+    from backend.training.savedmodel_export import export_model
     from backend.training.tflite_export import export_tflite
     from backend.training.train import run_training
     from tests.training import shapes
@@ -122,7 +122,6 @@ def main() -> int:
 
     import numpy as np
     from backend.training import tflite_export as tl
-
     made = prepare(args.steps)
     exports = made["exports"]
     held_out = tl.held_out_images([made["val_glob"]], SIZE, SIZE)

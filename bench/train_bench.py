@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
     from backend.training.data import train_dataset
     from backend.training.evaluate import evaluate_checkpoint
     from backend.training.train import run_training

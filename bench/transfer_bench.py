@@ -49,10 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import tensorflow as tf
 
-    from backend import auth, configs, db as database, demo, exports, zoo
-    from backend.pipeline_config import ConfigDocument
+    from backend import auth, dataset_versions, db as database, demo, saved_configs, zoo
+    from backend.config_document import ConfigDocument
     from backend.training.evaluate import evaluate_checkpoint
-    from backend.training.export import export_model
+    from backend.training.savedmodel_export import export_model
     from backend.training.train import run_training
     from tests.training.conftest import tiny_config
     from tests.training.shapes import write_dataset, write_label_map
@@ -88,10 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         # 2. The target: demo scenes exported as a dataset version.
         project = demo.create_demo_project(db, admin, name="target", count=args.target_images, seed=11)
         db.execute("update images set status = 'labeled' where project_id = ?", [project["id"]])
-        version = exports.create_export(db, admin, project["id"], "tfrecord",
+        version = dataset_versions.create_export(db, admin, project["id"], "tfrecord",
                                         splits={"train": 2 / 3, "val": 1 / 3}, seed=1)
-        version = configs.dataset_version(db, version["id"])
-        base = configs.fill_from_dataset_version(configs.templates()["quick"], version)
+        version = dataset_versions.dataset_version(db, version["id"])
+        base = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], version)
 
         # 3. Fine-tune vs scratch at equal steps.
         variants = {"from starting point": zoo.fine_tune_text(db, base, point["id"]),

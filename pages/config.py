@@ -6,7 +6,7 @@ import hashlib
 
 import streamlit as st
 
-from backend import auth, config_check, configs, zoo
+from backend import auth, config_check, dataset_versions, saved_configs, zoo
 from pages import common, doctor_panel
 
 project = common.require_project()
@@ -15,9 +15,9 @@ can_train = auth.can(user, "train")
 db = common.db()
 st.title(f"Pipeline configs of {common.plain(project['name'])}")
 
-saved = configs.all_configs(db, project["id"])
-templates = configs.templates()
-versions = configs.list_dataset_versions(db, project["id"])
+saved = saved_configs.all_configs(db, project["id"])
+templates = saved_configs.templates()
+versions = dataset_versions.list_dataset_versions(db, project["id"])
 
 # ---------------------------------------------------------------- what to start from
 
@@ -27,8 +27,8 @@ source = left.selectbox("Start from", sources, key="config_source",
                         format_func={"saved": "a saved config", "template": "a template"}.get)
 if source == "saved":
     choice = right.selectbox("Saved config", [c["id"] for c in saved], key="config_choice_saved",
-                             format_func=lambda i: configs.config_title(configs.get_config(db, i)))
-    loaded = configs.get_config(db, choice)
+                             format_func=lambda i: saved_configs.config_title(saved_configs.get_config(db, i)))
+    loaded = saved_configs.get_config(db, choice)
     base_text, base_name = loaded["text"], loaded["name"]
 else:
     choice = right.selectbox("Template", list(templates), key="config_choice_template")
@@ -52,21 +52,21 @@ def set_text(text: str) -> None:
 
 def fill_from_version() -> None:
     with common.reported("Filled paths and num_classes from the dataset version"):
-        set_text(configs.fill_from_dataset_version(st.session_state["config_text"],
+        set_text(saved_configs.fill_from_dataset_version(st.session_state["config_text"],
                                                    st.session_state["config_version"]))
 
 
 def apply_form(digest: str) -> None:
     text = st.session_state["config_text"]
-    values = {path: st.session_state[f"field_{path}_{digest}"] for _, path in configs.form_fields(text)}
+    values = {path: st.session_state[f"field_{path}_{digest}"] for _, path in saved_configs.form_fields(text)}
     values["augmentations"] = st.session_state[f"augmentations_{digest}"]
     with common.reported("Fields applied"):
-        set_text(configs.set_common_fields(text, values))
+        set_text(saved_configs.set_common_fields(text, values))
 
 
 def save() -> None:
     with common.reported("Saved as a new version"):
-        row = configs.save_config(db, user, project["id"], st.session_state["config_name"],
+        row = saved_configs.save_config(db, user, project["id"], st.session_state["config_name"],
                                   st.session_state["config_text"])
         st.session_state["config_loaded"] = ("saved", row["id"])
         st.session_state["config_source"] = "saved"
@@ -90,16 +90,16 @@ row[1].button("Apply", key="config_train_from_apply", on_click=train_from, args=
 text = st.session_state["config_text"]
 st.session_state["config_text_kept"] = text
 st.session_state["config_name_kept"] = st.session_state.get("config_name", base_name)
-problem = configs.syntax_problem(text)
+problem = saved_configs.syntax_problem(text)
 digest = hashlib.sha1(text.encode()).hexdigest()[:10]
 
 # ---------------------------------------------------------------- the usual fields
 
 if problem is None:
-    values = configs.common_fields(text)
+    values = saved_configs.common_fields(text)
     with st.expander("Common fields", expanded=True), st.form(f"fields_{digest}"):
         columns = st.columns(3)
-        for index, (label, path) in enumerate(configs.form_fields(text)):
+        for index, (label, path) in enumerate(saved_configs.form_fields(text)):
             value, column = values[path], columns[index % 3]
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 column.number_input(label, value=value, key=f"field_{path}_{digest}", help=path,
@@ -107,7 +107,7 @@ if problem is None:
             else:
                 column.text_input(label, value="" if value is None else str(value),
                                   key=f"field_{path}_{digest}", help=path)
-        st.multiselect("Augmentation options", configs.AUGMENTATIONS, default=values["augmentations"],
+        st.multiselect("Augmentation options", saved_configs.AUGMENTATIONS, default=values["augmentations"],
                        key=f"augmentations_{digest}")
         st.form_submit_button("Apply to the text", on_click=apply_form, args=(digest,))
 
@@ -141,7 +141,7 @@ else:
 
 # ---------------------------------------------------------------- changes and saving
 
-changes = configs.diff(base_text, text, f"{base_name} (loaded)", "edited")
+changes = saved_configs.diff(base_text, text, f"{base_name} (loaded)", "edited")
 st.caption("Changes against the loaded config")
 st.code(changes or "(no changes)", language="diff")
 if can_train:

@@ -6,7 +6,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from backend import auth, exports, images
+from backend import auth, dataset_versions, images
 from pages import common
 
 project = common.require_project()
@@ -18,9 +18,9 @@ st.caption(f"{stats['images']} images · " +
            " · ".join(f"{n} {status}" for status, n in stats["by_status"].items()))
 
 if auth.can(user, "export"):
-    with st.expander("New dataset version", expanded=not exports.list_versions(common.db(), project["id"])):
+    with st.expander("New dataset version", expanded=not dataset_versions.list_versions(common.db(), project["id"])):
         with st.form("export"):
-            fmt = st.selectbox("Format", exports.FORMATS,
+            fmt = st.selectbox("Format", dataset_versions.FORMATS,
                                format_func=lambda f: {"tfrecord": "TFRecord (TF OD API)", "voc": "Pascal VOC",
                                                       "coco": "COCO JSON", "csv": "CSV",
                                                       "yolo": "YOLO"}[f])
@@ -30,9 +30,9 @@ if auth.can(user, "export"):
             test = right.number_input("Test share", 0.0, 1.0, 0.0, 0.05)
             left, middle, right = st.columns(3)
             seed = left.number_input("Seed", 0, 2**31 - 1, 0, help="Fixes where new images go")
-            shards = middle.number_input("Shards per split (TFRecord)", 1, exports.MAX_SHARDS, 1)
-            statuses = right.multiselect("Image statuses", sorted(set(stats["by_status"]) | set(exports.DEFAULT_STATUSES)),
-                                         default=list(exports.DEFAULT_STATUSES))
+            shards = middle.number_input("Shards per split (TFRecord)", 1, dataset_versions.MAX_SHARDS, 1)
+            statuses = right.multiselect("Image statuses", sorted(set(stats["by_status"]) | set(dataset_versions.DEFAULT_STATUSES)),
+                                         default=list(dataset_versions.DEFAULT_STATUSES))
             reshuffle = st.checkbox("Reshuffle: give every image a new split "
                                     "(otherwise images keep the split they had)")
             submitted = st.form_submit_button("Export", type="primary")
@@ -43,7 +43,7 @@ if auth.can(user, "export"):
                 bar.progress(min(1.0, done / max(total, 1)), text=f"{done}/{total} {name}")
 
             with common.reported():
-                version = exports.create_export(
+                version = dataset_versions.create_export(
                     common.db(), user, project["id"], fmt,
                     splits={"train": train, "val": val, "test": test}, seed=int(seed),
                     shards=int(shards), statuses=statuses, reshuffle=reshuffle, on_progress=progress)
@@ -51,7 +51,7 @@ if auth.can(user, "export"):
                 st.success(f"Dataset version {version['version']} written: "
                            f"{version['counts']['total_images']} images, {version['counts']['total_boxes']} boxes")
 
-versions = exports.list_versions(common.db(), project["id"])
+versions = dataset_versions.list_versions(common.db(), project["id"])
 if not versions:
     st.info("No dataset versions yet.")
     st.stop()
@@ -65,7 +65,7 @@ st.dataframe(pd.DataFrame([{
     "on disk": v["exists"]} for v in versions]), hide_index=True, width="stretch")
 
 chosen = st.selectbox("Show version", versions, format_func=lambda v: f"v{v['version']} ({v['format']})")
-balance = exports.class_balance(chosen)
+balance = dataset_versions.class_balance(chosen)
 if balance:
     st.altair_chart(alt.Chart(pd.DataFrame(balance)).mark_bar().encode(
         x=alt.X("boxes:Q", title="boxes"), y=alt.Y("class:N", title=None),
@@ -76,14 +76,14 @@ with left:
     st.write("**Files**")
     st.code(f"{chosen['path']}\nlabel map: {chosen['label_map_path']}\n" +
             "\n".join(f"{split}: {glob}" for split, glob in chosen["input_globs"].items()), language=None)
-    snippet = exports.snippet_text(chosen)
+    snippet = dataset_versions.snippet_text(chosen)
     if snippet:
         with st.expander("pipeline.config input readers"):
             st.code(snippet, language="protobuf")
 with right:
     if auth.can(user, "export") and st.button("Prepare zip for download", key=f"zip-{chosen['id']}"):
         with common.reported():
-            st.session_state["dataset_zip"] = (chosen["id"], *exports.zip_download(common.db(), user,
+            st.session_state["dataset_zip"] = (chosen["id"], *dataset_versions.zip_download(common.db(), user,
                                                                                    chosen["id"]))
     prepared = st.session_state.get("dataset_zip")
     if prepared and prepared[0] == chosen["id"]:

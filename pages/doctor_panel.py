@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from backend import config_doctor
-from backend.configs import DatasetVersion
+from backend.dataset_versions import DatasetVersion
 from pages import common
 
 

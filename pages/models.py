@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend import auth, models, predictions, tflite
+from backend import auth, model_registry, predictions, tflite
 from pages import common
 
 project = common.require_project()
@@ -15,7 +15,7 @@ st.title(f"Models of {common.plain(project['name'])}")
 
 # ---------------------------------------------------------------- the registry
 
-registry = models.list_models(common.db(), project["id"])
+registry = model_registry.list_models(common.db(), project["id"])
 if not registry:
     st.info("No models yet. Register an export below: from a training run, a folder on the server, "
             "or a zip of an export (TF OD API or Boxwise SavedModels).")
@@ -41,7 +41,7 @@ else:
                                                              if m["id"] == i))
             if st.form_submit_button("Mark as current"):
                 with common.reported(success="Current model changed"):
-                    models.set_current(common.db(), user, project["id"], chosen)
+                    model_registry.set_current(common.db(), user, project["id"], chosen)
                     st.rerun()
 
 # ---------------------------------------------------------------- registering
@@ -50,7 +50,7 @@ if can_train:
     st.subheader("Register a model")
     run_tab, folder_tab, zip_tab = st.tabs(["From a training run", "From a folder on the server", "Upload a zip"])
     with run_tab:
-        runs = models.runs_with_exports(common.db(), project["id"])
+        runs = model_registry.runs_with_exports(common.db(), project["id"])
         if not runs:
             st.caption("No run of this project has an export yet (Runs page, or "
                        "`python -m backend export-model`).")
@@ -61,7 +61,7 @@ if can_train:
                 name = st.text_input("Name (optional)", key="run_model_name")
                 if st.form_submit_button("Register", type="primary"):
                     with common.reported(success="Model registered"):
-                        models.register_run(common.db(), user, runs[choice]["run_id"],
+                        model_registry.register_run(common.db(), user, runs[choice]["run_id"],
                                             runs[choice]["export_dir"], name=name or None)
                         st.rerun()
     with folder_tab:
@@ -71,7 +71,7 @@ if can_train:
             name = st.text_input("Name (optional)", key="folder_model_name")
             if st.form_submit_button("Register", type="primary") and path.strip():
                 with common.reported(success="Model registered"):
-                    models.register_directory(common.db(), user, project["id"], path.strip(), name=name or None)
+                    model_registry.register_directory(common.db(), user, project["id"], path.strip(), name=name or None)
                     st.rerun()
     with zip_tab:
         with st.form("register_zip"):
@@ -80,7 +80,7 @@ if can_train:
             if st.form_submit_button("Upload and register", type="primary") and upload is not None:
                 with st.spinner("Extracting and checking the model…"), \
                         common.reported(success="Model registered"):
-                    models.register_zip(common.db(), user, project["id"], upload, upload.name,
+                    model_registry.register_zip(common.db(), user, project["id"], upload, upload.name,
                                         name=name or None)
                     st.rerun()
 

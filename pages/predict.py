@@ -7,7 +7,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from backend import images, inference, models, predictions
+from backend import images, inference, model_registry, predictions
 from pages import common
 
 project = common.require_project()
@@ -20,7 +20,7 @@ def load_model(path: str, stamp: float) -> inference.DetectionModel:
     return inference.load_model(path, warm_up=True)
 
 
-registry = [m for m in models.list_models(common.db(), project["id"]) if m["available"]]
+registry = [m for m in model_registry.list_models(common.db(), project["id"]) if m["available"]]
 if not registry:
     st.info("No model to try yet: register one on the Models page.")
     st.stop()

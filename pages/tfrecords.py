@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend import auth, exports, tfrecords
+from backend import auth, dataset_versions, record_browser
 from pages import common
 
 PAGE_SIZE = 6
@@ -13,7 +13,7 @@ user = common.user()
 st.title("TFRecord browser")
 
 project = common.project()
-versions = exports.list_versions(common.db(), project["id"], fmt="tfrecord") if project else []
+versions = dataset_versions.list_versions(common.db(), project["id"], fmt="tfrecord") if project else []
 sources = (["Upload files"] if auth.can(user, "ingest") else []) + \
     (["A dataset version"] if versions else []) + \
     (["A path or glob on the server"] if auth.can(user, "export") else [])
@@ -27,7 +27,7 @@ if source == "Upload files":
                                accept_multiple_files=True)
     if uploads and st.button("Open uploaded files", type="primary"):
         with common.reported():
-            st.session_state["tfrecord_upload"] = tfrecords.save_uploads(
+            st.session_state["tfrecord_upload"] = record_browser.save_uploads(
                 user, [(f.name, f.getvalue()) for f in uploads])
     pattern = st.session_state.get("tfrecord_upload")
 elif source == "A dataset version":
@@ -46,7 +46,7 @@ if not pattern:
 
 with common.reported():
     bar = st.progress(0.0, text="Reading records…")
-    inspection = tfrecords.inspect(user, pattern, label_map_path or None,
+    inspection = record_browser.inspect(user, pattern, label_map_path or None,
                                    on_progress=lambda done, _t, name: bar.progress(
                                        (done % 100) / 100, text=f"{done} examples read ({name})"))
     bar.empty()
@@ -72,7 +72,7 @@ with common.reported():
     with examples_tab:
         last_page = max(0, (inspection.examples - 1) // PAGE_SIZE)
         number = st.number_input("Page", 1, last_page + 1, 1) - 1
-        entries = tfrecords.page(user, pattern, number * PAGE_SIZE, PAGE_SIZE, label_map_path or None)
+        entries = record_browser.page(user, pattern, number * PAGE_SIZE, PAGE_SIZE, label_map_path or None)
         columns = st.columns(3)
         for position, entry in enumerate(entries):
             with columns[position % 3]:
@@ -90,11 +90,11 @@ with common.reported():
             draw = st.checkbox("Draw boxes and class names")
             if st.button("Extract to zip"):
                 bar = st.progress(0.0, text="Extracting…")
-                path, result = tfrecords.extract_zip(
+                path, result = record_browser.extract_zip(
                     user, pattern, draw, label_map_path or None,
                     on_progress=lambda done, _t, name: bar.progress(
                         min(1.0, done / max(inspection.examples, 1)), text=name))
-                st.session_state["tfrecord_zip"] = tfrecords.zip_download(path)
+                st.session_state["tfrecord_zip"] = record_browser.zip_download(path)
                 for problem in result.problems:
                     st.warning(str(problem))
             prepared = st.session_state.get("tfrecord_zip")

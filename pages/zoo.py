@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from backend import auth, configs, jobs, predictions, projects, zoo
+from backend import auth, dataset_versions, predictions, projects, run_lifecycle, saved_configs, zoo
 from pages import common
 
 project = common.require_project()
@@ -96,21 +96,21 @@ with prelabel_tab:
             st.success(f"Model #{model['id']} registered; batch prediction started (progress on the Models page).")
 
 with finetune_tab:
-    versions = configs.list_dataset_versions(db, project["id"])
+    versions = dataset_versions.list_dataset_versions(db, project["id"])
     if not versions:
         st.info("Export a TFRecord dataset version first (Datasets page).")
     else:
         with st.form("zoo_finetune"):
             version = st.selectbox("Dataset version", versions, format_func=lambda v: v.title())
-            template = st.selectbox("Training settings from the template", list(configs.templates()),
+            template = st.selectbox("Training settings from the template", list(saved_configs.templates()),
                                     help="Batch size, steps, optimizer and augmentation come from the template; "
                                          "the architecture and input size from the starting point.")
             steps = st.number_input("Training steps (0: the template's)", min_value=0, value=0)
             if st.form_submit_button("Save the config and start the run", type="primary"):
                 with common.reported():
-                    text = zoo.fine_tune_text(db, configs.templates()[template], point["id"])
-                    saved = configs.save_config(db, user, project["id"], f"from {point['name']}", text)
-                    run = jobs.start_run(db, user, project["id"], export_id=version.id, config_id=saved["id"],
+                    text = zoo.fine_tune_text(db, saved_configs.templates()[template], point["id"])
+                    saved = saved_configs.save_config(db, user, project["id"], f"from {point['name']}", text)
+                    run = run_lifecycle.start_run(db, user, project["id"], export_id=version.id, config_id=saved["id"],
                                          num_train_steps=steps or None)
                     st.session_state["show_run"] = run["id"]
                     st.switch_page("pages/runs.py")

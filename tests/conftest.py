@@ -12,7 +12,7 @@ import pytest
 # production cost (2**17) once with this variable removed. Subprocesses inherit it.
 os.environ["BOXWISE_SCRYPT_N"] = str(2**10)
 
-from backend import auth, configs, db as database, jobs, projects, server_settings
+from backend import auth, db as database, projects, run_processes, saved_configs, server_settings
 from backend.auth import CLI_ACTOR
 from tests.helpers import CONFIG, STAND_IN, STAND_IN_RUNNER, add_image, make_dataset_version
 
@@ -90,7 +90,7 @@ def stand_in(tmp_path, data_dir):
 def setup(db, project, users, data_dir):
     """A dataset version and a saved config; `actor` is an admin, the role external runners need."""
     export_id = make_dataset_version(db, project, data_dir)
-    config = configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
+    config = saved_configs.save_config(db, users["reviewer"], project["id"], "stand-in", CONFIG)
     return {"export_id": export_id, "config_id": config["id"], "project_id": project["id"],
             "actor": users["admin"]}
 
@@ -99,9 +99,9 @@ def setup(db, project, users, data_dir):
 def _stop_leftovers():
     """Kill any process group a failed test left running."""
     yield
-    for pid in list(jobs._children):
+    for pid in list(run_processes._children):
         try:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        jobs._children.pop(pid).wait()
+        run_processes._children.pop(pid).wait()

@@ -31,7 +31,6 @@ def signed_in(db, username: str, page: str, timeout: float = 120):
     from streamlit.testing.v1 import AppTest
 
     from backend import auth
-
     _, token = auth.login(db, username, f"{username}-password")
     at = AppTest.from_file(APP, default_timeout=timeout)
     at.session_state["session_token"] = token  # what the session cookie gives a page load
@@ -251,7 +250,7 @@ def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14
                    count=40, seed=1):
     """A project of `count` generated `size`×`size` PNGs with 1–3 discs and squares of a side
     drawn from `sides` (pixels) each, every image labeled, exported as a TFRecord version."""
-    from backend import annotations, configs, exports, images, projects
+    from backend import annotations, dataset_versions, images, projects
     from backend.db import one
 
     project = projects.create_project(db, actor, name, list(classes))
@@ -277,4 +276,4 @@ def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14
         annotations.save_boxes(db, actor, item.image_id, [
             {"label_id": label_ids[c], "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for c, b in objects],
             version, status="labeled")
-    return configs.dataset_version(db, exports.create_export(db, actor, project["id"], "tfrecord")["id"])
+    return dataset_versions.dataset_version(db, dataset_versions.create_export(db, actor, project["id"], "tfrecord")["id"])

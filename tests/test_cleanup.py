@@ -10,7 +10,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from backend import cleanup, exports, models
+from backend import cleanup, dataset_versions, model_registry
 from tests.helpers import image_bytes, voc_xml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,13 +41,13 @@ def age(paths, seconds=cleanup.LEFTOVER_SECONDS + 60) -> None:
 
 def test_interrupted_export_import_and_ingest_leave_nothing_after_start_up(db, admin, project, labeled,
                                                                           data_dir):
-    kept = exports.create_export(db, admin, project["id"], splits="train=1")
+    kept = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
     stored_before = {p for p in (data_dir / "images").rglob("*") if p.is_file()}
     # An export killed just before its folder is moved into place.
     interrupted(data_dir, """
-        from backend import exports
-        exports.os.replace = die
-        exports.create_export(db, admin, 1, splits="train=1")
+        from backend import dataset_versions
+        dataset_versions.os.replace = die
+        dataset_versions.create_export(db, admin, 1, splits="train=1")
     """)
     # A zip import killed just before its transaction: images stored, rows never written.
     (data_dir / "set.zip").write_bytes(_zip())
@@ -89,11 +89,11 @@ def test_interrupted_model_upload_is_removed_and_registered_ones_stay(db, admin,
     zipped = tmp_path / "m.zip"
     subprocess.run(["python3", "-m", "zipfile", "-c", str(zipped), *[str(p) for p in export.iterdir()]],
                    check=True, cwd=export)
-    model = models.register_zip(db, admin, project["id"], zipped.read_bytes(), "m.zip")
+    model = model_registry.register_zip(db, admin, project["id"], zipped.read_bytes(), "m.zip")
     interrupted(data_dir, f"""
-        from backend import models
-        models.register_directory = die
-        models.register_zip(db, admin, 1, open({str(zipped)!r}, "rb").read(), "m.zip")
+        from backend import model_registry
+        model_registry.register_directory = die
+        model_registry.register_zip(db, admin, 1, open({str(zipped)!r}, "rb").read(), "m.zip")
     """)
     [left] = cleanup.leftovers(db, older_than=0)
     assert left.name.startswith("upload-") and not Path(model["path"]).is_relative_to(left)

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from backend import config_check, configs, jobs
+from backend import config_check, dataset_versions, run_lifecycle, saved_configs
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend.training.templates import template_text
 from tests.helpers import button, make_dataset_version, signed_in
 
@@ -86,8 +86,8 @@ def case_config(request, db, project, users, data_dir, tmp_path):
     """The quick template filled from a dataset version, broken as the case says, saved as a
     config and as a file; returns everything the four entry points need."""
     export_id = make_dataset_version(db, project, data_dir)
-    version = configs.dataset_version(db, export_id)
-    doc = ConfigDocument(configs.fill_from_dataset_version(template_text("quick"), version))
+    version = dataset_versions.dataset_version(db, export_id)
+    doc = ConfigDocument(saved_configs.fill_from_dataset_version(template_text("quick"), version))
     assert config_check.check(doc.text, version, actor=users["reviewer"]) == []  # the base is sound
     break_it, expected = CASES[request.param]
     text = break_it(doc, version)
@@ -100,7 +100,7 @@ def case_config(request, db, project, users, data_dir, tmp_path):
                          label_map=version.label_map_path) for e in expected]
     path = tmp_path / "pipeline.config"
     path.write_text(text)
-    saved = configs.save_config(db, users["reviewer"], project["id"], "case", text)
+    saved = saved_configs.save_config(db, users["reviewer"], project["id"], "case", text)
     return {"text": text, "path": path, "version": version, "config_id": saved["id"], "expected": expected,
             "project_id": project["id"], "admin": users["admin"], "reviewer": users["reviewer"],
             "data_dir": data_dir, "case": request.param}
@@ -135,7 +135,7 @@ def test_the_configs_page_config_check_and_run_launch_give_the_same_problems(db,
     assert cli == c["expected"]
 
     with pytest.raises(Invalid) as refused:
-        jobs.start_run(db, c["admin"], c["project_id"], export_id=c["version"].id, config_id=c["config_id"])
+        run_lifecycle.start_run(db, c["admin"], c["project_id"], export_id=c["version"].id, config_id=c["config_id"])
     launched = _listed(str(refused.value))
     if c["case"].startswith("num_classes"):
         # A launch fills num_classes, label maps and inputs from the dataset version: what it

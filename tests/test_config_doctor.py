@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import config_doctor as doctor, configs, demo, exports, jobs
+from backend import config_doctor as doctor, dataset_versions, demo, run_lifecycle, run_views, saved_configs
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable
 from backend.errors import Invalid
 from tests.helpers import ZOO_128, button, shapes_version, signed_in
@@ -67,7 +67,7 @@ def small(db, admin):
 
 @pytest.fixture
 def zoo(small):
-    return configs.fill_from_dataset_version(ZOO_128.read_text(), small)
+    return saved_configs.fill_from_dataset_version(ZOO_128.read_text(), small)
 
 
 # ---------------------------------------------------------------- anchors by hand
@@ -153,8 +153,8 @@ def test_zoo_config_at_128_px_on_14_to_44_px_objects_is_flagged_with_the_exact_u
 def test_applying_the_coverage_fix_matches_over_95_percent_of_the_boxes(db, small, zoo):
     coverage = finding(doctor.examine(zoo, small), "anchor_coverage")
     fixed = doctor.apply_fix(zoo, coverage.fix)
-    assert configs.diff(zoo, fixed).count("\n+ ") == 1
-    assert "+        anchor_scale: 2.25" in configs.diff(zoo, fixed)
+    assert saved_configs.diff(zoo, fixed).count("\n+ ") == 1
+    assert "+        anchor_scale: 2.25" in saved_configs.diff(zoo, fixed)
     matched = np.mean(brute_force_best_iou(database_boxes(db, small.project_id), 128, 128, 2.25) >= 0.5)
     assert matched == 81 / 82 > 0.95  # 98.8 %
     assert matched == pytest.approx(coverage.numbers["suggestions"][0]["matched_share"], abs=1e-4)
@@ -175,8 +175,8 @@ def test_800_of_2000_cosine_steps_is_flagged_with_the_learning_rate_left(small, 
 
 def test_quick_template_on_the_demo_project_passes_clean(db, admin):
     project = demo.create_demo_project(db, admin)
-    version = configs.dataset_version(db, exports.create_export(db, admin, project["id"], "tfrecord")["id"])
-    text = configs.fill_from_dataset_version(configs.templates()["quick"], version)
+    version = dataset_versions.dataset_version(db, dataset_versions.create_export(db, admin, project["id"], "tfrecord")["id"])
+    text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], version)
     report = doctor.examine(text, version)
     assert report.findings == []
     # 89 boxes; the quick template's anchor_scale 2 matches all but one of them (98.9 % ≥ 95 %).
@@ -201,7 +201,7 @@ def test_on_many_boxes_the_suggested_share_is_computed_on_every_box():
 
 @pytest.mark.skipif(not SHARED_ZOO.is_file(), reason="the shared TF OD API zoo configs are not beside the repository")
 def test_the_fixture_is_the_zoo_recipe_at_128_px(small):
-    zoo_text = configs.fill_from_dataset_version(SHARED_ZOO.read_text(), small)
+    zoo_text = saved_configs.fill_from_dataset_version(SHARED_ZOO.read_text(), small)
     ours = doctor._settings(doctor.pc.ConfigDocument(ZOO_128.read_text()))
     theirs = doctor._settings(doctor.pc.ConfigDocument(zoo_text))
     assert (theirs.grid.anchor_scale, theirs.grid.aspect_ratios, theirs.matched_threshold) == \
@@ -257,7 +257,7 @@ def test_batch_larger_than_the_training_split_and_too_few_epochs(small, zoo):
 
 def test_classes_without_or_with_few_training_boxes(db, admin, zoo):
     version = shapes_version(db, admin, "three", classes=("circle", "square", "bird"), count=6)
-    report = doctor.examine(configs.fill_from_dataset_version(ZOO_128.read_text(), version), version)
+    report = doctor.examine(saved_configs.fill_from_dataset_version(ZOO_128.read_text(), version), version)
     messages = [f.message for f in report.findings if f.check == "classes"]
     assert messages[0].startswith("no boxes of bird in the training split")
     counts = doctor.dataset_boxes(version)
@@ -278,7 +278,7 @@ def test_objects_the_resizer_makes_too_small_and_shapes_no_anchor_matches():
                         [0.5, 0.5, 0.75, 0.75]]),
         labels=np.array([1, 1, 1, 1]), image=np.array([0, 0, 1, 1]),
         image_hw=np.array([[640.0, 640.0], [640.0, 640.0]]), image_split=np.array(["train", "train"], dtype=object))
-    report = doctor.examine(configs.templates()["quick"], None, data=data)
+    report = doctor.examine(saved_configs.templates()["quick"], None, data=data)
     small_objects = finding(report, "small_objects")
     assert small_objects.numbers["small"] == 2 and small_objects.numbers["smallest_px"] == 6.0
     # 8 / 6 px = 1.33 × 128 = 170.7 → 192 (multiples of 32), where the 6-px sides become 9 px.
@@ -292,7 +292,7 @@ def test_objects_the_resizer_makes_too_small_and_shapes_no_anchor_matches():
 
 
 def test_a_crop_that_cuts_away_most_small_objects_is_flagged_and_its_fix_holds(small):
-    quick = configs.fill_from_dataset_version(configs.templates()["quick"], small)
+    quick = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], small)
     crop = "train_config.data_augmentation_options[1].random_crop_image"
     assert not [f for f in doctor.examine(quick, small).findings if f.check == "augmentation"]
     text = doctor.apply_fix(quick, {f"{crop}.min_area": 0.1})
@@ -325,26 +325,26 @@ def test_config_check_prints_the_findings_and_json(small, zoo, tmp_path, capsys)
 
 
 def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, small, zoo, trainer):
-    broken = configs.save_config(db, admin, small.project_id, "zoo", doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 900}))
+    broken = saved_configs.save_config(db, admin, small.project_id, "zoo", doctor.apply_fix(zoo, {f"{COSINE}.warmup_steps": 900}))
     with pytest.raises(Invalid, match="the config doctor refuses the run on dataset version"):
-        jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=broken["id"],
+        run_lifecycle.start_run(db, admin, small.project_id, export_id=small.id, config_id=broken["id"],
                        runner=trainer)
-    assert jobs.list_runs(db, small.project_id) == []
-    config = configs.save_config(db, admin, small.project_id, "zoo", zoo)
-    run = jobs.start_run(db, admin, small.project_id, export_id=small.id, config_id=config["id"],
+    assert run_lifecycle.list_runs(db, small.project_id) == []
+    config = saved_configs.save_config(db, admin, small.project_id, "zoo", zoo)
+    run = run_lifecycle.start_run(db, admin, small.project_id, export_id=small.id, config_id=config["id"],
                          runner=trainer)
-    warnings = jobs.doctor_warnings(jobs.get_run(db, run["id"]))
+    warnings = run_views.doctor_warnings(run_lifecycle.get_run(db, run["id"]))
     assert [w["check"] for w in warnings] == ["schedule", "anchor_coverage"]
     assert warnings[1]["numbers"]["unmatched"] == 23
     at = signed_in(db, "admin", "pages/runs.py")  # the run's view shows them
     shown = [w.value for w in at.warning if w.value.startswith("Config doctor at launch: ")]
     assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [w["message"] for w in warnings]
-    jobs.cancel_run(db, admin, run["id"])
-    jobs.wait_for_run(db, run["id"])
+    run_lifecycle.cancel_run(db, admin, run["id"])
+    run_lifecycle.wait_for_run(db, run["id"])
 
 
 def test_doctor_panel_lists_findings_with_charts_and_fix_it_edits_the_config(db, users, small, zoo):
-    configs.save_config(db, users["reviewer"], small.project_id, "zoo", zoo)
+    saved_configs.save_config(db, users["reviewer"], small.project_id, "zoo", zoo)
     at = signed_in(db, "reviewer", "pages/config.py")
     assert any(s.value == "Doctor" for s in at.subheader)
     messages = [w.value for w in at.warning]
@@ -358,5 +358,5 @@ def test_doctor_panel_lists_findings_with_charts_and_fix_it_edits_the_config(db,
     assert "+        anchor_scale: 2.25" in at.code[0].value
     assert not any("have no anchor" in w.value for w in at.warning)
     button(at, "Save as a new version").click().run()
-    saved = configs.list_configs(db, small.project_id)[0]
+    saved = saved_configs.list_configs(db, small.project_id)[0]
     assert saved["version"] == 2 and "anchor_scale: 2.25" in saved["text"]

@@ -1,8 +1,6 @@
 import sqlite3
 
 from backend import auth, db as database, projects
-
-
 def test_new_database_has_design_tables_wal_and_foreign_keys(data_dir):
     db = database.connect()
     assert (data_dir / "boxwise.db").exists()

@@ -4,8 +4,6 @@ from __future__ import annotations
 import pytest
 
 from backend import events
-
-
 @pytest.fixture
 def event_dir(tmp_path):
     """Events as TF 2 writes them (scalars as tensors), with the TF OD API's training tags."""
@@ -49,13 +47,13 @@ def test_a_torn_last_record_ends_the_file_quietly(event_dir):
 
 
 def test_runs_of_other_trainers_show_progress_from_their_events(event_dir, tmp_path):
-    from backend import jobs
+    from backend import run_artefacts
     model_dir = event_dir.parent
     (model_dir / "pipeline.config").write_text("train_config {\n  num_steps: 600\n}\n")
     run = {"model_dir": str(model_dir), "log_path": str(model_dir / "train.log"), "status": "running",
            "script": "/opt/models/research/object_detection/model_main_tf2.py", "num_train_steps": None}
-    summary = jobs.progress_summary(run)
+    summary = run_artefacts.progress_summary(run)
     assert (summary["step"], summary["total_steps"], summary["fraction"]) == (300, 600, 0.5)
     assert summary["eta_seconds"] == 300 / 2.5
     assert summary["losses"]["total"] == pytest.approx(1.5 / 300)
-    assert [row["step"] for row in jobs.loss_curves(run) if row["curve"] == "total"] == [100, 200, 300]
+    assert [row["step"] for row in run_artefacts.loss_curves(run) if row["curve"] == "total"] == [100, 200, 300]

@@ -10,12 +10,12 @@ import json
 
 import pytest
 
-from backend import config_check, configs, importers, jobs, tfrecords
-from backend import pipeline_config as pc
+from backend import config_check, importers, record_browser, run_lifecycle, saved_configs
+from backend import config_document as pc
 from backend.__main__ import main as cli_main
 from backend.auth import CLI_ACTOR
 from backend.errors import BoxwiseError, Invalid
-from backend.formats import label_map as label_map_format, tfrecord
+from backend.formats import label_map as label_map_format, tf_example, tfrecord_framing
 from tests.helpers import image_bytes
 
 
@@ -79,14 +79,14 @@ def test_hostile_coco_is_reported_and_imports_nothing(db, admin, project, data_d
 
 def _record_file(path, entries):
     body = b"".join(entries)
-    example = b"\x0a" + tfrecord._varint(len(body)) + body  # Example.features
-    head, foot = tfrecord.frame(example)
+    example = b"\x0a" + tf_example._varint(len(body)) + body  # Example.features
+    head, foot = tfrecord_framing.frame(example)
     path.write_bytes(head + example + foot)
     return path
 
 
 def _wrong_type_entries(which):
-    F = tfrecord
+    F = tf_example
     good = {
         "image/encoded": F._entry("image/encoded", F._bytes_feature([image_bytes((64, 48))])),
         "image/format": F._entry("image/format", F._bytes_feature([b"jpeg"])),
@@ -139,10 +139,10 @@ def test_tfrecord_feature_of_the_wrong_type_is_reported_by_inspect_and_the_brows
     folder = data_dir / "uploads" / "hostile"
     folder.mkdir(parents=True)
     path = _record_file(folder / "train.record", _wrong_type_entries(key))
-    inspection = tfrecords.inspect(admin, str(path))
+    inspection = record_browser.inspect(admin, str(path))
     assert [(p.file, p.index, p.message) for p in inspection.problems] == \
         [(str(path), 0, _wrong_type_message(key))]
-    page = tfrecords.page(admin, str(path), 0, 5)
+    page = record_browser.page(admin, str(path), 0, 5)
     assert [(entry["where"], entry["error"]) for entry in page] == \
         [("train.record #0", _wrong_type_message(key))]
 
@@ -211,8 +211,8 @@ def _good_config(tmp_path, **replace):
     label_map.write_text("item { id: 1 name: 'cat' }\nitem { id: 2 name: 'dog' }\n")
     record = folder / "train.record"
     if not record.exists():
-        _record_file(record, [tfrecord._entry("image/format", tfrecord._bytes_feature([b"jpeg"]))])
-    text = configs.templates()["quick"]
+        _record_file(record, [tf_example._entry("image/format", tf_example._bytes_feature([b"jpeg"]))])
+    text = saved_configs.templates()["quick"]
     doc = pc.ConfigDocument(text)
     doc.set("model.ssd.num_classes", 2)
     for reader in ("train_input_reader", "eval_input_reader"):
@@ -271,17 +271,17 @@ def test_start_run_refuses_a_too_long_fine_tune_checkpoint(db, project, users, d
     from tests.helpers import CONFIG, make_dataset_version
 
     export_id = make_dataset_version(db, project, data_dir)
-    config = configs.save_config(db, users["reviewer"], project["id"], "c", CONFIG)
+    config = saved_configs.save_config(db, users["reviewer"], project["id"], "c", CONFIG)
     with pytest.raises(Invalid) as refused:
-        jobs.start_run(db, users["reviewer"], project["id"], export_id=export_id,
+        run_lifecycle.start_run(db, users["reviewer"], project["id"], export_id=export_id,
                        config_id=config["id"], fine_tune_checkpoint="c" * 300)
     assert f"fine-tune checkpoint '{'c' * 200}…' (300 characters) is not a usable path (too long)" \
         in str(refused.value)
-    assert jobs.list_runs(db, project["id"]) == []
+    assert run_lifecycle.list_runs(db, project["id"]) == []
 
 
 def _framed_with_bad_data_crc():
-    head, _ = tfrecord.frame(b"abcde")
+    head, _ = tfrecord_framing.frame(b"abcde")
     return head + b"abcde" + b"\x00\x00\x00\x00"
 
 
@@ -290,7 +290,7 @@ NOT_RECORDS = {
                     "its first record's length checksum is wrong"),
     "a cut header": (b"\x05\x00\x00", "it ends inside its first record's header"),
     "a wrong data checksum": (_framed_with_bad_data_crc(), "its first record's data checksum is wrong"),
-    "a cut record": (tfrecord.frame(b"abcde")[0] + b"ab", "it ends inside its first record"),
+    "a cut record": (tfrecord_framing.frame(b"abcde")[0] + b"ab", "it ends inside its first record"),
 }
 
 
@@ -320,7 +320,7 @@ def test_etc_passwd_as_input_path_fails_config_check(tmp_path, capsys):
 def test_a_real_record_file_passes_the_input_check(tmp_path):
     text = _good_config(tmp_path)
     assert not [p for p in config_check.check(text, actor=CLI_ACTOR) if "TFRecord" in p.message]
-    assert tfrecord.not_a_record_file(tmp_path / "ds" / "train.record") is None
+    assert tfrecord_framing.not_a_record_file(tmp_path / "ds" / "train.record") is None
 
 
 def test_every_hostile_error_is_a_domain_error():

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import annotations, images, inference, models, predictions
+from backend import annotations, images, inference, model_registry, predictions
 from backend.__main__ import main
 from tests.training import shapes
 
@@ -79,11 +79,11 @@ def test_a_real_boxwise_export_is_registered_and_makes_drafts(db, admin, boxwise
     project = projects.create_project(db, admin, "shapes", ["square", "disc"])
     report = images.ingest(db, admin, project["id"], [
         (f"s{i}.jpg", shapes.make_image(96, random.Random(10 + i))[0]) for i in range(2)])
-    model = models.register_directory(db, admin, project["id"], boxwise_export)
-    assert (model["warnings"], models.label_map_names(model)) == ([], {1: "square", 2: "disc"})
+    model = model_registry.register_directory(db, admin, project["id"], boxwise_export)
+    assert (model["warnings"], model_registry.label_map_names(model)) == ([], {1: "square", 2: "disc"})
     loaded = inference.load_model(model["path"])
     assert loaded.input_size is None  # the Boxwise export takes any H and W and resizes inside
-    models.set_current(db, admin, project["id"], model["id"])
+    model_registry.set_current(db, admin, project["id"], model["id"])
     progress = predictions.predict_project(db, admin, project["id"], min_score=0.0)
     assert (progress["state"], progress["done"], progress["failed"]) == ("done", 2, 0)
     for item in report.items:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from backend import annotations, images, models, predictions
+from backend import annotations, images, model_registry, predictions
 from tests import savedmodels
 from tests.helpers import image_bytes, signed_in
 from tests.helpers import button as _button
@@ -26,10 +26,10 @@ def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, user
     button(at, "Register").click()  # the first Register is the folder form's (no runs yet)
     at.run()
     assert not at.exception and not at.error, (at.exception, at.error)
-    [model] = models.list_models(db, project["id"])
+    [model] = model_registry.list_models(db, project["id"])
     assert model["name"] == export_dir.name
     button(at, "Mark as current").click().run()
-    assert models.current_model(db, project["id"])["id"] == model["id"]
+    assert model_registry.current_model(db, project["id"])["id"] == model["id"]
     at.slider(key="batch_min_score").set_value(0.5)
     button(at, "Predict unlabeled images").click().run()
     assert not at.exception and not at.error, (at.exception, at.error)
@@ -46,7 +46,7 @@ def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, user
 
 
 def test_labeler_sees_the_registry_but_cannot_change_it(db, users, project, export_dir):
-    models.register_directory(db, users["admin"], project["id"], export_dir)
+    model_registry.register_directory(db, users["admin"], project["id"], export_dir)
     at = signed_in(db, "labeler", "pages/models.py")
     assert len(at.dataframe[0].value) == 1
     assert not [b for b in at.button if b.label in ("Register", "Mark as current")]
@@ -54,7 +54,7 @@ def test_labeler_sees_the_registry_but_cannot_change_it(db, users, project, expo
 
 def test_predict_page_filters_cached_detections_without_running_the_model_again(db, users, project, export_dir):
     report = images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
-    models.register_directory(db, users["admin"], project["id"], export_dir)
+    model_registry.register_directory(db, users["admin"], project["id"], export_dir)
     at = signed_in(db, "viewer", "pages/predict.py")
     at.multiselect(key="predict_pick").set_value([report.items[0].image_id])
     [b for b in at.button if b.label == "Predict"][1].click().run()  # the project-images form's
@@ -77,8 +77,8 @@ def test_predict_page_never_shows_one_models_detections_under_another(db, users,
                                                                      tmp_path):
     import shutil
     report = images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
-    first = models.register_directory(db, users["admin"], project["id"], export_dir)
-    second = models.register_directory(db, users["admin"], project["id"],
+    first = model_registry.register_directory(db, users["admin"], project["id"], export_dir)
+    second = model_registry.register_directory(db, users["admin"], project["id"],
                                        shutil.copytree(export_dir, tmp_path / "second"))
     at = signed_in(db, "viewer", "pages/predict.py")
     at.selectbox[0].select(next(m for m in at.selectbox[0].options if m.startswith(f"#{first['id']} ")))
@@ -95,7 +95,7 @@ def test_predict_page_never_shows_one_models_detections_under_another(db, users,
 
 
 def test_predict_page_takes_uploads_and_reports_bad_files(db, users, project, export_dir):
-    models.register_directory(db, users["admin"], project["id"], export_dir)
+    model_registry.register_directory(db, users["admin"], project["id"], export_dir)
     at = signed_in(db, "viewer", "pages/predict.py")
     at.file_uploader[0].set_value([("photo.jpg", image_bytes((160, 120)), "image/jpeg"),
                                    ("broken.jpg", b"not a picture", "image/jpeg")])

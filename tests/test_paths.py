@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from backend import config_check, exports, importers, tfrecords
+from backend import config_check, dataset_versions, importers, record_browser
 from backend.auth import CLI_ACTOR
 from tests.helpers import button, image_bytes, signed_in
 from tests.helpers import CONFIG
@@ -130,14 +130,14 @@ def test_voc_path_field_and_import_sources_outside_are_refused(db, users, projec
 
 def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,
                                                                          outside):
-    version = exports.create_export(db, users["admin"], project["id"], splits="train=1")
+    version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
     pattern = version["input_globs"]["train"]
-    assert tfrecords.inspect(users["viewer"], pattern).examples == 6  # a dataset version: fine
+    assert record_browser.inspect(users["viewer"], pattern).examples == 6  # a dataset version: fine
     messages = []
     for which in ("secret", "missing"):
-        for call in (lambda lm: tfrecords.inspect(users["viewer"], pattern, lm),
-                     lambda lm: tfrecords.page(users["viewer"], pattern, 0, 2, lm),
-                     lambda lm: tfrecords.extract_zip(users["reviewer"], pattern, False, lm)):
+        for call in (lambda lm: record_browser.inspect(users["viewer"], pattern, lm),
+                     lambda lm: record_browser.page(users["viewer"], pattern, 0, 2, lm),
+                     lambda lm: record_browser.extract_zip(users["reviewer"], pattern, False, lm)):
             with pytest.raises(PermissionError) as refused:
                 call(str(outside[which]))
             messages.append(str(refused.value).replace(str(outside[which]), "PATH"))
@@ -150,17 +150,17 @@ def test_a_glob_cannot_reach_outside_through_a_symlink(db, users, data_dir, outs
     folder.mkdir(parents=True)
     os.symlink(outside["secret"], folder / "train.record-00000-of-00001")
     with pytest.raises(PermissionError, match="may not open the record set"):
-        tfrecords.inspect(users["viewer"], str(folder / "train.record-*"))
+        record_browser.inspect(users["viewer"], str(folder / "train.record-*"))
     with pytest.raises(PermissionError, match="may not open the record set"):
-        tfrecords.inspect(users["viewer"], str(folder))
+        record_browser.inspect(users["viewer"], str(folder))
 
 
 def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):
     target = tmp_path / "elsewhere"
     with pytest.raises(PermissionError, match="may not write a dataset version to"):
-        exports.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)
-    assert not target.exists() and exports.list_versions(db, project["id"]) == []
-    exports.create_export(db, users["admin"], project["id"], splits="train=1", copy_to=target)
+        dataset_versions.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)
+    assert not target.exists() and dataset_versions.list_versions(db, project["id"]) == []
+    dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1", copy_to=target)
     assert (target / "manifest.json").is_file()
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from backend import pipeline_schema as schema
-from backend.pipeline_config import Message, Problem, walk
-from backend.pipeline_config import parse as parse_tree
+from backend.config_document import Message, Problem, walk
+from backend.config_document import parse as parse_tree
 from backend.training.templates import TEMPLATES, template_text
 from tests.helpers import FIXTURES, SHARED_TFOD, needs_shared_tfod
 
@@ -209,7 +209,7 @@ def test_schema_defaults_read_as_the_config_text_writes_them():
 
 
 def test_the_trainer_and_the_doctor_assume_the_schema_defaults():
-    from backend.training import config as training_config
+    from backend.training import training_config as training_config
     from backend.training.schedules import LEARNING_RATE_DEFAULTS
 
     learning_rate = "train_config.optimizer.momentum_optimizer.learning_rate"

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from backend import annotations, images, models, predictions
+from backend import annotations, images, model_registry, predictions
 from backend.__main__ import main
 from backend.errors import Invalid
 from tests import savedmodels
@@ -24,8 +24,8 @@ def stocked(db, admin, project, export_dir):
     """The pets project (cat=1, dog=2, bird=3) with three 200×100 images and a current model."""
     report = images.ingest(db, admin, project["id"], [
         (f"img{i}.png", image_bytes((200, 100), color=(i * 40, 0, 0), fmt="PNG")) for i in range(3)])
-    model = models.register_directory(db, admin, project["id"], export_dir)
-    models.set_current(db, admin, project["id"], model["id"])
+    model = model_registry.register_directory(db, admin, project["id"], export_dir)
+    model_registry.set_current(db, admin, project["id"], model["id"])
     return {"image_ids": [item.image_id for item in report.items], "model": model}
 
 
@@ -170,7 +170,7 @@ def test_cli_predict_table_and_class_filter(export_dir, tmp_path, capsys):
 def test_cli_models_register_list_set_current_and_predict_project(db, admin, project, export_dir, capsys):
     images.ingest(db, admin, project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
     assert main(["models", "register", "--project", "pets", "--dir", str(export_dir), "--name", "ssd"]) == 0
-    model_id = models.list_models(db, project["id"])[0]["id"]
+    model_id = model_registry.list_models(db, project["id"])[0]["id"]
     assert main(["models", "set-current", "--project", "pets", str(model_id)]) == 0
     assert main(["models", "list", "--project", "pets", "--json"]) == 0
     assert main(["predict-project", "pets", "--min-score", "0.5"]) == 0
@@ -186,7 +186,7 @@ def test_the_most_uncertain_first_queue_follows_the_models_uncertainty(db, admin
     report = images.ingest(db, admin, project["id"], [
         (f"grey{level}.png", image_bytes((40, 30), color=(level,) * 3, fmt="PNG")) for level in (250, 128, 30)])
     bright, middle, dark = (item.image_id for item in report.items)
-    model = models.register_directory(db, admin, project["id"], savedmodels.build_brightness_detector(tmp_path / "b"))
+    model = model_registry.register_directory(db, admin, project["id"], savedmodels.build_brightness_detector(tmp_path / "b"))
     predictions.predict_project(db, admin, project["id"], model_id=model["id"], min_score=0.0)
     assert [round(images.get_image(db, i)["uncertainty"], 2) for i in (bright, middle, dark)] == [0.04, 1.0, 0.24]
     served = []

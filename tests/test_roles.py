@@ -9,8 +9,8 @@ keeps the list complete: a new function with an `actor` parameter fails it until
 here (or to `READS`, the ones that only read).
 
 Writes without an actor, on purpose: `auth.create_first_admin` (refused once any user exists),
-`auth.login`/`logout` (sessions), `jobs.pump_queue`/`settle_runs`/`start_queue_watcher`/
-`wait_for_run` (settle and start what was queued by checked calls), `tfrecords.remove_old_uploads`
+`auth.login`/`logout` (sessions), `run_lifecycle.pump_queue`/`settle_runs`/`start_queue_watcher`/
+`wait_for_run` (settle and start what was queued by checked calls), `record_browser.remove_old_uploads`
 and `cleanup.at_start` (housekeeping of the data folder), `atomic.*` (file writing primitives).
 """
 from __future__ import annotations
@@ -47,23 +47,23 @@ WRITES = [
     ("annotations.accept_drafts", "label", lambda: (NOWHERE, None, 0)),
     ("annotations.reject_drafts", "label", lambda: (NOWHERE, None, 0)),
     ("annotations.record_event", "label", lambda: (NOWHERE, "boxes", [], [])),
-    ("configs.save_config", "train", lambda: (PROJECT, "", "")),
+    ("saved_configs.save_config", "train", lambda: (PROJECT, "", "")),
     ("demo.create_demo_project", "manage_projects", lambda: ("",)),
-    ("exports.create_export", "export", lambda: (NOWHERE,)),
-    ("exports.export_zip", "export", lambda: (NOWHERE,)),
-    ("exports.zip_download", "export", lambda: (NOWHERE,)),
+    ("dataset_versions.create_export", "export", lambda: (NOWHERE,)),
+    ("dataset_versions.export_zip", "export", lambda: (NOWHERE,)),
+    ("dataset_versions.zip_download", "export", lambda: (NOWHERE,)),
     ("images.ingest", "ingest", lambda: (NOWHERE, [])),
     ("importers.import_annotations", "ingest", lambda: (NOWHERE, "", "coco")),
     ("importers.import_label_map", "manage_projects", lambda: (NOWHERE, "")),
     ("importers.import_upload", "ingest", lambda: (NOWHERE, [], "coco")),
-    ("jobs.start_run", "train", lambda: (NOWHERE, Kw(export_id=NOWHERE, config_id=NOWHERE))),
-    ("jobs.start_run", "train+external_runner", lambda: (NOWHERE, Kw(export_id=NOWHERE, config_id=NOWHERE,
+    ("run_lifecycle.start_run", "train", lambda: (NOWHERE, Kw(export_id=NOWHERE, config_id=NOWHERE))),
+    ("run_lifecycle.start_run", "train+external_runner", lambda: (NOWHERE, Kw(export_id=NOWHERE, config_id=NOWHERE,
                                                                    runner="none"))),
-    ("jobs.retrain_run", "train", lambda: (NOWHERE,)),
-    ("jobs.resume_run", "train", lambda: (NOWHERE,)),
-    ("jobs.start_evaluation", "train", lambda: (NOWHERE,)),
-    ("jobs.export_model", "train", lambda: (NOWHERE,)),
-    ("jobs.cancel_run", "train", lambda: (NOWHERE,)),
+    ("run_lifecycle.retrain_run", "train", lambda: (NOWHERE,)),
+    ("run_lifecycle.resume_run", "train", lambda: (NOWHERE,)),
+    ("run_lifecycle.start_evaluation", "train", lambda: (NOWHERE,)),
+    ("run_lifecycle.export_model", "train", lambda: (NOWHERE,)),
+    ("run_lifecycle.cancel_run", "train", lambda: (NOWHERE,)),
     ("labeling.renew_lease", "label", lambda: (NOWHERE,)),
     ("labeling.release_lease", "label", lambda: (NOWHERE,)),
     ("labeling.release_leases", "assign", lambda: (NOWHERE,)),
@@ -76,10 +76,10 @@ WRITES = [
     ("labeling.reject", "review", lambda: (NOWHERE, 0, "")),
     ("labeling.assign", "assign", lambda: (NOWHERE, [], None)),
     ("labeling.assign_next", "assign", lambda: (NOWHERE, NOWHERE, 1)),
-    ("models.register_directory", "train", lambda: (NOWHERE, "")),
-    ("models.register_run", "train", lambda: (NOWHERE,)),
-    ("models.register_zip", "train", lambda: (NOWHERE, b"", "x.zip")),
-    ("models.set_current", "train", lambda: (NOWHERE, NOWHERE)),
+    ("model_registry.register_directory", "train", lambda: (NOWHERE, "")),
+    ("model_registry.register_run", "train", lambda: (NOWHERE,)),
+    ("model_registry.register_zip", "train", lambda: (NOWHERE, b"", "x.zip")),
+    ("model_registry.set_current", "train", lambda: (NOWHERE, NOWHERE)),
     ("predictions.store_drafts", "train", lambda: (NOWHERE, PREDICTION, {})),
     ("predictions.predict_project", "train", lambda: (NOWHERE,)),
     ("predictions.start", "train", lambda: (NOWHERE,)),
@@ -96,8 +96,8 @@ WRITES = [
     ("server_settings.remove_runner", "configure_server", lambda: ("",)),
     ("server_settings.allow_path", "configure_server", lambda: ("",)),
     ("server_settings.disallow_path", "configure_server", lambda: ("",)),
-    ("tfrecords.save_uploads", "ingest", lambda: ([],)),
-    ("tfrecords.extract_zip", "export", lambda: ("", False)),
+    ("record_browser.save_uploads", "ingest", lambda: ([],)),
+    ("record_browser.extract_zip", "export", lambda: ("", False)),
     ("tflite.export_registered", "train", lambda: (NOWHERE,)),
     ("zoo.import_tarball", "train", lambda: (b"", "x.tar.gz")),
     ("zoo.download", "train", lambda: ("x",)),
@@ -109,14 +109,14 @@ WRITES = [
 READS = {
     "auth.can", "auth.require", "labeling.open_image",  # viewers open images without a lease
     "labeling.queue_size", "config_check.check", "paths.confine", "paths.allows",
-    "paths.confine_pattern", "paths.rule", "tfrecords.confined_set", "tfrecords.inspect", "tfrecords.page",
+    "paths.confine_pattern", "paths.rule", "record_browser.confined_set", "record_browser.inspect", "record_browser.page",
     "labeling.why_queue_is_empty", "tflite.download",
     # Every signed-in user changes their own password (with the current one): no role lacks it.
     "auth.change_password",
 }
 
 NO_DB = {"predictions.cancel"} | {name for name, _, _ in WRITES
-                                   if name.split(".")[0] in ("server_settings", "tfrecords")}
+                                   if name.split(".")[0] in ("server_settings", "record_browser")}
 
 
 def _function(name: str):

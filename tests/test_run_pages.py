@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import configs, jobs, pipeline_config as pc
+from backend import config_document as pc, run_artefacts, run_lifecycle, run_views, saved_configs
 from tests.helpers import button as _button, signed_in
 from tests.helpers import make_dataset_version, poll
 
@@ -35,10 +35,10 @@ def test_admin_launches_a_configured_runner_watches_it_and_cancels_it(db, users,
     at.number_input(key="launch_steps").set_value(1000)
     at.button[0].click().run()  # the form's Launch
     assert not at.exception, at.exception
-    [run] = jobs.list_runs(db, project["id"])
+    [run] = run_lifecycle.list_runs(db, project["id"])
     assert run["status"] == "running" and run["created_by"] == users["admin"]["id"]
     assert run["runner"] == "stand-in" and json.loads(run["command"])[0] == sys.executable
-    poll(lambda: (jobs.run_progress(run) or {}).get("step", 0) >= 20)
+    poll(lambda: (run_artefacts.run_progress(run) or {}).get("step", 0) >= 20)
 
     at.run()
     assert at.subheader[0].value == f"Run #{run['id']}: running"
@@ -47,22 +47,22 @@ def test_admin_launches_a_configured_runner_watches_it_and_cancels_it(db, users,
     assert at.metric[5].value == "CPU"
     button(at, "Cancel").click().run()
     assert not at.exception, at.exception
-    assert jobs.wait_for_run(db, run["id"])["status"] == "cancelled"
+    assert run_lifecycle.wait_for_run(db, run["id"])["status"] == "cancelled"
     at.run()
     assert at.subheader[0].value == f"Run #{run['id']}: cancelled"
     button(at, "Resume").click().run()
     assert not at.exception, at.exception
-    resumed = jobs.get_run(db, run["id"])
+    resumed = run_lifecycle.get_run(db, run["id"])
     assert resumed["status"] == "running" and resumed["attempts"] == 2
-    jobs.cancel_run(db, users["admin"], run["id"])
-    assert jobs.wait_for_run(db, run["id"])["status"] == "cancelled"
+    run_lifecycle.cancel_run(db, users["admin"], run["id"])
+    assert run_lifecycle.wait_for_run(db, run["id"])["status"] == "cancelled"
 
 
 def test_viewer_sees_runs_but_cannot_launch_or_control(db, users, project, stocked):
-    run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
+    run = run_lifecycle.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
                          config_id=stocked["config_id"], runner=stocked["runner"],
                          num_train_steps=5)
-    jobs.wait_for_run(db, run["id"])
+    run_lifecycle.wait_for_run(db, run["id"])
     at = signed_in(db, "viewer", "pages/runs.py")
     assert not at.expander or "Launch a training run" not in [e.label for e in at.expander]
     assert at.subheader[0].value == f"Run #{run['id']}: succeeded"
@@ -72,19 +72,19 @@ def test_viewer_sees_runs_but_cannot_launch_or_control(db, users, project, stock
 def test_evaluations_and_comparison_are_shown(db, users, project, stocked):
     runs = []
     for steps in (5, 7):
-        run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
+        run = run_lifecycle.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
                              config_id=stocked["config_id"], runner=stocked["runner"],
                              num_train_steps=steps)
-        runs.append(jobs.wait_for_run(db, run["id"]))
-    evaluation = Path(runs[1]["model_dir"]) / jobs.EVALUATION_DIR
+        runs.append(run_lifecycle.wait_for_run(db, run["id"]))
+    evaluation = Path(runs[1]["model_dir"]) / run_artefacts.EVALUATION_DIR
     evaluation.mkdir()
     (evaluation / "metrics.json").write_text(json.dumps({
         "ckpt-7": {"checkpoint": "ckpt-7", "step": 7, "num_images": 4, "metrics": {
-            jobs.MAP: 0.5, f"{jobs.MAP}@.50IOU": 0.75, f"{jobs.MAP} ByCategory/cat": 0.25},
+            run_artefacts.MAP: 0.5, f"{run_artefacts.MAP}@.50IOU": 0.75, f"{run_artefacts.MAP} ByCategory/cat": 0.25},
             "pr_curves": {"cat": [1.0] * 51 + [0.5] * 50}}}))
     at = signed_in(db, "reviewer", "pages/runs.py")
     assert not at.exception, at.exception
-    step, curve = jobs.pr_curve_rows(runs[1])
+    step, curve = run_views.pr_curve_rows(runs[1])
     assert step == 7 and len(curve) == 101
     assert curve[50] == {"class": "cat", "recall": 0.5, "precision": 1.0}
     assert curve[51] == {"class": "cat", "recall": 0.51, "precision": 0.5}
@@ -95,15 +95,15 @@ def test_evaluations_and_comparison_are_shown(db, users, project, stocked):
     assert list(compared["steps"]) == [7, 5]
     assert at.code[-1].value == "(identical)"  # same config, same dataset version
     evaluated = at.dataframe[1].value
-    assert evaluated.loc[7, jobs.MAP] == 0.5
+    assert evaluated.loc[7, run_artefacts.MAP] == 0.5
     assert at.radio(key=f"export_which_{runs[1]['id']}").options == ["best mAP", "latest"]
     at.text_input(key=f"export_name_{runs[1]['id']}").input("shapes v1")
     button(at, "Export").click().run()
     assert not at.exception, at.exception
-    export = jobs.list_runs(db, project["id"], kind="export")[0]
+    export = run_lifecycle.list_runs(db, project["id"], kind="export")[0]
     assert export["parent_run_id"] == runs[1]["id"]
     assert export["fine_tune_checkpoint"] == str(Path(runs[1]["model_dir"]) / "ckpt-7")
-    jobs.cancel_run(db, users["reviewer"], export["id"])  # no real exporter for the stand-in's files
+    run_lifecycle.cancel_run(db, users["reviewer"], export["id"])  # no real exporter for the stand-in's files
 
 
 def test_config_page_fills_validates_and_saves_a_new_version(db, users, project, stocked):
@@ -120,8 +120,8 @@ def test_config_page_fills_validates_and_saves_a_new_version(db, users, project,
     at.text_input(key="config_name").input("stand-in")
     button(at, "Save as a new version").click().run()
     assert not at.exception, at.exception
-    assert [c["version"] for c in configs.config_versions(db, project["id"], "stand-in")] == [2, 1]
-    saved = configs.list_configs(db, project["id"])[0]
+    assert [c["version"] for c in saved_configs.config_versions(db, project["id"], "stand-in")] == [2, 1]
+    saved = saved_configs.list_configs(db, project["id"])[0]
     assert pc.ConfigDocument(saved["text"]).get("train_config.batch_size") == 4
 
 
@@ -146,21 +146,21 @@ def test_config_page_works_on_every_visit_and_keeps_the_edits(db, users, project
 
 
 def test_admin_retrains_from_a_run_on_the_newest_dataset_version(db, users, project, stocked, data_dir):
-    run = jobs.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
+    run = run_lifecycle.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
                          config_id=stocked["config_id"], runner=stocked["runner"],
                          num_train_steps=10)
-    jobs.wait_for_run(db, run["id"])
+    run_lifecycle.wait_for_run(db, run["id"])
     newest = make_dataset_version(db, project, data_dir)
     at = signed_in(db, "admin", "pages/runs.py")
     assert at.selectbox(key=f"retrain_version_{run['id']}").value.id == newest
     button(at, "Retrain").click().run()
     assert not at.exception, at.exception
-    retrain = jobs.list_runs(db, project["id"])[0]
+    retrain = run_lifecycle.list_runs(db, project["id"])[0]
     assert retrain["parent_run_id"] == run["id"] and retrain["export_id"] == newest
-    assert retrain["fine_tune_checkpoint"] == jobs.latest_checkpoint(run["model_dir"])
+    assert retrain["fine_tune_checkpoint"] == run_artefacts.latest_checkpoint(run["model_dir"])
     assert at.selectbox(key="run_id").value == retrain["id"]
-    jobs.cancel_run(db, users["admin"], retrain["id"])
-    assert jobs.wait_for_run(db, retrain["id"])["status"] == "cancelled"
+    run_lifecycle.cancel_run(db, users["admin"], retrain["id"])
+    assert run_lifecycle.wait_for_run(db, retrain["id"])["status"] == "cancelled"
 
 
 def button(at, label: str):

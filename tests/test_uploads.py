@@ -10,7 +10,7 @@ import zipfile
 
 import pytest
 
-from backend import images, importers, models, tfrecords
+from backend import images, importers, model_registry, record_browser
 from backend.errors import Invalid
 from tests import savedmodels
 from tests.helpers import add_image, voc_xml
@@ -36,9 +36,9 @@ def test_no_uploaded_file_is_stored_executable(db, admin, project, data_dir, tmp
         "set/b.jpg": image_bytes((60, 40), (1, 200, 3)),
         "set/b.xml": voc_xml("b.jpg", (60, 40), [("cat", (1, 2, 30, 39), 0, 0)]).encode()}))], "voc")
     assert report.ok, report.errors
-    folder = tfrecords.save_uploads(admin, [("train.record", b"\x00" * 16), ("run.sh", b"#!/bin/sh\nid\n")])
+    folder = record_browser.save_uploads(admin, [("train.record", b"\x00" * 16), ("run.sh", b"#!/bin/sh\nid\n")])
     export = savedmodels.build_detector(tmp_path / "export")
-    models.register_zip(db, admin, project["id"], _zip({
+    model_registry.register_zip(db, admin, project["id"], _zip({
         str(p.relative_to(export)): p.read_bytes() for p in export.rglob("*") if p.is_file()}), "m.zip")
     stored = [p for p in data_dir.rglob("*") if p.is_file() and p.name != "boxwise.db"]
     assert len(list((data_dir / "images").rglob("*.*"))) == 2 and len(list(os.scandir(folder))) == 2
@@ -49,35 +49,35 @@ def test_no_uploaded_file_is_stored_executable(db, admin, project, data_dir, tmp
 def test_record_uploads_need_ingest_and_are_capped_and_leave_nothing_when_refused(users, data_dir, monkeypatch):
     for role in ("viewer", "labeler"):
         with pytest.raises(PermissionError, match=f"{role} \\({role}\\) may not ingest"):
-            tfrecords.save_uploads(users[role], [("a.record", b"x")])
+            record_browser.save_uploads(users[role], [("a.record", b"x")])
     monkeypatch.setenv("BOXWISE_MAX_RECORD_UPLOAD_BYTES", "10")
     with pytest.raises(Invalid, match="limited to 10 bytes in all"):
-        tfrecords.save_uploads(users["reviewer"], [("a.record", b"x" * 11)])
+        record_browser.save_uploads(users["reviewer"], [("a.record", b"x" * 11)])
     monkeypatch.delenv("BOXWISE_MAX_RECORD_UPLOAD_BYTES")
     with pytest.raises(Invalid, match="bad file name '.hidden'"):
-        tfrecords.save_uploads(users["reviewer"], [("a.record", b"x"), (".hidden", b"y")])
+        record_browser.save_uploads(users["reviewer"], [("a.record", b"x"), (".hidden", b"y")])
     assert list((data_dir / "uploads" / "tfrecords").iterdir()) == []  # the half-written folder is gone
 
 
 def test_old_record_uploads_and_extracted_zips_are_removed(users, data_dir):
-    old = tfrecords.save_uploads(users["reviewer"], [("a.record", b"x")])
+    old = record_browser.save_uploads(users["reviewer"], [("a.record", b"x")])
     zipped = data_dir / "uploads" / "extracted" / "images-old.zip"
     zipped.parent.mkdir(parents=True, exist_ok=True)
     zipped.write_bytes(b"PK")
-    day_ago = time.time() - tfrecords.UPLOAD_TTL_SECONDS - 60
+    day_ago = time.time() - record_browser.UPLOAD_TTL_SECONDS - 60
     for path in (old, zipped):
         os.utime(path, (day_ago, day_ago))
-    fresh = tfrecords.save_uploads(users["reviewer"], [("b.record", b"y")])  # each upload sweeps
+    fresh = record_browser.save_uploads(users["reviewer"], [("b.record", b"y")])  # each upload sweeps
     assert not os.path.exists(old) and not zipped.exists() and os.path.isdir(fresh)
 
 
 def test_extracted_zips_download_and_nothing_else_does(db, users, project, data_dir, tmp_path):
-    from backend import exports
+    from backend import dataset_versions
     add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
-    version = exports.create_export(db, users["admin"], project["id"], splits="train=1")
-    path, result = tfrecords.extract_zip(users["reviewer"], version["input_globs"]["train"], False)
-    name, data = tfrecords.zip_download(path)
+    version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
+    path, result = record_browser.extract_zip(users["reviewer"], version["input_globs"]["train"], False)
+    name, data = record_browser.zip_download(path)
     assert name == path.name and zipfile.ZipFile(io.BytesIO(data)).namelist() == ["a.jpg"]
     (tmp_path / "secret").write_text("x")
     with pytest.raises(Invalid, match="only zips extracted by the TFRecord browser"):
-        tfrecords.zip_download(tmp_path / "secret")
+        record_browser.zip_download(tmp_path / "secret")

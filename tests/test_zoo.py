@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from backend import configs, models, zoo
+from backend import model_registry, saved_configs, zoo
 from backend.coco_classes import COCO_CLASSES
 from backend.errors import Conflict, Invalid
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from tests.helpers import ODAPI_FIXTURES, SHARED_TFOD, SMALL128, ZOO_NAME as NAME, needs_shared_tfod, zoo_tarball
 
 def copy_model_parts(target: Path, source: Path = SMALL128, label_map: bool = True) -> Path:
@@ -197,7 +197,7 @@ def test_the_coco_classes_are_those_of_the_od_apis_coco_label_map():
 
 def test_fine_tune_text_takes_the_model_from_the_starting_point_and_points_at_its_checkpoint(db, admin, tarball):
     point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name, check_weights=False)
-    quick = configs.templates()["quick"]
+    quick = saved_configs.templates()["quick"]
     text = zoo.fine_tune_text(db, quick, point["id"])
     doc, source = ConfigDocument(text), ConfigDocument.load(SMALL128 / "pipeline.config")
     assert doc.get("train_config.fine_tune_checkpoint") == point["checkpoint"]
@@ -294,7 +294,7 @@ def test_cli_import_list_register_and_remove(data_dir, db, admin, project, tarba
     assert "1 classes mapped" in capsys.readouterr().out
     assert main(["zoo", "remove", "1"]) == 5  # conflict: the model uses it
     assert "is used by model #1" in capsys.readouterr().err
-    model_rows = models.list_models(db, project["id"])
+    model_rows = model_registry.list_models(db, project["id"])
     assert [m["class_map"] for m in model_rows] == [{1: 1}]
 
 
@@ -302,14 +302,14 @@ def test_cli_import_list_register_and_remove(data_dir, db, admin, project, tarba
 
 
 def test_start_from_scratch_a_run_or_a_starting_point(db, admin, project, data_dir, tarball):
-    from backend import jobs
+    from backend import run_lifecycle
     point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name, check_weights=False)
-    quick = configs.set_fine_tune_checkpoint(configs.templates()["quick"], "/old/ckpt-3", "classification")
+    quick = saved_configs.set_fine_tune_checkpoint(saved_configs.templates()["quick"], "/old/ckpt-3", "classification")
     scratch = ConfigDocument(zoo.start_from(db, quick, "scratch"))
     with pytest.raises(Exception, match="not in the config"):
         scratch.get("train_config.fine_tune_checkpoint")
     assert zoo.start_from(db, quick, "config") == quick
-    run = jobs._insert_run(db, admin, project["id"], kind="train", text=quick)
+    run = run_lifecycle._insert_run(db, admin, project["id"], kind="train", text=quick)
     with pytest.raises(Invalid, match=f"run {run['id']} has no checkpoint yet"):
         zoo.start_from(db, quick, "run", run["id"])
     for suffix in ("index", "data-00000-of-00001"):
@@ -327,13 +327,13 @@ def test_start_from_scratch_a_run_or_a_starting_point(db, admin, project, data_d
 
 def test_a_run_started_from_a_starting_point_trains_its_architecture_from_its_checkpoint(
         db, admin, project, data_dir, tarball, monkeypatch):
-    from backend import jobs
+    from backend import run_lifecycle
     from tests.helpers import make_dataset_version
-    monkeypatch.setattr(jobs, "pump_queue", lambda db: [])  # keep the run queued: only its config matters here
+    monkeypatch.setattr(run_lifecycle, "pump_queue", lambda db: [])  # keep the run queued: only its config matters here
     point = zoo.import_tarball(db, admin, tarball.read_bytes(), tarball.name, check_weights=False)
     export_id = make_dataset_version(db, project, data_dir)
-    saved = configs.save_config(db, admin, project["id"], "quick", configs.templates()["quick"])
-    run = jobs.start_run(db, admin, project["id"], export_id=export_id, config_id=saved["id"],
+    saved = saved_configs.save_config(db, admin, project["id"], "quick", saved_configs.templates()["quick"])
+    run = run_lifecycle.start_run(db, admin, project["id"], export_id=export_id, config_id=saved["id"],
                          start_from=("starting_point", point["id"]))
     text = ConfigDocument.load(Path(run["model_dir"]) / "pipeline.config")
     assert run["fine_tune_checkpoint"] == point["checkpoint"]
@@ -355,7 +355,7 @@ def test_the_starting_points_page_lists_maps_and_registers(db, users, project, t
     # the project's classes are cat, dog, bird: no fruit maps by name, so nothing is registered
     assert [e.value for e in at.error] == ["no class of the starting point maps to a class of this project: "
                                            "map at least one (e.g. person → pedestrian)"]
-    assert models.list_models(db, project["id"]) == []
+    assert model_registry.list_models(db, project["id"]) == []
     viewer = signed_in(db, "viewer", "pages/zoo.py")
     assert not viewer.tabs and list(viewer.dataframe[0].value["name"]) == [NAME]  # viewers see the list only
 

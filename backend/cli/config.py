@@ -39,22 +39,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def config_get(args) -> int:
-    from backend import pipeline_config
-    doc = pipeline_config.ConfigDocument.load(args.file)
+    from backend import config_document
+    doc = config_document.ConfigDocument.load(args.file)
     value = doc.get(args.path)
-    if isinstance(value, pipeline_config.Message):
+    if isinstance(value, config_document.Message):
         f = doc._locate(args.path).field
         print(doc.text[f.start:f.end])
-    elif isinstance(value, str) and not isinstance(value, pipeline_config.Enum):
+    elif isinstance(value, str) and not isinstance(value, config_document.Enum):
         print(value)
     else:
-        print(pipeline_config.format_scalar(value))
+        print(config_document.format_scalar(value))
     return 0
 
 
 def config_set(args) -> int:
-    from backend import pipeline_config
-    doc = pipeline_config.ConfigDocument.load(args.file)
+    from backend import config_document
+    doc = config_document.ConfigDocument.load(args.file)
     for assignment in args.assignments:
         path, sep, value = assignment.partition("=")
         if not sep:
@@ -65,10 +65,10 @@ def config_set(args) -> int:
 
 
 def config_check(args) -> int:
-    from backend import config_check, pipeline_config
+    from backend import config_check, config_document
     from backend.auth import CLI_ACTOR
     try:
-        doc = pipeline_config.ConfigDocument.load(args.file)
+        doc = config_document.ConfigDocument.load(args.file)
     except Invalid as exc:  # a syntax error (with its line), or not a text file at all
         if args.json:
             line = getattr(exc, "line", 0)
@@ -79,9 +79,9 @@ def config_check(args) -> int:
         return 1
     report = None
     if args.dataset_version is not None:
-        from backend import config_doctor, configs
+        from backend import config_doctor, dataset_versions
         from backend.db import connect
-        version = configs.dataset_version(connect(), args.dataset_version)
+        version = dataset_versions.dataset_version(connect(), args.dataset_version)
         problems = config_check.check(doc.text, version, actor=CLI_ACTOR)
         report = config_doctor.examine(doc.text, version)
     else:

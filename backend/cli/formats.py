@@ -1,7 +1,7 @@
 """`python -m backend export | import | tfrecord inspect | tfrecord extract`: dataset formats.
 
-Each command is one call of a backend function (`exports.create_export`,
-`importers.import_annotations`, `formats.tfrecord.inspect` / `extract`), acting as CLI_ACTOR.
+Each command is one call of a backend function (`dataset_versions.create_export`,
+`importers.import_annotations`, `formats.tfrecord_checks.inspect` / `tfrecord_preview.extract`), acting as CLI_ACTOR.
 """
 from __future__ import annotations
 
@@ -68,11 +68,11 @@ def _quiet_tensorflow() -> None:
 
 
 def _export(args) -> int:
-    from backend import exports, projects
+    from backend import dataset_versions, projects
     _quiet_tensorflow()
     db = _db()
     project = projects.get_project(db, args.project)
-    version = exports.create_export(db, CLI_ACTOR, project["id"], args.format, splits=args.split,
+    version = dataset_versions.create_export(db, CLI_ACTOR, project["id"], args.format, splits=args.split,
                                     seed=args.seed, shards=args.shards, statuses=args.status,
                                     reshuffle=args.reshuffle, copy_to=args.out, on_progress=_progress)
     if sys.stderr.isatty():
@@ -118,9 +118,9 @@ def _label_map(path, pattern):
 
 
 def _inspect(args) -> int:
-    from backend.formats import tfrecord
+    from backend.formats import tfrecord_checks
     label_map, source = _label_map(args.label_map, args.pattern)
-    result = tfrecord.inspect(args.pattern, label_map, source)
+    result = tfrecord_checks.inspect(args.pattern, label_map, source)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:
@@ -138,9 +138,9 @@ def _inspect(args) -> int:
 
 
 def _extract(args) -> int:
-    from backend.formats import tfrecord
+    from backend.formats import tfrecord_preview
     label_map, _ = _label_map(args.label_map, args.pattern)
-    result = tfrecord.extract(args.pattern, args.out, draw=args.draw, label_map=label_map)
+    result = tfrecord_preview.extract(args.pattern, args.out, draw=args.draw, label_map=label_map)
     print(f"{len(result.written)} images written to {args.out}")
     for problem in result.problems:
         print(f"  {problem}")

@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 
-from backend import auth, images, inference, models, predictions
+from backend import auth, images, inference, model_registry, predictions
 from backend.db import connect
 from backend.errors import Invalid
 from backend.projects import get_project
@@ -155,13 +155,13 @@ def models_register(args) -> int:
     project = get_project(db, args.project)
     actor = auth.CLI_ACTOR
     if args.run:
-        model = models.register_run(db, actor, args.run, name=args.name)
+        model = model_registry.register_run(db, actor, args.run, name=args.name)
     elif args.zip:
         path = Path(args.zip)
         with open(path, "rb") as handle:
-            model = models.register_zip(db, actor, project["id"], handle, path.name, name=args.name)
+            model = model_registry.register_zip(db, actor, project["id"], handle, path.name, name=args.name)
     else:
-        model = models.register_directory(db, actor, project["id"], args.dir, name=args.name)
+        model = model_registry.register_directory(db, actor, project["id"], args.dir, name=args.name)
     if args.json:
         print(json.dumps(model, default=str))
     else:
@@ -174,7 +174,7 @@ def models_register(args) -> int:
 def models_list(args) -> int:
     db = connect()
     project = get_project(db, args.project)
-    rows = models.list_models(db, project["id"])
+    rows = model_registry.list_models(db, project["id"])
     if args.json:
         for row in rows:
             print(json.dumps(row, default=str))
@@ -191,6 +191,6 @@ def models_list(args) -> int:
 def models_set_current(args) -> int:
     db = connect()
     project = get_project(db, args.project)
-    model = models.set_current(db, auth.CLI_ACTOR, project["id"], args.model_id)
+    model = model_registry.set_current(db, auth.CLI_ACTOR, project["id"], args.model_id)
     print(f"model #{model['id']} {model['name']!r} is now current for {project['name']!r}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from backend import configs, jobs, projects
+from backend import projects, run_artefacts, run_lifecycle, saved_configs
 from backend.auth import CLI_ACTOR
 from backend.db import connect
 
@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     listing = sub.add_parser("list", help="list runs, newest first")
     listing.add_argument("project", nargs="?", help="project name or id (default: all)")
-    listing.add_argument("--kind", choices=jobs.KINDS + ("all",), default="train")
+    listing.add_argument("--kind", choices=run_lifecycle.KINDS + ("all",), default="train")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=runs_list)
 
@@ -73,7 +73,7 @@ def _project_id(db, name_or_id: str) -> int:
 
 
 def _line(run: dict) -> str:
-    summary = jobs.progress_summary(run)
+    summary = run_artefacts.progress_summary(run)
     steps = f"step {summary['step']}/{summary['total_steps']}" if summary["total_steps"] and run["kind"] == "train" else ""
     error = f"  {run['error']}" if run["error"] else ""
     return f"{run['id']:>5}  {run['kind']:<6} {run['status']:<10} {steps:<18} {run['model_dir']}{error}"
@@ -81,14 +81,14 @@ def _line(run: dict) -> str:
 
 def _finish(db, run: dict, wait: bool) -> int:
     if wait:
-        run = jobs.wait_for_run(db, run["id"], timeout=10**9)
+        run = run_lifecycle.wait_for_run(db, run["id"], timeout=10**9)
     print(_line(run))
     return 0 if run["status"] in ("queued", "running", "succeeded", "cancelled") else 1
 
 
 def runs_start(args) -> int:
     db = connect()
-    run = jobs.start_run(db, CLI_ACTOR, _project_id(db, args.project), export_id=args.dataset_version,
+    run = run_lifecycle.start_run(db, CLI_ACTOR, _project_id(db, args.project), export_id=args.dataset_version,
                          config_id=args.config, num_train_steps=args.num_train_steps,
                          runner=args.runner)
     return _finish(db, run, args.wait)
@@ -96,8 +96,8 @@ def runs_start(args) -> int:
 
 def runs_list(args) -> int:
     db = connect()
-    jobs.pump_queue(db)
-    rows = jobs.list_runs(db, _project_id(db, args.project) if args.project else None,
+    run_lifecycle.pump_queue(db)
+    rows = run_lifecycle.list_runs(db, _project_id(db, args.project) if args.project else None,
                           None if args.kind == "all" else args.kind)
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -109,56 +109,56 @@ def runs_list(args) -> int:
 
 def runs_show(args) -> int:
     db = connect()
-    jobs.pump_queue(db)
-    run = jobs.get_run(db, args.run)
-    print(json.dumps({"run": run, "progress": jobs.progress_summary(run)}, indent=2))
-    print("\n".join(jobs.log_tail(run, 20)))
+    run_lifecycle.pump_queue(db)
+    run = run_lifecycle.get_run(db, args.run)
+    print(json.dumps({"run": run, "progress": run_artefacts.progress_summary(run)}, indent=2))
+    print("\n".join(run_artefacts.log_tail(run, 20)))
     return 0
 
 
 def runs_cancel(args) -> int:
     db = connect()
-    return _finish(db, jobs.cancel_run(db, CLI_ACTOR, args.run), args.wait)
+    return _finish(db, run_lifecycle.cancel_run(db, CLI_ACTOR, args.run), args.wait)
 
 
 def runs_resume(args) -> int:
     db = connect()
-    return _finish(db, jobs.resume_run(db, CLI_ACTOR, args.run, args.num_train_steps), args.wait)
+    return _finish(db, run_lifecycle.resume_run(db, CLI_ACTOR, args.run, args.num_train_steps), args.wait)
 
 
 def runs_retrain(args) -> int:
     db = connect()
-    run = jobs.retrain_run(db, CLI_ACTOR, args.run, export_id=args.dataset_version,
+    run = run_lifecycle.retrain_run(db, CLI_ACTOR, args.run, export_id=args.dataset_version,
                            config_id=args.config, num_train_steps=args.num_train_steps)
     return _finish(db, run, args.wait)
 
 
 def runs_evaluate(args) -> int:
     db = connect()
-    return _finish(db, jobs.start_evaluation(db, CLI_ACTOR, args.run), args.wait)
+    return _finish(db, run_lifecycle.start_evaluation(db, CLI_ACTOR, args.run), args.wait)
 
 
 def runs_export(args) -> int:
     db = connect()
-    run = jobs.export_model(db, CLI_ACTOR, args.run, "best" if args.best else "latest", args.name)
+    run = run_lifecycle.export_model(db, CLI_ACTOR, args.run, "best" if args.best else "latest", args.name)
     return _finish(db, run, args.wait)
 
 
 def configs_save(args) -> int:
     db = connect()
-    row = configs.save_config(db, CLI_ACTOR, _project_id(db, args.project), args.name,
+    row = saved_configs.save_config(db, CLI_ACTOR, _project_id(db, args.project), args.name,
                               Path(args.file).read_text(encoding="utf-8"))
-    print(f"saved config {row['id']}: {configs.config_title(row)}")
+    print(f"saved config {row['id']}: {saved_configs.config_title(row)}")
     return 0
 
 
 def configs_list(args) -> int:
     db = connect()
-    for row in configs.list_configs(db, _project_id(db, args.project)):
-        print(f"{row['id']:>5}  {configs.config_title(row)}")
+    for row in saved_configs.list_configs(db, _project_id(db, args.project)):
+        print(f"{row['id']:>5}  {saved_configs.config_title(row)}")
     return 0
 
 
 def configs_show(args) -> int:
-    print(configs.get_config(connect(), args.config)["text"], end="")
+    print(saved_configs.get_config(connect(), args.config)["text"], end="")
     return 0

@@ -93,7 +93,7 @@ def train_command(args) -> int:
 
 def export_command(args) -> int:
     _logging()
-    from backend.training.export import export_model
+    from backend.training.savedmodel_export import export_model
     output = export_model(args.pipeline_config_path, args.trained_checkpoint_dir, args.output_directory,
                           input_type=args.input_type)
     print(output)

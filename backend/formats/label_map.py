@@ -6,7 +6,7 @@ Ids are 1 to 2**31-1 (an int32 in the proto): id 0 is the background class, neve
 and skipped with a note when a file has it (the pascal label map ships an
 `id: 0 'none_of_the_above'` item). Class names (display name, else name) must be unique: two
 items with the same name are kept only when their display names tell them apart. Parsing goes
-through `backend.pipeline_config`, the one protobuf-text parser, so every text-format
+through `backend.config_document`, the one protobuf-text parser, so every text-format
 spelling it accepts (`item {`/`item: {`, either quotes, comments) is accepted here too.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from backend import atomic, pipeline_config
+from backend import atomic, config_document
 from backend.errors import Invalid, NotFound
 from backend.formats import remote
 
@@ -62,14 +62,14 @@ class LabelMap:
 def parse(text: str, source: str = "label map") -> LabelMap:
     """Parse label-map text. Raises Invalid naming the problem (and line, for syntax)."""
     try:
-        tree = pipeline_config.parse(text)
+        tree = config_document.parse(text)
     except Invalid as exc:
         raise Invalid(f"{source}: {exc}") from None
     result = LabelMap()
     seen_ids: dict[int, str] = {}
     seen_names: dict[str, list[int]] = {}
     for number, item in enumerate(tree.all("item"), start=1):
-        if not isinstance(item, pipeline_config.Message):
+        if not isinstance(item, config_document.Message):
             raise Invalid(f"{source}: item {number} is not a message")
         item_id, name = item.one("id"), item.one("name")
         display = item.one("display_name")

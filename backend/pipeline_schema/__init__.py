@@ -17,7 +17,7 @@ the OD API reads it (`text_format.Merge`: the last one wins); the returned messa
 OD API would read. Paths are `ConfigDocument` paths (`a.b[1].c`, an index only where a name
 repeats).
 
-Edits stay with `backend.pipeline_config.ConfigDocument`, which keeps the text's comments and
+Edits stay with `backend.config_document.ConfigDocument`, which keeps the text's comments and
 spacing; this module only reads. It imports neither TensorFlow nor Keras.
 """
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import text_format
 
-from backend.pipeline_config import ConfigSyntaxError, Field, Problem, parse as parse_tree, walk
+from backend.config_document import ConfigSyntaxError, Field, Problem, parse as parse_tree, walk
 from backend.pipeline_schema.protos import pipeline_pb2
 
 TrainEvalPipelineConfig = pipeline_pb2.TrainEvalPipelineConfig

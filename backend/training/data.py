@@ -21,8 +21,8 @@ from pathlib import Path
 import tensorflow as tf
 
 from backend.errors import Invalid, NotFound
-from backend.formats import tfrecord
-from backend.training.config import Augmentation, InputReader, Resizer
+from backend.formats import tfrecord_framing
+from backend.training.training_config import Augmentation, InputReader, Resizer
 
 FEATURES = {
     "image/encoded": tf.io.FixedLenFeature([], tf.string),
@@ -48,7 +48,7 @@ def input_files(reader: InputReader) -> list[str]:
             raise NotFound(f"input_path {pattern!r} matches no files")
         for name in matched:
             # A text file or an image here would only fail mid-training as "corrupted record".
-            why = None if "://" in name else tfrecord.not_a_record_file(Path(name))
+            why = None if "://" in name else tfrecord_framing.not_a_record_file(Path(name))
             if why:
                 raise Invalid(f"input_path {name!r} is not a TFRecord file ({why})")
         files.extend(matched)

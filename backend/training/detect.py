@@ -15,7 +15,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from backend.training import boxes as box_ops
-from backend.training.config import PostProcessing
+from backend.training.training_config import PostProcessing
 
 
 def decode_boxes(box_encodings: tf.Tensor, anchors: tf.Tensor, scales=box_ops.DEFAULT_SCALES) -> tf.Tensor:

@@ -32,10 +32,10 @@ from backend.evaluation import evaluate_coco
 from backend.formats import label_map as label_maps
 from backend.training import progress
 from backend.training.boxes import generate_anchors
-from backend.training.config import TrainingConfig
+from backend.training.training_config import TrainingConfig
 from backend.training.data import eval_dataset
 from backend.training.detect import postprocess
-from backend.training.model import preprocess_images
+from backend.training.network import preprocess_images
 from backend.training.train import load_detector, write_scalars
 
 log = logging.getLogger("boxwise.eval")

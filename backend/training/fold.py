@@ -15,7 +15,7 @@ import dataclasses
 import numpy as np
 from keras import layers
 
-from backend.training.model import SSDDetector, backbone_layer_names, build_detector
+from backend.training.network import SSDDetector, backbone_layer_names, build_detector
 
 
 def folded_weights(conv: layers.Layer, bn: layers.BatchNormalization) -> list[np.ndarray]:

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from keras import ops
 
 from backend.training import boxes as box_ops
-
 CODE_SIZE = 4
 
 

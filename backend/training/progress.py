@@ -1,5 +1,5 @@
 """The trainer's progress and status files: the one contract between a training process and
-whoever watches it (the Runs page, `jobs.py`, scripts).
+whoever watches it (the Runs page, `run_lifecycle.py`, scripts).
 
 Files in a run's `model_dir`:
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from backend import atomic
 from backend.errors import Invalid, NotFound
-from backend.training.model import SSDDetector, backbone_layer_names
+from backend.training.network import SSDDetector, backbone_layer_names
 
 log = logging.getLogger("boxwise.restore")
 

@@ -36,7 +36,7 @@ from backend import atomic
 from backend.errors import Invalid, NotFound
 from backend.formats import label_map as label_maps
 from backend.training.boxes import generate_anchors
-from backend.training.config import TrainingConfig
+from backend.training.training_config import TrainingConfig
 from backend.training.fold import fold_batch_norm
 from backend.training.train import load_detector
 

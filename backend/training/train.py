@@ -36,15 +36,15 @@ import tensorflow as tf
 from backend import atomic, config_check
 from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend.training import progress, restore
 from backend.training.schedules import LEARNING_RATE_DEFAULTS
 from backend.training.boxes import generate_anchors
-from backend.training.config import (TrainingConfig, check_fine_tune_checkpoint,
+from backend.training.training_config import (TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
 from backend.training.data import train_dataset
 from backend.training.losses import regularization_loss, ssd_losses
-from backend.training.model import SSDDetector, build_detector, preprocess_images
+from backend.training.network import SSDDetector, build_detector, preprocess_images
 
 log = logging.getLogger("boxwise.train")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import configs
+from backend import saved_configs
 from tests.e2e.browser import playwright_api, signed_in_page, wait_idle
 from tests.helpers import ZOO_128, shapes_version
 
@@ -17,8 +17,8 @@ expect = playwright_api.expect
 @pytest.fixture
 def zoo_saved(db, users):
     version = shapes_version(db, users["admin"], "small-shapes")
-    text = configs.fill_from_dataset_version(ZOO_128.read_text(), version)
-    return configs.save_config(db, users["reviewer"], version.project_id, "zoo", text)
+    text = saved_configs.fill_from_dataset_version(ZOO_128.read_text(), version)
+    return saved_configs.save_config(db, users["reviewer"], version.project_id, "zoo", text)
 
 
 def test_fix_it_applies_the_suggested_anchor_scale_and_saves_a_new_version(db, users, zoo_saved, app_server,
@@ -36,5 +36,5 @@ def test_fix_it_applies_the_suggested_anchor_scale_and_saves_a_new_version(db, u
     page.screenshot(path=str(data_dir / "doctor-after.png"), full_page=True)
     page.get_by_role("button", name="Save as a new version").click()
     wait_idle(page)
-    saved = configs.list_configs(db, zoo_saved["project_id"])[0]
+    saved = saved_configs.list_configs(db, zoo_saved["project_id"])[0]
     assert saved["version"] == 2 and "anchor_scale: 2.25" in saved["text"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import jobs
+from backend import run_lifecycle
 from tests.e2e.browser import TIMEOUT_MS, playwright_api, signed_in_page, wait_idle
 
 pytestmark = pytest.mark.e2e
@@ -15,14 +15,14 @@ expect = playwright_api.expect
 @pytest.fixture
 def running(db, users, project, setup, stand_in):
     """A training run of the stand-in, long enough to be running while the page watches it."""
-    run = jobs.start_run(db, users["admin"], project["id"], export_id=setup["export_id"],
+    run = run_lifecycle.start_run(db, users["admin"], project["id"], export_id=setup["export_id"],
                          config_id=setup["config_id"], runner=stand_in,
                          num_train_steps=100_000)
     yield run
     # Whoever started it last (this process or the app), it must not outlive the test.
-    if jobs.get_run(db, run["id"])["status"] in jobs.ACTIVE:
-        jobs.cancel_run(db, users["admin"], run["id"])
-        jobs.wait_for_run(db, run["id"], timeout=60)
+    if run_lifecycle.get_run(db, run["id"])["status"] in run_lifecycle.ACTIVE:
+        run_lifecycle.cancel_run(db, users["admin"], run["id"])
+        run_lifecycle.wait_for_run(db, run["id"], timeout=60)
 
 
 @pytest.fixture
@@ -47,14 +47,14 @@ def test_run_table_follows_the_run_without_a_reload(db, users, running, app_url,
     expect(step_cell).not_to_have_text(first, timeout=TIMEOUT_MS)
 
     # The run ends while the page is open: the live view and the run table both show it.
-    jobs.cancel_run(db, users["admin"], running["id"])
-    assert jobs.wait_for_run(db, running["id"], timeout=60)["status"] == "cancelled"
+    run_lifecycle.cancel_run(db, users["admin"], running["id"])
+    assert run_lifecycle.wait_for_run(db, running["id"], timeout=60)["status"] == "cancelled"
     page.get_by_text(f"Run #{running['id']}: cancelled").wait_for()
     expect(run_table_status(page)).to_have_text("cancelled", timeout=TIMEOUT_MS)
 
     # Resumed from the page: the table shows it running, and the page follows it again.
     page.get_by_role("button", name="Resume").click()
     expect(run_table_status(page)).to_have_text("running", timeout=TIMEOUT_MS)
-    jobs.cancel_run(db, users["admin"], running["id"])
+    run_lifecycle.cancel_run(db, users["admin"], running["id"])
     expect(run_table_status(page)).to_have_text("cancelled", timeout=TIMEOUT_MS)
     page.get_by_text(f"Run #{running['id']}: cancelled").wait_for()

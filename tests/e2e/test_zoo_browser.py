@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import demo, exports, jobs
+from backend import dataset_versions, demo, run_lifecycle
 from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
 from tests.helpers import ZOO_NAME as NAME, zoo_tarball
 
@@ -17,7 +17,7 @@ expect = playwright_api.expect
 def shapes(db, admin):
     """The demo project with a TFRecord dataset version of its labeled images."""
     project = demo.create_demo_project(db, admin, count=16)
-    exports.create_export(db, admin, project["id"], "tfrecord", seed=1)
+    dataset_versions.create_export(db, admin, project["id"], "tfrecord", seed=1)
     return project
 
 
@@ -45,11 +45,11 @@ def test_upload_a_zoo_tarball_and_fine_tune_from_it(db, users, shapes, app_serve
     page.get_by_role("tab", name="Fine-tune from it").click()
     page.get_by_role("button", name="Save the config and start the run").click()
     page.get_by_text("Training runs of demo-shapes").wait_for()
-    run = jobs.list_runs(db, shapes["id"])[0]
+    run = run_lifecycle.list_runs(db, shapes["id"])[0]
     assert run["fine_tune_checkpoint"].endswith(f"{NAME}/checkpoint/ckpt-0")
     # The trainer's own report, written before its first step, shown on the page.
     page.get_by_text("Started from: detection restore from").wait_for(timeout=240_000)
     expect(page.get_by_text("Started from: detection restore from")).to_contain_text("backbone")
     wait_idle(page)
-    jobs.cancel_run(db, users["admin"], run["id"])
-    jobs.wait_for_run(db, run["id"], timeout=120)
+    run_lifecycle.cancel_run(db, users["admin"], run["id"])
+    run_lifecycle.wait_for_run(db, run["id"], timeout=120)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend import exports, images, pipeline_config, projects, settings
+from backend import config_document, dataset_versions, images, projects, settings
 from backend.__main__ import main
 from backend.auth import CLI_ACTOR
 from backend.formats import label_map
@@ -24,7 +24,7 @@ def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, adm
     # A model box must not be exported: only human boxes are.
     db["annotations"].insert({"image_id": labeled["a.jpg"], "label_id": 1, "xmin": 1, "ymin": 1,
                               "xmax": 9, "ymax": 9, "source": "model", "score": 0.9})
-    version = exports.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
     records = parse_records(str(Path(version["path"]) / "*.record-*"))
     rows = {r["id"]: r for r in db.query("select * from images where project_id = ?", [project["id"]])}
     exported_ids = sorted(int(r["image/source_id"]) for r in records)
@@ -61,7 +61,7 @@ def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, adm
 
 def test_shards_are_named_tfod_style_with_example_i_in_shard_i_mod_n(db, admin, project, labeled):
     add_image(db, admin, project["id"], "f.jpg", color=(1, 2, 3), boxes=[("dog", 1, 1, 20, 20)])
-    version = exports.create_export(db, admin, project["id"], shards=3, splits="train=1")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=3, splits="train=1")
     names = sorted(p.name for p in Path(version["path"]).iterdir())
     assert names == ["label_map.pbtxt", "manifest.json", "pipeline_snippet.config",
                      "train.record-00000-of-00003", "train.record-00001-of-00003",
@@ -73,13 +73,13 @@ def test_shards_are_named_tfod_style_with_example_i_in_shard_i_mod_n(db, admin, 
 
 
 def test_shards_never_outnumber_examples(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"], shards=10, splits="train=0.8,val=0.2")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=10, splits="train=0.8,val=0.2")
     assert version["params"]["shards"]["val"] == version["counts"]["images"]["val"]
     assert version["params"]["shards"]["train"] == version["counts"]["images"]["train"] == 4
 
 
 def test_label_map_has_the_project_ids_from_one(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"])
+    version = dataset_versions.create_export(db, admin, project["id"])
     parsed = label_map.read(version["label_map_path"])
     assert [(i.id, i.name) for i in parsed.items] == [(1, "cat"), (2, "dog"), (3, "bird")]
     assert parsed.notes == []
@@ -88,7 +88,7 @@ def test_label_map_has_the_project_ids_from_one(db, admin, project, labeled):
 
 
 def test_manifest_lists_parameters_counts_and_every_file_with_its_sha256(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"], shards=1, seed=7,
+    version = dataset_versions.create_export(db, admin, project["id"], shards=1, seed=7,
                                     splits="train=0.5,val=0.5,test=0")
     manifest = json.loads(Path(version["manifest_path"]).read_text())
     folder = Path(version["path"])
@@ -113,14 +113,14 @@ def test_manifest_lists_parameters_counts_and_every_file_with_its_sha256(db, adm
 
 
 def test_pipeline_snippet_drops_into_a_real_tfod_config(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"], shards=2)
-    snippet = pipeline_config.parse(Path(version["pipeline_snippet_path"]).read_text())
+    version = dataset_versions.create_export(db, admin, project["id"], shards=2)
+    snippet = config_document.parse(Path(version["pipeline_snippet_path"]).read_text())
     train = snippet.one("train_input_reader")
     assert train.one("label_map_path") == version["label_map_path"]
     assert train.one("tf_record_input_reader").one("input_path") == version["input_globs"]["train"]
     evaluation = snippet.one("eval_input_reader")
     assert evaluation.one("tf_record_input_reader").one("input_path") == version["input_globs"]["val"]
-    doc = pipeline_config.load(ZOO_FPNLITE_CONFIG)
+    doc = config_document.load(ZOO_FPNLITE_CONFIG)
     doc.set("train_input_reader.tf_record_input_reader.input_path", version["input_globs"]["train"])
     doc.set("train_input_reader.label_map_path", version["label_map_path"])
     assert len(glob.glob(doc.get("train_input_reader.tf_record_input_reader.input_path"))) == \
@@ -128,15 +128,15 @@ def test_pipeline_snippet_drops_into_a_real_tfod_config(db, admin, project, labe
 
 
 def test_splits_are_sticky_across_exports_until_reshuffled(db, admin, project, labeled):
-    first = exports.create_export(db, admin, project["id"], seed=1, splits="train=0.5,val=0.5")
+    first = dataset_versions.create_export(db, admin, project["id"], seed=1, splits="train=0.5,val=0.5")
     stored = {r["id"]: r["split"] for r in db.query("select id, split from images where status != 'new'")}
     assert set(stored.values()) == {"train", "val"}
     new_id = add_image(db, admin, project["id"], "late.jpg", color=(9, 9, 99), boxes=[("cat", 1, 1, 9, 9)])
-    exports.create_export(db, admin, project["id"], seed=99, splits="train=0.9,val=0.1")
+    dataset_versions.create_export(db, admin, project["id"], seed=99, splits="train=0.9,val=0.1")
     again = {r["id"]: r["split"] for r in db.query("select id, split from images where status != 'new'")}
     assert {i: again[i] for i in stored} == stored
     assert again[new_id] in ("train", "val")
-    exports.create_export(db, admin, project["id"], seed=1, splits="train=0.5,val=0.5", reshuffle=True)
+    dataset_versions.create_export(db, admin, project["id"], seed=1, splits="train=0.5,val=0.5", reshuffle=True)
     reshuffled = {r["id"]: r["split"] for r in db.query("select id, split from images where status != 'new'")}
     assert sum(1 for s in reshuffled.values() if s == "train") in (3, 4)
     assert first["counts"]["images"] == {"train": 3, "val": 3}
@@ -150,13 +150,13 @@ def _pool(classes_per_image):
 def test_split_assignment_is_deterministic_for_a_seed():
     pool = _pool([["a"]] * 20 + [["b"]] * 7 + [[]] * 5)
     ratios = {"train": 0.7, "val": 0.2, "test": 0.1}
-    assert exports.assign_splits(pool, ratios, 3) == exports.assign_splits(pool, ratios, 3)
-    assert exports.assign_splits(pool, ratios, 3) != exports.assign_splits(pool, ratios, 4)
+    assert dataset_versions.assign_splits(pool, ratios, 3) == dataset_versions.assign_splits(pool, ratios, 3)
+    assert dataset_versions.assign_splits(pool, ratios, 3) != dataset_versions.assign_splits(pool, ratios, 4)
 
 
 def test_split_assignment_puts_every_class_in_every_split_when_possible():
     pool = _pool([["common"]] * 40 + [["rare"]] * 3 + [["common", "rare2"]] * 3 + [[]] * 4)
-    result = exports.assign_splits(pool, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
+    result = dataset_versions.assign_splits(pool, {"train": 0.8, "val": 0.1, "test": 0.1}, 0)
     for name in ("common", "rare", "rare2"):
         splits = {result[i["id"]] for i in pool if name in i["classes"]}
         assert splits == {"train", "val", "test"}, name
@@ -168,25 +168,25 @@ def test_split_assignment_keeps_stored_splits_and_only_places_new_images():
     pool = _pool([["a"]] * 10)
     for image in pool[:4]:
         image["split"] = "val"
-    result = exports.assign_splits(pool, {"train": 0.5, "val": 0.5}, 0)
+    result = dataset_versions.assign_splits(pool, {"train": 0.5, "val": 0.5}, 0)
     assert [result[i["id"]] for i in pool[:4]] == ["val"] * 4
     assert sorted(result.values()).count("train") == 5
-    dropped = exports.assign_splits(pool, {"train": 1.0, "val": 0.0}, 0)
+    dropped = dataset_versions.assign_splits(pool, {"train": 1.0, "val": 0.0}, 0)
     assert set(dropped.values()) == {"train"}  # a split set to 0 gives its images back
 
 
 def test_status_filter_chooses_images(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"], statuses="reviewed", splits="train=1")
+    version = dataset_versions.create_export(db, admin, project["id"], statuses="reviewed", splits="train=1")
     assert version["counts"]["images"] == {"train": 1}
     with pytest.raises(Exception, match="no images with status skipped"):
-        exports.create_export(db, admin, project["id"], statuses="skipped")
+        dataset_versions.create_export(db, admin, project["id"], statuses="skipped")
 
 
 def test_interrupted_export_leaves_no_complete_looking_dataset(db, admin, project, labeled):
     gone = images.get_image(db, labeled["c.png"])
     images.image_file(gone).unlink()  # a shard writer fails half way
     with pytest.raises(FileNotFoundError):
-        exports.create_export(db, admin, project["id"], shards=2)
+        dataset_versions.create_export(db, admin, project["id"], shards=2)
     root = settings.subdir("exports")
     assert [p for p in root.rglob("*") if p.is_file()] == []
     assert db["exports"].count == 0
@@ -196,23 +196,23 @@ def test_interrupted_export_leaves_no_complete_looking_dataset(db, admin, projec
 def test_viewers_and_labelers_cannot_export(db, users, project, labeled):
     for role in ("viewer", "labeler"):
         with pytest.raises(PermissionError):
-            exports.create_export(db, users[role], project["id"])
-    assert exports.create_export(db, users["reviewer"], project["id"])["version"] == 1
+            dataset_versions.create_export(db, users[role], project["id"])
+    assert dataset_versions.create_export(db, users["reviewer"], project["id"])["version"] == 1
 
 
 def test_versions_are_listed_newest_first_and_zip_for_download(db, admin, project, labeled):
-    exports.create_export(db, admin, project["id"])
-    second = exports.create_export(db, admin, project["id"], fmt="tfrecord", shards=2)
-    listed = exports.list_versions(db, project["id"])
+    dataset_versions.create_export(db, admin, project["id"])
+    second = dataset_versions.create_export(db, admin, project["id"], fmt="tfrecord", shards=2)
+    listed = dataset_versions.list_versions(db, project["id"])
     assert [v["version"] for v in listed] == [2, 1]
     assert listed[0]["id"] == second["id"]
-    zipped = exports.export_zip(db, CLI_ACTOR, second["id"])
+    zipped = dataset_versions.export_zip(db, CLI_ACTOR, second["id"])
     folder = Path(second["path"])
     with zipfile.ZipFile(zipped) as archive:
         assert sorted(archive.namelist()) == sorted(
             f"{folder.name}/{p.name}" for p in folder.iterdir())
         assert archive.read(f"{folder.name}/label_map.pbtxt") == (folder / "label_map.pbtxt").read_bytes()
-    balance = exports.class_balance(second)
+    balance = dataset_versions.class_balance(second)
     assert sum(r["boxes"] for r in balance) == 7
 
 
@@ -222,7 +222,7 @@ def test_cli_export_copies_the_version_and_points_the_snippet_at_the_copy(db, ad
                  "--split", "train=0.5,val=0.5,test=0", "--seed", "3", "--status", "labeled,reviewed"])
     assert code == 0
     assert (out / "train.record-00000-of-00002").is_file()
-    snippet = pipeline_config.parse((out / "pipeline_snippet.config").read_text())
+    snippet = config_document.parse((out / "pipeline_snippet.config").read_text())
     assert snippet.one("train_input_reader").one("label_map_path") == str(out / "label_map.pbtxt")
     assert len(glob.glob(snippet.one("train_input_reader").one("tf_record_input_reader").one("input_path"))) == 2
     assert main(["export", "pets", str(out)]) == 3  # invalid: not empty: refused, nothing overwritten
@@ -233,17 +233,17 @@ def test_bad_export_parameters_are_refused(db, admin, project, labeled):
     for splits, message in (("train=abc", "not a number"), ("train=0,val=0", "above 0"),
                             ("train", "name=ratio"), ("train=-1", ">= 0")):
         with pytest.raises(Exception, match=message):
-            exports.create_export(db, admin, project["id"], splits=splits)
+            dataset_versions.create_export(db, admin, project["id"], splits=splits)
     with pytest.raises(Exception, match="format must be one of"):
-        exports.create_export(db, admin, project["id"], fmt="parquet")
+        dataset_versions.create_export(db, admin, project["id"], fmt="parquet")
     with pytest.raises(Exception, match="shards must be"):
-        exports.create_export(db, admin, project["id"], shards=0)
+        dataset_versions.create_export(db, admin, project["id"], shards=0)
 
 
 def test_deleted_class_ids_leave_a_gap_and_num_classes_is_the_largest_id(db, admin, project):
     projects.delete_label(db, admin, projects.label_by_name(db, project["id"], "dog")["id"])
     add_image(db, admin, project["id"], "x.jpg", boxes=[("bird", 1, 1, 20, 20)])
-    version = exports.create_export(db, admin, project["id"], splits="train=1")
+    version = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
     assert [(c["id"], c["name"]) for c in version["classes"]] == [(1, "cat"), (3, "bird")]
     assert version["num_classes"] == 3
     record = parse_records(version["input_globs"]["train"])[0]
@@ -284,7 +284,7 @@ def _expected_example(db, image: dict):
 def test_shards_are_the_bytes_tensorflows_writer_makes_and_the_manifest_hashes_the_files(db, admin, project, labeled, tmp_path):
     import tensorflow as tf
 
-    version = exports.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
     manifest = json.loads(Path(version["manifest_path"]).read_text())
     rows = {r["id"]: r for r in db.query("select * from images where project_id = ?", [project["id"]])}
     shards = sorted(Path(version["path"]).glob("*.record-*"))
@@ -331,13 +331,13 @@ def test_a_shard_written_through_short_writes_is_complete(tmp_path, monkeypatch)
 def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed_empty_lists(tmp_path):
     import tensorflow as tf
 
-    from backend.formats import tfrecord
+    from backend.formats import tf_example
     from backend.formats.records import ExportBox, ExportImage
 
     data = b"\xff\xd8 image bytes" * 1000
     image = ExportImage(7, "x.jpg", tmp_path / "x.jpg", 640, 480, "jpeg", "ab" * 32, "train",
                         [ExportBox("car", 64.0, 48.0, 320.0, 240.0, 1, 0, label_map_id=3)])
-    ours = tf.train.Example.FromString(tfrecord.encode_example(image, data))
+    ours = tf.train.Example.FromString(tf_example.encode_example(image, data))
     expected = tf.train.Example()
     f = expected.features.feature
     f["image/encoded"].bytes_list.value.append(data)
@@ -354,7 +354,7 @@ def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed
     f["image/object/difficult"].int64_list.value.append(1)
     f["image/object/truncated"].int64_list.value.append(0)
     assert ours == expected
-    negative = tf.train.Example.FromString(tfrecord.encode_example(
+    negative = tf.train.Example.FromString(tf_example.encode_example(
         ExportImage(8, "n.png", tmp_path / "n.png", 10, 10, "png", "cd" * 32, "val", []), b"png"))
     kinds = {k: v.WhichOneof("kind") for k, v in negative.features.feature.items()}
     assert kinds["image/object/bbox/xmin"] == "float_list"
@@ -363,7 +363,7 @@ def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed
 
 
 def test_export_without_checksums_lists_shards_without_sha256(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"], splits="train=1", checksums=False)
+    version = dataset_versions.create_export(db, admin, project["id"], splits="train=1", checksums=False)
     manifest = json.loads(Path(version["manifest_path"]).read_text())
     assert manifest["files"]["train.record-00000-of-00001"]["sha256"] is None
     assert manifest["files"]["label_map.pbtxt"]["sha256"] == hashlib.sha256(
@@ -375,8 +375,7 @@ def test_the_trainers_input_pipeline_reads_an_export(db, admin, project, labeled
     import tensorflow as tf
 
     from backend.training import data
-
-    version = exports.create_export(db, admin, project["id"], shards=2, splits="train=1")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=1")
     files = sorted(glob.glob(version["input_globs"]["train"]))
     rows = {r["id"]: r for r in db.query("select * from images")}
     seen = 0

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from backend import exports, importers, projects, settings
+from backend import dataset_versions, importers, projects, settings
 from backend.__main__ import main
 from tests.formats.tfod import example, write_records
 from tests.helpers import SHARED_TFOD, image_bytes, needs_shared_tfod, voc_xml
@@ -283,7 +283,7 @@ def test_each_shared_tfod_label_map_imports_as_classes_keeping_its_ids(db, admin
 @pytest.mark.parametrize("fmt", ["tfrecord", "voc", "coco", "csv", "yolo"])
 def test_round_trip_project_export_import_gives_the_same_images_and_boxes(db, admin, project, labeled, fmt):
     db.execute("update annotations set difficult = 1 where xmin = 1.5")
-    version = exports.create_export(db, admin, project["id"], fmt, splits="train=0.5,val=0.5")
+    version = dataset_versions.create_export(db, admin, project["id"], fmt, splits="train=0.5,val=0.5")
     target = projects.create_project(db, admin, f"copy-{fmt}")
     path = Path(version["path"])
     if fmt == "tfrecord":

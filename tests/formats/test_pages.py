@@ -6,7 +6,7 @@ import io
 import zipfile
 
 
-from backend import exports, importers
+from backend import dataset_versions, importers
 from tests.helpers import voc_xml
 from tests.helpers import image_bytes, signed_in
 
@@ -17,7 +17,7 @@ def test_reviewer_exports_a_version_from_the_datasets_page(db, users, project, l
     at.number_input[0].set_value(0.5)
     at.button[0].click().run()  # the form's Export
     assert not at.exception, at.exception
-    [version] = exports.list_versions(db, project["id"])
+    [version] = dataset_versions.list_versions(db, project["id"])
     assert version["counts"]["total_images"] == 6 and version["params"]["splits"]["train"] == 0.5
     assert any("Dataset version 1 written" in s.value for s in at.success)
     next(b for b in at.button if b.label == "Prepare zip for download").click().run()
@@ -26,7 +26,7 @@ def test_reviewer_exports_a_version_from_the_datasets_page(db, users, project, l
 
 
 def test_viewer_browses_a_dataset_version_without_export_rights(db, users, project, labeled):
-    exports.create_export(db, users["admin"], project["id"], splits="train=1")
+    dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
     at = signed_in(db, "viewer", "pages/tfrecords.py")
     assert [o for o in at.radio[0].options] == ["A dataset version"]  # viewers upload nothing
     at.radio[0].set_value("A dataset version").run()
@@ -61,7 +61,7 @@ def test_upload_page_shows_the_import_annotations_tab(db, users, project):
 
 
 def test_viewer_sees_versions_but_no_export_form(db, users, project, labeled):
-    exports.create_export(db, users["admin"], project["id"])
+    dataset_versions.create_export(db, users["admin"], project["id"])
     at = signed_in(db, "viewer", "pages/dataset.py")
     assert not any(b.label == "Export" for b in at.button)
     assert at.subheader[0].value == "Dataset versions"

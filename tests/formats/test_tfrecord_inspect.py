@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from backend import exports, images
+from backend import dataset_versions, images
 from backend.__main__ import main
 from backend.errors import NotFound
-from backend.formats import label_map, tfrecord
+from backend.formats import label_map, tfrecord, tfrecord_checks, tfrecord_framing, tfrecord_preview
 from tests.formats.tfod import example, write_records
 from tests.helpers import good_features as good, image_bytes
 
@@ -42,9 +42,9 @@ def bad_set(tmp_path):
 
 
 def test_a_boxwise_export_inspects_clean(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"], shards=2, splits="train=1")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=1")
     parsed = label_map.read(version["label_map_path"])
-    result = tfrecord.inspect(version["input_globs"]["train"], parsed)
+    result = tfrecord_checks.inspect(version["input_globs"]["train"], parsed)
     assert result.problems == []
     assert result.examples == 6 and result.boxes == 7 and result.negatives == 1
     assert result.classes == {"1 cat": 3, "2 dog": 2, "3 bird": 2}
@@ -52,7 +52,7 @@ def test_a_boxwise_export_inspects_clean(db, admin, project, labeled):
 
 
 def test_every_kind_of_problem_is_reported_with_file_and_record_index(bad_set):
-    result = tfrecord.inspect(str(bad_set / "bad.record-?????-of-00002"),
+    result = tfrecord_checks.inspect(str(bad_set / "bad.record-?????-of-00002"),
                               label_map.read(bad_set / "label_map.pbtxt"))
     first, second = str(bad_set / "bad.record-00000-of-00002"), str(bad_set / "bad.record-00001-of-00002")
     found = [(Path(p.file).name[-14:], p.index, p.message) for p in result.problems]
@@ -89,11 +89,11 @@ def test_cli_inspect_exits_1_on_problems_and_0_on_a_clean_set(bad_set, capsys, t
 def test_gzip_records_are_opened_inspected_and_extracted(tmp_path):
     path = tmp_path / "train.record.gz"
     write_records(path, [example(good(b"g1")), example(good(b"g2", size=(20, 10)))], compression="GZIP")
-    assert tfrecord.is_gzip(path)
-    result = tfrecord.inspect(str(path))
+    assert tfrecord_framing.is_gzip(path)
+    result = tfrecord_checks.inspect(str(path))
     assert result.compressed == {str(path): True}
     assert result.examples == 2 and result.problems == []
-    extracted = tfrecord.extract(str(path), tmp_path / "out")
+    extracted = tfrecord_preview.extract(str(path), tmp_path / "out")
     assert extracted.written == ["g1.jpg", "g2.jpg"]
     assert (tmp_path / "out" / "g2.jpg").read_bytes() == image_bytes((20, 10))
 
@@ -103,22 +103,22 @@ def test_a_truncated_file_is_a_problem_at_the_broken_record(tmp_path):
     write_records(path, [example(good(b"1")), example(good(b"2"))])
     data = path.read_bytes()
     path.write_bytes(data[:-30])
-    result = tfrecord.inspect(str(path))
+    result = tfrecord_checks.inspect(str(path))
     assert [(p.index, p.message) for p in result.problems] == [(1, "truncated record (file cut short?)")]
     not_records = tmp_path / "notes.record"
     not_records.write_bytes(b"this is a text file, not records\n")
-    assert [p.message for p in tfrecord.inspect(str(not_records)).problems] == [
+    assert [p.message for p in tfrecord_checks.inspect(str(not_records)).problems] == [
         "bad record header checksum (not a TFRecord file, or corrupt)"]
 
 
 def test_extract_raw_gives_the_stored_bytes_and_drawn_gives_same_size_images(db, admin, project, labeled, tmp_path):
-    version = exports.create_export(db, admin, project["id"], splits="train=1")
-    raw = tfrecord.extract(version["input_globs"]["train"], tmp_path / "raw")
+    version = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
+    raw = tfrecord_preview.extract(version["input_globs"]["train"], tmp_path / "raw")
     assert sorted(raw.written) == ["a.jpg", "b.jpg", "c.png", "d.jpg", "e.jpg", "neg.jpg"]
     for name, image_id in labeled.items():
         if name != "new.jpg":
             assert (tmp_path / "raw" / name).read_bytes() == images.read_image_bytes(images.get_image(db, image_id))
-    drawn = tfrecord.extract(version["input_globs"]["train"], tmp_path / "drawn.zip", draw=True)
+    drawn = tfrecord_preview.extract(version["input_globs"]["train"], tmp_path / "drawn.zip", draw=True)
     assert drawn.problems == []
     with zipfile.ZipFile(tmp_path / "drawn.zip") as archive:
         assert sorted(archive.namelist()) == sorted(raw.written)
@@ -140,24 +140,24 @@ def test_paging_reads_examples_across_files_and_decodes_features(bad_set):
                                                "count": 1, "values": "dog"}
     assert rows["image/height"]["values"] == "30"
     assert page[0].boxes()[0]["label"] == 2
-    assert tfrecord.preview(tfrecord.read_page(pattern, 0, 1)[0]).size == (40, 30)
+    assert tfrecord_preview.preview(tfrecord.read_page(pattern, 0, 1)[0]).size == (40, 30)
     with pytest.raises(NotFound):
-        tfrecord.resolve(str(bad_set / "missing-*"))
+        tfrecord_framing.resolve(str(bad_set / "missing-*"))
 
 
 def test_without_a_label_map_text_and_id_must_agree_across_the_set(tmp_path):
     path = tmp_path / "mixed.record"
     write_records(path, [example(good(b"1")), example(good(b"2", boxes=((0.1, 0.1, 0.2, 0.2, 2, b"cat"),)))])
-    result = tfrecord.inspect(str(path))
+    result = tfrecord_checks.inspect(str(path))
     assert [(p.index, p.message) for p in result.problems] == [
         (1, f"box 0: class text 'cat' has label 2 here but 1 in {path} record 0")]
 
 
 def test_a_sharded_set_opens_by_glob_folder_or_at_n_shorthand(db, admin, project, labeled):
-    version = exports.create_export(db, admin, project["id"], shards=3, splits="train=1")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=3, splits="train=1")
     folder = Path(version["path"])
-    by_glob = tfrecord.resolve(version["input_globs"]["train"])
+    by_glob = tfrecord_framing.resolve(version["input_globs"]["train"])
     assert [p.name for p in by_glob] == [f"train.record-0000{i}-of-00003" for i in range(3)]
-    assert tfrecord.resolve(str(folder)) == by_glob
-    assert tfrecord.resolve(f"{folder}/train.record@3") == by_glob
-    assert tfrecord.resolve(f"{by_glob[0]},{by_glob[2]}") == [by_glob[0], by_glob[2]]
+    assert tfrecord_framing.resolve(str(folder)) == by_glob
+    assert tfrecord_framing.resolve(f"{folder}/train.record@3") == by_glob
+    assert tfrecord_framing.resolve(f"{by_glob[0]},{by_glob[2]}") == [by_glob[0], by_glob[2]]

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from backend import exports, images, importers, paths, projects
+from backend import dataset_versions, images, importers, paths, projects
 from backend.__main__ import main
 from backend.errors import NotFound
-from backend.formats import tfrecord
+from backend.formats import tfrecord_checks, tfrecord_framing, tfrecord_preview
 from tests.formats.tfod import example, write_records
 from tests.helpers import good_features as good
 
@@ -27,7 +27,7 @@ def upload(folder: Path, url: str, names: list[str] | None = None) -> None:
 
 @pytest.fixture
 def remote_export(db, admin, project, labeled, request):
-    version = exports.create_export(db, admin, project["id"], shards=3, splits="train=1")
+    version = dataset_versions.create_export(db, admin, project["id"], shards=3, splits="train=1")
     url = f"ram://boxwise-{request.node.name}"
     upload(Path(version["path"]), url)
     return version, url
@@ -36,12 +36,12 @@ def remote_export(db, admin, project, labeled, request):
 def test_a_sharded_set_at_a_url_resolves_by_glob_folder_and_at_n(remote_export):
     _, url = remote_export
     shards = [f"{url}/train.record-0000{i}-of-00003" for i in range(3)]
-    assert tfrecord.resolve(f"{url}/train.record-?????-of-00003") == shards
-    assert tfrecord.resolve(url) == shards                      # the folder: its record files
-    assert tfrecord.resolve(f"{url}/train.record@3") == shards
-    assert [p.name for p in tfrecord.resolve(shards[1])] == ["train.record-00001-of-00003"]
+    assert tfrecord_framing.resolve(f"{url}/train.record-?????-of-00003") == shards
+    assert tfrecord_framing.resolve(url) == shards                      # the folder: its record files
+    assert tfrecord_framing.resolve(f"{url}/train.record@3") == shards
+    assert [p.name for p in tfrecord_framing.resolve(shards[1])] == ["train.record-00001-of-00003"]
     with pytest.raises(NotFound, match="no TFRecord files match 'ram://nowhere/x-\\*'"):
-        tfrecord.resolve("ram://nowhere/x-*")
+        tfrecord_framing.resolve("ram://nowhere/x-*")
 
 
 def test_cli_inspects_and_extracts_a_set_at_a_url_like_a_local_one(remote_export, capsys, tmp_path):
@@ -55,7 +55,7 @@ def test_cli_inspects_and_extracts_a_set_at_a_url_like_a_local_one(remote_export
         assert remote_report[key] == local_report[key], key
     assert remote_report["examples"] == 6 and remote_report["boxes"] == 7
     assert main(["tfrecord", "extract", f"{url}/train.record@3", str(tmp_path / "out")]) == 0
-    local = tfrecord.extract(version["input_globs"]["train"], tmp_path / "local")
+    local = tfrecord_preview.extract(version["input_globs"]["train"], tmp_path / "local")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(local.written)
     for name in local.written:
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
@@ -65,7 +65,7 @@ def test_gzip_records_at_a_url(tmp_path):
     write_records(tmp_path / "train.record.gz", [example(good(b"g1")), example(good(b"g2", size=(20, 10)))],
                   compression="GZIP")
     upload(tmp_path, "ram://boxwise-gzip")
-    result = tfrecord.inspect("ram://boxwise-gzip/train.record.gz")
+    result = tfrecord_checks.inspect("ram://boxwise-gzip/train.record.gz")
     assert result.compressed == {"ram://boxwise-gzip/train.record.gz": True}
     assert result.examples == 2 and result.problems == []
 

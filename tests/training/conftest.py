@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend.training.templates import render_template
 from tests.training.shapes import write_dataset, write_label_map
 

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from backend.training import data
-from backend.training.config import Augmentation
+from backend.training.training_config import Augmentation
 
 # Window rows 4..12 of 16 and columns 8..24 of 32: normalised y 0.25..0.75, x 0.25..0.75.
 IMAGE = tf.reshape(tf.range(16 * 32 * 3, dtype=tf.float32), [16, 32, 3])
@@ -121,7 +121,7 @@ def test_the_input_pipeline_augments_the_decoded_image_then_resizes(tmp_path):
 
     from PIL import Image
 
-    from backend.training.config import InputReader, Resizer
+    from backend.training.training_config import InputReader, Resizer
     from tests.training.shapes import example
 
     pixels = np.zeros((50, 100, 3), np.uint8)

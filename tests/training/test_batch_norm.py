@@ -60,9 +60,9 @@ def test_freeze_batchnorm_freezes_every_batch_norm_of_the_detector_but_trains_ga
 
     from keras import layers
 
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
-    from backend.training.model import build_detector
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    from backend.training.network import build_detector
     from tests.training.odapi import FIXTURES
 
     spec = training_config(ConfigDocument.load(FIXTURES / "small128" / "pipeline.config")).model

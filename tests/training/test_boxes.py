@@ -135,7 +135,7 @@ def test_encode_adds_the_coder_epsilon_to_sizes():
 
 @pytest.mark.parametrize("height,width", [(64, 64), (96, 128), (320, 320)])
 def test_model_outputs_one_prediction_per_anchor(height, width):
-    from backend.training.model import ModelSpec, build_detector
+    from backend.training.network import ModelSpec, build_detector
     spec = ModelSpec(num_classes=3, height=height, width=width, depth_multiplier=0.35, depth=16,
                      num_layers_before_predictor=1)
     model = build_detector(spec)

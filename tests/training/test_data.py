@@ -7,7 +7,7 @@ import numpy as np
 from PIL import Image
 
 from backend.training import data
-from backend.training.config import Augmentation, InputReader, Resizer
+from backend.training.training_config import Augmentation, InputReader, Resizer
 from tests.training.shapes import example
 
 

@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="module")
 def trained_like():
     """A small detector whose batch norms have statistics far from the identity (as after training)."""
-    from backend.training.model import ModelSpec, build_detector
+    from backend.training.network import ModelSpec, build_detector
 
     model = build_detector(ModelSpec(num_classes=3, height=96, width=128, depth_multiplier=0.35, depth=16,
                                      num_layers_before_predictor=2))
@@ -33,7 +33,7 @@ def test_folded_detector_computes_the_same_outputs_without_batch_norm(trained_li
     import tensorflow as tf
 
     from backend.training.fold import fold_batch_norm
-    from backend.training.model import FoldedBatchNorm, preprocess_images
+    from backend.training.network import FoldedBatchNorm, preprocess_images
 
     folded = fold_batch_norm(trained_like)
     layers = list(folded.backbone.layers) + [layer for part in (folded.fpn, folded.predictor)

@@ -9,7 +9,7 @@ from tests.training.odapi import FIXTURES, compare, outputs
 
 
 def _config_without_fine_tune(name: str, tmp_path):
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from backend.training.train import replace_fine_tune_for_inference
     path = tmp_path / f"{name}.config"
     path.write_text(replace_fine_tune_for_inference(ConfigDocument.load(FIXTURES / name / "pipeline.config")).text)
@@ -22,9 +22,9 @@ def test_quick_template_builds_as_many_parameters_as_the_od_api(num_classes, par
     430,708 parameters with 1 class and 432,256 with 3 (measured on the oracle, TF 2.15)."""
     import math
 
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
-    from backend.training.model import build_detector, count_parameters
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    from backend.training.network import build_detector, count_parameters
     from backend.training.templates import render_template
 
     text = render_template("quick", num_classes=num_classes, train_input="t.record", eval_input="v.record",
@@ -70,7 +70,7 @@ def test_restored_od_api_checkpoint_gives_the_od_api_outputs(name, tmp_path):
     and 128×128 ones resized by the fixed_shape_resizer)."""
     import tensorflow as tf
 
-    from backend.training.export import DetectionModule
+    from backend.training.savedmodel_export import DetectionModule
     from backend.training.train import load_detector
 
     config, model = load_detector(_config_without_fine_tune(name, tmp_path), str(FIXTURES / name / "checkpoint"))
@@ -89,7 +89,7 @@ def test_boxwise_export_of_the_restored_checkpoint_gives_the_same(name, tmp_path
     serving_default gives the OD API SavedModel's outputs within 1e-4."""
     import tensorflow as tf
 
-    from backend.training.export import export_model
+    from backend.training.savedmodel_export import export_model
 
     out = export_model(_config_without_fine_tune(name, tmp_path), FIXTURES / name / "checkpoint",
                        tmp_path / "exported")
@@ -126,9 +126,9 @@ def test_classification_checkpoint_reproduces_the_od_api_backbone_activations(tm
 def test_min_level_2_taps_block_2_add_as_the_od_api(tmp_path):
     """small128 with fpn/anchor min_level 2: the OD API builds 408 variables, 2,622,960
     parameters and 8,190 anchors (measured on the oracle); so does Boxwise."""
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
-    from backend.training.model import build_detector, count_parameters
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    from backend.training.network import build_detector, count_parameters
     from backend.training.train import replace_fine_tune_for_inference
 
     text = (FIXTURES / "small128" / "pipeline.config").read_text().replace("min_level: 3", "min_level: 2")

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend.training import losses
-from backend.training.config import training_config
+from backend.training.training_config import training_config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "odapi"
 STEP = FIXTURES / "train_step"
@@ -184,7 +184,7 @@ def od_api_variable_names(model) -> dict[int, str]:
 
 def small128_network(config):
     from backend.training import restore
-    from backend.training.model import build_detector
+    from backend.training.network import build_detector
     model = build_detector(config.model)
     restore.restore_weights(model, str(FIXTURES / "small128" / "model_dir" / "ckpt-1"))
     return model
@@ -214,7 +214,7 @@ def test_one_training_step_equals_the_od_api(batch, config, mode):
     import tensorflow as tf
 
     from backend.training import train
-    from backend.training.model import preprocess_images
+    from backend.training.network import preprocess_images
 
     np.testing.assert_array_equal(np.asarray(preprocess_images(batch["images"])), batch["preprocessed"])
     if mode == "moving_statistics":

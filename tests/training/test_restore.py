@@ -14,8 +14,8 @@ SMALL_CKPT = str(FIXTURES / "small128" / "checkpoint" / "ckpt-0")
 
 @pytest.fixture(scope="module")
 def small_spec():
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
     from backend.training.train import replace_fine_tune_for_inference
     doc = replace_fine_tune_for_inference(ConfigDocument.load(FIXTURES / "small128" / "pipeline.config"))
     return training_config(doc).model
@@ -23,7 +23,7 @@ def small_spec():
 
 @pytest.fixture(scope="module")
 def small_model(small_spec):
-    from backend.training.model import build_detector
+    from backend.training.network import build_detector
     return build_detector(small_spec)
 
 
@@ -34,7 +34,6 @@ def _value(key):
 
 def test_detection_checkpoint_with_the_same_classes_restores_every_variable(small_model):
     from backend.training import restore
-
     report = restore.restore_detection(small_model, SMALL_CKPT)
     summary = report.to_dict()
     assert (summary["restored"], summary["variables"]) == (384, 384)
@@ -48,7 +47,7 @@ def test_detection_checkpoint_with_the_same_classes_restores_every_variable(smal
 
 def test_detection_checkpoint_with_other_classes_starts_only_the_class_head_fresh(small_spec):
     from backend.training import restore
-    from backend.training.model import build_detector
+    from backend.training.network import build_detector
 
     model = build_detector(dataclasses.replace(small_spec, num_classes=5))
     fresh_head = model.predictor.class_head.pointwise_kernel.numpy().copy()
@@ -77,7 +76,6 @@ def test_model_dir_checkpoint_restores_the_model_and_ignores_the_optimizer(small
     """`small128/model_dir` (as model_main_tf2.py writes it): the directory resolves to ckpt-1;
     its 234 optimizer values (SGD momentum slots, iterations, learning rate) are reported, not used."""
     from backend.training import restore
-
     report = restore.restore_detection(small_model, str(FIXTURES / "small128" / "model_dir"))
     assert report.source.endswith("model_dir/ckpt-1")
     assert report.layout == "TF OD API ssd checkpoint (384 model variables, with optimizer state)"
@@ -87,7 +85,6 @@ def test_model_dir_checkpoint_restores_the_model_and_ignores_the_optimizer(small
 
 def test_a_zoo_folder_holding_checkpoint_resolves(small_model):
     from backend.training import restore
-
     assert restore.resolve_checkpoint(str(FIXTURES / "small128")).endswith("small128/checkpoint/ckpt-0")
     assert restore.resolve_checkpoint(str(FIXTURES / "small128" / "checkpoint")).endswith("checkpoint/ckpt-0")
 
@@ -102,7 +99,6 @@ def test_a_checkpoint_of_other_variables_is_refused_with_what_it_looks_like(smal
 
     from backend.errors import Invalid
     from backend.training import restore
-
     before = small_model.backbone.weights[0].numpy().copy()
     other = _foreign_checkpoint(tmp_path, dense=tf.train.Checkpoint(kernel=tf.Variable(tf.zeros([3, 4]))))
     with pytest.raises(Invalid) as error:
@@ -122,7 +118,6 @@ def test_a_checkpoint_of_other_variables_is_refused_with_what_it_looks_like(smal
 def test_a_classification_checkpoint_given_as_detection_says_so(small_model):
     from backend.errors import Invalid
     from backend.training import restore
-
     with pytest.raises(Invalid, match=r"TF OD API classification checkpoint \(feature_extractor/\.\.\., 260 "
                                       r"variables\): 0 of 260 backbone variables match .*fine_tune_checkpoint_type: "
                                       r"\"classification\""):
@@ -134,7 +129,6 @@ def test_an_old_boxwise_checkpoint_is_refused_not_converted(small_model, tmp_pat
 
     from backend.errors import Invalid
     from backend.training import restore
-
     old = _foreign_checkpoint(tmp_path, model=tf.train.Checkpoint(
         **{"backbone.Conv1.kernel": tf.Variable(tf.zeros([3, 3, 3, 32]))}))
     with pytest.raises(Invalid, match="before 2026-12 .*refused rather than converted"):
@@ -146,7 +140,7 @@ def test_an_old_boxwise_checkpoint_is_refused_not_converted(small_model, tmp_pat
 def test_inference_and_resume_need_every_variable(small_spec, tmp_path):
     from backend.errors import Invalid
     from backend.training import restore
-    from backend.training.model import build_detector
+    from backend.training.network import build_detector
 
     other = build_detector(dataclasses.replace(small_spec, num_classes=5))
     untouched = other.backbone.weights[0].numpy().copy()
@@ -161,7 +155,6 @@ def test_keras_h5_weights_restore_the_backbone(small_model, tmp_path):
     import keras
 
     from backend.training import restore
-
     source = keras.applications.MobileNetV2(input_shape=(128, 128, 3), alpha=1.0, include_top=False, weights=None)
     path = tmp_path / "mobilenet_v2.weights.h5"
     source.save_weights(str(path))
@@ -178,7 +171,6 @@ def test_keras_h5_weights_restore_the_backbone(small_model, tmp_path):
 
 def test_reports_are_appended_per_start(small_model, tmp_path):
     from backend.training import restore
-
     restore.write_report(tmp_path, restore.scratch_report(small_model), 0)
     restore.write_report(tmp_path, restore.restore_weights(small_model, SMALL_CKPT), 40)
     reports = json.loads((tmp_path / "restore_report.json").read_text())
@@ -194,7 +186,7 @@ def test_training_refuses_a_non_matching_checkpoint_before_step_1(tmp_path):
     import tensorflow as tf
 
     from backend.errors import Invalid
-    from backend.pipeline_config import ConfigDocument
+    from backend.config_document import ConfigDocument
     from backend.training import progress
     from backend.training.train import run_training
 
@@ -222,7 +214,7 @@ def test_resume_restores_boxwise_checkpoints_with_their_optimizer(small_spec, sm
     import tensorflow as tf
 
     from backend.training import restore
-    from backend.training.model import build_detector
+    from backend.training.network import build_detector
 
     optimizer = keras.optimizers.Adam(0.01)
     optimizer.build(small_model.trainable_variables)

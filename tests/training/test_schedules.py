@@ -6,9 +6,9 @@ import math
 import numpy as np
 import pytest
 
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend.config_check import check
-from backend.training.config import training_config
+from backend.training.training_config import training_config
 from backend.training.train import PipelineLearningRate, build_optimizer
 
 

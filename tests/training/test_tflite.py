@@ -221,11 +221,11 @@ def test_readme_litert_snippet_runs_on_an_export(exports, fixed_images, tmp_path
 @pytest.mark.slow
 def test_models_page_exports_a_registered_model_and_offers_the_download(trained, db, users, project, tmp_path):
     import zipfile
-    from backend import models, tflite
+    from backend import model_registry, tflite
     from tests.helpers import signed_in
     export = tmp_path / "export"
     shutil.copytree(trained["export"], export)
-    model = models.register_directory(db, users["admin"], project["id"], export)
+    model = model_registry.register_directory(db, users["admin"], project["id"], export)
     with pytest.raises(PermissionError):
         tflite.export_registered(db, users["labeler"], model["id"], "none")
     at = signed_in(db, "reviewer", "pages/models.py")
@@ -251,10 +251,10 @@ def test_models_page_exports_a_registered_model_and_offers_the_download(trained,
 
 def test_int8_calibrates_on_the_dataset_versions_train_records(db, admin, project, labeled,
                                                                shapes_data, tmp_path):
-    from backend import exports, tflite
-    from backend.pipeline_config import ConfigDocument
-    from backend.training.config import training_config
-    version = exports.create_export(db, admin, project["id"], splits="train=1")
+    from backend import dataset_versions, tflite
+    from backend.config_document import ConfigDocument
+    from backend.training.training_config import training_config
+    version = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
     glob = tflite.representative_glob(db, version["id"])
     assert glob == version["input_globs"]["train"]
     data, train_glob, eval_glob, _ = shapes_data

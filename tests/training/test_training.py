@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend.training import progress
 from backend.training.train import run_training
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -330,7 +330,7 @@ def test_mixed_precision_trains_and_exports_a_float32_model(tiny_config_path, tm
     policy it sets must not leak into other tests; the export is float32 either way."""
     import tensorflow as tf
 
-    from backend.training.export import export_model
+    from backend.training.savedmodel_export import export_model
 
     config = tiny_config_path(num_steps=3, batch_size=4, augment=False)
     model_dir = tmp_path / "mixed"

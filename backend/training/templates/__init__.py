@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from backend.errors import NotFound
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 
 TEMPLATES = ("default", "quick")
 _HERE = Path(__file__).parent

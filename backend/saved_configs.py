@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import difflib
 import glob
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from backend import pipeline_config as pc
-from backend.pipeline_config import Problem
+from backend import config_document as pc
+from backend.config_document import Problem
+from backend.dataset_versions import DatasetVersion
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
@@ -49,76 +49,6 @@ _OPTIMIZERS = ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
 AUGMENTATIONS = ["random_horizontal_flip", "random_crop_image", "random_adjust_brightness",
                  "random_adjust_contrast"]
 
-_EVAL_SPLITS = ("val", "validation", "eval", "test")
-
-
-
-# ---------------------------------------------------------------- dataset versions
-
-
-@dataclass(frozen=True)
-class DatasetVersion:
-    """What a config needs from a dataset version (`backend.exports`): its label map, the
-    shard glob of each split and the class count (the label map's largest id, as the TF OD
-    API counts classes: ids are stable, so a deleted class leaves a gap)."""
-    id: int
-    project_id: int
-    number: int                     # 1, 2, … within the project
-    path: Path
-    label_map_path: Path
-    shard_globs: dict[str, str]     # split → "<dir>/<split>.record-?????-of-000NN"
-    num_classes: int
-
-    @property
-    def train_glob(self) -> str | None:
-        return self.shard_globs.get("train")
-
-    @property
-    def eval_glob(self) -> str | None:
-        return next((self.shard_globs[s] for s in _EVAL_SPLITS if s in self.shard_globs), None)
-
-    def title(self) -> str:
-        splits = ", ".join(sorted(self.shard_globs))
-        return f"v{self.number} (#{self.id}; {self.num_classes} classes; {splits or 'no shards'})"
-
-
-def dataset_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion:
-    """The dataset version `export_id` as a config sees it."""
-    from backend import exports
-    version = exports.get_version(db, export_id)
-    folder = Path(version["path"])
-    globs = dict(version.get("input_globs") or {})
-    if not globs:
-        # Versions without a manifest: find the shards on disk.
-        for shard in sorted(folder.glob("*.record-?????-of-?????")):
-            split, _, rest = shard.name.partition(".record-")
-            globs.setdefault(split, str(folder / f"{split}.record-?????-of-{rest[-5:]}"))
-    num_classes = version.get("num_classes")
-    if not num_classes:
-        try:
-            from backend.formats import label_map
-            num_classes = label_map.read(version["label_map_path"]).num_classes
-        except (NotFound, Invalid):
-            num_classes = 0
-    return DatasetVersion(version["id"], version["project_id"], version.get("version") or version["id"],
-                          folder, Path(version["label_map_path"]), globs, num_classes)
-
-
-def list_dataset_versions(db: sqlite_utils.Database, project_id: int) -> list[DatasetVersion]:
-    """The project's TFRecord dataset versions, newest first."""
-    ids = [r["id"] for r in db.query("select id from exports where project_id = ? and "
-                                     "coalesce(format, 'tfrecord') = 'tfrecord' order by id desc",
-                                     [project_id])]
-    return [dataset_version(db, i) for i in ids]
-
-
-def latest_dataset_version(db: sqlite_utils.Database, project_id: int) -> DatasetVersion:
-    row = one(db, "select max(id) as id from exports where project_id = ? and "
-                  "coalesce(format, 'tfrecord') = 'tfrecord'", [project_id])
-    if row is None or row["id"] is None:
-        raise NotFound("the project has no TFRecord dataset version yet: export one first")
-    return dataset_version(db, row["id"])
-
 
 def shown(value: str, limit: int = 200) -> str:
     """A user-given string quoted for a message, cut to `limit` characters (with its length),
@@ -141,7 +71,7 @@ def unusable_path(value: str) -> str | None:
 def input_problem(pattern: str) -> str | None:
     """Why the local input glob `pattern` cannot feed training: no files match, or a matching
     file is not a TFRecord file (its first record's framing is checked). None when it can."""
-    from backend.formats import tfrecord
+    from backend.formats import tfrecord_framing
 
     problem = unusable_path(pattern)
     if problem:
@@ -152,7 +82,7 @@ def input_problem(pattern: str) -> str | None:
     for match in matches:
         if Path(match).is_dir():
             return f"{shown(match)} is a folder, not a TFRecord file"
-        why = tfrecord.not_a_record_file(Path(match))
+        why = tfrecord_framing.not_a_record_file(Path(match))
         if why:
             return f"{shown(match)} is not a TFRecord file ({why})"
     return None

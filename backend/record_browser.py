@@ -1,6 +1,6 @@
 """The TFRecord browser's backend: which record sets a user may open, uploads, and zips of images.
 
-Reading and validating records is `backend.formats.tfrecord`; this module adds the rules the
+Reading and validating records is `backend.formats` (`tfrecord`, `tfrecord_checks`, `tfrecord_preview`); this module adds the rules the
 browser page needs. Every pattern, every file it matches and every label map goes through
 `paths.confine`: non-admins open only files inside the data folder (uploaded sets, dataset
 versions) or a folder the server's owner allowed, and URLs need the `read_urls` right
@@ -19,7 +19,7 @@ from typing import Callable
 from backend import atomic, paths, settings
 from backend.auth import require
 from backend.errors import Invalid
-from backend.formats import label_map as label_map_format, remote, tfrecord
+from backend.formats import label_map as label_map_format, remote, tf_example, tfrecord, tfrecord_checks, tfrecord_framing, tfrecord_preview
 
 UPLOAD_TTL_SECONDS = 24 * 3600
 
@@ -33,7 +33,7 @@ def confined_set(actor: dict, pattern: str, label_map_path: str | None = None) -
     """`(pattern, label map path or None)` as `actor` may open them, each part, each matched
     file (symlinks followed) and the label map confined; PermissionError otherwise."""
     pattern = paths.confine_pattern(pattern, actor, "records")
-    for file in tfrecord.resolve(pattern):
+    for file in tfrecord_framing.resolve(pattern):
         if not remote.is_url(file):
             paths.confine(file, actor, "records")
     found = label_map_path or tfrecord.find_label_map(pattern)
@@ -99,23 +99,23 @@ def label_map_for(pattern: str, path: str | None = None) -> tuple[label_map_form
     return label_map_format.read(found), str(found)
 
 
-_INSPECTIONS: dict[tuple, tfrecord.Inspection] = {}
+_INSPECTIONS: dict[tuple, tfrecord_checks.Inspection] = {}
 
 
 def inspect(actor: dict, pattern: str, label_map_path: str | None = None,
-            on_progress: Callable[[int, int | None, str], None] | None = None) -> tfrecord.Inspection:
+            on_progress: Callable[[int, int | None, str], None] | None = None) -> tfrecord_checks.Inspection:
     """Validate a set, remembering the result until a file of the set (or the label map)
     changes, so paging through the browser does not re-read every record."""
     pattern, label_map_path = confined_set(actor, pattern, label_map_path)
     parsed, source = label_map_for(pattern, label_map_path)
-    files = tfrecord.resolve(pattern)
+    files = tfrecord_framing.resolve(pattern)
     stats = [(str(f), f.stat()) for f in files]  # one stat per file: for URLs each is a request
     key = (pattern, source, tuple((name, st.st_size, st.st_mtime_ns) for name, st in stats),
            remote.as_path(source).stat().st_mtime_ns if source else None)
     if key not in _INSPECTIONS:
         if len(_INSPECTIONS) > 16:
             _INSPECTIONS.clear()
-        _INSPECTIONS[key] = tfrecord.inspect(pattern, parsed, source, on_progress=on_progress)
+        _INSPECTIONS[key] = tfrecord_checks.inspect(pattern, parsed, source, on_progress=on_progress)
     return _INSPECTIONS[key]
 
 
@@ -126,7 +126,7 @@ def page(actor: dict, pattern: str, start: int, count: int, label_map_path: str 
     parsed, _ = label_map_for(pattern, label_map_path)
     out = []
     for item in tfrecord.read_page(pattern, start, count):
-        if not isinstance(item, tfrecord.DecodedExample):
+        if not isinstance(item, tf_example.DecodedExample):
             file, index, error = item
             out.append({"where": f"{Path(file).name} #{index}", "image": None, "error": str(error),
                         "features": [], "boxes": []})
@@ -135,7 +135,7 @@ def page(actor: dict, pattern: str, start: int, count: int, label_map_path: str 
                  "features": item.feature_rows(),
                  "boxes": [{"class": item.caption(b, parsed), **b} for b in item.boxes()]}
         try:
-            entry["image"] = tfrecord.preview(item, parsed)
+            entry["image"] = tfrecord_preview.preview(item, parsed)
         except Invalid as exc:
             entry["error"] = str(exc)
         out.append(entry)
@@ -143,7 +143,7 @@ def page(actor: dict, pattern: str, start: int, count: int, label_map_path: str 
 
 
 def extract_zip(actor: dict, pattern: str, draw: bool, label_map_path: str | None = None,
-                on_progress: Callable[[int, int | None, str], None] | None = None) -> tuple[Path, tfrecord.Extraction]:
+                on_progress: Callable[[int, int | None, str], None] | None = None) -> tuple[Path, tfrecord_preview.Extraction]:
     """Extract every image of a set into a new zip under `data/uploads/extracted/` (a copy of
     the images: needs `export`)."""
     require(actor, "export")
@@ -151,7 +151,7 @@ def extract_zip(actor: dict, pattern: str, draw: bool, label_map_path: str | Non
     remove_old_uploads()
     parsed, _ = label_map_for(pattern, label_map_path)
     target = settings.subdir("uploads") / "extracted" / f"images-{secrets.token_hex(6)}.zip"
-    result = tfrecord.extract(pattern, target, draw=draw, label_map=parsed, on_progress=on_progress)
+    result = tfrecord_preview.extract(pattern, target, draw=draw, label_map=parsed, on_progress=on_progress)
     return target, result
 
 

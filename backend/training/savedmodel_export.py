@@ -31,13 +31,13 @@ import tensorflow as tf
 from backend import atomic
 from backend.errors import Invalid, NotFound
 from backend.formats import label_map as label_maps
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend.training.boxes import generate_anchors
-from backend.training.config import TrainingConfig
+from backend.training.training_config import TrainingConfig
 from backend.training.data import resize
 from backend.training.detect import postprocess
 from backend.training.fold import fold_batch_norm
-from backend.training.model import preprocess_images
+from backend.training.network import preprocess_images
 from backend.training.train import checkpoint_for, load_detector
 
 

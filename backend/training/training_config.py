@@ -12,11 +12,11 @@ from typing import Any
 
 from backend import config_check, pipeline_schema
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument, Message
+from backend.config_document import ConfigDocument, Message
 from backend.pipeline_schema import values
 from backend.training.boxes import AnchorSpec, MatcherSpec
 from backend.training.losses import LossSpec, RegularizationSpec
-from backend.training.model import ConvHyperparams, ModelSpec
+from backend.training.network import ConvHyperparams, ModelSpec
 
 
 

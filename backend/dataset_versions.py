@@ -25,6 +25,7 @@ import shutil
 import time
 import zipfile
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -441,6 +442,74 @@ def get_version(db: sqlite_utils.Database, export_id: int) -> dict:
     number = one(db, "select count(*) as n from exports where project_id = ? and id <= ?",
                  [row["project_id"], export_id])["n"]
     return _version(row, number)
+
+
+_EVAL_SPLITS = ("val", "validation", "eval", "test")
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """A dataset version as configs, the config doctor and runs use it (`dataset_version`; the
+    pages' `get_version` dict carries the same facts and more): its label map, the
+    shard glob of each split and the class count (the label map's largest id, as the TF OD
+    API counts classes: ids are stable, so a deleted class leaves a gap)."""
+    id: int
+    project_id: int
+    number: int                     # 1, 2, … within the project
+    path: Path
+    label_map_path: Path
+    shard_globs: dict[str, str]     # split → "<dir>/<split>.record-?????-of-000NN"
+    num_classes: int
+
+    @property
+    def train_glob(self) -> str | None:
+        return self.shard_globs.get("train")
+
+    @property
+    def eval_glob(self) -> str | None:
+        return next((self.shard_globs[s] for s in _EVAL_SPLITS if s in self.shard_globs), None)
+
+    def title(self) -> str:
+        splits = ", ".join(sorted(self.shard_globs))
+        return f"v{self.number} (#{self.id}; {self.num_classes} classes; {splits or 'no shards'})"
+
+
+def dataset_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion:
+    """The dataset version `export_id` as a config sees it."""
+    version = get_version(db, export_id)
+    folder = Path(version["path"])
+    globs = dict(version.get("input_globs") or {})
+    if not globs:
+        # Versions without a manifest: find the shards on disk.
+        for shard in sorted(folder.glob("*.record-?????-of-?????")):
+            split, _, rest = shard.name.partition(".record-")
+            globs.setdefault(split, str(folder / f"{split}.record-?????-of-{rest[-5:]}"))
+    num_classes = version.get("num_classes")
+    if not num_classes:
+        from backend import saved_configs  # its label-map reader; saved_configs imports this module
+        try:
+            num_classes = max((item["id"] for item in saved_configs.read_label_map(version["label_map_path"])),
+                              default=0)
+        except (NotFound, Invalid):
+            num_classes = 0
+    return DatasetVersion(version["id"], version["project_id"], version.get("version") or version["id"],
+                          folder, Path(version["label_map_path"]), globs, num_classes)
+
+
+def list_dataset_versions(db: sqlite_utils.Database, project_id: int) -> list[DatasetVersion]:
+    """The project's TFRecord dataset versions, newest first."""
+    ids = [r["id"] for r in db.query("select id from exports where project_id = ? and "
+                                     "coalesce(format, 'tfrecord') = 'tfrecord' order by id desc",
+                                     [project_id])]
+    return [dataset_version(db, i) for i in ids]
+
+
+def latest_dataset_version(db: sqlite_utils.Database, project_id: int) -> DatasetVersion:
+    row = one(db, "select max(id) as id from exports where project_id = ? and "
+                  "coalesce(format, 'tfrecord') = 'tfrecord'", [project_id])
+    if row is None or row["id"] is None:
+        raise NotFound("the project has no TFRecord dataset version yet: export one first")
+    return dataset_version(db, row["id"])
 
 
 def class_balance(version: dict) -> list[dict]:

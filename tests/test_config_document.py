@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import pipeline_config as pc
+from backend import config_document as pc
 from backend.errors import Invalid, NotFound
 
 # The TF OD API configs shared beside the repository (DESIGN.md: ../shared/tfod/configs).

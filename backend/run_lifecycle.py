@@ -8,12 +8,15 @@ recycled for another program is never mistaken for the run.
 Nobody waits on a process. `pump_queue(db)` — called by the Runs page's refresh and at start-up —
 settles runs whose process ended (from the trainer's `status.json`, or as failed with the
 reason), escalates overdue cancels to SIGKILL, and starts queued runs in order while fewer
-than `max_concurrent_runs()` are running.
+than `run_processes.max_concurrent_runs()` are running.
 
 States: queued → running → succeeded | failed | cancelled; a cancelled or failed training run
 can be resumed (queued again, same folder: the trainer continues from its latest checkpoint).
 Kinds: `train`, `eval` (the trainer's evaluation mode over a training run's checkpoints) and
 `export` (the exporter, whose success registers a model).
+
+The processes themselves are `run_processes`, what a run's folder holds `run_artefacts`, and
+the Runs page's tables `run_views`.
 """
 from __future__ import annotations
 
@@ -31,117 +34,17 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import config_check, config_doctor, configs, events, pipeline_config, server_settings, settings
+from backend import config_check, config_doctor, config_document, dataset_versions, run_artefacts, run_processes, saved_configs, server_settings, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
 from backend.training import progress
-
 log = logging.getLogger("boxwise.jobs")
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
 KINDS = ("train", "eval", "export")
-LOG_FILE = "train.log"
 EVAL_TIMEOUT = 300
-CONFIG_FILE = "pipeline.config"
-
-# Popen objects of the processes this dashboard started, so finished ones are reaped (no
-# zombies) and their exit code is known. After a restart the table is empty: the pid and its
-# start time in the row are then all there is, which is enough to tell alive from gone.
-_children: dict[int, subprocess.Popen] = {}
-
-
-def max_concurrent_runs() -> int:
-    """How many runs may use the machine at once (`BOXWISE_MAX_RUNS`, default 1)."""
-    return max(1, int(os.environ.get("BOXWISE_MAX_RUNS", "1")))
-
-
-def trainer_niceness() -> int:
-    """How much lower the CPU priority of trainers, evaluators and exporters is than the
-    dashboard's (`BOXWISE_TRAIN_NICE`, default 10; 0 keeps the same priority)."""
-    return max(0, min(19, int(os.environ.get("BOXWISE_TRAIN_NICE", "10"))))
-
-
-def trainer_threads() -> int:
-    """TensorFlow's intra-op and inter-op thread counts for launched processes
-    (`BOXWISE_TRAIN_THREADS`, default: the logical CPUs but one, at least 1), so the dashboard
-    keeps a core while a run goes on."""
-    default = max(1, (os.cpu_count() or 1) - 1)
-    return max(1, int(os.environ.get("BOXWISE_TRAIN_THREADS", str(default))))
-
-
-def child_environment() -> dict[str, str]:
-    """The environment a launched process runs with: the data folder, unbuffered output, and
-    TensorFlow's thread limits (`trainer_threads`) unless already set."""
-    threads = str(trainer_threads())
-    return {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads,
-            "OMP_NUM_THREADS": threads, **os.environ,
-            "BOXWISE_DATA": str(settings.data_dir()), "PYTHONUNBUFFERED": "1"}
-
-
-def reap_children() -> list[int]:
-    """Collect the exit status of every process this dashboard started that has ended (runs,
-    evaluations, exports and batch predictions), so none stays a `<defunct>` zombie until a
-    page happens to look at it. Returns the pids reaped now. Exit codes stay known (`Popen`
-    keeps them) until the run is settled."""
-    from backend import predictions
-    reaped = []
-    for table in (_children, predictions._children):
-        for pid, child in list(table.items()):
-            if child.returncode is None and child.poll() is not None:
-                reaped.append(pid)
-    return reaped
-
-
-def cancel_grace_seconds() -> float:
-    """How long a cancelled trainer gets to checkpoint before SIGKILL (`BOXWISE_CANCEL_GRACE`)."""
-    return float(os.environ.get("BOXWISE_CANCEL_GRACE", "60"))
-
-
-# ---------------------------------------------------------------- processes
-
-
-def process_start_time(pid: int) -> float | None:
-    """The kernel's start time of `pid` (clock ticks since boot, field 22 of /proc/<pid>/stat),
-    or None when there is no such live process (gone, or a zombie waiting to be reaped)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    # The command name (field 2) is in parentheses and may hold spaces: split after the last ')'.
-    fields = stat[stat.rindex(")") + 2:].split()
-    state, start = fields[0], fields[19]
-    if state in ("Z", "X"):
-        return None
-    return float(start)
-
-
-def process_alive(pid: int | None, start_time: float | None) -> bool:
-    """True when `pid` is running and is the same process that was started (same start time)."""
-    if not pid:
-        return False
-    if pid in _children:
-        # Our own child: alive until it can be reaped. (A process killed while its threads are
-        # still being torn down already shows as a zombie in /proc but has no exit code yet.)
-        return _reap(pid) is None
-    started = process_start_time(pid)
-    return started is not None and (start_time is None or started == start_time)
-
-
-def _reap(pid: int) -> int | None:
-    """The exit code of a child of this process that has ended (reaping it), else None."""
-    child = _children.get(pid)
-    if child is None:
-        return None
-    return child.poll()
-
-
-def _signal_group(pid: int, sig: int) -> None:
-    try:
-        os.killpg(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # ---------------------------------------------------------------- rows
@@ -153,11 +56,6 @@ def get_run(db: sqlite_utils.Database, run_id: int) -> dict:
     if row is None:
         raise NotFound(f"no run {run_id}")
     return row
-
-
-def doctor_warnings(run: dict) -> list[dict]:
-    """The config doctor's warnings stored when the run was launched (`Finding` dicts)."""
-    return json.loads(run.get("doctor_warnings") or "[]")
 
 
 def list_runs(db: sqlite_utils.Database, project_id: int | None = None,
@@ -175,12 +73,6 @@ def list_runs(db: sqlite_utils.Database, project_id: int | None = None,
            "left join configs c on c.id = r.config_id left join users u on u.id = r.created_by "
            + (f"where {' and '.join(where)} " if where else "") + "order by r.id desc")
     return list(db.query(sql, params))
-
-
-def run_title(run: dict) -> str:
-    """A label that stays the same while the run's state changes (for pickers)."""
-    started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["created_at"])) if run["created_at"] else ""
-    return f"#{run['id']} {run['kind']} · dataset version {run['export_id']} · {started}"
 
 
 def _update(db: sqlite_utils.Database, run_id: int, **values: Any) -> None:
@@ -203,8 +95,8 @@ def _insert_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, kind
         folder = settings.subdir("runs") / str(run_id)
         folder.mkdir(parents=True, exist_ok=True)
         if text is not None:
-            (folder / CONFIG_FILE).write_text(text, encoding="utf-8")
-        _update(db, run_id, model_dir=str(model_dir or folder), log_path=str(folder / LOG_FILE))
+            (folder / run_artefacts.CONFIG_FILE).write_text(text, encoding="utf-8")
+        _update(db, run_id, model_dir=str(model_dir or folder), log_path=str(folder / run_artefacts.LOG_FILE))
     return get_run(db, run_id)
 
 
@@ -234,14 +126,14 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if runner:
         require(actor, "external_runner")
         server_settings.runner(runner)  # refuses an unknown name before anything is written
-    config = configs.get_config(db, config_id)
-    version = configs.dataset_version(db, export_id)
+    config = saved_configs.get_config(db, config_id)
+    version = dataset_versions.dataset_version(db, export_id)
     if config["project_id"] != project_id or version.project_id != project_id:
         raise Invalid("the config and the dataset version must belong to the run's project")
     external = bool(runner)
-    text = configs.fill_from_dataset_version(config["text"], version)
+    text = saved_configs.fill_from_dataset_version(config["text"], version)
     if fine_tune_checkpoint:
-        text = configs.set_fine_tune_checkpoint(text, fine_tune_checkpoint)
+        text = saved_configs.set_fine_tune_checkpoint(text, fine_tune_checkpoint)
     if start_from is not None and start_from[0] != "config":
         from backend import zoo
         text = zoo.start_from(db, text, *start_from)
@@ -266,7 +158,7 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
 
 def _config_value(text: str, path: str):
     try:
-        return pipeline_config.ConfigDocument(text).get(path)
+        return config_document.ConfigDocument(text).get(path)
     except Exception:  # noqa: BLE001 - absent
         return None
 
@@ -278,11 +170,11 @@ def retrain_run(db: sqlite_utils.Database, actor: dict, run_id: int, *,
     latest checkpoint as a detection fine-tune, with the same config unless told otherwise."""
     require(actor, "train")
     source = get_run(db, run_id)
-    checkpoint = latest_checkpoint(source["model_dir"])
+    checkpoint = run_artefacts.latest_checkpoint(source["model_dir"])
     if checkpoint is None:
         raise Invalid(f"run {run_id} has no checkpoint yet to retrain from")
     if export_id is None:
-        export_id = configs.latest_dataset_version(db, source["project_id"]).id
+        export_id = dataset_versions.latest_dataset_version(db, source["project_id"]).id
     return start_run(db, actor, source["project_id"], export_id=export_id,
                      config_id=config_id or source["config_id"], num_train_steps=num_train_steps,
                      fine_tune_checkpoint=checkpoint, parent_run_id=run_id,
@@ -318,13 +210,13 @@ def start_evaluation(db: sqlite_utils.Database, actor: dict, run_id: int) -> dic
     source = get_run(db, run_id)
     if source["kind"] != "train":
         raise Invalid(f"run {run_id} is not a training run")
-    if latest_checkpoint(source["model_dir"]) is None:
+    if run_artefacts.latest_checkpoint(source["model_dir"]) is None:
         raise Invalid(f"run {run_id} has no checkpoint to evaluate yet")
-    doc = pipeline_config.ConfigDocument.load(Path(source["model_dir"], CONFIG_FILE))
+    doc = config_document.ConfigDocument.load(Path(source["model_dir"], run_artefacts.CONFIG_FILE))
     doc.set("eval_config.include_metrics_per_category", True)  # the Runs page shows AP per class
     run = _insert_run(db, actor, source["project_id"], kind="eval", text=doc.text,
                       export_id=source["export_id"], config_id=source["config_id"],
-                      parent_run_id=run_id, model_dir=Path(source["model_dir"]) / EVALUATION_DIR)
+                      parent_run_id=run_id, model_dir=Path(source["model_dir"]) / run_artefacts.EVALUATION_DIR)
     pump_queue(db)
     return get_run(db, run["id"])
 
@@ -336,17 +228,17 @@ def export_model(db: sqlite_utils.Database, actor: dict, run_id: int, which: str
     require(actor, "train")
     source = get_run(db, run_id)
     if which == "best":
-        best = best_checkpoint(source)
+        best = run_artefacts.best_checkpoint(source)
         if best is None:
             raise Invalid(f"run {run_id} has no evaluated checkpoint: evaluate it first, or export the latest")
         checkpoint = best["checkpoint"]
     elif which == "latest":
-        checkpoint = latest_checkpoint(source["model_dir"])
+        checkpoint = run_artefacts.latest_checkpoint(source["model_dir"])
     else:
         raise Invalid(f"export which checkpoint? 'latest' or 'best', not {which!r}")
     if checkpoint is None:
         raise Invalid(f"run {run_id} has no checkpoint to export yet")
-    text = Path(source["model_dir"], CONFIG_FILE).read_text(encoding="utf-8")
+    text = Path(source["model_dir"], run_artefacts.CONFIG_FILE).read_text(encoding="utf-8")
     run = _insert_run(db, actor, source["project_id"], kind="export", text=text,
                       export_id=source["export_id"], config_id=source["config_id"],
                       parent_run_id=run_id, fine_tune_checkpoint=checkpoint)
@@ -362,7 +254,7 @@ def export_model(db: sqlite_utils.Database, actor: dict, run_id: int, which: str
 
 def _command(run: dict) -> list[str]:
     folder = Path(run["log_path"]).parent
-    config = str(folder / CONFIG_FILE)
+    config = str(folder / run_artefacts.CONFIG_FILE)
     if run["kind"] == "export":
         return [sys.executable, "-m", "backend", "export-model", "--input_type", "image_tensor",
                 "--pipeline_config_path", config,
@@ -407,7 +299,7 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
     except BoxwiseError as exc:
         _update(db, run["id"], status="failed", attempts=attempt, finished_at=now(), error=str(exc))
         return
-    env = child_environment()
+    env = run_processes.child_environment()
     with open(run["log_path"], "ab") as log:
         log.write(f"=== attempt {attempt} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
                   f"{shlex.join(command)}\n".encode())
@@ -419,16 +311,16 @@ def _launch(db: sqlite_utils.Database, run: dict) -> None:
             _update(db, run["id"], status="failed", attempts=attempt, finished_at=now(),
                     command=json.dumps(command), error=f"could not start {command[0]!r}: {exc}")
             return
-    _children[child.pid] = child
+    run_processes._children[child.pid] = child
     try:
         # Lower priority before the child starts its threads (they inherit it): the dashboard
         # stays responsive while a run trains.
         os.setpriority(os.PRIO_PROCESS, child.pid,
-                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + trainer_niceness()))
+                       min(19, os.getpriority(os.PRIO_PROCESS, 0) + run_processes.trainer_niceness()))
     except OSError:
         pass  # already gone: settled as failed with its log
     _update(db, run["id"], status="running", pid=child.pid,
-            pid_start_time=process_start_time(child.pid), command=json.dumps(command),
+            pid_start_time=run_processes.process_start_time(child.pid), command=json.dumps(command),
             started_at=now(), attempts=attempt, error=None, returncode=None, finished_at=None)
 
 
@@ -449,7 +341,7 @@ def start_queue_watcher(interval: float = 5.0) -> None:
             db = connect(path)
             while Path(path).exists():
                 try:
-                    reap_children()
+                    run_processes.reap_children()
                     pump_queue(db)
                 except Exception:
                     log.exception("pumping the run queue failed")
@@ -466,7 +358,7 @@ def pump_queue(db: sqlite_utils.Database) -> list[int]:
     started = []
     with transaction(db):
         running = one(db, "select count(*) as n from runs where status = 'running'")["n"]
-        free = max_concurrent_runs() - running
+        free = run_processes.max_concurrent_runs() - running
         if free > 0:
             queued = list(db.query("select * from runs where status = 'queued' "
                                    "order by queued_at, id limit ?", [free]))
@@ -485,10 +377,10 @@ def settle_runs(db: sqlite_utils.Database) -> list[int]:
     reason. Returns the ids settled. Called at start-up and by every refresh."""
     settled = []
     for run in list(db.query("select * from runs where status = 'running'")):
-        if process_alive(run["pid"], run["pid_start_time"]):
+        if run_processes.process_alive(run["pid"], run["pid_start_time"]):
             asked = run["cancel_requested_at"]
-            if asked and time.time() - asked > cancel_grace_seconds():
-                _signal_group(run["pid"], signal.SIGKILL)
+            if asked and time.time() - asked > run_processes.cancel_grace_seconds():
+                run_processes._signal_group(run["pid"], signal.SIGKILL)
             continue
         with transaction(db):
             current = one(db, "select status from runs where id = ?", [run["id"]])
@@ -507,8 +399,8 @@ def _status_dir(run: dict) -> Path:
 
 
 def _final_state(run: dict) -> dict[str, Any]:
-    returncode = _reap(run["pid"]) if run["pid"] else None
-    _children.pop(run["pid"], None)
+    returncode = run_processes._reap(run["pid"]) if run["pid"] else None
+    run_processes._children.pop(run["pid"], None)
     status = progress.read_status(_status_dir(run))
     if run["kind"] == "eval":
         # Evaluation writes into the training run's model_dir; its own outcome is its exit code.
@@ -531,7 +423,7 @@ def _final_state(run: dict) -> dict[str, Any]:
             how = f"it was killed by {signal.Signals(-returncode).name}"
         else:
             how = f"it exited with code {returncode}"
-        last = log_tail(run, 1)
+        last = run_artefacts.log_tail(run, 1)
         values.update(status="failed",
                       error=f"the process (pid {run['pid']}) ended without writing its status: "
                             f"{how}" + (f"; last log line: {last[-1]}" if last else ""))
@@ -542,8 +434,8 @@ def _evaluated_latest(run: dict) -> bool:
     """Whether an evaluation job that ended unwatched (no exit code to read) got through: the
     metrics file of its training run covers that run's newest checkpoint."""
     training_dir = Path(run["model_dir"]).parent
-    latest = latest_checkpoint(training_dir)
-    done = {Path(entry["checkpoint"]).name for entry in evaluations({"model_dir": str(training_dir)})}
+    latest = run_artefacts.latest_checkpoint(training_dir)
+    done = {Path(entry["checkpoint"]).name for entry in run_artefacts.evaluations({"model_dir": str(training_dir)})}
     return latest is not None and Path(latest).name in done
 
 
@@ -558,8 +450,8 @@ def cancel_run(db: sqlite_utils.Database, actor: dict, run_id: int) -> dict:
             return get_run(db, run_id)
         if run["status"] != "running":
             raise Invalid(f"run {run_id} is {run['status']}: there is nothing to cancel")
-        if process_alive(run["pid"], run["pid_start_time"]):
-            _signal_group(run["pid"], signal.SIGTERM)
+        if run_processes.process_alive(run["pid"], run["pid_start_time"]):
+            run_processes._signal_group(run["pid"], signal.SIGTERM)
         _update(db, run_id, cancel_requested_at=run["cancel_requested_at"] or now())
     return get_run(db, run_id)
 
@@ -576,280 +468,19 @@ def wait_for_run(db: sqlite_utils.Database, run_id: int, timeout: float = 600,
         time.sleep(interval)
 
 
-# ---------------------------------------------------------------- what a run has produced
-
-
-def checkpoints(model_dir: str | Path) -> list[tuple[int, str]]:
-    """`(N, prefix)` of every `ckpt-N` in `model_dir`, oldest first."""
-    found = []
-    for index in Path(model_dir).glob("ckpt-*.index"):
-        number = index.name[len("ckpt-"):-len(".index")]
-        if number.isdigit():
-            found.append((int(number), str(index.with_suffix(""))))
-    return sorted(found)
-
-
-def latest_checkpoint(model_dir: str | Path) -> str | None:
-    """The prefix of the newest checkpoint (`.../ckpt-7`), or None."""
-    found = checkpoints(model_dir)
-    return found[-1][1] if found else None
-
-
-def run_progress(run: dict) -> dict[str, Any] | None:
-    """The latest progress snapshot: the trainer's progress file, or for other trainers the
-    TensorBoard events in `model_dir/train`."""
-    snapshot = progress.read_progress(run["model_dir"])
-    if snapshot is None and (run.get("runner") or run.get("script")):
-        history = events.training_history(Path(run["model_dir"]) / "train")
-        snapshot = history[-1] if history else None
-    return snapshot
-
-
-def run_history(run: dict) -> list[dict[str, Any]]:
-    history = progress.read_history(run["model_dir"])
-    if not history and (run.get("runner") or run.get("script")):
-        history = events.training_history(Path(run["model_dir"]) / "train")
-    return history
-
-
-def progress_summary(run: dict) -> dict[str, Any]:
-    """What the live view shows: step, total, fraction, ETA seconds, rates, losses, device."""
-    snapshot = run_progress(run) or {}
-    step = snapshot.get("step") or 0
-    total = snapshot.get("total_steps") or run["num_train_steps"] or _config_steps(run) or 0
-    rate = snapshot.get("steps_per_sec") or 0
-    return {
-        "step": step, "total_steps": total,
-        "fraction": min(1.0, step / total) if total else 0.0,
-        "eta_seconds": (total - step) / rate if rate and total and run["status"] == "running" else None,
-        "steps_per_sec": rate, "images_per_sec": snapshot.get("images_per_sec"),
-        "learning_rate": snapshot.get("learning_rate"), "losses": snapshot.get("losses") or {},
-        "devices": snapshot.get("devices") or [], "phase": snapshot.get("phase"),
-        "elapsed_seconds": (snapshot.get("time") or 0) - (snapshot.get("started_at") or 0)
-        if snapshot.get("started_at") else None,
-    }
-
-
-def _config_steps(run: dict) -> int | None:
-    """train_config.num_steps of the run's config (for trainers without a progress file)."""
-    path = Path(run["log_path"] or "").parent / CONFIG_FILE
-    try:
-        return int(pipeline_config.ConfigDocument.load(path).get("train_config.num_steps"))
-    except (BoxwiseError, TypeError, ValueError):
-        return None
-
-
-def loss_curves(run: dict) -> list[dict[str, Any]]:
-    """Long-form rows `{step, curve, value}` for the loss and learning-rate charts."""
-    rows = []
-    for snapshot in run_history(run):
-        for name, value in (snapshot.get("losses") or {}).items():
-            if value is not None:
-                rows.append({"step": snapshot["step"], "curve": name, "value": value})
-        if snapshot.get("learning_rate") is not None:
-            rows.append({"step": snapshot["step"], "curve": "learning_rate",
-                         "value": snapshot["learning_rate"]})
-    return rows
-
-
-RESTORE_REPORT_FILE = "restore_report.json"  # written by backend/training/restore.py, one entry per start
-
-
-def restore_reports(run: dict) -> list[dict[str, Any]]:
-    """What each start of the run restored (`[{step, kind, source, restored, variables, parts,
-    summary, ...}]`, oldest first); empty before the trainer wrote one."""
-    if not run.get("model_dir"):
-        return []
-    try:
-        value = json.loads((Path(run["model_dir"]) / RESTORE_REPORT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    return [entry for entry in value if isinstance(entry, dict)] if isinstance(value, list) else []
-
-
-def restore_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per part of the network (backbone, fpn, ...): variables and parameters restored."""
-    return [{"part": name, "restored": f"{part.get('restored', 0)} of {part.get('variables', 0)}",
-             "parameters restored": f"{part.get('restored_parameters', 0):,} of {part.get('parameters', 0):,}"}
-            for name, part in (report.get("parts") or {}).items() if part.get("variables")]
-
-
-def log_tail(run: dict, lines: int = 40) -> list[str]:
-    """The last `lines` lines of the run's log."""
-    path = Path(run["log_path"] or "")
-    if not path.is_file():
-        return []
-    with open(path, "rb") as handle:
-        handle.seek(0, os.SEEK_END)
-        size = handle.tell()
-        handle.seek(max(0, size - 64_000))
-        text = handle.read().decode("utf-8", errors="replace")
-    return [line for line in text.splitlines() if line.strip()][-lines:]
-
-
-EVALUATION_DIR = "evaluation"
-MAP = "DetectionBoxes_Precision/mAP"
-_PER_CLASS = "DetectionBoxes_Precision/mAP ByCategory/"
-
-
-def evaluations(run: dict) -> list[dict[str, Any]]:
-    """Metrics of each evaluated checkpoint of a training run, by step: `{step, checkpoint (prefix
-    path), num_images, metrics: {tag: value}, per_class: {class: AP}, pr_curves: {class:
-    [precision at evaluation.RECALL_POINTS]}}`, from the `metrics.json`
-    the trainer's evaluation mode keeps in `model_dir/evaluation/`."""
-    path = Path(run["model_dir"]) / EVALUATION_DIR / "metrics.json"
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return []
-    out = []
-    for name, entry in loaded.items():
-        metrics = entry.get("metrics") or {}
-        out.append({
-            "step": int(entry.get("step") or 0), "num_images": entry.get("num_images"),
-            "checkpoint": str(Path(run["model_dir"]) / (entry.get("checkpoint") or name)),
-            "metrics": {k: v for k, v in metrics.items() if not k.startswith(_PER_CLASS)},
-            "per_class": {k[len(_PER_CLASS):]: v for k, v in metrics.items() if k.startswith(_PER_CLASS)},
-            "pr_curves": entry.get("pr_curves") or {}})
-    return sorted(out, key=lambda e: e["step"])
-
-
-def best_checkpoint(run: dict, metric: str = MAP) -> dict | None:
-    """The evaluated checkpoint with the highest `metric` that still exists, or None."""
-    scored = [e for e in evaluations(run) if e["metrics"].get(metric) is not None
-              and e.get("checkpoint") and configs.checkpoint_exists(e["checkpoint"])]
-    return max(scored, key=lambda e: e["metrics"][metric]) if scored else None
-
-
 def _register_export(db: sqlite_utils.Database, run: dict) -> None:
     """A succeeded export becomes a model of the project (the models registry checks the
     SavedModel first); a refused one turns the export job into a failure saying why."""
     if run["status"] != "succeeded":
         return
-    from backend import auth, models  # the registry reads SavedModel protos: TensorFlow, lazily
+    from backend import auth, model_registry  # the registry reads SavedModel protos: TensorFlow, lazily
     folder = Path(run["log_path"]).parent
     actor = auth.get_user(db, run["created_by"]) if run["created_by"] else auth.CLI_ACTOR
     try:
-        models.register_run(db, actor, run["parent_run_id"], folder / "exported",
+        model_registry.register_run(db, actor, run["parent_run_id"], folder / "exported",
                             name=(folder / "model_name.txt").read_text(encoding="utf-8"))
     except (BoxwiseError, PermissionError) as exc:
         _update(db, run["id"], status="failed", error=f"the export could not be registered: {exc}")
-
-
-# ---------------------------------------------------------------- views for the Runs page
-
-
-def format_duration(seconds: float | None) -> str:
-    """`1 h 02 min`, `3 min 05 s`, `42 s`; `—` when unknown."""
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
-    if seconds >= 60:
-        return f"{seconds // 60} min {seconds % 60:02d} s"
-    return f"{seconds} s"
-
-
-def training_seconds(run: dict) -> float | None:
-    """Wall time the run has trained so far (all attempts, from its progress history)."""
-    history = run_history(run)
-    if not history:
-        return None
-    total, start, previous = 0.0, history[0].get("time", 0), history[0].get("time", 0)
-    for snapshot in history[1:]:
-        now_ = snapshot.get("time", previous)
-        if snapshot.get("step", 0) <= 1 or now_ - previous > 600:
-            total += previous - start  # a new attempt (resume) or a long gap: count them apart
-            start = now_
-        previous = now_
-    return total + previous - start
-
-
-def evaluation_rows(run: dict) -> list[dict[str, Any]]:
-    """`{step, metric, value}` for every evaluated checkpoint's COCO metrics (table and chart)."""
-    return [{"step": e["step"], "metric": name, "value": value}
-            for e in evaluations(run) for name, value in sorted(e["metrics"].items())]
-
-
-def per_class_rows(run: dict) -> list[dict[str, Any]]:
-    """`{class, AP}` of the newest evaluated checkpoint that has per-class AP."""
-    latest = next((e for e in reversed(evaluations(run)) if e["per_class"]), None)
-    return [{"class": name, "AP": value} for name, value in (latest or {"per_class": {}})["per_class"].items()]
-
-
-def pr_curve_rows(run: dict) -> tuple[int | None, list[dict[str, Any]]]:
-    """`(step, [{class, recall, precision}])`: the precision-recall curves (IoU 0.5) of the
-    newest evaluated checkpoint that has them, for a line chart; `(None, [])` before any."""
-    from backend.evaluation import RECALL_POINTS
-    latest = next((e for e in reversed(evaluations(run)) if e["pr_curves"]), None)
-    if latest is None:
-        return None, []
-    return latest["step"], [{"class": name, "recall": recall, "precision": precision}
-                            for name, curve in sorted(latest["pr_curves"].items())
-                            for recall, precision in zip(RECALL_POINTS, curve)]
-
-
-def run_table(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
-    """One row per training run for the run list: status, progress, config, dataset, best mAP."""
-    rows = []
-    queue = [r["id"] for r in db.query("select id from runs where status = 'queued' order by queued_at, id")]
-    for run in list_runs(db, project_id):
-        summary = progress_summary(run)
-        best = best_checkpoint(run)
-        rows.append({
-            "run": run["id"],
-            "status": f"queued ({queue.index(run['id']) + 1} in line)" if run["id"] in queue else run["status"],
-            "step": f"{summary['step']}/{summary['total_steps']}" if summary["total_steps"] else "",
-            "config": f"{run['config_name']} v{run['config_version']}" if run["config_name"] else "",
-            "dataset version": run["export_id"], "from run": run["parent_run_id"],
-            "best mAP": best["metrics"][MAP] if best else None,
-            "by": run["created_by_name"] or "command line", "error": run["error"] or ""})
-    return rows
-
-
-def compare_runs(db: sqlite_utils.Database, run_ids: list[int]) -> list[dict[str, Any]]:
-    """Side-by-side facts of runs: dataset version, config, steps, training time, best mAP."""
-    out = []
-    for run_id in run_ids:
-        run = get_run(db, run_id)
-        summary = progress_summary(run)
-        best = best_checkpoint(run)
-        config = configs.get_config(db, run["config_id"]) if run["config_id"] else None
-        out.append({
-            "run": run_id, "status": run["status"], "dataset version": run["export_id"],
-            "config": configs.config_title(config) if config else "",
-            "steps": summary["step"], "training time": format_duration(training_seconds(run)),
-            "final loss": summary["losses"].get("total"),
-            "best mAP": best["metrics"].get(MAP) if best else None,
-            "best mAP@.50IOU": best["metrics"].get("DetectionBoxes_Precision/mAP@.50IOU") if best else None,
-            "best checkpoint": Path(best["checkpoint"]).name if best else "",
-            "from checkpoint": run["fine_tune_checkpoint"] or ""})
-    return out
-
-
-def config_diff(db: sqlite_utils.Database, run_a: int, run_b: int) -> str:
-    """The unified diff between the `pipeline.config`s two runs trained with."""
-    texts = []
-    for run_id in (run_a, run_b):
-        path = Path(get_run(db, run_id)["model_dir"]) / CONFIG_FILE
-        texts.append(path.read_text(encoding="utf-8") if path.is_file() else "")
-    return configs.diff(texts[0], texts[1], f"run {run_a}", f"run {run_b}")
-
-
-def jobs_of(db: sqlite_utils.Database, run_id: int) -> list[dict]:
-    """The evaluation and export jobs started for a training run, newest first, for a table."""
-    rows = db.query("select id, kind, status, error, started_at, finished_at from runs "
-                    "where parent_run_id = ? and kind != 'train' order by id desc", [run_id])
-    return [{"job": r["id"], "kind": r["kind"], "status": r["status"],
-             "started": _clock(r["started_at"]),
-             "took": format_duration(r["finished_at"] - r["started_at"])
-             if r["finished_at"] and r["started_at"] else "—",
-             "error": r["error"] or ""} for r in rows]
-
-
-def _clock(at: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at)) if at else "—"
 
 
 def project_active(db: sqlite_utils.Database, project_id: int) -> bool:

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from backend.errors import Invalid
-from backend.pipeline_config import ConfigDocument
+from backend.config_document import ConfigDocument
 from backend import config_check
 from backend.auth import CLI_ACTOR
-from backend.training.config import training_config
+from backend.training.training_config import training_config
 from backend.training.templates import TEMPLATES, template_text
 
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -101,7 +101,7 @@ def test_cosine_schedule_sanity_is_checked():
 def test_templates_are_accepted_with_nothing_ignored(name):
     doc = ConfigDocument(template_text(name))
     assert config_check.check(doc.text, files=False) == []
-    assert [path for path, *_ in config_check.ignored(doc.text)] == []  # min_depth shapes the network (model.py)
+    assert [path for path, *_ in config_check.ignored(doc.text)] == []  # min_depth shapes the network (network.py)
 
 
 def test_the_config_check_reports_missing_files_and_a_num_classes_the_label_map_contradicts(tmp_path):

@@ -105,7 +105,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
         raise Invalid(f"{root} is already registered in this project as model #{existing['id']}")
     warnings = info["warnings"] + ([] if class_map else class_mismatches(db, project_id, info["label_map"]))
     run = _run(db, run_id)
-    # An export job of the run (jobs.export_model) names the checkpoint it exported.
+    # An export job of the run (run_lifecycle.export_model) names the checkpoint it exported.
     job = one(db, "select fine_tune_checkpoint from runs where kind = 'export' and model_dir = ?",
               [str(root.parent)]) if run else None
     metrics = _read_metrics(root, *([Path(run["model_dir"])] if run and run.get("model_dir") else []),

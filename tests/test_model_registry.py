@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from backend import models, projects
+from backend import model_registry, projects
 from backend.errors import Invalid, NotFound
 from backend.inference import ModelInvalid
 from tests import savedmodels
@@ -31,7 +31,7 @@ def test_registering_a_directory_records_label_map_size_and_metrics(db, admin, p
     folder = tmp_path / "copy"
     shutil.copytree(export_dir, folder)
     (folder / "metrics.json").write_text(json.dumps({"DetectionBoxes_Precision/mAP": 0.42}))
-    model = models.register_directory(db, admin, project["id"], folder, name="first try")
+    model = model_registry.register_directory(db, admin, project["id"], folder, name="first try")
     assert model["name"] == "first try"
     assert model["path"] == str(folder.resolve())
     assert model["source"] == "directory"
@@ -41,12 +41,12 @@ def test_registering_a_directory_records_label_map_size_and_metrics(db, admin, p
     assert model["size_bytes"] == sum(p.stat().st_size for p in (folder / "saved_model").rglob("*")
                                       if p.is_file())
     assert model["available"] is True and model["is_current"] is False
-    assert models.label_map_names(model) == {1: "cat", 2: "dog"}
+    assert model_registry.label_map_names(model) == {1: "cat", 2: "dog"}
 
 
 def test_a_model_without_label_map_is_registered_with_a_warning(db, admin, project, tmp_path):
     folder = savedmodels.build_detector(tmp_path / "bare", label_map=None, layout="bare")
-    model = models.register_directory(db, admin, project["id"], folder)
+    model = model_registry.register_directory(db, admin, project["id"], folder)
     assert model["name"] == "bare"
     assert model["label_map"] == ""
     assert model["warnings"] == ["no label map beside this model: classes are shown by number"]
@@ -54,46 +54,46 @@ def test_a_model_without_label_map_is_registered_with_a_warning(db, admin, proje
 
 def test_directories_without_a_detection_saved_model_are_refused(db, admin, project, tmp_path):
     with pytest.raises(NotFound, match="no such model directory"):
-        models.register_directory(db, admin, project["id"], tmp_path / "missing")
+        model_registry.register_directory(db, admin, project["id"], tmp_path / "missing")
     with pytest.raises(ModelInvalid, match="holds no SavedModel"):
-        models.register_directory(db, admin, project["id"], tmp_path)
+        model_registry.register_directory(db, admin, project["id"], tmp_path)
     savedmodels.build_wrong_input(tmp_path / "classifier")
     with pytest.raises(ModelInvalid, match="takes images, not 'input_tensor'"):
-        models.register_directory(db, admin, project["id"], tmp_path / "classifier")
-    assert models.list_models(db, project["id"]) == []
+        model_registry.register_directory(db, admin, project["id"], tmp_path / "classifier")
+    assert model_registry.list_models(db, project["id"]) == []
 
 
 def test_the_same_directory_is_registered_once_per_project(db, admin, project, export_dir):
-    first = models.register_directory(db, admin, project["id"], export_dir)
+    first = model_registry.register_directory(db, admin, project["id"], export_dir)
     with pytest.raises(Invalid, match=f"already registered in this project as model #{first['id']}"):
-        models.register_directory(db, admin, project["id"], export_dir / "saved_model")
+        model_registry.register_directory(db, admin, project["id"], export_dir / "saved_model")
 
 
 def test_only_roles_that_train_register_and_choose_models(db, users, project, export_dir, monkeypatch):
     with pytest.raises(PermissionError, match="labeler \\(labeler\\) may not train"):
-        models.register_directory(db, users["labeler"], project["id"], export_dir)
+        model_registry.register_directory(db, users["labeler"], project["id"], export_dir)
     with pytest.raises(PermissionError, match="may not register the model folder"):
-        models.register_directory(db, users["reviewer"], project["id"], export_dir)  # outside the data folder
+        model_registry.register_directory(db, users["reviewer"], project["id"], export_dir)  # outside the data folder
     monkeypatch.setenv("BOXWISE_ALLOWED_PATHS", str(export_dir.parent))  # the owner allows it
-    model = models.register_directory(db, users["reviewer"], project["id"], export_dir)
+    model = model_registry.register_directory(db, users["reviewer"], project["id"], export_dir)
     with pytest.raises(PermissionError):
-        models.set_current(db, users["viewer"], project["id"], model["id"])
-    assert models.set_current(db, users["reviewer"], project["id"], model["id"])["is_current"]
+        model_registry.set_current(db, users["viewer"], project["id"], model["id"])
+    assert model_registry.set_current(db, users["reviewer"], project["id"], model["id"])["is_current"]
 
 
 def test_one_model_per_project_is_current(db, admin, project, export_dir, tmp_path):
     other = savedmodels.build_detector(tmp_path / "second")
-    first = models.register_directory(db, admin, project["id"], export_dir)
-    second = models.register_directory(db, admin, project["id"], other)
-    assert models.current_model(db, project["id"]) is None
-    models.set_current(db, admin, project["id"], first["id"])
-    models.set_current(db, admin, project["id"], second["id"])
-    listing = models.list_models(db, project["id"])
+    first = model_registry.register_directory(db, admin, project["id"], export_dir)
+    second = model_registry.register_directory(db, admin, project["id"], other)
+    assert model_registry.current_model(db, project["id"]) is None
+    model_registry.set_current(db, admin, project["id"], first["id"])
+    model_registry.set_current(db, admin, project["id"], second["id"])
+    listing = model_registry.list_models(db, project["id"])
     assert [(m["id"], m["is_current"]) for m in listing] == [(second["id"], True), (first["id"], False)]
-    assert models.current_model(db, project["id"])["id"] == second["id"]
+    assert model_registry.current_model(db, project["id"])["id"] == second["id"]
     elsewhere = projects.create_project(db, admin, "birds", ["bird"])
     with pytest.raises(Invalid, match="belongs to another project"):
-        models.set_current(db, admin, elsewhere["id"], first["id"])
+        model_registry.set_current(db, admin, elsewhere["id"], first["id"])
 
 
 def test_a_run_export_is_registered_with_its_run_and_dataset_version(db, admin, project, export_dir, tmp_path):
@@ -103,7 +103,7 @@ def test_a_run_export_is_registered_with_its_run_and_dataset_version(db, admin, 
     export_id = db["exports"].insert({"project_id": project["id"], "format": "tfrecord"}).last_pk
     run_id = db["runs"].insert({"project_id": project["id"], "export_id": export_id,
                                 "status": "succeeded", "model_dir": str(run_dir)}).last_pk
-    model = models.register_run(db, admin, run_id)
+    model = model_registry.register_run(db, admin, run_id)
     assert (model["run_id"], model["export_id"], model["source"]) == (run_id, export_id, "run")
     assert model["path"] == str((run_dir / "exported").resolve())
     assert model["name"] == f"run {run_id} · exported"
@@ -111,12 +111,12 @@ def test_a_run_export_is_registered_with_its_run_and_dataset_version(db, admin, 
     empty_run = db["runs"].insert({"project_id": project["id"], "status": "running",
                                    "model_dir": str(tmp_path / "runs" / "2")}).last_pk
     with pytest.raises(NotFound, match="has no exported model yet"):
-        models.register_run(db, admin, empty_run)
+        model_registry.register_run(db, admin, empty_run)
 
 
 @pytest.mark.parametrize("prefix", ["", "my_export/"])
 def test_an_uploaded_zip_is_extracted_under_data_and_registered(db, admin, project, export_dir, data_dir, prefix):
-    model = models.register_zip(db, admin, project["id"], _zip(export_dir, prefix), "ssd_pets.zip")
+    model = model_registry.register_zip(db, admin, project["id"], _zip(export_dir, prefix), "ssd_pets.zip")
     assert model["source"] == "upload" and model["origin"] == "ssd_pets.zip"
     assert model["name"] == "ssd_pets"
     assert model["path"].startswith(str(data_dir / "models"))
@@ -132,19 +132,19 @@ def test_unsafe_or_useless_zips_are_refused_and_leave_nothing(db, admin, project
         return out.getvalue()
 
     with pytest.raises(Invalid, match="reaches outside the folder"):
-        models.register_zip(db, admin, project["id"], with_entry("../../escape.txt"), "evil.zip")
+        model_registry.register_zip(db, admin, project["id"], with_entry("../../escape.txt"), "evil.zip")
     with pytest.raises(Invalid, match="absolute path"):
-        models.register_zip(db, admin, project["id"], with_entry("/etc/escape.txt"), "evil.zip")
+        model_registry.register_zip(db, admin, project["id"], with_entry("/etc/escape.txt"), "evil.zip")
     with pytest.raises(Invalid, match="not a valid zip file"):
-        models.register_zip(db, admin, project["id"], b"not a zip", "model.zip")
+        model_registry.register_zip(db, admin, project["id"], b"not a zip", "model.zip")
     only_labels = io.BytesIO()
     with zipfile.ZipFile(only_labels, "w") as archive:
         archive.writestr("label_map.pbtxt", savedmodels.LABEL_MAP)
     with pytest.raises(ModelInvalid, match="holds 0 SavedModels"):
-        models.register_zip(db, admin, project["id"], only_labels.getvalue(), "labels.zip")
+        model_registry.register_zip(db, admin, project["id"], only_labels.getvalue(), "labels.zip")
     assert not (data_dir.parent / "escape.txt").exists()
     assert list((data_dir / "models").iterdir()) == []
-    assert models.list_models(db, project["id"]) == []
+    assert model_registry.list_models(db, project["id"]) == []
 
 
 def test_an_export_job_of_a_run_brings_the_exported_checkpoints_evaluation(db, admin, project, export_dir, tmp_path):
@@ -160,19 +160,19 @@ def test_an_export_job_of_a_run_brings_the_exported_checkpoints_evaluation(db, a
     db["runs"].insert({"project_id": project["id"], "kind": "export", "status": "succeeded",
                        "parent_run_id": train_id, "model_dir": str(job_dir),
                        "fine_tune_checkpoint": str(train_dir / "ckpt-3")})
-    listed = models.runs_with_exports(db, project["id"])
+    listed = model_registry.runs_with_exports(db, project["id"])
     assert [(r["run_id"], r["export_dir"], r["registered"]) for r in listed] == \
         [(train_id, job_dir / "exported", False)]
-    model = models.register_run(db, admin, train_id)
+    model = model_registry.register_run(db, admin, train_id)
     assert model["path"] == str((job_dir / "exported").resolve())
     assert model["metrics"] == {"DetectionBoxes_Precision/mAP": 0.31, "step": 300}
-    assert models.runs_with_exports(db, project["id"])[0]["registered"] is True
+    assert model_registry.runs_with_exports(db, project["id"])[0]["registered"] is True
 
 
 def test_a_label_map_that_disagrees_with_the_project_is_flagged(db, admin, export_dir, tmp_path):
     shapes = projects.create_project(db, admin, "shapes", ["circle", "dog"])
-    model = models.register_directory(db, admin, shapes["id"], export_dir)
+    model = model_registry.register_directory(db, admin, shapes["id"], export_dir)
     assert model["warnings"] == ["'cat' is id 1 in the model's label map but 'circle' in this project"]
     other = projects.create_project(db, admin, "cats", ["cat"])
-    assert models.class_mismatches(db, other["id"], savedmodels.LABEL_MAP) == \
+    assert model_registry.class_mismatches(db, other["id"], savedmodels.LABEL_MAP) == \
         ["'dog' is id 2 in the model's label map but not a class of this project"]

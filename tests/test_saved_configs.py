@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import config_check, configs, pipeline_config as pc
+from backend import config_check, config_document as pc, dataset_versions, saved_configs
 from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -18,7 +18,7 @@ FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 
 @pytest.fixture
 def version(db, project, data_dir):
-    return configs.dataset_version(db, make_dataset_version(db, project, data_dir))
+    return dataset_versions.dataset_version(db, make_dataset_version(db, project, data_dir))
 
 
 def changed_lines(old: str, new: str) -> list[tuple[str, str]]:
@@ -31,7 +31,7 @@ def changed_lines(old: str, new: str) -> list[tuple[str, str]]:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_fill_from_dataset_version_changes_only_paths_and_num_classes_in_every_shared_config(path, version):
     text = path.read_text(encoding="utf-8")
-    filled = configs.fill_from_dataset_version(text, version)
+    filled = saved_configs.fill_from_dataset_version(text, version)
     doc = pc.ConfigDocument(filled)
     arch = doc.tree.one("model").fields[0].name
     assert doc.get(f"model.{arch}.num_classes") == 3
@@ -41,7 +41,7 @@ def test_fill_from_dataset_version_changes_only_paths_and_num_classes_in_every_s
     for old, new in changed_lines(text, filled):
         assert old.split(":")[0] == new.split(":")[0]  # same field on the same line, new value
         assert old.split(":")[0].strip() in ("num_classes", "input_path", "label_map_path")
-    assert configs.fill_from_dataset_version(filled, version) == filled
+    assert saved_configs.fill_from_dataset_version(filled, version) == filled
     assert pc.parse(pc.ConfigDocument(filled).text) == doc.tree
 
 
@@ -54,7 +54,7 @@ def test_edits_by_path_round_trip_on_every_shared_config(path):
     again = pc.ConfigDocument(doc.text)
     assert again.get("train_config.batch_size") == 4 and again.get("train_config.num_steps") == 1234
     assert [b.strip() for _, b in changed_lines(text, doc.text)] == ["batch_size: 4", "num_steps: 1234"]
-    assert configs.diff(text, doc.text).count("\n+ ") == 2
+    assert saved_configs.diff(text, doc.text).count("\n+ ") == 2
 
 
 def test_syntax_error_is_one_problem_with_line_and_column():
@@ -65,12 +65,12 @@ def test_syntax_error_is_one_problem_with_line_and_column():
 
 
 def test_valid_filled_config_has_no_problems(version):
-    filled = configs.fill_from_dataset_version(CONFIG, version)
+    filled = saved_configs.fill_from_dataset_version(CONFIG, version)
     assert config_check.check(filled, version, actor=CLI_ACTOR, external=True) == []
 
 
 def test_num_classes_must_match_the_label_map_with_its_line(version):
-    filled = configs.fill_from_dataset_version(CONFIG, version).replace("num_classes: 3", "num_classes: 5")
+    filled = saved_configs.fill_from_dataset_version(CONFIG, version).replace("num_classes: 3", "num_classes: 5")
     problems = config_check.check(filled, version, actor=CLI_ACTOR, external=True)
     assert [(p.path, p.line) for p in problems] == [("model.ssd.num_classes", 5)]
     assert "num_classes is 5 but the label map" in problems[0].message
@@ -78,7 +78,7 @@ def test_num_classes_must_match_the_label_map_with_its_line(version):
 
 
 def test_missing_and_broken_label_maps_are_reported(version, tmp_path):
-    filled = configs.fill_from_dataset_version(CONFIG, version)
+    filled = saved_configs.fill_from_dataset_version(CONFIG, version)
     broken = tmp_path / "broken.pbtxt"
     broken.write_text("item { id: 1 name: 'cat' \n")
     text = pc.ConfigDocument(filled)
@@ -91,7 +91,7 @@ def test_missing_and_broken_label_maps_are_reported(version, tmp_path):
 
 
 def test_input_globs_must_match_shards_of_the_dataset_version(version, tmp_path):
-    doc = pc.ConfigDocument(configs.fill_from_dataset_version(CONFIG, version))
+    doc = pc.ConfigDocument(saved_configs.fill_from_dataset_version(CONFIG, version))
     doc.set("train_input_reader.tf_record_input_reader.input_path", str(tmp_path / "nope.record-?????-of-00002"))
     elsewhere = tmp_path / "other.record-00000-of-00001"
     elsewhere.write_bytes(b"")
@@ -103,7 +103,7 @@ def test_input_globs_must_match_shards_of_the_dataset_version(version, tmp_path)
 
 
 def test_schedule_and_fine_tune_checkpoint_are_checked(version, tmp_path):
-    doc = pc.ConfigDocument(configs.fill_from_dataset_version(CONFIG, version))
+    doc = pc.ConfigDocument(saved_configs.fill_from_dataset_version(CONFIG, version))
     prefix = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
     doc.set(f"{prefix}.warmup_steps", 500)
     doc.set(f"{prefix}.warmup_learning_rate", 0.1)
@@ -120,76 +120,76 @@ def test_schedule_and_fine_tune_checkpoint_are_checked(version, tmp_path):
 @needs_shared_tfod
 def test_the_boxwise_trainer_flags_unsupported_meta_architectures(version):
     text = (SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config").read_text()
-    problems = config_check.check(configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR)
+    problems = config_check.check(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR)
     arch = [p for p in problems if p.path == "model.faster_rcnn"]
     assert arch and arch[0].line > 0 and "faster_rcnn is not supported" in arch[0].message
     # An external TF OD API runner trains it: no meta-architecture problem then.
-    assert not [p for p in config_check.check(configs.fill_from_dataset_version(text, version), version,
+    assert not [p for p in config_check.check(saved_configs.fill_from_dataset_version(text, version), version,
                                             actor=CLI_ACTOR, external=True) if p.path.startswith("model.")]
 
 
 @pytest.mark.parametrize("name", ["default", "quick"])
 def test_templates_filled_from_a_dataset_version_are_valid(name, version):
-    text = configs.templates()[name]
+    text = saved_configs.templates()[name]
     assert "PATH_TO_BE_CONFIGURED" in text
-    assert config_check.check(configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR) == []
+    assert config_check.check(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR) == []
 
 
 @needs_shared_tfod
 def test_common_fields_and_augmentations_edit_only_their_lines():
     text = FPNLITE.read_text()
-    values = configs.common_fields(text)
+    values = saved_configs.common_fields(text)
     assert values["model.ssd.num_classes"] == 90 and values["train_config.batch_size"] == 128
     assert values["augmentations"] == ["random_horizontal_flip", "random_crop_image"]
-    edited = configs.set_common_fields(text, {**values, "train_config.batch_size": 8,
+    edited = saved_configs.set_common_fields(text, {**values, "train_config.batch_size": 8,
                                               "augmentations": ["random_crop_image", "random_adjust_brightness"]})
     doc = pc.ConfigDocument(edited)
     assert doc.get("train_config.batch_size") == 8
-    assert configs.common_fields(edited)["augmentations"] == ["random_crop_image", "random_adjust_brightness"]
+    assert saved_configs.common_fields(edited)["augmentations"] == ["random_crop_image", "random_adjust_brightness"]
     assert doc.get("train_config.data_augmentation_options[0].random_crop_image.min_area") == 0.75
     assert doc.get("model.ssd.num_classes") == 90
     assert "# SSD with Mobilenet v2 FPN-lite" in edited
 
 
 def test_saved_configs_are_versioned_by_name(db, project, users):
-    first = configs.save_config(db, users["reviewer"], project["id"], "fpnlite", CONFIG)
-    second = configs.save_config(db, users["admin"], project["id"], "fpnlite", CONFIG + "# edited\n")
-    other = configs.save_config(db, users["admin"], project["id"], "quick", CONFIG)
+    first = saved_configs.save_config(db, users["reviewer"], project["id"], "fpnlite", CONFIG)
+    second = saved_configs.save_config(db, users["admin"], project["id"], "fpnlite", CONFIG + "# edited\n")
+    other = saved_configs.save_config(db, users["admin"], project["id"], "quick", CONFIG)
     assert (first["version"], second["version"], other["version"]) == (1, 2, 1)
-    assert configs.get_config(db, first["id"])["text"] == CONFIG
+    assert saved_configs.get_config(db, first["id"])["text"] == CONFIG
     assert second["created_by_name"] == "admin"
-    assert [(c["name"], c["version"]) for c in configs.list_configs(db, project["id"])] == [("fpnlite", 2), ("quick", 1)]
-    assert [c["version"] for c in configs.config_versions(db, project["id"], "fpnlite")] == [2, 1]
+    assert [(c["name"], c["version"]) for c in saved_configs.list_configs(db, project["id"])] == [("fpnlite", 2), ("quick", 1)]
+    assert [c["version"] for c in saved_configs.config_versions(db, project["id"], "fpnlite")] == [2, 1]
 
 
 def test_saving_needs_the_train_right_and_valid_syntax(db, project, users):
     with pytest.raises(PermissionError):
-        configs.save_config(db, users["labeler"], project["id"], "x", CONFIG)
+        saved_configs.save_config(db, users["labeler"], project["id"], "x", CONFIG)
     with pytest.raises(pc.ConfigSyntaxError) as error:
-        configs.save_config(db, users["reviewer"], project["id"], "x", "model { ssd {\n")
+        saved_configs.save_config(db, users["reviewer"], project["id"], "x", "model { ssd {\n")
     assert error.value.line == 2
     with pytest.raises(Invalid):
-        configs.save_config(db, users["reviewer"], project["id"], " ", CONFIG)
-    assert configs.list_configs(db, project["id"]) == []
+        saved_configs.save_config(db, users["reviewer"], project["id"], " ", CONFIG)
+    assert saved_configs.list_configs(db, project["id"]) == []
 
 
 def test_config_check_command_checks_against_a_dataset_version(db, version, tmp_path, capsys):
     from backend.__main__ import main
     path = tmp_path / "pipeline.config"
-    path.write_text(configs.templates()["quick"])
+    path.write_text(saved_configs.templates()["quick"])
     assert main(["config", "check", str(path), "--dataset-version", str(version.id)]) == 1
     out = capsys.readouterr().out
     assert f"{path}: line 8: model.ssd.num_classes: num_classes is 1 but dataset version {version.id} has 3 classes" in out
-    path.write_text(configs.fill_from_dataset_version(path.read_text(), version))
+    path.write_text(saved_configs.fill_from_dataset_version(path.read_text(), version))
     assert main(["config", "check", str(path), "--dataset-version", str(version.id)]) == 0
     assert capsys.readouterr().out.splitlines()[-1] == f"{path}: ok"
 
 
 def test_form_fields_follow_the_optimizer_of_the_config():
-    quick = configs.templates()["quick"]
-    values = configs.common_fields(quick)
+    quick = saved_configs.templates()["quick"]
+    values = saved_configs.common_fields(quick)
     base = "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base"
     assert values[base] == 0.004
-    edited = configs.set_common_fields(quick, {**values, base: "0.002"})
+    edited = saved_configs.set_common_fields(quick, {**values, base: "0.002"})
     assert pc.ConfigDocument(edited).get(base) == 0.002
     assert [b.strip() for _, b in changed_lines(quick, edited)] == ["learning_rate_base: 0.002"]
