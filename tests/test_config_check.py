@@ -95,8 +95,8 @@ def case_config(request, db, project, users, data_dir, tmp_path):
              for name in ("batch_sise", "warmup_steps", "total_steps", "input_path", "num_classes")
              if any(line.strip().startswith(name + ":") for line in text.splitlines())}
     shard = sorted(version.path.glob("train.record-*"))[0]
-    from backend.formats import tfrecord
-    expected = [e.format(**lines, shard=shard, why=tfrecord.not_a_record_file(shard),
+    from backend.formats import tfrecord_framing
+    expected = [e.format(**lines, shard=shard, why=tfrecord_framing.not_a_record_file(shard),
                          label_map=version.label_map_path) for e in expected]
     path = tmp_path / "pipeline.config"
     path.write_text(text)
