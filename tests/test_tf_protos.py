@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from backend import events, inference
-from backend.formats import tfrecord
+from backend.formats import tf_example
 from backend.formats.records import ExportBox, ExportImage
 from backend.tf_protos import event_pb2, example_pb2, saved_model_pb2
 from tests.helpers import SMALL128, image_bytes
@@ -32,7 +32,7 @@ def test_the_checked_in_modules_are_what_protoc_writes(tmp_path):
 
 
 def test_every_field_is_tensorflows_own_name_number_type_and_label():
-    from tensorflow.core.example import example_pb2 as tf_example, feature_pb2
+    from tensorflow.core.example import example_pb2 as tf_example_pb2, feature_pb2
     from tensorflow.core.framework import summary_pb2, tensor_pb2, tensor_shape_pb2
     from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2 as tf_saved_model
     from tensorflow.core.util import event_pb2 as tf_event
@@ -40,7 +40,7 @@ def test_every_field_is_tensorflows_own_name_number_type_and_label():
     theirs = {
         "BytesList": feature_pb2.BytesList, "FloatList": feature_pb2.FloatList,
         "Int64List": feature_pb2.Int64List, "Feature": feature_pb2.Feature,
-        "Features": feature_pb2.Features, "Example": tf_example.Example,
+        "Features": feature_pb2.Features, "Example": tf_example_pb2.Example,
         "TensorProto": tensor_pb2.TensorProto, "Summary": summary_pb2.Summary,
         "Summary.Value": summary_pb2.Summary.Value, "Event": tf_event.Event,
         "TensorShapeProto": tensor_shape_pb2.TensorShapeProto,
@@ -70,7 +70,7 @@ def test_every_field_is_tensorflows_own_name_number_type_and_label():
 
 
 def test_an_example_boxwise_writes_reads_the_same_through_tensorflow_and_the_subset():
-    from tensorflow.core.example import example_pb2 as tf_example
+    from tensorflow.core.example import example_pb2 as tf_example_pb2
 
     import hashlib
 
@@ -79,7 +79,7 @@ def test_an_example_boxwise_writes_reads_the_same_through_tensorflow_and_the_sub
                         sha256=hashlib.sha256(data).hexdigest(), split="train",
                         boxes=[ExportBox("cat", 1.5, 2.25, 30.5, 40.0, 0, 1, label_map_id=1),
                                ExportBox("dog", 10, 10, 60, 47, 1, 0, label_map_id=2)])
-    data = tfrecord.encode_example(image, data)
+    data = tf_example.encode_example(image, data)
 
     def features(message):
         out = {}
@@ -88,7 +88,7 @@ def test_an_example_boxwise_writes_reads_the_same_through_tensorflow_and_the_sub
             out[key] = (kind, list(getattr(feature, kind).value))
         return out
 
-    mine, theirs = example_pb2.Example.FromString(data), tf_example.Example.FromString(data)
+    mine, theirs = example_pb2.Example.FromString(data), tf_example_pb2.Example.FromString(data)
     assert features(mine) == features(theirs)
     assert features(mine)["image/object/class/label"] == ("int64_list", [1, 2])
     assert features(mine)["image/object/class/text"] == ("bytes_list", [b"cat", b"dog"])
@@ -143,7 +143,7 @@ def test_the_one_contract_check_names_what_a_saved_model_lacks(tmp_path, wrong, 
 
 
 def test_checking_a_saved_model_and_reading_examples_and_events_never_import_tensorflow():
-    code = ("import sys\nfrom backend import events, inference\nfrom backend.formats import tfrecord\n"
+    code = ("import sys\nfrom backend import events, inference\nfrom backend.formats import tf_example, tfrecord\n"
             f"inference.check_saved_model({str(SMALL128)!r})\n"
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
