@@ -58,3 +58,4 @@ bench: install
 .PHONY: proto
 proto: $(VENV)/.installed-test
 	$(PY) -m grpc_tools.protoc -I. --python_out=. backend/pipeline_schema/protos/*.proto
+	$(PY) -m grpc_tools.protoc -I. --python_out=. backend/tf_protos/*.proto

@@ -1,6 +1,6 @@
 """The config doctor: checks a pipeline.config against a dataset version's boxes before a run.
 
-A config can pass `saved_configs.validate` and still not train on a dataset: anchors that no box
+A config can pass `config_check.check` and still not train on a dataset: anchors that no box
 reaches at IoU 0.5, a schedule that stops at 80 % of its peak learning rate, 3 epochs of data.
 `examine(text, version)` returns a `Report` of `Finding`s, each with its figures and, where a
 config change helps, the values that would fix it (`Finding.fix`, config path → value, applied
@@ -43,7 +43,7 @@ import numpy as np
 from backend import config_document as pc
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable, to_canvas
 from backend.dataset_versions import DatasetVersion
-from backend.saved_configs import read_label_map
+from backend.formats import label_map
 from backend.errors import Invalid, NotFound
 
 COVERAGE_TARGET = 0.95        # share of boxes that should reach the matched threshold
@@ -58,7 +58,7 @@ SIZE_EDGES = (8, 16, 32, 64, 128)
 ANCHOR_SCALES = tuple(x / 4 for x in range(2, 33))          # 0.5, 0.75, ..., 8.0
 INPUT_FACTORS = (1.25, 1.5, 2.0, 2.5, 3.0, 4.0)
 MAX_INPUT = 1024
-MAX_LEVELS = (5, 6, 7)        # what the FPN-lite head supports (training.config.check_config);
+MAX_LEVELS = (5, 6, 7)        # what the FPN-lite head supports (config_check.check);
                               # min_level must be 3, so it is not a candidate
 CROP_SAMPLES, CROP_IMAGES = 16, 400
 SEARCH_BOXES = 4000           # candidates are ranked on at most this many boxes (a fixed sample);
@@ -145,7 +145,7 @@ def _number(doc: pc.ConfigDocument, path: str, default: float, kind: type = floa
 
 
 def _settings(doc: pc.ConfigDocument) -> _Settings:
-    """What the doctor reads, with `training.config.training_config`'s defaults."""
+    """What the doctor reads, with `training.training_config.training_config`'s defaults."""
     ssd = _get(doc, _SSD)
     resizer = grid = None
     if isinstance(ssd, pc.Message):
@@ -234,7 +234,7 @@ def dataset_boxes(version: DatasetVersion) -> DatasetBoxes:
             stat = path.stat()
             files.append((split, str(path), stat.st_size, stat.st_mtime_ns))
     try:
-        classes = {item["id"]: str(item.get("name")) for item in read_label_map(version.label_map_path)}
+        classes = {item.id: item.name for item in label_map.read(version.label_map_path).items}
     except (NotFound, Invalid):
         classes = {}
     return _read_boxes(tuple(files), tuple(sorted(classes.items())))

@@ -486,10 +486,9 @@ def dataset_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion
             globs.setdefault(split, str(folder / f"{split}.record-?????-of-{rest[-5:]}"))
     num_classes = version.get("num_classes")
     if not num_classes:
-        from backend import saved_configs  # its label-map reader; saved_configs imports this module
+        from backend.formats import label_map  # the one label-map reader
         try:
-            num_classes = max((item["id"] for item in saved_configs.read_label_map(version["label_map_path"])),
-                              default=0)
+            num_classes = label_map.read(version["label_map_path"]).num_classes
         except (NotFound, Invalid):
             num_classes = 0
     return DatasetVersion(version["id"], version["project_id"], version.get("version") or version["id"],

@@ -29,18 +29,17 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageOps
 
 from backend.errors import Invalid, NotFound
+from backend.formats import drawing
 from backend.images import MAX_FILE_BYTES, ImageRejected, open_image, to_rgb
+from backend.projects import class_color
 
 SIGNATURE = "serving_default"
 INPUT_NAME = "input_tensor"
 OUTPUT_NAMES = ("detection_boxes", "detection_classes", "detection_scores", "num_detections")
 LABEL_MAP_NAMES = ("label_map.pbtxt", "labelmap.pbtxt", "label_map.txt")
-# Colour-blind-friendly (Okabe-Ito, then Tableau), as projects.PALETTE: class id k gets colour k-1.
-PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
-           "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1"]
 CSV_FIELDS = ("image", "width", "height", "class_id", "class_name", "score",
               "xmin", "ymin", "xmax", "ymax", "ymin_norm", "xmin_norm", "ymax_norm", "xmax_norm")
 
@@ -122,6 +121,70 @@ def saved_model_dir(path: str | Path) -> Path:
                        "saved_model/ folder (export with `python -m backend export-model`)")
 
 
+_UINT8 = 4  # tensorflow.DataType.DT_UINT8
+
+
+@dataclass
+class SavedModelContract:
+    """What `check_saved_model` found: a detection SavedModel and the label map beside it."""
+    root: Path                               # the export directory (parent of saved_model/)
+    folder: Path                             # the folder holding saved_model.pb
+    input_shape: list[int | None]            # [1 | None, H | None, W | None, 3 | None]
+    label_map_text: str = ""
+    label_map: dict[int, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def check_saved_model(path: str | Path) -> SavedModelContract:
+    """The one SavedModel contract check, from `saved_model.pb` alone (no weights loaded, no
+    TensorFlow imported): `serving_default` takes `input_tensor` uint8 `[1, H, W, 3]` and returns
+    `detection_boxes`, `detection_scores` and `detection_classes`; `variables/` is there. Raises
+    ModelInvalid (or NotFound) saying what is wrong. An unreadable or missing label map is a warning."""
+    from backend.tf_protos import saved_model_pb2
+
+    folder = saved_model_dir(path)
+    root = folder.parent if folder.name == "saved_model" else folder
+    proto = saved_model_pb2.SavedModel()
+    try:
+        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
+    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
+        raise ModelInvalid(f"{folder / 'saved_model.pb'} is not a readable SavedModel: {exc}") from None
+    signatures = {}
+    for graph in proto.meta_graphs:
+        signatures.update(graph.signature_def)
+    if SIGNATURE not in signatures:
+        raise ModelInvalid(f"the SavedModel in {folder} has no {SIGNATURE!r} signature "
+                           f"(it has: {', '.join(sorted(signatures)) or 'none'})")
+    signature = signatures[SIGNATURE]
+    if INPUT_NAME not in signature.inputs:
+        raise ModelInvalid(f"{SIGNATURE} takes {', '.join(sorted(signature.inputs)) or 'nothing'}, "
+                           f"not {INPUT_NAME!r}: this is not a TF OD API detection model")
+    tensor = signature.inputs[INPUT_NAME]
+    if tensor.dtype != _UINT8:
+        raise ModelInvalid(f"{INPUT_NAME} is not uint8: Boxwise feeds uint8 images "
+                           "(export with input_type image_tensor)")
+    dims = [-1, -1, -1, 3] if tensor.tensor_shape.unknown_rank else [d.size for d in tensor.tensor_shape.dim]
+    if len(dims) != 4 or dims[3] not in (3, -1):
+        raise ModelInvalid(f"{INPUT_NAME} has shape {dims}; expected [1, height, width, 3]")
+    missing = [name for name in OUTPUT_NAMES[:3] if name not in signature.outputs]
+    if missing:
+        raise ModelInvalid(f"{SIGNATURE} does not return {', '.join(missing)}")
+    if not (folder / "variables").is_dir():
+        raise ModelInvalid(f"{folder} has no variables/ folder: the export is incomplete")
+    contract = SavedModelContract(root, folder, [d if d > 0 else None for d in dims])
+    label_map_path = find_label_map(root)
+    if label_map_path is None:
+        contract.warnings.append("no label map beside this model: classes are shown by number")
+    else:
+        text = label_map_path.read_text(encoding="utf-8")
+        try:
+            contract.label_map = parse_label_map(text)
+            contract.label_map_text = text
+        except Invalid as exc:
+            contract.warnings.append(f"unreadable label map ({exc}): classes are shown by number")
+    return contract
+
+
 def model_root(path: str | Path) -> Path:
     """The export directory a user names: the parent of `saved_model/` when given that folder."""
     folder = saved_model_dir(path)
@@ -174,44 +237,20 @@ class DetectionModel:
     def __init__(self, path: str | Path):
         import tensorflow as tf  # lazily: the app and the CLI start without TensorFlow
 
-        self.path = model_root(path)
-        folder = saved_model_dir(path)
+        contract = check_saved_model(path)
+        self.path = contract.root
         try:
-            self._loaded = tf.saved_model.load(str(folder))
+            self._loaded = tf.saved_model.load(str(contract.folder))
         except Exception as exc:  # noqa: BLE001 - TensorFlow raises many types for a broken SavedModel
-            raise ModelInvalid(f"cannot load the SavedModel in {folder}: {exc}") from None
-        signatures = getattr(self._loaded, "signatures", {})
-        if SIGNATURE not in signatures:
-            raise ModelInvalid(f"the SavedModel in {folder} has no {SIGNATURE!r} signature "
-                               f"(it has: {', '.join(signatures) or 'none'})")
-        self._fn = signatures[SIGNATURE]
-        inputs = self._fn.structured_input_signature[1]
-        if INPUT_NAME not in inputs:
-            raise ModelInvalid(f"{SIGNATURE} takes {', '.join(inputs) or 'nothing'}, "
-                               f"not {INPUT_NAME!r}: this is not a TF OD API detection model")
-        spec = inputs[INPUT_NAME]
-        if spec.dtype != tf.uint8:
-            raise ModelInvalid(f"{INPUT_NAME} is {spec.dtype.name}; Boxwise feeds uint8 images "
-                               "(export with input_type image_tensor)")
-        shape = spec.shape.as_list() if spec.shape.rank is not None else [None] * 4
+            raise ModelInvalid(f"cannot load the SavedModel in {contract.folder}: {exc}") from None
+        self._fn = self._loaded.signatures[SIGNATURE]
         # A fixed-size input (some exports pin H and W) gets the image resized to it; the
         # normalised boxes it returns still map onto the original image.
-        self.input_size: tuple[int, int] | None = \
-            (shape[1], shape[2]) if len(shape) == 4 and shape[1] and shape[2] else None
-        missing = [name for name in OUTPUT_NAMES[:3] if name not in self._fn.structured_outputs]
-        if missing:
-            raise ModelInvalid(f"{SIGNATURE} does not return {', '.join(missing)}")
-        self.warnings: list[str] = []
-        label_map_path = find_label_map(self.path)
-        self.label_map_text = label_map_path.read_text(encoding="utf-8") if label_map_path else ""
-        self.label_map: dict[int, str] = {}
-        if label_map_path is None:
-            self.warnings.append("no label map beside this model: classes are shown by number")
-        else:
-            try:
-                self.label_map = parse_label_map(self.label_map_text)
-            except Invalid as exc:
-                self.warnings.append(f"unreadable label map ({exc}): classes are shown by number")
+        _, height, width, _ = contract.input_shape
+        self.input_size: tuple[int, int] | None = (height, width) if height and width else None
+        self.warnings: list[str] = contract.warnings
+        self.label_map_text = contract.label_map_text
+        self.label_map: dict[int, str] = contract.label_map
 
     def warm_up(self, size: tuple[int, int] = (320, 320)) -> float:
         """One call on a blank image so that the first real image is not the one paying for
@@ -304,27 +343,13 @@ def predict_many(model: DetectionModel, sources: Iterable[tuple[str, bytes | str
 # ---------------------------------------------------------------- drawing and writing
 
 
-def class_color(class_id: int) -> str:
-    return PALETTE[(max(class_id, 1) - 1) % len(PALETTE)]
-
-
 def draw(image: Image.Image, detections: Iterable[Detection],
          colors: dict[int, str] | None = None) -> Image.Image:
-    """A copy of `image` with each detection's box and `name score` drawn on it."""
-    canvas = image.convert("RGB")
-    pen = ImageDraw.Draw(canvas)
-    line = max(2, round(min(canvas.size) / 200))
-    font = ImageFont.load_default(size=max(12, round(min(canvas.size) / 40)))
-    for det in detections:
-        color = (colors or {}).get(det.class_id) or class_color(det.class_id)
-        xmin, ymin, xmax, ymax = det.box
-        pen.rectangle([xmin, ymin, xmax, ymax], outline=color, width=line)
-        text = f"{det.class_name} {det.score:.2f}"
-        left, top, right, bottom = pen.textbbox((0, 0), text, font=font)
-        label_y = ymin - (bottom - top) - 4 if ymin - (bottom - top) - 4 >= 0 else ymin
-        pen.rectangle([xmin, label_y, xmin + right - left + 4, label_y + bottom - top + 4], fill=color)
-        pen.text((xmin + 2 - left, label_y + 2 - top), text, fill="black", font=font)
-    return canvas
+    """A copy of `image` with each detection's box and `name score` drawn on it, in `colors`
+    by class id or the class's default colour."""
+    return drawing.draw_boxes(image, [
+        (f"{det.class_name} {det.score:.2f}", det.box, (colors or {}).get(det.class_id) or class_color(det.class_id))
+        for det in detections])
 
 
 def annotated(prediction: Prediction, min_score: float = 0.0, class_ids: Iterable[int] | None = None,

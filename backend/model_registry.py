@@ -27,73 +27,29 @@ from backend import paths, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
-from backend.inference import (INPUT_NAME, OUTPUT_NAMES, SIGNATURE, ModelInvalid, find_label_map,
-                               parse_label_map, saved_model_dir)
+from backend.inference import ModelInvalid, check_saved_model, parse_label_map
 from backend.projects import get_project
 
 # Limits for uploaded model zips: total bytes once extracted, and the number of files.
 MAX_MODEL_ZIP_BYTES = int(os.environ.get("BOXWISE_MAX_MODEL_ZIP_BYTES", 2 * 1024**3))
 MAX_MODEL_ZIP_FILES = 10_000
 METRICS_FILES = ("metrics.json", "eval/metrics.json", "evaluation/metrics.json")
-_UINT8 = 4  # tensorflow.DataType.DT_UINT8
 
 
 # ---------------------------------------------------------------- checking a SavedModel
 
 
 def inspect_export(path: str | Path) -> dict:
-    """Check that `path` holds a detection SavedModel and describe it, without loading weights.
+    """Check that `path` holds a detection SavedModel (`inference.check_saved_model`) and
+    describe it, without loading weights.
 
     Returns `{"root", "saved_model", "input_shape": [1, H|None, W|None, 3], "label_map": text,
     "warnings": [...], "size_bytes"}`. Raises ModelInvalid (or NotFound) saying what is wrong.
     """
-    from tensorflow.core.protobuf import saved_model_pb2  # lazily: TensorFlow is slow to import
-
-    folder = saved_model_dir(path)
-    root = folder.parent if folder.name == "saved_model" else folder
-    proto = saved_model_pb2.SavedModel()
-    try:
-        proto.ParseFromString((folder / "saved_model.pb").read_bytes())
-    except Exception as exc:  # noqa: BLE001 - protobuf's DecodeError and friends
-        raise ModelInvalid(f"{folder / 'saved_model.pb'} is not a readable SavedModel: {exc}") from None
-    signatures = {}
-    for graph in proto.meta_graphs:
-        signatures.update(graph.signature_def)
-    if SIGNATURE not in signatures:
-        raise ModelInvalid(f"the SavedModel in {folder} has no {SIGNATURE!r} signature "
-                           f"(it has: {', '.join(sorted(signatures)) or 'none'})")
-    signature = signatures[SIGNATURE]
-    if INPUT_NAME not in signature.inputs:
-        raise ModelInvalid(f"{SIGNATURE} takes {', '.join(signature.inputs) or 'nothing'}, not "
-                           f"{INPUT_NAME!r}: this is not a TF OD API detection model")
-    tensor = signature.inputs[INPUT_NAME]
-    if tensor.dtype != _UINT8:
-        raise ModelInvalid(f"{INPUT_NAME} is not uint8: export with input_type image_tensor")
-    dims = [d.size for d in tensor.tensor_shape.dim]
-    if tensor.tensor_shape.unknown_rank:
-        dims = [-1, -1, -1, 3]
-    if len(dims) != 4 or dims[3] not in (3, -1):
-        raise ModelInvalid(f"{INPUT_NAME} has shape {dims}; expected [1, height, width, 3]")
-    missing = [name for name in OUTPUT_NAMES[:3] if name not in signature.outputs]
-    if missing:
-        raise ModelInvalid(f"{SIGNATURE} does not return {', '.join(missing)}")
-    if not (folder / "variables").is_dir():
-        raise ModelInvalid(f"{folder} has no variables/ folder: the export is incomplete")
-    warnings: list[str] = []
-    label_map_text = ""
-    label_map_path = find_label_map(root)
-    if label_map_path is None:
-        warnings.append("no label map beside this model: classes are shown by number")
-    else:
-        label_map_text = label_map_path.read_text(encoding="utf-8")
-        try:
-            parse_label_map(label_map_text)
-        except Invalid as exc:
-            warnings.append(f"unreadable label map ({exc}): classes are shown by number")
-            label_map_text = ""
-    return {"root": root, "saved_model": folder,
-            "input_shape": [d if d > 0 else None for d in dims],
-            "label_map": label_map_text, "warnings": warnings, "size_bytes": _tree_size(folder)}
+    contract = check_saved_model(path)
+    return {"root": contract.root, "saved_model": contract.folder, "input_shape": contract.input_shape,
+            "label_map": contract.label_map_text, "warnings": contract.warnings,
+            "size_bytes": _tree_size(contract.folder)}
 
 
 def _tree_size(folder: Path) -> int:

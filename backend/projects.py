@@ -16,6 +16,14 @@ from backend.errors import Invalid, NotFound
 # Distinct, colour-blind-friendly defaults (Okabe-Ito, then Tableau) for new classes.
 PALETTE = ["#E69F00", "#56B4E9", "#009E73", "#F0E442", "#0072B2", "#D55E00", "#CC79A7",
            "#4E79A7", "#F28E2B", "#E15759", "#76B7B2", "#59A14F", "#EDC948", "#B07AA1"]
+
+
+def class_color(label_map_id: int) -> str:
+    """The default colour of the class with this label-map id (id k gets colour k-1); also
+    what a model's detections and a TFRecord's boxes are drawn in when no colour is chosen."""
+    return PALETTE[(max(label_map_id, 1) - 1) % len(PALETTE)]
+
+
 _COLOR = re.compile(r"^#[0-9A-Fa-f]{6}$")
 
 
@@ -122,7 +130,7 @@ def add_label(db: sqlite_utils.Database, actor: dict, project_id: int, name: str
         label_id = db["labels"].insert({
             "project_id": project_id, "label_map_id": label_map_id, "name": name,
             "display_name": display_name or name,
-            "color": _check_color(color or PALETTE[(label_map_id - 1) % len(PALETTE)]),
+            "color": _check_color(color or class_color(label_map_id)),
             "position": count["last"] + 1, "created_at": now()}).last_pk
         db["projects"].update(project_id, {"next_label_map_id": label_map_id + 1})
     return get_label(db, label_id)

@@ -33,7 +33,7 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import config_doctor, config_document, dataset_versions, run_artefacts, run_processes, saved_configs, server_settings, settings
+from backend import config_check, config_doctor, config_document, dataset_versions, run_artefacts, run_processes, saved_configs, server_settings, settings
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
@@ -138,7 +138,7 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
         text = zoo.start_from(db, text, *start_from)
     # The run records where it starts from as its config says, whoever wrote it there.
     fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
-    problems = saved_configs.validate(text, version, actor=actor, external=external)
+    problems = config_check.check(text, version, actor=actor, external=external)
     if problems:
         raise Invalid("the config cannot train on dataset version "
                       f"{version.id}:\n" + "\n".join(f"- {p}" for p in problems))

@@ -4,9 +4,8 @@ A saved config is a row of `configs` (project, name, version, text, who, when); 
 existing name adds the next version and never changes an older one, so a run that names a
 config id always names the exact text it trained with.
 
-Validation is the trainer's own `check_config` (what it refuses, with lines) plus the checks
-only the dataset side can make: num_classes against the label map, input globs against the
-shards on disk, the label map itself, the fine-tune checkpoint.
+Checking a config is `backend.config_check.check`; the path rules it shares with run launch
+(`unusable_path`, `input_problem`, `checkpoint_problem`) are here.
 """
 from __future__ import annotations
 
@@ -17,7 +16,7 @@ from typing import Any
 
 import sqlite_utils
 
-from backend import config_document as pc, paths
+from backend import config_document as pc
 from backend.config_document import Problem
 from backend.dataset_versions import DatasetVersion
 from backend.auth import require
@@ -49,27 +48,6 @@ _OPTIMIZERS = ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
 # The augmentation options the trainer implements (the form offers them as checkboxes).
 AUGMENTATIONS = ["random_horizontal_flip", "random_crop_image", "random_adjust_brightness",
                  "random_adjust_contrast"]
-
-
-def read_label_map(path: str | Path) -> list[dict[str, Any]]:
-    """The items (id >= 1) of a label_map.pbtxt as `{"id", "name", "display_name"}` dicts, in
-    file order, read by the one label-map reader (`backend.formats.label_map`)."""
-    from backend.formats import label_map as label_map_format
-
-    problem = unusable_path(str(path))
-    if problem:
-        raise Invalid(f"label map {shown(str(path))} {problem}")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFound(f"label map {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise Invalid(f"label map {shown(str(path))} is not a UTF-8 text file") from None
-    except OSError as exc:
-        raise Invalid(f"cannot read label map {shown(str(path))}: {exc.strerror or exc}") from None
-    pc.parse(text)  # a syntax error is reported as such, with its line
-    return [{"id": item.id, "name": item.name, "display_name": item.display_name}
-            for item in label_map_format.parse(text, str(path)).items]
 
 
 def shown(value: str, limit: int = 200) -> str:
@@ -120,16 +98,6 @@ def checkpoint_problem(checkpoint: str) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------- validation
-
-
-def _line(doc: pc.ConfigDocument, path: str) -> int:
-    try:
-        return doc.line(path)
-    except (NotFound, Invalid):
-        return 0
-
-
 def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
     try:
         return doc.get(path)
@@ -137,170 +105,10 @@ def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
         return default
 
 
-def _reader_paths(doc: pc.ConfigDocument, reader: str) -> list[tuple[str, str]]:
-    """`(path in the config, input glob)` for every input_path of `reader` (repeated readers too)."""
-    out = []
-    readers = doc.tree.all(reader)
-    for r, message in enumerate(readers):
-        if not isinstance(message, pc.Message):
-            continue
-        prefix = reader if len(readers) == 1 else f"{reader}[{r}]"
-        tf_record = message.one("tf_record_input_reader")
-        values = tf_record.all("input_path") if isinstance(tf_record, pc.Message) else []
-        for i, value in enumerate(values):
-            suffix = "" if len(values) == 1 else f"[{i}]"
-            out.append((f"{prefix}.tf_record_input_reader.input_path{suffix}", str(value)))
-    return out
-
-
-def _is_remote(path: str) -> bool:
-    return "://" in path
-
-
 def checkpoint_exists(path: str) -> bool:
     """A checkpoint prefix (`.../ckpt-5`: `.index` beside it), a directory, or a weights file."""
     p = Path(path)
     return p.exists() or Path(path + ".index").exists()
-
-
-def validate(text: str, version: DatasetVersion | None = None, *, actor: dict,
-             external: bool = False) -> list[Problem]:
-    """Every problem in a config's text, each with its path and line; empty when it can train.
-
-    A syntax error is one problem at its line. Without `external`, the Boxwise trainer's own
-    refusals come first (meta-architectures, fields it does not implement). With a dataset
-    version, num_classes and paths are checked against it; without, paths against the disk.
-    Every local path (label maps, inputs, the fine-tune checkpoint) goes through
-    `paths.confine` for `actor` first: one `actor` may not use is a problem saying so, never
-    read or checked for existence; a label map that does not parse is reported by line and
-    column, never quoting its text.
-    """
-    try:
-        doc = pc.ConfigDocument(text)
-    except pc.ConfigSyntaxError as exc:
-        return [Problem("(syntax)", exc.line, str(exc))]
-    problems: list[Problem] = []
-    if not external:
-        from backend.training.training_config import check_config  # the trainer's own rules, in one place
-        problems += check_config(doc)
-    else:
-        problems += _schedule_problems(doc)
-
-    num_classes = _get(doc, "model.ssd.num_classes")
-    num_classes_path = "model.ssd.num_classes"
-    if num_classes is None:
-        model = doc.tree.one("model")
-        for f in (model.fields if isinstance(model, pc.Message) else []):
-            if isinstance(f.value, pc.Message) and f.value.has("num_classes"):
-                num_classes_path = f"model.{f.name}.num_classes"
-                num_classes = f.value.one("num_classes")
-
-    label_maps = []
-    for reader in ("train_input_reader", "eval_input_reader"):
-        for r, message in enumerate(doc.tree.all(reader)):
-            if isinstance(message, pc.Message) and message.has("label_map_path"):
-                prefix = reader if len(doc.tree.all(reader)) == 1 else f"{reader}[{r}]"
-                label_maps.append((f"{prefix}.label_map_path", str(message.one("label_map_path"))))
-    if not label_maps:
-        problems.append(Problem("train_input_reader.label_map_path", 0, "no label map is set"))
-    checked = set()
-    for path, value in label_maps:
-        if _is_remote(value) or value in checked:
-            continue
-        checked.add(value)
-        try:
-            items = read_label_map(paths.confine(value, actor, "config"))
-        except PermissionError as exc:
-            problems.append(Problem(path, _line(doc, path), str(exc)))
-            continue
-        except NotFound:
-            problems.append(Problem(path, _line(doc, path), f"label map {shown(value)} does not exist"))
-            continue
-        except pc.ConfigSyntaxError as exc:
-            problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not parse "
-                                                            f"(line {exc.line}, column {exc.column})"))
-            continue
-        except Invalid as exc:
-            problems.append(Problem(path, _line(doc, path), str(exc)))
-            continue
-        largest = max((item["id"] for item in items), default=0)
-        if isinstance(num_classes, int) and num_classes != largest:
-            problems.append(Problem(num_classes_path, _line(doc, num_classes_path),
-                                    f"num_classes is {num_classes} but the label map {value!r} "
-                                    f"has {len(items)} classes with ids up to {largest}"))
-    if version is not None and isinstance(num_classes, int) and num_classes != version.num_classes:
-        message = (f"num_classes is {num_classes} but dataset version {version.id} has "
-                   f"{version.num_classes} classes")
-        if not any(p.path == num_classes_path and "label map" in p.message for p in problems):
-            problems.append(Problem(num_classes_path, _line(doc, num_classes_path), message))
-
-    for reader in ("train_input_reader", "eval_input_reader"):
-        reader_paths = _reader_paths(doc, reader)
-        if not reader_paths and reader == "train_input_reader":
-            problems.append(Problem(f"{reader}.tf_record_input_reader.input_path", 0,
-                                    "no training input is set"))
-        for path, value in reader_paths:
-            if _is_remote(value):
-                continue
-            why = unusable_path(value)
-            if why:
-                problems.append(Problem(path, _line(doc, path), f"{shown(value)} {why}"))
-                continue
-            try:
-                paths.confine(value, actor, "config")
-            except PermissionError as exc:
-                problems.append(Problem(path, _line(doc, path), str(exc)))
-                continue
-            why = input_problem(value)
-            if why:
-                problems.append(Problem(path, _line(doc, path), why))
-            elif version is not None and not _inside(value, version.path):
-                problems.append(Problem(path, _line(doc, path),
-                                        f"{value!r} is not a shard of dataset version {version.id} "
-                                        f"({version.path})"))
-
-    checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
-    if checkpoint and not _is_remote(str(checkpoint)):
-        path = "train_config.fine_tune_checkpoint"
-        why = unusable_path(str(checkpoint))
-        if why:
-            problems.append(Problem(path, _line(doc, path), f"fine-tune checkpoint {shown(str(checkpoint))} {why}"))
-        else:
-            try:
-                paths.confine(str(checkpoint), actor, "checkpoint")
-            except PermissionError as exc:
-                problems.append(Problem(path, _line(doc, path), str(exc)))
-            else:
-                why = checkpoint_problem(str(checkpoint))
-                if why:
-                    problems.append(Problem(path, _line(doc, path), why))
-    return problems
-
-
-def _inside(pattern: str, folder: Path) -> bool:
-    try:
-        Path(pattern).resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _schedule_problems(doc: pc.ConfigDocument) -> list[Problem]:
-    """The learning-rate schedule checks, for configs the Boxwise trainer does not check itself."""
-    out = []
-    for path, f in pc.walk(doc.tree):
-        if f.name != "cosine_decay_learning_rate" or not isinstance(f.value, pc.Message):
-            continue
-        lr = f.value
-        total, warm = lr.one("total_steps", 0), lr.one("warmup_steps", 0)
-        if total < warm:
-            out.append(Problem(f"{path}.total_steps", _line(doc, f"{path}.total_steps"),
-                               f"total_steps ({total}) must be ≥ warmup_steps ({warm})"))
-        base, warm_lr = lr.one("learning_rate_base", 0.0), lr.one("warmup_learning_rate", 0.0)
-        if base < warm_lr:
-            out.append(Problem(f"{path}.learning_rate_base", _line(doc, f"{path}.learning_rate_base"),
-                               f"learning_rate_base ({base}) must be ≥ warmup_learning_rate ({warm_lr})"))
-    return out
 
 
 def fill_from_dataset_version(text: str, version: DatasetVersion) -> str:

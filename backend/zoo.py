@@ -7,7 +7,7 @@ checks it before anything is kept:
 - the archive is safe: no absolute paths, no `..`, no links or device files, at most
   `MAX_MEMBERS` entries and `max_bytes()` unpacked (counted while writing, not from headers);
 - it is complete: every one of `REQUIRED` is there;
-- the config is one this trainer builds (`training.config.check_config`);
+- the config is one this trainer builds (`config_check.check`);
 - the SavedModel has the detection signature (`model_registry.inspect_export`);
 - the checkpoint loads into that network (`training.restore`, in a child process so
   TensorFlow stays out of the dashboard).
@@ -153,11 +153,11 @@ def _extract(path: Path, contents: TarballContents, target: Path) -> None:
 def describe_config(config_path: Path) -> dict:
     """Architecture, input size and classes of a zoo `pipeline.config`; `Invalid` listing the
     problems when this trainer cannot build it."""
+    from backend import config_check
     from backend.config_document import ConfigDocument
-    from backend.training.training_config import check_config
 
     doc = ConfigDocument.load(config_path)
-    problems = check_config(doc)
+    problems = config_check.check(doc.text, files=False)
     if problems:
         raise Invalid("this trainer cannot build the tarball's pipeline.config:\n"
                       + "\n".join(f"- {p}" for p in problems))

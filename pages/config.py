@@ -6,7 +6,7 @@ import hashlib
 
 import streamlit as st
 
-from backend import auth, dataset_versions, saved_configs, zoo
+from backend import auth, config_check, dataset_versions, saved_configs, zoo
 from pages import common, doctor_panel
 
 project = common.require_project()
@@ -123,7 +123,7 @@ if versions:
                                format_func=lambda v: v.title())
     row[1].button("Fill from dataset version", on_click=fill_from_version, disabled=problem is not None)
     if row[2].button("Validate", disabled=problem is not None):
-        found = saved_configs.validate(text, version, actor=user)
+        found = config_check.check(text, version, actor=user)
         if found:
             st.error("\n".join(f"- {p}" for p in found))
         else:
@@ -133,7 +133,7 @@ if versions:
 else:
     st.caption("Export a TFRecord dataset version (Datasets page) to fill and validate against it.")
     if st.button("Validate", disabled=problem is not None):
-        found = saved_configs.validate(text, actor=user)
+        found = config_check.check(text, actor=user)
         if found:
             st.error("\n".join(f"- {p}" for p in found))
         else:

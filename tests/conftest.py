@@ -14,7 +14,7 @@ os.environ["BOXWISE_SCRYPT_N"] = str(2**10)
 
 from backend import auth, db as database, projects, run_processes, saved_configs, server_settings
 from backend.auth import CLI_ACTOR
-from tests.helpers import CONFIG, STAND_IN, STAND_IN_RUNNER, make_dataset_version
+from tests.helpers import CONFIG, STAND_IN, STAND_IN_RUNNER, add_image, make_dataset_version
 
 
 @pytest.fixture
@@ -49,6 +49,27 @@ def users(db, admin):
 @pytest.fixture
 def project(db, admin):
     return projects.create_project(db, admin, "pets", ["cat", "dog", "bird"])
+
+
+@pytest.fixture
+def labeled(db, admin, project):
+    """Six labeled images of three classes in `project`, one negative, one image still new."""
+    pid = project["id"]
+    ids = {
+        "a.jpg": add_image(db, admin, pid, "a.jpg", (64, 48), (250, 0, 0),
+                           boxes=[("cat", 1.5, 2.25, 30.5, 40.0), ("dog", 10, 10, 60, 47)]),
+        "b.jpg": add_image(db, admin, pid, "b.jpg", (80, 60), (0, 250, 0),
+                           boxes=[("cat", 0, 0, 80, 60)]),
+        "c.png": add_image(db, admin, pid, "c.png", (50, 40), (0, 0, 250), fmt="PNG",
+                           boxes=[("bird", 5, 6, 25, 30), ("cat", 20, 10, 45, 35)], status="reviewed"),
+        "d.jpg": add_image(db, admin, pid, "d.jpg", (64, 64), (120, 120, 0),
+                           boxes=[("dog", 3, 4, 33, 44)]),
+        "e.jpg": add_image(db, admin, pid, "e.jpg", (40, 30), (0, 120, 120),
+                           boxes=[("bird", 2, 2, 38, 28)]),
+        "neg.jpg": add_image(db, admin, pid, "neg.jpg", (32, 32), (10, 10, 10), no_objects=True),
+        "new.jpg": add_image(db, admin, pid, "new.jpg", (32, 32), (90, 10, 200), status="new"),
+    }
+    return ids
 
 
 # ---------------------------------------------------------------- runs (tests/helpers.py has the stand-in)

@@ -1,14 +1,17 @@
 """Test helpers: real images made by Pillow."""
 from __future__ import annotations
 
+import hashlib
 import io
+import random
+import tarfile
 import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
-from PIL import Image
+from PIL import Image, ImageDraw
 
 
 def image_bytes(size=(64, 48), color=(200, 30, 30), fmt="JPEG", mode="RGB", **save) -> bytes:
@@ -168,3 +171,109 @@ def poll(condition, timeout=TIMEOUT, interval=0.1):
             return value
         time.sleep(interval)
     raise AssertionError("condition not met in time")
+
+
+# ---------------------------------------------------------------- formats: images with boxes, VOC XML, TFRecord features
+
+def add_image(db, actor, project_id, name, size=(64, 48), color=(200, 30, 30), fmt="JPEG",
+              boxes=(), status="labeled", no_objects=False):
+    """Ingest a real Pillow image and save `boxes` [(class name, xmin, ymin, xmax, ymax)]."""
+    from backend import annotations, images
+
+    report = images.ingest(db, actor, project_id, [(name, image_bytes(size, color, fmt))])
+    image_id = report.items[0].image_id
+    assert report.items[0].outcome == "accepted", report.rows()
+    label_ids = {r["name"]: r["id"] for r in db.query("select id, name from labels where project_id = ?",
+                                                       [project_id])}
+    row = images.get_image(db, image_id)
+    row = annotations.save_boxes(db, actor, image_id, [
+        {"label_id": label_ids[c], "xmin": x0, "ymin": y0, "xmax": x1, "ymax": y1}
+        for c, x0, y0, x1, y1 in boxes], row["version"], status=status)
+    if no_objects:
+        db.execute("update images set no_objects = 1 where id = ?", [image_id])
+    return image_id
+
+
+def voc_xml(filename, size, objects):
+    parts = [f"<annotation><folder>imgs</folder><filename>{filename}</filename>"
+             f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"]
+    for name, (x0, y0, x1, y1), difficult, truncated in objects:
+        parts.append(f"<object><name>{name}</name><pose>Unspecified</pose><truncated>{truncated}</truncated>"
+                     f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
+                     f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
+    return "".join(parts) + "</annotation>"
+
+
+def good_features(source_id: bytes, size=(40, 30), boxes=((0.1, 0.2, 0.5, 0.6, 1, b"cat"),)) -> dict:
+    data = image_bytes(size)
+    return {
+        "image/encoded": [data], "image/format": [b"jpeg"], "image/height": [size[1]],
+        "image/width": [size[0]], "image/filename": [source_id + b".jpg"], "image/source_id": [source_id],
+        "image/key/sha256": [hashlib.sha256(data).hexdigest().encode()],
+        "image/object/bbox/xmin": [float(b[0]) for b in boxes], "image/object/bbox/ymin": [float(b[1]) for b in boxes],
+        "image/object/bbox/xmax": [float(b[2]) for b in boxes], "image/object/bbox/ymax": [float(b[3]) for b in boxes],
+        "image/object/class/label": [b[4] for b in boxes], "image/object/class/text": [b[5] for b in boxes],
+    }
+
+
+# ---------------------------------------------------------------- the model zoo and the config doctor
+
+SMALL128 = ODAPI_FIXTURES / "small128"
+ZOO_NAME = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
+
+
+def add_folder(archive: tarfile.TarFile, source: Path, arcname: str) -> None:
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            archive.add(path, arcname=f"{arcname}/{path.relative_to(source).as_posix()}")
+
+
+def zoo_tarball(target: Path, name: str = ZOO_NAME, source: Path = SMALL128, *, skip: tuple[str, ...] = (),
+                extra=None) -> Path:
+    """A tarball in the zoo's layout: `<name>/checkpoint/ckpt-0.*`, `saved_model/`, `pipeline.config`."""
+    with tarfile.open(target, "w:gz") as archive:
+        for part in ("checkpoint", "saved_model"):
+            if part not in skip:
+                add_folder(archive, source / part, f"{name}/{part}")
+        for single in ("pipeline.config", "label_map.pbtxt"):
+            if single not in skip and (source / single).is_file():
+                archive.add(source / single, arcname=f"{name}/{single}")
+        if extra:
+            extra(archive)
+    return target
+
+
+ZOO_128 = FIXTURES / "doctor" / "zoo_fpnlite_128.config"
+
+
+def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14, 44), size=128,
+                   count=40, seed=1):
+    """A project of `count` generated `size`×`size` PNGs with 1–3 discs and squares of a side
+    drawn from `sides` (pixels) each, every image labeled, exported as a TFRecord version."""
+    from backend import annotations, dataset_versions, images, projects
+    from backend.db import one
+
+    project = projects.create_project(db, actor, name, list(classes))
+    label_ids = {row["name"]: row["id"] for row in projects.list_labels(db, project["id"])}
+    rng = random.Random(seed)
+    scenes = []
+    for _ in range(count):
+        image = Image.new("RGB", (size, size), (120, 120, 120))
+        draw = ImageDraw.Draw(image)
+        objects = []
+        for _ in range(rng.randint(1, 3)):
+            side = rng.randint(*sides)
+            x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
+            name_ = rng.choice(("circle", "square"))
+            (draw.ellipse if name_ == "circle" else draw.rectangle)((x0, y0, x0 + side, y0 + side), fill=(220, 30, 30))
+            objects.append((name_, (x0, y0, x0 + side, y0 + side)))
+        out = io.BytesIO()
+        image.save(out, format="PNG")
+        scenes.append((out.getvalue(), objects))
+    report = images.ingest(db, actor, project["id"], ((f"s{i:03d}.png", data) for i, (data, _) in enumerate(scenes)))
+    for item, (_, objects) in zip(report.items, scenes):
+        version = one(db, "select version from images where id = ?", [item.image_id])["version"]
+        annotations.save_boxes(db, actor, item.image_id, [
+            {"label_id": label_ids[c], "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for c, b in objects],
+            version, status="labeled")
+    return dataset_versions.dataset_version(db, dataset_versions.create_export(db, actor, project["id"], "tfrecord")["id"])

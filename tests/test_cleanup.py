@@ -11,9 +11,7 @@ import time
 from pathlib import Path
 
 from backend import cleanup, dataset_versions, model_registry
-from tests.formats.conftest import labeled  # noqa: F401 - fixture
-from tests.formats.test_import import voc_xml
-from tests.helpers import image_bytes
+from tests.helpers import image_bytes, voc_xml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +39,7 @@ def age(paths, seconds=cleanup.LEFTOVER_SECONDS + 60) -> None:
             os.utime(inside, (then, then))
 
 
-def test_interrupted_export_import_and_ingest_leave_nothing_after_start_up(db, admin, project, labeled,  # noqa: F811 - the fixture
+def test_interrupted_export_import_and_ingest_leave_nothing_after_start_up(db, admin, project, labeled,
                                                                           data_dir):
     kept = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
     stored_before = {p for p in (data_dir / "images").rglob("*") if p.is_file()}

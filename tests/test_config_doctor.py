@@ -3,58 +3,23 @@ anchor coverage and its fix, small and elongated objects, schedules, batch and e
 classes, random_crop_image, the CLI, run launch and the Configs page's Doctor panel."""
 from __future__ import annotations
 
-import io
 import json
 import math
-import random
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-from backend import annotations, config_doctor as doctor, dataset_versions, demo, images, projects, run_lifecycle, run_views, saved_configs
+from backend import config_doctor as doctor, dataset_versions, demo, run_lifecycle, run_views, saved_configs
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable
-from backend.db import one
 from backend.errors import Invalid
-from tests.helpers import button, signed_in
+from tests.helpers import ZOO_128, button, shapes_version, signed_in
 from tests.helpers import STAND_IN
 
-ZOO_128 = Path(__file__).parent / "fixtures" / "doctor" / "zoo_fpnlite_128.config"
 SHARED_ZOO = (Path(__file__).resolve().parents[1].parent / "shared" / "tfod" / "configs"
               / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config")
 COSINE = "train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate"
-
-
-def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14, 44), size=128,
-                   count=40, seed=1) -> dataset_versions.DatasetVersion:
-    """A project of `count` generated `size`×`size` PNGs with 1–3 discs and squares of a side
-    drawn from `sides` (pixels) each, every image labeled, exported as a TFRecord version."""
-    project = projects.create_project(db, actor, name, list(classes))
-    label_ids = {row["name"]: row["id"] for row in projects.list_labels(db, project["id"])}
-    rng = random.Random(seed)
-    scenes = []
-    for _ in range(count):
-        image = Image.new("RGB", (size, size), (120, 120, 120))
-        draw = ImageDraw.Draw(image)
-        objects = []
-        for _ in range(rng.randint(1, 3)):
-            side = rng.randint(*sides)
-            x0, y0 = rng.randint(0, size - side), rng.randint(0, size - side)
-            name_ = rng.choice(("circle", "square"))
-            (draw.ellipse if name_ == "circle" else draw.rectangle)((x0, y0, x0 + side, y0 + side), fill=(220, 30, 30))
-            objects.append((name_, (x0, y0, x0 + side, y0 + side)))
-        out = io.BytesIO()
-        image.save(out, format="PNG")
-        scenes.append((out.getvalue(), objects))
-    report = images.ingest(db, actor, project["id"], ((f"s{i:03d}.png", data) for i, (data, _) in enumerate(scenes)))
-    for item, (_, objects) in zip(report.items, scenes):
-        version = one(db, "select version from images where id = ?", [item.image_id])["version"]
-        annotations.save_boxes(db, actor, item.image_id, [
-            {"label_id": label_ids[c], "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for c, b in objects],
-            version, status="labeled")
-    return dataset_versions.dataset_version(db, dataset_versions.create_export(db, actor, project["id"], "tfrecord")["id"])
 
 
 def database_boxes(db, project_id: int) -> np.ndarray:

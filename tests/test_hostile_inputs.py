@@ -10,7 +10,7 @@ import json
 
 import pytest
 
-from backend import importers, record_browser, run_lifecycle, saved_configs
+from backend import config_check, importers, record_browser, run_lifecycle, saved_configs
 from backend import config_document as pc
 from backend.__main__ import main as cli_main
 from backend.auth import CLI_ACTOR
@@ -242,7 +242,7 @@ def test_deeply_nested_config_is_a_syntax_error_not_a_recursion_error(capsys, tm
     text = "model " + "{ a " * 5000 + "}" * 5000
     with pytest.raises(pc.ConfigSyntaxError, match="nested deeper than 100 levels"):
         pc.parse(text)
-    problems = saved_configs.validate(text, actor=CLI_ACTOR)
+    problems = config_check.check(text, actor=CLI_ACTOR)
     assert [p.message for p in problems] == [
         "line 1, column 407: messages are nested deeper than 100 levels"]
     path = tmp_path / "pipeline.config"
@@ -255,7 +255,7 @@ def test_deeply_nested_config_is_a_syntax_error_not_a_recursion_error(capsys, tm
 def test_a_huge_fine_tune_checkpoint_is_a_problem_not_an_oserror(tmp_path, capsys, length):
     checkpoint = "c" * length
     text = _good_config(tmp_path, fine_tune_checkpoint=checkpoint)
-    messages = [p.message for p in saved_configs.validate(text, actor=CLI_ACTOR)]
+    messages = [p.message for p in config_check.check(text, actor=CLI_ACTOR)]
     shown = f"'{'c' * 200}…' ({length:,} characters)"
     assert f"fine-tune checkpoint {shown} is not a usable path (too long)" in messages
     path = tmp_path / "pipeline.config"
@@ -301,7 +301,7 @@ def test_an_input_path_that_is_not_a_tfrecord_is_refused_before_training(tmp_pat
     fake.write_bytes(content)
     text = _good_config(tmp_path, input_path=str(fake))
     message = f"{str(fake)!r} is not a TFRecord file ({reason})"
-    assert message in [p.message for p in saved_configs.validate(text, actor=CLI_ACTOR)]
+    assert message in [p.message for p in config_check.check(text, actor=CLI_ACTOR)]
     path = tmp_path / "pipeline.config"
     path.write_text(text)
     code, lines = _check(capsys, path)
@@ -319,7 +319,7 @@ def test_etc_passwd_as_input_path_fails_config_check(tmp_path, capsys):
 
 def test_a_real_record_file_passes_the_input_check(tmp_path):
     text = _good_config(tmp_path)
-    assert not [p for p in saved_configs.validate(text, actor=CLI_ACTOR) if "TFRecord" in p.message]
+    assert not [p for p in config_check.check(text, actor=CLI_ACTOR) if "TFRecord" in p.message]
     assert tfrecord_framing.not_a_record_file(tmp_path / "ds" / "train.record") is None
 
 

@@ -8,7 +8,7 @@ import json
 import pytest
 from PIL import Image
 
-from backend import inference
+from backend import inference, projects
 from backend.images import ImageRejected
 from tests import savedmodels
 from tests.helpers import image_bytes
@@ -159,7 +159,7 @@ def test_boxes_are_drawn_in_the_class_colour(detector):
     image = Image.new("RGB", (200, 100), (255, 255, 255))
     prediction = detector.predict_image(image, "white")
     drawn = inference.draw(image, prediction.filtered(0.5))
-    dog_color = Image.new("RGB", (1, 1), inference.class_color(2)).getpixel((0, 0))
+    dog_color = Image.new("RGB", (1, 1), projects.class_color(2)).getpixel((0, 0))
     assert drawn.getpixel((179, 60)) == dog_color        # right edge of the dog box (x = 180)
     assert drawn.getpixel((120, 60)) == (255, 255, 255)  # inside stays untouched
     assert image.getpixel((180, 60)) == (255, 255, 255)  # the original is not drawn on

@@ -8,9 +8,8 @@ import os
 
 import pytest
 
-from backend import dataset_versions, importers, record_browser, saved_configs
+from backend import config_check, dataset_versions, importers, record_browser
 from backend.auth import CLI_ACTOR
-from tests.formats.conftest import labeled  # noqa: F401 - fixture
 from tests.helpers import button, image_bytes, signed_in
 from tests.helpers import CONFIG
 
@@ -36,7 +35,7 @@ def _config_with(label_map_path: str) -> str:
 def test_config_validation_never_reads_or_echoes_an_outside_label_map(db, users, outside, role):
     found = {}
     for which in ("secret", "missing"):
-        problems = saved_configs.validate(_config_with(str(outside[which])), actor=users[role])
+        problems = config_check.check(_config_with(str(outside[which])), actor=users[role])
         [problem] = [p for p in problems if p.path == "train_input_reader.label_map_path"]
         found[which] = problem.message.replace(str(outside[which]), "PATH")
         assert "hunter2" not in str(problem)
@@ -60,7 +59,7 @@ def test_configs_page_validate_neither_quotes_nor_tells_existence_of_an_outside_
 def test_config_validation_never_quotes_a_label_map_that_does_not_parse(db, users, data_dir):
     broken = data_dir / "broken.pbtxt"
     broken.write_text(SECRET)  # readable by the user (in the data folder), yet never quoted
-    [problem] = [p for p in saved_configs.validate(_config_with(str(broken)), actor=users["viewer"])
+    [problem] = [p for p in config_check.check(_config_with(str(broken)), actor=users["viewer"])
                  if p.path == "train_input_reader.label_map_path"]
     assert problem.message == f"label map '{broken}' does not parse (line 2, column 1)"
     assert "hunter2" not in problem.message
@@ -78,12 +77,12 @@ def test_other_config_paths_and_a_run_checkpoint_are_confined(db, users, outside
     doc = _config_with("PATH_TO_BE_CONFIGURED").replace(
         'input_path: "PATH_TO_BE_CONFIGURED"', f'input_path: "{outside["secret"]}"', 1)
     doc = doc.replace("train_config {", f'train_config {{\n  fine_tune_checkpoint: "{outside["secret"]}"', 1)
-    refused = {p.path: p.message for p in saved_configs.validate(doc, actor=users["viewer"]) if "may not" in p.message}
+    refused = {p.path: p.message for p in config_check.check(doc, actor=users["viewer"]) if "may not" in p.message}
     # (the eval reader's relative PATH_TO_BE_CONFIGURED resolves against the working folder: refused too)
     assert set(refused) == {"train_input_reader.tf_record_input_reader.input_path",
                             "train_config.fine_tune_checkpoint", "train_input_reader.label_map_path",
                             "eval_input_reader.tf_record_input_reader.input_path"}
-    admin = {p.path for p in saved_configs.validate(doc, actor=CLI_ACTOR) if "may not" in p.message}
+    admin = {p.path for p in config_check.check(doc, actor=CLI_ACTOR) if "may not" in p.message}
     assert admin == set()
 
 
@@ -129,7 +128,7 @@ def test_voc_path_field_and_import_sources_outside_are_refused(db, users, projec
     assert importers.import_annotations(db, users["admin"], project["id"], folder, "voc").ok
 
 
-def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,  # noqa: F811 - the fixture
+def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,
                                                                          outside):
     version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
     pattern = version["input_globs"]["train"]
@@ -156,7 +155,7 @@ def test_a_glob_cannot_reach_outside_through_a_symlink(db, users, data_dir, outs
         record_browser.inspect(users["viewer"], str(folder))
 
 
-def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):  # noqa: F811 - the fixture
+def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):
     target = tmp_path / "elsewhere"
     with pytest.raises(PermissionError, match="may not write a dataset version to"):
         dataset_versions.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)

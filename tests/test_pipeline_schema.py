@@ -221,13 +221,14 @@ def test_the_trainer_and_the_doctor_assume_the_schema_defaults():
             assert assumed.pop("schedule") == [] and schema.descriptor(f"{learning_rate}.{message}.schedule")
         assert assumed == schema.defaults(f"{learning_rate}.{message}"), kind
 
-    matcher = training_config._matcher(Message())
+    empty = schema.TrainEvalPipelineConfig().model.ssd
+    matcher = training_config._matcher(empty.matcher.argmax_matcher)
     argmax = schema.defaults("model.ssd.matcher.argmax_matcher")
     for name in ("matched_threshold", "unmatched_threshold", "force_match_for_each_row",
                  "ignore_thresholds", "negatives_lower_than_unmatched"):
         assert getattr(matcher, name) == argmax[name], name
 
-    hyper = training_config.conv_hyperparams(Message())
+    hyper = training_config.conv_hyperparams(empty.feature_extractor.conv_hyperparams)
     batch_norm = schema.defaults("model.ssd.feature_extractor.conv_hyperparams.batch_norm")
     assert (hyper.batch_norm_decay, hyper.batch_norm_epsilon, hyper.batch_norm_scale, hyper.batch_norm_center) == (
         batch_norm["decay"], batch_norm["epsilon"], batch_norm["scale"], batch_norm["center"])

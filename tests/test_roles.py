@@ -108,7 +108,7 @@ WRITES = [
 # Functions with an actor that only read (or decide what the actor may see).
 READS = {
     "auth.can", "auth.require", "labeling.open_image",  # viewers open images without a lease
-    "labeling.queue_size", "saved_configs.validate", "paths.confine", "paths.allows",
+    "labeling.queue_size", "config_check.check", "paths.confine", "paths.allows",
     "paths.confine_pattern", "paths.rule", "record_browser.confined_set", "record_browser.inspect", "record_browser.page",
     "labeling.why_queue_is_empty", "tflite.download",
     # Every signed-in user changes their own password (with the current one): no role lacks it.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import config_document as pc, dataset_versions, saved_configs
+from backend import config_check, config_document as pc, dataset_versions, saved_configs
 from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -58,7 +58,7 @@ def test_edits_by_path_round_trip_on_every_shared_config(path):
 
 
 def test_syntax_error_is_one_problem_with_line_and_column():
-    problems = saved_configs.validate("model {\n  ssd {\n    num_classes: 3\n  }\n}\ntrain_config { batch_size: }\n",
+    problems = config_check.check("model {\n  ssd {\n    num_classes: 3\n  }\n}\ntrain_config { batch_size: }\n",
                                 actor=CLI_ACTOR)
     assert len(problems) == 1
     assert problems[0].line == 6 and "line 6, column" in problems[0].message
@@ -66,12 +66,12 @@ def test_syntax_error_is_one_problem_with_line_and_column():
 
 def test_valid_filled_config_has_no_problems(version):
     filled = saved_configs.fill_from_dataset_version(CONFIG, version)
-    assert saved_configs.validate(filled, version, actor=CLI_ACTOR, external=True) == []
+    assert config_check.check(filled, version, actor=CLI_ACTOR, external=True) == []
 
 
 def test_num_classes_must_match_the_label_map_with_its_line(version):
     filled = saved_configs.fill_from_dataset_version(CONFIG, version).replace("num_classes: 3", "num_classes: 5")
-    problems = saved_configs.validate(filled, version, actor=CLI_ACTOR, external=True)
+    problems = config_check.check(filled, version, actor=CLI_ACTOR, external=True)
     assert [(p.path, p.line) for p in problems] == [("model.ssd.num_classes", 5)]
     assert "num_classes is 5 but the label map" in problems[0].message
     assert "3 classes with ids up to 3" in problems[0].message
@@ -84,7 +84,7 @@ def test_missing_and_broken_label_maps_are_reported(version, tmp_path):
     text = pc.ConfigDocument(filled)
     text.set("train_input_reader.label_map_path", str(tmp_path / "missing.pbtxt"))
     text.set("eval_input_reader.label_map_path", str(broken))
-    problems = saved_configs.validate(text.text, version, actor=CLI_ACTOR, external=True)
+    problems = config_check.check(text.text, version, actor=CLI_ACTOR, external=True)
     messages = {p.path: p.message for p in problems}
     assert "does not exist" in messages["train_input_reader.label_map_path"]
     assert "does not parse" in messages["eval_input_reader.label_map_path"]
@@ -96,7 +96,7 @@ def test_input_globs_must_match_shards_of_the_dataset_version(version, tmp_path)
     elsewhere = tmp_path / "other.record-00000-of-00001"
     elsewhere.write_bytes(b"")
     doc.set("eval_input_reader.tf_record_input_reader.input_path", str(elsewhere))
-    problems = {p.path: p for p in saved_configs.validate(doc.text, version, actor=CLI_ACTOR, external=True)}
+    problems = {p.path: p for p in config_check.check(doc.text, version, actor=CLI_ACTOR, external=True)}
     assert "matches no TFRecord shard" in problems["train_input_reader.tf_record_input_reader.input_path"].message
     assert problems["train_input_reader.tf_record_input_reader.input_path"].line == 18
     assert "is not a shard of dataset version" in problems["eval_input_reader.tf_record_input_reader.input_path"].message
@@ -108,23 +108,23 @@ def test_schedule_and_fine_tune_checkpoint_are_checked(version, tmp_path):
     doc.set(f"{prefix}.warmup_steps", 500)
     doc.set(f"{prefix}.warmup_learning_rate", 0.1)
     doc.set("train_config.fine_tune_checkpoint", str(tmp_path / "ckpt-9"))
-    messages = [str(p) for p in saved_configs.validate(doc.text, version, actor=CLI_ACTOR, external=True)]
+    messages = [str(p) for p in config_check.check(doc.text, version, actor=CLI_ACTOR, external=True)]
     assert any("total_steps (100) must be ≥ warmup_steps (500)" in m for m in messages)
     assert any("learning_rate_base (0.04) must be ≥ warmup_learning_rate (0.1)" in m for m in messages)
     assert any(m.startswith("line 15: train_config.fine_tune_checkpoint") and "does not exist" in m
                for m in messages)
     (tmp_path / "ckpt-9.index").write_bytes(b"")
-    assert not any("fine_tune_checkpoint" in m for m in map(str, saved_configs.validate(doc.text, version, actor=CLI_ACTOR, external=True)))
+    assert not any("fine_tune_checkpoint" in m for m in map(str, config_check.check(doc.text, version, actor=CLI_ACTOR, external=True)))
 
 
 @needs_shared_tfod
 def test_the_boxwise_trainer_flags_unsupported_meta_architectures(version):
     text = (SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config").read_text()
-    problems = saved_configs.validate(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR)
+    problems = config_check.check(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR)
     arch = [p for p in problems if p.path == "model.faster_rcnn"]
     assert arch and arch[0].line > 0 and "faster_rcnn is not supported" in arch[0].message
     # An external TF OD API runner trains it: no meta-architecture problem then.
-    assert not [p for p in saved_configs.validate(saved_configs.fill_from_dataset_version(text, version), version,
+    assert not [p for p in config_check.check(saved_configs.fill_from_dataset_version(text, version), version,
                                             actor=CLI_ACTOR, external=True) if p.path.startswith("model.")]
 
 
@@ -132,7 +132,7 @@ def test_the_boxwise_trainer_flags_unsupported_meta_architectures(version):
 def test_templates_filled_from_a_dataset_version_are_valid(name, version):
     text = saved_configs.templates()[name]
     assert "PATH_TO_BE_CONFIGURED" in text
-    assert saved_configs.validate(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR) == []
+    assert config_check.check(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR) == []
 
 
 QUICK_CHOSEN = {  # measured on the demo project, BENCHMARKS.md "Templates (issue 11 item 5)"

@@ -13,7 +13,7 @@ import pytest
 from backend import images, importers, model_registry, record_browser
 from backend.errors import Invalid
 from tests import savedmodels
-from tests.formats.test_import import voc_xml
+from tests.helpers import add_image, voc_xml
 from tests.helpers import image_bytes
 
 EXECUTABLE = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
@@ -73,7 +73,6 @@ def test_old_record_uploads_and_extracted_zips_are_removed(users, data_dir):
 
 def test_extracted_zips_download_and_nothing_else_does(db, users, project, data_dir, tmp_path):
     from backend import dataset_versions
-    from tests.formats.conftest import add_image
     add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
     version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
     path, result = record_browser.extract_zip(users["reviewer"], version["input_globs"]["train"], False)

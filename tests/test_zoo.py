@@ -17,32 +17,7 @@ from backend import model_registry, saved_configs, zoo
 from backend.coco_classes import COCO_CLASSES
 from backend.errors import Conflict, Invalid
 from backend.config_document import ConfigDocument
-from tests.helpers import ODAPI_FIXTURES, needs_shared_tfod, SHARED_TFOD
-
-SMALL128 = ODAPI_FIXTURES / "small128"
-NAME = "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8"
-
-
-def add_folder(archive: tarfile.TarFile, source: Path, arcname: str) -> None:
-    for path in sorted(source.rglob("*")):
-        if path.is_file():
-            archive.add(path, arcname=f"{arcname}/{path.relative_to(source).as_posix()}")
-
-
-def zoo_tarball(target: Path, name: str = NAME, source: Path = SMALL128, *, skip: tuple[str, ...] = (),
-                extra=None) -> Path:
-    """A tarball in the zoo's layout: `<name>/checkpoint/ckpt-0.*`, `saved_model/`, `pipeline.config`."""
-    with tarfile.open(target, "w:gz") as archive:
-        for part in ("checkpoint", "saved_model"):
-            if part not in skip:
-                add_folder(archive, source / part, f"{name}/{part}")
-        for single in ("pipeline.config", "label_map.pbtxt"):
-            if single not in skip and (source / single).is_file():
-                archive.add(source / single, arcname=f"{name}/{single}")
-        if extra:
-            extra(archive)
-    return target
-
+from tests.helpers import ODAPI_FIXTURES, SHARED_TFOD, SMALL128, ZOO_NAME as NAME, needs_shared_tfod, zoo_tarball
 
 def copy_model_parts(target: Path, source: Path = SMALL128, label_map: bool = True) -> Path:
     """`checkpoint/` and `saved_model/` of `source` copied under `target` (a tarball's folder to edit)."""

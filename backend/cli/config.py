@@ -65,8 +65,8 @@ def config_set(args) -> int:
 
 
 def config_check(args) -> int:
-    from backend import config_document
-    from backend.training.training_config import check_config, check_inputs, ignored_fields
+    from backend import config_check, config_document
+    from backend.auth import CLI_ACTOR
     try:
         doc = config_document.ConfigDocument.load(args.file)
     except Invalid as exc:  # a syntax error (with its line), or not a text file at all
@@ -79,26 +79,26 @@ def config_check(args) -> int:
         return 1
     report = None
     if args.dataset_version is not None:
-        from backend import config_doctor, dataset_versions, saved_configs
-        from backend.auth import CLI_ACTOR
+        from backend import config_doctor, dataset_versions
         from backend.db import connect
         version = dataset_versions.dataset_version(connect(), args.dataset_version)
-        problems = saved_configs.validate(doc.text, version, actor=CLI_ACTOR)
+        problems = config_check.check(doc.text, version, actor=CLI_ACTOR)
         report = config_doctor.examine(doc.text, version)
     else:
-        problems = check_config(doc) + check_inputs(doc)
+        problems = config_check.check(doc.text, actor=CLI_ACTOR)
+    ignored = config_check.ignored(doc.text)
     failed = bool(problems) or bool(report and report.errors)
     if args.json:
         print(json.dumps({
             "file": args.file,
             "problems": [{"path": p.path, "line": p.line, "message": p.message} for p in problems],
-            "ignored": [{"path": path, "line": line} for path, line in ignored_fields(doc)],
+            "ignored": [{"path": path, "line": line, "reason": reason} for path, line, reason in ignored],
             "findings": report.to_json() if report is not None else None}, indent=2, ensure_ascii=False))
         return 1 if failed else 0
     for problem in problems:
         print(f"{args.file}: {problem}")
-    for path, line in ignored_fields(doc):
-        print(f"{args.file}: line {line}: {path}: ignored (no effect on TF 2 / Keras 3)")
+    for path, line, reason in ignored:
+        print(f"{args.file}: line {line}: {path}: ignored ({reason})")
     for finding in (report.findings if report is not None else []):
         print(f"{args.file}: {finding}")
     if not failed:

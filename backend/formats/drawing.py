@@ -1,29 +1,30 @@
-"""Boxes drawn on images, for previews and "extract with boxes" (pixels, xmin/ymin/xmax/ymax)."""
+"""The one box-drawing function: boxes with captions on an image, for TFRecord previews,
+"extract with boxes" and predictions (pixels, xmin/ymin/xmax/ymax)."""
 from __future__ import annotations
 
 import io
+from collections.abc import Iterable
 
 from PIL import Image, ImageDraw, ImageFont
 
-from backend.projects import PALETTE
 
-
-def draw_boxes(image: Image.Image, boxes: list[tuple[str, tuple[float, float, float, float]]],
-               colors: dict[str, str] | None = None) -> Image.Image:
-    """A copy of `image` (RGB) with each `(caption, (xmin, ymin, xmax, ymax) in pixels)` drawn."""
-    out = image.convert("RGB").copy()
+def draw_boxes(image: Image.Image, boxes: Iterable[tuple[str, tuple[float, float, float, float], str]]
+               ) -> Image.Image:
+    """A copy of `image` (RGB) with each `(caption, (xmin, ymin, xmax, ymax) in pixels, colour)`
+    drawn: the outline, and the caption on a filled tab above the box (inside it at the top edge)."""
+    out = image.convert("RGB")
+    if out is image:
+        out = out.copy()
     pen = ImageDraw.Draw(out)
-    font = ImageFont.load_default()
-    width = max(1, round(max(out.size) / 300))
-    names = sorted({caption for caption, _ in boxes})
-    for caption, (xmin, ymin, xmax, ymax) in boxes:
-        color = (colors or {}).get(caption) or PALETTE[names.index(caption) % len(PALETTE)]
-        pen.rectangle([xmin, ymin, xmax, ymax], outline=color, width=width)
+    line = max(2, round(min(out.size) / 200))
+    font = ImageFont.load_default(size=max(12, round(min(out.size) / 40)))
+    for caption, (xmin, ymin, xmax, ymax), color in boxes:
+        pen.rectangle([xmin, ymin, xmax, ymax], outline=color, width=line)
         if caption:
-            left, top, right, bottom = pen.textbbox((xmin, ymin), caption, font=font)
-            y = ymin - (bottom - top) - 2 if ymin - (bottom - top) - 2 >= 0 else ymin
-            pen.rectangle([xmin, y, xmin + (right - left) + 4, y + (bottom - top) + 2], fill=color)
-            pen.text((xmin + 2, y), caption, fill="black", font=font)
+            left, top, right, bottom = pen.textbbox((0, 0), caption, font=font)
+            tab_y = ymin - (bottom - top) - 4 if ymin - (bottom - top) - 4 >= 0 else ymin
+            pen.rectangle([xmin, tab_y, xmin + right - left + 4, tab_y + bottom - top + 4], fill=color)
+            pen.text((xmin + 2 - left, tab_y + 2 - top), caption, fill="black", font=font)
     return out
 
 

@@ -1,6 +1,7 @@
 """`tf.train.Example`, the message inside each TFRecord: the feature keys and kinds the TF OD API
-reads, encoding in protobuf wire format by hand (`example_parts`, `encode_example`) and
-decoding with protobuf alone (`decode` into a `DecodedExample`), without TensorFlow.
+reads, encoding in protobuf wire format by hand (`example_parts`, `encode_example`: faster than
+building messages) and decoding with `backend/tf_protos/example.proto` (`decode` into a
+`DecodedExample`), without TensorFlow.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from backend.formats import boxes as box_convert, tfrecord_framing
 from backend.formats.label_map import LabelMap
 from backend.formats.records import ExportImage
+from backend.tf_protos import example_pb2
 
 
 BOX_KEYS = ("image/object/bbox/xmin", "image/object/bbox/ymin", "image/object/bbox/xmax",
@@ -30,56 +32,6 @@ FEATURE_KINDS = {
                                      "image/object/is_crowd", "image/object/group_of")},
     **{key: "float_list" for key in (*BOX_KEYS, "image/object/area", "image/object/weight")},
 }
-
-_EXAMPLE_PROTO = None
-
-
-def _example_class():
-    """`tf.train.Example` and friends built from their .proto definition with protobuf alone,
-    in a private descriptor pool: reading Examples never imports TensorFlow (seconds of
-    start-up). Writing does not use it either: see `example_parts`."""
-    global _EXAMPLE_PROTO
-    if _EXAMPLE_PROTO is None:
-        import types
-
-        from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-        F = descriptor_pb2.FieldDescriptorProto
-        proto = descriptor_pb2.FileDescriptorProto(name="boxwise/tf_example.proto",
-                                                   package="tensorflow", syntax="proto3")
-
-        def message(name, fields, parent=None):
-            body = (parent.nested_type if parent else proto.message_type).add(name=name)
-            for field_name, number, kind, label, type_name, oneof in fields:
-                field = body.field.add(name=field_name, number=number, type=kind, label=label)
-                if type_name:
-                    field.type_name = type_name
-                if oneof is not None:
-                    field.oneof_index = oneof
-            return body
-
-        repeated, optional = F.LABEL_REPEATED, F.LABEL_OPTIONAL
-        message("BytesList", [("value", 1, F.TYPE_BYTES, repeated, None, None)])
-        message("FloatList", [("value", 1, F.TYPE_FLOAT, repeated, None, None)])
-        message("Int64List", [("value", 1, F.TYPE_INT64, repeated, None, None)])
-        feature = message("Feature", [
-            ("bytes_list", 1, F.TYPE_MESSAGE, optional, ".tensorflow.BytesList", 0),
-            ("float_list", 2, F.TYPE_MESSAGE, optional, ".tensorflow.FloatList", 0),
-            ("int64_list", 3, F.TYPE_MESSAGE, optional, ".tensorflow.Int64List", 0)])
-        feature.oneof_decl.add(name="kind")
-        features = message("Features", [("feature", 1, F.TYPE_MESSAGE, repeated,
-                                         ".tensorflow.Features.FeatureEntry", None)])
-        entry = message("FeatureEntry", [("key", 1, F.TYPE_STRING, optional, None, None),
-                                         ("value", 2, F.TYPE_MESSAGE, optional, ".tensorflow.Feature", None)],
-                        parent=features)
-        entry.options.map_entry = True
-        message("Example", [("features", 1, F.TYPE_MESSAGE, optional, ".tensorflow.Features", None)])
-        pool = descriptor_pool.DescriptorPool()
-        pool.Add(proto)
-        classes = message_factory.GetMessageClassesForFiles([proto.name], pool)
-        _EXAMPLE_PROTO = types.SimpleNamespace(Example=classes["tensorflow.Example"])
-    return _EXAMPLE_PROTO
-
 
 _ONE_BYTE = [bytes((n,)) for n in range(128)]
 
@@ -275,7 +227,7 @@ def decode(raw: bytes, file: str = "", index: int = 0) -> DecodedExample:
     """Parse a serialised `tf.train.Example`. Raises RecordError when it is not one."""
     from google.protobuf.message import DecodeError
 
-    example = _example_class().Example()
+    example = example_pb2.Example()
     try:
         example.ParseFromString(raw)
     except DecodeError as exc:

@@ -17,7 +17,7 @@ Feature keys are exactly those the TF OD API decoder (`TfExampleDecoder`) reads:
 Record sets are a file, a glob (`train.record-?????-of-00010`), a folder, or several of
 these separated by commas; GZIP-compressed files are recognised by their magic bytes
 (`tfrecord_framing`, which also frames records: length, CRC-32C). Examples are parsed with
-protobuf alone and written in wire format by hand (`tf_example`): neither reading nor writing
+`backend/tf_protos/example.proto` and written in wire format by hand (`tf_example`): neither reading nor writing
 imports TensorFlow. Validating a set is `tfrecord_checks`, drawing and extracting its images
 `tfrecord_preview`.
 """

@@ -15,6 +15,7 @@ from backend import atomic
 from backend.errors import Invalid
 from backend.formats import boxes as box_convert, drawing, tf_example, tfrecord, tfrecord_checks, tfrecord_framing
 from backend.formats.label_map import LabelMap
+from backend.projects import class_color
 
 
 def preview(example: tf_example.DecodedExample, label_map: LabelMap | None = None) -> Image.Image:
@@ -26,7 +27,8 @@ def preview(example: tf_example.DecodedExample, label_map: LabelMap | None = Non
         raise Invalid(f"{example.file} record {example.index}: image does not decode: {exc}") from None
     width, height = image.size
     drawn = [(example.caption(b, label_map),
-              box_convert.from_normalized((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), width, height))
+              box_convert.from_normalized((b["xmin"], b["ymin"], b["xmax"], b["ymax"]), width, height),
+              class_color(b["label"] if isinstance(b["label"], int) else 1))
              for b in example.boxes()]
     return drawing.draw_boxes(image, drawn)
 

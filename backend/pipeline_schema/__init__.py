@@ -187,6 +187,27 @@ def defaults(message_path: str) -> dict[str, Any]:
     return {f.name: _default_of(f) for f in message.fields if f.message_type is None}
 
 
+def values(message) -> dict[str, Any]:
+    """Every scalar field of a typed message: its value, or the schema's default where the text
+    leaves it out, as the text would write it (floats at float precision, enums by name,
+    repeated fields as lists). Message fields are left out: read them from `message`."""
+    out: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        if field.message_type is not None:
+            continue
+        value = getattr(message, field.name)
+        out[field.name] = [_scalar(field, v) for v in value] if field.is_repeated else _scalar(field, value)
+    return out
+
+
+def _scalar(field: _descriptor.FieldDescriptor, value: Any) -> Any:
+    if field.type == field.TYPE_ENUM:
+        return field.enum_type.values_by_number[value].name
+    if field.type == field.TYPE_FLOAT:
+        return _as_float32_text(value)
+    return value
+
+
 def _default_of(field: _descriptor.FieldDescriptor) -> Any:
     if field.is_repeated:
         return []

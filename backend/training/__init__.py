@@ -9,8 +9,8 @@ Public functions (the CLI calls exactly these):
   sample_1_of_n=1)` and `evaluate.evaluate_checkpoint(pipeline_config_path, checkpoint_path)`;
   `evaluate.read_metrics(model_dir)` reads `metrics.json`
 - `export.export_model(pipeline_config_path, trained_checkpoint_dir, output_directory)`
-- `config.check_config(doc)`, `config.check_inputs(doc)`, `config.ignored_fields(doc)`,
-  `config.training_config(doc)` for a `backend.config_document.ConfigDocument`
+- `training_config.training_config(doc)` for a `backend.config_document.ConfigDocument` (what it
+  refuses: `backend.config_check.check`, the one config check)
 - `templates.template_text(name)`, `templates.render_template(name, num_classes=..., train_input=...,
   eval_input=..., label_map_path=..., num_steps=..., batch_size=...)`, `templates.TEMPLATES`
 

@@ -164,19 +164,6 @@ class MatcherSpec:
     ignore_thresholds: bool = False
     negatives_lower_than_unmatched: bool = True
 
-    def problems(self) -> list[str]:
-        """What the TF OD API's ArgMaxMatcher refuses to build with these settings."""
-        if self.ignore_thresholds:
-            return []
-        out = []
-        if self.unmatched_threshold > self.matched_threshold:
-            out.append(f"unmatched_threshold ({self.unmatched_threshold}) must be ≤ matched_threshold "
-                       f"({self.matched_threshold})")
-        elif not self.negatives_lower_than_unmatched and self.unmatched_threshold == self.matched_threshold:
-            out.append("negatives_lower_than_unmatched: false needs unmatched_threshold < matched_threshold "
-                       f"(both are {self.matched_threshold})")
-        return out
-
 
 def match(anchors, gt_boxes, gt_valid, spec: MatcherSpec = MatcherSpec()):
     """The TF OD API's argmax matcher, per image: anchors `[A, 4]`, gt_boxes `[B, M, 4]` (yxyx),

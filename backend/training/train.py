@@ -33,7 +33,8 @@ from typing import Any, Callable
 import keras
 import tensorflow as tf
 
-from backend import atomic
+from backend import atomic, config_check
+from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from backend.config_document import ConfigDocument
 from backend.training import progress, restore
@@ -460,9 +461,12 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
            batch_size) -> dict[str, Any]:
     started_at = time.time()
     doc = ConfigDocument.load(config_path)
+    problems = config_check.check(doc.text, actor=CLI_ACTOR)  # what the Configs page and `config check` say
+    if problems:
+        raise Invalid(f"the config cannot be trained in {config_path}:\n" + "\n".join(f"- {p}" for p in problems))
     config = training_config(doc)
-    for path, line in config.ignored:
-        log.warning("ignored (no effect on TF 2 / Keras 3): %s (line %d)", path, line)
+    for path, line, reason in config.ignored:
+        log.warning("ignored: %s (line %d): %s", path, line, reason)
     check_fine_tune_checkpoint(config, doc)
     total_steps = int(num_train_steps or config.num_steps)
     if total_steps <= 0:

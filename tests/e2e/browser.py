@@ -50,3 +50,14 @@ def signed_in_page(browser, url: str, username: str, link: str):
     page.get_by_text(f"Signed in as {username}").wait_for()
     page.get_by_role("link", name=link).click()
     return page
+
+
+def fill_login(page, username: str):
+    """The app's login form, then the Label page."""
+    page.get_by_role("textbox", name="User name").fill(username)
+    page.get_by_role("textbox", name="Password", exact=True).fill(f"{username}-password")
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_text(f"Signed in as {username}").wait_for()
+    page.get_by_role("link", name="Label").click()
+    page.get_by_role("button", name="Next image to label").wait_for()
+    return page

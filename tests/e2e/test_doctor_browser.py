@@ -10,7 +10,7 @@ import pytest
 
 from backend import saved_configs
 from tests.e2e.browser import playwright_api, signed_in_page, wait_idle
-from tests.test_config_doctor import ZOO_128, shapes_version
+from tests.helpers import ZOO_128, shapes_version
 
 pytestmark = pytest.mark.e2e
 expect = playwright_api.expect

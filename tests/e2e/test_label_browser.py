@@ -7,7 +7,7 @@ import re
 import pytest
 
 from backend import annotations, auth, images, projects
-from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
+from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, fill_login, playwright_api, wait_idle
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.e2e
@@ -37,17 +37,6 @@ def log_in(browser, url: str, username: str):
     page = context.new_page()
     page.goto(url)
     return fill_login(page, username)
-
-
-def fill_login(page, username: str):
-    """The app's login form, then the Label page."""
-    page.get_by_role("textbox", name="User name").fill(username)
-    page.get_by_role("textbox", name="Password", exact=True).fill(f"{username}-password")
-    page.get_by_role("button", name="Log in").click()
-    page.get_by_text(f"Signed in as {username}").wait_for()
-    page.get_by_role("link", name="Label").click()
-    page.get_by_role("button", name="Next image to label").wait_for()
-    return page
 
 
 def header(page, image_id: int):

@@ -8,8 +8,7 @@ import re
 import pytest
 
 from backend import annotations, auth, images, projects
-from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, wait_idle
-from tests.e2e.test_label_browser import fill_login
+from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, fill_login, wait_idle
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.e2e

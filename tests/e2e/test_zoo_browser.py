@@ -7,7 +7,7 @@ import pytest
 
 from backend import dataset_versions, demo, run_lifecycle
 from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, playwright_api, wait_idle
-from tests.test_zoo import NAME, zoo_tarball
+from tests.helpers import ZOO_NAME as NAME, zoo_tarball
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 expect = playwright_api.expect

@@ -15,7 +15,7 @@ from backend import config_document, dataset_versions, images, projects, setting
 from backend.__main__ import main
 from backend.auth import CLI_ACTOR
 from backend.formats import label_map
-from tests.formats.conftest import add_image
+from tests.helpers import add_image
 from tests.formats.tfod import parse_records
 from tests.helpers import ZOO_FPNLITE_CONFIG
 

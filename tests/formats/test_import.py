@@ -10,17 +10,7 @@ import pytest
 from backend import dataset_versions, importers, projects, settings
 from backend.__main__ import main
 from tests.formats.tfod import example, write_records
-from tests.helpers import SHARED_TFOD, image_bytes, needs_shared_tfod
-
-
-def voc_xml(filename, size, objects):
-    parts = [f"<annotation><folder>imgs</folder><filename>{filename}</filename>"
-             f"<size><width>{size[0]}</width><height>{size[1]}</height><depth>3</depth></size>"]
-    for name, (x0, y0, x1, y1), difficult, truncated in objects:
-        parts.append(f"<object><name>{name}</name><pose>Unspecified</pose><truncated>{truncated}</truncated>"
-                     f"<difficult>{difficult}</difficult><bndbox><xmin>{x0}</xmin><ymin>{y0}</ymin>"
-                     f"<xmax>{x1}</xmax><ymax>{y1}</ymax></bndbox></object>")
-    return "".join(parts) + "</annotation>"
+from tests.helpers import SHARED_TFOD, image_bytes, needs_shared_tfod, voc_xml
 
 
 def state(db, project_id):

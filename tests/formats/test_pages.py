@@ -7,7 +7,7 @@ import zipfile
 
 
 from backend import dataset_versions, importers
-from tests.formats.test_import import voc_xml
+from tests.helpers import voc_xml
 from tests.helpers import image_bytes, signed_in
 
 

@@ -15,21 +15,9 @@ from backend.__main__ import main
 from backend.errors import NotFound
 from backend.formats import label_map, tfrecord, tfrecord_checks, tfrecord_framing, tfrecord_preview
 from tests.formats.tfod import example, write_records
-from tests.helpers import image_bytes
+from tests.helpers import good_features as good, image_bytes
 
 LABEL_MAP = "item { id: 1 name: 'cat' }\nitem { id: 2 name: 'dog' }\n"
-
-
-def good(source_id: bytes, size=(40, 30), boxes=((0.1, 0.2, 0.5, 0.6, 1, b"cat"),)) -> dict:
-    data = image_bytes(size)
-    return {
-        "image/encoded": [data], "image/format": [b"jpeg"], "image/height": [size[1]],
-        "image/width": [size[0]], "image/filename": [source_id + b".jpg"], "image/source_id": [source_id],
-        "image/key/sha256": [hashlib.sha256(data).hexdigest().encode()],
-        "image/object/bbox/xmin": [float(b[0]) for b in boxes], "image/object/bbox/ymin": [float(b[1]) for b in boxes],
-        "image/object/bbox/xmax": [float(b[2]) for b in boxes], "image/object/bbox/ymax": [float(b[3]) for b in boxes],
-        "image/object/class/label": [b[4] for b in boxes], "image/object/class/text": [b[5] for b in boxes],
-    }
 
 
 @pytest.fixture

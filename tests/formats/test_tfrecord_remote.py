@@ -12,7 +12,7 @@ from backend.__main__ import main
 from backend.errors import NotFound
 from backend.formats import tfrecord_checks, tfrecord_framing, tfrecord_preview
 from tests.formats.tfod import example, write_records
-from tests.formats.test_tfrecord_inspect import good
+from tests.helpers import good_features as good
 
 
 def upload(folder: Path, url: str, names: list[str] | None = None) -> None:

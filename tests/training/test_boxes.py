@@ -98,10 +98,21 @@ def test_a_box_forced_onto_an_anchor_another_box_claims_loses_to_the_first_box()
 
 
 def test_matcher_settings_the_od_api_refuses():
-    assert MatcherSpec(0.4, 0.5).problems() == ["unmatched_threshold (0.5) must be ≤ matched_threshold (0.4)"]
-    assert "needs unmatched_threshold < matched_threshold" in MatcherSpec(
-        0.5, 0.5, negatives_lower_than_unmatched=False).problems()[0]
-    assert MatcherSpec(0.4, 0.5, ignore_thresholds=True).problems() == []
+    from backend.config_check import matcher_problems
+    from backend.pipeline_schema import TrainEvalPipelineConfig
+
+    def argmax(**values):
+        config = TrainEvalPipelineConfig()
+        for name, value in values.items():
+            setattr(config.model.ssd.matcher.argmax_matcher, name, value)
+        return config.model.ssd.matcher.argmax_matcher
+
+    assert matcher_problems(argmax(matched_threshold=0.4)) == [
+        "unmatched_threshold (0.5) must be ≤ matched_threshold (0.4)"]
+    assert "needs unmatched_threshold < matched_threshold" in matcher_problems(
+        argmax(negatives_lower_than_unmatched=False))[0]
+    assert matcher_problems(argmax(matched_threshold=0.4, ignore_thresholds=True)) == []
+    assert matcher_problems(argmax()) == []  # the schema's defaults: 0.5 and 0.5, negatives lower
 
 
 def test_iou_is_zero_without_intersection_and_exact_otherwise():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from backend.config_document import ConfigDocument
-from backend.training.training_config import check_config, training_config
+from backend.config_check import check
+from backend.training.training_config import training_config
 from backend.training.train import PipelineLearningRate, build_optimizer
 
 
@@ -76,15 +77,15 @@ def test_the_schedules_the_od_api_refuses_are_config_problems():
       initial_learning_rate: 0.1 schedule { step: 20 learning_rate: 0.01 } schedule { step: 10 learning_rate: 0.001 }
     } } } use_moving_average: false }
 """
-    messages = [p.message for p in check_config(ConfigDocument(_config(manual)))]
+    messages = [p.message for p in check(_config(manual), files=False)]
     assert messages == ["schedule steps must increase strictly (they are [20, 10])"]
     cosine = """  optimizer { adam_optimizer { learning_rate { cosine_decay_learning_rate {
       learning_rate_base: 0.1 total_steps: 300 warmup_steps: 100 hold_base_rate_steps: 200 } } } use_moving_average: false }
 """
-    messages = [p.message for p in check_config(ConfigDocument(_config(cosine)))]
+    messages = [p.message for p in check(_config(cosine), files=False)]
     assert messages == ["total_steps (300) must be more than warmup_steps + hold_base_rate_steps (100 + 200)"]
     # The OD API raises "Learning_rate None not supported" for an optimizer without a rate.
-    messages = [p.message for p in check_config(ConfigDocument(_config("  optimizer { adam_optimizer { } }\n")))]
+    messages = [p.message for p in check(_config("  optimizer { adam_optimizer { } }\n"), files=False)]
     assert messages == ["needs a learning_rate { ... } (constant_learning_rate, exponential_decay_learning_rate, "
                         "manual_step_learning_rate or cosine_decay_learning_rate)",
                         "use_moving_average is true by default in the TF OD API and this trainer keeps no moving "
@@ -144,6 +145,6 @@ def test_add_background_class_false_is_refused():
     text = (Path(__file__).resolve().parents[1] / "fixtures" / "odapi" / "small128" / "pipeline.config").read_text()
     text = text.replace("    encode_background_as_zeros: true\n",
                         "    encode_background_as_zeros: true\n    add_background_class: false\n")
-    problems = check_config(ConfigDocument(text))
+    problems = check(text, files=False)
     assert [(p.path, p.message) for p in problems] == [
         ("model.ssd.add_background_class", "false is not supported here (supported: true)")]

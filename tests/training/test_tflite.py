@@ -21,7 +21,6 @@ from PIL import Image
 
 from backend.errors import Invalid
 from backend.training import tflite_export
-from tests.formats.conftest import labeled  # noqa: F401 - a fixture
 from tests.training.conftest import tiny_config
 from tests.training.shapes import make_image
 
@@ -250,7 +249,7 @@ def test_models_page_exports_a_registered_model_and_offers_the_download(trained,
     assert len(at.get("download_button")) == 1
 
 
-def test_int8_calibrates_on_the_dataset_versions_train_records(db, admin, project, labeled,  # noqa: F811
+def test_int8_calibrates_on_the_dataset_versions_train_records(db, admin, project, labeled,
                                                                shapes_data, tmp_path):
     from backend import dataset_versions, tflite
     from backend.config_document import ConfigDocument

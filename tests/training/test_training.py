@@ -108,8 +108,10 @@ def test_shared_fpnlite_config_trains_with_only_paths_and_sizes_changed(shapes_d
     caplog.set_level(logging.INFO, logger="boxwise.train")
     status = run_training(tmp_path / "pipeline.config", tmp_path / "run", num_train_steps=2)
     assert status["state"] == "succeeded" and status["step"] == 2
-    assert "ignored (no effect on TF 2 / Keras 3): train_config.sync_replicas (line 145)" in caplog.text
-    assert "ignored (no effect on TF 2 / Keras 3): train_config.replicas_to_aggregate (line 147)" in caplog.text
+    assert ("ignored: train_config.sync_replicas (line 145): TF 1 distributed training (SyncReplicasOptimizer)"
+            in caplog.text)
+    assert ("ignored: train_config.replicas_to_aggregate (line 147): TF 1 distributed training "
+            "(SyncReplicasOptimizer)" in caplog.text)
     copy = (tmp_path / "run" / "pipeline.config").read_text()
     assert copy.startswith("# SSD with Mobilenet v2 FPN-lite") and "  num_steps: 2\n" in copy
 

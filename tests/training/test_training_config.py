@@ -6,7 +6,9 @@ import pytest
 
 from backend.errors import Invalid
 from backend.config_document import ConfigDocument
-from backend.training.training_config import check_config, check_inputs, ignored_fields, training_config
+from backend import config_check
+from backend.auth import CLI_ACTOR
+from backend.training.training_config import training_config
 from backend.training.templates import TEMPLATES, template_text
 
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -40,8 +42,10 @@ def test_fpnlite_recipe_is_read_as_written():
 
 @needs_shared_tfod
 def test_tpu_and_tf1_fields_are_listed_as_ignored_with_lines():
-    ignored = dict(ignored_fields(ConfigDocument.load(FPNLITE)))
-    assert ignored == {
+    listed = config_check.ignored(FPNLITE.read_text())
+    reasons = {path: reason for path, _, reason in listed}
+    assert reasons["train_config.sync_replicas"] == "TF 1 distributed training (SyncReplicasOptimizer)"
+    assert {path: line for path, line, _ in listed} == {
         "model.ssd.inplace_batchnorm_update": 11,
         "model.ssd.matcher.argmax_matcher.use_matmul_gather": 29,
         "train_config.fine_tune_checkpoint_version": 141,
@@ -57,7 +61,7 @@ def test_other_meta_architectures_are_refused_by_name_and_line():
     with pytest.raises(Invalid) as caught:
         training_config(ConfigDocument.load(SHARED / "faster_rcnn_resnet50_v1_640x640_coco17_tpu-8.config"))
     assert "line 9: model.faster_rcnn: this trainer implements the SSD meta-architecture only" in str(caught.value)
-    problems = check_config(ConfigDocument.load(SHARED / "centernet_hourglass104_512x512_coco17_tpu-8.config"))
+    problems = config_check.check((SHARED / "centernet_hourglass104_512x512_coco17_tpu-8.config").read_text(), files=False)
     assert [(p.path, p.line) for p in problems] == [
         ("model.center_net", 11),
         ("train_config.data_augmentation_options[2].random_adjust_hue", 69),
@@ -68,7 +72,7 @@ def test_other_meta_architectures_are_refused_by_name_and_line():
 
 @needs_shared_tfod
 def test_ssd_variants_this_trainer_does_not_implement_are_refused():
-    problems = check_config(ConfigDocument.load(SHARED / "ssd_mobilenet_v2_320x320_coco17_tpu-8.config"))
+    problems = config_check.check((SHARED / "ssd_mobilenet_v2_320x320_coco17_tpu-8.config").read_text(), files=False)
     assert [(p.path, p.line) for p in problems] == [
         ("model.ssd.anchor_generator.ssd_anchor_generator", 36),
         ("model.ssd.box_predictor.convolutional_box_predictor", 54),
@@ -81,7 +85,7 @@ def test_ssd_variants_this_trainer_does_not_implement_are_refused():
 @needs_shared_tfod
 def test_unknown_field_inside_the_model_is_refused():
     text = FPNLITE.read_text().replace("    num_classes: 90\n", "    num_classes: 90\n    use_keypoints: true\n")
-    problems = check_config(ConfigDocument(text))
+    problems = config_check.check(text, files=False)
     assert [(p.path, p.line) for p in problems] == [("model.ssd.use_keypoints", 14)]
 
 
@@ -89,26 +93,28 @@ def test_unknown_field_inside_the_model_is_refused():
 def test_cosine_schedule_sanity_is_checked():
     doc = ConfigDocument.load(FPNLITE)
     doc.set("train_config.optimizer.momentum_optimizer.learning_rate.cosine_decay_learning_rate.total_steps", 500)
-    messages = [p.message for p in check_config(doc)]
+    messages = [p.message for p in config_check.check(doc.text, files=False)]
     assert messages == ["total_steps (500) must be ≥ warmup_steps (1000)"]
 
 
 @pytest.mark.parametrize("name", TEMPLATES)
 def test_templates_are_accepted_with_nothing_ignored(name):
     doc = ConfigDocument(template_text(name))
-    assert check_config(doc) == []
-    assert [path for path, _ in ignored_fields(doc)] == []  # min_depth shapes the network (network.py)
+    assert config_check.check(doc.text, files=False) == []
+    assert [path for path, *_ in config_check.ignored(doc.text)] == []  # min_depth shapes the network (network.py)
 
 
-def test_check_inputs_reports_missing_files_and_small_num_classes(tmp_path):
+def test_the_config_check_reports_missing_files_and_a_num_classes_the_label_map_contradicts(tmp_path):
     (tmp_path / "label_map.pbtxt").write_text("item { id: 1 name: 'a' }\nitem { id: 3 name: 'c' }\n")
     doc = ConfigDocument(template_text("quick"))
     doc.set("train_input_reader.label_map_path", str(tmp_path / "label_map.pbtxt"))
     doc.set("eval_input_reader.label_map_path", str(tmp_path / "label_map.pbtxt"))
     doc.set("train_config.fine_tune_checkpoint", str(tmp_path / "nothing.h5"))
-    found = [(p.path, p.message) for p in check_inputs(doc)]
+    found = [(p.path, p.message) for p in config_check.check(doc.text, actor=CLI_ACTOR)]
     assert ("train_input_reader.tf_record_input_reader.input_path",
             "'PATH_TO_BE_CONFIGURED/train.record-?????-of-00010' matches no TFRecord shard on disk") in found
-    assert ("model.ssd.num_classes", f"1 is less than the label map's largest id 3 "
-            f"({tmp_path / 'label_map.pbtxt'})") in found
-    assert ("train_config.fine_tune_checkpoint", f"fine-tune checkpoint '{tmp_path / 'nothing.h5'}' does not exist") in found
+    assert ("model.ssd.num_classes", f"num_classes is 1 but the label map '{tmp_path / 'label_map.pbtxt'}' "
+            "has 2 classes with ids up to 3") in found
+    assert ("train_config.fine_tune_checkpoint", f"fine-tune checkpoint '{tmp_path / 'nothing.h5'}' does not exist "
+            "(a detection checkpoint prefix such as .../ckpt-0, a model_dir holding one, or a zoo model's folder "
+            "holding checkpoint/ckpt-0)") in found
