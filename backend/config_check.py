@@ -125,15 +125,14 @@ _SSD = "model.ssd"
 _CONV = ["activation", "regularizer", "regularizer.l2_regularizer", "regularizer.l2_regularizer.weight",
          "initializer", "initializer.random_normal_initializer", "initializer.random_normal_initializer.*",
          "initializer.truncated_normal_initializer", "initializer.truncated_normal_initializer.*",
-         "batch_norm", "batch_norm.scale", "batch_norm.decay", "batch_norm.epsilon", "batch_norm.center",
-         "batch_norm.train"]
+         "batch_norm", "batch_norm.scale", "batch_norm.decay", "batch_norm.epsilon", "batch_norm.center"]
 _LR = ["constant_learning_rate", "constant_learning_rate.learning_rate",
        "exponential_decay_learning_rate", "exponential_decay_learning_rate.*",
        "manual_step_learning_rate", "manual_step_learning_rate.initial_learning_rate",
        "manual_step_learning_rate.schedule", "manual_step_learning_rate.schedule.*",
        "manual_step_learning_rate.warmup",
        "cosine_decay_learning_rate", "cosine_decay_learning_rate.*"]
-_OPT = ["optimizer", "optimizer.use_moving_average", "optimizer.moving_average_decay"]
+_OPT = ["optimizer", "optimizer.use_moving_average"]
 for _kind, _extra in (("momentum_optimizer", ["momentum_optimizer_value"]),
                       ("adam_optimizer", ["epsilon"]),
                       ("rms_prop_optimizer", ["momentum_optimizer_value", "decay", "epsilon"])):
@@ -160,7 +159,6 @@ SUPPORTED = [
     f"{_SSD}.image_resizer.keep_aspect_ratio_resizer",
     f"{_SSD}.image_resizer.keep_aspect_ratio_resizer.min_dimension",
     f"{_SSD}.image_resizer.keep_aspect_ratio_resizer.max_dimension",
-    f"{_SSD}.image_resizer.keep_aspect_ratio_resizer.pad_to_max_dimension",
     f"{_SSD}.box_predictor", f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor",
     *[f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.{p}" for p in
       ["depth", "class_prediction_bias_init", "num_layers_before_predictor", "share_prediction_tower",
@@ -203,7 +201,7 @@ SUPPORTED = [
     *[f"train_config.{p}" for p in _OPT],
     "train_input_reader", *[f"train_input_reader.{p}" for p in _READER],
     "eval_config", "eval_config.metrics_set", "eval_config.batch_size", "eval_config.num_examples",
-    "eval_config.include_metrics_per_category", "eval_config.max_evals", "eval_config.use_moving_averages",
+    "eval_config.include_metrics_per_category", "eval_config.use_moving_averages",
     "eval_input_reader", *[f"eval_input_reader.{p}" for p in _READER],
 ]
 
@@ -221,6 +219,7 @@ _CHOICES = {
     f"{_SSD}.box_predictor.weight_shared_convolutional_box_predictor.use_depthwise": {True},
     f"{_SSD}.feature_extractor.use_depthwise": {True},
     f"{_SSD}.add_background_class": {True},  # the class head has a background slot
+    f"{_SSD}.anchor_generator.multiscale_anchor_generator.normalize_coordinates": {True},  # anchors in [0, 1]
     "train_config.optimizer.use_moving_average": {False},
     "eval_config.use_moving_averages": {False},
 }

@@ -20,6 +20,17 @@ IGNORED: dict[str, str] = {
     "model.ssd.feature_extractor.pad_to_multiple":
         "the trainer never pads the resized image; with a fixed-shape input that is a multiple "
         "of it (the zoo configs say 1) padding changes nothing",
+    **{f"model.ssd.{part}.conv_hyperparams.batch_norm.train":
+       "TF 1 slim batch norm's is_training switch; the Keras models train batch norm unless "
+       "model.ssd.freeze_batchnorm is set, as in the OD API's TF 2 models"
+       for part in ("feature_extractor", "box_predictor.weight_shared_convolutional_box_predictor")},
+    "model.ssd.image_resizer.keep_aspect_ratio_resizer.pad_to_max_dimension":
+        "the trainer always pads the resized image to max_dimension × max_dimension, so images of "
+        "any shape can share a batch (false would give every image its own input size)",
+    "train_config.optimizer.moving_average_decay":
+        "no moving average of the weights is kept (use_moving_average must be false)",
+    "eval_config.max_evals":
+        "the OD API's continuous evaluator's loop count; Boxwise evaluates the checkpoints it is asked to",
     "train_config.sync_replicas": "TF 1 distributed training (SyncReplicasOptimizer)",
     "train_config.replicas_to_aggregate": "TF 1 distributed training (SyncReplicasOptimizer)",
     "train_config.startup_delay_steps": "TF 1 distributed training (worker start-up delay)",
