@@ -12,7 +12,7 @@ from typing import Any
 
 from backend import config_check, pipeline_schema
 from backend.errors import Invalid
-from backend.config_document import ConfigDocument, Message
+from backend.config_document import ConfigDocument
 from backend.pipeline_schema import values
 from backend.training.boxes import AnchorSpec, MatcherSpec
 from backend.training.losses import LossSpec, RegularizationSpec
@@ -101,13 +101,6 @@ class TrainingConfig:
     eval_per_category: bool = False
     eval_num_examples: int = 0
     ignored: tuple[tuple[str, int, str], ...] = field(default_factory=tuple)  # (path, line, reason)
-
-
-def _message_params(message: Message | None) -> dict[str, Any]:
-    """The fields a config writes in `message` (a text tree), for the augmentation options."""
-    if not isinstance(message, Message):
-        return {}
-    return {f.name: (f.value.to_python() if isinstance(f.value, Message) else f.value) for f in message.fields}
 
 
 def _reader(typed, present: bool) -> InputReader | None:
@@ -236,9 +229,13 @@ def training_config(doc: ConfigDocument) -> TrainingConfig:
         decay=opt["decay"] if kind == "rms_prop" else 0.0,
         clipnorm=train["gradient_clipping_by_norm"] if train["gradient_clipping_by_norm"] > 0 else None)
     augmentations = []
-    for option in doc.tree.one("train_config").all("data_augmentation_options"):
-        for f in option.fields:
-            augmentations.append(Augmentation(f.name, _message_params(f.value)))
+    for option in typed.train_config.data_augmentation_options:
+        kind = option.WhichOneof("preprocessing_step")
+        prefix = f"train_config.data_augmentation_options.{kind}."
+        # Every supported field of the option, as written or with the schema's default.
+        params = {name: value for name, value in values(getattr(option, kind)).items()
+                  if config_check._matches(prefix + name, config_check.SUPPORTED)}
+        augmentations.append(Augmentation(kind, params))
     eval_config = values(typed.eval_config)
     train_input = _reader(typed.train_input_reader, typed.HasField("train_input_reader")) or InputReader((), None)
     eval_readers = list(typed.eval_input_reader)

@@ -156,3 +156,32 @@ def test_the_input_pipeline_augments_the_decoded_image_then_resizes(tmp_path):
                         (0.9 * 50 - row) / 25, (0.9 * 100 - column) / 50], 0.0, 1.0)
     np.testing.assert_allclose(element["boxes"].numpy()[0, 0], expected, atol=1e-6)
     assert element["classes"].numpy()[0].tolist() == [1, 0, 0, 0, 0]
+
+
+def test_the_trainer_reads_every_augmentation_field_from_the_schema_with_its_defaults():
+    """Settings come from the config parsed into the schema: an option written without fields
+    gets all its supported fields at the schema's (the OD API's) defaults, and the augmentation
+    functions' own keyword defaults, used only by direct calls, are the same numbers."""
+    import inspect
+
+    from backend import pipeline_schema
+    from backend.config_document import ConfigDocument
+    from backend.training.templates import template_text
+    from backend.training.training_config import training_config
+
+    text = template_text("quick")
+    start = text.index("  data_augmentation_options")
+    end = text.index("\n  }\n", text.rindex("  data_augmentation_options")) + 5
+    options = "".join(f"  data_augmentation_options {{\n    {kind} {{\n    }}\n  }}\n" for kind in data.AUGMENTATIONS)
+    config = training_config(ConfigDocument(text[:start] + options + text[end:]))
+    assert [a.kind for a in config.augmentations] == list(data.AUGMENTATIONS)
+    for augmentation in config.augmentations:
+        schema = pipeline_schema.defaults(f"train_config.data_augmentation_options.{augmentation.kind}")
+        signature = inspect.signature(data.AUGMENTATIONS[augmentation.kind]).parameters
+        keywords = {name: p.default for name, p in signature.items() if p.default is not inspect.Parameter.empty}
+        assert augmentation.params == {name: schema[name] for name in keywords}, augmentation.kind
+        assert keywords == augmentation.params, augmentation.kind
+    crop = next(a for a in config.augmentations if a.kind == "random_crop_image")
+    assert crop.params == {"min_object_covered": 1.0, "min_aspect_ratio": 0.75, "max_aspect_ratio": 1.33,
+                           "min_area": 0.1, "max_area": 1.0, "overlap_thresh": 0.3, "clip_boxes": True,
+                           "random_coef": 0.0}
