@@ -277,12 +277,17 @@ def _classify(doc: ConfigDocument, typed) -> tuple[list[Problem], list[tuple[str
 def _schedule_problems(doc: ConfigDocument, prefix: str, get, line) -> list[Problem]:
     """What the TF OD API's learning-rate builders refuse (proto defaults where a field is absent), and a
     cosine schedule that ends before training does."""
+    from backend import pipeline_schema
     out = []
+
+    def field(message: Message, path: str, name: str):
+        return message.one(name, pipeline_schema.default(f"{path}.{name}"))
+
     cosine = get(f"{prefix}.cosine_decay_learning_rate")
     if isinstance(cosine, Message):
         path = f"{prefix}.cosine_decay_learning_rate"
-        total, warm = cosine.one("total_steps", 4000000), cosine.one("warmup_steps", 10000)
-        hold = cosine.one("hold_base_rate_steps", 0)
+        total, warm = field(cosine, path, "total_steps"), field(cosine, path, "warmup_steps")
+        hold = field(cosine, path, "hold_base_rate_steps")
         num_steps = get("train_config.num_steps", 0)
         if total < warm:
             out.append(Problem(f"{path}.total_steps", line(f"{path}.total_steps") or line(path),
@@ -296,18 +301,20 @@ def _schedule_problems(doc: ConfigDocument, prefix: str, get, line) -> list[Prob
                                f"total_steps ({total}) < train_config.num_steps ({num_steps}): the cosine "
                                f"schedule's learning rate is 0 after step {total}, so the last "
                                f"{num_steps - total} steps do not train; set total_steps to {num_steps}"))
-        base, wlr = cosine.one("learning_rate_base", 0.002), cosine.one("warmup_learning_rate", 0.0002)
+        base, wlr = field(cosine, path, "learning_rate_base"), field(cosine, path, "warmup_learning_rate")
         if warm > 0 and base < wlr:
             out.append(Problem(f"{path}.learning_rate_base", line(f"{path}.learning_rate_base") or line(path),
                                f"learning_rate_base ({base}) must be ≥ warmup_learning_rate ({wlr})"))
     exponential = get(f"{prefix}.exponential_decay_learning_rate")
-    if isinstance(exponential, Message) and exponential.one("decay_steps", 4000000) <= 0:
+    if isinstance(exponential, Message) and \
+            field(exponential, f"{prefix}.exponential_decay_learning_rate", "decay_steps") <= 0:
         path = f"{prefix}.exponential_decay_learning_rate.decay_steps"
         out.append(Problem(path, line(path), "decay_steps must be ≥ 1"))
     manual = get(f"{prefix}.manual_step_learning_rate")
     if isinstance(manual, Message):
         path = f"{prefix}.manual_step_learning_rate"
-        steps = [s.one("step", 0) if isinstance(s, Message) else 0 for s in manual.all("schedule")]
+        steps = [field(s, f"{path}.schedule", "step") if isinstance(s, Message) else 0
+                 for s in manual.all("schedule")]
         if not steps:
             out.append(Problem(path, line(path), "needs at least one schedule { step: ... learning_rate: ... }"))
         elif steps[0] == 0:

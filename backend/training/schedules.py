@@ -2,24 +2,25 @@
 time: what the config doctor asks ("what is the rate at the last step?"). The trainer runs the
 same formulas as TensorFlow ops (`train.PipelineLearningRate`); a test holds the two equal.
 
-Missing fields take `optimizer.proto`'s defaults (`LEARNING_RATE_DEFAULTS`).
+Missing fields take `optimizer.proto`'s defaults (`LEARNING_RATE_DEFAULTS`, read from the
+schema in `backend.pipeline_schema`).
 """
 from __future__ import annotations
 
 import math
 from typing import Any
 
+from backend import pipeline_schema
 from backend.errors import Invalid
 
+# schedule kind → its message in optimizer.proto (the same for every optimizer)
+SCHEDULE_MESSAGES = {"constant": "constant_learning_rate", "exponential": "exponential_decay_learning_rate",
+                     "manual_step": "manual_step_learning_rate", "cosine": "cosine_decay_learning_rate"}
+_RATE = "train_config.optimizer.momentum_optimizer.learning_rate"
 LEARNING_RATE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "constant": {"learning_rate": 0.002},
-    "exponential": {"initial_learning_rate": 0.002, "decay_steps": 4000000, "decay_factor": 0.95,
-                    "staircase": True, "burnin_learning_rate": 0.0, "burnin_steps": 0,
-                    "min_learning_rate": 0.0},
-    "manual_step": {"initial_learning_rate": 0.002, "schedule": [], "warmup": False},
-    "cosine": {"learning_rate_base": 0.002, "total_steps": 4000000, "warmup_learning_rate": 0.0002,
-               "warmup_steps": 10000, "hold_base_rate_steps": 0},
-}
+    kind: {**pipeline_schema.defaults(f"{_RATE}.{message}"),
+           **({"schedule": []} if kind == "manual_step" else {})}  # repeated message: none by default
+    for kind, message in SCHEDULE_MESSAGES.items()}
 
 
 def learning_rate_at(kind: str, params: dict[str, Any], step: float) -> float:
