@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import random
+import re
 import tarfile
 import textwrap
 import time
@@ -277,3 +278,14 @@ def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14
             {"label_id": label_ids[c], "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for c, b in objects],
             version, status="labeled")
     return dataset_versions.dataset_version(db, dataset_versions.create_export(db, actor, project["id"], "tfrecord")["id"])
+
+
+def small128_with_optimizer(optimizer: str, extra: str = "", num_steps: int | None = None) -> str:
+    """The OD API's small128 fixture config with its `optimizer { }` block replaced by `optimizer`
+    (and `extra` train_config lines after it), optionally with another `num_steps`."""
+    text = (ODAPI_FIXTURES / "small128" / "pipeline.config").read_text()
+    start, end = text.index("  optimizer {"), text.index("  num_steps:")
+    text = text[:start] + optimizer + extra + text[end:]
+    if num_steps is not None:
+        text = re.sub(r"(?m)^  num_steps: \d+$", f"  num_steps: {num_steps}", text, count=1)
+    return text

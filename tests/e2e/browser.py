@@ -61,3 +61,44 @@ def fill_login(page, username: str):
     page.get_by_role("link", name="Label").click()
     page.get_by_role("button", name="Next image to label").wait_for()
     return page
+
+
+# The Label page (tests/e2e/test_label_*_browser.py).
+SURFACE = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
+
+
+def boxes_heading(page, count: int):
+    return page.get_by_text(f"Boxes ({count}, in image pixels)")
+
+
+def open_label_page(browser, url: str):
+    """ann, signed in, on the Label page of a browser window wide enough for the 960-px canvas."""
+    context = browser.new_context(viewport={"width": 1800, "height": 1400})
+    OPEN_PAGES.append(context)
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(url)
+    return fill_login(page, "ann")
+
+
+def press(page, key: str, shows) -> None:
+    """Press `key` and wait until `shows` (a locator) appears and the rerun is over."""
+    page.keyboard.press(key)
+    shows.wait_for()
+    wait_idle(page)
+
+
+def drag(page, start, end, *, alt: bool = False):
+    origin = page.locator(SURFACE).bounding_box()
+    x0, y0 = round(origin["x"] + start[0]), round(origin["y"] + start[1])
+    x1, y1 = round(origin["x"] + end[0]), round(origin["y"] + end[1])
+    if alt:
+        page.keyboard.down("Alt")
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
+    page.mouse.move(x1, y1, steps=4)
+    page.mouse.up()
+    if alt:
+        page.keyboard.up("Alt")
+    return x0 - origin["x"], y0 - origin["y"], x1 - origin["x"], y1 - origin["y"]

@@ -11,7 +11,7 @@ import pytest
 from backend import annotations
 from tests.e2e.browser import wait_idle
 from tests.e2e import test_label_zoom_browser
-from tests.e2e.test_label_zoom_browser import SURFACE, boxes_heading, drag, open_label_page, press
+from tests.e2e.browser import SURFACE, boxes_heading, drag, open_label_page, press
 
 pytestmark = pytest.mark.e2e
 dense = test_label_zoom_browser.dense  # the same fixture: an 800×600 image with 40 boxes, and one without

@@ -8,11 +8,10 @@ import re
 import pytest
 
 from backend import annotations, auth, images, projects
-from tests.e2e.browser import OPEN_PAGES, TIMEOUT_MS, fill_login, wait_idle
+from tests.e2e.browser import SURFACE, boxes_heading, drag, open_label_page, press, wait_idle
 from tests.helpers import image_bytes
 
 pytestmark = pytest.mark.e2e
-SURFACE = "[data-testid=stBidiComponentIsolated] canvas.upper-canvas"
 # 800×600 on a 960×720 canvas: 1.2 canvas px per image px at 1×, 9.6 at 8×.
 
 
@@ -45,43 +44,6 @@ PAINTED = """() => {
   }
   return marks;
 }"""
-
-
-def boxes_heading(page, count: int):
-    return page.get_by_text(f"Boxes ({count}, in image pixels)")
-
-
-def open_label_page(browser, url: str):
-    """ann, signed in, on the Label page of a browser window wide enough for the 960-px canvas."""
-    context = browser.new_context(viewport={"width": 1800, "height": 1400})
-    OPEN_PAGES.append(context)
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(url)
-    return fill_login(page, "ann")
-
-
-def press(page, key: str, shows) -> None:
-    """Press `key` and wait until `shows` (a locator) appears and the rerun is over."""
-    page.keyboard.press(key)
-    shows.wait_for()
-    wait_idle(page)
-
-
-def drag(page, start, end, *, alt: bool = False):
-    origin = page.locator(SURFACE).bounding_box()
-    x0, y0 = round(origin["x"] + start[0]), round(origin["y"] + start[1])
-    x1, y1 = round(origin["x"] + end[0]), round(origin["y"] + end[1])
-    if alt:
-        page.keyboard.down("Alt")
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move((x0 + x1) / 2, (y0 + y1) / 2, steps=4)
-    page.mouse.move(x1, y1, steps=4)
-    page.mouse.up()
-    if alt:
-        page.keyboard.up("Alt")
-    return x0 - origin["x"], y0 - origin["y"], x1 - origin["x"], y1 - origin["y"]
 
 
 def test_zoom_draw_hide_select_delete_undo_submit_next(db, dense, app_server, browser):

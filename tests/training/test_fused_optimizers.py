@@ -9,7 +9,7 @@ import pytest
 from backend.config_document import ConfigDocument
 from backend.training.training_config import training_config
 from backend.training.train import build_optimizer
-from tests.training.test_schedules import _config
+from tests.helpers import small128_with_optimizer
 
 STEPS = 6
 
@@ -52,7 +52,7 @@ def _train(kind: str, fused: bool, steps: int, start=None):
     import tensorflow as tf
 
     model, x, y = _model_and_data()
-    optimizer = build_optimizer(training_config(ConfigDocument(_config(OPTIMIZERS[kind][0]))), fused=fused)
+    optimizer = build_optimizer(training_config(ConfigDocument(small128_with_optimizer(OPTIMIZERS[kind][0], num_steps=10))), fused=fused)
     optimizer.build(model.trainable_variables)
     if start is not None:
         _checkpoint(model, optimizer).restore(start).assert_consumed()

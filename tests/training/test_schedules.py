@@ -10,6 +10,7 @@ from backend.config_document import ConfigDocument
 from backend.config_check import check
 from backend.training.training_config import training_config
 from backend.training.train import PipelineLearningRate, build_optimizer
+from tests.helpers import small128_with_optimizer
 
 
 def rates(kind, params, steps):
@@ -64,28 +65,20 @@ def test_manual_step_with_and_without_warmup():
     assert rates("manual_step", warm, [0, 5, 9, 10, 20]) == pytest.approx([0.1, 0.055, 0.019, 0.01, 0.001])
 
 
-def _config(optimizer: str, extra: str = "") -> str:
-    from pathlib import Path
-    text = (Path(__file__).resolve().parents[1] / "fixtures" / "odapi" / "small128" / "pipeline.config").read_text()
-    start = text.index("  optimizer {")
-    end = text.index("  num_steps:")
-    return text[:start] + optimizer + extra + text[end:]
-
-
 def test_the_schedules_the_od_api_refuses_are_config_problems():
     manual = """  optimizer { momentum_optimizer { learning_rate { manual_step_learning_rate {
       initial_learning_rate: 0.1 schedule { step: 20 learning_rate: 0.01 } schedule { step: 10 learning_rate: 0.001 }
     } } } use_moving_average: false }
 """
-    messages = [p.message for p in check(_config(manual), files=False)]
+    messages = [p.message for p in check(small128_with_optimizer(manual), files=False)]
     assert messages == ["schedule steps must increase strictly (they are [20, 10])"]
     cosine = """  optimizer { adam_optimizer { learning_rate { cosine_decay_learning_rate {
       learning_rate_base: 0.1 total_steps: 300 warmup_steps: 100 hold_base_rate_steps: 200 } } } use_moving_average: false }
 """
-    messages = [p.message for p in check(_config(cosine), files=False)]
+    messages = [p.message for p in check(small128_with_optimizer(cosine), files=False)]
     assert messages == ["total_steps (300) must be more than warmup_steps + hold_base_rate_steps (100 + 200)"]
     # The OD API raises "Learning_rate None not supported" for an optimizer without a rate.
-    messages = [p.message for p in check(_config("  optimizer { adam_optimizer { } }\n"), files=False)]
+    messages = [p.message for p in check(small128_with_optimizer("  optimizer { adam_optimizer { } }\n"), files=False)]
     assert messages == ["needs a learning_rate { ... } (constant_learning_rate, exponential_decay_learning_rate, "
                         "manual_step_learning_rate or cosine_decay_learning_rate)",
                         "use_moving_average is true by default in the TF OD API and this trainer keeps no moving "
@@ -104,7 +97,7 @@ def test_gradient_clipping_by_norm_clips_the_global_norm():
       momentum_optimizer_value: 0.0 } use_moving_average: false }
   gradient_clipping_by_norm: 1.0
 """
-    config = training_config(ConfigDocument(_config(text)))
+    config = training_config(ConfigDocument(small128_with_optimizer(text)))
     optimizer = build_optimizer(config)
     assert optimizer.global_clipnorm == 1.0 and optimizer.clipnorm is None
     # Gradients (3, 0) and (0, 4): global norm 5, both scaled by 1/5 (not each to norm 1).
@@ -115,11 +108,11 @@ def test_gradient_clipping_by_norm_clips_the_global_norm():
 
 def test_optimizer_proto_defaults():
     rate = "learning_rate { constant_learning_rate { } }"
-    adam = training_config(ConfigDocument(_config(f"  optimizer {{ adam_optimizer {{ {rate} }} use_moving_average: false }}\n")))
+    adam = training_config(ConfigDocument(small128_with_optimizer(f"  optimizer {{ adam_optimizer {{ {rate} }} use_moving_average: false }}\n")))
     assert adam.optimizer.epsilon == 1e-8
-    rms = training_config(ConfigDocument(_config(f"  optimizer {{ rms_prop_optimizer {{ {rate} }} use_moving_average: false }}\n")))
+    rms = training_config(ConfigDocument(small128_with_optimizer(f"  optimizer {{ rms_prop_optimizer {{ {rate} }} use_moving_average: false }}\n")))
     assert (rms.optimizer.momentum, rms.optimizer.epsilon, rms.optimizer.decay) == (0.9, 1.0, 0.9)
-    momentum = training_config(ConfigDocument(_config(f"  optimizer {{ momentum_optimizer {{ {rate} }} use_moving_average: false }}\n")))
+    momentum = training_config(ConfigDocument(small128_with_optimizer(f"  optimizer {{ momentum_optimizer {{ {rate} }} use_moving_average: false }}\n")))
     assert momentum.optimizer.momentum == 0.9 and momentum.optimizer.clipnorm is None
 
 
@@ -129,7 +122,7 @@ def test_rms_prop_steps_as_the_od_api_builds_it():
     text = """  optimizer { rms_prop_optimizer { learning_rate { constant_learning_rate { learning_rate: 0.1 } }
       momentum_optimizer_value: 0.9 decay: 0.9 epsilon: 1.0 } use_moving_average: false }
 """
-    optimizer = build_optimizer(training_config(ConfigDocument(_config(text))))
+    optimizer = build_optimizer(training_config(ConfigDocument(small128_with_optimizer(text))))
     import keras
     w = keras.Variable(np.ones([1], np.float32))
     optimizer.apply_gradients([(np.full([1], 2.0, np.float32), w)])
