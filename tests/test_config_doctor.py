@@ -229,6 +229,7 @@ def test_warmup_as_long_as_the_run_is_an_error(small, zoo):
     assert trial.message.startswith("warmup_steps (800) ≥ this run's 500 steps (set at launch)")
 
 
+@pytest.mark.slow
 def test_the_learning_rate_formulas_are_the_trainers():
     from backend.training.train import PipelineLearningRate
     schedules = [

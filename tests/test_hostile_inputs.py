@@ -251,7 +251,7 @@ def test_deeply_nested_config_is_a_syntax_error_not_a_recursion_error(capsys, tm
     assert code == 1 and lines == [f"{path}: line 1, column 407: messages are nested deeper than 100 levels"]
 
 
-@pytest.mark.parametrize("length", [300, 10 * 1024 * 1024])
+@pytest.mark.parametrize("length", [300, pytest.param(10 * 1024 * 1024, marks=pytest.mark.slow)])
 def test_a_huge_fine_tune_checkpoint_is_a_problem_not_an_oserror(tmp_path, capsys, length):
     checkpoint = "c" * length
     text = _good_config(tmp_path, fine_tune_checkpoint=checkpoint)
