@@ -484,13 +484,18 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue
         largest = max((item.id for item in items), default=0)
-        if isinstance(num_classes, int) and num_classes != largest:
+        # Ids above num_classes have no class output: the OD API one-hot encodes them as all
+        # zeros, so those boxes would silently train as background. num_classes above the largest
+        # id trains (unused outputs): the config doctor warns about that one.
+        if isinstance(num_classes, int) and num_classes < largest:
             problems.append(Problem(num_classes_path, _line(doc, num_classes_path),
                                     f"num_classes is {num_classes} but the label map {value!r} "
-                                    f"has {len(items)} classes with ids up to {largest}"))
-    if version is not None and isinstance(num_classes, int) and num_classes != version.num_classes:
+                                    f"has {len(items)} classes with ids up to {largest}: boxes of the ids "
+                                    f"above {num_classes} would train as background; set num_classes "
+                                    f"to {largest}"))
+    if version is not None and isinstance(num_classes, int) and num_classes < version.num_classes:
         message = (f"num_classes is {num_classes} but dataset version {version.id} has "
-                   f"{version.num_classes} classes")
+                   f"{version.num_classes} classes; set num_classes to {version.num_classes}")
         if not any(p.path == num_classes_path and "label map" in p.message for p in problems):
             problems.append(Problem(num_classes_path, _line(doc, num_classes_path), message))
 

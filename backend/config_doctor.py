@@ -127,6 +127,7 @@ class _Settings:
     crops: tuple[tuple[int, dict[str, Any]], ...]      # (data_augmentation_options index, params)
     batch_norms: tuple[tuple[str, float], ...] = ()    # (batch_norm path, decay) of each conv_hyperparams
     force_match: bool = False                          # argmax_matcher.force_match_for_each_row
+    num_classes: int | None = None                     # model.ssd.num_classes
 
 
 def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
@@ -192,7 +193,8 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
                 norms.append((path, _number(doc, f"{path}.decay", 0.999)))  # hyperparams.proto's default
     return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold", 0.5),
                      _number(doc, "train_config.batch_size", 32, int), _number(doc, "train_config.num_steps", 0, int),
-                     schedule, tuple(crops), tuple(norms), _get(doc, f"{MATCHER}.force_match_for_each_row") is True)
+                     schedule, tuple(crops), tuple(norms), _get(doc, f"{MATCHER}.force_match_for_each_row") is True,
+                     _get(doc, f"{_SSD}.num_classes") if isinstance(_get(doc, f"{_SSD}.num_classes"), int) else None)
 
 
 def learning_rate(kind: str, params: dict[str, Any], step: float) -> float:
@@ -606,6 +608,21 @@ def _class_findings(data: DatasetBoxes) -> list[Finding]:
     return out
 
 
+def _num_classes_findings(s: _Settings, data: DatasetBoxes) -> list[Finding]:
+    """num_classes above the label map's largest id trains (the OD API builds that many class
+    outputs and the extra ones only ever see background), but it is nearly always a zoo config
+    whose num_classes was not changed. (Below the largest id is `config_check`'s error.)"""
+    largest = max(data.classes, default=0)
+    if s.num_classes is None or not largest or s.num_classes <= largest:
+        return []
+    return [Finding("classes", "warning",
+                    f"num_classes is {s.num_classes} but the dataset's label ids go up to {largest}: "
+                    f"{s.num_classes - largest} class outputs are built and never see a box of their own "
+                    f"(a zoo config's num_classes left as it was?). Set num_classes to {largest}.",
+                    {"num_classes": s.num_classes, "largest_id": largest},
+                    {f"{_SSD}.num_classes": largest})]
+
+
 # ---------------------------------------------------------------- augmentation
 
 
@@ -767,6 +784,7 @@ def examine(text: str, version: DatasetVersion | None, *, num_steps: int | None 
     findings += _batch_findings(s, steps, data)
     findings += _coverage_findings(data, s, report)
     findings += _class_findings(data)
+    findings += _num_classes_findings(s, data)
     findings += _crop_findings(s, data)
     report.findings = sorted(findings, key=lambda f: f.severity != "error")
     return report

@@ -54,7 +54,7 @@ def _shard_not_a_record(doc, version):
 
 
 def _num_classes_and_typo(doc, version):
-    doc.set("model.ssd.num_classes", 5)
+    doc.set("model.ssd.num_classes", 2)
     return _typo(doc, version)
 
 
@@ -76,8 +76,8 @@ CASES = {
     "num_classes against the label map, and a typo": (_num_classes_and_typo, [
         "line {batch_sise}: train_config.batch_sise: unknown field \"batch_sise\": TrainConfig has no such "
         "field; did you mean \"batch_size\"?",
-        "line {num_classes}: model.ssd.num_classes: num_classes is 5 but the label map '{label_map}' has 3 "
-        "classes with ids up to 3"]),
+        "line {num_classes}: model.ssd.num_classes: num_classes is 2 but the label map '{label_map}' has 3 "
+        "classes with ids up to 3: boxes of the ids above 2 would train as background; set num_classes to 3"]),
 }
 
 

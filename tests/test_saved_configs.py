@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from backend import config_check, config_document as pc, dataset_versions, saved_configs
+from backend import config_check, config_doctor, config_document as pc, dataset_versions, saved_configs
 from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
@@ -69,12 +69,26 @@ def test_valid_filled_config_has_no_problems(version):
     assert config_check.check(filled, version, actor=CLI_ACTOR, external=True) == []
 
 
-def test_num_classes_must_match_the_label_map_with_its_line(version):
-    filled = saved_configs.fill_from_dataset_version(CONFIG, version).replace("num_classes: 3", "num_classes: 5")
+def test_num_classes_below_the_label_maps_ids_is_a_problem_with_its_line(version):
+    filled = saved_configs.fill_from_dataset_version(CONFIG, version).replace("num_classes: 3", "num_classes: 2")
     problems = config_check.check(filled, version, actor=CLI_ACTOR, external=True)
     assert [(p.path, p.line) for p in problems] == [("model.ssd.num_classes", 5)]
-    assert "num_classes is 5 but the label map" in problems[0].message
-    assert "3 classes with ids up to 3" in problems[0].message
+    assert problems[0].message == (f"num_classes is 2 but the label map {str(version.label_map_path)!r} has 3 "
+                                   "classes with ids up to 3: boxes of the ids above 2 would train as "
+                                   "background; set num_classes to 3")
+
+
+def test_num_classes_above_the_label_maps_ids_trains_and_the_doctor_offers_the_fix(version):
+    """As in the OD API, a zoo config's num_classes: 90 trains on a 3-class label map (87 outputs
+    never see a box); the check passes it and the doctor says so, with the fix."""
+    filled = saved_configs.fill_from_dataset_version(CONFIG, version).replace("num_classes: 3", "num_classes: 90")
+    assert config_check.check(filled, version, actor=CLI_ACTOR, external=True) == []
+    found = [f for f in config_doctor.examine(filled, version).findings if "num_classes" in f.numbers]
+    assert [(f.severity, f.numbers, f.fix) for f in found] == [
+        ("warning", {"num_classes": 90, "largest_id": 3}, {"model.ssd.num_classes": 3})]
+    assert found[0].message.startswith("num_classes is 90 but the dataset's label ids go up to 3: 87 class outputs")
+    fixed = config_doctor.apply_fix(filled, found[0].fix)
+    assert not [f for f in config_doctor.examine(fixed, version).findings if "num_classes" in f.numbers]
 
 
 def test_missing_and_broken_label_maps_are_reported(version, tmp_path):

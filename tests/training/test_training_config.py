@@ -114,7 +114,8 @@ def test_the_config_check_reports_missing_files_and_a_num_classes_the_label_map_
     assert ("train_input_reader.tf_record_input_reader.input_path",
             "'PATH_TO_BE_CONFIGURED/train.record-?????-of-00010' matches no TFRecord shard on disk") in found
     assert ("model.ssd.num_classes", f"num_classes is 1 but the label map '{tmp_path / 'label_map.pbtxt'}' "
-            "has 2 classes with ids up to 3") in found
+            "has 2 classes with ids up to 3: boxes of the ids above 1 would train as background; "
+            "set num_classes to 3") in found
     assert ("train_config.fine_tune_checkpoint", f"fine-tune checkpoint '{tmp_path / 'nothing.h5'}' does not exist "
             "(a detection checkpoint prefix such as .../ckpt-0, a model_dir holding one, or a zoo model's folder "
             "holding checkpoint/ckpt-0)") in found
