@@ -28,7 +28,7 @@ _ROLE_ACTIONS = {
     "labeler": {"view", "label"},
     "reviewer": {"view", "label", "review", "ingest", "export", "train", "read_urls"},
     "admin": {"view", "label", "review", "ingest", "export", "train", "read_urls", "manage_users",
-              "manage_projects", "assign", "server_paths", "external_runner", "configure_server"},
+              "manage_projects", "assign", "external_runner", "configure_server"},
 }
 # In words, for README's Roles table (tests/test_roles.py checks it against the sets above).
 ACTION_WORDS = {
@@ -47,14 +47,13 @@ ACTION_WORDS = {
     "manage_projects": "create, rename and archive projects (and the demo project); add, rename, "
                        "recolour, reorder and delete classes, also from imports and label maps",
     "assign": "assign images to labelers; release anyone's leases",
-    "server_paths": "use any path (and URL) on the server; everyone else: only the data folder "
-                    "and the allowed folders",
     "external_runner": "start runs on an external runner the server's owner configured",
     "configure_server": "change the server settings: runners, allowed folders (the command "
                         "line; no page offers it)",
 }
 
-# The command line runs on the server with the data directory in hand: it acts as an admin.
+# The command line runs on the server with the data directory in hand: it acts as an admin,
+# and it alone may use any path on the server (`is_local`, `backend.paths`).
 CLI_ACTOR: dict[str, Any] = {"id": None, "username": "cli", "role": "admin"}
 
 SESSION_SECONDS = 14 * 24 * 3600
@@ -85,6 +84,12 @@ class RateLimited(Invalid):
 
 def can(actor: dict | None, action: str) -> bool:
     return bool(actor) and action in _ROLE_ACTIONS.get(actor.get("role"), set())
+
+
+def is_local(actor: dict | None) -> bool:
+    """Whether `actor` is the command line itself (this very object, never a user row): an
+    operator on the machine, who may use any path on the server."""
+    return actor is CLI_ACTOR
 
 
 def require(actor: dict | None, action: str) -> None:

@@ -398,6 +398,7 @@ def import_upload(db: sqlite_utils.Database, actor: dict, project_id: int,
         raise Invalid("choose the annotation files (or a .zip of the dataset folder) to import")
     folder = settings.subdir("uploads") / f".import-{secrets.token_hex(8)}"
     try:
+        paths.mark_owner(folder, actor)  # the import below opens it as `actor` (paths.confine)
         for name, data in uploads:
             if name.lower().endswith(".zip"):
                 _unpack_zip(data, name, folder)

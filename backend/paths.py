@@ -4,21 +4,29 @@ Import sources, image references inside annotation files, record sets, label map
 configs, model folders and export targets all go through it before anything is opened,
 listed or checked for existence:
 
-- admins (the command line acts as one) may use any path on the server, and URLs;
-- everyone else only paths that resolve — symlinks followed — inside the data folder or a
-  folder the server's owner allowed (`server_settings.allowed_paths`);
-- URLs (`gs://…`) otherwise only where README names them (the TFRecord browser's record sets
-  and label maps) and only for roles with `read_urls` (reviewers).
+- the command line (`auth.CLI_ACTOR`, an operator on the machine) may use any path on the
+  server, and URLs;
+- every signed-in user, admins included, only paths that resolve (symlinks and `..` followed,
+  relative paths from the working folder) inside the data folder, or, to read, inside a folder
+  the server's operator allowed (`server_settings.allowed_paths`: read-only, so export targets
+  must lie in the data folder);
+- the database and the server settings file are refused to every signed-in user, and an upload
+  folder under `data/uploads/` opens only for the user who uploaded it (`mark_owner`);
+- URLs (`gs://…`) only where README names them (the TFRecord browser's record sets and label
+  maps) and only for roles with `read_urls` (reviewers, admins).
 
-A refusal is a PermissionError built from the typed text alone, so it reads the same whether
-or not the file exists.
+A refusal is a PermissionError built from the typed text and the configured folders alone, so
+it reads the same whether or not the file exists. Globs are confined as typed (a `..` after a
+wildcard resolves lexically) and callers confine each file a glob matches
+(`record_browser.confined_set`, the importers' `allowed` rule).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from backend import server_settings, settings
-from backend.auth import can
+from backend import atomic, server_settings, settings
+from backend.auth import can, is_local
 from backend.errors import Invalid
 from backend.formats import remote
 
@@ -33,24 +41,31 @@ PURPOSES = {
     "model": "register the model folder",
     "export_target": "write a dataset version to",
 }
+# Purposes that write: only into the data folder (the operator's extra folders are read-only).
+WRITE_PURPOSES = {"export_target"}
 # What README allows as URLs: record sets and label maps opened in the TFRecord browser.
 URL_PURPOSES = {"records", "label_map"}
 # Files in the data folder no page shows to anyone: the database (password and session hashes)
 # and the server settings.
 PRIVATE_FILES = ("boxwise.db", "boxwise.db-wal", "boxwise.db-shm", "boxwise.db-journal",
                  server_settings.SETTINGS_FILE)
+# The file naming an upload folder's owner (upload names starting with "." are refused, so no
+# upload can replace it).
+OWNER_FILE = ".owner"
 
 
-def allowed_roots() -> list[Path]:
-    """The folders a non-admin's paths must resolve into: the data folder, then allowed ones."""
-    return [settings.data_dir().resolve(), *server_settings.allowed_paths()]
+def allowed_roots(purpose: str | None = None) -> list[Path]:
+    """The folders a signed-in user's paths must resolve into: the data folder, then the
+    operator's allowed folders (not for a purpose in WRITE_PURPOSES)."""
+    data = settings.data_dir().resolve()
+    return [data] if purpose in WRITE_PURPOSES else [data, *server_settings.allowed_paths()]
 
 
 def confine(user_path: str | Path, actor: dict | None, purpose: str,
             roots: list[Path] | None = None) -> Path | remote.RemoteFile:
     """`user_path` resolved (absolute, symlinks followed) when `actor` may use it for `purpose`
     (a key of PURPOSES); a URL comes back as a `remote.RemoteFile`. Raises PermissionError
-    otherwise, and Invalid for text that is no path at all. `roots`: `allowed_roots()`,
+    otherwise, and Invalid for text that is no path at all. `roots`: `allowed_roots(purpose)`,
     when the caller checks many paths."""
     verb = PURPOSES[purpose]
     text = str(user_path).strip()
@@ -60,7 +75,7 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str,
         raise Invalid("a path cannot contain a NUL character")
     who = f"{actor.get('username')} ({actor.get('role')})" if actor else "anonymous"
     if remote.is_url(text):
-        if can(actor, "server_paths") or (purpose in URL_PURPOSES and can(actor, "read_urls")):
+        if is_local(actor) or (purpose in URL_PURPOSES and can(actor, "read_urls")):
             return remote.as_path(text)
         if purpose in URL_PURPOSES:
             raise PermissionError(f"{who} may not open URLs (reviewers and admins may)")
@@ -70,13 +85,61 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str,
         resolved = Path(text).expanduser().resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name too long
         raise Invalid(f"not a usable path ({type(exc).__name__})") from None
-    if can(actor, "server_paths"):
+    if is_local(actor):
         return resolved
-    private = {settings.data_dir().resolve() / name for name in PRIVATE_FILES}
-    if resolved not in private and any(resolved.is_relative_to(root) for root in roots or allowed_roots()):
+    data = settings.data_dir().resolve()
+    roots = roots if roots is not None else allowed_roots(purpose)
+    if resolved in {data / name for name in PRIVATE_FILES}:
+        raise PermissionError(f"{who} may not {verb} {_short(text)}: the database and the server "
+                              "settings are never opened from the browser")
+    if resolved.is_relative_to(data / "uploads") and not _owns_upload(actor, resolved, data / "uploads"):
+        raise PermissionError(f"{who} may not {verb} {_short(text)}: an upload opens only for the "
+                              "user who uploaded it")
+    if any(resolved.is_relative_to(root) for root in roots):
         return resolved
-    raise PermissionError(f"{who} may not {verb} {_short(text)}: only paths inside the data folder "
-                          "(or a folder the server's owner allowed) can be used")
+    raise PermissionError(f"{who} may not {verb} {_short(text)}: only paths inside {_roots_text(roots)} "
+                          "can be used from the browser")
+
+
+def _roots_text(roots: list[Path]) -> str:
+    """The allowed roots in words: the data folder by name (its place on the server is the
+    operator's business), the operator's folders by path."""
+    data = settings.data_dir().resolve()
+    extra = [str(root) for root in roots if root != data]
+    if not extra:
+        return "the data folder"
+    return "the data folder or the allowed folder" + ("s " if len(extra) > 1 else " ") + ", ".join(extra)
+
+
+def upload_entry(path: Path, uploads: Path) -> Path | None:
+    """The upload folder under `uploads` that `path` lies in (`uploads/<kind>/<name>`, or
+    `uploads/.import-<token>`), or None for `uploads` and its kind folders themselves."""
+    parts = path.relative_to(uploads).parts
+    depth = 1 if parts and parts[0].startswith(".") else 2
+    return uploads.joinpath(*parts[:depth]) if len(parts) >= depth else None
+
+
+def mark_owner(folder: Path, actor: dict | None) -> None:
+    """Record `actor` as the owner of the new upload folder `folder` (under `data/uploads/`)."""
+    atomic.write_bytes(Path(folder) / OWNER_FILE, json.dumps(
+        {"user_id": actor.get("id") if actor else None,
+         "username": actor.get("username") if actor else None}).encode("utf-8"))
+
+
+def upload_owner(folder: Path) -> int | None:
+    """The user id `mark_owner` recorded for an upload folder, None when there is none."""
+    try:
+        owner = json.loads((Path(folder) / OWNER_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return owner.get("user_id") if isinstance(owner, dict) else None
+
+
+def _owns_upload(actor: dict | None, resolved: Path, uploads: Path) -> bool:
+    entry = upload_entry(resolved, uploads.resolve())
+    if entry is None or not actor or actor.get("id") is None:
+        return False
+    return upload_owner(entry) == actor["id"]
 
 
 def allows(actor: dict | None, path: str | Path, purpose: str) -> bool:
@@ -87,7 +150,7 @@ def allows(actor: dict | None, path: str | Path, purpose: str) -> bool:
 def rule(actor: dict | None, purpose: str):
     """`allows` for one actor and purpose as a function of the path, reading the allowed
     folders once (an import checks every image file it looks at)."""
-    roots = allowed_roots()
+    roots = allowed_roots(purpose)
 
     def allowed(path: str | Path) -> bool:
         try:

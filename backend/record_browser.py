@@ -4,8 +4,10 @@ Reading and validating records is `backend.formats` (`tfrecord`, `tfrecord_check
 browser page needs. Every pattern, every file it matches and every label map goes through
 `paths.confine`: non-admins open only files inside the data folder (uploaded sets, dataset
 versions) or a folder the server's owner allowed, and URLs need the `read_urls` right
-(reviewers, admins). Uploading record files needs `ingest`; uploads and extracted zips are
-removed after `UPLOAD_TTL_SECONDS` (at the next upload and at start-up).
+(reviewers, admins). Uploading record files needs `ingest`; an upload folder and an extracted
+zip belong to the user who made them (`paths.mark_owner`): `paths.confine` opens them for that
+user only, `zip_download` hands a zip to its owner only. Both are removed after
+`UPLOAD_TTL_SECONDS` (at the next upload and at start-up).
 """
 from __future__ import annotations
 
@@ -66,8 +68,9 @@ def remove_old_uploads(max_age: float = UPLOAD_TTL_SECONDS) -> list[Path]:
 
 def save_uploads(actor: dict, uploads: list[tuple[str, bytes]]) -> str:
     """Store uploaded record files (and an optional label_map.pbtxt) in a new folder under
-    `data/uploads/tfrecords/`; returns the folder's path to open as a record set. Needs
-    `ingest`; at most `max_upload_bytes()` in all; nothing is kept when any file is refused."""
+    `data/uploads/tfrecords/`; returns the folder's path to open as a record set (by `actor`
+    only). Needs `ingest`; at most `max_upload_bytes()` in all; nothing is kept when any file
+    is refused."""
     require(actor, "ingest")
     if not uploads:
         raise Invalid("choose at least one TFRecord file")
@@ -77,6 +80,7 @@ def save_uploads(actor: dict, uploads: list[tuple[str, bytes]]) -> str:
     remove_old_uploads()
     folder = settings.subdir("uploads") / "tfrecords" / secrets.token_hex(8)
     try:
+        paths.mark_owner(folder, actor)
         for name, data in uploads:
             clean = Path(name.replace("\\", "/")).name
             if not clean or clean.startswith("."):
@@ -144,20 +148,34 @@ def page(actor: dict, pattern: str, start: int, count: int, label_map_path: str 
 
 def extract_zip(actor: dict, pattern: str, draw: bool, label_map_path: str | None = None,
                 on_progress: Callable[[int, int | None, str], None] | None = None) -> tuple[Path, tfrecord_preview.Extraction]:
-    """Extract every image of a set into a new zip under `data/uploads/extracted/` (a copy of
-    the images: needs `export`)."""
+    """Extract every image of a set into a new zip under `data/uploads/extracted/<token>/` (a
+    copy of the images: needs `export`; only `actor` may download it)."""
     require(actor, "export")
     pattern, label_map_path = confined_set(actor, pattern, label_map_path)
     remove_old_uploads()
     parsed, _ = label_map_for(pattern, label_map_path)
-    target = settings.subdir("uploads") / "extracted" / f"images-{secrets.token_hex(6)}.zip"
-    result = tfrecord_preview.extract(pattern, target, draw=draw, label_map=parsed, on_progress=on_progress)
-    return target, result
+    token = secrets.token_hex(6)
+    folder = settings.subdir("uploads") / "extracted" / token
+    paths.mark_owner(folder, actor)
+    try:
+        result = tfrecord_preview.extract(pattern, folder / f"images-{token}.zip", draw=draw,
+                                          label_map=parsed, on_progress=on_progress)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return folder / f"images-{token}.zip", result
 
 
-def zip_download(path: Path) -> tuple[str, bytes]:
-    """(file name, bytes) of a zip `extract_zip` made, for a download button (nothing else)."""
+def zip_download(actor: dict, path: Path) -> tuple[str, bytes]:
+    """(file name, bytes) of a zip `extract_zip` made for `actor`, for a download button
+    (nothing else, and nobody else's)."""
+    require(actor, "export")
+    extracted = (settings.subdir("uploads") / "extracted").resolve()
     path = Path(path).resolve()
-    if not path.is_relative_to((settings.subdir("uploads") / "extracted").resolve()):
+    entry = path.parent
+    if entry.parent != extracted or path.suffix != ".zip" or not path.is_file():
         raise Invalid("only zips extracted by the TFRecord browser can be downloaded here")
+    if actor.get("id") is None or paths.upload_owner(entry) != actor["id"]:
+        raise PermissionError(f"{actor.get('username')} ({actor.get('role')}) may not download "
+                              "this zip: it belongs to the user who extracted it")
     return path.name, path.read_bytes()

@@ -31,7 +31,7 @@ if can_train:
                                                    + point["name"])
                 st.rerun()
     with path_tab, st.form("zoo_path"):
-        path = st.text_input("Path of the .tar.gz (inside the data folder, or any path for admins)",
+        path = st.text_input("Path of the .tar.gz (inside the data folder or a folder the server's operator allowed)",
                              key="zoo_server_path")
         if st.form_submit_button("Import", type="primary") and path.strip():
             with common.reported(), st.spinner("Checking the archive, the config, the SavedModel and the checkpoint…"):

@@ -70,7 +70,9 @@ def test_the_database_and_settings_are_refused_inside_the_data_folder(db, users,
     for name in ("boxwise.db", "settings.json"):
         with pytest.raises(PermissionError):
             paths.confine(data_dir / name, users["reviewer"], "label_map")
-    assert paths.confine(data_dir / "boxwise.db", users["admin"], "label_map") == (data_dir / "boxwise.db").resolve()
+        with pytest.raises(PermissionError, match="the database and the server settings are never opened"):
+            paths.confine(data_dir / name, users["admin"], "label_map")  # a browser admin neither
+    assert paths.confine(data_dir / "boxwise.db", CLI_ACTOR, "label_map") == (data_dir / "boxwise.db").resolve()
 
 
 def test_other_config_paths_and_a_run_checkpoint_are_confined(db, users, outside):
@@ -124,8 +126,13 @@ def test_voc_path_field_and_import_sources_outside_are_refused(db, users, projec
     assert not report.ok and db["images"].count == 0
     with pytest.raises(PermissionError, match="may not import from"):
         importers.import_annotations(db, users["reviewer"], project["id"], outside["picture"].parent, "coco")
-    # The admin (and the command line) may import from anywhere on the server.
-    assert importers.import_annotations(db, users["admin"], project["id"], folder, "voc").ok
+    # A browser admin neither; the command line may import from anywhere on the server.
+    with pytest.raises(PermissionError, match="may not import from"):
+        importers.import_annotations(db, users["admin"], project["id"], outside["picture"].parent, "coco")
+    assert not importers.import_annotations(db, users["admin"], project["id"], folder, "voc").ok
+    assert db["images"].count == 0
+    assert importers.import_annotations(db, CLI_ACTOR, project["id"], folder, "voc").ok
+    assert db["images"].count == 1
 
 
 def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,
@@ -155,12 +162,13 @@ def test_a_glob_cannot_reach_outside_through_a_symlink(db, users, data_dir, outs
         record_browser.inspect(users["viewer"], str(folder))
 
 
-def test_export_copy_to_outside_the_data_folder_needs_an_admin(db, users, project, labeled, tmp_path):
+def test_export_copy_to_outside_the_data_folder_needs_the_command_line(db, users, project, labeled, tmp_path):
     target = tmp_path / "elsewhere"
-    with pytest.raises(PermissionError, match="may not write a dataset version to"):
-        dataset_versions.create_export(db, users["reviewer"], project["id"], splits="train=1", copy_to=target)
+    for role in ("reviewer", "admin"):
+        with pytest.raises(PermissionError, match="may not write a dataset version to"):
+            dataset_versions.create_export(db, users[role], project["id"], splits="train=1", copy_to=target)
     assert not target.exists() and dataset_versions.list_versions(db, project["id"]) == []
-    dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1", copy_to=target)
+    dataset_versions.create_export(db, CLI_ACTOR, project["id"], splits="train=1", copy_to=target)
     assert (target / "manifest.json").is_file()
 
 

@@ -98,6 +98,7 @@ WRITES = [
     ("server_settings.disallow_path", "configure_server", lambda: ("",)),
     ("record_browser.save_uploads", "ingest", lambda: ([],)),
     ("record_browser.extract_zip", "export", lambda: ("", False)),
+    ("record_browser.zip_download", "export", lambda: ("",)),
     ("tflite.export_registered", "train", lambda: (NOWHERE,)),
     ("zoo.import_tarball", "train", lambda: (b"", "x.tar.gz")),
     ("zoo.download", "train", lambda: ("x",)),
@@ -107,7 +108,7 @@ WRITES = [
 
 # Functions with an actor that only read (or decide what the actor may see).
 READS = {
-    "auth.can", "auth.require", "labeling.open_image",  # viewers open images without a lease
+    "auth.can", "auth.require", "auth.is_local", "paths.mark_owner", "labeling.open_image",  # viewers open images without a lease
     "labeling.queue_size", "config_check.check", "paths.confine", "paths.allows",
     "paths.confine_pattern", "paths.rule", "record_browser.confined_set", "record_browser.inspect", "record_browser.page",
     "labeling.why_queue_is_empty", "tflite.download",
@@ -179,6 +180,6 @@ def roles_table() -> str:
 def test_readme_roles_table_is_what_the_backend_grants():
     assert set(auth.ACTION_WORDS) == set().union(*auth._ROLE_ACTIONS.values())
     checked = {part for _, action, _ in WRITES for part in action.split("+")}
-    assert checked | {"view", "read_urls", "server_paths"} == set(auth.ACTION_WORDS)  # those: test_paths.py
+    assert checked | {"view", "read_urls"} == set(auth.ACTION_WORDS)  # those: test_paths.py
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert roles_table() in readme, "README's Roles table differs; paste:\n" + roles_table()

@@ -41,7 +41,7 @@ def test_no_uploaded_file_is_stored_executable(db, admin, project, data_dir, tmp
     model_registry.register_zip(db, admin, project["id"], _zip({
         str(p.relative_to(export)): p.read_bytes() for p in export.rglob("*") if p.is_file()}), "m.zip")
     stored = [p for p in data_dir.rglob("*") if p.is_file() and p.name != "boxwise.db"]
-    assert len(list((data_dir / "images").rglob("*.*"))) == 2 and len(list(os.scandir(folder))) == 2
+    assert len(list((data_dir / "images").rglob("*.*"))) == 2 and sorted(os.listdir(folder)) == [".owner", "run.sh.tfrecord", "train.record"]
     assert any(p.name == "saved_model.pb" for p in stored)
     assert [str(p) for p in stored if p.stat().st_mode & EXECUTABLE] == []
 
@@ -76,8 +76,8 @@ def test_extracted_zips_download_and_nothing_else_does(db, users, project, data_
     add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
     version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
     path, result = record_browser.extract_zip(users["reviewer"], version["input_globs"]["train"], False)
-    name, data = record_browser.zip_download(path)
+    name, data = record_browser.zip_download(users["reviewer"], path)
     assert name == path.name and zipfile.ZipFile(io.BytesIO(data)).namelist() == ["a.jpg"]
     (tmp_path / "secret").write_text("x")
     with pytest.raises(Invalid, match="only zips extracted by the TFRecord browser"):
-        record_browser.zip_download(tmp_path / "secret")
+        record_browser.zip_download(users["reviewer"], tmp_path / "secret")
