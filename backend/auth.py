@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import os
 import secrets
 import threading
@@ -57,7 +58,10 @@ ACTION_WORDS = {
 CLI_ACTOR: dict[str, Any] = {"id": None, "username": "cli", "role": "admin"}
 
 SESSION_SECONDS = 14 * 24 * 3600
-MAX_FAILED_LOGINS = 5
+MAX_FAILED_LOGINS = 5  # per user name and client address
+# Per user name from all addresses together: caps guessing spread over many addresses, while
+# one address alone cannot lock anyone out.
+MAX_FAILED_LOGINS_PER_NAME = 50
 FAILED_LOGIN_WINDOW = 15 * 60
 MIN_PASSWORD_LENGTH = 10
 # Refused whatever their length: keyboard runs and the passwords every guessing list starts with.
@@ -298,16 +302,49 @@ def _set_password(db, user_id: int, password_hash: str) -> None:
 
 
 LOCAL_ADDRESS = "local"
+_LOOPBACK = ipaddress.ip_address("127.0.0.1")
+
+
+def client_address(peer: str | None, forwarded_for: list[str] | str | None = None) -> str | None:
+    """The client's address for the login limits. `peer` is the connection's address (None
+    for localhost, as Streamlit gives it); `forwarded_for`, the `X-Forwarded-For` header
+    value(s). The header is believed only when `peer` is a proxy the operator trusts
+    (`server_settings.trusted_proxies`): the client is then its right-most entry that is not a
+    trusted proxy (entries left of that are the client's own claims and are skipped). Without
+    a trusted proxy, or with a header that does not parse, the peer's address is the answer."""
+    from backend import server_settings
+    trusted = server_settings.trusted_proxies()
+
+    def is_trusted(address) -> bool:
+        return any(address.version == net.version and address in net for net in trusted)
+    try:
+        nearest = ipaddress.ip_address(peer) if peer else _LOOPBACK
+    except ValueError:
+        return peer
+    if not trusted or not forwarded_for or not is_trusted(nearest):
+        return peer
+    values = [forwarded_for] if isinstance(forwarded_for, str) else list(forwarded_for)
+    hops = [hop.strip() for value in values for hop in str(value).split(",")]
+    for hop in reversed(hops):
+        try:
+            address = ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # a header this proxy did not write cleanly: trust only the connection
+        if not is_trusted(address):
+            return str(address)
+    return peer
 
 
 def login(db: sqlite_utils.Database, username: str, password: str,
           address: str | None = None) -> tuple[dict, str]:
     """Check a password and open a session; returns (user, session token).
 
-    `address` is the client's address (None: a local client). After MAX_FAILED_LOGINS failures
-    for a name from one address within FAILED_LOGIN_WINDOW seconds, further attempts from that
-    address are refused until the oldest failure leaves the window, right password or not;
-    other addresses can still log in as that name. Each attempt is counted as a failure
+    `address` is the client's address (None: a local client; `client_address` reads it behind
+    a trusted proxy). After MAX_FAILED_LOGINS failures for a name from one address within
+    FAILED_LOGIN_WINDOW seconds, further attempts from that address are refused until the
+    oldest failure leaves the window, right password or not; other addresses can still log in
+    as that name, until MAX_FAILED_LOGINS_PER_NAME failures from all addresses together lock
+    the name for everyone the same way. Each attempt is counted as a failure
     before its password is checked, in one write transaction with the count, so parallel
     guesses cannot pass the limit together. Unknown names are checked against a dummy hash:
     they take as long as known ones.
@@ -317,12 +354,17 @@ def login(db: sqlite_utils.Database, username: str, password: str,
     address = address[:64] if isinstance(address, str) and address else LOCAL_ADDRESS
     with transaction(db):
         started = now()
-        failures = [r["at"] for r in db.query(
-            "select at from login_attempts where username = ? and address = ? and ok = 0 "
-            "and at > ? order by at", [username, address, started - FAILED_LOGIN_WINDOW])]
-        if len(failures) >= MAX_FAILED_LOGINS:
-            wait = int(failures[-MAX_FAILED_LOGINS] + FAILED_LOGIN_WINDOW - started) + 1
+        failures = [(r["at"], r["address"]) for r in db.query(
+            "select at, address from login_attempts where username = ? and ok = 0 and at > ? "
+            "order by at", [username, started - FAILED_LOGIN_WINDOW])]
+        here = [at for at, where in failures if where == address]
+        if len(here) >= MAX_FAILED_LOGINS:
+            wait = int(here[-MAX_FAILED_LOGINS] + FAILED_LOGIN_WINDOW - started) + 1
             raise RateLimited(f"too many failed logins for {username!r} from this address; "
+                              f"try again in {wait} s")
+        if len(failures) >= MAX_FAILED_LOGINS_PER_NAME:
+            wait = int(failures[-MAX_FAILED_LOGINS_PER_NAME][0] + FAILED_LOGIN_WINDOW - started) + 1
+            raise RateLimited(f"too many failed logins for {username!r} from all addresses together; "
                               f"try again in {wait} s")
         attempt = db["login_attempts"].insert({"username": username, "address": address,
                                                "at": started, "ok": 0}).last_pk

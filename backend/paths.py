@@ -23,6 +23,8 @@ wildcard resolves lexically) and callers confine each file a glob matches
 from __future__ import annotations
 
 import json
+import os
+import re
 from pathlib import Path
 
 from backend import atomic, server_settings, settings
@@ -172,3 +174,26 @@ def confine_pattern(pattern: str, actor: dict | None, purpose: str = "records") 
 
 def _short(text: str) -> str:
     return repr(text if len(text) <= 200 else text[:200] + "…")
+
+
+# ---------------------------------------------------------------- showing paths
+
+
+def shown(actor: dict | None, path: str | Path | None) -> str:
+    """`path` as a page shows it to `actor`: whole for admins (and the command line), relative
+    to the data folder for everyone else (where the data folder lies on the server is the
+    operator's business); a path elsewhere (an allowed folder, a URL) is shown as it is."""
+    return shown_in(actor, "" if path is None else str(path))
+
+
+def shown_in(actor: dict | None, text: str) -> str:
+    """`text` (a message, a log, a config snippet) with every absolute path inside the data
+    folder made relative to it for non-admins: `/srv/boxwise/exports/v1` → `exports/v1`, the
+    folder itself → `.`."""
+    if not text or is_local(actor) or (actor or {}).get("role") == "admin":
+        return text
+    data = settings.data_dir().resolve()
+    names = {str(data), os.path.abspath(os.environ.get("BOXWISE_DATA", "data"))}
+    for name in sorted(names, key=len, reverse=True):
+        text = re.sub(re.escape(name) + r"(/+|(?![\w.-]))", lambda m: "" if m.group(1) else ".", text)
+    return text

@@ -15,6 +15,7 @@ lives, so nothing a user uploaded can become a runner.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -91,6 +92,24 @@ def runner(name: str) -> dict:
         raise NotFound(f"no external runner {name!r} ({known}); the server's owner adds runners "
                        "with `python -m backend settings runner-add` or BOXWISE_RUNNERS")
     return configured[name]
+
+
+def trusted_proxies() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The reverse proxies whose `X-Forwarded-For` header names the client: addresses or
+    networks from `data/settings.json`'s `"trusted_proxies"` list and `BOXWISE_TRUSTED_PROXIES`
+    (separated by commas or spaces). None by default: the header is then ignored."""
+    listed = list(_read_file().get("trusted_proxies") or [])
+    listed += re.split(r"[,\s]+", os.environ.get("BOXWISE_TRUSTED_PROXIES", "").strip())
+    networks = []
+    for entry in listed:
+        if not isinstance(entry, str) or not entry.strip():
+            continue
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise Invalid(f"trusted proxy {entry!r} is not an IP address or network "
+                          "(BOXWISE_TRUSTED_PROXIES, settings.json)") from None
+    return networks
 
 
 def allowed_paths() -> list[Path]:

@@ -13,7 +13,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.runtime.pages_manager import PagesManager
 
-from backend import auth, db as database, projects
+from backend import auth, db as database, paths, projects
 from backend.errors import BoxwiseError
 
 SESSION_COOKIE = "boxwise_session"
@@ -71,11 +71,12 @@ def current_user() -> dict | None:
 
 
 def client_address() -> str | None:
-    """The browser's address as the server's websocket sees it (None for localhost): failed
-    logins are counted per user name and this address. Behind a reverse proxy it is the
-    proxy's address."""
-    address = st.context.ip_address
-    return address if isinstance(address, str) else None  # (AppTest has no real connection)
+    """The browser's address (None for localhost): the websocket's peer, or behind a proxy the
+    operator trusts (`BOXWISE_TRUSTED_PROXIES`) the client its `X-Forwarded-For` names
+    (`auth.client_address`). Failed logins are counted per user name and this address."""
+    peer = st.context.ip_address
+    peer = peer if isinstance(peer, str) else None  # (AppTest has no real connection)
+    return auth.client_address(peer, st.context.headers.get_all("X-Forwarded-For"))
 
 
 def remember_login(token: str) -> None:
@@ -116,6 +117,23 @@ def user() -> dict:
         st.info("You are logged out. Reload the page to log in.")
         st.stop()
     return signed_in
+
+
+def shown(path) -> str:
+    """A server path as the signed-in user may see it: relative to the data folder for
+    non-admins (`backend.paths.shown`)."""
+    return paths.shown(st.session_state.get("user"), path)
+
+
+def shown_in(text: str) -> str:
+    """`text` with the paths inside the data folder made relative for non-admins."""
+    return paths.shown_in(st.session_state.get("user"), text)
+
+
+def shown_rows(rows: list[dict]) -> list[dict]:
+    """Table rows with `shown_in` applied to every text cell (errors, checkpoints, files)."""
+    return [{key: shown_in(value) if isinstance(value, str) else value for key, value in row.items()}
+            for row in rows]
 
 
 def project() -> dict | None:
@@ -163,9 +181,9 @@ def reported(success: str | None = None):
     try:
         yield
     except PermissionError as exc:
-        st.error(f"Not allowed: {exc}")
+        st.error(f"Not allowed: {shown_in(str(exc))}")
     except BoxwiseError as exc:
-        st.error(str(exc))
+        st.error(shown_in(str(exc)))
     except sqlite3.OperationalError as exc:
         # A write outside backend transactions that timed out on the lock: same retryable message.
         if not database.is_busy(exc):

@@ -74,12 +74,15 @@ if balance:
 left, right = st.columns(2)
 with left:
     st.write("**Files**")
-    st.code(f"{chosen['path']}\nlabel map: {chosen['label_map_path']}\n" +
-            "\n".join(f"{split}: {glob}" for split, glob in chosen["input_globs"].items()), language=None)
+    st.code(common.shown_in(f"{chosen['path']}\nlabel map: {chosen['label_map_path']}\n" +
+                            "\n".join(f"{split}: {glob}" for split, glob in chosen["input_globs"].items())),
+            language=None)
+    if user["role"] != "admin":
+        st.caption("Paths are relative to the data folder.")
     snippet = dataset_versions.snippet_text(chosen)
     if snippet:
         with st.expander("pipeline.config input readers"):
-            st.code(snippet, language="protobuf")
+            st.code(common.shown_in(snippet), language="protobuf")
 with right:
     if auth.can(user, "export") and st.button("Prepare zip for download", key=f"zip-{chosen['id']}"):
         with common.reported():

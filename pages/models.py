@@ -27,7 +27,7 @@ else:
         "metrics": ", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}"
                              for k, v in list(m["metrics"].items())[:4]),
         "warnings": "; ".join(m["warnings"]) + ("" if m["available"] else " files missing on disk"),
-        "path": m["path"]} for m in registry])
+        "path": common.shown(m["path"])} for m in registry])
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"run": st.column_config.NumberColumn(format="%d"),
                                 "dataset version": st.column_config.NumberColumn(format="%d")})

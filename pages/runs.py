@@ -68,7 +68,7 @@ project_active = run_lifecycle.project_active(db, project["id"])
 def run_list() -> None:
     """The run table; redrawn every 2 s while a run of the project is active, so its step
     column follows the live view."""
-    st.dataframe(pd.DataFrame(run_views.run_table(db, project["id"])), hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(common.shown_rows(run_views.run_table(db, project["id"]))), hide_index=True, width="stretch",
                  column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
 
 
@@ -112,12 +112,12 @@ def live_view(run_id: int, polling: bool) -> None:
     reports = run_artefacts.restore_reports(run)
     if reports:
         latest = reports[-1]
-        st.info(f"Started from: {latest['summary']}" if latest.get("summary") else
-                f"Started from: {latest.get('kind')} ({latest.get('restored')} of {latest.get('variables')} variables)")
+        st.info(common.shown_in(f"Started from: {latest['summary']}" if latest.get("summary") else
+                f"Started from: {latest.get('kind')} ({latest.get('restored')} of {latest.get('variables')} variables)"))
         with st.expander("What was restored, part by part"):
             st.dataframe(pd.DataFrame(run_artefacts.restore_rows(latest)), hide_index=True, width="stretch")
     with st.expander("Log", expanded=run["status"] == "failed"):
-        st.code("\n".join(run_artefacts.log_tail(run, 40)) or "(empty)", language=None)
+        st.code(common.shown_in("\n".join(run_artefacts.log_tail(run, 40))) or "(empty)", language=None)
     if can_train:
         controls(run)
     if run_lifecycle.is_active(db, run_id) != polling:
@@ -173,7 +173,7 @@ st.fragment(run_every=2 if polling else None)(live_view)(run_id, polling)
 st.subheader("Evaluation")
 side_jobs = run_views.jobs_of(db, run_id)
 if side_jobs:
-    st.dataframe(pd.DataFrame(side_jobs), hide_index=True, width="stretch")
+    st.dataframe(pd.DataFrame(common.shown_rows(side_jobs)), hide_index=True, width="stretch")
 metrics = pd.DataFrame(run_views.evaluation_rows(run), columns=["step", "metric", "value"])
 if metrics.empty:
     st.caption("No checkpoint of this run has been evaluated yet.")
@@ -204,7 +204,7 @@ chosen = st.multiselect("Runs", run_ids, default=run_ids[:2], key="compare")
 
 def comparison(chosen: list[int]) -> None:
     """The comparison table; live like the run table."""
-    st.dataframe(pd.DataFrame(run_views.compare_runs(db, chosen)), hide_index=True, width="stretch",
+    st.dataframe(pd.DataFrame(common.shown_rows(run_views.compare_runs(db, chosen))), hide_index=True, width="stretch",
                  column_config={"best mAP": st.column_config.NumberColumn(format="%.3f")})
 
 
@@ -212,4 +212,4 @@ if chosen:
     st.fragment(run_every=2 if project_active else None)(comparison)(chosen)
 if len(chosen) == 2:
     st.caption(f"Config difference (run {chosen[0]} → run {chosen[1]})")
-    st.code(run_views.config_diff(db, chosen[0], chosen[1]) or "(identical)", language="diff")
+    st.code(common.shown_in(run_views.config_diff(db, chosen[0], chosen[1])) or "(identical)", language="diff")

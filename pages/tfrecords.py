@@ -59,14 +59,15 @@ with common.reported():
         cols[1].metric("Boxes", inspection.boxes)
         cols[2].metric("Without boxes", inspection.negatives)
         cols[3].metric("Problems", len(inspection.problems))
-        st.dataframe(pd.DataFrame([{"file": f, "examples": n, "GZIP": inspection.compressed[f]}
+        st.dataframe(pd.DataFrame([{"file": common.shown(f), "examples": n, "GZIP": inspection.compressed[f]}
                                    for f, n in inspection.files.items()]), hide_index=True, width="stretch")
         if inspection.classes:
             st.bar_chart(pd.Series(inspection.classes, name="boxes"), horizontal=True)
-        st.caption(f"Label map: {inspection.label_map or 'none (ids are not checked)'}")
+        st.caption(f"Label map: {common.plain(common.shown(inspection.label_map)) or 'none (ids are not checked)'}")
     with problems_tab:
         if inspection.problems:
-            st.dataframe(pd.DataFrame(inspection.to_json()["problems"]), hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(common.shown_rows(inspection.to_json()["problems"])), hide_index=True,
+                         width="stretch")
         else:
             st.success("No problems found.")
     with examples_tab:
@@ -80,7 +81,7 @@ with common.reported():
                 if entry["image"] is not None:
                     st.image(entry["image"], width="stretch")
                 if entry["error"]:
-                    st.error(entry["error"])
+                    st.error(common.shown_in(entry["error"]))
                 with st.expander("Features"):
                     st.dataframe(pd.DataFrame(entry["features"]), hide_index=True, width="stretch")
                     if entry["boxes"]:

@@ -1,0 +1,225 @@
+"""Least privilege for paths, after issue 12: every path a signed-in user supplies (admins
+included) resolves inside the data folder or an operator's read-only allowed folder; only the
+command line (`CLI_ACTOR`) may use any path. TFRecord uploads open only for their uploader, and
+non-admins see paths relative to the data folder."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from backend import auth, config_check, dataset_versions, importers, model_registry, paths, record_browser, zoo
+from backend.auth import CLI_ACTOR
+from tests.helpers import CONFIG, add_image, button, image_bytes, signed_in
+
+
+@pytest.fixture
+def outside(tmp_path):
+    """A folder outside the data folder with an image and a record-like file in it."""
+    folder = tmp_path / "outside"
+    folder.mkdir()
+    (folder / "private.png").write_bytes(image_bytes((40, 30), (1, 2, 3), fmt="PNG"))
+    (folder / "train.record").write_bytes(b"\x00" * 16)
+    (folder / "label_map.pbtxt").write_text("item { id: 1 name: 'secret' }\n")
+    return folder
+
+
+def _escapes(data_dir, outside):
+    """One way each to name `outside` from the browser: absolute, `..`, a symlink, a glob
+    through a symlinked folder."""
+    link = data_dir / "link"
+    os.symlink(outside, link)
+    return {"absolute": str(outside / "train.record"),
+            "dotdot": str(data_dir / ".." / "outside" / "train.record"),
+            "symlink": str(link / "train.record"),
+            "glob": str(data_dir / "lin*" / "train.rec*")}
+
+
+@pytest.mark.parametrize("role", ["admin", "reviewer", "viewer"])
+@pytest.mark.parametrize("how", ["absolute", "dotdot", "symlink", "glob"])
+def test_no_browser_user_reaches_outside_the_data_folder(db, users, data_dir, outside, role, how):
+    typed = _escapes(data_dir, outside)[how]
+    with pytest.raises(PermissionError) as refused:
+        record_browser.inspect(users[role], typed)
+    named = str(data_dir / "link" / "train.record") if how == "glob" else typed  # a glob: the file it matched
+    assert str(refused.value) == (f"{role} ({role}) may not open the record set {named!r}: only paths inside "
+                                  "the data folder can be used from the browser")
+
+
+@pytest.mark.parametrize("purpose", sorted(paths.PURPOSES))
+def test_the_command_line_keeps_any_path_a_browser_admin_is_refused(users, data_dir, outside, purpose):
+    target = outside / "private.png"
+    assert paths.confine(target, CLI_ACTOR, purpose) == target.resolve()
+    with pytest.raises(PermissionError, match=f"^admin \\(admin\\) may not {paths.PURPOSES[purpose]} "):
+        paths.confine(target, users["admin"], purpose)
+    # A user row that looks like the command line's is not it: only the object itself is.
+    assert not auth.is_local(dict(CLI_ACTOR))
+    with pytest.raises(PermissionError):
+        paths.confine(target, dict(CLI_ACTOR), purpose)
+
+
+def test_a_browser_admin_may_use_urls_only_where_readme_says(users):
+    assert str(paths.confine("gs://bucket/train.record", users["admin"], "records")) == "gs://bucket/train.record"
+    with pytest.raises(PermissionError, match="may not use the config path a URL"):
+        paths.confine("gs://bucket/train.record", users["admin"], "config")
+    assert str(paths.confine("gs://bucket/ckpt", CLI_ACTOR, "checkpoint")) == "gs://bucket/ckpt"
+
+
+def test_admin_config_model_folder_zoo_and_imports_are_confined(db, users, project, data_dir, outside):
+    admin = users["admin"]
+    text = CONFIG.replace('label_map_path: "PATH_TO_BE_CONFIGURED"',
+                          f'label_map_path: "{outside / "label_map.pbtxt"}"', 1)
+    [problem] = [p for p in config_check.check(text, actor=admin) if p.path == "train_input_reader.label_map_path"]
+    assert "may not use the config path" in problem.message and "secret" not in problem.message
+    with pytest.raises(PermissionError, match="may not register the model folder"):
+        model_registry.register_directory(db, admin, project["id"], str(outside))
+    with pytest.raises(PermissionError, match="may not import from"):
+        zoo.import_tarball(db, admin, str(outside / "train.record"))
+    with pytest.raises(PermissionError, match="may not import from"):
+        importers.import_annotations(db, admin, project["id"], outside, "coco")
+    with pytest.raises(PermissionError, match="may not read the label map"):
+        importers.import_label_map(db, admin, project["id"], outside / "label_map.pbtxt")
+    assert db["images"].count == 0 and db["models"].count == 0
+
+
+def test_refusals_name_the_allowed_folders_and_those_are_read_only(db, users, project, data_dir, outside,
+                                                                   tmp_path, monkeypatch):
+    shared, other = tmp_path / "shared", tmp_path / "other"
+    shared.mkdir()
+    other.mkdir()
+    monkeypatch.setenv("BOXWISE_ALLOWED_PATHS", f"{shared}{os.pathsep}{other}")
+    typed = str(outside / "train.record")
+    with pytest.raises(PermissionError) as refused:
+        paths.confine(typed, users["admin"], "records")
+    assert str(refused.value) == (f"admin (admin) may not open the record set {typed!r}: only paths inside the "
+                                  f"data folder or the allowed folders {shared}, {other} can be used from the browser")
+    assert paths.confine(shared / "a.record", users["viewer"], "records") == shared / "a.record"
+    add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
+    with pytest.raises(PermissionError, match="may not write a dataset version to .*: only paths inside the "
+                                              "data folder can be used"):
+        dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1", copy_to=shared / "v")
+    assert list(shared.iterdir()) == [] and dataset_versions.list_versions(db, project["id"]) == []
+    version = dataset_versions.create_export(db, users["reviewer"], project["id"], splits="train=1",
+                                             copy_to=data_dir / "copies" / "v1")
+    assert (data_dir / "copies" / "v1" / "manifest.json").is_file() and version["version"] == 1
+
+
+def test_the_database_is_refused_to_a_browser_admin_through_a_symlink_too(users, data_dir):
+    (data_dir / "boxwise.db").touch()
+    os.symlink(data_dir / "boxwise.db", data_dir / "notes.pbtxt")
+    with pytest.raises(PermissionError, match="the database and the server settings are never opened"):
+        paths.confine(data_dir / "notes.pbtxt", users["admin"], "label_map")
+
+
+# ---------------------------------------------------------------- uploads belong to their uploader
+
+
+@pytest.fixture
+def two_reviewers(db, users):
+    return users["reviewer"], auth.add_user(db, users["admin"], "reviewer2", "reviewer2-password", "reviewer")
+
+
+def _record_upload(db, users, project, data_dir, actor):
+    add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
+    version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
+    files = sorted(p for p in (data_dir / "exports").rglob("*") if p.is_file() and ".record" in p.name)
+    label_map = next((data_dir / "exports").rglob("label_map.pbtxt"))
+    return version, record_browser.save_uploads(actor, [(files[0].name, files[0].read_bytes()),
+                                                       ("label_map.pbtxt", label_map.read_bytes())])
+
+
+def test_a_record_upload_opens_only_for_its_uploader(db, users, project, data_dir, two_reviewers):
+    owner, stranger = two_reviewers
+    _, folder = _record_upload(db, users, project, data_dir, owner)
+    assert record_browser.inspect(owner, folder).examples == 1
+    assert len(record_browser.page(owner, folder, 0, 5)) == 1
+    for actor in (stranger, users["admin"], users["viewer"]):
+        with pytest.raises(PermissionError, match="an upload opens only for the user who uploaded it"):
+            record_browser.inspect(actor, folder)
+        with pytest.raises(PermissionError, match="an upload opens only for the user who uploaded it"):
+            record_browser.page(actor, folder, 0, 5)
+    with pytest.raises(PermissionError, match="an upload opens only for the user who uploaded it"):
+        record_browser.extract_zip(stranger, folder, False)
+    # nor through another backend function that opens record sets, nor as a label map
+    with pytest.raises(PermissionError, match="an upload opens only for the user who uploaded it"):
+        importers.import_annotations(db, stranger, project["id"], folder, "tfrecord")
+    with pytest.raises(PermissionError, match="an upload opens only"):
+        paths.confine(folder + "/label_map.pbtxt", stranger, "label_map")
+    assert paths.confine(folder, CLI_ACTOR, "records") == paths.Path(folder)
+
+
+def test_an_unknown_upload_folder_is_refused_as_a_strangers_is(db, users, project, data_dir, two_reviewers):
+    owner, stranger = two_reviewers
+    _, folder = _record_upload(db, users, project, data_dir, owner)
+    missing = str(data_dir / "uploads" / "tfrecords" / "0123456789abcdef")
+    messages = []
+    for typed in (folder, missing):
+        with pytest.raises(PermissionError) as refused:
+            record_browser.inspect(stranger, typed)
+        messages.append(str(refused.value).replace(typed, "PATH"))
+    assert messages[0] == messages[1]
+    with pytest.raises(PermissionError, match="an upload opens only"):  # the folder of uploads itself
+        record_browser.inspect(owner, str(data_dir / "uploads" / "tfrecords" / "*" / "*.tfrecord"))
+
+
+def test_a_symlink_into_someone_elses_upload_is_refused(db, users, project, data_dir, two_reviewers):
+    owner, stranger = two_reviewers
+    _, folder = _record_upload(db, users, project, data_dir, owner)
+    os.symlink(folder, data_dir / "shortcut")
+    with pytest.raises(PermissionError, match="an upload opens only"):
+        record_browser.inspect(stranger, str(data_dir / "shortcut"))
+    assert record_browser.inspect(owner, str(data_dir / "shortcut")).examples == 1
+
+
+def test_an_extracted_zip_downloads_only_for_who_extracted_it(db, users, project, data_dir, two_reviewers):
+    owner, stranger = two_reviewers
+    version, _ = _record_upload(db, users, project, data_dir, owner)
+    path, _ = record_browser.extract_zip(owner, version["input_globs"]["train"], False)
+    assert record_browser.zip_download(owner, path)[0] == path.name
+    for actor in (stranger, users["admin"]):
+        with pytest.raises(PermissionError, match="may not download this zip: it belongs to the user who extracted it"):
+            record_browser.zip_download(actor, path)
+
+
+# ---------------------------------------------------------------- paths shown to non-admins
+
+
+def test_non_admins_see_paths_relative_to_the_data_folder(users, data_dir):
+    inside = data_dir / "exports" / "pets" / "v1" / "train.record-00000-of-00001"
+    text = f"input_path: \"{inside}\"\nlabel map '{data_dir}/exports/label_map.pbtxt' in {data_dir}, not {data_dir}2/x"
+    assert paths.shown_in(users["viewer"], text) == (
+        'input_path: "exports/pets/v1/train.record-00000-of-00001"\n'
+        f"label map 'exports/label_map.pbtxt' in ., not {data_dir}2/x")
+    assert paths.shown_in(users["reviewer"], text) == paths.shown_in(users["viewer"], text)
+    assert paths.shown_in(users["admin"], text) == text and paths.shown_in(CLI_ACTOR, text) == text
+    assert paths.shown(users["labeler"], inside) == "exports/pets/v1/train.record-00000-of-00001"
+    assert paths.shown(users["labeler"], "/srv/datasets/a.record") == "/srv/datasets/a.record"
+
+
+def test_the_datasets_page_shows_relative_paths_to_a_viewer_and_whole_ones_to_an_admin(db, users, project,
+                                                                                      data_dir):
+    add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
+    version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
+    relative = os.path.relpath(version["path"], data_dir)
+    seen = {}
+    for role in ("viewer", "admin"):
+        at = signed_in(db, role, "pages/dataset.py")
+        assert not at.exception, at.exception
+        seen[role] = "\n".join(c.value for c in at.code)
+    assert str(data_dir) not in seen["viewer"]
+    assert seen["viewer"].startswith(relative + "\nlabel map: ") and "train: " in seen["viewer"]
+    assert f'input_path: "{relative}/' in seen["viewer"]
+    assert seen["admin"].startswith(version["path"] + "\n")
+    assert seen["viewer"] == seen["admin"].replace(f"{data_dir}/", "")
+
+
+def test_the_models_page_refuses_an_outside_folder_to_an_admin(db, users, project, data_dir, outside):
+    at = signed_in(db, "admin", "pages/models.py")
+    at.text_input(key="folder_model_path").input(str(outside))
+    button(at, "Register").click()  # the folder form's (no runs yet)
+    at.run()
+    assert not at.exception, at.exception
+    assert [e.value for e in at.error] == [
+        f"Not allowed: admin (admin) may not register the model folder {str(outside)!r}: only paths inside the "
+        "data folder can be used from the browser"]
+    assert db["models"].count == 0
