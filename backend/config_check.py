@@ -22,6 +22,7 @@ TensorFlow or Keras.
 from __future__ import annotations
 
 import fnmatch
+import glob
 import re
 from pathlib import Path
 from typing import Any
@@ -505,14 +506,14 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             problems.append(Problem(f"{reader}.tf_record_input_reader.input_path", 0,
                                     "no training input is set"))
         for path, value in reader_paths:
-            if _is_remote(value):
-                continue
-            why = unusable_path(value)
+            why = None if _is_remote(value) else unusable_path(value)
             if why:
                 problems.append(Problem(path, _line(doc, path), f"{shown(value)} {why}"))
                 continue
             try:
-                paths.confine(value, actor, "config")
+                paths.confine_matches(value, actor, "config")  # the pattern and each file it matches
+                if _is_remote(value):
+                    continue
             except PermissionError as exc:
                 problems.append(Problem(path, _line(doc, path), str(exc)))
                 continue
@@ -525,17 +526,22 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
                                         f"({version.path})"))
 
     checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
-    if checkpoint and not _is_remote(str(checkpoint)):
+    if checkpoint:
         path = "train_config.fine_tune_checkpoint"
-        why = unusable_path(str(checkpoint))
+        remote_checkpoint = _is_remote(str(checkpoint))
+        why = None if remote_checkpoint else unusable_path(str(checkpoint))
         if why:
             problems.append(Problem(path, _line(doc, path), f"fine-tune checkpoint {shown(str(checkpoint))} {why}"))
         else:
             try:
                 paths.confine(str(checkpoint), actor, "checkpoint")
+                if not remote_checkpoint:  # `.index`, `.data-*` beside a prefix; a folder's files
+                    paths.confine_matches(glob.escape(str(checkpoint)) + "*", actor, "checkpoint")
             except PermissionError as exc:
                 problems.append(Problem(path, _line(doc, path), str(exc)))
             else:
+                if remote_checkpoint:
+                    return problems
                 why = checkpoint_problem(str(checkpoint))
                 if why:
                     problems.append(Problem(path, _line(doc, path), why + _checkpoint_hint(doc, str(checkpoint))))

@@ -13,6 +13,7 @@ Imported images get status `labeled`; images listed with no boxes become "no obj
 """
 from __future__ import annotations
 
+import glob
 import io
 import secrets
 import shutil
@@ -27,8 +28,8 @@ import sqlite_utils
 from backend import annotations, atomic, paths, projects, settings
 from backend.auth import can, require
 from backend.db import now, one, transaction
-from backend.errors import Invalid
-from backend.formats import boxes as box_convert, label_map as label_map_format
+from backend.errors import Invalid, NotFound
+from backend.formats import boxes as box_convert, label_map as label_map_format, remote, tfrecord_framing
 from backend.formats.records import Allowed, AnnotatedImage, ReadResult
 from backend.images import (MAX_ZIP_RATIO, MAX_ZIP_TOTAL_BYTES, ImageRejected, prepare_image,
                             stored_path)
@@ -110,6 +111,8 @@ class _Planned:
 
 
 CLI_CREATE_HINT = "import with --create-classes"
+# The files an import of a folder may read as annotations (checked by `paths.confine_matches`).
+ANNOTATION_SUFFIXES = (".xml", ".json", ".csv", ".txt", ".yaml", ".yml")
 
 
 def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, path: str | Path,
@@ -127,6 +130,17 @@ def import_annotations(db: sqlite_utils.Database, actor: dict, project_id: int, 
     project = projects.get_project(db, project_id)
     path = paths.confine_pattern(str(path), actor, "import") if fmt == "tfrecord" else \
         paths.confine(path, actor, "import")
+    # Everything the source reaches: each record file of a set, the annotation files below a
+    # folder (symlinks followed).
+    if fmt == "tfrecord":
+        try:
+            for file in tfrecord_framing.resolve(str(path)):
+                if not remote.is_url(file):
+                    paths.confine(file, actor, "import")
+        except NotFound:
+            pass  # the reader says what matched nothing
+    else:
+        paths.confine_matches(glob.escape(str(path)), actor, "import", ANNOTATION_SUFFIXES)
     images_dir = paths.confine(images_dir, actor, "import") if images_dir else None
     result = read(path, fmt, images_dir, allowed=paths.rule(actor, "image"))
     # New images are stored (content-addressed) while planning, so only one image is in

@@ -11,6 +11,7 @@ One model per project is current (`projects.current_model_id`): batch prediction
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import secrets
@@ -97,6 +98,7 @@ def register_directory(db: sqlite_utils.Database, actor: dict, project_id: int, 
     require(actor, "train")
     get_project(db, project_id)
     path = paths.confine(path, actor, "model")
+    paths.confine_matches(glob.escape(str(path)), actor, "model")  # no file in it may lead outside
     info = inspect_export(path)
     root = info["root"].resolve()
     existing = one(db, "select id from models where project_id = ? and path = ?",

@@ -22,6 +22,7 @@ wildcard resolves lexically) and callers confine each file a glob matches
 """
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -170,6 +171,41 @@ def confine_pattern(pattern: str, actor: dict | None, purpose: str = "records") 
     if not parts:
         raise Invalid("no TFRecord path given")
     return ",".join(str(confine(part, actor, purpose)) for part in parts)
+
+
+MAX_CONFINED_ENTRIES = 10_000
+
+
+def confine_matches(pattern: str, actor: dict | None, purpose: str,
+                    suffixes: tuple[str, ...] | None = None) -> None:
+    """Confine a comma-separated pattern (as `confine_pattern`) and everything it reaches on
+    disk: each file or folder a glob part matches, and every entry below a matched folder
+    (symlinks followed), so a symlink inside the data folder cannot lead a glob, a
+    checkpoint prefix or a model folder outside. PermissionError naming the first entry
+    refused; Invalid beyond MAX_CONFINED_ENTRIES entries. `suffixes`: below folders, only
+    files with these (lower-case) suffixes are checked (an import's annotation files; its
+    images are checked one by one as they are read). The command line is not confined."""
+    if is_local(actor):
+        return
+    roots = allowed_roots(purpose)
+    seen = 0
+    for part in (p.strip() for p in str(pattern).split(",")):
+        if not part:
+            continue
+        confine(part, actor, purpose, roots)
+        if remote.is_url(part):
+            continue
+        for match in sorted(glob.glob(os.path.expanduser(part))):
+            confine(match, actor, purpose, roots)
+            if not os.path.isdir(match):
+                continue
+            for folder, dirs, files in os.walk(match, followlinks=True):
+                for name in dirs + ([f for f in files if f.lower().endswith(suffixes)] if suffixes else files):
+                    seen += 1
+                    if seen > MAX_CONFINED_ENTRIES:
+                        raise Invalid(f"{_short(part)} reaches more than {MAX_CONFINED_ENTRIES:,} files and "
+                                      "folders (a symlink loop?)")
+                    confine(os.path.join(folder, name), actor, purpose, roots)
 
 
 def _short(text: str) -> str:

@@ -223,3 +223,66 @@ def test_the_models_page_refuses_an_outside_folder_to_an_admin(db, users, projec
         f"Not allowed: admin (admin) may not register the model folder {str(outside)!r}: only paths inside the "
         "data folder can be used from the browser"]
     assert db["models"].count == 0
+
+
+# ---------------------------------------------------------------- symlinks below what a user names
+
+
+def _config(**values) -> str:
+    text = CONFIG
+    for key, value in values.items():
+        text = text.replace(f'{key}: "PATH_TO_BE_CONFIGURED"', f'{key}: "{value}"', 1)
+    return text
+
+
+def test_a_config_glob_or_checkpoint_reaching_outside_through_a_symlink_is_refused(db, users, data_dir, outside):
+    link = data_dir / "link"
+    os.symlink(outside, link)
+    problems = {p.path: p.message for p in config_check.check(
+        _config(input_path=str(data_dir / "lin*" / "train.rec*")), actor=users["admin"])}
+    assert problems["train_input_reader.tf_record_input_reader.input_path"] == (
+        f"admin (admin) may not use the config path {str(link / 'train.record')!r}: only paths inside the data "
+        "folder can be used from the browser")
+    checkpoints = data_dir / "checkpoints"
+    checkpoints.mkdir()
+    (outside / "ckpt-1.index").write_bytes(b"x")
+    os.symlink(outside / "ckpt-1.index", checkpoints / "ckpt-1.index")
+    text = CONFIG.replace("train_config {", f'train_config {{\n  fine_tune_checkpoint: "{checkpoints / "ckpt-1"}"', 1)
+    problems = {p.path: p.message for p in config_check.check(text, actor=users["reviewer"])}
+    assert problems["train_config.fine_tune_checkpoint"].startswith(
+        f"reviewer (reviewer) may not start from the checkpoint {str(checkpoints / 'ckpt-1.index')!r}: ")
+    from backend.auth import CLI_ACTOR as cli
+    assert "train_config.fine_tune_checkpoint" not in {p.path for p in config_check.check(text, actor=cli)}
+
+
+def test_a_url_in_a_config_is_refused_in_the_browser_and_kept_for_the_command_line(db, users):
+    text = _config(input_path="gs://bucket/train.record-*")
+    for role in ("reviewer", "admin"):
+        problems = {p.path: p.message for p in config_check.check(text, actor=users[role])}
+        assert problems["train_input_reader.tf_record_input_reader.input_path"] == (
+            f"{role} ({role}) may not use the config path a URL: only record sets and label maps in the "
+            "TFRecord browser may be URLs")
+    assert "train_input_reader.tf_record_input_reader.input_path" not in {
+        p.path for p in config_check.check(text, actor=CLI_ACTOR)}
+
+
+def test_imports_and_model_folders_cannot_reach_outside_through_a_symlink(db, users, project, data_dir, outside):
+    from tests.helpers import voc_xml
+    (outside / "a.xml").write_text(voc_xml("a.png", (40, 30), [("cat", (1, 2, 30, 20), 0, 0)]))
+    folder = data_dir / "voc"
+    folder.mkdir()
+    os.symlink(outside / "a.xml", folder / "a.xml")
+    with pytest.raises(PermissionError, match=f"may not import from {str(folder / 'a.xml')!r}"):
+        importers.import_annotations(db, users["reviewer"], project["id"], folder, "voc")
+    records = data_dir / "records"
+    records.mkdir()
+    os.symlink(outside / "train.record", records / "train.record")
+    for typed in (str(records), str(data_dir / "rec*" / "*.record")):
+        with pytest.raises(PermissionError, match=f"may not import from {str(records / 'train.record')!r}"):
+            importers.import_annotations(db, users["admin"], project["id"], typed, "tfrecord")
+    model = data_dir / "mymodel"
+    model.mkdir()
+    os.symlink(outside, model / "saved_model")
+    with pytest.raises(PermissionError, match=f"may not register the model folder {str(model / 'saved_model')!r}"):
+        model_registry.register_directory(db, users["admin"], project["id"], str(model))
+    assert db["images"].count == 0 and db["models"].count == 0

@@ -67,7 +67,7 @@ COCO_CASES = {
 def test_hostile_coco_is_reported_and_imports_nothing(db, admin, project, data_dir, tmp_path, case):
     kwargs, prefix, message = COCO_CASES[case]
     path = _coco(tmp_path, **kwargs)
-    report = importers.import_annotations(db, admin, project["id"], path, "coco")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], path, "coco")
     assert not report.committed
     assert any(e.startswith(prefix) and e.endswith(message) for e in report.errors), report.errors
     assert all("\n" not in e for e in report.errors)
@@ -127,7 +127,7 @@ def _wrong_type_message(key):
 def test_tfrecord_feature_of_the_wrong_type_is_reported_by_import(db, admin, project, data_dir,
                                                                  tmp_path, key):
     path = _record_file(tmp_path / "train.record", _wrong_type_entries(key))
-    report = importers.import_annotations(db, admin, project["id"], path, "tfrecord")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], path, "tfrecord")
     assert not report.committed
     assert report.errors == [f"{path} record 0: {_wrong_type_message(key)}"]
     _nothing_written(db, data_dir)
@@ -139,10 +139,10 @@ def test_tfrecord_feature_of_the_wrong_type_is_reported_by_inspect_and_the_brows
     folder = data_dir / "uploads" / "hostile"
     folder.mkdir(parents=True)
     path = _record_file(folder / "train.record", _wrong_type_entries(key))
-    inspection = record_browser.inspect(admin, str(path))
+    inspection = record_browser.inspect(CLI_ACTOR, str(path))
     assert [(p.file, p.index, p.message) for p in inspection.problems] == \
         [(str(path), 0, _wrong_type_message(key))]
-    page = record_browser.page(admin, str(path), 0, 5)
+    page = record_browser.page(CLI_ACTOR, str(path), 0, 5)
     assert [(entry["where"], entry["error"]) for entry in page] == \
         [("train.record #0", _wrong_type_message(key))]
 
@@ -187,7 +187,7 @@ def test_hostile_label_map_is_refused_by_import_and_creates_no_class(db, admin, 
     path = tmp_path / "label_map.pbtxt"
     path.write_text(text)
     with pytest.raises(Invalid) as refused:
-        importers.import_label_map(db, admin, project["id"], path)
+        importers.import_label_map(db, CLI_ACTOR, project["id"], path)
     assert str(refused.value) == f"{path}: {message}"
     _nothing_written(db, data_dir)
     assert db.execute("select next_label_map_id from projects").fetchone()[0] == 4
@@ -357,7 +357,7 @@ def test_non_finite_numbers_in_csv_yolo_voc_are_reported(db, admin, project, dat
     (folder / "a.jpg").write_bytes(image_bytes((64, 48)))
     for name, text in files.items():
         (folder / name).write_text(text)
-    report = importers.import_annotations(db, admin, project["id"], folder, fmt)
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], folder, fmt)
     assert not report.committed and report.errors
     assert all("\n" not in e for e in report.errors)
     if message:

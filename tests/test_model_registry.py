@@ -11,6 +11,7 @@ import pytest
 from backend import model_registry, projects
 from backend.errors import Invalid, NotFound
 from backend.inference import ModelInvalid
+from backend.auth import CLI_ACTOR
 from tests import savedmodels
 
 
@@ -31,7 +32,7 @@ def test_registering_a_directory_records_label_map_size_and_metrics(db, admin, p
     folder = tmp_path / "copy"
     shutil.copytree(export_dir, folder)
     (folder / "metrics.json").write_text(json.dumps({"DetectionBoxes_Precision/mAP": 0.42}))
-    model = model_registry.register_directory(db, admin, project["id"], folder, name="first try")
+    model = model_registry.register_directory(db, CLI_ACTOR, project["id"], folder, name="first try")
     assert model["name"] == "first try"
     assert model["path"] == str(folder.resolve())
     assert model["source"] == "directory"
@@ -46,7 +47,7 @@ def test_registering_a_directory_records_label_map_size_and_metrics(db, admin, p
 
 def test_a_model_without_label_map_is_registered_with_a_warning(db, admin, project, tmp_path):
     folder = savedmodels.build_detector(tmp_path / "bare", label_map=None, layout="bare")
-    model = model_registry.register_directory(db, admin, project["id"], folder)
+    model = model_registry.register_directory(db, CLI_ACTOR, project["id"], folder)
     assert model["name"] == "bare"
     assert model["label_map"] == ""
     assert model["warnings"] == ["no label map beside this model: classes are shown by number"]
@@ -54,19 +55,19 @@ def test_a_model_without_label_map_is_registered_with_a_warning(db, admin, proje
 
 def test_directories_without_a_detection_saved_model_are_refused(db, admin, project, tmp_path):
     with pytest.raises(NotFound, match="no such model directory"):
-        model_registry.register_directory(db, admin, project["id"], tmp_path / "missing")
+        model_registry.register_directory(db, CLI_ACTOR, project["id"], tmp_path / "missing")
     with pytest.raises(ModelInvalid, match="holds no SavedModel"):
-        model_registry.register_directory(db, admin, project["id"], tmp_path)
+        model_registry.register_directory(db, CLI_ACTOR, project["id"], tmp_path)
     savedmodels.build_wrong_input(tmp_path / "classifier")
     with pytest.raises(ModelInvalid, match="takes images, not 'input_tensor'"):
-        model_registry.register_directory(db, admin, project["id"], tmp_path / "classifier")
+        model_registry.register_directory(db, CLI_ACTOR, project["id"], tmp_path / "classifier")
     assert model_registry.list_models(db, project["id"]) == []
 
 
 def test_the_same_directory_is_registered_once_per_project(db, admin, project, export_dir):
-    first = model_registry.register_directory(db, admin, project["id"], export_dir)
+    first = model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir)
     with pytest.raises(Invalid, match=f"already registered in this project as model #{first['id']}"):
-        model_registry.register_directory(db, admin, project["id"], export_dir / "saved_model")
+        model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir / "saved_model")
 
 
 def test_only_roles_that_train_register_and_choose_models(db, users, project, export_dir, monkeypatch):
@@ -83,8 +84,8 @@ def test_only_roles_that_train_register_and_choose_models(db, users, project, ex
 
 def test_one_model_per_project_is_current(db, admin, project, export_dir, tmp_path):
     other = savedmodels.build_detector(tmp_path / "second")
-    first = model_registry.register_directory(db, admin, project["id"], export_dir)
-    second = model_registry.register_directory(db, admin, project["id"], other)
+    first = model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir)
+    second = model_registry.register_directory(db, CLI_ACTOR, project["id"], other)
     assert model_registry.current_model(db, project["id"]) is None
     model_registry.set_current(db, admin, project["id"], first["id"])
     model_registry.set_current(db, admin, project["id"], second["id"])
@@ -103,7 +104,7 @@ def test_a_run_export_is_registered_with_its_run_and_dataset_version(db, admin, 
     export_id = db["exports"].insert({"project_id": project["id"], "format": "tfrecord"}).last_pk
     run_id = db["runs"].insert({"project_id": project["id"], "export_id": export_id,
                                 "status": "succeeded", "model_dir": str(run_dir)}).last_pk
-    model = model_registry.register_run(db, admin, run_id)
+    model = model_registry.register_run(db, CLI_ACTOR, run_id)
     assert (model["run_id"], model["export_id"], model["source"]) == (run_id, export_id, "run")
     assert model["path"] == str((run_dir / "exported").resolve())
     assert model["name"] == f"run {run_id} · exported"
@@ -111,7 +112,7 @@ def test_a_run_export_is_registered_with_its_run_and_dataset_version(db, admin, 
     empty_run = db["runs"].insert({"project_id": project["id"], "status": "running",
                                    "model_dir": str(tmp_path / "runs" / "2")}).last_pk
     with pytest.raises(NotFound, match="has no exported model yet"):
-        model_registry.register_run(db, admin, empty_run)
+        model_registry.register_run(db, CLI_ACTOR, empty_run)
 
 
 @pytest.mark.parametrize("prefix", ["", "my_export/"])
@@ -163,7 +164,7 @@ def test_an_export_job_of_a_run_brings_the_exported_checkpoints_evaluation(db, a
     listed = model_registry.runs_with_exports(db, project["id"])
     assert [(r["run_id"], r["export_dir"], r["registered"]) for r in listed] == \
         [(train_id, job_dir / "exported", False)]
-    model = model_registry.register_run(db, admin, train_id)
+    model = model_registry.register_run(db, CLI_ACTOR, train_id)
     assert model["path"] == str((job_dir / "exported").resolve())
     assert model["metrics"] == {"DetectionBoxes_Precision/mAP": 0.31, "step": 300}
     assert model_registry.runs_with_exports(db, project["id"])[0]["registered"] is True
@@ -171,7 +172,7 @@ def test_an_export_job_of_a_run_brings_the_exported_checkpoints_evaluation(db, a
 
 def test_a_label_map_that_disagrees_with_the_project_is_flagged(db, admin, export_dir, tmp_path):
     shapes = projects.create_project(db, admin, "shapes", ["circle", "dog"])
-    model = model_registry.register_directory(db, admin, shapes["id"], export_dir)
+    model = model_registry.register_directory(db, CLI_ACTOR, shapes["id"], export_dir)
     assert model["warnings"] == ["'cat' is id 1 in the model's label map but 'circle' in this project"]
     other = projects.create_project(db, admin, "cats", ["cat"])
     assert model_registry.class_mismatches(db, other["id"], savedmodels.LABEL_MAP) == \

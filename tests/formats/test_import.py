@@ -9,6 +9,7 @@ import pytest
 
 from backend import dataset_versions, importers, projects, settings
 from backend.__main__ import main
+from backend.auth import CLI_ACTOR
 from tests.formats.tfod import example, write_records
 from tests.helpers import SHARED_TFOD, image_bytes, needs_shared_tfod, voc_xml
 
@@ -49,7 +50,7 @@ def labelimg(data_dir):
 
 
 def test_a_labelimg_folder_imports_in_one_step(db, admin, project, labelimg):
-    report = importers.import_annotations(db, admin, project["id"], labelimg, "voc")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], labelimg, "voc")
     assert report.ok, report.errors
     assert report.summary() == "imported 3 images with 3 boxes, skipped 0"
     assert boxes_by_file(db, project["id"]) == {
@@ -61,7 +62,7 @@ def test_a_labelimg_folder_imports_in_one_step(db, admin, project, labelimg):
     events = [e["kind"] for e in db.query("select kind from annotation_events where image_id = ?",
                                           [rows["one.jpg"]["id"]])]
     assert events == ["boxes", "status"]
-    again = importers.import_annotations(db, admin, project["id"], labelimg, "voc")
+    again = importers.import_annotations(db, CLI_ACTOR, project["id"], labelimg, "voc")
     assert again.ok and again.count("skipped") == 3 and again.count("imported") == 0
 
 
@@ -69,7 +70,7 @@ def test_annotations_attach_to_images_uploaded_earlier(db, admin, project, label
     from backend import images
     images.ingest(db, admin, project["id"], [("one.jpg", (labelimg / "one.jpg").read_bytes())])
     (labelimg / "one.jpg").unlink()  # found in the project by name instead
-    report = importers.import_annotations(db, admin, project["id"], labelimg, "voc")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], labelimg, "voc")
     assert report.ok, report.errors
     assert db["images"].count == 3
     assert len(boxes_by_file(db, project["id"])["one.jpg"]) == 2
@@ -84,7 +85,7 @@ def test_coco_json_imports_with_xywh_boxes(db, admin, project, tmp_path):
                    {"id": 8, "file_name": "q.jpg", "width": 50, "height": 40}],
         "annotations": [{"id": 1, "image_id": 7, "category_id": 3, "bbox": [5.5, 4, 20, 30.25]}],
         "categories": [{"id": 3, "name": "bird"}]}))
-    report = importers.import_annotations(db, admin, project["id"], tmp_path / "coco.json", "coco")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path / "coco.json", "coco")
     assert report.ok, report.errors
     assert boxes_by_file(db, project["id"]) == {"p.png": [("bird", 5.5, 4.0, 25.5, 34.25, 0, 0)], "q.jpg": []}
 
@@ -98,7 +99,7 @@ def test_csv_imports_in_both_layouts(db, admin, project, tmp_path, layout):
     else:
         text = "image_path,xmin,ymin,xmax,ymax,label\nr.jpg,1,2,30,40,cat\nr.jpg,3.5,4,60,47,dog\n"
     (tmp_path / "labels.csv").write_text(text)
-    report = importers.import_annotations(db, admin, project["id"], tmp_path / "labels.csv", "csv")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path / "labels.csv", "csv")
     assert report.ok, report.errors
     assert boxes_by_file(db, project["id"]) == {
         "r.jpg": [("cat", 1.0, 2.0, 30.0, 40.0, 0, 0), ("dog", 3.5, 4.0, 60.0, 47.0, 0, 0)]}
@@ -117,7 +118,7 @@ def test_yolo_imports_with_classes_txt_or_data_yaml(db, admin, project, tmp_path
     (root / "images" / "train" / "s.jpg").write_bytes(image_bytes((100, 50)))
     (root / "images" / "train" / "bg.jpg").write_bytes(image_bytes((10, 10), (5, 5, 5)))
     (root / "labels" / "train" / "s.txt").write_text("1 0.5 0.5 0.2 0.4\n0 0.25 0.5 0.5 1.0\n")
-    report = importers.import_annotations(db, admin, project["id"], root, "yolo")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], root, "yolo")
     assert report.ok, report.errors
     assert boxes_by_file(db, project["id"]) == {
         "s.jpg": [("cat", 0.0, 0.0, 50.0, 50.0, 0, 0), ("dog", 40.0, 15.0, 60.0, 35.0, 0, 0)], "bg.jpg": []}
@@ -133,7 +134,7 @@ def test_tfrecords_from_elsewhere_import_images_and_boxes(db, admin, project, tm
         "image/object/bbox/xmax": [0.75], "image/object/bbox/ymax": [0.9],
         "image/object/class/label": [2]})], compression="GZIP")
     (tmp_path / "label_map.pbtxt").write_text("item { id: 0 name: 'bg' }\nitem { id: 2 name: 'dog' }\n")
-    report = importers.import_annotations(db, admin, project["id"], tmp_path / "x.record", "tfrecord")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path / "x.record", "tfrecord")
     assert report.ok, report.errors
     assert boxes_by_file(db, project["id"]) == {"t.jpg": [("dog", 10.0, 2.0, 30.0, 18.0, 0, 0)]}
     assert any("id 0 ('bg') is the background class; skipped" in n for n in report.notes)
@@ -167,7 +168,7 @@ def test_bad_voc_inputs_fail_with_a_clear_message_and_change_nothing(db, admin, 
                                                                       fmt, files, expected):
     _bad_voc(tmp_path, **files)
     before = state(db, project["id"])
-    report = importers.import_annotations(db, admin, project["id"], tmp_path, fmt)
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path, fmt)
     assert not report.ok
     assert any(expected in e for e in report.errors), report.errors
     assert state(db, project["id"]) == before
@@ -192,10 +193,10 @@ def test_bad_coco_inputs_are_named(db, admin, project, tmp_path):
     before = state(db, project["id"])
     for document, expected in cases:
         (tmp_path / "c.json").write_text(json.dumps(document))
-        report = importers.import_annotations(db, admin, project["id"], tmp_path / "c.json", "coco")
+        report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path / "c.json", "coco")
         assert any(expected in e for e in report.errors), (expected, report.errors)
     (tmp_path / "c.json").write_text("{not json")
-    report = importers.import_annotations(db, admin, project["id"], tmp_path / "c.json", "coco")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path / "c.json", "coco")
     assert report.errors[0].startswith(f"{tmp_path / 'c.json'}: not valid JSON")
     assert state(db, project["id"]) == before
 
@@ -205,18 +206,18 @@ def test_bad_csv_and_yolo_rows_are_named_by_line(db, admin, project, tmp_path):
     (tmp_path / "a.csv").write_text("filename,width,height,class,xmin,ymin,xmax,ymax\n"
                                     "r.jpg,64,48,cat,1,2,30,40\nmissing.jpg,64,48,cat,1,2,3,4\n"
                                     "r.jpg,64,48,cat,x,2,30,40\n")
-    report = importers.import_annotations(db, admin, project["id"], tmp_path / "a.csv", "csv")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path / "a.csv", "csv")
     assert any("line 3: image 'missing.jpg' not found" in e for e in report.errors), report.errors
     assert any("line 4: coordinates x, 2, 30, 40 are not numbers" in e for e in report.errors)
     (tmp_path / "b.csv").write_text("name,box\nr.jpg,1\n")
-    report = importers.import_annotations(db, admin, project["id"], tmp_path / "b.csv", "csv")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], tmp_path / "b.csv", "csv")
     assert "is neither filename,width,height,class,xmin,ymin,xmax,ymax" in report.errors[0]
     yolo = tmp_path / "yolo"
     yolo.mkdir()
     (yolo / "classes.txt").write_text("cat\n")
     (yolo / "s.jpg").write_bytes(image_bytes((10, 10)))
     (yolo / "s.txt").write_text("3 0.5 0.5 0.1 0.1\n0 0.5 0.5\n")
-    report = importers.import_annotations(db, admin, project["id"], yolo, "yolo")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], yolo, "yolo")
     assert any("line 1: unknown class id 3 (the names list has 1)" in e for e in report.errors)
     assert any("line 2: 3 values; YOLO boxes have 5" in e for e in report.errors)
     assert db["images"].count == 0
@@ -229,7 +230,7 @@ def test_a_failure_while_writing_rolls_everything_back(db, admin, project, label
                "begin select raise(abort, 'disk full'); end")
     before = state(db, project["id"])
     with pytest.raises(Exception, match="disk full"):
-        importers.import_annotations(db, admin, project["id"], labelimg, "voc")
+        importers.import_annotations(db, CLI_ACTOR, project["id"], labelimg, "voc")
     assert state(db, project["id"]) == before  # rows rolled back, stored files removed
 
 
@@ -262,7 +263,7 @@ def test_cli_import_exit_codes(db, admin, project, labelimg, capsys):
 @needs_shared_tfod
 def test_each_shared_tfod_label_map_imports_as_classes_keeping_its_ids(db, admin, file, count, probe):
     project = projects.create_project(db, admin, "coco")
-    result = importers.import_label_map(db, admin, project["id"], SHARED_TFOD / "label_maps" / file)
+    result = importers.import_label_map(db, CLI_ACTOR, project["id"], SHARED_TFOD / "label_maps" / file)
     assert len(result["created"]) == count
     labels = projects.list_labels(db, project["id"])
     assert len(labels) == count
@@ -273,7 +274,7 @@ def test_each_shared_tfod_label_map_imports_as_classes_keeping_its_ids(db, admin
     else:
         assert projects.label_by_name(db, project["id"], "person")["display_name"] == "person"
         assert projects.get_project(db, project["id"])["next_label_map_id"] == 91
-    again = importers.import_label_map(db, admin, project["id"], SHARED_TFOD / "label_maps" / file)
+    again = importers.import_label_map(db, CLI_ACTOR, project["id"], SHARED_TFOD / "label_maps" / file)
     assert again["created"] == [] and len(again["existing"]) == count
 
 
@@ -288,7 +289,7 @@ def test_round_trip_project_export_import_gives_the_same_images_and_boxes(db, ad
     path = Path(version["path"])
     if fmt == "tfrecord":
         path = path / "*.record-*"
-    report = importers.import_annotations(db, admin, target["id"], path, fmt, create_classes=True)
+    report = importers.import_annotations(db, CLI_ACTOR, target["id"], path, fmt, create_classes=True)
     assert report.ok, report.errors
     original = {r["sha256"]: r for r in db.query("select * from images where project_id = ? and status != 'new'",
                                                  [project["id"]])}
@@ -322,7 +323,7 @@ def test_voc_filename_with_another_suffix_is_found_by_its_stem(db, admin, projec
     folder.mkdir()
     (folder / "OSBS_029.png").write_bytes(image_bytes((40, 30), (20, 90, 20), fmt="PNG"))
     (folder / "OSBS_029.xml").write_text(voc_xml("OSBS_029.tif", (40, 30), [("cat", (1, 2, 13, 18), 0, 0)]))
-    report = importers.import_annotations(db, admin, project["id"], folder, "voc")
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], folder, "voc")
     assert report.ok, report.errors
     assert boxes_by_file(db, project["id"]) == {"OSBS_029.png": [("cat", 1.0, 2.0, 13.0, 18.0, 0, 0)]}
     assert report.notes == ["OSBS_029.xml: <filename> 'OSBS_029.tif' not found; using OSBS_029.png, "
@@ -331,7 +332,7 @@ def test_voc_filename_with_another_suffix_is_found_by_its_stem(db, admin, projec
     (folder / "OSBS_029.jpg").write_bytes(image_bytes((40, 30), (90, 20, 20)))
     other = projects.create_project(db, admin, "other", ["cat"])
     before = state(db, other["id"])
-    report = importers.import_annotations(db, admin, other["id"], folder, "voc")
+    report = importers.import_annotations(db, CLI_ACTOR, other["id"], folder, "voc")
     assert not report.ok and state(db, other["id"]) == before
     assert "image 'OSBS_029.tif' not found" in report.errors[0]
 
@@ -341,10 +342,10 @@ def test_class_names_match_ignoring_case_with_a_message_for_where_it_is_shown(db
     (labelimg / "two.xml").write_text(voc_xml("two.jpg", (30, 30), [("Cat", (0, 0, 30, 30), 0, 0)]))
     (labelimg / "empty.xml").write_text(voc_xml("empty.jpg", (20, 20), [("Zebra", (1, 1, 9, 9), 0, 0),
                                                                        ("zebra", (2, 2, 9, 9), 0, 0)]))
-    report = importers.import_annotations(db, admin, project["id"], labelimg, "voc",
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], labelimg, "voc",
                                           create_hint="tick the box below")
     assert report.problems == ["classes not in project 'pets': Zebra (create them first, or tick the box below)"]
-    report = importers.import_annotations(db, admin, project["id"], labelimg, "voc", create_classes=True)
+    report = importers.import_annotations(db, CLI_ACTOR, project["id"], labelimg, "voc", create_classes=True)
     assert report.ok, report.errors
     assert report.classes_created == ["Zebra"]
     assert "Cat imported as the class cat" in report.notes

@@ -11,6 +11,7 @@ from backend import dataset_versions, images, importers, paths, projects
 from backend.__main__ import main
 from backend.errors import NotFound
 from backend.formats import tfrecord_checks, tfrecord_framing, tfrecord_preview
+from backend.auth import CLI_ACTOR
 from tests.formats.tfod import example, write_records
 from tests.helpers import good_features as good
 
@@ -73,7 +74,7 @@ def test_gzip_records_at_a_url(tmp_path):
 def test_import_from_a_url_brings_the_images_and_boxes_back(db, admin, project, remote_export):
     _, url = remote_export
     target = projects.create_project(db, admin, "from-url")
-    report = importers.import_annotations(db, admin, target["id"], f"{url}/train.record-*", "tfrecord",
+    report = importers.import_annotations(db, CLI_ACTOR, target["id"], f"{url}/train.record-*", "tfrecord",
                                           create_classes=True)
     assert report.ok, report.errors
     copied = list(db.query("select * from images where project_id = ?", [target["id"]]))
