@@ -125,7 +125,7 @@ if versions:
     if row[2].button("Validate", disabled=problem is not None):
         found = config_check.check(text, version, actor=user)
         if found:
-            st.error("\n".join(f"- {p}" for p in found))
+            st.error(common.shown_in("\n".join(f"- {p}" for p in found)))
         else:
             st.success("The config has no problems with this dataset version.")
     if problem is None:
@@ -135,7 +135,7 @@ else:
     if st.button("Validate", disabled=problem is not None):
         found = config_check.check(text, actor=user)
         if found:
-            st.error("\n".join(f"- {p}" for p in found))
+            st.error(common.shown_in("\n".join(f"- {p}" for p in found)))
         else:
             st.success("The config has no problems.")
 

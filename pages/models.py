@@ -20,14 +20,14 @@ if not registry:
     st.info("No models yet. Register an export below: from a training run, a folder on the server, "
             "or a zip of an export (TF OD API or Boxwise SavedModels).")
 else:
-    table = pd.DataFrame([{
+    table = pd.DataFrame(common.shown_rows([{
         "current": "★" if m["is_current"] else "", "id": m["id"], "name": m["name"],
         "from": m["source"], "run": m["run_id"], "dataset version": m["export_id"],
         "size (MB)": m["size_mb"],
         "metrics": ", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}"
                              for k, v in list(m["metrics"].items())[:4]),
         "warnings": "; ".join(m["warnings"]) + ("" if m["available"] else " files missing on disk"),
-        "path": common.shown(m["path"])} for m in registry])
+        "path": m["path"]} for m in registry]))
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={"run": st.column_config.NumberColumn(format="%d"),
                                 "dataset version": st.column_config.NumberColumn(format="%d")})
@@ -130,14 +130,14 @@ def batch_progress() -> None:
                 f"{progress['drafts']} drafts · {progress['skipped']} skipped · {progress['failed']} failed")
         st.progress(progress["fraction"], text=text)
         for warning in progress.get("warnings") or []:
-            st.warning(warning)
+            st.warning(common.shown_in(warning))
         if progress["state"] == "failed":
-            st.error(progress.get("message") or "failed")
+            st.error(common.shown_in(progress.get("message") or "failed"))
         elif progress["state"] == "done":
             st.success(progress.get("message") or "done")
         if progress.get("errors"):
             with st.expander(f"{len(progress['errors'])} images could not be predicted"):
-                st.dataframe(pd.DataFrame(progress["errors"]), hide_index=True, width="stretch")
+                st.dataframe(pd.DataFrame(common.shown_rows(progress["errors"])), hide_index=True, width="stretch")
     if not can_train:
         return
     if running:

@@ -40,13 +40,13 @@ def render(project: dict) -> None:
     report = st.session_state.get("import_report")
     if report is None:
         return
-    (st.success if report.ok else st.error)(report.summary())
+    (st.success if report.ok else st.error)(common.shown_in(report.summary()))
     for problem in report.problems:
-        st.error(problem)
+        st.error(common.shown_in(str(problem)))
     for note in report.notes:
-        st.info(note)
+        st.info(common.shown_in(str(note)))
     if report.items:
-        st.dataframe(pd.DataFrame(report.rows()), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(common.shown_rows(report.rows())), hide_index=True, width="stretch")
 
 
 if __name__ == "__main__":  # opened by URL in Streamlit's legacy pages mode, not as the Upload tab

@@ -286,3 +286,18 @@ def test_imports_and_model_folders_cannot_reach_outside_through_a_symlink(db, us
     with pytest.raises(PermissionError, match=f"may not register the model folder {str(model / 'saved_model')!r}"):
         model_registry.register_directory(db, users["admin"], project["id"], str(model))
     assert db["images"].count == 0 and db["models"].count == 0
+
+
+def test_the_tfrecord_browser_shows_a_viewer_files_and_label_map_relative_to_the_data_folder(
+        db, users, project, data_dir):
+    add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
+    version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
+    shard = os.path.relpath(record_browser.inspect(users["viewer"], version["input_globs"]["train"]).label_map,
+                            data_dir)
+    at = signed_in(db, "viewer", "pages/tfrecords.py")  # a viewer's only source: a dataset version
+    assert not at.exception, at.exception
+    files = list(at.dataframe[0].value["file"])
+    assert files and all(not f.startswith("/") and f.startswith(os.path.relpath(version["path"], data_dir))
+                         for f in files), files
+    captions = [c.value.replace("\\_", "_") for c in at.caption if c.value.startswith("Label map:")]  # (Markdown)
+    assert captions == [f"Label map: {shard}"]

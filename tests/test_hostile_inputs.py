@@ -150,7 +150,7 @@ def test_tfrecord_feature_of_the_wrong_type_is_reported_by_inspect_and_the_brows
 def test_tfrecord_browser_page_shows_the_wrong_type_as_a_message(db, users, data_dir):
     from tests.helpers import signed_in
 
-    folder = data_dir / "uploads" / "hostile"
+    folder = data_dir / "hostile"  # (not under uploads/: those open only for their uploader)
     folder.mkdir(parents=True)
     path = _record_file(folder / "train.record", _wrong_type_entries("image/height"))
     at = signed_in(db, "admin", "pages/tfrecords.py")

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from backend import annotations, images, model_registry, predictions
+from backend.auth import CLI_ACTOR
 from tests import savedmodels
 from tests.helpers import image_bytes, signed_in
 from tests.helpers import button as _button
@@ -46,7 +47,7 @@ def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, user
 
 
 def test_labeler_sees_the_registry_but_cannot_change_it(db, users, project, export_dir):
-    model_registry.register_directory(db, users["admin"], project["id"], export_dir)
+    model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir)
     at = signed_in(db, "labeler", "pages/models.py")
     assert len(at.dataframe[0].value) == 1
     assert not [b for b in at.button if b.label in ("Register", "Mark as current")]
@@ -54,7 +55,7 @@ def test_labeler_sees_the_registry_but_cannot_change_it(db, users, project, expo
 
 def test_predict_page_filters_cached_detections_without_running_the_model_again(db, users, project, export_dir):
     report = images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
-    model_registry.register_directory(db, users["admin"], project["id"], export_dir)
+    model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir)
     at = signed_in(db, "viewer", "pages/predict.py")
     at.multiselect(key="predict_pick").set_value([report.items[0].image_id])
     [b for b in at.button if b.label == "Predict"][1].click().run()  # the project-images form's
@@ -77,8 +78,8 @@ def test_predict_page_never_shows_one_models_detections_under_another(db, users,
                                                                      tmp_path):
     import shutil
     report = images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes((200, 100), fmt="PNG"))])
-    first = model_registry.register_directory(db, users["admin"], project["id"], export_dir)
-    second = model_registry.register_directory(db, users["admin"], project["id"],
+    first = model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir)
+    second = model_registry.register_directory(db, CLI_ACTOR, project["id"],
                                        shutil.copytree(export_dir, tmp_path / "second"))
     at = signed_in(db, "viewer", "pages/predict.py")
     at.selectbox[0].select(next(m for m in at.selectbox[0].options if m.startswith(f"#{first['id']} ")))
@@ -95,7 +96,7 @@ def test_predict_page_never_shows_one_models_detections_under_another(db, users,
 
 
 def test_predict_page_takes_uploads_and_reports_bad_files(db, users, project, export_dir):
-    model_registry.register_directory(db, users["admin"], project["id"], export_dir)
+    model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir)
     at = signed_in(db, "viewer", "pages/predict.py")
     at.file_uploader[0].set_value([("photo.jpg", image_bytes((160, 120)), "image/jpeg"),
                                    ("broken.jpg", b"not a picture", "image/jpeg")])

@@ -12,6 +12,7 @@ import pytest
 from backend import annotations, images, model_registry, predictions
 from backend.__main__ import main
 from backend.errors import Invalid
+from backend.auth import CLI_ACTOR
 from tests import savedmodels
 from tests.helpers import image_bytes
 
@@ -26,7 +27,7 @@ def stocked(db, admin, project, export_dir):
     """The pets project (cat=1, dog=2, bird=3) with three 200×100 images and a current model."""
     report = images.ingest(db, admin, project["id"], [
         (f"img{i}.png", image_bytes((200, 100), color=(i * 40, 0, 0), fmt="PNG")) for i in range(3)])
-    model = model_registry.register_directory(db, admin, project["id"], export_dir)
+    model = model_registry.register_directory(db, CLI_ACTOR, project["id"], export_dir)
     model_registry.set_current(db, admin, project["id"], model["id"])
     return {"image_ids": [item.image_id for item in report.items], "model": model}
 
@@ -188,7 +189,7 @@ def test_the_most_uncertain_first_queue_follows_the_models_uncertainty(db, admin
     report = images.ingest(db, admin, project["id"], [
         (f"grey{level}.png", image_bytes((40, 30), color=(level,) * 3, fmt="PNG")) for level in (250, 128, 30)])
     bright, middle, dark = (item.image_id for item in report.items)
-    model = model_registry.register_directory(db, admin, project["id"], savedmodels.build_brightness_detector(tmp_path / "b"))
+    model = model_registry.register_directory(db, CLI_ACTOR, project["id"], savedmodels.build_brightness_detector(tmp_path / "b"))
     predictions.predict_project(db, admin, project["id"], model_id=model["id"], min_score=0.0)
     assert [round(images.get_image(db, i)["uncertainty"], 2) for i in (bright, middle, dark)] == [0.04, 1.0, 0.24]
     served = []

@@ -108,7 +108,8 @@ WRITES = [
 
 # Functions with an actor that only read (or decide what the actor may see).
 READS = {
-    "auth.can", "auth.require", "auth.is_local", "paths.mark_owner", "labeling.open_image",  # viewers open images without a lease
+    "auth.can", "auth.require", "auth.is_local", "paths.mark_owner", "paths.confine_matches", "paths.shown",
+    "paths.shown_in", "labeling.open_image",  # viewers open images without a lease
     "labeling.queue_size", "config_check.check", "paths.confine", "paths.allows",
     "paths.confine_pattern", "paths.rule", "record_browser.confined_set", "record_browser.inspect", "record_browser.page",
     "labeling.why_queue_is_empty", "tflite.download",
