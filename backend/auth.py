@@ -315,10 +315,15 @@ def client_address(peer: str | None, forwarded_for: list[str] | str | None = Non
     from backend import server_settings
     trusted = server_settings.trusted_proxies()
 
+    def parse(text: str):
+        address = ipaddress.ip_address(text.strip())
+        # An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d: compare it as IPv4.
+        return getattr(address, "ipv4_mapped", None) or address
+
     def is_trusted(address) -> bool:
         return any(address.version == net.version and address in net for net in trusted)
     try:
-        nearest = ipaddress.ip_address(peer) if peer else _LOOPBACK
+        nearest = parse(peer) if peer else _LOOPBACK
     except ValueError:
         return peer
     if not trusted or not forwarded_for or not is_trusted(nearest):
@@ -327,7 +332,7 @@ def client_address(peer: str | None, forwarded_for: list[str] | str | None = Non
     hops = [hop.strip() for value in values for hop in str(value).split(",")]
     for hop in reversed(hops):
         try:
-            address = ipaddress.ip_address(hop)
+            address = parse(hop)
         except ValueError:
             return peer  # a header this proxy did not write cleanly: trust only the connection
         if not is_trusted(address):

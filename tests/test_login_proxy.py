@@ -38,6 +38,9 @@ def test_a_trusted_proxy_names_the_client_and_a_client_cannot_forge_it(trusted):
     assert auth.client_address(PROXY, "203.0.113.9, not-an-address") == PROXY
     assert auth.client_address(PROXY, "") == PROXY
     assert auth.client_address(PROXY, "2001:db8::7") == "2001:db8::7"
+    # A dual-stack socket reports an IPv4 peer as ::ffff:a.b.c.d (the real app does, for localhost).
+    assert auth.client_address("::ffff:10.0.0.2", "203.0.113.9") == "203.0.113.9"
+    assert auth.client_address("::ffff:127.0.0.1", "::ffff:203.0.113.9") == "203.0.113.9"
 
 
 def test_trusted_proxies_come_from_the_settings_file_too_and_bad_entries_are_named(data_dir, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 
 from tests.e2e.browser import TIMEOUT_MS, playwright_api, wait_idle
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]  # ~70 s: seven page loads with logins
 expect = playwright_api.expect
 
 
