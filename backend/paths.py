@@ -173,7 +173,7 @@ def confine_pattern(pattern: str, actor: dict | None, purpose: str = "records") 
     return ",".join(str(confine(part, actor, purpose)) for part in parts)
 
 
-MAX_CONFINED_ENTRIES = 10_000
+MAX_CONFINED_ENTRIES = 1_000_000
 
 
 def confine_matches(pattern: str, actor: dict | None, purpose: str,
@@ -199,13 +199,18 @@ def confine_matches(pattern: str, actor: dict | None, purpose: str,
             confine(match, actor, purpose, roots)
             if not os.path.isdir(match):
                 continue
+            visited = {os.path.realpath(match)}
             for folder, dirs, files in os.walk(match, followlinks=True):
                 for name in dirs + ([f for f in files if f.lower().endswith(suffixes)] if suffixes else files):
                     seen += 1
                     if seen > MAX_CONFINED_ENTRIES:
                         raise Invalid(f"{_short(part)} reaches more than {MAX_CONFINED_ENTRIES:,} files and "
-                                      "folders (a symlink loop?)")
+                                      "folders")
                     confine(os.path.join(folder, name), actor, purpose, roots)
+                # each real folder once: a symlink back up (a loop) is not walked again
+                real = [(d, os.path.realpath(os.path.join(folder, d))) for d in dirs]
+                dirs[:] = [d for d, r in real if r not in visited]
+                visited.update(r for _, r in real)
 
 
 def _short(text: str) -> str:

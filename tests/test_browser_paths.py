@@ -301,3 +301,13 @@ def test_the_tfrecord_browser_shows_a_viewer_files_and_label_map_relative_to_the
                          for f in files), files
     captions = [c.value.replace("\\_", "_") for c in at.caption if c.value.startswith("Label map:")]  # (Markdown)
     assert captions == [f"Label map: {shard}"]
+
+
+def test_a_symlink_loop_below_an_import_folder_is_walked_once(db, users, project, data_dir, outside):
+    folder = data_dir / "loop" / "inner"
+    folder.mkdir(parents=True)
+    os.symlink(data_dir / "loop", folder / "back")  # inner/back -> loop: a cycle
+    paths.confine_matches(str(data_dir / "loop"), users["reviewer"], "import", (".xml",))  # ends, allowed
+    os.symlink(outside, folder / "out")
+    with pytest.raises(PermissionError, match=f"may not import from {str(folder / 'out')!r}"):
+        paths.confine_matches(str(data_dir / "loop"), users["reviewer"], "import", (".xml",))

@@ -15,6 +15,7 @@ import pytest
 from backend import annotations, images, inference, model_registry, predictions
 from backend.__main__ import main
 from tests.training import shapes
+from backend.auth import CLI_ACTOR
 
 # Every test here uses one model trained for the module (about 30 s on 2 cores).
 pytestmark = pytest.mark.slow
@@ -79,7 +80,7 @@ def test_a_real_boxwise_export_is_registered_and_makes_drafts(db, admin, boxwise
     project = projects.create_project(db, admin, "shapes", ["square", "disc"])
     report = images.ingest(db, admin, project["id"], [
         (f"s{i}.jpg", shapes.make_image(96, random.Random(10 + i))[0]) for i in range(2)])
-    model = model_registry.register_directory(db, admin, project["id"], boxwise_export)
+    model = model_registry.register_directory(db, CLI_ACTOR, project["id"], boxwise_export)
     assert (model["warnings"], model_registry.label_map_names(model)) == ([], {1: "square", 2: "disc"})
     loaded = inference.load_model(model["path"])
     assert loaded.input_size is None  # the Boxwise export takes any H and W and resizes inside

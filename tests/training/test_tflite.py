@@ -23,6 +23,7 @@ from backend.errors import Invalid
 from backend.training import tflite_export
 from tests.training.conftest import tiny_config
 from tests.training.shapes import make_image
+from backend.auth import CLI_ACTOR
 
 THRESHOLD = 0.3   # detections compared above this score
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -225,7 +226,7 @@ def test_models_page_exports_a_registered_model_and_offers_the_download(trained,
     from tests.helpers import signed_in
     export = tmp_path / "export"
     shutil.copytree(trained["export"], export)
-    model = model_registry.register_directory(db, users["admin"], project["id"], export)
+    model = model_registry.register_directory(db, CLI_ACTOR, project["id"], export)  # (outside the data folder)
     with pytest.raises(PermissionError):
         tflite.export_registered(db, users["labeler"], model["id"], "none")
     at = signed_in(db, "reviewer", "pages/models.py")
