@@ -17,8 +17,10 @@ listed or checked for existence:
 
 A refusal is a PermissionError built from the typed text and the configured folders alone, so
 it reads the same whether or not the file exists. Globs are confined as typed (a `..` after a
-wildcard resolves lexically) and callers confine each file a glob matches
-(`record_browser.confined_set`, the importers' `allowed` rule).
+wildcard resolves lexically), and then everything they reach on disk: each file a record set,
+an input glob or a checkpoint prefix matches and each entry below a model or import folder
+(`confine_matches`, `record_browser.confined_set`), and each image an annotation file names
+(the importers' `allowed` rule), so a symlink inside the data folder leads nowhere outside.
 """
 from __future__ import annotations
 

@@ -165,3 +165,24 @@ def test_admin_retrains_from_a_run_on_the_newest_dataset_version(db, users, proj
 
 def button(at, label: str):
     return _button(at, label, prefix=True)
+
+
+def test_a_viewer_sees_run_errors_and_logs_with_paths_relative_to_the_data_folder(db, users, project, stocked,
+                                                                                data_dir):
+    run = run_lifecycle.start_run(db, users["admin"], project["id"], export_id=stocked["export_id"],
+                                  config_id=stocked["config_id"], runner=stocked["runner"])
+    run_lifecycle.cancel_run(db, users["admin"], run["id"])
+    run = run_lifecycle.wait_for_run(db, run["id"])
+    model_dir = Path(run["model_dir"])
+    db["runs"].update(run["id"], {"status": "failed", "error": f"no checkpoint in {model_dir}"})
+    with open(run["log_path"], "a", encoding="utf-8") as log:
+        log.write(f"\nreading {model_dir}/pipeline.config\n")
+    relative = model_dir.relative_to(data_dir).as_posix()
+    for role, shown in (("viewer", relative), ("admin", str(model_dir))):
+        at = signed_in(db, role, "pages/runs.py")
+        assert not at.exception, at.exception
+        assert list(at.dataframe[0].value["error"]) == [f"no checkpoint in {shown}"]
+        log_text = "\n".join(c.value for c in at.code)
+        assert f"reading {shown}/pipeline.config" in log_text
+        if role == "viewer":
+            assert str(data_dir) not in log_text
