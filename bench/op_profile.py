@@ -109,7 +109,7 @@ def odapi_step(config_path: Path):
 
 
 # Host events named like ops that are the executor's own spans around them (not op time).
-EXECUTOR_EVENTS = {"KernelAndDeviceFunc", "ExecutorState", "ExecutorState::ProcessAsync", "ExecutorDoneCallback"}
+EXECUTOR_EVENTS = {"KernelAndDeviceFunc", "ExecutorState", "ExecutorDoneCallback", "DecodeImageV2Op"}
 
 
 def op_times(logdir: str) -> tuple[dict, dict, dict]:
@@ -145,7 +145,7 @@ def op_times(logdir: str) -> tuple[dict, dict, dict]:
                         continue
                     op_name, _, op_type = name.rpartition(":")
                     if (not op_type or not op_type.lstrip("_")[:1].isupper() or " " in op_type
-                            or op_name in EXECUTOR_EVENTS):
+                            or op_name.rstrip(":") in EXECUTOR_EVENTS or "::" in name):
                         continue
                     by_type[op_type] += self_ps / 1e9
                     by_name[f"{op_type} {op_name}"] += self_ps / 1e9

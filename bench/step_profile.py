@@ -12,6 +12,8 @@ through the variants `--repeats` times (the machine is shared: compare within a 
 - `nosync`   one step per call, nothing read back until the end
 - `loop`     `--loop` steps per tf.function call (a `tf.range` loop inside the graph, as
              model_main_tf2's 100 steps per call)
+- `untrimmed` as `nosync`, with the ground truth's padding (to `max_number_of_boxes`) kept in the
+             matcher (`ssd_losses(..., trim=False)`: the trainer before it trimmed)
 - `cached`   as `nosync`, but every step trains on the same batch held in memory: no input
              pipeline running beside the model
 - `jit`      as `nosync`, with the step compiled by XLA (`jit_compile=True`; static shapes: the
@@ -134,6 +136,7 @@ def main(argv=None) -> int:
         return total
 
     one_step = tf.function(lambda it: step(next(it)))
+    untrimmed_step = tf.function(lambda it: step(next(it), trim=False))
     second = {"unfusedbn": (False, True), "kerasopt": (True, False), "keras3": (False, False)}
     second_steps = {name: variant_step(config, anchors, *fused) for name, fused in second.items()
                     if name in args.variants.split(",")}
@@ -160,6 +163,9 @@ def main(argv=None) -> int:
         elif name == "nosync":
             for _ in range(n):
                 total = one_step(iterator)
+        elif name == "untrimmed":
+            for _ in range(n):
+                total = untrimmed_step(iterator)
         elif name == "loop":
             for _ in range(max(1, n // args.loop)):
                 total = loop_step(iterator)

@@ -221,7 +221,18 @@ def regularized_weights(model, spec: RegularizationSpec) -> list[tuple[object, f
 
 def regularization_loss(model, spec: RegularizationSpec):
     """`Loss/regularization_loss`: `Σ weight/2 · Σ K²` over `regularized_weights` (Keras'
-    `l2(weight / 2)`, what the OD API's `hyperparams_builder` makes of an l2 weight)."""
-    terms = [0.5 * weight * ops.sum(ops.square(ops.cast(variable, "float32")))
+    `l2(weight / 2)`, what the OD API's `hyperparams_builder` makes of an l2 weight). On the
+    TensorFlow backend each `Σ K² / 2` is TF's one `L2Loss` kernel (and its gradient one
+    multiply), as tf.keras 2's `L2` regularizer and so the OD API compute it."""
+    import keras
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def half_sum_of_squares(x):
+            return tf.nn.l2_loss(x)
+    else:
+        def half_sum_of_squares(x):
+            return 0.5 * ops.sum(ops.square(x))
+    terms = [weight * half_sum_of_squares(ops.cast(variable, "float32"))
              for variable, weight in regularized_weights(model, spec)]
     return ops.sum(ops.stack(terms)) if terms else ops.convert_to_tensor(0.0)
