@@ -140,7 +140,7 @@ def op_times(logdir: str) -> tuple[dict, dict, dict]:
                         stack[-1][3] -= dur
                     stack.append(node)
                 finished.extend(stack)
-                for start, dur, name, self_ps in finished:
+                for _start, _dur, name, self_ps in finished:
                     if ":" not in name or name.startswith(("tf.data", "Iterator::", "$")):
                         continue
                     op_name, _, op_type = name.rpartition(":")
@@ -155,6 +155,10 @@ def op_times(logdir: str) -> tuple[dict, dict, dict]:
 
 def profile(args) -> int:
     import tensorflow as tf
+    if args.intra:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
+    if args.inter:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
     work = Path(tempfile.mkdtemp(prefix=f"op_profile_{args.trainer}_"))
     config_path = work / "pipeline.config"
     config_path.write_text(parity_config_text(args.config, args.batch_size), encoding="utf-8")
@@ -181,6 +185,7 @@ def profile(args) -> int:
     for op, ms in top[:args.top]:
         print(f"  {op:40s} {ms / steps:8.2f} ms/step  {count[op] / steps:6.0f} /step")
     report = {"trainer": args.trainer, "what": what, "config": args.config, "steps": steps,
+              "threads": {"intra": args.intra, "inter": args.inter},
               "cpu_ms_per_step": round(cpu_plain * 1000, 1), "wall_ms_per_step": round(wall_plain * 1000, 1),
               "load_1min": os.getloadavg()[0],
               "op_ms_per_step": {k: round(v / steps, 3) for k, v in top},
@@ -216,11 +221,15 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--intra", type=int, default=0, help="tf.config.threading intra-op threads (0: TF's default)")
+    parser.add_argument("--inter", type=int, default=0, help="tf.config.threading inter-op threads (0: TF's default)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--compare", nargs=2, metavar="JSON")
     args = parser.parse_args(argv)
     if args.compare:
         return compare(args.compare, args.top)
+    if args.trainer == "odapi" and args.config != "parity":
+        parser.error("--trainer odapi runs the parity config only (small128's is written with Boxwise's config code)")
     return profile(args)
 
 
