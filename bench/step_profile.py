@@ -12,9 +12,12 @@ through the variants `--repeats` times (the machine is shared: compare within a 
 - `nosync`   one step per call, nothing read back until the end
 - `loop`     `--loop` steps per tf.function call (a `tf.range` loop inside the graph, as
              model_main_tf2's 100 steps per call)
+- `untrimmed` as `nosync`, with the ground truth's padding (to `max_number_of_boxes`) kept in the
+             matcher (`ssd_losses(..., trim=False)`: the trainer before it trimmed)
 - `cached`   as `nosync`, but every step trains on the same batch held in memory: no input
              pipeline running beside the model
-- `jit`      as `nosync`, with the step compiled by XLA (`jit_compile=True`)
+- `jit`      as `nosync`, with the step compiled by XLA (`jit_compile=True`; static shapes: the
+             ground truth's padding not trimmed)
 - `unfusedbn` as `nosync`, on a second model whose batch norms train in Keras 3's ops (moments +
              normalization) instead of TF's fused kernel (FusedBatchNormV3, which the trainer,
              tf.keras 2 and so the OD API use)
@@ -118,25 +121,27 @@ def main(argv=None) -> int:
     iterator = iter(dataset)
     num_classes = config.model.num_classes
 
-    def compute(batch):
+    def compute(batch, trim=True):
         outputs = model(preprocess_images(batch["images"]), training=True)
         losses = ssd_losses(anchors, outputs["box_deltas"], outputs["class_logits"], batch["boxes"],
-                            batch["classes"], num_classes, config.loss, config.matcher, config.box_scales)
+                            batch["classes"], num_classes, config.loss, config.matcher, config.box_scales, trim)
         reg = regularization_loss(model, config.regularization)
         return losses["classification"] + losses["localization"] + reg
 
-    def step(batch):
+    def step(batch, trim=True):
         with tf.GradientTape() as tape:
-            total = compute(batch)
+            total = compute(batch, trim)
         grads = tape.gradient(total, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
         return total
 
     one_step = tf.function(lambda it: step(next(it)))
+    untrimmed_step = tf.function(lambda it: step(next(it), trim=False))
     second = {"unfusedbn": (False, True), "kerasopt": (True, False), "keras3": (False, False)}
     second_steps = {name: variant_step(config, anchors, *fused) for name, fused in second.items()
                     if name in args.variants.split(",")}
-    jit_inner = tf.function(step, jit_compile=True)  # XLA cannot compile IteratorGetNext: fetch outside
+    # XLA cannot compile IteratorGetNext (fetch outside) nor the data-dependent padding trim.
+    jit_inner = tf.function(lambda batch: step(batch, trim=False), jit_compile=True)
     jit_step = lambda it: jit_inner(next(it))  # noqa: E731
     forward = tf.function(lambda it: compute(next(it)))
     fixed = next(iterator)
@@ -158,6 +163,9 @@ def main(argv=None) -> int:
         elif name == "nosync":
             for _ in range(n):
                 total = one_step(iterator)
+        elif name == "untrimmed":
+            for _ in range(n):
+                total = untrimmed_step(iterator)
         elif name == "loop":
             for _ in range(max(1, n // args.loop)):
                 total = loop_step(iterator)

@@ -77,15 +77,39 @@ def smooth_l1(targets, predictions, delta: float = 1.0):
     return ops.sum(0.5 * quadratic * quadratic + delta * (diff - quadratic), axis=-1)
 
 
+def trim_padding(gt_boxes, gt_classes):
+    """`gt_boxes [B, M, 4]`, `gt_classes [B, M]` without the padding columns after the batch's
+    last real box (class > 0), keeping at least one column: `[B, M', 4]`, `[B, M']`.
+
+    The targets do not change (padding never wins an anchor, see `boxes.match`, and the real
+    boxes keep their indices), but the matcher's `[B, M, A]` IoU work shrinks from the padded
+    `max_number_of_boxes` (100 by default) to the most boxes any image of the batch has, as the
+    OD API's `unpad_groundtruth_tensors` does per image. `M'` depends on the data: a step compiled
+    with XLA (`jit_compile`), which needs static shapes, calls `assign_targets(..., trim=False)`.
+    """
+    gt_boxes = ops.convert_to_tensor(gt_boxes)
+    gt_classes = ops.convert_to_tensor(gt_classes)
+    width = gt_classes.shape[1]
+    if not width:  # no columns, or a width only known when run: leave as is
+        return gt_boxes, gt_classes
+    positions = ops.expand_dims(ops.arange(1, width + 1, dtype="int32"), 0)  # [1, M]: 1-based column
+    last = ops.max(ops.where(ops.cast(gt_classes, "int32") > 0, positions, 0))
+    keep = ops.maximum(last, 1)
+    return gt_boxes[:, :keep], gt_classes[:, :keep]
+
+
 def assign_targets(anchors, gt_boxes, gt_classes, num_classes: int,
                    matcher: box_ops.MatcherSpec = box_ops.MatcherSpec(), scales=box_ops.DEFAULT_SCALES,
-                   background_as_zeros: bool = False) -> dict:
+                   background_as_zeros: bool = False, trim: bool = True) -> dict:
     """Per-anchor training targets, as the OD API's `batch_assign_targets` gives them.
 
     Returns `{"cls_targets" [B, A, C + 1], "cls_weights" [B, A, C + 1], "reg_targets" [B, A, 4],
     "reg_weights" [B, A], "match" [B, A] int32}` (see the module docstring; `match` holds the
-    box index, -1 unmatched, -2 ignored).
+    box index, -1 unmatched, -2 ignored). `trim` first drops the batch's trailing padding
+    (`trim_padding`; the same targets, less work).
     """
+    if trim:
+        gt_boxes, gt_classes = trim_padding(gt_boxes, gt_classes)
     gt_classes = ops.cast(gt_classes, "int32")
     valid = gt_classes > 0
     match = box_ops.match(anchors, gt_boxes, valid, matcher)
@@ -108,11 +132,12 @@ def assign_targets(anchors, gt_boxes, gt_classes, num_classes: int,
 
 def ssd_losses(anchors, box_deltas, class_logits, gt_boxes, gt_classes, num_classes: int,
                spec: LossSpec = LossSpec(), matcher: box_ops.MatcherSpec = box_ops.MatcherSpec(),
-               scales=box_ops.DEFAULT_SCALES) -> dict:
+               scales=box_ops.DEFAULT_SCALES, trim: bool = True) -> dict:
     """`{"localization", "classification", "num_matches"}` scalars for a batch, the OD API's
-    `Loss/localization_loss` and `Loss/classification_loss` (see the module docstring)."""
+    `Loss/localization_loss` and `Loss/classification_loss` (see the module docstring); `trim`
+    as in `assign_targets`."""
     targets = assign_targets(anchors, gt_boxes, gt_classes, num_classes, matcher, scales,
-                             spec.encode_background_as_zeros)
+                             spec.encode_background_as_zeros, trim)
     return losses_from_targets(box_deltas, class_logits, targets, spec)
 
 
@@ -196,7 +221,18 @@ def regularized_weights(model, spec: RegularizationSpec) -> list[tuple[object, f
 
 def regularization_loss(model, spec: RegularizationSpec):
     """`Loss/regularization_loss`: `Σ weight/2 · Σ K²` over `regularized_weights` (Keras'
-    `l2(weight / 2)`, what the OD API's `hyperparams_builder` makes of an l2 weight)."""
-    terms = [0.5 * weight * ops.sum(ops.square(ops.cast(variable, "float32")))
+    `l2(weight / 2)`, what the OD API's `hyperparams_builder` makes of an l2 weight). On the
+    TensorFlow backend each `Σ K² / 2` is TF's one `L2Loss` kernel (and its gradient one
+    multiply), as tf.keras 2's `L2` regularizer and so the OD API compute it."""
+    import keras
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        def half_sum_of_squares(x):
+            return tf.nn.l2_loss(x)
+    else:
+        def half_sum_of_squares(x):
+            return 0.5 * ops.sum(ops.square(x))
+    terms = [weight * half_sum_of_squares(ops.cast(variable, "float32"))
              for variable, weight in regularized_weights(model, spec)]
     return ops.sum(ops.stack(terms)) if terms else ops.convert_to_tensor(0.0)

@@ -174,19 +174,37 @@ class OdApiAdam(keras.optimizers.Adam):
     def __init__(self, *args, fused: bool = True, name: str = "adam", **kwargs):
         super().__init__(*args, name=name, **kwargs)
         self.fused = bool(fused)
+        self._step_scalars: dict | None = None
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # The step's scalars (beta powers, learning rate) once per device and dtype for all the
+        # variables, as Keras 2's `_prepare_local` did, not five ops per variable.
+        self._step_scalars = {}
+        try:
+            return super()._backend_update_step(grads, trainable_variables, learning_rate)
+        finally:
+            self._step_scalars = None
+
+    def _scalars(self, variable, learning_rate) -> dict:
+        dtype = variable.dtype
+        key = (variable.device, dtype)
+        cache = self._step_scalars if self._step_scalars is not None else {}
+        if key not in cache:
+            step = tf.cast(self.iterations + 1, dtype)
+            beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
+            cache[key] = {"beta1_power": tf.pow(beta_1, step), "beta2_power": tf.pow(beta_2, step),
+                          "lr": tf.cast(learning_rate, dtype), "beta1": beta_1, "beta2": beta_2,
+                          "epsilon": tf.cast(self.epsilon, dtype)}
+        return cache[key]
 
     def update_step(self, gradient, variable, learning_rate):
         if not (self.fused and not self.amsgrad and _fusable(gradient, variable)):
             return super().update_step(gradient, variable, learning_rate)
-        dtype = variable.dtype
-        step = tf.cast(self.iterations + 1, dtype)
-        beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         index = self._get_variable_index(variable)
         tf.raw_ops.ResourceApplyAdam(
             var=_handle(variable), m=_handle(self._momentums[index]), v=_handle(self._velocities[index]),
-            beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
-            lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2, epsilon=tf.cast(self.epsilon, dtype),
-            grad=tf.cast(gradient, dtype), use_locking=False, use_nesterov=False)
+            grad=tf.cast(gradient, variable.dtype), use_locking=False, use_nesterov=False,
+            **self._scalars(variable, learning_rate))
 
 
 class OdApiSGD(keras.optimizers.SGD):

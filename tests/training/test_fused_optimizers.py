@@ -3,6 +3,8 @@ ran them) against Keras 3's element-wise updates of the same slots: equal steps,
 that resume identically (also those written by the element-wise path)."""
 from __future__ import annotations
 
+import collections
+
 import numpy as np
 import pytest
 
@@ -66,7 +68,7 @@ def _train(kind: str, fused: bool, steps: int, start=None):
 
     for _ in range(steps):
         step()
-    ops = {op.type for op in step.get_concrete_function().graph.get_operations()}
+    ops = collections.Counter(op.type for op in step.get_concrete_function().graph.get_operations())
     return model, optimizer, ops
 
 
@@ -97,6 +99,14 @@ def test_fused_steps_equal_keras_steps(kind):
     assert not np.allclose(np.asarray(fused_model.weights[0]), initial)  # the weights moved
     for found, expected in zip(_state(fused_model, fused_opt), _state(keras_model, keras_opt)):
         np.testing.assert_allclose(found, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_adam_computes_the_step_scalars_once_for_all_variables():
+    """One `ResourceApplyAdam` per variable (6 here), but the beta powers once per step (2 `Pow`),
+    not once per variable."""
+    model, _, ops = _train("adam", fused=True, steps=1)
+    assert ops["ResourceApplyAdam"] == len(model.trainable_variables) == 6
+    assert ops["Pow"] == 2
 
 
 @pytest.mark.parametrize("kind", sorted(OPTIMIZERS))

@@ -83,3 +83,34 @@ def test_no_objects_gives_background_loss_only_divided_by_one():
     assert float(out["num_matches"]) == 0.0
     assert float(out["localization"]) == 0.0
     assert math.isclose(float(out["classification"]), 2 * NEGATIVE, rel_tol=1e-5)
+
+
+def test_trim_padding_keeps_every_column_up_to_the_batchs_last_real_box():
+    boxes = np.arange(3 * 6 * 4, dtype=np.float32).reshape(3, 6, 4)
+    classes = np.array([[1, 0, 0, 0, 0, 0],
+                        [2, 0, 3, 0, 0, 0],   # a padding column between two boxes stays
+                        [0, 0, 0, 0, 0, 0]])
+    kept_boxes, kept_classes = losses.trim_padding(boxes, classes)
+    np.testing.assert_array_equal(np.asarray(kept_classes), classes[:, :3])
+    np.testing.assert_array_equal(np.asarray(kept_boxes), boxes[:, :3])
+    # A batch without any box keeps one column: the matcher still has an axis to reduce over.
+    none_boxes, none_classes = losses.trim_padding(boxes, np.zeros((3, 6), np.int32))
+    assert np.asarray(none_boxes).shape == (3, 1, 4) and np.asarray(none_classes).shape == (3, 1)
+
+
+def test_trimmed_and_untrimmed_targets_are_equal():
+    """Random boxes, 3 images with 0, 2 and 4 boxes in 10 slots (one gap): the same targets either way."""
+    rng = np.random.default_rng(3)
+    corners = rng.uniform(0, 1, (3, 10, 2, 2)).astype(np.float32)
+    boxes = np.concatenate([corners.min(axis=2), corners.max(axis=2)], axis=-1)
+    classes = np.zeros((3, 10), np.int32)
+    classes[1, :2] = [1, 2]
+    classes[2, [0, 1, 3, 4]] = [2, 2, 1, 1]
+    anchor_corners = rng.uniform(0, 1, (50, 2, 2)).astype(np.float32)
+    anchors = np.concatenate([anchor_corners.min(axis=1), anchor_corners.max(axis=1)], axis=-1)
+    spec = MatcherSpec(0.3, 0.1, True)
+    trimmed = losses.assign_targets(anchors, boxes, classes, 2, spec)
+    full = losses.assign_targets(anchors, boxes, classes, 2, spec, trim=False)
+    assert np.asarray(trimmed["match"]).max() == 4 and (np.asarray(trimmed["match"])[0] == -1).all()
+    for name in ("match", "cls_targets", "cls_weights", "reg_targets", "reg_weights"):
+        np.testing.assert_array_equal(np.asarray(trimmed[name]), np.asarray(full[name]), err_msg=name)

@@ -73,10 +73,19 @@ def test_targets_equal_the_od_api_target_assigner(batch, config):
 
 
 def test_padding_does_not_change_the_targets(batch, config):
+    """100 padding columns: trimmed (the default, eager and in a graph) or not, the OD API's targets."""
+    import tensorflow as tf
     boxes, classes = padded_ground_truth(batch, max_boxes=100)
-    wide = losses.assign_targets(batch["anchors"], boxes, classes, 3, config.matcher, config.box_scales,
-                                 True)
-    np.testing.assert_array_equal(np.asarray(wide["match"]), batch["match"])
+    trimmed = losses.assign_targets(batch["anchors"], boxes, classes, 3, config.matcher, config.box_scales, True)
+    graph = tf.function(lambda b, c: losses.assign_targets(batch["anchors"], b, c, 3, config.matcher,
+                                                           config.box_scales, True))(boxes, classes)
+    full = losses.assign_targets(batch["anchors"], boxes, classes, 3, config.matcher, config.box_scales, True,
+                                 trim=False)
+    for wide in (trimmed, graph, full):
+        np.testing.assert_array_equal(np.asarray(wide["match"]), batch["match"])
+        for name in ("cls_targets", "cls_weights", "reg_weights"):
+            np.testing.assert_array_equal(np.asarray(wide[name]), batch[name], err_msg=name)
+        np.testing.assert_allclose(np.asarray(wide["reg_targets"]), batch["reg_targets"], rtol=0, atol=1e-5)
 
 
 def test_losses_equal_the_od_api_losses(batch, config, reference):
