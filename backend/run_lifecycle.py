@@ -38,7 +38,7 @@ from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
 from backend.training import progress
-log = logging.getLogger("boxwise.jobs")
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
