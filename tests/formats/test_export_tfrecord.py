@@ -216,6 +216,31 @@ def test_versions_are_listed_newest_first_and_zip_for_download(db, admin, projec
     assert sum(r["boxes"] for r in balance) == 7
 
 
+def test_a_dataset_version_is_one_frozen_type_with_paths_wherever_it_comes_from(db, admin, project, labeled):
+    import dataclasses
+
+    written = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
+    dataset_versions.create_export(db, admin, project["id"], fmt="coco", splits="train=1")
+    third = dataset_versions.create_export(db, admin, project["id"], shards=1, splits="train=1")
+    assert type(written) is dataset_versions.DatasetVersion
+    assert dataset_versions.get_version(db, written.id) == written
+    assert [v.number for v in dataset_versions.list_versions(db, project["id"])] == [3, 2, 1]
+    assert dataset_versions.list_versions(db, project["id"], fmt="tfrecord") == [third, written]
+    assert dataset_versions.latest_version(db, project["id"]) == third   # the newest TFRecord one
+    assert [v.format for v in dataset_versions.list_versions(db, project["id"], fmt="coco")] == ["coco"]
+    assert (written.path, written.label_map_path, written.manifest_path, written.pipeline_snippet_path) == (
+        settings.data_dir() / "exports" / f"project-{project['id']}" / written.path.name,
+        written.path / "label_map.pbtxt", written.path / "manifest.json", written.path / "pipeline_snippet.config")
+    assert (written.number, written.project_id, written.num_classes, written.exists) == (1, project["id"], 3, True)
+    assert (written.train_glob, written.eval_glob) == (str(written.path / "train.record-?????-of-00002"),
+                                                       str(written.path / "val.record-?????-of-00002"))
+    assert written.title() == f"v1 (#{written.id}; 3 classes; train, val)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        written.num_classes = 4
+    with pytest.raises(Exception, match="no dataset version with id 999"):
+        dataset_versions.get_version(db, 999)
+
+
 def test_cli_export_copies_the_version_and_points_the_snippet_at_the_copy(db, admin, project, labeled, tmp_path):
     out = tmp_path / "out"
     code = main(["export", "pets", str(out), "--format", "tfrecord", "--shards", "2",
