@@ -163,7 +163,7 @@ def main() -> int:
             shutil.rmtree(work / "raw")
             seconds, unhashed = bench_boxwise(db, admin, project, args.shards, checksums=False)
             no_hash = min(no_hash, seconds)
-            shutil.rmtree(unhashed["path"])
+            shutil.rmtree(unhashed.path)
         version = bench_boxwise(db, admin, project, args.shards)[1]
         shard_bytes = [path.read_bytes() for path in version.path.glob("*.record-*")]
         t0 = time.perf_counter()  # hashing alone, of bytes already in memory
