@@ -21,7 +21,7 @@ from pathlib import Path
 import sqlite_utils
 
 from backend import settings
-log = logging.getLogger("boxwise.cleanup")
+log = logging.getLogger(__name__)
 LEFTOVER_SECONDS = 6 * 3600
 
 

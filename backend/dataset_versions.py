@@ -10,8 +10,9 @@ TFRecord versions hold `{split}.record-{i:05d}-of-{N:05d}` shards (example i in 
 its sha256) and `pipeline_snippet.config` (input readers with the shard globs and the label map
 path filled in, absolute). The other formats hold the images and that format's annotation files.
 
-Training code uses `list_versions` / `get_version`: each version dict carries `path`,
-`label_map_path`, `input_globs` (`{split: absolute glob}`), `num_classes` and `counts`.
+Pages, commands, config checks and runs all see a version as one `DatasetVersion` (from
+`get_version`, `list_versions`, `latest_version`): its folder, label map, shard glob per split,
+class count, counts and parameters.
 """
 from __future__ import annotations
 
@@ -195,8 +196,8 @@ def create_export(db: sqlite_utils.Database, actor: dict, project_id: int, fmt: 
                   splits: str | dict | None = None, seed: int = 0, shards: int | None = None,
                   statuses: str | tuple | list | None = None, reshuffle: bool = False,
                   copy_to: str | Path | None = None, checksums: bool = True,
-                  on_progress: Progress | None = None) -> dict:
-    """Write a dataset version of the project and return it (see `get_version`).
+                  on_progress: Progress | None = None) -> DatasetVersion:
+    """Write a dataset version of the project and return it.
 
     `splits` ratios (default train 0.8 / val 0.2), `seed` for new split assignments, `shards`
     per split for TFRecords (default: one per 500 examples, at most 10, never more than the
@@ -407,59 +408,41 @@ def sha256_file(path: Path) -> str:
 # ---------------------------------------------------------------- dataset versions
 
 
-def _version(row: dict, number: int) -> dict:
-    path = settings.data_dir() / row["path"]
-    counts = json.loads(row["counts"] or "{}")
-    params = json.loads(row["params"] or "{}")
-    manifest_path = path / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    return {**row, "version": number, "path": str(path), "params": params, "counts": counts,
-            "label_map_path": str(path / "label_map.pbtxt"),
-            "manifest_path": str(manifest_path),
-            "pipeline_snippet_path": str(path / "pipeline_snippet.config")
-            if row["format"] == "tfrecord" else None,
-            "input_globs": manifest.get("input_globs", {}),
-            "num_classes": manifest.get("num_classes"),
-            "classes": manifest.get("classes", []),
-            "exists": path.is_dir()}
-
-
-def list_versions(db: sqlite_utils.Database, project_id: int, fmt: str | None = None) -> list[dict]:
-    """The project's dataset versions, newest first (see `get_version` for the fields)."""
-    rows = list(db.query("select * from exports where project_id = ? order by id", [project_id]))
-    versions = [_version(row, number) for number, row in enumerate(rows, start=1)]
-    return [v for v in reversed(versions) if fmt is None or v["format"] == fmt]
-
-
-def get_version(db: sqlite_utils.Database, export_id: int) -> dict:
-    """One dataset version: the `exports` row plus `version` (1, 2, … within the project),
-    `path`, `label_map_path`, `input_globs` ({split: absolute shard glob}), `num_classes`
-    (largest label-map id), `classes`, `counts` (`images`/`negatives`/`boxes` per split),
-    `params`, `manifest_path`, `pipeline_snippet_path` and `exists`."""
-    row = one(db, "select * from exports where id = ?", [export_id])
-    if row is None:
-        raise NotFound(f"no dataset version with id {export_id}")
-    number = one(db, "select count(*) as n from exports where project_id = ? and id <= ?",
-                 [row["project_id"], export_id])["n"]
-    return _version(row, number)
-
-
 _EVAL_SPLITS = ("val", "validation", "eval", "test")
 
 
 @dataclass(frozen=True)
 class DatasetVersion:
-    """A dataset version as configs, the config doctor and runs use it (`dataset_version`; the
-    pages' `get_version` dict carries the same facts and more): its label map, the
-    shard glob of each split and the class count (the label map's largest id, as the TF OD
-    API counts classes: ids are stable, so a deleted class leaves a gap)."""
+    """One dataset version, as every page, command, config check and run sees it.
+
+    `number` is 1, 2, … within the project. `shard_globs` maps each split to its absolute shard
+    glob (`<dir>/<split>.record-?????-of-000NN`; empty for formats other than TFRecord).
+    `num_classes` is the label map's largest id, as the TF OD API counts classes (ids are
+    stable, so a deleted class leaves a gap). `counts` holds `images` / `negatives` / `boxes`
+    per split and `total_images` / `total_boxes`; `params` the export's parameters; `classes`
+    the label map items (`id`, `name`, `display_name`) from the manifest."""
     id: int
     project_id: int
-    number: int                     # 1, 2, … within the project
+    number: int
+    format: str
     path: Path
     label_map_path: Path
-    shard_globs: dict[str, str]     # split → "<dir>/<split>.record-?????-of-000NN"
+    manifest_path: Path
+    shard_globs: dict[str, str]
     num_classes: int
+    classes: tuple[dict, ...]
+    counts: dict
+    params: dict
+    created_at: float | None
+    created_by: int | None
+
+    @property
+    def exists(self) -> bool:
+        return self.path.is_dir()
+
+    @property
+    def pipeline_snippet_path(self) -> Path | None:
+        return self.path / "pipeline_snippet.config" if self.format == "tfrecord" else None
 
     @property
     def train_glob(self) -> str | None:
@@ -473,49 +456,71 @@ class DatasetVersion:
         splits = ", ".join(sorted(self.shard_globs))
         return f"v{self.number} (#{self.id}; {self.num_classes} classes; {splits or 'no shards'})"
 
+    def class_balance(self) -> list[dict]:
+        """`[{"split", "class", "boxes"}]` rows, for a class-balance chart."""
+        return [{"split": split, "class": name, "boxes": n}
+                for split, per_class in self.counts.get("boxes", {}).items()
+                for name, n in sorted(per_class.items())]
 
-def dataset_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion:
-    """The dataset version `export_id` as a config sees it."""
-    version = get_version(db, export_id)
-    folder = Path(version["path"])
-    globs = dict(version.get("input_globs") or {})
-    if not globs:
+    def snippet_text(self) -> str | None:
+        """The pipeline.config input-reader snippet (TFRecord versions on disk), else None."""
+        path = self.pipeline_snippet_path
+        if path is None or not path.is_file():
+            return None
+        return path.read_text(encoding="utf-8")
+
+
+def _version(row: dict, number: int) -> DatasetVersion:
+    folder = settings.data_dir() / row["path"]
+    fmt = row["format"] or "tfrecord"
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    globs = dict(manifest.get("input_globs") or {})
+    if not globs and fmt == "tfrecord":
         # Versions without a manifest: find the shards on disk.
         for shard in sorted(folder.glob("*.record-?????-of-?????")):
             split, _, rest = shard.name.partition(".record-")
             globs.setdefault(split, str(folder / f"{split}.record-?????-of-{rest[-5:]}"))
-    num_classes = version.get("num_classes")
+    label_map_path = folder / "label_map.pbtxt"
+    num_classes = manifest.get("num_classes")
     if not num_classes:
-        from backend.formats import label_map  # the one label-map reader
         try:
-            num_classes = label_map.read(version["label_map_path"]).num_classes
+            num_classes = label_map_format.read(label_map_path).num_classes
         except (NotFound, Invalid):
             num_classes = 0
-    return DatasetVersion(version["id"], version["project_id"], version.get("version") or version["id"],
-                          folder, Path(version["label_map_path"]), globs, num_classes)
+    return DatasetVersion(
+        id=row["id"], project_id=row["project_id"], number=number, format=fmt, path=folder,
+        label_map_path=label_map_path, manifest_path=manifest_path, shard_globs=globs,
+        num_classes=int(num_classes), classes=tuple(manifest.get("classes", [])),
+        counts=json.loads(row["counts"] or "{}"), params=json.loads(row["params"] or "{}"),
+        created_at=row["created_at"], created_by=row["created_by"])
 
 
-def list_dataset_versions(db: sqlite_utils.Database, project_id: int) -> list[DatasetVersion]:
-    """The project's TFRecord dataset versions, newest first."""
-    ids = [r["id"] for r in db.query("select id from exports where project_id = ? and "
-                                     "coalesce(format, 'tfrecord') = 'tfrecord' order by id desc",
-                                     [project_id])]
-    return [dataset_version(db, i) for i in ids]
+def list_versions(db: sqlite_utils.Database, project_id: int, fmt: str | None = None) -> list[DatasetVersion]:
+    """The project's dataset versions (of format `fmt`, or all), newest first."""
+    rows = list(db.query("select * from exports where project_id = ? order by id", [project_id]))
+    numbered = [(number, row) for number, row in enumerate(rows, start=1)
+                if fmt is None or (row["format"] or "tfrecord") == fmt]
+    return [_version(row, number) for number, row in reversed(numbered)]
 
 
-def latest_dataset_version(db: sqlite_utils.Database, project_id: int) -> DatasetVersion:
+def get_version(db: sqlite_utils.Database, export_id: int) -> DatasetVersion:
+    """The dataset version with export id `export_id`."""
+    row = one(db, "select * from exports where id = ?", [export_id])
+    if row is None:
+        raise NotFound(f"no dataset version with id {export_id}")
+    number = one(db, "select count(*) as n from exports where project_id = ? and id <= ?",
+                 [row["project_id"], export_id])["n"]
+    return _version(row, number)
+
+
+def latest_version(db: sqlite_utils.Database, project_id: int) -> DatasetVersion:
+    """The project's newest TFRecord dataset version."""
     row = one(db, "select max(id) as id from exports where project_id = ? and "
                   "coalesce(format, 'tfrecord') = 'tfrecord'", [project_id])
     if row is None or row["id"] is None:
         raise NotFound("the project has no TFRecord dataset version yet: export one first")
-    return dataset_version(db, row["id"])
-
-
-def class_balance(version: dict) -> list[dict]:
-    """`[{"split", "class", "boxes"}]` rows of a version, for a class-balance chart."""
-    return [{"split": split, "class": name, "boxes": n}
-            for split, per_class in version["counts"].get("boxes", {}).items()
-            for name, n in sorted(per_class.items())]
+    return get_version(db, row["id"])
 
 
 def export_zip(db: sqlite_utils.Database, actor: dict, export_id: int) -> Path:
@@ -523,9 +528,9 @@ def export_zip(db: sqlite_utils.Database, actor: dict, export_id: int) -> Path:
     TFRecords hardly compress, so entries are stored, which keeps zipping as fast as copying."""
     require(actor, "export")
     version = get_version(db, export_id)
-    directory = Path(version["path"])
+    directory = version.path
     if not directory.is_dir():
-        raise NotFound(f"dataset version {version['version']} is gone from {directory}")
+        raise NotFound(f"dataset version {version.number} is gone from {directory}")
     target = directory.with_name(directory.name + ".zip")
     if target.is_file():
         return target
@@ -537,18 +542,18 @@ def export_zip(db: sqlite_utils.Database, actor: dict, export_id: int) -> Path:
     return target
 
 
-def _copy_version(version: dict, out: Path) -> Path:
+def _copy_version(version: DatasetVersion, out: Path) -> Path:
     """Copy a finished dataset version to folder `out` (created; must be empty or absent) and
     point the copy's pipeline snippet at the copy."""
     out = Path(out).resolve()
     if out.exists() and any(out.iterdir()):
         raise Invalid(f"{out} is not empty; choose a new or empty folder")
-    source = Path(version["path"])
+    source = version.path
     tmp = out.with_name(f".{out.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(source, tmp)
-    if version["format"] == "tfrecord":
-        globs = {split: str(out / Path(glob).name) for split, glob in version["input_globs"].items()}
+    if version.format == "tfrecord":
+        globs = {split: str(out / Path(glob).name) for split, glob in version.shard_globs.items()}
         atomic.write_text(tmp / "pipeline_snippet.config", pipeline_snippet(out, globs))
     if out.exists():
         out.rmdir()
@@ -556,16 +561,7 @@ def _copy_version(version: dict, out: Path) -> Path:
     return out
 
 
-
 def zip_download(db: sqlite_utils.Database, actor: dict, export_id: int) -> tuple[str, bytes]:
     """(file name, bytes) of a version's zip, for a download button."""
     path = export_zip(db, actor, export_id)
     return path.name, path.read_bytes()
-
-
-def snippet_text(version: dict) -> str | None:
-    """The version's pipeline.config input-reader snippet (TFRecord versions on disk), else None."""
-    path = version.get("pipeline_snippet_path")
-    if not path or not Path(path).is_file():
-        return None
-    return Path(path).read_text(encoding="utf-8")

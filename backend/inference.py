@@ -1,6 +1,6 @@
 """Load exported SavedModels (Boxwise or TF OD API), predict on images, draw and write results.
 
-The contract (DESIGN.md): `serving_default` takes `input_tensor` uint8 `[1, H, W, 3]` and
+The contract (ARCHITECTURE.md, Contracts): `serving_default` takes `input_tensor` uint8 `[1, H, W, 3]` and
 returns `detection_boxes` `[1, N, 4]` (`ymin, xmin, ymax, xmax`, normalised),
 `detection_classes` `[1, N]` (label-map ids ≥ 1, float32), `detection_scores` `[1, N]` and
 `num_detections` `[1]`.

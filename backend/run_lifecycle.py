@@ -38,7 +38,7 @@ from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import BoxwiseError, Invalid, NotFound
 from backend.training import progress
-log = logging.getLogger("boxwise.jobs")
+log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 ACTIVE = ("queued", "running")
 FINAL = ("succeeded", "failed", "cancelled")
@@ -126,7 +126,7 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
         require(actor, "external_runner")
         server_settings.runner(runner)  # refuses an unknown name before anything is written
     config = saved_configs.get_config(db, config_id)
-    version = dataset_versions.dataset_version(db, export_id)
+    version = dataset_versions.get_version(db, export_id)
     if config["project_id"] != project_id or version.project_id != project_id:
         raise Invalid("the config and the dataset version must belong to the run's project")
     external = bool(runner)
@@ -173,7 +173,7 @@ def retrain_run(db: sqlite_utils.Database, actor: dict, run_id: int, *,
     if checkpoint is None:
         raise Invalid(f"run {run_id} has no checkpoint yet to retrain from")
     if export_id is None:
-        export_id = dataset_versions.latest_dataset_version(db, source["project_id"]).id
+        export_id = dataset_versions.latest_version(db, source["project_id"]).id
     return start_run(db, actor, source["project_id"], export_id=export_id,
                      config_id=config_id or source["config_id"], num_train_steps=num_train_steps,
                      fine_tune_checkpoint=checkpoint, parent_run_id=run_id,

@@ -36,7 +36,7 @@ def exportable_models(db: sqlite_utils.Database, project_id: int) -> list[dict]:
 def representative_glob(db: sqlite_utils.Database, export_id: int) -> str:
     """The train-split shard glob of dataset version `export_id` (int8 calibration images)."""
     from backend import dataset_versions
-    version = dataset_versions.dataset_version(db, export_id)
+    version = dataset_versions.get_version(db, export_id)
     if not version.train_glob:
         raise NotFound(f"dataset version #{export_id} has no train records to calibrate int8 with")
     return version.train_glob

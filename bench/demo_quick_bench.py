@@ -69,20 +69,19 @@ def main(argv: list[str] | None = None) -> int:
         admin = auth.create_first_admin(db, "bench", "bench-password-1")
         project = demo.create_demo_project(db, admin)
         version = dataset_versions.create_export(db, admin, project["id"], "tfrecord")
-        dataset = dataset_versions.dataset_version(db, version["id"])
-        text = saved_configs.fill_from_dataset_version(saved_configs.templates()[args.template], dataset)
+        text = saved_configs.fill_from_dataset_version(saved_configs.templates()[args.template], version)
         doc = ConfigDocument(text)
         for edit in args.set:
             path, _, value = edit.partition("=")
             doc.set_literal(path.strip(), value)
         total = args.steps or int(doc.get("train_config.num_steps"))
-        findings = [f"{f.check}: {f.message}" for f in config_doctor.examine(doc.text, dataset).findings]
+        findings = [f"{f.check}: {f.message}" for f in config_doctor.examine(doc.text, version).findings]
         print(f"config doctor: {'; '.join(findings) if findings else 'clean'}", flush=True)
         if args.doctor_only:
             return 0
         config = work / "pipeline.config"
         config.write_text(doc.text, encoding="utf-8")
-        counts = version.get("counts") or {}
+        counts = version.counts
         print(f"demo project: {counts}; template {args.template}, {total} steps, edits {args.set}", flush=True)
 
         model_dir = work / "run"

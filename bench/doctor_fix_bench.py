@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from backend import auth, config_doctor, db as database, saved_configs
     from backend.config_document import ConfigDocument
-    from tests.test_config_doctor import ZOO_128, shapes_version
+    from tests.helpers import ZOO_128, shapes_version
 
     try:
         db = database.connect()

@@ -157,15 +157,15 @@ def main() -> int:
         for _attempt in range(args.repeat):
             seconds, version = bench_boxwise(db, admin, project, args.shards)
             boxwise = min(boxwise, seconds)
-            shutil.rmtree(version["path"])
-            shard_files = sum(version["params"]["shards"].values())
+            shutil.rmtree(version.path)
+            shard_files = sum(version.params["shards"].values())
             raw = min(raw, bench_raw(stored, work / "raw", shard_files))
             shutil.rmtree(work / "raw")
             seconds, unhashed = bench_boxwise(db, admin, project, args.shards, checksums=False)
             no_hash = min(no_hash, seconds)
-            shutil.rmtree(unhashed["path"])
+            shutil.rmtree(unhashed.path)
         version = bench_boxwise(db, admin, project, args.shards)[1]
-        shard_bytes = [path.read_bytes() for path in Path(version["path"]).glob("*.record-*")]
+        shard_bytes = [path.read_bytes() for path in version.path.glob("*.record-*")]
         t0 = time.perf_counter()  # hashing alone, of bytes already in memory
         for data in shard_bytes:
             hashlib.sha256(data).hexdigest()
@@ -175,7 +175,7 @@ def main() -> int:
         mb = total_bytes / 1e6
         result = {
             "images": len(stored), "mean_kb": round(total_bytes / len(stored) / 1e3, 1),
-            "total_mb": round(mb, 1), "shards": version["params"]["shards"], "cpus": os.cpu_count(),
+            "total_mb": round(mb, 1), "shards": version.params["shards"], "cpus": os.cpu_count(),
             "boxwise_s": round(boxwise, 3), "boxwise_no_checksums_s": round(no_hash, 3),
             "boxwise_no_checksums_vs_raw": round(raw / no_hash, 2), "raw_s": round(raw, 3), "reencode_s": round(reencode, 3),
             "boxwise_mb_s": round(mb / boxwise, 1), "raw_mb_s": round(mb / raw, 1),

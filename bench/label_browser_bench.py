@@ -99,11 +99,10 @@ def prepare(data: Path, images_per_project: int) -> dict:
     version = dataset_versions.create_export(db, admin, shapes["id"], "tfrecord", checksums=False)
     # Every image back in the queue ("in progress" by admin), so N has work on both projects.
     db.execute("update images set status = 'in_progress', labeled_by = null")
-    text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"],
-                                             dataset_versions.dataset_version(db, version["id"]))
+    text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], version)
     config = saved_configs.save_config(db, admin, shapes["id"], "bench-quick", text)
     return {"admin": admin, "projects": {"demo": shapes["name"], "dense": dense["name"]},
-            "demo_id": shapes["id"], "export_id": version["id"], "config_id": config["id"]}
+            "demo_id": shapes["id"], "export_id": version.id, "config_id": config["id"]}
 
 
 def start_app(data: Path, port: int, root: Path = ROOT) -> subprocess.Popen:

@@ -90,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
         db.execute("update images set status = 'labeled' where project_id = ?", [project["id"]])
         version = dataset_versions.create_export(db, admin, project["id"], "tfrecord",
                                         splits={"train": 2 / 3, "val": 1 / 3}, seed=1)
-        version = dataset_versions.dataset_version(db, version["id"])
         base = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], version)
 
         # 3. Fine-tune vs scratch at equal steps.

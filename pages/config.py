@@ -17,7 +17,7 @@ st.title(f"Pipeline configs of {common.plain(project['name'])}")
 
 saved = saved_configs.all_configs(db, project["id"])
 templates = saved_configs.templates()
-versions = dataset_versions.list_dataset_versions(db, project["id"])
+versions = dataset_versions.list_versions(db, project["id"], fmt="tfrecord")
 
 # ---------------------------------------------------------------- what to start from
 

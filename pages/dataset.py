@@ -48,8 +48,8 @@ if auth.can(user, "export"):
                     splits={"train": train, "val": val, "test": test}, seed=int(seed),
                     shards=int(shards), statuses=statuses, reshuffle=reshuffle, on_progress=progress)
                 bar.progress(1.0, text="Done")
-                st.success(f"Dataset version {version['version']} written: "
-                           f"{version['counts']['total_images']} images, {version['counts']['total_boxes']} boxes")
+                st.success(f"Dataset version {version.number} written: "
+                           f"{version.counts['total_images']} images, {version.counts['total_boxes']} boxes")
 
 versions = dataset_versions.list_versions(common.db(), project["id"])
 if not versions:
@@ -58,37 +58,40 @@ if not versions:
 
 st.subheader("Dataset versions")
 st.dataframe(pd.DataFrame([{
-    "version": v["version"], "format": v["format"],
-    "created": pd.to_datetime(v["created_at"], unit="s"),
-    **{f"{split} images": n for split, n in v["counts"].get("images", {}).items()},
-    "boxes": v["counts"].get("total_boxes"), "classes": v["num_classes"], "seed": v["params"].get("seed"),
-    "on disk": v["exists"]} for v in versions]), hide_index=True, width="stretch")
+    "version": v.number, "format": v.format,
+    "created": pd.to_datetime(v.created_at, unit="s"),
+    **{f"{split} images": n for split, n in v.counts.get("images", {}).items()},
+    "boxes": v.counts.get("total_boxes"), "classes": v.num_classes, "seed": v.params.get("seed"),
+    "on disk": v.exists} for v in versions]), hide_index=True, width="stretch")
 
-chosen = st.selectbox("Show version", versions, format_func=lambda v: f"v{v['version']} ({v['format']})")
-balance = dataset_versions.class_balance(chosen)
+chosen = st.selectbox("Show version", versions, format_func=lambda v: f"v{v.number} ({v.format})")
+balance = chosen.class_balance()
 if balance:
     st.altair_chart(alt.Chart(pd.DataFrame(balance)).mark_bar().encode(
         x=alt.X("boxes:Q", title="boxes"), y=alt.Y("class:N", title=None),
         color=alt.Color("split:N"), tooltip=["split", "class", "boxes"]).properties(
-        title=f"Class balance of v{chosen['version']}"), width="stretch")
+        title=f"Class balance of v{chosen.number}"), width="stretch")
 left, right = st.columns(2)
 with left:
     st.write("**Files**")
-    st.code(common.shown_in(f"{chosen['path']}\nlabel map: {chosen['label_map_path']}\n" +
-                            "\n".join(f"{split}: {glob}" for split, glob in chosen["input_globs"].items())),
+    st.code(common.shown_in(f"{chosen.path}
+label map: {chosen.label_map_path}
+" +
+                            "
+".join(f"{split}: {glob}" for split, glob in chosen.shard_globs.items())),
             language=None)
     if user["role"] != "admin":
         st.caption("Paths are relative to the data folder.")
-    snippet = dataset_versions.snippet_text(chosen)
+    snippet = chosen.snippet_text()
     if snippet:
         with st.expander("pipeline.config input readers"):
             st.code(common.shown_in(snippet), language="protobuf")
 with right:
-    if auth.can(user, "export") and st.button("Prepare zip for download", key=f"zip-{chosen['id']}"):
+    if auth.can(user, "export") and st.button("Prepare zip for download", key=f"zip-{chosen.id}"):
         with common.reported():
-            st.session_state["dataset_zip"] = (chosen["id"], *dataset_versions.zip_download(common.db(), user,
-                                                                                   chosen["id"]))
+            st.session_state["dataset_zip"] = (chosen.id, *dataset_versions.zip_download(common.db(), user,
+                                                                                 chosen.id))
     prepared = st.session_state.get("dataset_zip")
-    if prepared and prepared[0] == chosen["id"]:
+    if prepared and prepared[0] == chosen.id:
         st.download_button("Download zip", prepared[2], file_name=prepared[1],
                            mime="application/zip", type="primary")

@@ -20,7 +20,7 @@ st.title(f"Training runs of {common.plain(project['name'])}")
 # ---------------------------------------------------------------- launch
 
 if can_train:
-    versions = dataset_versions.list_dataset_versions(db, project["id"])
+    versions = dataset_versions.list_versions(db, project["id"], fmt="tfrecord")
     saved = saved_configs.all_configs(db, project["id"])
     runners = []
     if auth.can(user, "external_runner"):
@@ -138,7 +138,7 @@ def controls(run: dict) -> None:
     has_checkpoint = run_artefacts.latest_checkpoint(run["model_dir"]) is not None
     if has_checkpoint and run["kind"] == "train":
         with buttons[2].popover("Retrain from this run"):
-            versions = dataset_versions.list_dataset_versions(db, project["id"])
+            versions = dataset_versions.list_versions(db, project["id"], fmt="tfrecord")
             saved = saved_configs.all_configs(db, project["id"])
             config_ids = [c["id"] for c in saved]
             version = st.selectbox("Dataset version (newest first)", versions, format_func=lambda v: v.title(),

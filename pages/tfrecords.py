@@ -31,9 +31,9 @@ if source == "Upload files":
                 user, [(f.name, f.getvalue()) for f in uploads])
     pattern = st.session_state.get("tfrecord_upload")
 elif source == "A dataset version":
-    version = st.selectbox("Version", versions, format_func=lambda v: f"v{v['version']}")
-    split = st.selectbox("Split", sorted(version["input_globs"]))
-    pattern = version["input_globs"].get(split)
+    version = st.selectbox("Version", versions, format_func=lambda v: f"v{v.number}")
+    split = st.selectbox("Split", sorted(version.shard_globs))
+    pattern = version.shard_globs.get(split)
 else:
     pattern = st.text_input("File, glob, folder or URL", placeholder="/data/train.record-?????-of-00010",
                             help="Several separated by commas; `name@N` for N shards; gs:// URLs "

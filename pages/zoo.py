@@ -96,7 +96,7 @@ with prelabel_tab:
             st.success(f"Model #{model['id']} registered; batch prediction started (progress on the Models page).")
 
 with finetune_tab:
-    versions = dataset_versions.list_dataset_versions(db, project["id"])
+    versions = dataset_versions.list_versions(db, project["id"], fmt="tfrecord")
     if not versions:
         st.info("Export a TFRecord dataset version first (Datasets page).")
     else:

@@ -277,7 +277,7 @@ def shapes_version(db, actor, name: str, classes=("circle", "square"), sides=(14
         annotations.save_boxes(db, actor, item.image_id, [
             {"label_id": label_ids[c], "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for c, b in objects],
             version, status="labeled")
-    return dataset_versions.dataset_version(db, dataset_versions.create_export(db, actor, project["id"], "tfrecord")["id"])
+    return dataset_versions.create_export(db, actor, project["id"], "tfrecord")
 
 
 def small128_with_optimizer(optimizer: str, extra: str = "", num_steps: int | None = None) -> str:

@@ -101,7 +101,7 @@ def test_refusals_name_the_allowed_folders_and_those_are_read_only(db, users, pr
     assert list(shared.iterdir()) == [] and dataset_versions.list_versions(db, project["id"]) == []
     version = dataset_versions.create_export(db, users["reviewer"], project["id"], splits="train=1",
                                              copy_to=data_dir / "copies" / "v1")
-    assert (data_dir / "copies" / "v1" / "manifest.json").is_file() and version["version"] == 1
+    assert (data_dir / "copies" / "v1" / "manifest.json").is_file() and version.number == 1
 
 
 def test_the_database_is_refused_to_a_browser_admin_through_a_symlink_too(users, data_dir):
@@ -174,7 +174,7 @@ def test_a_symlink_into_someone_elses_upload_is_refused(db, users, project, data
 def test_an_extracted_zip_downloads_only_for_who_extracted_it(db, users, project, data_dir, two_reviewers):
     owner, stranger = two_reviewers
     version, _ = _record_upload(db, users, project, data_dir, owner)
-    path, _ = record_browser.extract_zip(owner, version["input_globs"]["train"], False)
+    path, _ = record_browser.extract_zip(owner, version.shard_globs["train"], False)
     assert record_browser.zip_download(owner, path)[0] == path.name
     for actor in (stranger, users["admin"]):
         with pytest.raises(PermissionError, match="may not download this zip: it belongs to the user who extracted it"):
@@ -200,7 +200,7 @@ def test_the_datasets_page_shows_relative_paths_to_a_viewer_and_whole_ones_to_an
                                                                                       data_dir):
     add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
     version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
-    relative = os.path.relpath(version["path"], data_dir)
+    relative = os.path.relpath(version.path, data_dir)
     seen = {}
     for role in ("viewer", "admin"):
         at = signed_in(db, role, "pages/dataset.py")
@@ -209,7 +209,7 @@ def test_the_datasets_page_shows_relative_paths_to_a_viewer_and_whole_ones_to_an
     assert str(data_dir) not in seen["viewer"]
     assert seen["viewer"].startswith(relative + "\nlabel map: ") and "train: " in seen["viewer"]
     assert f'input_path: "{relative}/' in seen["viewer"]
-    assert seen["admin"].startswith(version["path"] + "\n")
+    assert seen["admin"].startswith(str(version.path) + "\n")
     assert seen["viewer"] == seen["admin"].replace(f"{data_dir}/", "")
 
 
@@ -292,12 +292,12 @@ def test_the_tfrecord_browser_shows_a_viewer_files_and_label_map_relative_to_the
         db, users, project, data_dir):
     add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
     version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
-    shard = os.path.relpath(record_browser.inspect(users["viewer"], version["input_globs"]["train"]).label_map,
+    shard = os.path.relpath(record_browser.inspect(users["viewer"], version.shard_globs["train"]).label_map,
                             data_dir)
     at = signed_in(db, "viewer", "pages/tfrecords.py")  # a viewer's only source: a dataset version
     assert not at.exception, at.exception
     files = list(at.dataframe[0].value["file"])
-    assert files and all(not f.startswith("/") and f.startswith(os.path.relpath(version["path"], data_dir))
+    assert files and all(not f.startswith("/") and f.startswith(os.path.relpath(version.path, data_dir))
                          for f in files), files
     captions = [c.value.replace("\\_", "_") for c in at.caption if c.value.startswith("Label map:")]  # (Markdown)
     assert captions == [f"Label map: {shard}"]

@@ -79,7 +79,7 @@ def test_interrupted_export_import_and_ingest_leave_nothing_after_start_up(db, a
     # Nothing the database points to went: every stored image and the finished export remain.
     assert all((data_dir / row["path"]).is_file() for row in db.query("select path from images"))
     assert {p for p in (data_dir / "images").rglob("*") if p.is_file()} == stored_before
-    assert (Path(kept["path"]) / "manifest.json").is_file()
+    assert (kept.path / "manifest.json").is_file()
     assert cleanup.leftovers(db, older_than=0) == []
 
 

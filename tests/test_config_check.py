@@ -86,7 +86,7 @@ def case_config(request, db, project, users, data_dir, tmp_path):
     """The quick template filled from a dataset version, broken as the case says, saved as a
     config and as a file; returns everything the four entry points need."""
     export_id = make_dataset_version(db, project, data_dir)
-    version = dataset_versions.dataset_version(db, export_id)
+    version = dataset_versions.get_version(db, export_id)
     doc = ConfigDocument(saved_configs.fill_from_dataset_version(template_text("quick"), version))
     assert config_check.check(doc.text, version, actor=users["reviewer"]) == []  # the base is sound
     break_it, expected = CASES[request.param]

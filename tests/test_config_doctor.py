@@ -179,7 +179,7 @@ def test_800_of_2000_cosine_steps_is_flagged_with_the_learning_rate_left(small, 
 
 def test_quick_template_on_the_demo_project_passes_clean(db, admin):
     project = demo.create_demo_project(db, admin)
-    version = dataset_versions.dataset_version(db, dataset_versions.create_export(db, admin, project["id"], "tfrecord")["id"])
+    version = dataset_versions.create_export(db, admin, project["id"], "tfrecord")
     text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], version)
     report = doctor.examine(text, version)
     assert report.findings == []

@@ -7,7 +7,7 @@ import pytest
 from backend import config_document as pc
 from backend.errors import Invalid, NotFound
 
-# The TF OD API configs shared beside the repository (DESIGN.md: ../shared/tfod/configs).
+# The TF OD API configs shared beside the repository (../shared/tfod/configs, as in CI; skipped when absent).
 from tests.helpers import SHARED_TFOD, needs_shared_tfod
 
 SHARED = SHARED_TFOD / "configs"

@@ -138,7 +138,7 @@ def test_voc_path_field_and_import_sources_outside_are_refused(db, users, projec
 def test_viewer_cannot_point_the_tfrecord_browser_at_an_outside_label_map(db, users, project, labeled,
                                                                          outside):
     version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
-    pattern = version["input_globs"]["train"]
+    pattern = version.shard_globs["train"]
     assert record_browser.inspect(users["viewer"], pattern).examples == 6  # a dataset version: fine
     messages = []
     for which in ("secret", "missing"):

@@ -18,7 +18,7 @@ FPNLITE = SHARED / "ssd_mobilenet_v2_fpnlite_320x320_coco17_tpu-8.config"
 
 @pytest.fixture
 def version(db, project, data_dir):
-    return dataset_versions.dataset_version(db, make_dataset_version(db, project, data_dir))
+    return dataset_versions.get_version(db, make_dataset_version(db, project, data_dir))
 
 
 def changed_lines(old: str, new: str) -> list[tuple[str, str]]:

@@ -148,3 +148,80 @@ def test_checking_a_saved_model_and_reading_examples_and_events_never_import_ten
             "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'imported'\nprint('ok')")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+# The order the example writer puts the features on the wire: image/encoded last, so a record is
+# written as `head + data` without copying the image (ARCHITECTURE.md, "one protobuf strategy").
+WRITTEN_KEY_ORDER = (
+    "image/format", "image/height", "image/width", "image/filename", "image/source_id",
+    "image/key/sha256", "image/object/bbox/xmin", "image/object/bbox/ymin", "image/object/bbox/xmax",
+    "image/object/bbox/ymax", "image/object/class/text", "image/object/class/label",
+    "image/object/difficult", "image/object/truncated", "image/encoded")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    return bytes(out + bytes((value,)))
+
+
+def _in_order(message: example_pb2.Example, order) -> bytes:
+    """`message` serialised with its features in `order`: each map entry serialised alone by
+    protobuf (one entry has only one encoding), the entries concatenated."""
+    body = b"".join(example_pb2.Features(feature={key: message.features.feature[key]}).SerializeToString()
+                    for key in order)
+    assert set(order) == set(message.features.feature)
+    return b"\n" + _varint(len(body)) + body
+
+
+def test_the_example_writer_bytes_are_protobufs_encoding_in_one_fixed_key_order():
+    import hashlib
+
+    data = b"\xff\xd8\xff\xe0 stored image bytes " * 20
+    image = ExportImage(image_id=12, file_name="Katze ü.jpg", source=Path("x.jpg"), width=640, height=480,
+                        format="jpeg", sha256=hashlib.sha256(data).hexdigest(), split="train",
+                        boxes=[ExportBox("cat", 64.0, 48.0, 320.0, 240.5, 0, 1, label_map_id=1),
+                               ExportBox("dog", 0, 0, 640, 480, 1, 0, label_map_id=200)])
+    written = tf_example.encode_example(image, data)
+    message = example_pb2.Example()
+    feature = message.features.feature
+    feature["image/format"].bytes_list.value.append(b"jpeg")
+    feature["image/height"].int64_list.value.append(480)
+    feature["image/width"].int64_list.value.append(640)
+    feature["image/filename"].bytes_list.value.append("Katze ü.jpg".encode())
+    feature["image/source_id"].bytes_list.value.append(b"12")
+    feature["image/key/sha256"].bytes_list.value.append(image.sha256.encode())
+    for key, values in (("xmin", [0.1, 0.0]), ("ymin", [0.1, 0.0]), ("xmax", [0.5, 1.0]),
+                        ("ymax", [240.5 / 480, 1.0])):
+        feature[f"image/object/bbox/{key}"].float_list.value.extend(values)
+    feature["image/object/class/text"].bytes_list.value.extend([b"cat", b"dog"])
+    feature["image/object/class/label"].int64_list.value.extend([1, 200])
+    feature["image/object/difficult"].int64_list.value.extend([0, 1])
+    feature["image/object/truncated"].int64_list.value.extend([1, 0])
+    feature["image/encoded"].bytes_list.value.append(data)
+    assert example_pb2.Example.FromString(written) == message
+    assert written == _in_order(message, WRITTEN_KEY_ORDER)
+    assert (len(written), hashlib.sha256(written).hexdigest()) == (
+        1042, "89404d248937328ca82b15b6971f4eaba028835041f3fb48952d2db0c27ecc17")
+    head, tail = tf_example.example_parts(image, data)
+    assert tail is data and head + tail == written
+
+    negative = ExportImage(13, "empty.png", Path("e.png"), 10, 20, "png", "cd" * 32, "val", [])
+    written = tf_example.encode_example(negative, b"png")
+    message = example_pb2.Example()
+    feature = message.features.feature
+    feature["image/format"].bytes_list.value.append(b"png")
+    feature["image/height"].int64_list.value.append(20)
+    feature["image/width"].int64_list.value.append(10)
+    feature["image/filename"].bytes_list.value.append(b"empty.png")
+    feature["image/source_id"].bytes_list.value.append(b"13")
+    feature["image/key/sha256"].bytes_list.value.append(b"cd" * 32)
+    for key in WRITTEN_KEY_ORDER[6:14]:   # typed empty lists: the kind of every per-box feature
+        kind = "float_list" if "bbox" in key else "bytes_list" if key.endswith("text") else "int64_list"
+        getattr(feature[key], kind).SetInParent()
+    feature["image/encoded"].bytes_list.value.append(b"png")
+    assert written == _in_order(message, WRITTEN_KEY_ORDER)
+    assert (len(written), hashlib.sha256(written).hexdigest()) == (
+        492, "4cebb8f62753521bb1f601a28650edfac8b8396f1f32806ad801085315af97ad")

@@ -75,7 +75,7 @@ def test_extracted_zips_download_and_nothing_else_does(db, users, project, data_
     from backend import dataset_versions
     add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
     version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
-    path, result = record_browser.extract_zip(users["reviewer"], version["input_globs"]["train"], False)
+    path, result = record_browser.extract_zip(users["reviewer"], version.shard_globs["train"], False)
     name, data = record_browser.zip_download(users["reviewer"], path)
     assert name == path.name and zipfile.ZipFile(io.BytesIO(data)).namelist() == ["a.jpg"]
     (tmp_path / "secret").write_text("x")

@@ -81,7 +81,7 @@ def config_check(args) -> int:
     if args.dataset_version is not None:
         from backend import config_doctor, dataset_versions
         from backend.db import connect
-        version = dataset_versions.dataset_version(connect(), args.dataset_version)
+        version = dataset_versions.get_version(connect(), args.dataset_version)
         problems = config_check.check(doc.text, version, actor=CLI_ACTOR)
         report = config_doctor.examine(doc.text, version)
     else:

@@ -77,13 +77,13 @@ def _export(args) -> int:
                                     reshuffle=args.reshuffle, copy_to=args.out, on_progress=_progress)
     if sys.stderr.isatty():
         print(file=sys.stderr)
-    counts = version["counts"]
-    print(f"dataset version {version['version']} (export id {version['id']}) of {project['name']!r}: "
+    counts = version.counts
+    print(f"dataset version {version.number} (export id {version.id}) of {project['name']!r}: "
           f"{counts['total_images']} images, {counts['total_boxes']} boxes")
     for split, n in counts["images"].items():
         print(f"  {split}: {n} images ({counts['negatives'][split]} negatives), "
               f"{sum(counts['boxes'][split].values())} boxes")
-    print(f"written to {args.out} (kept as {version['path']})")
+    print(f"written to {args.out} (kept as {version.path})")
     return 0
 
 

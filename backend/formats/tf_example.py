@@ -1,6 +1,6 @@
 """`tf.train.Example`, the message inside each TFRecord: the feature keys and kinds the TF OD API
-reads, encoding in protobuf wire format by hand (`example_parts`, `encode_example`: faster than
-building messages) and decoding with `backend/tf_protos/example.proto` (`decode` into a
+reads, encoding in protobuf wire format by hand (`example_parts`, `encode_example`: one fixed
+feature order, reproducible bytes) and decoding with `backend/tf_protos/example.proto` (`decode` into a
 `DecodedExample`), without TensorFlow.
 """
 from __future__ import annotations
@@ -105,9 +105,11 @@ def example_parts(image: ExportImage, data: bytes) -> tuple[bytes, bytes]:
     """The serialised `tf.train.Example` of one image as two pieces, `head + data`: `data` are
     the stored bytes, unchanged and never copied, the last value of the message.
 
-    Written in protobuf wire format by hand: building the message through protobuf costs
-    about 150 µs an image, as much as copying its 200 kB (see BENCHMARKS.md). Tests parse
-    the result with `tf.train.Example` and the TF OD API decoder's feature spec."""
+    Written in protobuf wire format by hand, the features always in the same order, so the
+    same image gives the same bytes in every process: protobuf's own serialisation writes the
+    feature map in an order that changes between processes (ARCHITECTURE.md, "Protobuf: one
+    strategy"). Tests pin the bytes and parse them with `tf.train.Example` and the TF OD
+    API decoder's feature spec."""
     normalised = [box_convert.to_normalized(b.coords, image.width, image.height) for b in image.boxes]
     entries = [
         _format_and_size(image.format, image.width, image.height),

@@ -38,7 +38,7 @@ from backend.training.detect import postprocess
 from backend.training.network import preprocess_images
 from backend.training.train import load_detector, write_scalars
 
-log = logging.getLogger("boxwise.eval")
+log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
 

@@ -35,7 +35,7 @@ from backend import atomic
 from backend.errors import Invalid, NotFound
 from backend.training.network import SSDDetector, backbone_layer_names
 
-log = logging.getLogger("boxwise.restore")
+log = logging.getLogger(__name__)
 
 SUFFIX = "/.ATTRIBUTES/VARIABLE_VALUE"
 BACKBONE = "model/_feature_extractor/classification_backbone"

@@ -46,7 +46,7 @@ from backend.training.data import train_dataset
 from backend.training.losses import regularization_loss, ssd_losses
 from backend.training.network import SSDDetector, build_detector, preprocess_images
 
-log = logging.getLogger("boxwise.train")
+log = logging.getLogger(__name__)
 
 MAX_CHECKPOINTS = 5
 

@@ -25,7 +25,7 @@ def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, adm
     db["annotations"].insert({"image_id": labeled["a.jpg"], "label_id": 1, "xmin": 1, "ymin": 1,
                               "xmax": 9, "ymax": 9, "source": "model", "score": 0.9})
     version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
-    records = parse_records(str(Path(version["path"]) / "*.record-*"))
+    records = parse_records(str(version.path / "*.record-*"))
     rows = {r["id"]: r for r in db.query("select * from images where project_id = ?", [project["id"]])}
     exported_ids = sorted(int(r["image/source_id"]) for r in records)
     assert exported_ids == sorted(i for name, i in labeled.items() if name != "new.jpg")
@@ -51,7 +51,7 @@ def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, adm
         assert record["image/object/difficult"] == [0] * len(boxes)
     # image/object/truncated is not in the decoder's spec; read it with Boxwise's own decoder.
     from backend.formats import tfrecord
-    for _, _, decoded in tfrecord.iter_examples(str(Path(version["path"]) / "*.record-*")):
+    for _, _, decoded in tfrecord.iter_examples(str(version.path / "*.record-*")):
         assert decoded.features["image/object/truncated"] == [0] * len(decoded.boxes())
     by_name = {rows[int(r["image/source_id"])]["filename"]: r for r in records}
     assert by_name["neg.jpg"]["image/object/bbox/xmin"] == []  # the negative: zero boxes
@@ -62,36 +62,36 @@ def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, adm
 def test_shards_are_named_tfod_style_with_example_i_in_shard_i_mod_n(db, admin, project, labeled):
     add_image(db, admin, project["id"], "f.jpg", color=(1, 2, 3), boxes=[("dog", 1, 1, 20, 20)])
     version = dataset_versions.create_export(db, admin, project["id"], shards=3, splits="train=1")
-    names = sorted(p.name for p in Path(version["path"]).iterdir())
+    names = sorted(p.name for p in version.path.iterdir())
     assert names == ["label_map.pbtxt", "manifest.json", "pipeline_snippet.config",
                      "train.record-00000-of-00003", "train.record-00001-of-00003",
                      "train.record-00002-of-00003"]
-    sizes = [len(parse_records(str(Path(version["path"]) / f"train.record-0000{i}-of-00003"))) for i in range(3)]
+    sizes = [len(parse_records(str(version.path / f"train.record-0000{i}-of-00003"))) for i in range(3)]
     assert sizes == [3, 2, 2]  # 7 examples: i mod 3
-    assert version["input_globs"] == {"train": str(Path(version["path"]) / "train.record-?????-of-00003")}
-    assert len(glob.glob(version["input_globs"]["train"])) == 3
+    assert version.shard_globs == {"train": str(version.path / "train.record-?????-of-00003")}
+    assert len(glob.glob(version.shard_globs["train"])) == 3
 
 
 def test_shards_never_outnumber_examples(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"], shards=10, splits="train=0.8,val=0.2")
-    assert version["params"]["shards"]["val"] == version["counts"]["images"]["val"]
-    assert version["params"]["shards"]["train"] == version["counts"]["images"]["train"] == 4
+    assert version.params["shards"]["val"] == version.counts["images"]["val"]
+    assert version.params["shards"]["train"] == version.counts["images"]["train"] == 4
 
 
 def test_label_map_has_the_project_ids_from_one(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"])
-    parsed = label_map.read(version["label_map_path"])
+    parsed = label_map.read(version.label_map_path)
     assert [(i.id, i.name) for i in parsed.items] == [(1, "cat"), (2, "dog"), (3, "bird")]
     assert parsed.notes == []
-    assert version["num_classes"] == 3
-    assert Path(version["label_map_path"]).read_text().startswith("item {\n  id: 1\n  name: 'cat'\n")
+    assert version.num_classes == 3
+    assert version.label_map_path.read_text().startswith("item {\n  id: 1\n  name: 'cat'\n")
 
 
 def test_manifest_lists_parameters_counts_and_every_file_with_its_sha256(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"], shards=1, seed=7,
                                     splits="train=0.5,val=0.5,test=0")
-    manifest = json.loads(Path(version["manifest_path"]).read_text())
-    folder = Path(version["path"])
+    manifest = json.loads(version.manifest_path.read_text())
+    folder = version.path
     on_disk = {p.name for p in folder.iterdir()} - {"manifest.json", "pipeline_snippet.config"}
     assert set(manifest["files"]) == on_disk
     for name, entry in manifest["files"].items():
@@ -109,22 +109,22 @@ def test_manifest_lists_parameters_counts_and_every_file_with_its_sha256(db, adm
             per_class[name] = per_class.get(name, 0) + n
     assert per_class == {"cat": 3, "dog": 2, "bird": 2}
     assert sum(counts["negatives"].values()) == 1
-    assert manifest["counts"] == version["counts"]
+    assert manifest["counts"] == version.counts
 
 
 def test_pipeline_snippet_drops_into_a_real_tfod_config(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"], shards=2)
-    snippet = config_document.parse(Path(version["pipeline_snippet_path"]).read_text())
+    snippet = config_document.parse(version.pipeline_snippet_path.read_text())
     train = snippet.one("train_input_reader")
-    assert train.one("label_map_path") == version["label_map_path"]
-    assert train.one("tf_record_input_reader").one("input_path") == version["input_globs"]["train"]
+    assert train.one("label_map_path") == str(version.label_map_path)
+    assert train.one("tf_record_input_reader").one("input_path") == version.shard_globs["train"]
     evaluation = snippet.one("eval_input_reader")
-    assert evaluation.one("tf_record_input_reader").one("input_path") == version["input_globs"]["val"]
+    assert evaluation.one("tf_record_input_reader").one("input_path") == version.shard_globs["val"]
     doc = config_document.load(ZOO_FPNLITE_CONFIG)
-    doc.set("train_input_reader.tf_record_input_reader.input_path", version["input_globs"]["train"])
-    doc.set("train_input_reader.label_map_path", version["label_map_path"])
+    doc.set("train_input_reader.tf_record_input_reader.input_path", version.shard_globs["train"])
+    doc.set("train_input_reader.label_map_path", str(version.label_map_path))
     assert len(glob.glob(doc.get("train_input_reader.tf_record_input_reader.input_path"))) == \
-        version["params"]["shards"]["train"]
+        version.params["shards"]["train"]
 
 
 def test_splits_are_sticky_across_exports_until_reshuffled(db, admin, project, labeled):
@@ -139,7 +139,7 @@ def test_splits_are_sticky_across_exports_until_reshuffled(db, admin, project, l
     dataset_versions.create_export(db, admin, project["id"], seed=1, splits="train=0.5,val=0.5", reshuffle=True)
     reshuffled = {r["id"]: r["split"] for r in db.query("select id, split from images where status != 'new'")}
     assert sum(1 for s in reshuffled.values() if s == "train") in (3, 4)
-    assert first["counts"]["images"] == {"train": 3, "val": 3}
+    assert first.counts["images"] == {"train": 3, "val": 3}
 
 
 def _pool(classes_per_image):
@@ -177,7 +177,7 @@ def test_split_assignment_keeps_stored_splits_and_only_places_new_images():
 
 def test_status_filter_chooses_images(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"], statuses="reviewed", splits="train=1")
-    assert version["counts"]["images"] == {"train": 1}
+    assert version.counts["images"] == {"train": 1}
     with pytest.raises(Exception, match="no images with status skipped"):
         dataset_versions.create_export(db, admin, project["id"], statuses="skipped")
 
@@ -197,23 +197,48 @@ def test_viewers_and_labelers_cannot_export(db, users, project, labeled):
     for role in ("viewer", "labeler"):
         with pytest.raises(PermissionError):
             dataset_versions.create_export(db, users[role], project["id"])
-    assert dataset_versions.create_export(db, users["reviewer"], project["id"])["version"] == 1
+    assert dataset_versions.create_export(db, users["reviewer"], project["id"]).number == 1
 
 
 def test_versions_are_listed_newest_first_and_zip_for_download(db, admin, project, labeled):
     dataset_versions.create_export(db, admin, project["id"])
     second = dataset_versions.create_export(db, admin, project["id"], fmt="tfrecord", shards=2)
     listed = dataset_versions.list_versions(db, project["id"])
-    assert [v["version"] for v in listed] == [2, 1]
-    assert listed[0]["id"] == second["id"]
-    zipped = dataset_versions.export_zip(db, CLI_ACTOR, second["id"])
-    folder = Path(second["path"])
+    assert [v.number for v in listed] == [2, 1]
+    assert listed[0].id == second.id
+    zipped = dataset_versions.export_zip(db, CLI_ACTOR, second.id)
+    folder = second.path
     with zipfile.ZipFile(zipped) as archive:
         assert sorted(archive.namelist()) == sorted(
             f"{folder.name}/{p.name}" for p in folder.iterdir())
         assert archive.read(f"{folder.name}/label_map.pbtxt") == (folder / "label_map.pbtxt").read_bytes()
-    balance = dataset_versions.class_balance(second)
+    balance = second.class_balance()
     assert sum(r["boxes"] for r in balance) == 7
+
+
+def test_a_dataset_version_is_one_frozen_type_with_paths_wherever_it_comes_from(db, admin, project, labeled):
+    import dataclasses
+
+    written = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
+    dataset_versions.create_export(db, admin, project["id"], fmt="coco", splits="train=1")
+    third = dataset_versions.create_export(db, admin, project["id"], shards=1, splits="train=1")
+    assert type(written) is dataset_versions.DatasetVersion
+    assert dataset_versions.get_version(db, written.id) == written
+    assert [v.number for v in dataset_versions.list_versions(db, project["id"])] == [3, 2, 1]
+    assert dataset_versions.list_versions(db, project["id"], fmt="tfrecord") == [third, written]
+    assert dataset_versions.latest_version(db, project["id"]) == third   # the newest TFRecord one
+    assert [v.format for v in dataset_versions.list_versions(db, project["id"], fmt="coco")] == ["coco"]
+    assert (written.path, written.label_map_path, written.manifest_path, written.pipeline_snippet_path) == (
+        settings.data_dir() / "exports" / f"project-{project['id']}" / written.path.name,
+        written.path / "label_map.pbtxt", written.path / "manifest.json", written.path / "pipeline_snippet.config")
+    assert (written.number, written.project_id, written.num_classes, written.exists) == (1, project["id"], 3, True)
+    assert (written.train_glob, written.eval_glob) == (str(written.path / "train.record-?????-of-00002"),
+                                                       str(written.path / "val.record-?????-of-00002"))
+    assert written.title() == f"v1 (#{written.id}; 3 classes; train, val)"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        written.num_classes = 4
+    with pytest.raises(Exception, match="no dataset version with id 999"):
+        dataset_versions.get_version(db, 999)
 
 
 def test_cli_export_copies_the_version_and_points_the_snippet_at_the_copy(db, admin, project, labeled, tmp_path):
@@ -244,9 +269,9 @@ def test_deleted_class_ids_leave_a_gap_and_num_classes_is_the_largest_id(db, adm
     projects.delete_label(db, admin, projects.label_by_name(db, project["id"], "dog")["id"])
     add_image(db, admin, project["id"], "x.jpg", boxes=[("bird", 1, 1, 20, 20)])
     version = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
-    assert [(c["id"], c["name"]) for c in version["classes"]] == [(1, "cat"), (3, "bird")]
-    assert version["num_classes"] == 3
-    record = parse_records(version["input_globs"]["train"])[0]
+    assert [(c["id"], c["name"]) for c in version.classes] == [(1, "cat"), (3, "bird")]
+    assert version.num_classes == 3
+    record = parse_records(version.shard_globs["train"])[0]
     assert record["image/object/class/label"] == [3]
 
 
@@ -285,9 +310,9 @@ def test_shards_are_the_bytes_tensorflows_writer_makes_and_the_manifest_hashes_t
     import tensorflow as tf
 
     version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=0.5,val=0.5")
-    manifest = json.loads(Path(version["manifest_path"]).read_text())
+    manifest = json.loads(version.manifest_path.read_text())
     rows = {r["id"]: r for r in db.query("select * from images where project_id = ?", [project["id"]])}
-    shards = sorted(Path(version["path"]).glob("*.record-*"))
+    shards = sorted(version.path.glob("*.record-*"))
     assert [s.name for s in shards] == ["train.record-00000-of-00002", "train.record-00001-of-00002",
                                         "val.record-00000-of-00002", "val.record-00001-of-00002"]
     seen = []
@@ -364,10 +389,10 @@ def test_encoded_example_equals_the_one_protobuf_builds_and_negatives_keep_typed
 
 def test_export_without_checksums_lists_shards_without_sha256(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"], splits="train=1", checksums=False)
-    manifest = json.loads(Path(version["manifest_path"]).read_text())
+    manifest = json.loads(version.manifest_path.read_text())
     assert manifest["files"]["train.record-00000-of-00001"]["sha256"] is None
     assert manifest["files"]["label_map.pbtxt"]["sha256"] == hashlib.sha256(
-        Path(version["label_map_path"]).read_bytes()).hexdigest()
+        version.label_map_path.read_bytes()).hexdigest()
     assert manifest["parameters"]["checksums"] is False
 
 
@@ -376,7 +401,7 @@ def test_the_trainers_input_pipeline_reads_an_export(db, admin, project, labeled
 
     from backend.training import data
     version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=1")
-    files = sorted(glob.glob(version["input_globs"]["train"]))
+    files = sorted(glob.glob(version.shard_globs["train"]))
     rows = {r["id"]: r for r in db.query("select * from images")}
     seen = 0
     for raw in tf.data.TFRecordDataset(files):

@@ -3,7 +3,6 @@ maps as classes, and project → export → import round trips for every format.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
@@ -286,7 +285,7 @@ def test_round_trip_project_export_import_gives_the_same_images_and_boxes(db, ad
     db.execute("update annotations set difficult = 1 where xmin = 1.5")
     version = dataset_versions.create_export(db, admin, project["id"], fmt, splits="train=0.5,val=0.5")
     target = projects.create_project(db, admin, f"copy-{fmt}")
-    path = Path(version["path"])
+    path = version.path
     if fmt == "tfrecord":
         path = path / "*.record-*"
     report = importers.import_annotations(db, CLI_ACTOR, target["id"], path, fmt, create_classes=True)

@@ -18,7 +18,7 @@ def test_reviewer_exports_a_version_from_the_datasets_page(db, users, project, l
     at.button[0].click().run()  # the form's Export
     assert not at.exception, at.exception
     [version] = dataset_versions.list_versions(db, project["id"])
-    assert version["counts"]["total_images"] == 6 and version["params"]["splits"]["train"] == 0.5
+    assert version.counts["total_images"] == 6 and version.params["splits"]["train"] == 0.5
     assert any("Dataset version 1 written" in s.value for s in at.success)
     next(b for b in at.button if b.label == "Prepare zip for download").click().run()
     assert not at.exception, at.exception

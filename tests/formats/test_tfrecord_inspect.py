@@ -43,8 +43,8 @@ def bad_set(tmp_path):
 
 def test_a_boxwise_export_inspects_clean(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"], shards=2, splits="train=1")
-    parsed = label_map.read(version["label_map_path"])
-    result = tfrecord_checks.inspect(version["input_globs"]["train"], parsed)
+    parsed = label_map.read(version.label_map_path)
+    result = tfrecord_checks.inspect(version.shard_globs["train"], parsed)
     assert result.problems == []
     assert result.examples == 6 and result.boxes == 7 and result.negatives == 1
     assert result.classes == {"1 cat": 3, "2 dog": 2, "3 bird": 2}
@@ -113,12 +113,12 @@ def test_a_truncated_file_is_a_problem_at_the_broken_record(tmp_path):
 
 def test_extract_raw_gives_the_stored_bytes_and_drawn_gives_same_size_images(db, admin, project, labeled, tmp_path):
     version = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
-    raw = tfrecord_preview.extract(version["input_globs"]["train"], tmp_path / "raw")
+    raw = tfrecord_preview.extract(version.shard_globs["train"], tmp_path / "raw")
     assert sorted(raw.written) == ["a.jpg", "b.jpg", "c.png", "d.jpg", "e.jpg", "neg.jpg"]
     for name, image_id in labeled.items():
         if name != "new.jpg":
             assert (tmp_path / "raw" / name).read_bytes() == images.read_image_bytes(images.get_image(db, image_id))
-    drawn = tfrecord_preview.extract(version["input_globs"]["train"], tmp_path / "drawn.zip", draw=True)
+    drawn = tfrecord_preview.extract(version.shard_globs["train"], tmp_path / "drawn.zip", draw=True)
     assert drawn.problems == []
     with zipfile.ZipFile(tmp_path / "drawn.zip") as archive:
         assert sorted(archive.namelist()) == sorted(raw.written)
@@ -126,7 +126,7 @@ def test_extract_raw_gives_the_stored_bytes_and_drawn_gives_same_size_images(db,
         assert picture.size == (64, 48)
         # The cat box's left edge (x = 1.5 px) is drawn in the first class colour, not red.
         assert picture.convert("RGB").getpixel((2, 20)) != Image.open(tmp_path / "raw" / "a.jpg").convert("RGB").getpixel((2, 20))
-    assert main(["tfrecord", "extract", version["input_globs"]["train"], str(tmp_path / "cli"), "--draw"]) == 0
+    assert main(["tfrecord", "extract", version.shard_globs["train"], str(tmp_path / "cli"), "--draw"]) == 0
     assert len(list((tmp_path / "cli").iterdir())) == 6
 
 
@@ -155,8 +155,8 @@ def test_without_a_label_map_text_and_id_must_agree_across_the_set(tmp_path):
 
 def test_a_sharded_set_opens_by_glob_folder_or_at_n_shorthand(db, admin, project, labeled):
     version = dataset_versions.create_export(db, admin, project["id"], shards=3, splits="train=1")
-    folder = Path(version["path"])
-    by_glob = tfrecord_framing.resolve(version["input_globs"]["train"])
+    folder = version.path
+    by_glob = tfrecord_framing.resolve(version.shard_globs["train"])
     assert [p.name for p in by_glob] == [f"train.record-0000{i}-of-00003" for i in range(3)]
     assert tfrecord_framing.resolve(str(folder)) == by_glob
     assert tfrecord_framing.resolve(f"{folder}/train.record@3") == by_glob

@@ -30,7 +30,7 @@ def upload(folder: Path, url: str, names: list[str] | None = None) -> None:
 def remote_export(db, admin, project, labeled, request):
     version = dataset_versions.create_export(db, admin, project["id"], shards=3, splits="train=1")
     url = f"ram://boxwise-{request.node.name}"
-    upload(Path(version["path"]), url)
+    upload(version.path, url)
     return version, url
 
 
@@ -49,14 +49,14 @@ def test_cli_inspects_and_extracts_a_set_at_a_url_like_a_local_one(remote_export
     version, url = remote_export
     assert main(["tfrecord", "inspect", f"{url}/train.record-*", "--json"]) == 0
     remote_report = json.loads(capsys.readouterr().out)
-    assert main(["tfrecord", "inspect", version["input_globs"]["train"], "--json"]) == 0
+    assert main(["tfrecord", "inspect", version.shard_globs["train"], "--json"]) == 0
     local_report = json.loads(capsys.readouterr().out)
     assert remote_report["label_map"] == f"{url}/label_map.pbtxt"   # found beside the records
     for key in ("examples", "boxes", "negatives", "classes", "problems"):
         assert remote_report[key] == local_report[key], key
     assert remote_report["examples"] == 6 and remote_report["boxes"] == 7
     assert main(["tfrecord", "extract", f"{url}/train.record@3", str(tmp_path / "out")]) == 0
-    local = tfrecord_preview.extract(version["input_globs"]["train"], tmp_path / "local")
+    local = tfrecord_preview.extract(version.shard_globs["train"], tmp_path / "local")
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(local.written)
     for name in local.written:
         assert (tmp_path / "out" / name).read_bytes() == (tmp_path / "local" / name).read_bytes()

@@ -256,8 +256,8 @@ def test_int8_calibrates_on_the_dataset_versions_train_records(db, admin, projec
     from backend.config_document import ConfigDocument
     from backend.training.training_config import training_config
     version = dataset_versions.create_export(db, admin, project["id"], splits="train=1")
-    glob = tflite.representative_glob(db, version["id"])
-    assert glob == version["input_globs"]["train"]
+    glob = tflite.representative_glob(db, version.id)
+    assert glob == version.shard_globs["train"]
     data, train_glob, eval_glob, _ = shapes_data
     (tmp_path / "pipeline.config").write_text(tiny_config(data, train_glob, eval_glob))
     config = training_config(ConfigDocument.load(tmp_path / "pipeline.config"))

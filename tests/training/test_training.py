@@ -105,7 +105,7 @@ def test_shared_fpnlite_config_trains_with_only_paths_and_sizes_changed(shapes_d
     changed = [a for a, b in zip(FPNLITE.read_text().splitlines(), doc.text.splitlines()) if a != b]
     assert len(changed) == len(edits)
     doc.save(tmp_path / "pipeline.config")
-    caplog.set_level(logging.INFO, logger="boxwise.train")
+    caplog.set_level(logging.INFO, logger="backend.training.train")
     status = run_training(tmp_path / "pipeline.config", tmp_path / "run", num_train_steps=2)
     assert status["state"] == "succeeded" and status["step"] == 2
     assert ("ignored: train_config.sync_replicas (line 145): TF 1 distributed training (SyncReplicasOptimizer)"
