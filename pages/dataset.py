@@ -74,11 +74,8 @@ if balance:
 left, right = st.columns(2)
 with left:
     st.write("**Files**")
-    st.code(common.shown_in(f"{chosen.path}
-label map: {chosen.label_map_path}
-" +
-                            "
-".join(f"{split}: {glob}" for split, glob in chosen.shard_globs.items())),
+    st.code(common.shown_in(f"{chosen.path}\nlabel map: {chosen.label_map_path}\n" +
+                            "\n".join(f"{split}: {glob}" for split, glob in chosen.shard_globs.items())),
             language=None)
     if user["role"] != "admin":
         st.caption("Paths are relative to the data folder.")
