@@ -385,8 +385,14 @@ def canvas_and_boxes() -> None:
     tools.markdown(f"**{fit.zoom:g}×**")
     show = tools.toggle("Show boxes (H)", key="label_show_boxes", value=True)
     # Chips on a dense image cover it: off by default when the first image opened has > 100 boxes.
-    tags = tools.toggle("Tags", key="label_tags", value=len(current["boxes"]) <= 100,
-                        help="Class names on the boxes, sized to the zoom")
+    # The choice is kept under a key of the page's own (`label_tags_on`): a widget's own state
+    # is dropped after a run that does not draw it (a page without an image open) but read for
+    # one more run, so the toggle flipped one run after N, which changed the canvas's key and
+    # replaced the canvas under a box being drawn (the bench's lost first drag on a project).
+    S.setdefault("label_tags_on", len(current["boxes"]) <= 100)
+    S["label_tags"] = S["label_tags_on"]
+    tags = tools.toggle("Tags", key="label_tags", help="Class names on the boxes, sized to the zoom",
+                        on_change=lambda: S.update(label_tags_on=S["label_tags"]))
     hidden_names = tools.multiselect("Hide classes", [label["name"] for label in labels], key="label_hidden",
                                      placeholder="Hide classes", label_visibility="collapsed")
     toggle_boxes = tools.button("H", key="label_toggle_boxes", shortcut="H",
