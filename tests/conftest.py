@@ -1,5 +1,6 @@
-"""Shared fixtures: a fresh data directory and database per test, users of every role, and
-real images made with Pillow."""
+"""Shared fixtures: a fresh data directory and database per test, users of every role, real
+images made with Pillow, and the session's read-only trained models (`shapes_model`,
+`odapi_boxwise_export`), each built once and only when a test asks for it."""
 from __future__ import annotations
 
 import os
