@@ -56,7 +56,9 @@ def test_trainer_runs_niced_with_thread_limits_and_is_reaped_when_it_ends(db, se
                                                                          monkeypatch):
     monkeypatch.setenv("BOXWISE_TRAIN_THREADS", "1")
     monkeypatch.delenv("TF_NUM_INTRAOP_THREADS", raising=False)
-    run = start(db, setup, stand_in, num_train_steps=3)
+    # 50 steps (about 1 s): long enough that the process is still alive when /proc is read on a
+    # loaded machine (3 steps once ended first, leaving an empty environ).
+    run = start(db, setup, stand_in, num_train_steps=50)
     stat = Path(f"/proc/{run['pid']}/stat").read_text()
     niceness = int(stat[stat.rindex(")") + 2:].split()[16])  # field 19 of /proc/<pid>/stat
     assert niceness == min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
