@@ -150,7 +150,7 @@ def _structure(value: Any) -> Any:
 _TOKEN = re.compile(r"""
     (?P<ws>[ \t\r\n\f\v]+)
   | (?P<comment>\#[^\n]*)
-  | (?P<string>"(?:[^"\\\n]|\\.)*"|'(?:[^'\\\n]|\\.)*')
+  | (?P<string>"[^"\\\n]*(?:\\.[^"\\\n]*)*"|'[^'\\\n]*(?:\\.[^'\\\n]*)*')
   | (?P<number>[-+]?(?:0[xX][0-9a-fA-F]+|(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)[fF]?(?![A-Za-z_0-9]))
   | (?P<ident>[-+]?[A-Za-z_][A-Za-z_0-9.]*)
   | (?P<punct>[{}\[\]:,;<>])
@@ -192,29 +192,23 @@ _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", "'": "'", '"': '"', "a"
             "b": "\b", "f": "\f", "v": "\v", "?": "?"}
 
 
+# One backslash escape: 1–3 octal digits, or any one character (newline included).
+_ESCAPE = re.compile(r"\\(?:([0-7]{1,3})|(.))", re.S)
+
+
+def _unescape(match: re.Match) -> str:
+    if match.group(1) is not None:
+        return chr(int(match.group(1), 8))
+    return _ESCAPES.get(match.group(2), match.group(2))
+
+
 def _unquote(token: str) -> str:
+    """The value of a quoted string token: `_ESCAPES` and 1–3 octal digits decoded, any other
+    escaped character kept without its backslash. One regex pass, not a loop per character."""
     body = token[1:-1]
-    out = []
-    i = 0
-    while i < len(body):
-        ch = body[i]
-        if ch == "\\" and i + 1 < len(body):
-            nxt = body[i + 1]
-            if nxt in _ESCAPES:
-                out.append(_ESCAPES[nxt])
-                i += 2
-                continue
-            octal = re.match(r"[0-7]{1,3}", body[i + 1:])
-            if octal:
-                out.append(chr(int(octal.group(), 8)))
-                i += 1 + len(octal.group())
-                continue
-            out.append(nxt)
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
+    if "\\" not in body:
+        return body
+    return _ESCAPE.sub(_unescape, body)
 
 
 def _scalar(token: _Token) -> Any:

@@ -1,10 +1,13 @@
-"""Shared fixtures: a fresh data directory and database per test, users of every role, and
-real images made with Pillow."""
+"""Shared fixtures: a fresh data directory and database per test, users of every role, real
+images made with Pillow, and the session's read-only trained models (`shapes_model`,
+`odapi_boxwise_export`), each built once and only when a test asks for it."""
 from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -70,6 +73,68 @@ def labeled(db, admin, project):
         "new.jpg": add_image(db, admin, pid, "new.jpg", (32, 32), (90, 10, 200), status="new"),
     }
     return ids
+
+
+# ---------------------------------------------------------------- a real trained Boxwise model
+
+
+@pytest.fixture(scope="session")
+def shapes_data(tmp_path_factory):
+    """`(directory, train_glob, eval_glob, eval_truth)`: 64 training and 16 eval images of 64 px, one
+    shape each, 40–70 % of the side: sizes the smallest anchors (32 and 45 px) match well, so a
+    few hundred CPU steps learn them."""
+    from tests.training.conftest import SHAPES
+    from tests.training.shapes import write_dataset, write_label_map
+    data = tmp_path_factory.mktemp("shapes")
+    train_glob, _ = write_dataset(data, "train", 64, size=64, shards=2, seed=0, **SHAPES)
+    eval_glob, truth = write_dataset(data, "val", 16, size=64, shards=1, seed=1, **SHAPES)
+    write_label_map(data)
+    return data, train_glob, eval_glob, truth
+
+
+@pytest.fixture(scope="session")
+def shapes_model(shapes_data, tmp_path_factory):
+    """One real trained Boxwise model for the session, built only when a test asks for it:
+    `{"root", "config", "run", "export", "train_glob", "val_glob", "label_map"}`. The 64 px
+    detector (MobileNetV2 at width 0.35, batch 16, no augmentation) trained for 300 steps with
+    `python -m backend train`'s main() and a checkpoint every 150 steps (ckpt-1 at 150, ckpt-2 at
+    300), then exported by a `python -m backend export-model --input_type=image_tensor`
+    subprocess. Read-only: a test that changes any of it works on a copy."""
+    from backend.__main__ import main
+    from tests.training.conftest import tiny_config
+    data, train_glob, eval_glob, _ = shapes_data
+    root = tmp_path_factory.mktemp("shapes_model")
+    config = root / "pipeline.config"
+    config.write_text(tiny_config(data, train_glob, eval_glob, num_steps=300, batch_size=16, augment=False))
+    run = root / "run"
+    assert main(["train", f"--pipeline_config_path={config}", f"--model_dir={run}",
+                 "--checkpoint_every_n=150"]) == 0
+    export = root / "export"
+    done = subprocess.run([sys.executable, "-m", "backend", "export-model", "--input_type=image_tensor",
+                           f"--pipeline_config_path={run / 'pipeline.config'}",
+                           f"--trained_checkpoint_dir={run}", f"--output_directory={export}"],
+                          cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True, timeout=1800)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {"root": root, "config": run / "pipeline.config", "run": run, "export": export,
+            "train_glob": train_glob, "val_glob": eval_glob, "label_map": data / "label_map.pbtxt"}
+
+
+@pytest.fixture(scope="session")
+def odapi_boxwise_export(tmp_path_factory):
+    """`export(name) -> folder`: Boxwise's export_model of the OD API fixture checkpoint `name`
+    (zoo320, small128 in tests/fixtures/odapi) under its pipeline.config with the fine-tune
+    checkpoint replaced for inference; each made once per session, read-only."""
+    made: dict[str, Path] = {}
+
+    def export(name: str) -> Path:
+        if name not in made:
+            from backend.training.savedmodel_export import export_model
+            from tests.training.odapi import FIXTURES, config_without_fine_tune
+            folder = tmp_path_factory.mktemp(f"odapi_export_{name}")
+            made[name] = export_model(config_without_fine_tune(name, folder), FIXTURES / name / "checkpoint",
+                                      folder / "exported")
+        return made[name]
+    return export
 
 
 # ---------------------------------------------------------------- runs (tests/helpers.py has the stand-in)

@@ -376,23 +376,18 @@ def test_prelabeling_with_a_starting_point_drafts_only_mapped_classes(db, admin,
 
 
 @pytest.mark.slow
-def test_the_zoo_models_tarball_imports_with_its_checkpoint_checked_by_the_trainer(db, admin, tmp_path):
+def test_the_zoo_models_tarball_imports_with_its_checkpoint_checked_by_the_trainer(
+        db, admin, tmp_path, odapi_boxwise_export):
     """The zoo's own layout: zoo320's checkpoint/ckpt-0 and pipeline.config (written by the OD
-    API), with a SavedModel exported from that checkpoint, as the zoo ships one."""
-    import subprocess
-    import sys
+    API), with a SavedModel exported from that checkpoint (Boxwise's export of it, made once per
+    session in tests/conftest.py), as the zoo ships one."""
     zoo320 = ODAPI_FIXTURES / "zoo320"
     folder = tmp_path / NAME
     (folder / "checkpoint").mkdir(parents=True)
     for path in (zoo320 / "checkpoint").iterdir():
         (folder / "checkpoint" / path.name).write_bytes(path.read_bytes())
     (folder / "pipeline.config").write_bytes((zoo320 / "pipeline.config").read_bytes())
-    exported = tmp_path / "exported"
-    done = subprocess.run([sys.executable, "-m", "backend", "export-model", "--input_type", "image_tensor",
-                           "--pipeline_config_path", str(zoo320 / "pipeline.config"),
-                           "--trained_checkpoint_dir", str(zoo320 / "checkpoint"),
-                           "--output_directory", str(exported)], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-2000:]
+    exported = odapi_boxwise_export("zoo320")
     (folder / "saved_model").mkdir()
     for path in (exported / "saved_model").rglob("*"):
         if path.is_file():

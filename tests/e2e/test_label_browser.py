@@ -69,6 +69,7 @@ def choose(page, label: str, option: str) -> None:
                                                                              timeout=TIMEOUT_MS)
 
 
+@pytest.mark.slow
 def test_two_labelers_in_two_browsers(db, stocked, app_url, browser):
     first_image, second_image = stocked["image_ids"][:2]
     classes = {label["name"]: label["id"] for label in projects.list_labels(db, stocked["project"]["id"])}

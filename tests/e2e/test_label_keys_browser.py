@@ -39,6 +39,7 @@ def view(page, text: str):
     return page.get_by_text(f"View {text}")
 
 
+@pytest.mark.slow
 def test_plus_minus_alt_drag_overview_click_crosshair(db, dense, app_server, browser):
     first = dense["ids"][0]
     page = open_label_page(browser, app_server)
@@ -104,6 +105,7 @@ def test_plus_minus_alt_drag_overview_click_crosshair(db, dense, app_server, bro
     press(page, "-", view(page, "1×: x 0–800, y 0–600"))
 
 
+@pytest.mark.slow
 def test_tab_cycles_backspace_deletes_undo_redo(db, dense, app_server, browser):
     """On the second image (no boxes yet): two boxes drawn, Tab selects 1, 2, then 1 again;
     Backspace deletes the selected one, Ctrl+Z brings it back, Ctrl+Shift+Z deletes it again;

@@ -46,6 +46,7 @@ PAINTED = """() => {
 }"""
 
 
+@pytest.mark.slow
 def test_zoom_draw_hide_select_delete_undo_submit_next(db, dense, app_server, browser):
     first, second = dense["ids"]
     page = open_label_page(browser, app_server)

@@ -1,4 +1,5 @@
-"""A small generated dataset of shapes in TFRecords and a tiny pipeline.config that trains on it."""
+"""A tiny pipeline.config that trains on the generated shapes (`shapes_data` and the trained
+`shapes_model` made from them are session fixtures in tests/conftest.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,7 +8,6 @@ import pytest
 
 from backend.config_document import ConfigDocument
 from backend.training.templates import render_template
-from tests.training.shapes import write_dataset, write_label_map
 
 SHAPES = {"max_objects": 1, "min_fraction": 0.4, "max_fraction": 0.7}
 
@@ -36,18 +36,6 @@ def tiny_config(data: Path, train_glob: str, eval_glob: str, *, size: int = 64, 
     if not augment:
         doc.remove("train_config.data_augmentation_options[1]")
     return doc.text
-
-
-@pytest.fixture(scope="session")
-def shapes_data(tmp_path_factory):
-    """`(directory, train_glob, eval_glob, eval_truth)`: 64 training and 16 eval images of 64 px, one
-    shape each, 40–70 % of the side: sizes the smallest anchors (32 and 45 px) match well, so a
-    few hundred CPU steps learn them."""
-    data = tmp_path_factory.mktemp("shapes")
-    train_glob, _ = write_dataset(data, "train", 64, size=64, shards=2, seed=0, **SHAPES)
-    eval_glob, truth = write_dataset(data, "val", 16, size=64, shards=1, seed=1, **SHAPES)
-    write_label_map(data)
-    return data, train_glob, eval_glob, truth
 
 
 @pytest.fixture

@@ -10,6 +10,16 @@ TOLERANCE = 1e-4
 DETECTION_KEYS = ("detection_boxes", "detection_scores", "detection_classes", "detection_multiclass_scores")
 
 
+def config_without_fine_tune(name: str, folder: Path) -> Path:
+    """The fixture `name`'s pipeline.config with its fine-tune checkpoint replaced for inference,
+    written into `folder`."""
+    from backend.config_document import ConfigDocument
+    from backend.training.train import replace_fine_tune_for_inference
+    path = folder / f"{name}.config"
+    path.write_text(replace_fine_tune_for_inference(ConfigDocument.load(FIXTURES / name / "pipeline.config")).text)
+    return path
+
+
 def outputs(name: str) -> dict[str, np.ndarray]:
     with np.load(FIXTURES / name / "outputs.npz") as data:
         return {key: data[key] for key in data.files}

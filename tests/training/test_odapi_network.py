@@ -5,15 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.training.odapi import FIXTURES, compare, outputs
-
-
-def _config_without_fine_tune(name: str, tmp_path):
-    from backend.config_document import ConfigDocument
-    from backend.training.train import replace_fine_tune_for_inference
-    path = tmp_path / f"{name}.config"
-    path.write_text(replace_fine_tune_for_inference(ConfigDocument.load(FIXTURES / name / "pipeline.config")).text)
-    return path
+from tests.training.odapi import FIXTURES, compare, config_without_fine_tune as _config_without_fine_tune, outputs
 
 
 def _quick_detector(num_classes: int, depth_multiplier: float | None = None):
@@ -108,15 +100,13 @@ def test_restored_od_api_checkpoint_gives_the_od_api_outputs(name, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["small128", "zoo320"])
-def test_boxwise_export_of_the_restored_checkpoint_gives_the_same(name, tmp_path):
-    """export_model (batch norm folded) of the OD API's checkpoint: the SavedModel's
-    serving_default gives the OD API SavedModel's outputs within 1e-4."""
+def test_boxwise_export_of_the_restored_checkpoint_gives_the_same(name, odapi_boxwise_export):
+    """export_model (batch norm folded) of the OD API's checkpoint (the session's export,
+    tests/conftest.py): the SavedModel's serving_default gives the OD API SavedModel's outputs
+    within 1e-4."""
     import tensorflow as tf
 
-    from backend.training.savedmodel_export import export_model
-
-    out = export_model(_config_without_fine_tune(name, tmp_path), FIXTURES / name / "checkpoint",
-                       tmp_path / "exported")
+    out = odapi_boxwise_export(name)
     detect = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
     expected = outputs(name)
     for image in range(3):

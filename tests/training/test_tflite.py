@@ -1,7 +1,8 @@
 """TFLite export (`export-tflite`, the Models page) checked by running the .tflite with LiteRT.
 
-One small detector (64 px, MobileNetV2 at width 0.35, 300 steps on generated shapes) is trained
-once for the module and exported as a SavedModel; every .tflite is compared with it on the same
+One small detector (64 px, MobileNetV2 at width 0.35, 300 steps on generated shapes: the session's
+`shapes_model` of tests/conftest.py, shared with the trainer's end-to-end test) is trained once and
+exported as a SavedModel; every .tflite is compared with it on the same
 fixed images, and quantized ones by held-out mAP@0.5 against the float32 .tflite.
 """
 from __future__ import annotations
@@ -30,21 +31,10 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 
 
 @pytest.fixture(scope="module")
-def trained(shapes_data, tmp_path_factory):
-    """`{"config", "run", "export", "train_glob", "val_glob", "label_map"}`: a trained run and its
-    SavedModel export."""
-    from backend.__main__ import main
-    data, train_glob, eval_glob, _ = shapes_data
-    root = tmp_path_factory.mktemp("tflite")
-    config = root / "pipeline.config"
-    config.write_text(tiny_config(data, train_glob, eval_glob, num_steps=300, batch_size=16, augment=False))
-    run = root / "run"
-    assert main(["train", f"--pipeline_config_path={config}", f"--model_dir={run}",
-                 "--checkpoint_every_n=300"]) == 0
-    assert main(["export-model", f"--pipeline_config_path={run / 'pipeline.config'}",
-                 f"--trained_checkpoint_dir={run}", f"--output_directory={root / 'export'}"]) == 0
-    return {"root": root, "config": run / "pipeline.config", "run": run, "export": root / "export",
-            "train_glob": train_glob, "val_glob": eval_glob, "label_map": data / "label_map.pbtxt"}
+def trained(shapes_model):
+    """`{"config", "run", "export", "train_glob", "val_glob", "label_map", ...}`: the session's
+    trained run and its SavedModel export (tests/conftest.py), read-only here."""
+    return shapes_model
 
 
 @pytest.fixture(scope="module")
@@ -85,13 +75,13 @@ def _assert_same_detections(tflite: dict, saved: dict) -> int:
 
 
 @pytest.fixture(scope="module")
-def exports(trained):
+def exports(trained, tmp_path_factory):
     """`{quantize: export dir}`: none, float16 and int8 with 100 detections and per-class NMS (as
     the SavedModel's), int8 calibrated on the train records."""
-    made = {}
+    made, root = {}, tmp_path_factory.mktemp("tflite")
     for quantize in ("none", "float16", "int8"):
         made[quantize] = tflite_export.export_tflite(
-            trained["config"], trained["run"], trained["root"] / f"tflite_{quantize}", max_detections=100,
+            trained["config"], trained["run"], root / f"tflite_{quantize}", max_detections=100,
             use_regular_nms=True, quantize=quantize,
             representative_records=[trained["train_glob"]] if quantize == "int8" else None)
     return made

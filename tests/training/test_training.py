@@ -160,7 +160,9 @@ def test_sigterm_checkpoints_and_cancels_then_rerun_resumes(tiny_config_path, tm
 
 
 @pytest.mark.slow
-def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_data, tiny_config_path, tmp_path):
+def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_model, tmp_path):
+    """The session's `shapes_model` (tests/conftest.py: `train` 300 steps with a checkpoint every
+    150, then `export-model`) is the run checked here; evaluation runs here over its checkpoints."""
     import tensorflow as tf
     from PIL import Image
     import io
@@ -170,10 +172,8 @@ def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_data, tiny
     from tests.training.conftest import SHAPES
     from tests.training.shapes import make_image
 
-    config = tiny_config_path(num_steps=300, batch_size=16, augment=False)
-    model_dir = tmp_path / "run"
-    assert main(["train", f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
-                 "--checkpoint_every_n=150"]) == 0
+    model_dir = shapes_model["run"]
+    config = shapes_model["root"] / "pipeline.config"
     assert progress.read_status(model_dir)["state"] == "succeeded"
     history = progress.read_history(model_dir)
     assert history[-1]["step"] == 300
@@ -199,9 +199,7 @@ def test_end_to_end_train_evaluate_export_and_find_the_objects(shapes_data, tiny
     assert "DetectionBoxes_Recall/AR@100" in _events(eval_dir / "eval")
 
     # Export and find the objects through serving_default, at a size the model was not trained at.
-    out = tmp_path / "exported"
-    assert main(["export-model", "--input_type=image_tensor", f"--pipeline_config_path={model_dir / 'pipeline.config'}",
-                 f"--trained_checkpoint_dir={model_dir}", f"--output_directory={out}"]) == 0
+    out = shapes_model["export"]
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint", "label_map.pbtxt", "pipeline.config", "saved_model"]
     assert "name: 'disc'" in (out / "label_map.pbtxt").read_text()
     detect = tf.saved_model.load(str(out / "saved_model")).signatures["serving_default"]
