@@ -3,7 +3,7 @@
 Boxes here are pixels of the model's input canvas, `[N, 4]` as `(ymin, xmin, ymax, xmax)`.
 
 The anchors are those of the TF OD API's `multiscale_anchor_generator` as the trainer builds
-them (`backend.training.boxes.generate_anchors`): at level l a feature map of
+them (`backend.training.anchor_matching.generate_anchors`): at level l a feature map of
 `ceil(size / 2**l)` cells per side (stride-2 'same' convolutions), one anchor per
 (octave, aspect ratio) centred on each cell, of side `anchor_scale * 2**l * 2**(octave /
 scales_per_octave)` for aspect ratio 1 and `height = side / sqrt(ratio)`, `width = side *
@@ -86,7 +86,7 @@ def best_iou(boxes: np.ndarray, grid: AnchorGrid) -> np.ndarray:
         stride = 2.0 ** level
         # The nearest anchor centre along each axis. As the OD API's multiscale generator places
         # them: i · stride + offset, the offset half a stride when the side is a multiple of
-        # the stride and 0 otherwise (backend/training/boxes.generate_anchors).
+        # the stride and 0 otherwise (backend/training/anchor_matching.generate_anchors).
         offset_y = stride / 2 if grid.height % stride == 0 else 0.0
         offset_x = stride / 2 if grid.width % stride == 0 else 0.0
         ay = np.clip(np.floor((cy - offset_y) / stride + 0.5), 0, rows - 1) * stride + offset_y

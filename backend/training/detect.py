@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from backend.training import boxes as box_ops
+from backend.training import anchor_matching as box_ops
 from backend.training.training_config import PostProcessing
 
 

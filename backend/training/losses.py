@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from keras import ops
 
-from backend.training import boxes as box_ops
+from backend.training import anchor_matching as box_ops
 CODE_SIZE = 4
 
 

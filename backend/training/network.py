@@ -38,7 +38,7 @@ import keras
 from keras import layers, ops
 
 from backend.training.batch_norm import OdApiBatchNormalization
-from backend.training.boxes import AnchorSpec, feature_sizes
+from backend.training.anchor_matching import AnchorSpec, feature_sizes
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from backend.training import losses
-from backend.training.boxes import MatcherSpec
+from backend.training.anchor_matching import MatcherSpec
 
 LOG2 = math.log(2.0)
 

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from backend.training import boxes
-from backend.training.boxes import AnchorSpec, MatcherSpec
+from backend.training import anchor_matching as boxes
+from backend.training.anchor_matching import AnchorSpec, MatcherSpec
 
 
 def test_anchor_count_and_first_anchors_at_64_pixels():
