@@ -191,10 +191,11 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
         for path, f in pc.walk(ssd, _SSD):
             if path.endswith("conv_hyperparams.batch_norm") and isinstance(f.value, pc.Message):
                 norms.append((path, _number(doc, f"{path}.decay", 0.999)))  # hyperparams.proto's default
+    num_classes = _get(doc, f"{_SSD}.num_classes")
     return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold", 0.5),
                      _number(doc, "train_config.batch_size", 32, int), _number(doc, "train_config.num_steps", 0, int),
                      schedule, tuple(crops), tuple(norms), _get(doc, f"{MATCHER}.force_match_for_each_row") is True,
-                     _get(doc, f"{_SSD}.num_classes") if isinstance(_get(doc, f"{_SSD}.num_classes"), int) else None)
+                     num_classes if isinstance(num_classes, int) and not isinstance(num_classes, bool) else None)
 
 
 def learning_rate(kind: str, params: dict[str, Any], step: float) -> float:

@@ -8,7 +8,7 @@ Shapes: anchors `[A, 4]`, predictions `box_deltas [B, A, 4]` and `class_logits [
 What each piece does, after the OD API's `target_assigner`, `ssd_meta_arch.loss()` and
 `model_lib_v2._compute_losses_and_predictions_dicts`:
 
-- targets: every anchor is matched by `boxes.match`. Class targets are the matched box's
+- targets: every anchor is matched by `anchor_matching.match`. Class targets are the matched box's
   one-hot class with a background column in front (0 there); unmatched and ignored anchors get
   the "unmatched class label": background column 1 — or 0 with `encode_background_as_zeros` —
   and 0 elsewhere. Class weights are 1 for matched and unmatched anchors, 0 for ignored ones,
@@ -81,7 +81,7 @@ def trim_padding(gt_boxes, gt_classes):
     """`gt_boxes [B, M, 4]`, `gt_classes [B, M]` without the padding columns after the batch's
     last real box (class > 0), keeping at least one column: `[B, M', 4]`, `[B, M']`.
 
-    The targets do not change (padding never wins an anchor, see `boxes.match`, and the real
+    The targets do not change (padding never wins an anchor, see `anchor_matching.match`, and the real
     boxes keep their indices), but the matcher's `[B, M, A]` IoU work shrinks from the padded
     `max_number_of_boxes` (100 by default) to the most boxes any image of the batch has, as the
     OD API's `unpad_groundtruth_tensors` does per image. `M'` depends on the data: a step compiled
@@ -227,9 +227,7 @@ def regularization_loss(model, spec: RegularizationSpec):
     import keras
     if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
-
-        def half_sum_of_squares(x):
-            return tf.nn.l2_loss(x)
+        half_sum_of_squares = tf.nn.l2_loss
     else:
         def half_sum_of_squares(x):
             return 0.5 * ops.sum(ops.square(x))

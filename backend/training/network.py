@@ -20,7 +20,7 @@
 
 `SSDDetector.call(images)` → `{"box_deltas": [B, A, 4], "class_logits": [B, A, num_classes + 1]}`:
 faster_rcnn box encodings and class logits with the background in column 0 (the OD API's
-`box_encodings` and `class_predictions_with_background`). `A` is `boxes.generate_anchors`'s
+`box_encodings` and `class_predictions_with_background`). `A` is `anchor_matching.generate_anchors`'s
 length: level by level, row-major, `anchors_per_location` per cell, in the anchors' order.
 
 Initializers are the OD API's: every convolution the config's `conv_hyperparams` apply to

@@ -6,14 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from backend.training import anchor_matching as boxes
+from backend.training import anchor_matching
 from backend.training.anchor_matching import AnchorSpec, MatcherSpec
 
 
 def test_anchor_count_and_first_anchors_at_64_pixels():
-    anchors = boxes.generate_anchors(64, 64, AnchorSpec())
+    anchors = anchor_matching.generate_anchors(64, 64, AnchorSpec())
     # Levels 3..7 at 64 px: 8x8, 4x4, 2x2, 1x1, 1x1 cells, 6 anchors each.
-    assert boxes.feature_sizes(64, 64, 3, 7) == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
+    assert anchor_matching.feature_sizes(64, 64, 3, 7) == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
     assert anchors.shape == ((64 + 16 + 4 + 1 + 1) * 6, 4)
     # Level 3, cell (0, 0): centre (4, 4) px, side anchor_scale * 2**3 = 32 px.
     np.testing.assert_allclose(anchors[0], [-12 / 64, -12 / 64, 20 / 64, 20 / 64], atol=1e-6)
@@ -32,24 +32,24 @@ def test_anchor_count_and_first_anchors_at_64_pixels():
 def test_anchors_equal_the_od_api_anchors_bit_for_bit():
     from tests.training.odapi import FIXTURES
     expected = np.load(FIXTURES / "train_step" / "batch.npz")["anchors"]
-    np.testing.assert_array_equal(boxes.generate_anchors(128, 128, AnchorSpec()), expected)
+    np.testing.assert_array_equal(anchor_matching.generate_anchors(128, 128, AnchorSpec()), expected)
 
 
 def test_encode_matches_the_faster_rcnn_coder_by_hand():
     anchors = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
     box = np.array([[[0.1, 0.2, 0.5, 0.6]]], np.float32)  # centre (0.3, 0.4), 0.4 x 0.4
-    deltas = np.asarray(boxes.encode(box, anchors))
+    deltas = np.asarray(anchor_matching.encode(box, anchors))
     np.testing.assert_allclose(deltas[0, 0], [10 * -0.2, 10 * -0.1, 5 * math.log(0.4), 5 * math.log(0.4)],
                                rtol=1e-5)
 
 
 def test_encode_decode_round_trip():
     rng = np.random.default_rng(0)
-    anchors = boxes.generate_anchors(96, 96, AnchorSpec())
+    anchors = anchor_matching.generate_anchors(96, 96, AnchorSpec())
     centre = rng.uniform(0.1, 0.9, size=(2, len(anchors), 2))
     size = rng.uniform(0.05, 0.5, size=(2, len(anchors), 2))
     gt = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
-    decoded = np.asarray(boxes.decode(boxes.encode(gt, anchors), anchors))
+    decoded = np.asarray(anchor_matching.decode(anchor_matching.encode(gt, anchors), anchors))
     np.testing.assert_allclose(decoded, gt, atol=1e-5)
 
 
@@ -65,35 +65,35 @@ VALID = np.array([[True, True, True, False]])
 
 
 def test_argmax_matching_with_forced_matches():
-    match = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.5, 0.5, True))
+    match = anchor_matching.match(ANCHORS, GT, VALID, MatcherSpec(0.5, 0.5, True))
     # A3's best IoU (0.1875, with g2) is below 0.5, but it is g2's best anchor: forced.
     assert np.asarray(match).tolist() == [[0, 1, 0, 2, 0]]
 
 
 def test_argmax_matching_without_forcing_leaves_low_iou_unmatched_and_ignores_between():
-    match = boxes.match(ANCHORS, GT, VALID, MatcherSpec(0.7, 0.3, False))
+    match = anchor_matching.match(ANCHORS, GT, VALID, MatcherSpec(0.7, 0.3, False))
     # A3 (0.1875) is background (-1); A4 (0.6) falls between 0.3 and 0.7 and is ignored (-2).
-    assert np.asarray(match).tolist() == [[0, 1, 0, boxes.UNMATCHED, boxes.IGNORED]]
+    assert np.asarray(match).tolist() == [[0, 1, 0, anchor_matching.UNMATCHED, anchor_matching.IGNORED]]
 
 
 def test_negatives_between_the_thresholds_when_not_lower_than_unmatched():
     spec = MatcherSpec(0.7, 0.3, False, negatives_lower_than_unmatched=False)
     # The roles swap: below 0.3 is ignored, between 0.3 and 0.7 is background.
-    assert np.asarray(boxes.match(ANCHORS, GT, VALID, spec)).tolist() == [[0, 1, 0, -2, -1]]
+    assert np.asarray(anchor_matching.match(ANCHORS, GT, VALID, spec)).tolist() == [[0, 1, 0, -2, -1]]
 
 
 def test_ignore_thresholds_matches_every_anchor_to_its_best_box():
     spec = MatcherSpec(0.9, 0.9, False, ignore_thresholds=True)
-    assert np.asarray(boxes.match(ANCHORS, GT, VALID, spec)).tolist() == [[0, 1, 0, 2, 0]]
+    assert np.asarray(anchor_matching.match(ANCHORS, GT, VALID, spec)).tolist() == [[0, 1, 0, 2, 0]]
     # Not even ignore_thresholds matches anything in an image without boxes.
-    empty = boxes.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool), spec)
+    empty = anchor_matching.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool), spec)
     assert np.asarray(empty).tolist() == [[-1] * 5]
 
 
 def test_a_box_forced_onto_an_anchor_another_box_claims_loses_to_the_first_box():
     anchors = np.array([[0.0, 0.0, 1.0, 1.0], [0.9, 0.9, 1.0, 1.0]], np.float32)
     gt = np.array([[[0.0, 0.0, 0.2, 0.2], [0.5, 0.5, 0.7, 0.7]]], np.float32)  # both best at anchor 0
-    match = boxes.match(anchors, gt, np.ones((1, 2), bool), MatcherSpec(0.5, 0.5, True))
+    match = anchor_matching.match(anchors, gt, np.ones((1, 2), bool), MatcherSpec(0.5, 0.5, True))
     assert np.asarray(match).tolist() == [[0, -1]]
 
 
@@ -118,18 +118,18 @@ def test_matcher_settings_the_od_api_refuses():
 def test_iou_is_zero_without_intersection_and_exact_otherwise():
     a = np.array([[0.0, 0.0, 0.5, 0.5]], np.float32)
     b = np.array([[0.5, 0.5, 1.0, 1.0], [0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.0, 0.0]], np.float32)
-    np.testing.assert_allclose(np.asarray(boxes.iou(a, b)), [[0.0, 0.5, 0.0]], atol=0)
+    np.testing.assert_allclose(np.asarray(anchor_matching.iou(a, b)), [[0.0, 0.5, 0.0]], atol=0)
 
 
 def test_padding_only_images_match_nothing():
-    match = boxes.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool))
+    match = anchor_matching.match(ANCHORS, np.zeros((1, 2, 4), np.float32), np.zeros((1, 2), bool))
     assert np.asarray(match).tolist() == [[-1, -1, -1, -1, -1]]
 
 
 def test_encode_adds_the_coder_epsilon_to_sizes():
     # A zero-height box against a unit anchor: log((0 + 1e-8) / (1 + 1e-8)), finite.
     anchors = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
-    deltas = np.asarray(boxes.encode(np.array([[[0.5, 0.0, 0.5, 1.0]]], np.float32), anchors))
+    deltas = np.asarray(anchor_matching.encode(np.array([[[0.5, 0.0, 0.5, 1.0]]], np.float32), anchors))
     np.testing.assert_allclose(deltas[0, 0], [0.0, 0.0, 5 * math.log(1e-8), 0.0], rtol=1e-5, atol=1e-6)
 
 
@@ -140,7 +140,7 @@ def test_model_outputs_one_prediction_per_anchor(height, width):
                      num_layers_before_predictor=1)
     model = build_detector(spec)
     out = model(np.zeros((1, height, width, 3), np.float32))
-    count = len(boxes.generate_anchors(height, width, spec.anchors))
+    count = len(anchor_matching.generate_anchors(height, width, spec.anchors))
     assert tuple(out["box_deltas"].shape) == (1, count, 4)
     assert tuple(out["class_logits"].shape) == (1, count, 3 + 1)  # background first
     # The class bias starts at -4.6 (p = 0.01), so untrained scores are low everywhere.
