@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import paths
+from backend.formats import label_map as label_map_format
 from backend.errors import Invalid, NotFound
 from backend.config_document import ConfigDocument, ConfigSyntaxError, Message, Problem, walk
 from backend.pipeline_schema.ignored import IGNORED as IGNORED_REASONS
@@ -395,26 +396,6 @@ def _value_problems(doc: ConfigDocument, typed) -> list[Problem]:
 # ---------------------------------------------------------------- the files a config names
 
 
-def _label_map_items(path) -> list:
-    """The items (id >= 1) of a label map file, through the one label-map reader."""
-    from backend.saved_configs import shown, unusable_path
-    from backend.formats import label_map as label_map_format
-
-    problem = unusable_path(str(path))
-    if problem:
-        raise Invalid(f"label map {shown(str(path))} {problem}")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFound(f"label map {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise Invalid(f"label map {shown(str(path))} is not a UTF-8 text file") from None
-    except OSError as exc:
-        raise Invalid(f"cannot read label map {shown(str(path))}: {exc.strerror or exc}") from None
-    ConfigDocument(text)  # a syntax error is reported as such, with its line
-    return label_map_format.parse(text, str(path)).items
-
-
 def _reader_paths(doc: ConfigDocument, reader: str) -> list[tuple[str, str]]:
     """`(path in the config, input glob)` for every input_path of `reader` (repeated readers too)."""
     out = []
@@ -469,8 +450,12 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
         if _is_remote(value) or value in checked:
             continue
         checked.add(value)
+        why = unusable_path(value)
+        if why:
+            problems.append(Problem(path, _line(doc, path), f"label map {shown(value)} {why}"))
+            continue
         try:
-            items = _label_map_items(paths.confine(value, actor, "config"))
+            items = label_map_format.read(paths.confine(value, actor, "config")).items
         except PermissionError as exc:
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue

@@ -63,8 +63,8 @@ def parse(text: str, source: str = "label map") -> LabelMap:
     """Parse label-map text. Raises Invalid naming the problem (and line, for syntax)."""
     try:
         tree = config_document.parse(text)
-    except Invalid as exc:
-        raise Invalid(f"{source}: {exc}") from None
+    except config_document.ConfigSyntaxError as exc:
+        raise config_document.ConfigSyntaxError(exc.message, exc.line, exc.column, source) from None
     result = LabelMap()
     seen_ids: dict[int, str] = {}
     seen_names: dict[str, list[int]] = {}
@@ -109,12 +109,19 @@ def parse(text: str, source: str = "label map") -> LabelMap:
 
 
 def read(path: str | Path) -> LabelMap:
-    """The label map in `path`: a local file or a URL (`gs://...`, see `remote`)."""
+    """The label map in `path`: a local file or a URL (`gs://...`, see `remote`).
+
+    Raises NotFound when there is no such file, `ConfigSyntaxError` (an Invalid with `line` and
+    `column`) when the text is not protobuf text format, and Invalid for any other reason."""
     path = remote.as_path(path)
     try:
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, NotFound) as exc:
-        raise Invalid(f"cannot read label map {path}: {exc}") from None
+    except FileNotFoundError:
+        raise NotFound(f"label map {str(path)!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise Invalid(f"label map {str(path)!r} is not a UTF-8 text file") from None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
+        raise Invalid(f"cannot read label map {path}: {getattr(exc, 'strerror', None) or exc}") from None
     return parse(text, str(path))
 
 
