@@ -211,7 +211,7 @@ def test_each_unreadable_label_map_is_one_problem_worded_by_the_one_label_map_re
     files["only background"].write_text("item { id: 0 name: 'none_of_the_above' }\n")
     with pytest.raises(NotFound, match=f"^label map '{files['missing']}' does not exist$"):
         label_map.read(files["missing"])
-    with pytest.raises(Invalid, match=f"^label map '{files['binary']}' is not a UTF-8 text file$"):
+    with pytest.raises(Invalid, match=f"^{files['binary']}: not a UTF-8 text file; is this a label map\\?$"):
         label_map.read(files["binary"])
     with pytest.raises(Invalid, match=f"^cannot read label map {files['folder']}: Is a directory$"):
         label_map.read(files["folder"])
@@ -224,7 +224,7 @@ def test_each_unreadable_label_map_is_one_problem_worded_by_the_one_label_map_re
     expected = {
         "missing": f"label map '{files['missing']}' does not exist",
         "folder": f"cannot read label map {files['folder']}: Is a directory",
-        "binary": f"label map '{files['binary']}' is not a UTF-8 text file",
+        "binary": f"{files['binary']}: not a UTF-8 text file; is this a label map?",
         "syntax": f"label map '{files['syntax']}' does not parse (line 3, column 1)",  # never its text
         "only background": f"{files['only background']}: no items with an id >= 1",
         "NUL": "label map 'a\\x00b' is not a usable path (it contains a NUL character)",

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import atomic, config_document
-from backend.errors import Invalid, NotFound
+from backend.errors import Invalid
 from backend.formats import remote
 
 
@@ -114,15 +114,7 @@ def read(path: str | Path) -> LabelMap:
     Raises NotFound when there is no such file, `ConfigSyntaxError` (an Invalid with `line` and
     `column`) when the text is not protobuf text format, and Invalid for any other reason."""
     path = remote.as_path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFound(f"label map {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise Invalid(f"label map {str(path)!r} is not a UTF-8 text file") from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
-        raise Invalid(f"cannot read label map {path}: {getattr(exc, 'strerror', None) or exc}") from None
-    return parse(text, str(path))
+    return parse(config_document.read_text(path, "label map", "a label map"), str(path))
 
 
 def _quote(value: str) -> str:
