@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from backend import config_document as pc
+from backend import config_document as pc, pipeline_schema
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable, to_canvas
 from backend.dataset_versions import DatasetVersion
 from backend.formats import label_map
@@ -138,35 +138,38 @@ def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
-def _number(doc: pc.ConfigDocument, path: str, default: float, kind: type = float) -> Any:
-    """A numeric field as `kind`, or `default` when absent or not a number (the validator
-    reports those)."""
+def _number(doc: pc.ConfigDocument, path: str, kind: type = float) -> Any:
+    """A numeric field as `kind`, or the schema's default (the TF OD API's, as the trainer reads
+    it) when absent or not a number (the validator reports those)."""
+    default = pipeline_schema.default(path)
     value = _get(doc, path, default)
     return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else kind(default)
 
 
 def _settings(doc: pc.ConfigDocument) -> _Settings:
-    """What the doctor reads, with `training.training_config.training_config`'s defaults."""
+    """What the doctor reads, with the schema's defaults (as `training.training_config` has them)."""
     ssd = _get(doc, _SSD)
     resizer = grid = None
     if isinstance(ssd, pc.Message):
         if isinstance(_get(doc, KEEP), pc.Message):
-            big = _number(doc, f"{KEEP}.max_dimension", 1024, int)
+            big = _number(doc, f"{KEEP}.max_dimension", int)
             resizer = {"kind": "keep_aspect_ratio", "height": big, "width": big,
-                       "min_dimension": _number(doc, f"{KEEP}.min_dimension", 600, int), "max_dimension": big}
+                       "min_dimension": _number(doc, f"{KEEP}.min_dimension", int), "max_dimension": big}
         else:
-            resizer = {"kind": "fixed_shape", "height": _number(doc, f"{FIXED}.height", 300, int),
-                       "width": _number(doc, f"{FIXED}.width", 300, int)}
+            resizer = {"kind": "fixed_shape", "height": _number(doc, f"{FIXED}.height", int),
+                       "width": _number(doc, f"{FIXED}.width", int)}
         generator = _get(doc, f"{_SSD}.anchor_generator")
         if not isinstance(generator, pc.Message) or generator.has("multiscale_anchor_generator"):
             ratios = doc.get_all(f"{ANCHORS}.aspect_ratios")
             ratios = [r for v in ratios for r in (v if isinstance(v, list) else [v])]
-            grid = AnchorGrid(resizer["height"], resizer["width"], _number(doc, f"{ANCHORS}.min_level", 3, int),
-                              _number(doc, f"{ANCHORS}.max_level", 7, int),
-                              _number(doc, f"{ANCHORS}.anchor_scale", 4.0),
-                              tuple(float(r) for r in ratios if isinstance(r, (int, float))) or (1.0, 2.0, 0.5),
-                              _number(doc, f"{ANCHORS}.scales_per_octave", 2, int))
-        matched = _number(doc, f"{MATCHER}.matched_threshold", 0.5)
+            grid = AnchorGrid(resizer["height"], resizer["width"],
+                              min_level=_number(doc, f"{ANCHORS}.min_level", int),
+                              max_level=_number(doc, f"{ANCHORS}.max_level", int),
+                              anchor_scale=_number(doc, f"{ANCHORS}.anchor_scale"),
+                              aspect_ratios=tuple(float(r) for r in ratios if isinstance(r, (int, float)))
+                              or AnchorGrid.aspect_ratios,
+                              scales_per_octave=_number(doc, f"{ANCHORS}.scales_per_octave", int))
+        matched = _number(doc, f"{MATCHER}.matched_threshold")
         if min(resizer["height"], resizer["width"], resizer.get("min_dimension", 1)) < 1:
             resizer = grid = None  # sizes the validator refuses: nothing to measure against
         elif grid is not None and (grid.anchor_scale <= 0 or grid.scales_per_octave < 1 or not 0 < matched <= 1
@@ -190,10 +193,10 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
     if isinstance(ssd, pc.Message) and _get(doc, f"{_SSD}.freeze_batchnorm") is not True:
         for path, f in pc.walk(ssd, _SSD):
             if path.endswith("conv_hyperparams.batch_norm") and isinstance(f.value, pc.Message):
-                norms.append((path, _number(doc, f"{path}.decay", 0.999)))  # hyperparams.proto's default
+                norms.append((path, _number(doc, f"{path}.decay")))
     num_classes = _get(doc, f"{_SSD}.num_classes")
-    return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold", 0.5),
-                     _number(doc, "train_config.batch_size", 32, int), _number(doc, "train_config.num_steps", 0, int),
+    return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold"),
+                     _number(doc, "train_config.batch_size", int), _number(doc, "train_config.num_steps", int),
                      schedule, tuple(crops), tuple(norms), _get(doc, f"{MATCHER}.force_match_for_each_row") is True,
                      num_classes if isinstance(num_classes, int) and not isinstance(num_classes, bool) else None)
 
@@ -297,8 +300,7 @@ def _resized(resizer: dict, grid: AnchorGrid, factor: float) -> tuple[dict, Anch
         new = {**resizer, "height": big, "width": big, "max_dimension": big,
                "min_dimension": int(round(resizer["min_dimension"] * big / resizer["max_dimension"]))}
         fix = {f"{KEEP}.min_dimension": new["min_dimension"], f"{KEEP}.max_dimension": big}
-    return new, AnchorGrid(new["height"], new["width"], grid.min_level, grid.max_level, grid.anchor_scale,
-                           grid.aspect_ratios, grid.scales_per_octave), fix
+    return new, _replace_grid(grid, height=new["height"], width=new["width"]), fix
 
 
 def _replace_grid(grid: AnchorGrid, **changes) -> AnchorGrid:

@@ -57,7 +57,7 @@ def boxwise_step(config_path: Path):
     import tensorflow as tf
 
     from backend.config_document import ConfigDocument
-    from backend.training.anchor_matching import generate_anchors
+    from backend.training.anchors import generate_anchors
     from backend.training.data import train_dataset
     from backend.training.network import build_detector
     from backend.training.train import build_optimizer, step_losses

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
 
     from parity_bench import write_config
     from backend.config_document import ConfigDocument
-    from backend.training.anchor_matching import generate_anchors
+    from backend.training.anchors import generate_anchors
     from backend.training.training_config import training_config
     from backend.training.data import train_dataset
     from backend.training.losses import regularization_loss, ssd_losses

@@ -32,7 +32,7 @@ def database_boxes(db, project_id: int) -> np.ndarray:
 
 def brute_force_best_iou(boxes_px: np.ndarray, height: int, width: int, anchor_scale: float) -> np.ndarray:
     """Each box's maximum IoU over every anchor the trainer generates (`generate_anchors`)."""
-    from backend.training.anchor_matching import AnchorSpec, generate_anchors
+    from backend.training.anchors import AnchorSpec, generate_anchors
     anchors = generate_anchors(height, width, AnchorSpec(anchor_scale=anchor_scale)).astype(np.float64)
     anchors *= [height, width, height, width]
     b, a = boxes_px[:, None, :], anchors[None, :, :]

@@ -31,7 +31,7 @@ from backend.errors import Invalid, NotFound
 from backend.evaluation import evaluate_coco
 from backend.formats import label_map as label_maps
 from backend.training import progress
-from backend.training.anchor_matching import generate_anchors
+from backend.training.anchors import generate_anchors
 from backend.training.training_config import TrainingConfig
 from backend.training.data import eval_dataset
 from backend.training.detect import postprocess

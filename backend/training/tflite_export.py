@@ -35,7 +35,7 @@ import tensorflow as tf
 from backend import atomic
 from backend.errors import Invalid, NotFound
 from backend.formats import label_map as label_maps
-from backend.training.anchor_matching import generate_anchors
+from backend.training.anchors import generate_anchors
 from backend.training.training_config import TrainingConfig
 from backend.training.fold import fold_batch_norm
 from backend.training.train import load_detector

@@ -39,7 +39,7 @@ from backend.errors import Invalid
 from backend.config_document import ConfigDocument
 from backend.training import progress, restore
 from backend.training.schedules import LEARNING_RATE_DEFAULTS
-from backend.training.anchor_matching import generate_anchors
+from backend.training.anchors import generate_anchors
 from backend.training.training_config import (TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
 from backend.training.data import train_dataset
