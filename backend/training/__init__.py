@@ -7,8 +7,8 @@ What the commands call (`backend/cli/training.py`, `backend/cli/tflite.py`):
   log_every_n=None, batch_size=None)` → final status dict; progress/status files as in `progress.py`
 - `python -m backend train --checkpoint_dir DIR`: `evaluate.run_evaluation(pipeline_config_path,
   model_dir, checkpoint_dir, *, eval_timeout=3600, sample_1_of_n=1)`; one checkpoint alone is
-  `evaluate.evaluate_checkpoint(pipeline_config_path, checkpoint_path)`, and
-  `evaluate.read_metrics(model_dir)` reads `metrics.json`
+  `evaluate.evaluate_checkpoint(pipeline_config_path, checkpoint_path)`; the `metrics.json` it
+  keeps is read with `progress.read_metrics(model_dir)`
 - `python -m backend export-model`: `savedmodel_export.export_model(pipeline_config_path,
   trained_checkpoint_dir, output_directory)`
 - `python -m backend export-tflite`: `tflite_export.export_tflite(pipeline_config_path,
