@@ -86,13 +86,13 @@ def save_boxes(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: lis
         kept, problems = clean_boxes(boxes, image["width"], image["height"], label_ids)
         if problems and strict:
             raise Invalid("; ".join(problems))
-        before = _box_state(get_boxes(db, image_id))
+        before = box_state(get_boxes(db, image_id))
         db.execute("delete from annotations where image_id = ?", [image_id])
         stamp = now()
         if kept:
             db["annotations"].insert_all([{**box, "image_id": image_id, "created_at": stamp,
                                            "created_by": actor.get("id")} for box in kept])
-        after = _box_state(kept)
+        after = box_state(kept)
         changes = {}
         if kept and image.get("no_objects"):
             changes["no_objects"] = 0  # boxes drawn on a "no objects" image: it has objects after all
@@ -140,7 +140,7 @@ def _change_drafts(db, actor, image_id, annotation_ids, base_version, force, acc
                           f"{image['filename']} (reload it: it may have changed)")
         if not wanted:
             return image
-        before = _box_state(get_boxes(db, image_id))
+        before = box_state(get_boxes(db, image_id))
         marks = ",".join("?" * len(wanted))
         stamp = now()
         if accept:
@@ -149,7 +149,7 @@ def _change_drafts(db, actor, image_id, annotation_ids, base_version, force, acc
         else:
             db.execute(f"delete from annotations where id in ({marks})", wanted)
         return _changed(db, actor, image, stamp, {"status": "in_progress"} if image["status"] == "new" else {},
-                        ("accept_drafts" if accept else "reject_drafts", before, _box_state(get_boxes(db, image_id))))
+                        ("accept_drafts" if accept else "reject_drafts", before, box_state(get_boxes(db, image_id))))
 
 
 def _changed(db, actor: dict, image: dict, stamp: float, changes: dict, boxes_event: tuple | None) -> dict:
@@ -205,7 +205,7 @@ def draft_count(boxes: Iterable[dict]) -> int:
 
 def same_boxes(a: Iterable[dict], b: Iterable[dict]) -> bool:
     """Whether two box lists are the same boxes (to 1/100 px, in any order)."""
-    return _box_state(list(a)) == _box_state(list(b))
+    return box_state(list(a)) == box_state(list(b))
 
 
 def check_version(db: sqlite_utils.Database, image: dict, base_version: int, force: bool) -> None:
@@ -238,7 +238,7 @@ def history(db: sqlite_utils.Database, image_id: int) -> list[dict]:
              "after": json.loads(row["after"] or "null")} for row in rows]
 
 
-def _box_state(boxes: list[dict]) -> list[dict]:
+def box_state(boxes: list[dict]) -> list[dict]:
     """The comparable, JSON-ready form of a box list (rounded to 1/100 px)."""
     state = [{"label_id": b["label_id"], "xmin": round(b["xmin"], 2), "ymin": round(b["ymin"], 2),
               "xmax": round(b["xmax"], 2), "ymax": round(b["ymax"], 2), "source": b["source"],
