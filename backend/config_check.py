@@ -115,13 +115,6 @@ def _line(doc: ConfigDocument, path: str) -> int:
         return 0
 
 
-def _get(doc: ConfigDocument, path: str, default: Any = None) -> Any:
-    try:
-        return doc.get(path)
-    except Exception:  # noqa: BLE001 - absent or repeated
-        return default
-
-
 # Field paths without indices; `*` matches within one path segment (fnmatch).
 _SSD = "model.ssd"
 _CONV = ["activation", "regularizer", "regularizer.l2_regularizer", "regularizer.l2_regularizer.weight",
@@ -428,7 +421,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
     from backend.saved_configs import checkpoint_problem, input_problem, shown, unusable_path
 
     problems: list[Problem] = []
-    num_classes = _get(doc, "model.ssd.num_classes")
+    num_classes = doc.get_or("model.ssd.num_classes")
     num_classes_path = "model.ssd.num_classes"
     if num_classes is None:
         model = doc.tree.one("model")
@@ -510,7 +503,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
                                         f"{value!r} is not a shard of dataset version {version.id} "
                                         f"({version.path})"))
 
-    checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
+    checkpoint = doc.get_or("train_config.fine_tune_checkpoint")
     if checkpoint:
         path = "train_config.fine_tune_checkpoint"
         remote_checkpoint = _is_remote(str(checkpoint))
@@ -535,7 +528,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
 
 def _checkpoint_hint(doc: ConfigDocument, checkpoint: str) -> str:
     """What a missing fine-tune checkpoint should have been, by its type."""
-    if _get(doc, "train_config.fine_tune_checkpoint_type") == "classification":
+    if doc.get_or("train_config.fine_tune_checkpoint_type") == "classification":
         if checkpoint.endswith(".h5"):
             return (" (a Keras MobileNetV2 weights file without its top; nothing is downloaded). "
                     "Remove the field to train from scratch.")

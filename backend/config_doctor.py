@@ -130,35 +130,27 @@ class _Settings:
     num_classes: int | None = None                     # model.ssd.num_classes
 
 
-def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
-    try:
-        value = doc.get(path)
-    except (NotFound, Invalid):
-        return default
-    return default if value is None else value
-
-
 def _number(doc: pc.ConfigDocument, path: str, kind: type = float) -> Any:
     """A numeric field as `kind`, or the schema's default (the TF OD API's, as the trainer reads
     it) when absent or not a number (the validator reports those)."""
     default = pipeline_schema.default(path)
-    value = _get(doc, path, default)
+    value = doc.get_or(path, default)
     return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else kind(default)
 
 
 def _settings(doc: pc.ConfigDocument) -> _Settings:
     """What the doctor reads, with the schema's defaults (as `training.training_config` has them)."""
-    ssd = _get(doc, _SSD)
+    ssd = doc.get_or(_SSD)
     resizer = grid = None
     if isinstance(ssd, pc.Message):
-        if isinstance(_get(doc, KEEP), pc.Message):
+        if isinstance(doc.get_or(KEEP), pc.Message):
             big = _number(doc, f"{KEEP}.max_dimension", int)
             resizer = {"kind": "keep_aspect_ratio", "height": big, "width": big,
                        "min_dimension": _number(doc, f"{KEEP}.min_dimension", int), "max_dimension": big}
         else:
             resizer = {"kind": "fixed_shape", "height": _number(doc, f"{FIXED}.height", int),
                        "width": _number(doc, f"{FIXED}.width", int)}
-        generator = _get(doc, f"{_SSD}.anchor_generator")
+        generator = doc.get_or(f"{_SSD}.anchor_generator")
         if not isinstance(generator, pc.Message) or generator.has("multiscale_anchor_generator"):
             ratios = doc.get_all(f"{ANCHORS}.aspect_ratios")
             ratios = [r for v in ratios for r in (v if isinstance(v, list) else [v])]
@@ -177,7 +169,7 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
             grid = None
     schedule = None
     for optimizer in _OPTIMIZERS:
-        lr = _get(doc, f"train_config.optimizer.{optimizer}.learning_rate")
+        lr = doc.get_or(f"train_config.optimizer.{optimizer}.learning_rate")
         if isinstance(lr, pc.Message) and lr.fields and lr.fields[0].name in _SCHEDULES:
             first = lr.fields[0]
             params = first.value.to_python() if isinstance(first.value, pc.Message) else {}
@@ -190,14 +182,14 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
         if isinstance(option, pc.Message) and isinstance(option.one("random_crop_image"), pc.Message):
             crops.append((index, option.one("random_crop_image").to_python()))
     norms = []
-    if isinstance(ssd, pc.Message) and _get(doc, f"{_SSD}.freeze_batchnorm") is not True:
+    if isinstance(ssd, pc.Message) and doc.get_or(f"{_SSD}.freeze_batchnorm") is not True:
         for path, f in pc.walk(ssd, _SSD):
             if path.endswith("conv_hyperparams.batch_norm") and isinstance(f.value, pc.Message):
                 norms.append((path, _number(doc, f"{path}.decay")))
-    num_classes = _get(doc, f"{_SSD}.num_classes")
+    num_classes = doc.get_or(f"{_SSD}.num_classes")
     return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold"),
                      _number(doc, "train_config.batch_size", int), _number(doc, "train_config.num_steps", int),
-                     schedule, tuple(crops), tuple(norms), _get(doc, f"{MATCHER}.force_match_for_each_row") is True,
+                     schedule, tuple(crops), tuple(norms), doc.get_or(f"{MATCHER}.force_match_for_each_row") is True,
                      num_classes if isinstance(num_classes, int) and not isinstance(num_classes, bool) else None)
 
 

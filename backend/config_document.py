@@ -544,6 +544,15 @@ class ConfigDocument:
             return located.field.value[located.item]
         return located.field.value
 
+    def get_or(self, path: str, default: Any = None) -> Any:
+        """The value at `path`, or `default` when it is absent or names a repeated field
+        without saying which occurrence."""
+        try:
+            value = self.get(path)
+        except (NotFound, Invalid):
+            return default
+        return default if value is None else value
+
     def get_all(self, path: str) -> list[Any]:
         """Every value of a repeated field at `path` (empty when absent)."""
         *head, (name, index) = split_path(path)

@@ -172,3 +172,15 @@ def test_config_cli_get_set_and_check(tmp_path, capsys):
     broken.write_text("model {\n  ssd {\n    num_classes 3\n  }\n}\n")
     assert main(["config", "check", str(broken)]) == 1
     assert capsys.readouterr().out == f"{broken}: line 3, column 17: expected ':' or '{{' after 'num_classes'\n"
+
+
+def test_get_or_gives_the_default_for_an_absent_or_ambiguous_path_and_get_raises():
+    doc = pc.ConfigDocument("model { ssd { num_classes: 3 } }\nitem { id: 1 }\nitem { id: 2 }\n")
+    assert doc.get_or("model.ssd.num_classes", 90) == 3
+    assert doc.get_or("model.ssd.image_resizer", "absent") == "absent"
+    assert doc.get_or("model.ssd.num_classes.depth") is None  # a value has no fields
+    assert doc.get_or("item.id", 0) == 0 and doc.get_or("item[1].id") == 2
+    with pytest.raises(NotFound):
+        doc.get("model.ssd.image_resizer")
+    with pytest.raises(Invalid, match="repeated 2 times"):
+        doc.get("item.id")
