@@ -103,6 +103,17 @@ def test_bare_saved_model_without_label_map_uses_numbers_and_warns(tmp_path):
     assert names == ["2", "1", "1"]
 
 
+def test_a_label_map_that_is_not_text_is_a_warning_of_the_contract_check(detector_dir, tmp_path):
+    import shutil
+    folder = tmp_path / "binary-label-map"
+    shutil.copytree(detector_dir, folder)
+    (folder / "label_map.pbtxt").write_bytes(b"\xff\xfe\x00item")
+    contract = inference.check_saved_model(folder)
+    assert contract.label_map == {} and contract.label_map_text == ""
+    assert contract.warnings == [f"unreadable label map ({folder / 'label_map.pbtxt'}: not a UTF-8 text file; "
+                                 "is this a label map?): classes are shown by number"]
+
+
 def test_model_given_as_its_saved_model_folder_finds_the_label_map(detector_dir):
     model = inference.load_model(detector_dir / "saved_model")
     assert model.path == detector_dir

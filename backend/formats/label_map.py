@@ -1,4 +1,6 @@
-"""TF OD API `label_map.pbtxt`: read and write.
+"""TF OD API `label_map.pbtxt`: the one reader (`read` a file or URL, `parse` text) and the writer.
+The config check, imports, dataset versions, the TFRecord browser and the exporters all read
+label maps here.
 
     item { id: 1 name: 'cat' display_name: 'Cat' }
 
