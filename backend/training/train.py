@@ -613,10 +613,6 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     return progress.read_status(out_dir)
 
 
-def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
-    return tf.train.latest_checkpoint(str(model_dir))
-
-
 def load_detector(pipeline_config_path: str | os.PathLike, checkpoint_path: str | None = None):
     """`(config, detector)` with every weight from `checkpoint_path` (a `ckpt-N` prefix or a
     directory; Boxwise's or the TF OD API's layout). Raises `Invalid` unless every variable matches."""
