@@ -32,7 +32,6 @@ Numpy only: no TensorFlow or Keras import (boxes are read with `formats.tfrecord
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -792,12 +791,3 @@ def apply_fix(text: str, fix: dict[str, Any]) -> str:
     for path, value in fix.items():
         doc.set(path, value)
     return doc.text
-
-
-def report_lines(report: Report) -> list[str]:
-    """The findings as text, one block each (the CLI prints these)."""
-    return [str(f) for f in report.findings]
-
-
-def report_json(report: Report) -> str:
-    return json.dumps(report.to_json(), indent=2, ensure_ascii=False)

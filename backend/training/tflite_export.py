@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -389,11 +389,3 @@ def export_tflite(pipeline_config_path: str | os.PathLike, trained_checkpoint_di
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return output
-
-
-def iter_files(export_dir: str | os.PathLike) -> Iterator[Path]:
-    """The files a device needs from a TFLite export (no SavedModel)."""
-    for name in ("model.tflite", "labels.txt", "label_map.pbtxt", "model.json"):
-        path = Path(export_dir) / name
-        if path.is_file():
-            yield path

@@ -51,10 +51,6 @@ log = logging.getLogger(__name__)
 MAX_CHECKPOINTS = 5
 
 
-class TrainingStopped(Exception):
-    """Raised inside the loop when a stop was requested (SIGTERM)."""
-
-
 class NaNLoss(Invalid):
     pass
 
