@@ -3,6 +3,7 @@ and the work directory they share come from `bench/_cli.py`."""
 from __future__ import annotations
 
 import io
+import os
 import runpy
 import sys
 from contextlib import redirect_stdout
@@ -15,10 +16,11 @@ COMMANDS = sorted(p.name for p in BENCH.glob("*.py") if not p.name.startswith("_
 
 
 def _help(name: str, monkeypatch) -> str:
-    """`python bench/<name> --help`, in this process, with sys.path and sys.modules restored."""
+    """`python bench/<name> --help`, in this process, with sys.path, sys.modules and the
+    environment restored."""
     monkeypatch.setattr(sys, "argv", [str(BENCH / name), "--help"])
     monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
-    before = set(sys.modules)
+    before, environment = set(sys.modules), dict(os.environ)
     out = io.StringIO()
     try:
         with redirect_stdout(out), pytest.raises(SystemExit) as exited:
@@ -27,6 +29,8 @@ def _help(name: str, monkeypatch) -> str:
         for module in set(sys.modules) - before:
             if module == "_cli" or module.endswith("_bench") or module.endswith("_profile"):
                 del sys.modules[module]
+        os.environ.clear()
+        os.environ.update(environment)
     assert exited.value.code == 0, name
     return out.getvalue()
 
