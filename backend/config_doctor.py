@@ -44,6 +44,7 @@ from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape
 from backend.dataset_versions import DatasetVersion
 from backend.formats import label_map
 from backend.errors import Invalid, NotFound
+from backend.training.schedules import LEARNING_RATE_DEFAULTS, SCHEDULE_MESSAGES, learning_rate_at
 
 COVERAGE_TARGET = 0.95        # share of boxes that should reach the matched threshold
 MIN_OBJECT_PX = 8             # shorter side at the model input below which a box is too small
@@ -70,8 +71,8 @@ FIXED = f"{_SSD}.image_resizer.fixed_shape_resizer"
 KEEP = f"{_SSD}.image_resizer.keep_aspect_ratio_resizer"
 MATCHER = f"{_SSD}.matcher.argmax_matcher"
 _OPTIMIZERS = ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
-_SCHEDULES = {"constant_learning_rate": "constant", "exponential_decay_learning_rate": "exponential",
-              "manual_step_learning_rate": "manual_step", "cosine_decay_learning_rate": "cosine"}
+_SCHEDULES = {message: kind for kind, message in SCHEDULE_MESSAGES.items()}  # message name → kind
+_CROP_DEFAULTS = pipeline_schema.defaults("train_config.data_augmentation_options.random_crop_image")
 
 
 @dataclass(frozen=True)
@@ -171,10 +172,13 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
         lr = doc.get_or(f"train_config.optimizer.{optimizer}.learning_rate")
         if isinstance(lr, pc.Message) and lr.fields and lr.fields[0].name in _SCHEDULES:
             first = lr.fields[0]
-            params = first.value.to_python() if isinstance(first.value, pc.Message) else {}
+            kind = _SCHEDULES[first.name]
+            # The schema's defaults where the text is silent, as the trainer fills them.
+            params = {**LEARNING_RATE_DEFAULTS[kind],
+                      **(first.value.to_python() if isinstance(first.value, pc.Message) else {})}
             if first.name == "manual_step_learning_rate":
                 params["schedule"] = [s.to_python() for s in first.value.all("schedule")]
-            schedule = (_SCHEDULES[first.name], params,
+            schedule = (kind, params,
                         f"train_config.optimizer.{optimizer}.learning_rate.{first.name}")
     crops = []
     for index, option in enumerate(doc.get_all("train_config.data_augmentation_options")):
@@ -195,7 +199,6 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
 def learning_rate(kind: str, params: dict[str, Any], step: float) -> float:
     """The learning rate at optimizer step `step`: the trainer's schedules with `optimizer.proto`'s
     defaults (`backend.training.schedules`, TensorFlow-free)."""
-    from backend.training.schedules import learning_rate_at
     return learning_rate_at(kind, params, step)
 
 
@@ -464,7 +467,7 @@ def _schedule_checks(s: _Settings, steps: int, chosen_at_launch: bool) -> list[F
     too_long = "warning" if chosen_at_launch else "error"
     run = f"this run's {steps} steps (set at launch)" if chosen_at_launch else f"the run's {steps} steps"
     if kind == "cosine":
-        warmup, total = int(p.get("warmup_steps", 0)), int(p.get("total_steps", 1))
+        warmup, total = int(p["warmup_steps"]), int(p["total_steps"])
         if warmup > 0 and warmup >= steps:
             out.append(Finding("schedule", too_long,
                                f"warmup_steps ({warmup}) ≥ {run}: training ends before the "
@@ -534,7 +537,7 @@ def _peak_steps(kind: str, p: dict, steps: int) -> list[float]:
     """Steps where a schedule can peak: its start, warmup end and boundaries inside the run."""
     points = [0.0]
     if kind == "cosine":
-        points.append(float(p.get("warmup_steps", 0)))
+        points.append(float(p["warmup_steps"]))
     if kind == "manual_step":
         points += [float(x.get("step", 0)) for x in p.get("schedule", [])]
     return [x for x in points if x < steps] or [0.0]
@@ -633,7 +636,8 @@ def crop_losses(data: DatasetBoxes, params: dict[str, Any], seed: int = 0) -> di
     less than `overlap_thresh` of its area is inside); the same two for the smallest windows
     the option allows, those drawn with the area range narrowed to `[min_area, 1.1 · min_area]`
     (`smallest_cut_share`, `smallest_emptied_share`); and the number of images simulated."""
-    area = (float(params.get("min_area", 0.1)), float(params.get("max_area", 1.0)))
+    params = {**_CROP_DEFAULTS, **params}
+    area = (float(params["min_area"]), float(params["max_area"]))
     every = _simulate_crops(data, params, area, seed)
     smallest = _simulate_crops(data, params, (area[0], min(area[1], area[0] * 1.1)), seed)
     return {"cut_share": every[0], "emptied_share": every[1], "smallest_cut_share": smallest[0],
@@ -695,10 +699,10 @@ def crop_windows(height: int, width: int, boxes: np.ndarray, min_object_covered:
 
 def _simulate_crops(data: DatasetBoxes, params: dict[str, Any], area: tuple[float, float],
                     seed: int) -> tuple[float, float, int]:
-    moc = float(params.get("min_object_covered", 1.0))
-    ar = (float(params.get("min_aspect_ratio", 0.75)), float(params.get("max_aspect_ratio", 1.33)))
-    thresh = float(params.get("overlap_thresh", 0.3))
-    keep_whole = float(params.get("random_coef", 0.0))
+    moc = float(params["min_object_covered"])
+    ar = (float(params["min_aspect_ratio"]), float(params["max_aspect_ratio"]))
+    thresh = float(params["overlap_thresh"])
+    keep_whole = float(params["random_coef"])
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(data.image_split == "train")
     with_boxes = [i for i in train if np.any(data.image == i)]
@@ -739,7 +743,8 @@ def _crop_findings(s: _Settings, data: DatasetBoxes) -> list[Finding]:
         if losses["smallest_cut_share"] <= CROP_LOSS_LIMIT:
             continue
         path = f"train_config.data_augmentation_options[{index}].random_crop_image"
-        covered = float(params.get("min_object_covered", 1.0))
+        params = {**_CROP_DEFAULTS, **params}
+        covered = float(params["min_object_covered"])
         fix, after = {}, None
         for moc in (0.1, 0.3, 0.5, 0.7, 1.0):
             if moc > covered:
@@ -751,7 +756,7 @@ def _crop_findings(s: _Settings, data: DatasetBoxes) -> list[Finding]:
                   "smallest windows)" if fix else "Suggested: raise min_area, or remove the option")
         out.append(Finding("augmentation", "warning",
                            f"random_crop_image (min_object_covered {covered:g}, min_area "
-                           f"{float(params.get('min_area', 0.1)):g}) can crop away most objects: its smallest "
+                           f"{float(params['min_area']):g}) can crop away most objects: its smallest "
                            f"windows leave {losses['smallest_cut_share']:.0%} of an image's boxes with under half "
                            f"their area and keep no box in {losses['smallest_emptied_share']:.0%} of crops "
                            f"({losses['cut_share']:.0%} and {losses['emptied_share']:.0%} over all its windows), "

@@ -229,6 +229,18 @@ def test_warmup_as_long_as_the_run_is_an_error(small, zoo):
     assert trial.message.startswith("warmup_steps (800) ≥ this run's 500 steps (set at launch)")
 
 
+def test_schedule_fields_the_config_leaves_out_take_the_schemas_defaults_as_in_the_trainer(small, zoo):
+    from backend.pipeline_schema import default
+    doc = doctor.pc.ConfigDocument(zoo)
+    doc.remove(f"{COSINE}.warmup_steps")
+    doc.remove(f"{COSINE}.total_steps")
+    assert (default(f"{COSINE}.warmup_steps"), default(f"{COSINE}.total_steps")) == (10000, 4000000)
+    error = finding(doctor.examine(doc.text, small), "schedule")
+    assert error.severity == "error"
+    assert error.message.startswith("warmup_steps (10000) ≥ the run's 800 steps")
+    assert error.fix == {f"{COSINE}.warmup_steps": 80, f"{COSINE}.total_steps": 800}
+
+
 @pytest.mark.slow
 def test_the_learning_rate_formulas_are_the_trainers():
     from backend.training.train import PipelineLearningRate
