@@ -55,8 +55,8 @@ def test_model_outputs_one_prediction_per_anchor(height, width):
     np.testing.assert_allclose(np.asarray(model.predictor.class_head.bias), -4.6, rtol=1e-6)
 
 
-def test_the_anchor_settings_import_neither_tensorflow_nor_keras():
-    code = ("import sys\nfrom backend.training import anchors\nfrom backend import anchor_coverage\n"
+def test_the_anchor_settings_and_the_config_doctor_import_neither_tensorflow_nor_keras():
+    code = ("import sys\nfrom backend.training import anchors\nfrom backend import anchor_coverage, config_doctor\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stderr
