@@ -38,7 +38,7 @@ from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from backend.config_document import ConfigDocument
 from backend.training import progress, restore
-from backend.training.schedules import LEARNING_RATE_DEFAULTS
+from backend.training.schedules import LEARNING_RATE_DEFAULTS, manual_steps
 from backend.training.anchors import generate_anchors
 from backend.training.training_config import (TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
@@ -101,9 +101,8 @@ class PipelineLearningRate(keras.optimizers.schedules.LearningRateSchedule):
             return tf.maximum(lr, float(self._get("min_learning_rate")))
         if self.kind == "manual_step":
             initial = float(self._get("initial_learning_rate"))
-            schedule = list(self._get("schedule"))
-            boundaries = [int(s.get("step", 0)) for s in schedule]
-            rates = [initial] + [float(s.get("learning_rate", 0.002)) for s in schedule]
+            boundaries, after = manual_steps(list(self._get("schedule")))
+            rates = [initial] + after
             lr = tf.constant(rates[0], tf.float32)
             for boundary, rate in zip(boundaries, rates[1:]):
                 lr = tf.where(step >= boundary, rate, lr)
