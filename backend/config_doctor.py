@@ -44,7 +44,7 @@ from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape
 from backend.dataset_versions import DatasetVersion
 from backend.formats import label_map
 from backend.errors import Invalid, NotFound
-from backend.training.schedules import LEARNING_RATE_DEFAULTS, SCHEDULE_MESSAGES, learning_rate_at
+from backend.training.schedules import LEARNING_RATE_DEFAULTS, SCHEDULE_MESSAGES, learning_rate_at, manual_steps
 
 COVERAGE_TARGET = 0.95        # share of boxes that should reach the matched threshold
 MIN_OBJECT_PX = 8             # shorter side at the model input below which a box is too small
@@ -482,7 +482,7 @@ def _schedule_checks(s: _Settings, steps: int, chosen_at_launch: bool) -> list[F
                                {"total_steps": total, "num_steps": steps}, {f"{path}.total_steps": steps}))
             return out
     elif kind == "manual_step" and p.get("warmup") and p.get("schedule"):
-        first = min(int(x.get("step", 0)) for x in p["schedule"])
+        first = min(manual_steps(p["schedule"])[0])
         if first >= steps:
             out.append(Finding("schedule", too_long,
                                f"the warmup runs to step {first}, at or past {run}: "
@@ -539,7 +539,7 @@ def _peak_steps(kind: str, p: dict, steps: int) -> list[float]:
     if kind == "cosine":
         points.append(float(p["warmup_steps"]))
     if kind == "manual_step":
-        points += [float(x.get("step", 0)) for x in p.get("schedule", [])]
+        points += [float(step) for step in manual_steps(p["schedule"])[0]]
     return [x for x in points if x < steps] or [0.0]
 
 
