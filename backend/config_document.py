@@ -364,8 +364,10 @@ def read_text(path: Path, what: str, kind: str) -> str:
         raise NotFound(f"{what} {str(path)!r} does not exist") from None
     except UnicodeDecodeError:
         raise Invalid(f"{path}: not a UTF-8 text file; is this {kind}?") from None
-    except (OSError, ValueError) as exc:  # ValueError: a NUL character in the path
-        raise Invalid(f"cannot read {what} {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    except OSError as exc:
+        raise Invalid(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError:  # the file system refuses a NUL character in a path
+        raise Invalid(f"{what} {str(path)!r} is not a usable path (it contains a NUL character)") from None
 
 
 # --- formatting values -----------------------------------------------------------------------

@@ -184,3 +184,15 @@ def test_get_or_gives_the_default_for_an_absent_or_ambiguous_path_and_get_raises
         doc.get("model.ssd.image_resizer")
     with pytest.raises(Invalid, match="repeated 2 times"):
         doc.get("item.id")
+
+
+def test_loading_a_file_that_is_missing_binary_a_folder_or_no_path_is_one_domain_error(tmp_path):
+    (tmp_path / "binary.config").write_bytes(b"\xff\xfe\x00model")
+    with pytest.raises(NotFound, match="^config file '.*missing.config' does not exist$"):
+        pc.ConfigDocument.load(tmp_path / "missing.config")
+    with pytest.raises(Invalid, match=r"binary.config: not a UTF-8 text file; is this a pipeline.config\?$"):
+        pc.ConfigDocument.load(tmp_path / "binary.config")
+    with pytest.raises(Invalid, match=f"^cannot read config file {tmp_path}: Is a directory$"):
+        pc.ConfigDocument.load(tmp_path)
+    with pytest.raises(Invalid, match=r"^config file 'a\\x00b' is not a usable path \(it contains a NUL character\)$"):
+        pc.ConfigDocument.load("a\0b")  # a ValueError from the file system before
