@@ -3,7 +3,7 @@
 Boxes here are pixels of the model's input canvas, `[N, 4]` as `(ymin, xmin, ymax, xmax)`.
 
 The anchors are those of the TF OD API's `multiscale_anchor_generator` as the trainer builds
-them (`backend.training.anchor_matching.generate_anchors`): at level l a feature map of
+them (`backend.training.anchors.generate_anchors`): at level l a feature map of
 `ceil(size / 2**l)` cells per side (stride-2 'same' convolutions), one anchor per
 (octave, aspect ratio) centred on each cell, of side `anchor_scale * 2**l * 2**(octave /
 scales_per_octave)` for aspect ratio 1 and `height = side / sqrt(ratio)`, `width = side *
@@ -22,24 +22,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.training.anchors import AnchorSpec, feature_sizes
+
 
 @dataclass(frozen=True)
-class AnchorGrid:
-    """`multiscale_anchor_generator` settings on a `height × width` input canvas."""
+class AnchorGrid(AnchorSpec):
+    """The trainer's `multiscale_anchor_generator` settings (`AnchorSpec`, keyword arguments)
+    on a `height × width` input canvas."""
     height: int
     width: int
-    min_level: int = 3
-    max_level: int = 7
-    anchor_scale: float = 4.0
-    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5)
-    scales_per_octave: int = 2
 
     def cells(self, level: int) -> tuple[int, int]:
-        """Feature-map rows and columns at `level`: `ceil` halving, `level` times."""
-        h, w = self.height, self.width
-        for _ in range(level):
-            h, w = math.ceil(h / 2), math.ceil(w / 2)
-        return h, w
+        """Feature-map rows and columns at `level`, as the trainer's network has them."""
+        return feature_sizes(self.height, self.width, level, level)[0]
 
     def shapes(self, level: int) -> np.ndarray:
         """`[K, 2]` anchor `(height, width)` in pixels at `level`, K = octaves × aspect ratios."""
@@ -86,7 +81,7 @@ def best_iou(boxes: np.ndarray, grid: AnchorGrid) -> np.ndarray:
         stride = 2.0 ** level
         # The nearest anchor centre along each axis. As the OD API's multiscale generator places
         # them: i · stride + offset, the offset half a stride when the side is a multiple of
-        # the stride and 0 otherwise (backend/training/anchor_matching.generate_anchors).
+        # the stride and 0 otherwise (backend/training/anchors.generate_anchors).
         offset_y = stride / 2 if grid.height % stride == 0 else 0.0
         offset_x = stride / 2 if grid.width % stride == 0 else 0.0
         ay = np.clip(np.floor((cy - offset_y) / stride + 0.5), 0, rows - 1) * stride + offset_y

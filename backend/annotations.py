@@ -18,7 +18,8 @@ import sqlite_utils
 
 from backend.auth import require
 from backend.db import now, one, transaction
-from backend.errors import Conflict, Invalid, NotFound
+from backend.errors import Conflict, Invalid
+from backend.images import get_image
 
 MIN_BOX_SIDE = 2.0  # pixels; smaller boxes are almost always slips of the mouse
 BOX_FIELDS = ("label_id", "xmin", "ymin", "xmax", "ymax", "source", "score", "difficult", "truncated")
@@ -78,37 +79,28 @@ def save_boxes(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: lis
     """
     require(actor, "label")
     with transaction(db):
-        image = _image(db, image_id)
+        image = get_image(db, image_id)
         check_version(db, image, base_version, force)
         label_ids = {r["id"] for r in db.query("select id from labels where project_id = ?",
                                                 [image["project_id"]])}
         kept, problems = clean_boxes(boxes, image["width"], image["height"], label_ids)
         if problems and strict:
             raise Invalid("; ".join(problems))
-        before = _box_state(get_boxes(db, image_id))
+        before = box_state(get_boxes(db, image_id))
         db.execute("delete from annotations where image_id = ?", [image_id])
         stamp = now()
         if kept:
             db["annotations"].insert_all([{**box, "image_id": image_id, "created_at": stamp,
                                            "created_by": actor.get("id")} for box in kept])
-        after = _box_state(kept)
-        changes = {"version": image["version"] + 1, "updated_at": stamp, "updated_by": actor.get("id")}
+        after = box_state(kept)
+        changes = {}
         if kept and image.get("no_objects"):
             changes["no_objects"] = 0  # boxes drawn on a "no objects" image: it has objects after all
         if status and status != image["status"]:
             changes["status"] = status
         elif image["status"] == "new" and after != before:
             changes["status"] = "in_progress"
-        db["images"].update(image_id, changes)
-        if after != before:
-            record_event(db, actor, image_id, "boxes", before, after)
-        if "status" in changes:
-            record_event(db, actor, image_id, "status", {"status": image["status"]},
-                         {"status": changes["status"]})
-        # Read inside the transaction: after COMMIT another writer may already have moved the
-        # version on, and a client saving again from that version would overwrite their save.
-        saved = _image(db, image_id)
-    return saved
+        return _changed(db, actor, image, stamp, changes, ("boxes", before, after) if after != before else None)
 
 
 def drafts(db: sqlite_utils.Database, image_id: int) -> list[dict]:
@@ -137,7 +129,7 @@ def reject_drafts(db: sqlite_utils.Database, actor: dict, image_id: int,
 def _change_drafts(db, actor, image_id, annotation_ids, base_version, force, accept: bool) -> dict:
     require(actor, "label")
     with transaction(db):
-        image = _image(db, image_id)
+        image = get_image(db, image_id)
         check_version(db, image, base_version, force)
         current = drafts(db, image_id)
         by_id = {box["id"]: box for box in current}
@@ -148,7 +140,7 @@ def _change_drafts(db, actor, image_id, annotation_ids, base_version, force, acc
                           f"{image['filename']} (reload it: it may have changed)")
         if not wanted:
             return image
-        before = _box_state(get_boxes(db, image_id))
+        before = box_state(get_boxes(db, image_id))
         marks = ",".join("?" * len(wanted))
         stamp = now()
         if accept:
@@ -156,19 +148,23 @@ def _change_drafts(db, actor, image_id, annotation_ids, base_version, force, acc
                        f"created_at = ? where id in ({marks})", [actor.get("id"), stamp, *wanted])
         else:
             db.execute(f"delete from annotations where id in ({marks})", wanted)
-        changes = {"version": image["version"] + 1, "updated_at": stamp, "updated_by": actor.get("id")}
-        if image["status"] == "new":
-            changes["status"] = "in_progress"
-        db["images"].update(image_id, changes)
-        record_event(db, actor, image_id, "accept_drafts" if accept else "reject_drafts",
-                     before, _box_state(get_boxes(db, image_id)))
-        if "status" in changes:
-            record_event(db, actor, image_id, "status", {"status": image["status"]},
-                         {"status": changes["status"]})
-        # Read inside the transaction: after COMMIT another writer may already have moved the
-        # version on, and a client saving again from that version would overwrite their save.
-        saved = _image(db, image_id)
-    return saved
+        return _changed(db, actor, image, stamp, {"status": "in_progress"} if image["status"] == "new" else {},
+                        ("accept_drafts" if accept else "reject_drafts", before, box_state(get_boxes(db, image_id))))
+
+
+def _changed(db, actor: dict, image: dict, stamp: float, changes: dict, boxes_event: tuple | None) -> dict:
+    """Inside the caller's transaction, after a change of `image`'s boxes: its version bumped
+    with `changes`, the `(kind, before, after)` boxes event and any status change recorded.
+    Returns the image row as it now is."""
+    changes = {"version": image["version"] + 1, "updated_at": stamp, "updated_by": actor.get("id"), **changes}
+    db["images"].update(image["id"], changes)
+    if boxes_event:
+        record_event(db, actor, image["id"], *boxes_event)
+    if "status" in changes:
+        record_event(db, actor, image["id"], "status", {"status": image["status"]}, {"status": changes["status"]})
+    # Read inside the transaction: after COMMIT another writer may already have moved the
+    # version on, and a client saving again from that version would overwrite their save.
+    return get_image(db, image["id"])
 
 
 def scaled_copy(boxes: Iterable[dict], source: dict, target: dict) -> list[dict]:
@@ -209,7 +205,7 @@ def draft_count(boxes: Iterable[dict]) -> int:
 
 def same_boxes(a: Iterable[dict], b: Iterable[dict]) -> bool:
     """Whether two box lists are the same boxes (to 1/100 px, in any order)."""
-    return _box_state(list(a)) == _box_state(list(b))
+    return box_state(list(a)) == box_state(list(b))
 
 
 def check_version(db: sqlite_utils.Database, image: dict, base_version: int, force: bool) -> None:
@@ -242,7 +238,7 @@ def history(db: sqlite_utils.Database, image_id: int) -> list[dict]:
              "after": json.loads(row["after"] or "null")} for row in rows]
 
 
-def _box_state(boxes: list[dict]) -> list[dict]:
+def box_state(boxes: list[dict]) -> list[dict]:
     """The comparable, JSON-ready form of a box list (rounded to 1/100 px)."""
     state = [{"label_id": b["label_id"], "xmin": round(b["xmin"], 2), "ymin": round(b["ymin"], 2),
               "xmax": round(b["xmax"], 2), "ymax": round(b["ymax"], 2), "source": b["source"],
@@ -250,13 +246,6 @@ def _box_state(boxes: list[dict]) -> list[dict]:
               # Flags only when set, so states (and history rows) of plain boxes stay as they were.
               **{flag: 1 for flag in ("difficult", "truncated") if b.get(flag)}} for b in boxes]
     return sorted(state, key=lambda b: (b["label_id"], b["xmin"], b["ymin"], b["xmax"], b["ymax"]))
-
-
-def _image(db, image_id: int) -> dict:
-    row = one(db, "select * from images where id = ?", [image_id])
-    if row is None:
-        raise NotFound(f"no image with id {image_id}")
-    return row
 
 
 BOX_SORTS = ("number", "class", "smallest first", "largest first", "left to right", "top to bottom")

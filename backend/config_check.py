@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from backend import paths
+from backend.formats import label_map as label_map_format
 from backend.errors import Invalid, NotFound
 from backend.config_document import ConfigDocument, ConfigSyntaxError, Message, Problem, walk
 from backend.pipeline_schema.ignored import IGNORED as IGNORED_REASONS
@@ -112,13 +113,6 @@ def _line(doc: ConfigDocument, path: str) -> int:
         return doc.line(path)
     except Exception:  # noqa: BLE001 - absent or repeated: 0, the walk reports structure
         return 0
-
-
-def _get(doc: ConfigDocument, path: str, default: Any = None) -> Any:
-    try:
-        return doc.get(path)
-    except Exception:  # noqa: BLE001 - absent or repeated
-        return default
 
 
 # Field paths without indices; `*` matches within one path segment (fnmatch).
@@ -395,26 +389,6 @@ def _value_problems(doc: ConfigDocument, typed) -> list[Problem]:
 # ---------------------------------------------------------------- the files a config names
 
 
-def _label_map_items(path) -> list:
-    """The items (id >= 1) of a label map file, through the one label-map reader."""
-    from backend.saved_configs import shown, unusable_path
-    from backend.formats import label_map as label_map_format
-
-    problem = unusable_path(str(path))
-    if problem:
-        raise Invalid(f"label map {shown(str(path))} {problem}")
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise NotFound(f"label map {str(path)!r} does not exist") from None
-    except UnicodeDecodeError:
-        raise Invalid(f"label map {shown(str(path))} is not a UTF-8 text file") from None
-    except OSError as exc:
-        raise Invalid(f"cannot read label map {shown(str(path))}: {exc.strerror or exc}") from None
-    ConfigDocument(text)  # a syntax error is reported as such, with its line
-    return label_map_format.parse(text, str(path)).items
-
-
 def _reader_paths(doc: ConfigDocument, reader: str) -> list[tuple[str, str]]:
     """`(path in the config, input glob)` for every input_path of `reader` (repeated readers too)."""
     out = []
@@ -447,7 +421,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
     from backend.saved_configs import checkpoint_problem, input_problem, shown, unusable_path
 
     problems: list[Problem] = []
-    num_classes = _get(doc, "model.ssd.num_classes")
+    num_classes = doc.get_or("model.ssd.num_classes")
     num_classes_path = "model.ssd.num_classes"
     if num_classes is None:
         model = doc.tree.one("model")
@@ -469,8 +443,12 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
         if _is_remote(value) or value in checked:
             continue
         checked.add(value)
+        why = unusable_path(value)
+        if why:
+            problems.append(Problem(path, _line(doc, path), f"label map {shown(value)} {why}"))
+            continue
         try:
-            items = _label_map_items(paths.confine(value, actor, "config"))
+            items = label_map_format.read(paths.confine(value, actor, "config")).items
         except PermissionError as exc:
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue
@@ -525,7 +503,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
                                         f"{value!r} is not a shard of dataset version {version.id} "
                                         f"({version.path})"))
 
-    checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
+    checkpoint = doc.get_or("train_config.fine_tune_checkpoint")
     if checkpoint:
         path = "train_config.fine_tune_checkpoint"
         remote_checkpoint = _is_remote(str(checkpoint))
@@ -550,7 +528,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
 
 def _checkpoint_hint(doc: ConfigDocument, checkpoint: str) -> str:
     """What a missing fine-tune checkpoint should have been, by its type."""
-    if _get(doc, "train_config.fine_tune_checkpoint_type") == "classification":
+    if doc.get_or("train_config.fine_tune_checkpoint_type") == "classification":
         if checkpoint.endswith(".h5"):
             return (" (a Keras MobileNetV2 weights file without its top; nothing is downloaded). "
                     "Remove the field to train from scratch.")

@@ -32,7 +32,6 @@ Numpy only: no TensorFlow or Keras import (boxes are read with `formats.tfrecord
 from __future__ import annotations
 
 import functools
-import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -40,11 +39,12 @@ from typing import Any
 
 import numpy as np
 
-from backend import config_document as pc
+from backend import config_document as pc, pipeline_schema
 from backend.anchor_coverage import AnchorGrid, best_iou, ratio_tolerance, shape_unmatchable, to_canvas
 from backend.dataset_versions import DatasetVersion
 from backend.formats import label_map
 from backend.errors import Invalid, NotFound
+from backend.training.schedules import LEARNING_RATE_DEFAULTS, SCHEDULE_MESSAGES, learning_rate_at, manual_steps
 
 COVERAGE_TARGET = 0.95        # share of boxes that should reach the matched threshold
 MIN_OBJECT_PX = 8             # shorter side at the model input below which a box is too small
@@ -71,8 +71,8 @@ FIXED = f"{_SSD}.image_resizer.fixed_shape_resizer"
 KEEP = f"{_SSD}.image_resizer.keep_aspect_ratio_resizer"
 MATCHER = f"{_SSD}.matcher.argmax_matcher"
 _OPTIMIZERS = ("momentum_optimizer", "adam_optimizer", "rms_prop_optimizer")
-_SCHEDULES = {"constant_learning_rate": "constant", "exponential_decay_learning_rate": "exponential",
-              "manual_step_learning_rate": "manual_step", "cosine_decay_learning_rate": "cosine"}
+_SCHEDULES = {message: kind for kind, message in SCHEDULE_MESSAGES.items()}  # message name → kind
+_CROP_DEFAULTS = pipeline_schema.defaults("train_config.data_augmentation_options.random_crop_image")
 
 
 @dataclass(frozen=True)
@@ -130,43 +130,38 @@ class _Settings:
     num_classes: int | None = None                     # model.ssd.num_classes
 
 
-def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
-    try:
-        value = doc.get(path)
-    except (NotFound, Invalid):
-        return default
-    return default if value is None else value
-
-
-def _number(doc: pc.ConfigDocument, path: str, default: float, kind: type = float) -> Any:
-    """A numeric field as `kind`, or `default` when absent or not a number (the validator
-    reports those)."""
-    value = _get(doc, path, default)
+def _number(doc: pc.ConfigDocument, path: str, kind: type = float) -> Any:
+    """A numeric field as `kind`, or the schema's default (the TF OD API's, as the trainer reads
+    it) when absent or not a number (the validator reports those)."""
+    default = pipeline_schema.default(path)
+    value = doc.get_or(path, default)
     return kind(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else kind(default)
 
 
 def _settings(doc: pc.ConfigDocument) -> _Settings:
-    """What the doctor reads, with `training.training_config.training_config`'s defaults."""
-    ssd = _get(doc, _SSD)
+    """What the doctor reads, with the schema's defaults (as `training.training_config` has them)."""
+    ssd = doc.get_or(_SSD)
     resizer = grid = None
     if isinstance(ssd, pc.Message):
-        if isinstance(_get(doc, KEEP), pc.Message):
-            big = _number(doc, f"{KEEP}.max_dimension", 1024, int)
+        if isinstance(doc.get_or(KEEP), pc.Message):
+            big = _number(doc, f"{KEEP}.max_dimension", int)
             resizer = {"kind": "keep_aspect_ratio", "height": big, "width": big,
-                       "min_dimension": _number(doc, f"{KEEP}.min_dimension", 600, int), "max_dimension": big}
+                       "min_dimension": _number(doc, f"{KEEP}.min_dimension", int), "max_dimension": big}
         else:
-            resizer = {"kind": "fixed_shape", "height": _number(doc, f"{FIXED}.height", 300, int),
-                       "width": _number(doc, f"{FIXED}.width", 300, int)}
-        generator = _get(doc, f"{_SSD}.anchor_generator")
+            resizer = {"kind": "fixed_shape", "height": _number(doc, f"{FIXED}.height", int),
+                       "width": _number(doc, f"{FIXED}.width", int)}
+        generator = doc.get_or(f"{_SSD}.anchor_generator")
         if not isinstance(generator, pc.Message) or generator.has("multiscale_anchor_generator"):
             ratios = doc.get_all(f"{ANCHORS}.aspect_ratios")
             ratios = [r for v in ratios for r in (v if isinstance(v, list) else [v])]
-            grid = AnchorGrid(resizer["height"], resizer["width"], _number(doc, f"{ANCHORS}.min_level", 3, int),
-                              _number(doc, f"{ANCHORS}.max_level", 7, int),
-                              _number(doc, f"{ANCHORS}.anchor_scale", 4.0),
-                              tuple(float(r) for r in ratios if isinstance(r, (int, float))) or (1.0, 2.0, 0.5),
-                              _number(doc, f"{ANCHORS}.scales_per_octave", 2, int))
-        matched = _number(doc, f"{MATCHER}.matched_threshold", 0.5)
+            grid = AnchorGrid(resizer["height"], resizer["width"],
+                              min_level=_number(doc, f"{ANCHORS}.min_level", int),
+                              max_level=_number(doc, f"{ANCHORS}.max_level", int),
+                              anchor_scale=_number(doc, f"{ANCHORS}.anchor_scale"),
+                              aspect_ratios=tuple(float(r) for r in ratios if isinstance(r, (int, float)))
+                              or AnchorGrid.aspect_ratios,
+                              scales_per_octave=_number(doc, f"{ANCHORS}.scales_per_octave", int))
+        matched = _number(doc, f"{MATCHER}.matched_threshold")
         if min(resizer["height"], resizer["width"], resizer.get("min_dimension", 1)) < 1:
             resizer = grid = None  # sizes the validator refuses: nothing to measure against
         elif grid is not None and (grid.anchor_scale <= 0 or grid.scales_per_octave < 1 or not 0 < matched <= 1
@@ -174,34 +169,36 @@ def _settings(doc: pc.ConfigDocument) -> _Settings:
             grid = None
     schedule = None
     for optimizer in _OPTIMIZERS:
-        lr = _get(doc, f"train_config.optimizer.{optimizer}.learning_rate")
+        lr = doc.get_or(f"train_config.optimizer.{optimizer}.learning_rate")
         if isinstance(lr, pc.Message) and lr.fields and lr.fields[0].name in _SCHEDULES:
             first = lr.fields[0]
-            params = first.value.to_python() if isinstance(first.value, pc.Message) else {}
+            kind = _SCHEDULES[first.name]
+            # The schema's defaults where the text is silent, as the trainer fills them.
+            params = {**LEARNING_RATE_DEFAULTS[kind],
+                      **(first.value.to_python() if isinstance(first.value, pc.Message) else {})}
             if first.name == "manual_step_learning_rate":
                 params["schedule"] = [s.to_python() for s in first.value.all("schedule")]
-            schedule = (_SCHEDULES[first.name], params,
+            schedule = (kind, params,
                         f"train_config.optimizer.{optimizer}.learning_rate.{first.name}")
     crops = []
     for index, option in enumerate(doc.get_all("train_config.data_augmentation_options")):
         if isinstance(option, pc.Message) and isinstance(option.one("random_crop_image"), pc.Message):
             crops.append((index, option.one("random_crop_image").to_python()))
     norms = []
-    if isinstance(ssd, pc.Message) and _get(doc, f"{_SSD}.freeze_batchnorm") is not True:
+    if isinstance(ssd, pc.Message) and doc.get_or(f"{_SSD}.freeze_batchnorm") is not True:
         for path, f in pc.walk(ssd, _SSD):
             if path.endswith("conv_hyperparams.batch_norm") and isinstance(f.value, pc.Message):
-                norms.append((path, _number(doc, f"{path}.decay", 0.999)))  # hyperparams.proto's default
-    num_classes = _get(doc, f"{_SSD}.num_classes")
-    return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold", 0.5),
-                     _number(doc, "train_config.batch_size", 32, int), _number(doc, "train_config.num_steps", 0, int),
-                     schedule, tuple(crops), tuple(norms), _get(doc, f"{MATCHER}.force_match_for_each_row") is True,
+                norms.append((path, _number(doc, f"{path}.decay")))
+    num_classes = doc.get_or(f"{_SSD}.num_classes")
+    return _Settings(resizer, grid, _number(doc, f"{MATCHER}.matched_threshold"),
+                     _number(doc, "train_config.batch_size", int), _number(doc, "train_config.num_steps", int),
+                     schedule, tuple(crops), tuple(norms), doc.get_or(f"{MATCHER}.force_match_for_each_row") is True,
                      num_classes if isinstance(num_classes, int) and not isinstance(num_classes, bool) else None)
 
 
 def learning_rate(kind: str, params: dict[str, Any], step: float) -> float:
     """The learning rate at optimizer step `step`: the trainer's schedules with `optimizer.proto`'s
     defaults (`backend.training.schedules`, TensorFlow-free)."""
-    from backend.training.schedules import learning_rate_at
     return learning_rate_at(kind, params, step)
 
 
@@ -297,8 +294,7 @@ def _resized(resizer: dict, grid: AnchorGrid, factor: float) -> tuple[dict, Anch
         new = {**resizer, "height": big, "width": big, "max_dimension": big,
                "min_dimension": int(round(resizer["min_dimension"] * big / resizer["max_dimension"]))}
         fix = {f"{KEEP}.min_dimension": new["min_dimension"], f"{KEEP}.max_dimension": big}
-    return new, AnchorGrid(new["height"], new["width"], grid.min_level, grid.max_level, grid.anchor_scale,
-                           grid.aspect_ratios, grid.scales_per_octave), fix
+    return new, _replace_grid(grid, height=new["height"], width=new["width"]), fix
 
 
 def _replace_grid(grid: AnchorGrid, **changes) -> AnchorGrid:
@@ -471,7 +467,7 @@ def _schedule_checks(s: _Settings, steps: int, chosen_at_launch: bool) -> list[F
     too_long = "warning" if chosen_at_launch else "error"
     run = f"this run's {steps} steps (set at launch)" if chosen_at_launch else f"the run's {steps} steps"
     if kind == "cosine":
-        warmup, total = int(p.get("warmup_steps", 0)), int(p.get("total_steps", 1))
+        warmup, total = int(p["warmup_steps"]), int(p["total_steps"])
         if warmup > 0 and warmup >= steps:
             out.append(Finding("schedule", too_long,
                                f"warmup_steps ({warmup}) ≥ {run}: training ends before the "
@@ -486,7 +482,7 @@ def _schedule_checks(s: _Settings, steps: int, chosen_at_launch: bool) -> list[F
                                {"total_steps": total, "num_steps": steps}, {f"{path}.total_steps": steps}))
             return out
     elif kind == "manual_step" and p.get("warmup") and p.get("schedule"):
-        first = min(int(x.get("step", 0)) for x in p["schedule"])
+        first = min(manual_steps(p["schedule"])[0])
         if first >= steps:
             out.append(Finding("schedule", too_long,
                                f"the warmup runs to step {first}, at or past {run}: "
@@ -541,9 +537,9 @@ def _peak_steps(kind: str, p: dict, steps: int) -> list[float]:
     """Steps where a schedule can peak: its start, warmup end and boundaries inside the run."""
     points = [0.0]
     if kind == "cosine":
-        points.append(float(p.get("warmup_steps", 0)))
+        points.append(float(p["warmup_steps"]))
     if kind == "manual_step":
-        points += [float(x.get("step", 0)) for x in p.get("schedule", [])]
+        points += [float(step) for step in manual_steps(p["schedule"])[0]]
     return [x for x in points if x < steps] or [0.0]
 
 
@@ -640,7 +636,8 @@ def crop_losses(data: DatasetBoxes, params: dict[str, Any], seed: int = 0) -> di
     less than `overlap_thresh` of its area is inside); the same two for the smallest windows
     the option allows, those drawn with the area range narrowed to `[min_area, 1.1 · min_area]`
     (`smallest_cut_share`, `smallest_emptied_share`); and the number of images simulated."""
-    area = (float(params.get("min_area", 0.1)), float(params.get("max_area", 1.0)))
+    params = {**_CROP_DEFAULTS, **params}
+    area = (float(params["min_area"]), float(params["max_area"]))
     every = _simulate_crops(data, params, area, seed)
     smallest = _simulate_crops(data, params, (area[0], min(area[1], area[0] * 1.1)), seed)
     return {"cut_share": every[0], "emptied_share": every[1], "smallest_cut_share": smallest[0],
@@ -702,10 +699,10 @@ def crop_windows(height: int, width: int, boxes: np.ndarray, min_object_covered:
 
 def _simulate_crops(data: DatasetBoxes, params: dict[str, Any], area: tuple[float, float],
                     seed: int) -> tuple[float, float, int]:
-    moc = float(params.get("min_object_covered", 1.0))
-    ar = (float(params.get("min_aspect_ratio", 0.75)), float(params.get("max_aspect_ratio", 1.33)))
-    thresh = float(params.get("overlap_thresh", 0.3))
-    keep_whole = float(params.get("random_coef", 0.0))
+    moc = float(params["min_object_covered"])
+    ar = (float(params["min_aspect_ratio"]), float(params["max_aspect_ratio"]))
+    thresh = float(params["overlap_thresh"])
+    keep_whole = float(params["random_coef"])
     rng = np.random.default_rng(seed)
     train = np.flatnonzero(data.image_split == "train")
     with_boxes = [i for i in train if np.any(data.image == i)]
@@ -746,7 +743,8 @@ def _crop_findings(s: _Settings, data: DatasetBoxes) -> list[Finding]:
         if losses["smallest_cut_share"] <= CROP_LOSS_LIMIT:
             continue
         path = f"train_config.data_augmentation_options[{index}].random_crop_image"
-        covered = float(params.get("min_object_covered", 1.0))
+        params = {**_CROP_DEFAULTS, **params}
+        covered = float(params["min_object_covered"])
         fix, after = {}, None
         for moc in (0.1, 0.3, 0.5, 0.7, 1.0):
             if moc > covered:
@@ -758,7 +756,7 @@ def _crop_findings(s: _Settings, data: DatasetBoxes) -> list[Finding]:
                   "smallest windows)" if fix else "Suggested: raise min_area, or remove the option")
         out.append(Finding("augmentation", "warning",
                            f"random_crop_image (min_object_covered {covered:g}, min_area "
-                           f"{float(params.get('min_area', 0.1)):g}) can crop away most objects: its smallest "
+                           f"{float(params['min_area']):g}) can crop away most objects: its smallest "
                            f"windows leave {losses['smallest_cut_share']:.0%} of an image's boxes with under half "
                            f"their area and keep no box in {losses['smallest_emptied_share']:.0%} of crops "
                            f"({losses['cut_share']:.0%} and {losses['emptied_share']:.0%} over all its windows), "
@@ -798,12 +796,3 @@ def apply_fix(text: str, fix: dict[str, Any]) -> str:
     for path, value in fix.items():
         doc.set(path, value)
     return doc.text
-
-
-def report_lines(report: Report) -> list[str]:
-    """The findings as text, one block each (the CLI prints these)."""
-    return [str(f) for f in report.findings]
-
-
-def report_json(report: Report) -> str:
-    return json.dumps(report.to_json(), indent=2, ensure_ascii=False)

@@ -354,6 +354,22 @@ def parse(text: str) -> Message:
     return _Parser(text).parse()
 
 
+def read_text(path: Path, what: str, kind: str) -> str:
+    """The UTF-8 text of the protobuf-text file `path` (a `Path` or a `remote.RemoteFile`).
+    `what` names it in messages ("config file"), `kind` says what it should be ("a
+    pipeline.config"). Raises NotFound when it does not exist, Invalid when it cannot be read."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise NotFound(f"{what} {str(path)!r} does not exist") from None
+    except UnicodeDecodeError:
+        raise Invalid(f"{path}: not a UTF-8 text file; is this {kind}?") from None
+    except OSError as exc:
+        raise Invalid(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    except ValueError:  # the file system refuses a NUL character in a path
+        raise Invalid(f"{what} {str(path)!r} is not a usable path (it contains a NUL character)") from None
+
+
 # --- formatting values -----------------------------------------------------------------------
 
 def format_scalar(value: Any) -> str:
@@ -467,14 +483,7 @@ class ConfigDocument:
     @classmethod
     def load(cls, path: str | Path) -> "ConfigDocument":
         path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise NotFound(f"config file {str(path)!r} does not exist") from None
-        except UnicodeDecodeError:
-            raise Invalid(f"{path}: not a UTF-8 text file; is this a pipeline.config?") from None
-        except OSError as exc:
-            raise Invalid(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        text = read_text(path, "config file", "a pipeline.config")
         try:
             return cls(text, path)
         except ConfigSyntaxError as exc:
@@ -536,6 +545,15 @@ class ConfigDocument:
         if located.item is not None:
             return located.field.value[located.item]
         return located.field.value
+
+    def get_or(self, path: str, default: Any = None) -> Any:
+        """The value at `path`, or `default` when it is absent or names a repeated field
+        without saying which occurrence."""
+        try:
+            value = self.get(path)
+        except (NotFound, Invalid):
+            return default
+        return default if value is None else value
 
     def get_all(self, path: str) -> list[Any]:
         """Every value of a repeated field at `path` (empty when absent)."""

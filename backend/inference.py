@@ -31,6 +31,7 @@ from typing import Iterable
 import numpy as np
 from PIL import Image, ImageOps
 
+from backend import config_document
 from backend.errors import Invalid, NotFound
 from backend.formats import drawing
 from backend.images import MAX_FILE_BYTES, ImageRejected, open_image, to_rgb
@@ -176,11 +177,11 @@ def check_saved_model(path: str | Path) -> SavedModelContract:
     if label_map_path is None:
         contract.warnings.append("no label map beside this model: classes are shown by number")
     else:
-        text = label_map_path.read_text(encoding="utf-8")
         try:
+            text = config_document.read_text(label_map_path, "label map", "a label map")
             contract.label_map = parse_label_map(text)
             contract.label_map_text = text
-        except Invalid as exc:
+        except (Invalid, NotFound) as exc:
             contract.warnings.append(f"unreadable label map ({exc}): classes are shown by number")
     return contract
 

@@ -23,6 +23,7 @@ from backend import annotations
 from backend.auth import can, require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
+from backend.images import get_image
 
 LEASE_SECONDS = 10 * 60
 STATUSES = ("new", "in_progress", "labeled", "reviewed", "rejected", "skipped")
@@ -64,11 +65,11 @@ def open_image(db: sqlite_utils.Database, actor: dict, image_id: int, *,
     Viewers open images without a lease.
     """
     with transaction(db):
-        image = _image(db, image_id)
+        image = get_image(db, image_id)
         holder = lease_holder(db, image)
         if can(actor, "label") and (holder is None or holder["user_id"] == actor.get("id")):
             _set_lease(db, image_id, actor.get("id"), now() + seconds)
-            image = _image(db, image_id)
+            image = get_image(db, image_id)
             holder = lease_holder(db, image)
     return {"image": image, "lease": holder,
             "mine": bool(holder) and holder["user_id"] == actor.get("id")}
@@ -93,7 +94,7 @@ def release_lease(db: sqlite_utils.Database, actor: dict, image_id: int) -> bool
     """Give up a lease: one's own, or anyone's for an admin. True when a lease was released."""
     require(actor, "label")
     with transaction(db):
-        image = _image(db, image_id)
+        image = get_image(db, image_id)
         holder = lease_holder(db, image)
         if holder is None:
             return False
@@ -173,7 +174,7 @@ def next_image(db: sqlite_utils.Database, actor: dict, project_id: int, *, order
                               "id" if "rejected" in where and "labeled_by = ?" in where else order)
             if image_id is not None:
                 _set_lease(db, image_id, me, stamp + seconds)
-                return _image(db, image_id)
+                return get_image(db, image_id)
     return None
 
 
@@ -259,7 +260,7 @@ def next_for_review(db: sqlite_utils.Database, actor: dict, project_id: int, *,
         if image_id is None:
             return None
         _set_lease(db, image_id, me, stamp + LEASE_SECONDS)
-        return _image(db, image_id)
+        return get_image(db, image_id)
 
 
 # ---------------------------------------------------------------- browsing with filters
@@ -327,7 +328,7 @@ def submit(db: sqlite_utils.Database, actor: dict, image_id: int, boxes: list[di
     """
     require(actor, "label")
     with transaction(db):
-        image = _image(db, image_id)
+        image = get_image(db, image_id)
         if boxes is not None:
             image = annotations.save_boxes(db, actor, image_id, boxes, base_version, force=force)
             base_version, force = image["version"], False
@@ -399,12 +400,12 @@ def _set_status(db, actor: dict, image: dict, status: str, **fields) -> dict:
     before = {k: image.get(k) for k in keys}
     after = {k: changes.get(k, image.get(k)) for k in keys}
     annotations.record_event(db, actor, image["id"], "status", before, after)
-    return _image(db, image["id"])
+    return get_image(db, image["id"])
 
 
 def _current(db, image_id: int, base_version: int, force: bool, allowed: set[str], verb: str) -> dict:
     """The image, when it is still at `base_version` (or `force`) and in a status `verb` applies to."""
-    image = _image(db, image_id)
+    image = get_image(db, image_id)
     annotations.check_version(db, image, base_version, force)
     _check_from(image, allowed, verb)
     return image
@@ -503,9 +504,4 @@ def parse_id_ranges(text: str) -> list[int]:
     return ids
 
 
-def _image(db, image_id: int) -> dict:
-    row = one(db, "select * from images where id = ?", [image_id])
-    if row is None:
-        raise NotFound(f"no image with id {image_id}")
-    return row
 

@@ -30,11 +30,12 @@ from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
 from backend.inference import ModelInvalid, check_saved_model, parse_label_map
 from backend.projects import get_project
+from backend.training import progress
 
 # Limits for uploaded model zips: total bytes once extracted, and the number of files.
 MAX_MODEL_ZIP_BYTES = int(os.environ.get("BOXWISE_MAX_MODEL_ZIP_BYTES", 2 * 1024**3))
 MAX_MODEL_ZIP_FILES = 10_000
-METRICS_FILES = ("metrics.json", "eval/metrics.json", "evaluation/metrics.json")
+METRICS_FOLDERS = (".", "eval", "evaluation")  # where a `metrics.json` may lie in an export or a model_dir
 
 
 # ---------------------------------------------------------------- checking a SavedModel
@@ -62,15 +63,9 @@ def _read_metrics(*folders: Path, checkpoint: str | None = None) -> dict:
     `evaluation/metrics.json` (`{name: {step, checkpoint, metrics}}`) in the run's model_dir,
     from which the exported checkpoint's entry is taken (else the latest step's)."""
     for folder in folders:
-        for name in METRICS_FILES:
-            path = folder / name
-            if not path.is_file():
-                continue
-            try:
-                value = json.loads(path.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                continue
-            if not isinstance(value, dict) or not value:
+        for name in METRICS_FOLDERS:
+            value = progress.read_metrics(folder / name)
+            if not value:
                 continue
             entries = [e for e in value.values() if isinstance(e, dict) and isinstance(e.get("metrics"), dict)]
             if not entries:

@@ -26,7 +26,7 @@ from typing import Callable
 import sqlite_utils
 
 from backend import atomic, inference, model_registry, run_processes, settings
-from backend.annotations import clean_boxes, get_boxes, record_event
+from backend.annotations import box_state, clean_boxes, get_boxes, record_event
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Conflict, Invalid, NotFound
@@ -91,14 +91,8 @@ def store_drafts(db: sqlite_utils.Database, actor: dict, image_id: int,
         db["images"].update(image_id, {
             "version": image["version"] + 1, "uncertainty": inference.uncertainty(prediction.detections),
             "updated_at": stamp, "updated_by": actor.get("id")})
-        record_event(db, actor, image_id, EVENT_KIND, _state(before), _state(get_boxes(db, image_id)))
+        record_event(db, actor, image_id, EVENT_KIND, box_state(before), box_state(get_boxes(db, image_id)))
     return len(drafts)
-
-
-def _state(boxes: list[dict]) -> list[dict]:
-    return [{"label_id": b["label_id"], "xmin": round(b["xmin"], 2), "ymin": round(b["ymin"], 2),
-             "xmax": round(b["xmax"], 2), "ymax": round(b["ymax"], 2), "source": b["source"],
-             "score": b.get("score")} for b in boxes]
 
 
 def image_sources(db: sqlite_utils.Database, project_id: int, image_ids: list[int]) -> list[tuple[str, Path]]:

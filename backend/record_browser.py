@@ -95,8 +95,9 @@ def save_uploads(actor: dict, uploads: list[tuple[str, bytes]]) -> str:
 
 
 def label_map_for(pattern: str, path: str | None = None) -> tuple[label_map_format.LabelMap | None, str | None]:
-    """The label map to check a set against: `path` when given, else one beside the records
-    (callers confine both first: `confined_set`)."""
+    """The label map to check a set against: `path` when given, else one beside the records.
+    The browser's functions confine both first (`confined_set`); `tfrecord inspect|extract` on
+    the command line (a local admin) call it as they are."""
     found = path or tfrecord.find_label_map(pattern)
     if not found:
         return None, None

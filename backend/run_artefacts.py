@@ -134,13 +134,8 @@ def evaluations(run: dict) -> list[dict[str, Any]]:
     path), num_images, metrics: {tag: value}, per_class: {class: AP}, pr_curves: {class:
     [precision at evaluation.RECALL_POINTS]}}`, from the `metrics.json`
     the trainer's evaluation mode keeps in `model_dir/evaluation/`."""
-    path = Path(run["model_dir"]) / EVALUATION_DIR / "metrics.json"
-    try:
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return []
     out = []
-    for name, entry in loaded.items():
+    for name, entry in progress.read_metrics(Path(run["model_dir"]) / EVALUATION_DIR).items():
         metrics = entry.get("metrics") or {}
         out.append({
             "step": int(entry.get("step") or 0), "num_images": entry.get("num_images"),

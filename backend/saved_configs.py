@@ -98,13 +98,6 @@ def checkpoint_problem(checkpoint: str) -> str | None:
     return None
 
 
-def _get(doc: pc.ConfigDocument, path: str, default: Any = None) -> Any:
-    try:
-        return doc.get(path)
-    except (NotFound, Invalid):
-        return default
-
-
 def checkpoint_exists(path: str) -> bool:
     """A checkpoint prefix (`.../ckpt-5`: `.index` beside it), a directory, or a weights file."""
     p = Path(path)
@@ -146,7 +139,7 @@ def set_fine_tune_checkpoint(text: str, checkpoint: str, kind: str = "detection"
 def form_fields(text: str) -> list[tuple[str, str]]:
     """`COMMON_FIELDS` with `{optimizer}` resolved to the optimizer `text` uses."""
     doc = pc.ConfigDocument(text)
-    optimizer = next((o for o in _OPTIMIZERS if _get(doc, f"train_config.optimizer.{o}") is not None),
+    optimizer = next((o for o in _OPTIMIZERS if doc.get_or(f"train_config.optimizer.{o}") is not None),
                      "momentum_optimizer")
     return [(label, path.format(optimizer=optimizer)) for label, path in COMMON_FIELDS]
 
@@ -154,7 +147,7 @@ def form_fields(text: str) -> list[tuple[str, str]]:
 def common_fields(text: str) -> dict[str, Any]:
     """The values of the form's fields by path (None where absent) and the augmentation options present."""
     doc = pc.ConfigDocument(text)
-    values = {path: _get(doc, path) for _, path in form_fields(text)}
+    values = {path: doc.get_or(path) for _, path in form_fields(text)}
     present = [next(iter(m.names()), None) for m in doc.get_all("train_config.data_augmentation_options")
                if isinstance(m, pc.Message)]
     values["augmentations"] = [name for name in AUGMENTATIONS if name in present]

@@ -21,11 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import _cli
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doctor-only", action="store_true", help="print the config doctor's findings and stop")
     args = parser.parse_args(argv)
 
-    work = Path(tempfile.mkdtemp(prefix="demo_bench_"))
+    work = _cli.work_directory("demo_bench_")
     os.environ["BOXWISE_DATA"] = str(work / "data")
     from backend import auth, config_doctor, dataset_versions, demo, saved_configs
     from backend.db import connect
@@ -111,15 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)
         report = {"template": args.template, "label": args.label, "edits": args.set, "doctor": findings, "total_steps": total, "counts": counts,
                   "rows": rows, "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
-        out = args.out or REPO / "bench" / "out" / f"demo_{args.label or args.template}_bench.json"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"written to {out}")
+        _cli.write_report(args.out or _cli.OUT / f"demo_{args.label or args.template}_bench.json", report)
     finally:
-        if args.keep:
-            print(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        _cli.remove_work_directory(work, args.keep)
     return 0
 
 

@@ -3,7 +3,7 @@
 For N generated boxes on the `default` template (320×320 input, 12,804 anchors):
 - best anchor IoU per box, `anchor_coverage.best_iou` (nearest cell centre per level and
   shape) against the baseline of the same run, the brute-force maximum over every anchor of
-  `training.anchor_matching.generate_anchors` (in chunks of 1,000 boxes), and the largest difference;
+  `training.anchors.generate_anchors` (in chunks of 1,000 boxes), and the largest difference;
 - the whole `config_doctor.examine` on those boxes (every check and the candidate search,
   boxes already read), on a config whose anchors miss most of them so the search runs.
 """
@@ -52,7 +52,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000])
     parser.add_argument("--brute-max", type=int, default=10000, help="largest N for the brute-force baseline")
     args = parser.parse_args()
-    from backend.training.anchor_matching import AnchorSpec, generate_anchors
+    from backend.training.anchors import AnchorSpec, generate_anchors
 
     anchors = generate_anchors(320, 320, AnchorSpec()).astype(np.float64) * 320
     grid = AnchorGrid(320, 320)

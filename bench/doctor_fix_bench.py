@@ -16,14 +16,13 @@ mAP@0.5 of both runs; writes bench/out/doctor_fix_bench_<base>_<fixes>.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+
+import _cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--doctor-only", action="store_true", help="print the findings and fixes, train nothing")
     parser.add_argument("--keep", action="store_true")
     args = parser.parse_args(argv)
-    work = Path(tempfile.mkdtemp(prefix="doctor_fix_bench_"))
+    work = _cli.work_directory("doctor_fix_bench_")
     os.environ["BOXWISE_DATA"] = str(work / "data")
 
     from backend import auth, config_doctor, db as database, saved_configs
@@ -109,17 +108,11 @@ def main(argv: list[str] | None = None) -> int:
                               "map": round(metrics["DetectionBoxes_Precision/mAP"], 4)}
             print(f"{label:28s} {args.steps} steps in {seconds:6.0f} s: mAP@0.5 {results[label]['map50']:.3f}, "
                   f"mAP {results[label]['map']:.3f}", flush=True)
-        out = REPO / "bench" / "out"
-        out.mkdir(parents=True, exist_ok=True)
-        name = out / f"doctor_fix_bench_{args.base}_{args.fixes}.json"
-        name.write_text(json.dumps({
+        _cli.write_report(_cli.OUT / f"doctor_fix_bench_{args.base}_{args.fixes}.json", {
             "settings": vars(args), "load_average": os.getloadavg(), "findings": report.to_json(),
-            "fixes": fixes, "findings_after": [asdict(f) for f in after], "results": results},
-            indent=2, default=str) + "\n")
-        print(f"written to {name}")
+            "fixes": fixes, "findings_after": [asdict(f) for f in after], "results": results}, default=str)
     finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+        _cli.remove_work_directory(work, args.keep)
     return 0
 
 

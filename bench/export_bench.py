@@ -23,9 +23,10 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import _cli
 
 import numpy as np
 from PIL import Image
@@ -139,7 +140,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs of each fast contender; best is kept")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data folder")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="boxwise-export-bench-"))
+    work = _cli.work_directory("boxwise-export-bench-")
     try:
         load_before = os.getloadavg()
         t0 = time.perf_counter()
@@ -212,10 +213,7 @@ def main() -> int:
         print(json.dumps(result))
         return 0
     finally:
-        if args.keep:
-            print(f"kept {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        _cli.remove_work_directory(work, args.keep, kept="kept {work}")
 
 
 if __name__ == "__main__":

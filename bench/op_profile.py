@@ -26,6 +26,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import _cli
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "odapi"
@@ -55,7 +57,7 @@ def boxwise_step(config_path: Path):
     import tensorflow as tf
 
     from backend.config_document import ConfigDocument
-    from backend.training.anchor_matching import generate_anchors
+    from backend.training.anchors import generate_anchors
     from backend.training.data import train_dataset
     from backend.training.network import build_detector
     from backend.training.train import build_optimizer, step_losses
@@ -155,10 +157,7 @@ def op_times(logdir: str) -> tuple[dict, dict, dict]:
 
 def profile(args) -> int:
     import tensorflow as tf
-    if args.intra:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
-    if args.inter:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    _cli.set_threads(args)
     work = Path(tempfile.mkdtemp(prefix=f"op_profile_{args.trainer}_"))
     config_path = work / "pipeline.config"
     config_path.write_text(parity_config_text(args.config, args.batch_size), encoding="utf-8")
@@ -192,9 +191,7 @@ def profile(args) -> int:
               "ops_per_step": {k: count[k] / steps for k, _ in top},
               "top_op_names": {k: round(v / steps, 3) for k, v in
                                sorted(by_name.items(), key=lambda kv: -kv[1])[:200]}}
-    out = args.out or REPO / "bench" / "out" / f"op_profile_{args.trainer}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=1) + "\n")
+    _cli.write_report(args.out or _cli.OUT / f"op_profile_{args.trainer}.json", report, indent=1)
     return 0
 
 
@@ -216,13 +213,11 @@ def compare(paths: list[str], top: int) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trainer", choices=["boxwise", "odapi"], default="boxwise")
-    parser.add_argument("--config", default="parity", choices=["parity", "small128"])
-    parser.add_argument("--batch-size", type=int, default=None)
+    _cli.add_training_config(parser)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--top", type=int, default=30)
-    parser.add_argument("--intra", type=int, default=0, help="tf.config.threading intra-op threads (0: TF's default)")
-    parser.add_argument("--inter", type=int, default=0, help="tf.config.threading inter-op threads (0: TF's default)")
+    _cli.add_threads(parser)
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--compare", nargs=2, metavar="JSON")
     args = parser.parse_args(argv)

@@ -40,14 +40,14 @@ import json
 import os
 import platform
 import re
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
+
+import _cli
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "odapi"
@@ -325,8 +325,7 @@ def curve_table(curve: list[dict], odapi_points: dict[int, dict]) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", default="500,1000,1500", help="comma-separated step counts to evaluate at")
-    parser.add_argument("--config", default="parity", choices=["parity", "small128"])
-    parser.add_argument("--batch-size", type=int, default=None, help="override train_config.batch_size")
+    _cli.add_training_config(parser, batch_help="override train_config.batch_size")
     parser.add_argument("--odapi-python", type=Path, default=None,
                         help=f"the OD API's python (default {ORACLE_PYTHON} when it exists)")
     parser.add_argument("--no-odapi", action="store_true", help="skip the OD API timing runs")
@@ -345,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_odapi:
         odapi_python = args.odapi_python or (ORACLE_PYTHON if ORACLE_PYTHON.exists() else None)
 
-    work = Path(tempfile.mkdtemp(prefix="parity_bench_"))
+    work = _cli.work_directory("parity_bench_")
     report: dict = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                     "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
                                 "load_at_start": [round(x, 2) for x in os.getloadavg()]},
@@ -360,8 +359,7 @@ def main(argv: list[str] | None = None) -> int:
             report.pop("out")
             report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
             report["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
-            args.out.write_text(json.dumps(report, indent=2, default=str) + "\n")
-            print(f"written to {args.out}")
+            _cli.write_report(args.out, report, default=str)
             return 0
 
         # Timing first (fresh runs, alternating): the curve's checkpoints don't interfere.
@@ -446,14 +444,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{cpu_b or 0:.4f} | {cpu_o or 0:.4f} | {cpu_ratio} | {b['load'].get('mean')} / {o['load'].get('mean')} |")
         report["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         report["machine"]["load_at_end"] = [round(x, 2) for x in os.getloadavg()]
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=2) + "\n")
-        print(f"written to {args.out}")
+        _cli.write_report(args.out, report)
     finally:
-        if args.keep:
-            print(f"work directory kept: {work}")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
+        _cli.remove_work_directory(work, args.keep)
     return 0
 
 

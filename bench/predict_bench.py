@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _cli
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 OUT = REPO / "bench" / "out"
@@ -129,8 +131,7 @@ def main() -> None:
         "end_to_end_images_per_s": round(end_to_end_ips, 1),
         "batch_prediction_images_per_s": round(batch_ips, 1), "batch_prediction_drafts": batch_drafts,
     }
-    OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / "predict_bench.json").write_text(json.dumps(result, indent=2) + "\n")
+    _cli.write_report(OUT / "predict_bench.json", result)
     print(json.dumps(result, indent=2))
     print(markdown(result))
 

@@ -42,6 +42,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import _cli
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -83,27 +85,22 @@ def variant_step(config, anchors, fused_batch_norm: bool, fused_optimizer: bool)
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="parity", choices=["parity", "small128"])
-    parser.add_argument("--batch-size", type=int, default=None)
+    _cli.add_training_config(parser)
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--loop", type=int, default=25, help="steps per call of the `loop` variant")
     parser.add_argument("--variants", default="base,nosync,unfusedbn,kerasopt,keras3,forward")
-    parser.add_argument("--intra", type=int, default=0, help="tf.config.threading intra-op threads (0: TF's default)")
-    parser.add_argument("--inter", type=int, default=0, help="tf.config.threading inter-op threads (0: TF's default)")
+    _cli.add_threads(parser)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "step_profile.json")
     args = parser.parse_args(argv)
 
     import tensorflow as tf
-    if args.intra:
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra)
-    if args.inter:
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter)
+    _cli.set_threads(args)
 
     from parity_bench import write_config
     from backend.config_document import ConfigDocument
-    from backend.training.anchor_matching import generate_anchors
+    from backend.training.anchors import generate_anchors
     from backend.training.training_config import training_config
     from backend.training.data import train_dataset
     from backend.training.losses import regularization_loss, ssd_losses
@@ -215,8 +212,7 @@ def main(argv=None) -> int:
               "load_1min": loads, "tensorflow": tf.__version__,
               "threads": {"intra": tf.config.threading.get_intra_op_parallelism_threads(),
                           "inter": tf.config.threading.get_inter_op_parallelism_threads()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    _cli.write_report(args.out, report)
     return 0
 
 

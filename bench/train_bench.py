@@ -14,15 +14,14 @@ Figures are ratios and times on this machine, not thresholds; the trainer's test
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+import _cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
@@ -53,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     from tests.training.conftest import tiny_config
     from tests.training.shapes import write_dataset, write_label_map
 
-    work = Path(tempfile.mkdtemp(prefix="train_bench_"))
+    work = _cli.work_directory("train_bench_")
     try:
         data = work / "data"
         train_glob, _ = write_dataset(data, "train", args.train_images, size=args.size, shards=4, seed=0)
@@ -113,15 +112,9 @@ def main(argv: list[str] | None = None) -> int:
             "time_to_target_seconds": reached["train_seconds"] if reached else None,
             "steps_to_target": reached["step"] if reached else None,
         }
-        out = REPO / "bench" / "out"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "train_bench.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"written to {out / 'train_bench.json'}")
+        _cli.write_report(_cli.OUT / "train_bench.json", report)
     finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work directory kept: {work}")
+        _cli.remove_work_directory(work, args.keep)
     return 0
 
 

@@ -18,16 +18,15 @@ Prints mAP@0.5 and mAP of both at each step count and writes bench/out/transfer_
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import tarfile
-import tempfile
 import time
 from pathlib import Path
+
+import _cli
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = Path(__file__).resolve().parents[1]
@@ -44,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     steps = sorted(int(s) for s in args.steps.split(","))
     logging.basicConfig(level=logging.WARNING)
-    work = Path(tempfile.mkdtemp(prefix="transfer_bench_"))
+    work = _cli.work_directory("transfer_bench_")
     os.environ["BOXWISE_DATA"] = str(work / "data")
 
     import tensorflow as tf
@@ -122,15 +121,9 @@ def main(argv: list[str] | None = None) -> int:
                   "source_map50": source_map["metrics"]["DetectionBoxes_Precision/mAP@.50IOU"],
                   "restore": point["restore"], "results": results,
                   "total_seconds": round(time.perf_counter() - started, 1)}
-        out = REPO / "bench" / "out"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "transfer_bench.json").write_text(json.dumps(report, indent=2) + "\n")
-        print(f"written to {out / 'transfer_bench.json'}")
+        _cli.write_report(_cli.OUT / "transfer_bench.json", report)
     finally:
-        if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
-        else:
-            print(f"work directory kept: {work}")
+        _cli.remove_work_directory(work, args.keep)
     return 0
 
 

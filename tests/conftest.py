@@ -93,6 +93,15 @@ def shapes_data(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def export_dir(tmp_path_factory):
+    """A small SavedModel detector in the Boxwise export layout (`savedmodels.build_detector`:
+    `saved_model/` and `label_map.pbtxt` with cat=1, dog=2), built once per session and only when
+    a test asks for it. Read-only: a test that changes it works on a copy."""
+    from tests import savedmodels
+    return savedmodels.build_detector(tmp_path_factory.mktemp("export"))
+
+
+@pytest.fixture(scope="session")
 def shapes_model(shapes_data, tmp_path_factory):
     """One real trained Boxwise model for the session, built only when a test asks for it:
     `{"root", "config", "run", "export", "train_glob", "val_glob", "label_map"}`. The 64 px

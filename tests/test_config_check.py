@@ -194,3 +194,45 @@ def test_the_input_readers_order_fields_are_supported_not_ignored():
     text = template_text("quick").replace("train_input_reader {", "train_input_reader {\n  num_readers: 4", 1)
     assert config_check.check(text, files=False) == []
     assert [path for path, *_ in config_check.ignored(text) if "num_readers" in path] == []
+
+
+def test_each_unreadable_label_map_is_one_problem_worded_by_the_one_label_map_reader(tmp_path):
+    from backend.auth import CLI_ACTOR
+    from backend.config_document import ConfigSyntaxError
+    from backend.errors import NotFound
+    from backend.formats import label_map
+
+    files = {"missing": tmp_path / "missing.pbtxt", "folder": tmp_path / "folder.pbtxt",
+             "binary": tmp_path / "binary.pbtxt", "syntax": tmp_path / "syntax.pbtxt",
+             "only background": tmp_path / "background.pbtxt"}
+    files["folder"].mkdir()
+    files["binary"].write_bytes(b"\xff\xfe\x00item")
+    files["syntax"].write_text("item {\n  hunter2secret\n}\n")
+    files["only background"].write_text("item { id: 0 name: 'none_of_the_above' }\n")
+    with pytest.raises(NotFound, match=f"^label map '{files['missing']}' does not exist$"):
+        label_map.read(files["missing"])
+    with pytest.raises(Invalid, match=f"^{files['binary']}: not a UTF-8 text file; is this a label map\\?$"):
+        label_map.read(files["binary"])
+    with pytest.raises(Invalid, match=f"^cannot read label map {files['folder']}: Is a directory$"):
+        label_map.read(files["folder"])
+    with pytest.raises(ConfigSyntaxError) as syntax:
+        label_map.read(files["syntax"])
+    assert (syntax.value.line, syntax.value.column, syntax.value.source) == (3, 1, str(files["syntax"]))
+    with pytest.raises(Invalid, match=f"^{files['only background']}: no items with an id >= 1$"):
+        label_map.read(files["only background"])
+
+    expected = {
+        "missing": f"label map '{files['missing']}' does not exist",
+        "folder": f"cannot read label map {files['folder']}: Is a directory",
+        "binary": f"{files['binary']}: not a UTF-8 text file; is this a label map?",
+        "syntax": f"label map '{files['syntax']}' does not parse (line 3, column 1)",  # never its text
+        "only background": f"{files['only background']}: no items with an id >= 1",
+        "NUL": "label map 'a\\x00b' is not a usable path (it contains a NUL character)",
+    }
+    for case, message in expected.items():
+        value = "a\\000b" if case == "NUL" else str(files[case])
+        text = template_text("quick").replace('label_map_path: "PATH_TO_BE_CONFIGURED/label_map.pbtxt"',
+                                              f'label_map_path: "{value}"')
+        found = [(p.path, p.message) for p in config_check.check(text, actor=CLI_ACTOR)
+                 if p.path.endswith("label_map_path")]
+        assert found == [("train_input_reader.label_map_path", message)], case

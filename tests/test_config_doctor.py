@@ -32,7 +32,7 @@ def database_boxes(db, project_id: int) -> np.ndarray:
 
 def brute_force_best_iou(boxes_px: np.ndarray, height: int, width: int, anchor_scale: float) -> np.ndarray:
     """Each box's maximum IoU over every anchor the trainer generates (`generate_anchors`)."""
-    from backend.training.anchor_matching import AnchorSpec, generate_anchors
+    from backend.training.anchors import AnchorSpec, generate_anchors
     anchors = generate_anchors(height, width, AnchorSpec(anchor_scale=anchor_scale)).astype(np.float64)
     anchors *= [height, width, height, width]
     b, a = boxes_px[:, None, :], anchors[None, :, :]
@@ -227,6 +227,18 @@ def test_warmup_as_long_as_the_run_is_an_error(small, zoo):
     trial = finding(doctor.examine(text, small, num_steps=500), "schedule")
     assert trial.severity == "warning"
     assert trial.message.startswith("warmup_steps (800) ≥ this run's 500 steps (set at launch)")
+
+
+def test_schedule_fields_the_config_leaves_out_take_the_schemas_defaults_as_in_the_trainer(small, zoo):
+    from backend.pipeline_schema import default
+    doc = doctor.pc.ConfigDocument(zoo)
+    doc.remove(f"{COSINE}.warmup_steps")
+    doc.remove(f"{COSINE}.total_steps")
+    assert (default(f"{COSINE}.warmup_steps"), default(f"{COSINE}.total_steps")) == (10000, 4000000)
+    error = finding(doctor.examine(doc.text, small), "schedule")
+    assert error.severity == "error"
+    assert error.message.startswith("warmup_steps (10000) ≥ the run's 800 steps")
+    assert error.fix == {f"{COSINE}.warmup_steps": 80, f"{COSINE}.total_steps": 800}
 
 
 @pytest.mark.slow

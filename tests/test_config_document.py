@@ -172,3 +172,27 @@ def test_config_cli_get_set_and_check(tmp_path, capsys):
     broken.write_text("model {\n  ssd {\n    num_classes 3\n  }\n}\n")
     assert main(["config", "check", str(broken)]) == 1
     assert capsys.readouterr().out == f"{broken}: line 3, column 17: expected ':' or '{{' after 'num_classes'\n"
+
+
+def test_get_or_gives_the_default_for_an_absent_or_ambiguous_path_and_get_raises():
+    doc = pc.ConfigDocument("model { ssd { num_classes: 3 } }\nitem { id: 1 }\nitem { id: 2 }\n")
+    assert doc.get_or("model.ssd.num_classes", 90) == 3
+    assert doc.get_or("model.ssd.image_resizer", "absent") == "absent"
+    assert doc.get_or("model.ssd.num_classes.depth") is None  # a value has no fields
+    assert doc.get_or("item.id", 0) == 0 and doc.get_or("item[1].id") == 2
+    with pytest.raises(NotFound):
+        doc.get("model.ssd.image_resizer")
+    with pytest.raises(Invalid, match="repeated 2 times"):
+        doc.get("item.id")
+
+
+def test_loading_a_file_that_is_missing_binary_a_folder_or_no_path_is_one_domain_error(tmp_path):
+    (tmp_path / "binary.config").write_bytes(b"\xff\xfe\x00model")
+    with pytest.raises(NotFound, match="^config file '.*missing.config' does not exist$"):
+        pc.ConfigDocument.load(tmp_path / "missing.config")
+    with pytest.raises(Invalid, match=r"binary.config: not a UTF-8 text file; is this a pipeline.config\?$"):
+        pc.ConfigDocument.load(tmp_path / "binary.config")
+    with pytest.raises(Invalid, match=f"^cannot read config file {tmp_path}: Is a directory$"):
+        pc.ConfigDocument.load(tmp_path)
+    with pytest.raises(Invalid, match=r"^config file 'a\\x00b' is not a usable path \(it contains a NUL character\)$"):
+        pc.ConfigDocument.load("a\0b")  # a ValueError from the file system before

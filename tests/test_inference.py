@@ -15,13 +15,8 @@ from tests.helpers import image_bytes
 
 
 @pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory):
-    return savedmodels.build_detector(tmp_path_factory.mktemp("detector"))
-
-
-@pytest.fixture(scope="module")
-def detector(detector_dir):
-    return inference.load_model(detector_dir)
+def detector(export_dir):
+    return inference.load_model(export_dir)
 
 
 def test_detections_are_sorted_clipped_named_and_padding_dropped(detector):
@@ -103,9 +98,20 @@ def test_bare_saved_model_without_label_map_uses_numbers_and_warns(tmp_path):
     assert names == ["2", "1", "1"]
 
 
-def test_model_given_as_its_saved_model_folder_finds_the_label_map(detector_dir):
-    model = inference.load_model(detector_dir / "saved_model")
-    assert model.path == detector_dir
+def test_a_label_map_that_is_not_text_is_a_warning_of_the_contract_check(export_dir, tmp_path):
+    import shutil
+    folder = tmp_path / "binary-label-map"
+    shutil.copytree(export_dir, folder)
+    (folder / "label_map.pbtxt").write_bytes(b"\xff\xfe\x00item")
+    contract = inference.check_saved_model(folder)
+    assert contract.label_map == {} and contract.label_map_text == ""
+    assert contract.warnings == [f"unreadable label map ({folder / 'label_map.pbtxt'}: not a UTF-8 text file; "
+                                 "is this a label map?): classes are shown by number"]
+
+
+def test_model_given_as_its_saved_model_folder_finds_the_label_map(export_dir):
+    model = inference.load_model(export_dir / "saved_model")
+    assert model.path == export_dir
     assert model.label_map == {1: "cat", 2: "dog"}
 
 

@@ -4,18 +4,11 @@ from __future__ import annotations
 
 import time
 
-import pytest
 
 from backend import annotations, images, model_registry, predictions
 from backend.auth import CLI_ACTOR
-from tests import savedmodels
 from tests.helpers import image_bytes, signed_in
 from tests.helpers import button as _button
-
-
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return savedmodels.build_detector(tmp_path_factory.mktemp("export"))
 
 
 def test_reviewer_registers_a_folder_marks_it_current_and_starts_drafts(db, users, project, export_dir,

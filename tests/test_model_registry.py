@@ -15,11 +15,6 @@ from backend.auth import CLI_ACTOR
 from tests import savedmodels
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return savedmodels.build_detector(tmp_path_factory.mktemp("export"))
-
-
 def _zip(folder, prefix="") -> bytes:
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w") as archive:

@@ -17,11 +17,6 @@ from tests import savedmodels
 from tests.helpers import image_bytes
 
 
-@pytest.fixture(scope="module")
-def export_dir(tmp_path_factory):
-    return savedmodels.build_detector(tmp_path_factory.mktemp("export"))
-
-
 @pytest.fixture
 def stocked(db, admin, project, export_dir):
     """The pets project (cat=1, dog=2, bird=3) with three 200×100 images and a current model."""

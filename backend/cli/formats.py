@@ -111,15 +111,10 @@ def _import(args) -> int:
     return 0 if report.ok else 1
 
 
-def _label_map(path, pattern):
-    from backend.formats import label_map, tfrecord
-    path = path or tfrecord.find_label_map(pattern)
-    return (label_map.read(path), str(path)) if path else (None, None)
-
-
 def _inspect(args) -> int:
+    from backend import record_browser
     from backend.formats import tfrecord_checks
-    label_map, source = _label_map(args.label_map, args.pattern)
+    label_map, source = record_browser.label_map_for(args.pattern, args.label_map)
     result = tfrecord_checks.inspect(args.pattern, label_map, source)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
@@ -138,8 +133,9 @@ def _inspect(args) -> int:
 
 
 def _extract(args) -> int:
+    from backend import record_browser
     from backend.formats import tfrecord_preview
-    label_map, _ = _label_map(args.label_map, args.pattern)
+    label_map, _ = record_browser.label_map_for(args.pattern, args.label_map)
     result = tfrecord_preview.extract(args.pattern, args.out, draw=args.draw, label_map=label_map)
     print(f"{len(result.written)} images written to {args.out}")
     for problem in result.problems:

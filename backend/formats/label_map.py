@@ -1,4 +1,6 @@
-"""TF OD API `label_map.pbtxt`: read and write.
+"""TF OD API `label_map.pbtxt`: the one reader (`read` a file or URL, `parse` text) and the writer.
+The config check, imports, dataset versions, the TFRecord browser and the exporters all read
+label maps here.
 
     item { id: 1 name: 'cat' display_name: 'Cat' }
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from backend import atomic, config_document
-from backend.errors import Invalid, NotFound
+from backend.errors import Invalid
 from backend.formats import remote
 
 
@@ -63,8 +65,8 @@ def parse(text: str, source: str = "label map") -> LabelMap:
     """Parse label-map text. Raises Invalid naming the problem (and line, for syntax)."""
     try:
         tree = config_document.parse(text)
-    except Invalid as exc:
-        raise Invalid(f"{source}: {exc}") from None
+    except config_document.ConfigSyntaxError as exc:
+        raise config_document.ConfigSyntaxError(exc.message, exc.line, exc.column, source) from None
     result = LabelMap()
     seen_ids: dict[int, str] = {}
     seen_names: dict[str, list[int]] = {}
@@ -109,13 +111,12 @@ def parse(text: str, source: str = "label map") -> LabelMap:
 
 
 def read(path: str | Path) -> LabelMap:
-    """The label map in `path`: a local file or a URL (`gs://...`, see `remote`)."""
+    """The label map in `path`: a local file or a URL (`gs://...`, see `remote`).
+
+    Raises NotFound when there is no such file, `ConfigSyntaxError` (an Invalid with `line` and
+    `column`) when the text is not protobuf text format, and Invalid for any other reason."""
     path = remote.as_path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError, NotFound) as exc:
-        raise Invalid(f"cannot read label map {path}: {exc}") from None
-    return parse(text, str(path))
+    return parse(config_document.read_text(path, "label map", "a label map"), str(path))
 
 
 def _quote(value: str) -> str:

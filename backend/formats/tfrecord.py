@@ -175,7 +175,7 @@ def read(path: str | Path, images_dir: Path | None = None) -> ReadResult:
         try:
             label_map = label_map_format.read(found)
             result.notes.extend(label_map.notes)
-        except Invalid as exc:
+        except (Invalid, NotFound) as exc:
             result.problems.append(str(exc))
     for file in files:
         for index, offset, raw in tfrecord_framing.iter_framed(file):

@@ -209,14 +209,7 @@ def _scalar(field: _descriptor.FieldDescriptor, value: Any) -> Any:
 
 
 def _default_of(field: _descriptor.FieldDescriptor) -> Any:
-    if field.is_repeated:
-        return []
-    value = field.default_value
-    if field.type == field.TYPE_ENUM:
-        return field.enum_type.values_by_number[value].name
-    if field.type == field.TYPE_FLOAT:
-        return _as_float32_text(value)
-    return value
+    return [] if field.is_repeated else _scalar(field, field.default_value)
 
 
 def _as_float32_text(value: float) -> float:

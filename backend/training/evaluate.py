@@ -31,7 +31,7 @@ from backend.errors import Invalid, NotFound
 from backend.evaluation import evaluate_coco
 from backend.formats import label_map as label_maps
 from backend.training import progress
-from backend.training.anchor_matching import generate_anchors
+from backend.training.anchors import generate_anchors
 from backend.training.training_config import TrainingConfig
 from backend.training.data import eval_dataset
 from backend.training.detect import postprocess
@@ -40,7 +40,6 @@ from backend.training.train import load_detector, write_scalars
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.json"
 
 
 def _categories(config: TrainingConfig) -> list[dict[str, Any]]:
@@ -109,16 +108,6 @@ def evaluate_checkpoint(pipeline_config_path: str | os.PathLike, checkpoint_path
             "num_images": len(groundtruth), "metrics": scored.metrics, "pr_curves": scored.pr_curves}
 
 
-def read_metrics(model_dir: str | os.PathLike) -> dict[str, Any]:
-    """`model_dir/metrics.json`: every evaluated checkpoint so far ({} before the first)."""
-    path = Path(model_dir) / METRICS_FILE
-    try:
-        import json
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
 def record_metrics(model_dir: str | os.PathLike, result: dict[str, Any]) -> None:
     """Write one checkpoint's result: TensorBoard events, `eval/metrics-ckpt-N.json`, `metrics.json`."""
     model_dir = Path(model_dir)
@@ -128,9 +117,9 @@ def record_metrics(model_dir: str | os.PathLike, result: dict[str, Any]) -> None
     write_scalars(writer, result["step"], result["metrics"])
     writer.close()
     atomic.write_json(eval_dir / f"metrics-{result['checkpoint']}.json", result)
-    everything = read_metrics(model_dir)
+    everything = progress.read_metrics(model_dir)
     everything[result["checkpoint"]] = result
-    atomic.write_json(model_dir / METRICS_FILE, everything)
+    atomic.write_json(model_dir / progress.METRICS_FILE, everything)
 
 
 def run_evaluation(pipeline_config_path: str | os.PathLike, model_dir: str | os.PathLike,
@@ -145,7 +134,7 @@ def run_evaluation(pipeline_config_path: str | os.PathLike, model_dir: str | os.
     while True:
         state = tf.train.get_checkpoint_state(str(checkpoint_dir))
         paths = list(state.all_model_checkpoint_paths) if state else []
-        done = read_metrics(model_dir)
+        done = progress.read_metrics(model_dir)
         pending = [p for p in paths if os.path.basename(p) not in done and tf.io.gfile.glob(p + ".index")]
         for path in pending:
             log.info("evaluating %s", path)
@@ -163,4 +152,4 @@ def run_evaluation(pipeline_config_path: str | os.PathLike, model_dir: str | os.
             log.info("no new checkpoint for %d s: stopping", eval_timeout)
             break
         time.sleep(min(poll_seconds, max(eval_timeout - (time.time() - last_new), 0.1)))
-    return read_metrics(model_dir)
+    return progress.read_metrics(model_dir)

@@ -20,7 +20,7 @@
 
 `SSDDetector.call(images)` → `{"box_deltas": [B, A, 4], "class_logits": [B, A, num_classes + 1]}`:
 faster_rcnn box encodings and class logits with the background in column 0 (the OD API's
-`box_encodings` and `class_predictions_with_background`). `A` is `anchor_matching.generate_anchors`'s
+`box_encodings` and `class_predictions_with_background`). `A` is `anchors.generate_anchors`'s
 length: level by level, row-major, `anchors_per_location` per cell, in the anchors' order.
 
 Initializers are the OD API's: every convolution the config's `conv_hyperparams` apply to
@@ -38,7 +38,7 @@ import keras
 from keras import layers, ops
 
 from backend.training.batch_norm import OdApiBatchNormalization
-from backend.training.anchor_matching import AnchorSpec, feature_sizes
+from backend.training.anchors import AnchorSpec, feature_sizes
 
 
 @dataclass(frozen=True)

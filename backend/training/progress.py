@@ -12,6 +12,9 @@ Files in a run's `model_dir`:
 - `status.json`    written once when the process ends:
   `{"state": "succeeded" | "failed" | "cancelled", "error": str | None, "step": int,
   "checkpoint": str | None, "finished_at": unix_seconds}`
+- `metrics.json`   in an evaluation's `model_dir`, every checkpoint scored so far (written by
+  `evaluate.record_metrics`): `{checkpoint name: {"checkpoint", "step", "num_images",
+  "metrics": {tag: value}, "pr_curves": {class: [precision, ...]}}}`
 """
 from __future__ import annotations
 
@@ -25,6 +28,7 @@ from backend import atomic
 PROGRESS_FILE = "progress.json"
 HISTORY_FILE = "progress.jsonl"
 STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.json"
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 
@@ -68,6 +72,12 @@ def read_history(model_dir: str | Path) -> list[dict[str, Any]]:
 def read_status(model_dir: str | Path) -> dict[str, Any] | None:
     """The final status, or None while the run has not ended (or died without writing it)."""
     return _read_json(Path(model_dir) / STATUS_FILE)
+
+
+def read_metrics(model_dir: str | Path) -> dict[str, dict[str, Any]]:
+    """An evaluation's `metrics.json`, or {} before its first checkpoint is scored."""
+    found = _read_json(Path(model_dir) / METRICS_FILE)
+    return found if isinstance(found, dict) else {}
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

@@ -496,10 +496,3 @@ def write_report(model_dir: str | os.PathLike, report: RestoreReport, step: int 
     history.append({"step": int(step), **report.to_dict(), "summary": report.summary()})
     atomic.write_json(path, history)
     return path
-
-
-def read_reports(model_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    try:
-        return json.loads((Path(model_dir) / REPORT_FILE).read_text(encoding="utf-8"))
-    except (FileNotFoundError, ValueError):
-        return []

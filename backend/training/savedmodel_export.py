@@ -32,7 +32,7 @@ from backend import atomic
 from backend.errors import Invalid, NotFound
 from backend.formats import label_map as label_maps
 from backend.config_document import ConfigDocument
-from backend.training.anchor_matching import generate_anchors
+from backend.training.anchors import generate_anchors
 from backend.training.training_config import TrainingConfig
 from backend.training.data import resize
 from backend.training.detect import postprocess

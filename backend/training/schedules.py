@@ -21,6 +21,15 @@ LEARNING_RATE_DEFAULTS: dict[str, dict[str, Any]] = {
     kind: {**pipeline_schema.defaults(f"{_RATE}.{message}"),
            **({"schedule": []} if kind == "manual_step" else {})}  # repeated message: none by default
     for kind, message in SCHEDULE_MESSAGES.items()}
+# one `schedule { step learning_rate }` entry of manual_step_learning_rate
+STEP_DEFAULTS = pipeline_schema.defaults(f"{_RATE}.manual_step_learning_rate.schedule")
+
+
+def manual_steps(schedule: list[dict[str, Any]]) -> tuple[list[int], list[float]]:
+    """A manual_step schedule's boundaries and the rate from each on, the schema's defaults
+    filled in (the trainer's TensorFlow schedule reads them here too)."""
+    entries = [{**STEP_DEFAULTS, **entry} for entry in schedule]
+    return [int(e["step"]) for e in entries], [float(e["learning_rate"]) for e in entries]
 
 
 def learning_rate_at(kind: str, params: dict[str, Any], step: float) -> float:
@@ -45,9 +54,8 @@ def learning_rate_at(kind: str, params: dict[str, Any], step: float) -> float:
         return max(rate, float(get("min_learning_rate")))
     if kind == "manual_step":
         initial = float(get("initial_learning_rate"))
-        schedule = list(get("schedule"))
-        boundaries = [int(s.get("step", 0)) for s in schedule]
-        rates = [initial] + [float(s.get("learning_rate", 0.002)) for s in schedule]
+        boundaries, after = manual_steps(list(get("schedule")))
+        rates = [initial] + after
         if get("warmup") and boundaries and step < boundaries[0]:
             return initial + (rates[1] - initial) / boundaries[0] * math.floor(step)
         rate = rates[0]

@@ -27,7 +27,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable
 
 import numpy as np
 import tensorflow as tf
@@ -35,7 +35,7 @@ import tensorflow as tf
 from backend import atomic
 from backend.errors import Invalid, NotFound
 from backend.formats import label_map as label_maps
-from backend.training.anchor_matching import generate_anchors
+from backend.training.anchors import generate_anchors
 from backend.training.training_config import TrainingConfig
 from backend.training.fold import fold_batch_norm
 from backend.training.train import load_detector
@@ -389,11 +389,3 @@ def export_tflite(pipeline_config_path: str | os.PathLike, trained_checkpoint_di
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return output
-
-
-def iter_files(export_dir: str | os.PathLike) -> Iterator[Path]:
-    """The files a device needs from a TFLite export (no SavedModel)."""
-    for name in ("model.tflite", "labels.txt", "label_map.pbtxt", "model.json"):
-        path = Path(export_dir) / name
-        if path.is_file():
-            yield path

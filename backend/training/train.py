@@ -42,8 +42,8 @@ from backend.auth import CLI_ACTOR
 from backend.errors import Invalid
 from backend.config_document import ConfigDocument
 from backend.training import progress, restore
-from backend.training.schedules import LEARNING_RATE_DEFAULTS
-from backend.training.anchor_matching import generate_anchors
+from backend.training.schedules import LEARNING_RATE_DEFAULTS, manual_steps
+from backend.training.anchors import generate_anchors
 from backend.training.training_config import (TrainingConfig, check_fine_tune_checkpoint,
                                      training_config)
 from backend.training.data import train_dataset
@@ -53,10 +53,6 @@ from backend.training.network import SSDDetector, build_detector, preprocess_ima
 log = logging.getLogger(__name__)
 
 MAX_CHECKPOINTS = 5
-
-
-class TrainingStopped(Exception):
-    """Raised inside the loop when a stop was requested (SIGTERM)."""
 
 
 class NaNLoss(Invalid):
@@ -109,9 +105,8 @@ class PipelineLearningRate(keras.optimizers.schedules.LearningRateSchedule):
             return tf.maximum(lr, float(self._get("min_learning_rate")))
         if self.kind == "manual_step":
             initial = float(self._get("initial_learning_rate"))
-            schedule = list(self._get("schedule"))
-            boundaries = [int(s.get("step", 0)) for s in schedule]
-            rates = [initial] + [float(s.get("learning_rate", 0.002)) for s in schedule]
+            boundaries, after = manual_steps(list(self._get("schedule")))
+            rates = [initial] + after
             lr = tf.constant(rates[0], tf.float32)
             for boundary, rate in zip(boundaries, rates[1:]):
                 lr = tf.where(step >= boundary, rate, lr)
@@ -648,10 +643,6 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
         save("end of training")
     progress.write_status(out_dir, "succeeded", step=step, checkpoint=state["checkpoint"])
     return progress.read_status(out_dir)
-
-
-def latest_checkpoint(model_dir: str | os.PathLike) -> str | None:
-    return tf.train.latest_checkpoint(str(model_dir))
 
 
 def load_detector(pipeline_config_path: str | os.PathLike, checkpoint_path: str | None = None):

@@ -14,7 +14,8 @@ from backend import config_check, pipeline_schema
 from backend.errors import Invalid
 from backend.config_document import ConfigDocument
 from backend.pipeline_schema import values
-from backend.training.anchor_matching import AnchorSpec, MatcherSpec
+from backend.training.anchor_matching import MatcherSpec
+from backend.training.anchors import AnchorSpec
 from backend.training.losses import LossSpec, RegularizationSpec
 from backend.training.network import ConvHyperparams, ModelSpec
 

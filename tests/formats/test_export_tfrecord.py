@@ -38,9 +38,7 @@ def test_every_exported_value_matches_sqlite_under_the_tfod_decoder_spec(db, adm
         assert (record["image/height"], record["image/width"]) == (image["height"], image["width"])
         assert record["image/filename"] == (Path(image["filename"]).stem + (".png" if image["format"] == "png" else ".jpg")).encode()
         assert Path(record["file"]).name.startswith(image["split"] + ".record-")
-        boxes = list(db.query("""select annotations.*, labels.name, labels.label_map_id from annotations
-                                 join labels on labels.id = annotations.label_id
-                                 where image_id = ? and source = 'human' order by annotations.id""", [image["id"]]))
+        boxes = _human_boxes(db, image)
         w, h = image["width"], image["height"]
         assert record["image/object/bbox/xmin"] == [np.float32(b["xmin"] / w) for b in boxes]
         assert record["image/object/bbox/ymin"] == [np.float32(b["ymin"] / h) for b in boxes]
@@ -275,13 +273,18 @@ def test_deleted_class_ids_leave_a_gap_and_num_classes_is_the_largest_id(db, adm
     assert record["image/object/class/label"] == [3]
 
 
+def _human_boxes(db, image: dict) -> list[dict]:
+    """The image's human boxes from SQLite with their class name and label-map id, in id order."""
+    return list(db.query("""select annotations.*, labels.name, labels.label_map_id from annotations
+                            join labels on labels.id = annotations.label_id
+                            where image_id = ? and source = 'human' order by annotations.id""", [image["id"]]))
+
+
 def _expected_example(db, image: dict):
     """The tf.train.Example of a stored image, built with TensorFlow's own classes from SQLite."""
     import tensorflow as tf
 
-    boxes = list(db.query("""select annotations.*, labels.name, labels.label_map_id from annotations
-                             join labels on labels.id = annotations.label_id
-                             where image_id = ? and source = 'human' order by annotations.id""", [image["id"]]))
+    boxes = _human_boxes(db, image)
     w, h = image["width"], image["height"]
     stored = images.read_image_bytes(image)
     name = Path(image["filename"]).stem + (".png" if image["format"] == "png" else ".jpg")

@@ -1,38 +1,13 @@
-"""Anchors, the faster_rcnn box coder and argmax matching on hand-computed cases."""
+"""IoU, the faster_rcnn box coder and argmax matching on hand-computed cases."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pytest
 
 from backend.training import anchor_matching
-from backend.training.anchor_matching import AnchorSpec, MatcherSpec
-
-
-def test_anchor_count_and_first_anchors_at_64_pixels():
-    anchors = anchor_matching.generate_anchors(64, 64, AnchorSpec())
-    # Levels 3..7 at 64 px: 8x8, 4x4, 2x2, 1x1, 1x1 cells, 6 anchors each.
-    assert anchor_matching.feature_sizes(64, 64, 3, 7) == [(8, 8), (4, 4), (2, 2), (1, 1), (1, 1)]
-    assert anchors.shape == ((64 + 16 + 4 + 1 + 1) * 6, 4)
-    # Level 3, cell (0, 0): centre (4, 4) px, side anchor_scale * 2**3 = 32 px.
-    np.testing.assert_allclose(anchors[0], [-12 / 64, -12 / 64, 20 / 64, 20 / 64], atol=1e-6)
-    # Inside a cell the OD API's order: (scale 0, ratio 1), (scale 1, ratio 1), (scale 0, ratio 2), ...
-    s = 32 * 2 ** 0.5  # second scale of the octave
-    np.testing.assert_allclose(anchors[1], [(4 - s / 2) / 64] * 2 + [(4 + s / 2) / 64] * 2, atol=1e-6)
-    # Aspect ratio 2 (wider): h = 32 / sqrt 2, w = 32 * sqrt 2.
-    h, w = 32 / math.sqrt(2), 32 * math.sqrt(2)
-    np.testing.assert_allclose(anchors[2], [(4 - h / 2) / 64, (4 - w / 2) / 64, (4 + h / 2) / 64,
-                                            (4 + w / 2) / 64], atol=1e-6)
-    # Level 7's stride (128) does not divide 64, so its single cell's centre has no half-stride
-    # offset (as the OD API's multiscale generator): centre (0, 0), side 4 * 128 = 512 px.
-    np.testing.assert_allclose(anchors[-6], [-256 / 64, -256 / 64, 256 / 64, 256 / 64], atol=1e-6)
-
-
-def test_anchors_equal_the_od_api_anchors_bit_for_bit():
-    from tests.training.odapi import FIXTURES
-    expected = np.load(FIXTURES / "train_step" / "batch.npz")["anchors"]
-    np.testing.assert_array_equal(anchor_matching.generate_anchors(128, 128, AnchorSpec()), expected)
+from backend.training.anchor_matching import MatcherSpec
+from backend.training.anchors import AnchorSpec, generate_anchors
 
 
 def test_encode_matches_the_faster_rcnn_coder_by_hand():
@@ -45,7 +20,7 @@ def test_encode_matches_the_faster_rcnn_coder_by_hand():
 
 def test_encode_decode_round_trip():
     rng = np.random.default_rng(0)
-    anchors = anchor_matching.generate_anchors(96, 96, AnchorSpec())
+    anchors = generate_anchors(96, 96, AnchorSpec())
     centre = rng.uniform(0.1, 0.9, size=(2, len(anchors), 2))
     size = rng.uniform(0.05, 0.5, size=(2, len(anchors), 2))
     gt = np.concatenate([centre - size / 2, centre + size / 2], axis=-1).astype(np.float32)
@@ -131,17 +106,3 @@ def test_encode_adds_the_coder_epsilon_to_sizes():
     anchors = np.array([[0.0, 0.0, 1.0, 1.0]], np.float32)
     deltas = np.asarray(anchor_matching.encode(np.array([[[0.5, 0.0, 0.5, 1.0]]], np.float32), anchors))
     np.testing.assert_allclose(deltas[0, 0], [0.0, 0.0, 5 * math.log(1e-8), 0.0], rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("height,width", [(64, 64), (96, 128), (320, 320)])
-def test_model_outputs_one_prediction_per_anchor(height, width):
-    from backend.training.network import ModelSpec, build_detector
-    spec = ModelSpec(num_classes=3, height=height, width=width, depth_multiplier=0.35, depth=16,
-                     num_layers_before_predictor=1)
-    model = build_detector(spec)
-    out = model(np.zeros((1, height, width, 3), np.float32))
-    count = len(anchor_matching.generate_anchors(height, width, spec.anchors))
-    assert tuple(out["box_deltas"].shape) == (1, count, 4)
-    assert tuple(out["class_logits"].shape) == (1, count, 3 + 1)  # background first
-    # The class bias starts at -4.6 (p = 0.01), so untrained scores are low everywhere.
-    np.testing.assert_allclose(np.asarray(model.predictor.class_head.bias), -4.6, rtol=1e-6)

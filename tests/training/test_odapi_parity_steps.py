@@ -31,7 +31,7 @@ def test_six_adam_steps_from_the_same_weights_give_the_od_apis_losses():
 
     from backend.config_document import ConfigDocument
     from backend.training import restore
-    from backend.training.anchor_matching import generate_anchors
+    from backend.training.anchors import generate_anchors
     from backend.training.training_config import training_config
     from backend.training.network import build_detector
     from backend.training.train import build_optimizer, step_losses
