@@ -397,20 +397,20 @@ def _value_problems(doc: ConfigDocument, typed) -> list[Problem]:
 
 def _label_map_items(path) -> list:
     """The items (id >= 1) of a label map file, through the one label-map reader."""
-    from backend.saved_configs import shown, unusable_path
+    from backend.saved_configs import unusable_path
     from backend.formats import label_map as label_map_format
 
     problem = unusable_path(str(path))
     if problem:
-        raise Invalid(f"label map {shown(str(path))} {problem}")
+        raise Invalid(f"label map {paths.quoted(str(path))} {problem}")
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise NotFound(f"label map {str(path)!r} does not exist") from None
     except UnicodeDecodeError:
-        raise Invalid(f"label map {shown(str(path))} is not a UTF-8 text file") from None
+        raise Invalid(f"label map {paths.quoted(str(path))} is not a UTF-8 text file") from None
     except OSError as exc:
-        raise Invalid(f"cannot read label map {shown(str(path))}: {exc.strerror or exc}") from None
+        raise Invalid(f"cannot read label map {paths.quoted(str(path))}: {exc.strerror or exc}") from None
     ConfigDocument(text)  # a syntax error is reported as such, with its line
     return label_map_format.parse(text, str(path)).items
 
@@ -443,8 +443,36 @@ def _inside(pattern: str, folder: Path) -> bool:
         return False
 
 
+def _named_files(doc: ConfigDocument) -> list[tuple[str, str]]:
+    """`(path in the config, value)` of every file a config names: the readers' label maps and
+    input globs, and the fine-tune checkpoint."""
+    named = []
+    for reader in ("train_input_reader", "eval_input_reader"):
+        readers = doc.tree.all(reader)
+        for r, message in enumerate(readers):
+            if isinstance(message, Message) and message.has("label_map_path"):
+                prefix = reader if len(readers) == 1 else f"{reader}[{r}]"
+                named.append((f"{prefix}.label_map_path", str(message.one("label_map_path"))))
+        named += _reader_paths(doc, reader)
+    checkpoint = _get(doc, "train_config.fine_tune_checkpoint")
+    if checkpoint:
+        named.append(("train_config.fine_tune_checkpoint", str(checkpoint)))
+    return named
+
+
+def absolute_paths(text: str, actor: dict | None) -> str:
+    """The config with every relative local file it names made absolute as `paths.absolute`
+    reads it for `actor` (from the data folder for signed-in users), so the trainer, whatever
+    its working folder, reads the files the check confined. Other bytes are kept."""
+    doc = ConfigDocument(text)
+    for path, value in _named_files(doc):
+        if value and not _is_remote(value) and not Path(value).is_absolute():
+            doc.set(path, paths.absolute(value, actor, pattern=path.split(".")[-1].startswith("input_path")))
+    return doc.text
+
+
 def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Problem]:
-    from backend.saved_configs import checkpoint_problem, input_problem, shown, unusable_path
+    from backend.saved_configs import checkpoint_problem, input_problem, unusable_path
 
     problems: list[Problem] = []
     num_classes = _get(doc, "model.ssd.num_classes")
@@ -475,7 +503,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue
         except NotFound:
-            problems.append(Problem(path, _line(doc, path), f"label map {shown(value)} does not exist"))
+            problems.append(Problem(path, _line(doc, path), f"label map {paths.quoted(value)} does not exist"))
             continue
         except ConfigSyntaxError as exc:
             problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not parse "
@@ -508,7 +536,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
         for path, value in reader_paths:
             why = None if _is_remote(value) else unusable_path(value)
             if why:
-                problems.append(Problem(path, _line(doc, path), f"{shown(value)} {why}"))
+                problems.append(Problem(path, _line(doc, path), f"{paths.quoted(value)} {why}"))
                 continue
             try:
                 paths.confine_matches(value, actor, "config")  # the pattern and each file it matches
@@ -517,10 +545,11 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             except PermissionError as exc:
                 problems.append(Problem(path, _line(doc, path), str(exc)))
                 continue
-            why = input_problem(value)
+            local = paths.absolute(value, actor, pattern=True)  # a relative one: from the data folder
+            why = input_problem(local)
             if why:
                 problems.append(Problem(path, _line(doc, path), why))
-            elif version is not None and not _inside(value, version.path):
+            elif version is not None and not _inside(local, version.path):
                 problems.append(Problem(path, _line(doc, path),
                                         f"{value!r} is not a shard of dataset version {version.id} "
                                         f"({version.path})"))
@@ -531,7 +560,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
         remote_checkpoint = _is_remote(str(checkpoint))
         why = None if remote_checkpoint else unusable_path(str(checkpoint))
         if why:
-            problems.append(Problem(path, _line(doc, path), f"fine-tune checkpoint {shown(str(checkpoint))} {why}"))
+            problems.append(Problem(path, _line(doc, path), f"fine-tune checkpoint {paths.quoted(str(checkpoint))} {why}"))
         else:
             try:
                 paths.confine(str(checkpoint), actor, "checkpoint")
@@ -542,7 +571,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             else:
                 if remote_checkpoint:
                     return problems
-                why = checkpoint_problem(str(checkpoint))
+                why = checkpoint_problem(paths.absolute(str(checkpoint), actor))
                 if why:
                     problems.append(Problem(path, _line(doc, path), why + _checkpoint_hint(doc, str(checkpoint))))
     return problems

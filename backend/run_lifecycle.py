@@ -112,8 +112,9 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     where the config starts training from (`zoo.start_from`); a starting point also brings its
     architecture and input size.
 
-    The config is filled from the dataset version (paths, label map, num_classes) and
-    validated; any problem refuses the run with every problem listed. The config doctor
+    The config is filled from the dataset version (paths, label map, num_classes), the
+    relative paths left in it made absolute (`config_check.absolute_paths`: a browser user's
+    from the data folder) and validated; any problem refuses the run with every problem listed. The config doctor
     (`config_doctor.examine`) then checks it against the version's boxes: its errors refuse
     the run, its warnings are stored with it (`doctor_warnings`). With `runner`, the name
     of an external runner in the server settings (`server_settings.runners`; admins only), the
@@ -136,6 +137,9 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if start_from is not None and start_from[0] != "config":
         from backend import zoo
         text = zoo.start_from(db, text, *start_from)
+    # Relative paths as `actor` typed them (the browser's from the data folder), made absolute:
+    # the trainer's working folder is the repository's.
+    text = config_check.absolute_paths(text, actor)
     # The run records where it starts from as its config says, whoever wrote it there.
     fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
     problems = config_check.check(text, version, actor=actor, external=external)

@@ -33,6 +33,9 @@ if source == "saved":
 else:
     choice = right.selectbox("Template", list(templates), key="config_choice_template")
     base_text, base_name = templates[choice], choice
+# Non-admins see (and edit) the paths inside the data folder relative to it, which is where the
+# backend reads a relative path they give from.
+base_text = common.shown_in(base_text)
 
 # Streamlit drops a widget's state on a page it was not drawn on: coming back, the editor and
 # the name come from copies kept under keys of no widget (the edits survive the visit).
@@ -47,7 +50,7 @@ if st.session_state.get("config_loaded") != (source, choice) or "config_text" no
 
 
 def set_text(text: str) -> None:
-    st.session_state["config_text"] = text
+    st.session_state["config_text"] = common.shown_in(text)
 
 
 def fill_from_version() -> None:

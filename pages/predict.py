@@ -74,9 +74,9 @@ if not state:
         load_model(model_row["path"], inference.model_stamp(model_row["path"]))
     st.stop()
 for warning in state["warnings"]:
-    st.warning(warning)
+    st.warning(common.plain(common.shown_in(warning)))
 for name, message in state["errors"]:
-    st.error(f"{common.plain(name)}: {message}")
+    st.error(f"{common.plain(name)}: {common.plain(common.shown_in(message))}")
 if state["model_id"] != model_row["id"]:
     # Never show one model's detections under another's name.
     st.info(f"The last detections came from model #{state['model_id']}; press Predict to try "

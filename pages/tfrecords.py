@@ -97,7 +97,7 @@ with common.reported():
                         min(1.0, done / max(inspection.examples, 1)), text=name))
                 st.session_state["tfrecord_zip"] = record_browser.zip_download(user, path)
                 for problem in result.problems:
-                    st.warning(str(problem))
+                    st.warning(common.plain(common.shown_in(str(problem))))
             prepared = st.session_state.get("tfrecord_zip")
             if prepared:
                 st.download_button("Download images", prepared[1], file_name=prepared[0],

@@ -63,11 +63,11 @@ points = zoo.list_starting_points(db)
 if not points:
     st.info("No starting points yet." + (" Import or download one above." if can_train else ""))
     st.stop()
-st.dataframe(pd.DataFrame([{
+st.dataframe(pd.DataFrame(common.shown_rows([{
     "id": p["id"], "name": p["name"], "architecture": p["architecture"],
     "input": f"{p['width']}×{p['height']}", "classes": len(p["classes"]),
     "examples": ", ".join(list(p["classes"].values())[:5]), "size (MB)": p["size_mb"],
-    "checkpoint check": p["restore"].get("summary", ""), "file": p["filename"]} for p in points]),
+    "checkpoint check": p["restore"].get("summary", ""), "file": p["filename"]} for p in points])),
     hide_index=True, width="stretch")
 if not can_train:
     st.stop()
