@@ -118,7 +118,7 @@ if problem is None:
 
 st.text_area("pipeline.config", key="config_text", height=480)
 if problem is not None:
-    st.error(f"Syntax error: {problem.message}")
+    st.error(f"Syntax error: {common.plain(common.shown_in(problem.message))}")
 
 if versions:
     row = st.columns([3, 1, 1])

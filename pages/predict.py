@@ -80,7 +80,7 @@ for name, message in state["errors"]:
 if state["model_id"] != model_row["id"]:
     # Never show one model's detections under another's name.
     st.info(f"The last detections came from model #{state['model_id']}; press Predict to try "
-            f"#{model_row['id']} {model_row['name']}.")
+            f"#{model_row['id']} {common.plain(model_row['name'])}.")
     st.stop()
 results = state["results"]
 if not results:

@@ -48,7 +48,7 @@ with common.reported():
     bar = st.progress(0.0, text="Reading records…")
     inspection = record_browser.inspect(user, pattern, label_map_path or None,
                                    on_progress=lambda done, _t, name: bar.progress(
-                                       (done % 100) / 100, text=f"{done} examples read ({name})"))
+                                       (done % 100) / 100, text=f"{done} examples read ({common.plain(common.shown(name))})"))
     bar.empty()
     summary, problems_tab, examples_tab, *extract_tab = st.tabs(
         ["Summary", f"Problems ({len(inspection.problems)})", "Examples"] +

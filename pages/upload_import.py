@@ -27,7 +27,7 @@ def render(project: dict) -> None:
         bar = st.progress(0.0, text="Reading…")
 
         def progress(done: int, total: int | None, name: str) -> None:
-            bar.progress(min(1.0, done / max(total or done, 1)), text=f"{done} read: {name}")
+            bar.progress(min(1.0, done / max(total or done, 1)), text=f"{done} read: {common.plain(name)}")
 
         with common.reported():
             report = importers.import_upload(common.db(), user, project["id"],

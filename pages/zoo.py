@@ -55,7 +55,7 @@ if can_train:
                 st.rerun()
 
 if message := st.session_state.pop("zoo_message", None):
-    st.success(message)
+    st.success(common.plain(message))  # it names the starting point
 
 # ---------------------------------------------------------------- the list
 
@@ -116,7 +116,7 @@ with finetune_tab:
                     st.switch_page("pages/runs.py")
 
 with remove_tab:
-    if st.button(f"Remove {point['name']}", key="zoo_remove"):
+    if st.button(f"Remove {common.plain(point['name'])}", key="zoo_remove"):
         with common.reported():
             zoo.remove_starting_point(db, user, point["id"])
             st.rerun()

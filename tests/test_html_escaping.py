@@ -23,3 +23,18 @@ def test_hostile_class_names_are_escaped_on_the_label_page(db, users):
     page = "".join(e.proto.body for e in at.get("html")) + "".join(m.value for m in at.markdown)
     for raw in HOSTILE + ["<img src=x>", "<i>tags</i>"]:
         assert raw not in page, raw
+
+
+def test_a_user_name_holding_a_lease_is_shown_as_text_on_the_label_page(db, users):
+    from backend import auth, labeling
+    project = projects.create_project(db, users["admin"], "pets", ["cat"])
+    report = images.ingest(db, users["admin"], project["id"], [("a.png", image_bytes(fmt="PNG"))])
+    image_id = report.items[0].image_id
+    hostile = auth.add_user(db, users["admin"], "![t](http://e/t.png)", "hostile-password", "labeler")
+    labeling.open_image(db, hostile, image_id)
+    at = signed_in(db, "labeler", "pages/label.py")
+    at.number_input[0].set_value(image_id).run()
+    button(at, "Go").click().run()
+    assert not at.exception, at.exception
+    [warning] = [w.value for w in at.warning if w.value.startswith("This image is leased by ")]
+    assert warning.startswith("This image is leased by !\\[t\\](http://e/t.png) until "), warning
