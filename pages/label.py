@@ -158,9 +158,9 @@ def action(function):
         try:
             function(*args)
         except PermissionError as exc:
-            notice("error", f"Not allowed: {common.shown_in(str(exc))}")
-        except BoxwiseError as exc:
-            notice("error", common.shown_in(str(exc)))
+            notice("error", f"Not allowed: {common.plain(common.shown_in(str(exc)))}")
+        except BoxwiseError as exc:  # (it may quote file, class and user names)
+            notice("error", common.plain(common.shown_in(str(exc))))
     return run
 
 
@@ -329,7 +329,7 @@ if image["no_objects"]:
     st.info("Marked as having no objects (a negative image).")
 
 if S.get("label_conflict"):
-    st.error(S["label_conflict"])
+    st.error(common.plain(S["label_conflict"]))  # it names who changed the image
     reload_col, overwrite_col = st.columns(2)
     if reload_col.button("Reload (drop my changes)"):
         open_image(image["id"])

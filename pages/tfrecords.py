@@ -35,9 +35,9 @@ elif source == "A dataset version":
     split = st.selectbox("Split", sorted(version.shard_globs))
     pattern = version.shard_globs.get(split)
 else:
-    pattern = st.text_input("File, glob, folder or URL", placeholder="/data/train.record-?????-of-00010",
-                            help="Several separated by commas; `name@N` for N shards; gs:// URLs "
-                                 "are read through TensorFlow") or None
+    pattern = st.text_input("File, glob, folder or URL", placeholder="exports/project-1/…/train.record-?????-of-00010",
+                            help="A relative path is read from the data folder. Several separated by "
+                                 "commas; `name@N` for N shards; gs:// URLs are read through TensorFlow") or None
 label_map_path = st.text_input("Label map (optional; a label_map.pbtxt beside the records is used "
                                "when empty)") if auth.can(user, "export") else None
 

@@ -31,7 +31,8 @@ if can_train:
                                                    + point["name"])
                 st.rerun()
     with path_tab, st.form("zoo_path"):
-        path = st.text_input("Path of the .tar.gz (inside the data folder or a folder the server's operator allowed)",
+        path = st.text_input("Path of the .tar.gz (inside the data folder, where a relative path is read from, "
+                             "or a folder the server's operator allowed)",
                              key="zoo_server_path")
         if st.form_submit_button("Import", type="primary") and path.strip():
             with common.reported(), st.spinner("Checking the archive, the config, the SavedModel and the checkpoint…"):

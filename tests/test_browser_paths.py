@@ -10,6 +10,7 @@ import pytest
 
 from backend import auth, config_check, dataset_versions, importers, model_registry, paths, record_browser, zoo
 from backend.auth import CLI_ACTOR
+from pages import common
 from tests.helpers import CONFIG, add_image, button, image_bytes, signed_in
 
 
@@ -219,9 +220,9 @@ def test_the_models_page_refuses_an_outside_folder_to_an_admin(db, users, projec
     button(at, "Register").click()  # the folder form's (no runs yet)
     at.run()
     assert not at.exception, at.exception
-    assert [e.value for e in at.error] == [
-        f"Not allowed: admin (admin) may not register the model folder {str(outside)!r}: only paths inside the "
-        "data folder can be used from the browser"]
+    assert [e.value for e in at.error] == [  # (as Markdown source: plain text, `_` escaped)
+        "Not allowed: " + common.plain(f"admin (admin) may not register the model folder {str(outside)!r}: only "
+                                       "paths inside the data folder can be used from the browser")]
     assert db["models"].count == 0
 
 

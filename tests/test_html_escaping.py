@@ -38,3 +38,22 @@ def test_a_user_name_holding_a_lease_is_shown_as_text_on_the_label_page(db, user
     assert not at.exception, at.exception
     [warning] = [w.value for w in at.warning if w.value.startswith("This image is leased by ")]
     assert warning.startswith("This image is leased by !\\[t\\](http://e/t.png) until "), warning
+
+
+def test_a_conflict_naming_another_user_is_shown_as_text(db, users):
+    from backend import annotations, auth
+    project = projects.create_project(db, users["admin"], "pets", ["cat"])
+    image_id = images.ingest(db, users["admin"], project["id"], [("a_b.png", image_bytes(fmt="PNG"))]).items[0].image_id
+    cat = projects.list_labels(db, project["id"])[0]["id"]
+    annotations.save_boxes(db, users["admin"], image_id,
+                           [{"label_id": cat, "xmin": 10, "ymin": 10, "xmax": 50, "ymax": 40}], 0)
+    hostile = auth.add_user(db, users["admin"], "[x](http://e/)", "hostile-password", "reviewer")
+    at = signed_in(db, "labeler", "pages/label.py")
+    at.number_input[0].set_value(image_id).run()
+    button(at, "Go").click().run()
+    annotations.save_boxes(db, hostile, image_id, [], 1)  # meanwhile
+    button(at, "Next box").click().run()
+    button(at, "Delete box").click().run()
+    button(at, "Save").click().run()
+    assert not at.exception, at.exception
+    assert at.error[0].value.startswith("image a\\_b.png was changed by \\[x\\](http://e/) at "), at.error[0].value
