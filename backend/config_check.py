@@ -546,7 +546,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
                 problems.append(Problem(path, _line(doc, path), str(exc)))
                 continue
             local = paths.absolute(value, actor, pattern=True)  # a relative one: from the data folder
-            why = input_problem(local)
+            why = input_problem(local, value)
             if why:
                 problems.append(Problem(path, _line(doc, path), why))
             elif version is not None and not _inside(local, version.path):

@@ -112,15 +112,16 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     where the config starts training from (`zoo.start_from`); a starting point also brings its
     architecture and input size.
 
-    The config is filled from the dataset version (paths, label map, num_classes), the
-    relative paths left in it made absolute (`config_check.absolute_paths`: a browser user's
-    from the data folder) and validated; any problem refuses the run with every problem listed. The config doctor
+    The config is filled from the dataset version (paths, label map, num_classes) and
+    validated; any problem refuses the run with every problem listed. The config doctor
     (`config_doctor.examine`) then checks it against the version's boxes: its errors refuse
     the run, its warnings are stored with it (`doctor_warnings`). With `runner`, the name
     of an external runner in the server settings (`server_settings.runners`; admins only), the
     run uses that runner's interpreter and TF OD API `model_main_tf2.py`; no caller ever
-    passes an interpreter or a script. The run starts at once when a slot is free, else waits
-    its turn in the queue.
+    passes an interpreter or a script. The run's `pipeline.config` names every file by its
+    absolute path (`config_check.absolute_paths`: a browser user's relative path is read from
+    the data folder). The run starts at once when a slot is free, else waits its turn in the
+    queue.
     """
     require(actor, "train")
     if runner:
@@ -137,11 +138,6 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if start_from is not None and start_from[0] != "config":
         from backend import zoo
         text = zoo.start_from(db, text, *start_from)
-    # Relative paths as `actor` typed them (the browser's from the data folder), made absolute:
-    # the trainer's working folder is the repository's.
-    text = config_check.absolute_paths(text, actor)
-    # The run records where it starts from as its config says, whoever wrote it there.
-    fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
     problems = config_check.check(text, version, actor=actor, external=external)
     if problems:
         raise Invalid("the config cannot train on dataset version "
@@ -150,6 +146,11 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if report.errors:
         raise Invalid(f"the config doctor refuses the run on dataset version {version.id}:\n"
                       + "\n".join(f"- {f.message}" for f in report.errors))
+    # The relative paths, checked as `actor` gives them (a browser user's from the data folder),
+    # made absolute: the trainer's working folder is the repository's.
+    text = config_check.absolute_paths(text, actor)
+    # The run records where it starts from as its config says, whoever wrote it there.
+    fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
     run = _insert_run(db, actor, project_id, kind="train", text=text, export_id=export_id,
                       config_id=config_id, parent_run_id=parent_run_id,
                       fine_tune_checkpoint=fine_tune_checkpoint, num_train_steps=num_train_steps,

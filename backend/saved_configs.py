@@ -61,17 +61,18 @@ def unusable_path(value: str) -> str | None:
     return None
 
 
-def input_problem(pattern: str) -> str | None:
+def input_problem(pattern: str, typed: str | None = None) -> str | None:
     """Why the local input glob `pattern` cannot feed training: no files match, or a matching
-    file is not a TFRecord file (its first record's framing is checked). None when it can."""
+    file is not a TFRecord file (its first record's framing is checked). None when it can.
+    `typed`: the glob as the config gives it, when `pattern` is it made absolute."""
     from backend.formats import tfrecord_framing
 
     problem = unusable_path(pattern)
     if problem:
-        return f"{quoted(pattern)} {problem}"
+        return f"{quoted(typed or pattern)} {problem}"
     matches = sorted(glob.glob(pattern))
     if not matches:
-        return f"{quoted(pattern)} matches no TFRecord shard on disk"
+        return f"{quoted(typed or pattern)} matches no TFRecord shard on disk"
     for match in matches:
         if Path(match).is_dir():
             return f"{quoted(match)} is a folder, not a TFRecord file"
