@@ -103,3 +103,22 @@ def test_a_reviewer_validates_and_saves_the_relative_text_the_page_shows(db, use
     [saved] = saved_configs.config_versions(db, project["id"], "mine")
     assert 'fine_tune_checkpoint: "checkpoints/ckpt-1"' in saved["text"]
     assert str(data_dir) not in saved["text"]
+
+
+def test_the_tfrecord_browser_opens_a_relative_path_and_shows_a_reviewer_extraction_problems_relative(
+        db, users, data_dir, tmp_path, monkeypatch):
+    from backend.formats import tf_example
+    from tests.test_hostile_inputs import _record_file
+    monkeypatch.chdir(tmp_path)  # not the data folder's parent: the typed path is read from the data folder
+    (data_dir / "hostile").mkdir()
+    _record_file(data_dir / "hostile" / "train.record",  # an example without image/encoded
+                 [tf_example._entry("image/height", tf_example._int64_feature([30])),
+                  tf_example._entry("image/width", tf_example._int64_feature([40]))])
+    at = signed_in(db, "reviewer", "pages/tfrecords.py")
+    at.radio[0].set_value("A path or glob on the server").run()
+    at.text_input[0].input("hostile/train.record").run()
+    assert not at.exception, at.exception
+    assert list(at.dataframe[0].value["file"]) == ["hostile/train.record"]  # opened, and shown relative
+    next(b for b in at.button if b.label == "Extract to zip").click().run()
+    assert not at.exception, at.exception
+    assert [w.value for w in at.warning] == ["hostile/train.record record 0: no image/encoded"]
