@@ -424,7 +424,8 @@ def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, sm
     assert warnings[2]["numbers"]["unmatched"] == 23
     at = signed_in(db, "admin", "pages/runs.py")  # the run's view shows them
     shown = [w.value for w in at.warning if w.value.startswith("Config doctor at launch: ")]
-    assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [w["message"] for w in warnings]
+    from pages.common import plain  # (Markdown source: the messages as plain text, `_` escaped)
+    assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [plain(w["message"]) for w in warnings]
     run_lifecycle.cancel_run(db, admin, run["id"])
     run_lifecycle.wait_for_run(db, run["id"])
 
