@@ -34,12 +34,13 @@ from backend.pipeline_schema.ignored import IGNORED as IGNORED_REASONS
 
 
 def check(text: str, version=None, *, actor: dict | None = None, external: bool = False,
-          files: bool = True) -> list[Problem]:
+          files: bool = True, base: str | Path | None = None) -> list[Problem]:
     """Every problem in a config's text, each with its path and line; empty when it can train.
 
     `version` (a `dataset_versions.DatasetVersion`) adds the checks against a dataset version; `external`
     checks for an external runner (the OD API's own trainer) instead of Boxwise's; `files=False`
-    leaves the file system alone (the trainer's typed settings, the zoo's configs).
+    leaves the file system alone (the trainer's typed settings, the zoo's configs). `base`: the
+    folder relative paths are read from (`paths.absolute`; a saved config's: the data folder).
     """
     from backend import pipeline_schema
 
@@ -58,7 +59,7 @@ def check(text: str, version=None, *, actor: dict | None = None, external: bool 
     problems = unknown + [p for p in found
                           if not any(p.path == b or p.path.startswith((b + ".", b + "[")) for b in bad)]
     if files:
-        problems += _file_problems(doc, version, actor)
+        problems += _file_problems(doc, version, actor, base)
     return problems
 
 
@@ -460,18 +461,20 @@ def _named_files(doc: ConfigDocument) -> list[tuple[str, str]]:
     return named
 
 
-def absolute_paths(text: str, actor: dict | None) -> str:
+def absolute_paths(text: str, actor: dict | None, base: str | Path | None = None) -> str:
     """The config with every relative local file it names made absolute as `paths.absolute`
-    reads it for `actor` (from the data folder for signed-in users), so the trainer, whatever
-    its working folder, reads the files the check confined. Other bytes are kept."""
+    reads it for `actor` (from the data folder for signed-in users, from `base` when given), so
+    the trainer, whatever its working folder, reads the files the check confined. Other bytes
+    are kept."""
     doc = ConfigDocument(text)
     for path, value in _named_files(doc):
         if value and not _is_remote(value) and not Path(value).is_absolute():
-            doc.set(path, paths.absolute(value, actor, pattern=path.split(".")[-1].startswith("input_path")))
+            doc.set(path, paths.absolute(value, actor, pattern=path.split(".")[-1].startswith("input_path"),
+                                         base=base))
     return doc.text
 
 
-def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Problem]:
+def _file_problems(doc: ConfigDocument, version, actor: dict | None, base=None) -> list[Problem]:
     from backend.saved_configs import checkpoint_problem, input_problem, unusable_path
 
     problems: list[Problem] = []
@@ -498,7 +501,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             continue
         checked.add(value)
         try:
-            items = _label_map_items(paths.confine(value, actor, "config"))
+            items = _label_map_items(paths.confine(value, actor, "config", base=base))
         except PermissionError as exc:
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue
@@ -545,7 +548,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             except PermissionError as exc:
                 problems.append(Problem(path, _line(doc, path), str(exc)))
                 continue
-            local = paths.absolute(value, actor, pattern=True)  # a relative one: from the data folder
+            local = paths.absolute(value, actor, pattern=True, base=base)  # a relative one: from the data folder
             why = input_problem(local, value)
             if why:
                 problems.append(Problem(path, _line(doc, path), why))
@@ -571,7 +574,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             else:
                 if remote_checkpoint:
                     return problems
-                why = checkpoint_problem(paths.absolute(str(checkpoint), actor))
+                why = checkpoint_problem(paths.absolute(str(checkpoint), actor, base=base))
                 if why:
                     problems.append(Problem(path, _line(doc, path), why + _checkpoint_hint(doc, str(checkpoint))))
     return problems

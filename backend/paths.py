@@ -68,11 +68,12 @@ def allowed_roots(purpose: str | None = None) -> list[Path]:
 
 
 def confine(user_path: str | Path, actor: dict | None, purpose: str,
-            roots: list[Path] | None = None) -> Path | remote.RemoteFile:
+            roots: list[Path] | None = None, base: str | Path | None = None) -> Path | remote.RemoteFile:
     """`user_path` resolved (absolute, symlinks followed) when `actor` may use it for `purpose`
     (a key of PURPOSES); a URL comes back as a `remote.RemoteFile`. Raises PermissionError
     otherwise, and Invalid for text that is no path at all. `roots`: `allowed_roots(purpose)`,
-    when the caller checks many paths."""
+    when the caller checks many paths; `base`: where a relative path is read from, as
+    `absolute` takes it."""
     verb = PURPOSES[purpose]
     text = str(user_path).strip()
     if not text:
@@ -88,7 +89,7 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str,
         raise PermissionError(f"{who} may not {verb} a URL: only record sets and label maps in "
                               "the TFRecord browser may be URLs")
     try:
-        resolved = Path(absolute(text, actor)).resolve()
+        resolved = Path(absolute(text, actor, base=base)).resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name too long
         raise Invalid(f"not a usable path ({type(exc).__name__})") from None
     if is_local(actor):
@@ -226,18 +227,22 @@ def quoted(value: str, limit: int = 200) -> str:
     return f"{value[:limit]!r}"[:-1] + f"…' ({len(value):,} characters)"
 
 
-def absolute(user_path: str | Path, actor: dict | None, pattern: bool = False) -> str:
+def absolute(user_path: str | Path, actor: dict | None, pattern: bool = False,
+             base: str | Path | None = None) -> str:
     """`user_path` as the file system should read it for `actor`, not yet resolved: a relative
     path from the data folder for every signed-in user (the folder pages show paths relative
-    to), from the working folder for the command line, which alone has `~` expanded.
-    `pattern`: `user_path` is a glob, so the data folder's name goes in escaped."""
+    to), from the working folder for the command line, which alone has `~` expanded; from
+    `base` for both when given (a saved config's paths: the data folder).
+    `pattern`: `user_path` is a glob, so the folder's name goes in escaped."""
     text = str(user_path).strip()
     if is_local(actor):
-        return os.path.expanduser(text)
+        text = os.path.expanduser(text)
+        if base is None:
+            return text
     if remote.is_url(text) or os.path.isabs(text):
         return text
-    data = str(settings.data_dir())
-    return os.path.join(glob.escape(data) if pattern else data, text)
+    folder = str(base if base is not None else settings.data_dir())
+    return os.path.join(glob.escape(folder) if pattern else folder, text)
 
 
 # ---------------------------------------------------------------- showing paths

@@ -122,7 +122,7 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
     for a signed-in user it must lie in `data/predictions/`, `paths.confine`).
     `loaded` is that model already loaded (else it is loaded here). Returns the final progress."""
     require(actor, "train")
-    path = progress_path(project_id) if progress_file is None else \
+    path = progress_path(project_id) if not progress_file else \
         paths.confine(progress_file, actor, "progress", roots=[progress_path(project_id).parent])
     if not isinstance(path, Path):
         raise Invalid(f"the progress file must be a local path, not {paths.quoted(str(progress_file))}")

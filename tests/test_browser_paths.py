@@ -394,7 +394,14 @@ def test_a_relative_path_in_a_config_is_checked_and_trained_from_the_data_folder
     written = ConfigDocument.load(data_dir / "runs" / str(run["id"]) / run_artefacts.CONFIG_FILE)
     assert written.get("train_config.fine_tune_checkpoint") == str(checkpoints / "ckpt-1")
     assert run["fine_tune_checkpoint"] == str(checkpoints / "ckpt-1")
-    run_lifecycle.cancel_run(db, setup["actor"], run["id"])
+    # a saved config is the data folder's: the command line starting it reads the same files
+    assert "train_config.fine_tune_checkpoint" not in {
+        p.path for p in config_check.check(text, actor=CLI_ACTOR, base=data_dir)}
+    queued = run_lifecycle.start_run(db, CLI_ACTOR, setup["project_id"], export_id=setup["export_id"],
+                                     config_id=saved["id"], runner=stand_in)
+    assert queued["fine_tune_checkpoint"] == str(checkpoints / "ckpt-1")
+    for started in (run, queued):
+        run_lifecycle.cancel_run(db, setup["actor"], started["id"])
 
 
 # ---------------------------------------------------------------- batch prediction's progress file
