@@ -94,7 +94,7 @@ with common.reported():
                 path, result = record_browser.extract_zip(
                     user, pattern, draw, label_map_path or None,
                     on_progress=lambda done, _t, name: bar.progress(
-                        min(1.0, done / max(inspection.examples, 1)), text=name))
+                        min(1.0, done / max(inspection.examples, 1)), text=common.plain(name)))
                 st.session_state["tfrecord_zip"] = record_browser.zip_download(user, path)
                 for problem in result.problems:
                     st.warning(common.plain(common.shown_in(str(problem))))
