@@ -57,3 +57,16 @@ def test_a_conflict_naming_another_user_is_shown_as_text(db, users):
     button(at, "Save").click().run()
     assert not at.exception, at.exception
     assert at.error[0].value.startswith("image a\\_b.png was changed by \\[x\\](http://e/) at "), at.error[0].value
+
+
+def test_an_import_report_quotes_names_from_the_uploaded_files_as_text(db, users):
+    projects.create_project(db, users["admin"], "pets", ["cat"])
+    at = signed_in(db, "reviewer", "pages/upload.py")
+    at.selectbox[-1].set_value("coco")
+    at.file_uploader[1].set_value([("![x](x.png).json", b"{not json", "application/json")])  # (Import tab)
+    next(b for b in at.button if b.label == "Import").click().run()
+    assert not at.exception, at.exception
+    shown = [m.value for m in [*at.error, *at.info, *at.success]]
+    assert any("!\\[x\\](x.png).json: not valid JSON" in m for m in shown), shown
+    assert not any("[x](" in m for m in shown), shown
+    assert db["images"].count == 0
