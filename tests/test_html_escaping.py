@@ -70,3 +70,16 @@ def test_an_import_report_quotes_names_from_the_uploaded_files_as_text(db, users
     assert any("!\\[x\\](x.png).json: not valid JSON" in m for m in shown), shown
     assert not any("[x](" in m for m in shown), shown
     assert db["images"].count == 0
+
+
+def test_a_starting_points_name_is_shown_as_text_on_its_remove_button(db, users, data_dir):
+    import json
+    import time
+    projects.create_project(db, users["admin"], "pets", ["cat"])  # (the page needs a project)
+    db["starting_points"].insert({"name": "![x](x.png)", "sha256": "0" * 64, "path": str(data_dir / "zoo" / "x"),
+                                  "filename": "x.tar.gz", "architecture": "ssd", "height": 320, "width": 320,
+                                  "num_classes": 1, "classes": json.dumps({"1": "cat"}), "size_bytes": 0,
+                                  "restore": "{}", "created_at": time.time()})
+    at = signed_in(db, "reviewer", "pages/zoo.py")
+    assert not at.exception, at.exception
+    assert "Remove !\\[x\\](x.png)" in [b.label for b in at.button]
