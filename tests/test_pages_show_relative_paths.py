@@ -1,8 +1,8 @@
 """Every page a viewer and a reviewer have shows the server paths inside the data folder relative
 to it (`paths.shown_in`), whatever held them: a saved config filled from a dataset version, a
 run's error and its doctor warnings, a model's folder and warnings, a starting point's
-checkpoint check, batch prediction's progress, a missing image on the Predict page, an
-extraction problem in the TFRecord browser. The Configs page shows an admin the paths whole."""
+checkpoint check, batch prediction's progress, an extraction problem in the TFRecord
+browser. The Configs page shows an admin the paths whole."""
 from __future__ import annotations
 
 import json
@@ -126,26 +126,3 @@ def test_the_tfrecord_browser_opens_a_relative_path_and_shows_a_reviewer_extract
     assert not at.exception, at.exception
     assert [w.value for w in at.warning] == ["hostile/train.record record 0: no image/encoded"]
 
-
-@pytest.fixture(scope="module")
-def detector(tmp_path_factory):
-    from tests import savedmodels
-    return savedmodels.build_detector(tmp_path_factory.mktemp("detector"))
-
-
-def test_the_predict_page_names_a_missing_image_file_relative_to_a_viewer(db, users, project, data_dir, detector):
-    from backend import images, model_registry
-    from backend.auth import CLI_ACTOR
-    from tests.helpers import image_bytes
-    image_id = images.ingest(db, users["admin"], project["id"],
-                             [("a.png", image_bytes((200, 100), fmt="PNG"))]).items[0].image_id
-    stored = images.image_file(images.get_image(db, image_id))
-    stored.unlink()  # gone from the disk: the page reports the file it could not read
-    model_registry.register_directory(db, CLI_ACTOR, project["id"], detector)
-    at = signed_in(db, "viewer", "pages/predict.py")
-    at.multiselect(key="predict_pick").set_value([image_id])
-    [b for b in at.button if b.label == "Predict"][1].click().run()  # the project-images form's
-    assert not at.exception, at.exception
-    relative = stored.relative_to(data_dir)
-    assert [e.value for e in at.error] == [
-        f"a.png: [Errno 2] No such file or directory: '{relative}'".replace("[", "\\[").replace("]", "\\]")]
