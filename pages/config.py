@@ -128,7 +128,7 @@ if versions:
     if row[2].button("Validate", disabled=problem is not None):
         found = config_check.check(text, version, actor=user)
         if found:
-            st.error(common.shown_in("\n".join(f"- {p}" for p in found)))
+            st.error(common.plain(common.shown_in("\n".join(f"- {p}" for p in found))))  # (they quote the text)
         else:
             st.success("The config has no problems with this dataset version.")
     if problem is None:
@@ -138,7 +138,7 @@ else:
     if st.button("Validate", disabled=problem is not None):
         found = config_check.check(text, actor=user)
         if found:
-            st.error(common.shown_in("\n".join(f"- {p}" for p in found)))
+            st.error(common.plain(common.shown_in("\n".join(f"- {p}" for p in found))))  # (they quote the text)
         else:
             st.success("The config has no problems.")
 
