@@ -83,3 +83,16 @@ def test_a_starting_points_name_is_shown_as_text_on_its_remove_button(db, users,
     at = signed_in(db, "reviewer", "pages/zoo.py")
     assert not at.exception, at.exception
     assert "Remove !\\[x\\](x.png)" in [b.label for b in at.button]
+
+
+def test_the_configs_page_lists_a_configs_problems_as_text(db, users):
+    from tests.helpers import CONFIG
+    projects.create_project(db, users["admin"], "pets", ["cat"])
+    at = signed_in(db, "reviewer", "pages/config.py")
+    text = CONFIG.replace('label_map_path: "PATH_TO_BE_CONFIGURED"', 'label_map_path: "![x](x.png)"', 1)
+    at.text_area(key="config_text").input(text).run()
+    button(at, "Validate").click().run()
+    assert not at.exception, at.exception
+    [listed] = [e.value for e in at.error]
+    assert "- line 17: train\\_input\\_reader.label\\_map\\_path: label map '!\\[x\\](x.png)' does not exist" \
+        in listed.splitlines(), listed
