@@ -96,3 +96,10 @@ def test_the_configs_page_lists_a_configs_problems_as_text(db, users):
     [listed] = [e.value for e in at.error]
     assert "- line 17: train\\_input\\_reader.label\\_map\\_path: label map '!\\[x\\](x.png)' does not exist" \
         in listed.splitlines(), listed
+
+
+def test_a_projects_description_is_shown_as_text_on_the_home_page(db, users):
+    projects.create_project(db, users["admin"], "pets", ["cat"], description="see ![x](x.png) <b>now</b>")
+    at = signed_in(db, "viewer", "pages/home.py")
+    assert not at.exception, at.exception
+    assert "see !\\[x\\](x.png) \\<b\\>now\\</b\\>" in [m.value for m in at.markdown]
