@@ -35,12 +35,13 @@ from backend.pipeline_schema.ignored import IGNORED as IGNORED_REASONS
 
 
 def check(text: str, version=None, *, actor: dict | None = None, external: bool = False,
-          files: bool = True) -> list[Problem]:
+          files: bool = True, base: str | Path | None = None) -> list[Problem]:
     """Every problem in a config's text, each with its path and line; empty when it can train.
 
     `version` (a `dataset_versions.DatasetVersion`) adds the checks against a dataset version; `external`
     checks for an external runner (the OD API's own trainer) instead of Boxwise's; `files=False`
-    leaves the file system alone (the trainer's typed settings, the zoo's configs).
+    leaves the file system alone (the trainer's typed settings, the zoo's configs). `base`: the
+    folder relative paths are read from (`paths.absolute`; a saved config's: the data folder).
     """
     from backend import pipeline_schema
 
@@ -59,7 +60,7 @@ def check(text: str, version=None, *, actor: dict | None = None, external: bool 
     problems = unknown + [p for p in found
                           if not any(p.path == b or p.path.startswith((b + ".", b + "[")) for b in bad)]
     if files:
-        problems += _file_problems(doc, version, actor)
+        problems += _file_problems(doc, version, actor, base)
     return problems
 
 
@@ -417,8 +418,38 @@ def _inside(pattern: str, folder: Path) -> bool:
         return False
 
 
-def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Problem]:
-    from backend.saved_configs import checkpoint_problem, input_problem, shown, unusable_path
+def _named_files(doc: ConfigDocument) -> list[tuple[str, str]]:
+    """`(path in the config, value)` of every file a config names: the readers' label maps and
+    input globs, and the fine-tune checkpoint."""
+    named = []
+    for reader in ("train_input_reader", "eval_input_reader"):
+        readers = doc.tree.all(reader)
+        for r, message in enumerate(readers):
+            if isinstance(message, Message) and message.has("label_map_path"):
+                prefix = reader if len(readers) == 1 else f"{reader}[{r}]"
+                named.append((f"{prefix}.label_map_path", str(message.one("label_map_path"))))
+        named += _reader_paths(doc, reader)
+    checkpoint = doc.get_or("train_config.fine_tune_checkpoint")
+    if checkpoint:
+        named.append(("train_config.fine_tune_checkpoint", str(checkpoint)))
+    return named
+
+
+def absolute_paths(text: str, actor: dict | None, base: str | Path | None = None) -> str:
+    """The config with every relative local file it names made absolute as `paths.absolute`
+    reads it for `actor` (from the data folder for signed-in users, from `base` when given), so
+    the trainer, whatever its working folder, reads the files the check confined. Other bytes
+    are kept."""
+    doc = ConfigDocument(text)
+    for path, value in _named_files(doc):
+        if value and not _is_remote(value) and not Path(value).is_absolute():
+            doc.set(path, paths.absolute(value, actor, pattern=path.split(".")[-1].startswith("input_path"),
+                                         base=base))
+    return doc.text
+
+
+def _file_problems(doc: ConfigDocument, version, actor: dict | None, base=None) -> list[Problem]:
+    from backend.saved_configs import checkpoint_problem, input_problem, unusable_path
 
     problems: list[Problem] = []
     num_classes = doc.get_or("model.ssd.num_classes")
@@ -445,15 +476,15 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
         checked.add(value)
         why = unusable_path(value)
         if why:
-            problems.append(Problem(path, _line(doc, path), f"label map {shown(value)} {why}"))
+            problems.append(Problem(path, _line(doc, path), f"label map {paths.quoted(value)} {why}"))
             continue
         try:
-            items = label_map_format.read(paths.confine(value, actor, "config")).items
+            items = label_map_format.read(paths.confine(value, actor, "config", base=base)).items
         except PermissionError as exc:
             problems.append(Problem(path, _line(doc, path), str(exc)))
             continue
         except NotFound:
-            problems.append(Problem(path, _line(doc, path), f"label map {shown(value)} does not exist"))
+            problems.append(Problem(path, _line(doc, path), f"label map {paths.quoted(value)} does not exist"))
             continue
         except ConfigSyntaxError as exc:
             problems.append(Problem(path, _line(doc, path), f"label map {value!r} does not parse "
@@ -486,7 +517,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
         for path, value in reader_paths:
             why = None if _is_remote(value) else unusable_path(value)
             if why:
-                problems.append(Problem(path, _line(doc, path), f"{shown(value)} {why}"))
+                problems.append(Problem(path, _line(doc, path), f"{paths.quoted(value)} {why}"))
                 continue
             try:
                 paths.confine_matches(value, actor, "config")  # the pattern and each file it matches
@@ -495,10 +526,11 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             except PermissionError as exc:
                 problems.append(Problem(path, _line(doc, path), str(exc)))
                 continue
-            why = input_problem(value)
+            local = paths.absolute(value, actor, pattern=True, base=base)  # a relative one: from the data folder
+            why = input_problem(local, value)
             if why:
                 problems.append(Problem(path, _line(doc, path), why))
-            elif version is not None and not _inside(value, version.path):
+            elif version is not None and not _inside(local, version.path):
                 problems.append(Problem(path, _line(doc, path),
                                         f"{value!r} is not a shard of dataset version {version.id} "
                                         f"({version.path})"))
@@ -509,7 +541,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
         remote_checkpoint = _is_remote(str(checkpoint))
         why = None if remote_checkpoint else unusable_path(str(checkpoint))
         if why:
-            problems.append(Problem(path, _line(doc, path), f"fine-tune checkpoint {shown(str(checkpoint))} {why}"))
+            problems.append(Problem(path, _line(doc, path), f"fine-tune checkpoint {paths.quoted(str(checkpoint))} {why}"))
         else:
             try:
                 paths.confine(str(checkpoint), actor, "checkpoint")
@@ -520,7 +552,7 @@ def _file_problems(doc: ConfigDocument, version, actor: dict | None) -> list[Pro
             else:
                 if remote_checkpoint:
                     return problems
-                why = checkpoint_problem(str(checkpoint))
+                why = checkpoint_problem(paths.absolute(str(checkpoint), actor, base=base))
                 if why:
                     problems.append(Problem(path, _line(doc, path), why + _checkpoint_hint(doc, str(checkpoint))))
     return problems

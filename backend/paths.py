@@ -7,9 +7,9 @@ listed or checked for existence:
 - the command line (`auth.CLI_ACTOR`, an operator on the machine) may use any path on the
   server, and URLs;
 - every signed-in user, admins included, only paths that resolve (symlinks and `..` followed,
-  relative paths from the working folder) inside the data folder, or, to read, inside a folder
-  the server's operator allowed (`server_settings.allowed_paths`: read-only, so export targets
-  must lie in the data folder);
+  relative paths from the data folder, `~` not expanded) inside the data folder, or, to read,
+  inside a folder the server's operator allowed (`server_settings.allowed_paths`: read-only, so
+  export targets must lie in the data folder);
 - the database and the server settings file are refused to every signed-in user, and an upload
   folder under `data/uploads/` opens only for the user who uploaded it (`mark_owner`);
 - URLs (`gs://…`) only where README names them (the TFRecord browser's record sets and label
@@ -45,9 +45,10 @@ PURPOSES = {
     "checkpoint": "start from the checkpoint",
     "model": "register the model folder",
     "export_target": "write a dataset version to",
+    "progress": "write batch-prediction progress to",
 }
 # Purposes that write: only into the data folder (the operator's extra folders are read-only).
-WRITE_PURPOSES = {"export_target"}
+WRITE_PURPOSES = {"export_target", "progress"}
 # What README allows as URLs: record sets and label maps opened in the TFRecord browser.
 URL_PURPOSES = {"records", "label_map"}
 # Files in the data folder no page shows to anyone: the database (password and session hashes)
@@ -67,11 +68,12 @@ def allowed_roots(purpose: str | None = None) -> list[Path]:
 
 
 def confine(user_path: str | Path, actor: dict | None, purpose: str,
-            roots: list[Path] | None = None) -> Path | remote.RemoteFile:
+            roots: list[Path] | None = None, base: str | Path | None = None) -> Path | remote.RemoteFile:
     """`user_path` resolved (absolute, symlinks followed) when `actor` may use it for `purpose`
     (a key of PURPOSES); a URL comes back as a `remote.RemoteFile`. Raises PermissionError
     otherwise, and Invalid for text that is no path at all. `roots`: `allowed_roots(purpose)`,
-    when the caller checks many paths."""
+    when the caller checks many paths; `base`: where a relative path is read from, as
+    `absolute` takes it."""
     verb = PURPOSES[purpose]
     text = str(user_path).strip()
     if not text:
@@ -87,7 +89,7 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str,
         raise PermissionError(f"{who} may not {verb} a URL: only record sets and label maps in "
                               "the TFRecord browser may be URLs")
     try:
-        resolved = Path(text).expanduser().resolve()
+        resolved = Path(absolute(text, actor, base=base)).resolve()
     except (OSError, RuntimeError, ValueError) as exc:  # a symlink loop, a name too long
         raise Invalid(f"not a usable path ({type(exc).__name__})") from None
     if is_local(actor):
@@ -95,14 +97,14 @@ def confine(user_path: str | Path, actor: dict | None, purpose: str,
     data = settings.data_dir().resolve()
     roots = roots if roots is not None else allowed_roots(purpose)
     if resolved in {data / name for name in PRIVATE_FILES}:
-        raise PermissionError(f"{who} may not {verb} {_short(text)}: the database and the server "
+        raise PermissionError(f"{who} may not {verb} {quoted(text)}: the database and the server "
                               "settings are never opened from the browser")
     if resolved.is_relative_to(data / "uploads") and not _owns_upload(actor, resolved, data / "uploads"):
-        raise PermissionError(f"{who} may not {verb} {_short(text)}: an upload opens only for the "
+        raise PermissionError(f"{who} may not {verb} {quoted(text)}: an upload opens only for the "
                               "user who uploaded it")
     if any(resolved.is_relative_to(root) for root in roots):
         return resolved
-    raise PermissionError(f"{who} may not {verb} {_short(text)}: only paths inside {_roots_text(roots)} "
+    raise PermissionError(f"{who} may not {verb} {quoted(text)}: only paths inside {_roots_text(roots)} "
                           "can be used from the browser")
 
 
@@ -113,6 +115,8 @@ def _roots_text(roots: list[Path]) -> str:
     extra = [str(root) for root in roots if root != data]
     if not extra:
         return "the data folder"
+    if data not in roots:  # a caller's own folders (batch prediction's progress files)
+        return "the folder" + ("s " if len(extra) > 1 else " ") + ", ".join(extra)
     return "the data folder or the allowed folder" + ("s " if len(extra) > 1 else " ") + ", ".join(extra)
 
 
@@ -197,7 +201,7 @@ def confine_matches(pattern: str, actor: dict | None, purpose: str,
         confine(part, actor, purpose, roots)
         if remote.is_url(part):
             continue
-        for match in sorted(glob.glob(os.path.expanduser(part))):
+        for match in sorted(glob.glob(absolute(part, actor, pattern=True))):
             confine(match, actor, purpose, roots)
             if not os.path.isdir(match):
                 continue
@@ -206,7 +210,7 @@ def confine_matches(pattern: str, actor: dict | None, purpose: str,
                 for name in dirs + ([f for f in files if f.lower().endswith(suffixes)] if suffixes else files):
                     seen += 1
                     if seen > MAX_CONFINED_ENTRIES:
-                        raise Invalid(f"{_short(part)} reaches more than {MAX_CONFINED_ENTRIES:,} files and "
+                        raise Invalid(f"{quoted(part)} reaches more than {MAX_CONFINED_ENTRIES:,} files and "
                                       "folders")
                     confine(os.path.join(folder, name), actor, purpose, roots)
                 # each real folder once: a symlink back up (a loop) is not walked again
@@ -215,8 +219,30 @@ def confine_matches(pattern: str, actor: dict | None, purpose: str,
                 visited.update(r for _, r in real)
 
 
-def _short(text: str) -> str:
-    return repr(text if len(text) <= 200 else text[:200] + "…")
+def quoted(value: str, limit: int = 200) -> str:
+    """A user-given string quoted for a message, cut to `limit` characters (with its length),
+    so a 10 MB field cannot become a 10 MB error message."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}"[:-1] + f"…' ({len(value):,} characters)"
+
+
+def absolute(user_path: str | Path, actor: dict | None, pattern: bool = False,
+             base: str | Path | None = None) -> str:
+    """`user_path` as the file system should read it for `actor`, not yet resolved: a relative
+    path from the data folder for every signed-in user (the folder pages show paths relative
+    to), from the working folder for the command line, which alone has `~` expanded; from
+    `base` for both when given (a saved config's paths: the data folder).
+    `pattern`: `user_path` is a glob, so the folder's name goes in escaped."""
+    text = str(user_path).strip()
+    if is_local(actor):
+        text = os.path.expanduser(text)
+        if base is None:
+            return text
+    if remote.is_url(text) or os.path.isabs(text):
+        return text
+    folder = str(base if base is not None else settings.data_dir())
+    return os.path.join(glob.escape(folder) if pattern else folder, text)
 
 
 # ---------------------------------------------------------------- showing paths

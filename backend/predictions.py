@@ -25,7 +25,7 @@ from typing import Callable
 
 import sqlite_utils
 
-from backend import atomic, inference, model_registry, run_processes, settings
+from backend import atomic, inference, model_registry, paths, run_processes, settings
 from backend.annotations import box_state, clean_boxes, get_boxes, record_event
 from backend.auth import require
 from backend.db import now, one, transaction
@@ -112,9 +112,14 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
                     should_stop: Callable[[], bool] = lambda: False,
                     loaded: inference.DetectionModel | None = None) -> dict:
     """Predict every unlabeled image of the project with `model_id` (default: the current model)
-    and store drafts. Writes progress to `progress_file` (default `progress_path(project_id)`).
+    and store drafts. Writes progress to `progress_file` (default `progress_path(project_id)`;
+    for a signed-in user it must lie in `data/predictions/`, `paths.confine`).
     `loaded` is that model already loaded (else it is loaded here). Returns the final progress."""
     require(actor, "train")
+    path = progress_path(project_id) if not progress_file else \
+        paths.confine(progress_file, actor, "progress", roots=[progress_path(project_id).parent])
+    if not isinstance(path, Path):
+        raise Invalid(f"the progress file must be a local path, not {paths.quoted(str(progress_file))}")
     project = get_project(db, project_id)
     model_row = model_registry.get_model(db, model_id) if model_id else model_registry.current_model(db, project_id)
     if model_row is None:
@@ -122,7 +127,6 @@ def predict_project(db: sqlite_utils.Database, actor: dict, project_id: int, *,
                       "Models page (or pass --model)")
     if model_row["project_id"] != project_id:
         raise Invalid(f"model #{model_row['id']} belongs to another project")
-    path = Path(progress_file) if progress_file else progress_path(project_id)
     progress = {"state": "running", "project_id": project_id, "model_id": model_row["id"],
                 "model_name": model_row["name"], "pid": os.getpid(), "min_score": min_score,
                 "total": 0, "done": 0, "drafts": 0, "skipped": 0, "failed": 0, "errors": [], "warnings": [],

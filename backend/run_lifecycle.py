@@ -118,8 +118,10 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     the run, its warnings are stored with it (`doctor_warnings`). With `runner`, the name
     of an external runner in the server settings (`server_settings.runners`; admins only), the
     run uses that runner's interpreter and TF OD API `model_main_tf2.py`; no caller ever
-    passes an interpreter or a script. The run starts at once when a slot is free, else waits
-    its turn in the queue.
+    passes an interpreter or a script. A relative path in the saved config is read from the data
+    folder (also when the command line starts the run), and the run's `pipeline.config` names
+    every file by its absolute path (`config_check.absolute_paths`). The run starts at once when a slot is free, else waits its turn in the
+    queue.
     """
     require(actor, "train")
     if runner:
@@ -136,9 +138,9 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if start_from is not None and start_from[0] != "config":
         from backend import zoo
         text = zoo.start_from(db, text, *start_from)
-    # The run records where it starts from as its config says, whoever wrote it there.
-    fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
-    problems = config_check.check(text, version, actor=actor, external=external)
+    # A saved config's relative paths are read from the data folder, whoever starts the run.
+    data = settings.data_dir()
+    problems = config_check.check(text, version, actor=actor, external=external, base=data)
     if problems:
         raise Invalid("the config cannot train on dataset version "
                       f"{version.id}:\n" + "\n".join(f"- {p}" for p in problems))
@@ -146,6 +148,11 @@ def start_run(db: sqlite_utils.Database, actor: dict, project_id: int, *, export
     if report.errors:
         raise Invalid(f"the config doctor refuses the run on dataset version {version.id}:\n"
                       + "\n".join(f"- {f.message}" for f in report.errors))
+    # The relative paths, checked as the config gives them, made absolute: the trainer's working
+    # folder is the repository's.
+    text = config_check.absolute_paths(text, actor, base=data)
+    # The run records where it starts from as its config says, whoever wrote it there.
+    fine_tune_checkpoint = _config_value(text, "train_config.fine_tune_checkpoint") or None
     run = _insert_run(db, actor, project_id, kind="train", text=text, export_id=export_id,
                       config_id=config_id, parent_run_id=parent_run_id,
                       fine_tune_checkpoint=fine_tune_checkpoint, num_train_steps=num_train_steps,

@@ -22,6 +22,7 @@ from backend.dataset_versions import DatasetVersion
 from backend.auth import require
 from backend.db import now, one, transaction
 from backend.errors import Invalid, NotFound
+from backend.paths import quoted
 
 # The fields people edit, in the order the Config page's form shows them: (label, path).
 # `{optimizer}` stands for the optimizer the config uses (momentum_optimizer, adam_optimizer...).
@@ -50,14 +51,6 @@ AUGMENTATIONS = ["random_horizontal_flip", "random_crop_image", "random_adjust_b
                  "random_adjust_contrast"]
 
 
-def shown(value: str, limit: int = 200) -> str:
-    """A user-given string quoted for a message, cut to `limit` characters (with its length),
-    so a 10 MB field cannot become a 10 MB error message."""
-    if len(value) <= limit:
-        return repr(value)
-    return f"{value[:limit]!r}"[:-1] + f"…' ({len(value):,} characters)"
-
-
 def unusable_path(value: str) -> str | None:
     """Why `value` cannot be a local file path at all (checked before the file system is
     asked, which would fail with 'File name too long'), or None."""
@@ -68,23 +61,24 @@ def unusable_path(value: str) -> str | None:
     return None
 
 
-def input_problem(pattern: str) -> str | None:
+def input_problem(pattern: str, typed: str | None = None) -> str | None:
     """Why the local input glob `pattern` cannot feed training: no files match, or a matching
-    file is not a TFRecord file (its first record's framing is checked). None when it can."""
+    file is not a TFRecord file (its first record's framing is checked). None when it can.
+    `typed`: the glob as the config gives it, when `pattern` is it made absolute."""
     from backend.formats import tfrecord_framing
 
     problem = unusable_path(pattern)
     if problem:
-        return f"{shown(pattern)} {problem}"
+        return f"{quoted(typed or pattern)} {problem}"
     matches = sorted(glob.glob(pattern))
     if not matches:
-        return f"{shown(pattern)} matches no TFRecord shard on disk"
+        return f"{quoted(typed or pattern)} matches no TFRecord shard on disk"
     for match in matches:
         if Path(match).is_dir():
-            return f"{shown(match)} is a folder, not a TFRecord file"
+            return f"{quoted(match)} is a folder, not a TFRecord file"
         why = tfrecord_framing.not_a_record_file(Path(match))
         if why:
-            return f"{shown(match)} is not a TFRecord file ({why})"
+            return f"{quoted(match)} is not a TFRecord file ({why})"
     return None
 
 
@@ -92,9 +86,9 @@ def checkpoint_problem(checkpoint: str) -> str | None:
     """Why a local fine-tune checkpoint cannot be used (too long a path, or missing), or None."""
     problem = unusable_path(checkpoint)
     if problem:
-        return f"fine-tune checkpoint {shown(checkpoint)} {problem}"
+        return f"fine-tune checkpoint {quoted(checkpoint)} {problem}"
     if not checkpoint_exists(checkpoint):
-        return f"fine-tune checkpoint {shown(checkpoint)} does not exist"
+        return f"fine-tune checkpoint {quoted(checkpoint)} does not exist"
     return None
 
 

@@ -177,13 +177,14 @@ def html_text(text) -> str:
 @contextlib.contextmanager
 def reported(success: str | None = None):
     """Run backend calls; show domain errors, permission refusals and a busy database
-    (`Busy`: retryable, nothing changed) as messages, not tracebacks."""
+    (`Busy`: retryable, nothing changed) as messages, not tracebacks. A message is plain text
+    (it may quote file, class and user names), so it reaches Markdown through `plain`."""
     try:
         yield
     except PermissionError as exc:
-        st.error(f"Not allowed: {shown_in(str(exc))}")
+        st.error(f"Not allowed: {plain(shown_in(str(exc)))}")
     except BoxwiseError as exc:
-        st.error(shown_in(str(exc)))
+        st.error(plain(shown_in(str(exc))))
     except sqlite3.OperationalError as exc:
         # A write outside backend transactions that timed out on the lock: same retryable message.
         if not database.is_busy(exc):

@@ -33,6 +33,9 @@ if source == "saved":
 else:
     choice = right.selectbox("Template", list(templates), key="config_choice_template")
     base_text, base_name = templates[choice], choice
+# Non-admins see (and edit) the paths inside the data folder relative to it, which is where the
+# backend reads a relative path they give from.
+base_text = common.shown_in(base_text)
 
 # Streamlit drops a widget's state on a page it was not drawn on: coming back, the editor and
 # the name come from copies kept under keys of no widget (the edits survive the visit).
@@ -47,7 +50,7 @@ if st.session_state.get("config_loaded") != (source, choice) or "config_text" no
 
 
 def set_text(text: str) -> None:
-    st.session_state["config_text"] = text
+    st.session_state["config_text"] = common.shown_in(text)
 
 
 def fill_from_version() -> None:
@@ -115,7 +118,7 @@ if problem is None:
 
 st.text_area("pipeline.config", key="config_text", height=480)
 if problem is not None:
-    st.error(f"Syntax error: {problem.message}")
+    st.error(f"Syntax error: {common.plain(common.shown_in(problem.message))}")
 
 if versions:
     row = st.columns([3, 1, 1])
@@ -125,7 +128,7 @@ if versions:
     if row[2].button("Validate", disabled=problem is not None):
         found = config_check.check(text, version, actor=user)
         if found:
-            st.error(common.shown_in("\n".join(f"- {p}" for p in found)))
+            st.error(common.plain(common.shown_in("\n".join(f"- {p}" for p in found))))  # (they quote the text)
         else:
             st.success("The config has no problems with this dataset version.")
     if problem is None:
@@ -135,7 +138,7 @@ else:
     if st.button("Validate", disabled=problem is not None):
         found = config_check.check(text, actor=user)
         if found:
-            st.error(common.shown_in("\n".join(f"- {p}" for p in found)))
+            st.error(common.plain(common.shown_in("\n".join(f"- {p}" for p in found))))  # (they quote the text)
         else:
             st.success("The config has no problems.")
 

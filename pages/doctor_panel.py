@@ -81,7 +81,8 @@ def show(text: str, version: DatasetVersion) -> None:
             st.success("The doctor found nothing to change for this dataset version.")
         for index, finding in enumerate(report.findings):
             row = st.columns([6, 1])
-            (row[0].error if finding.severity == "error" else row[0].warning)(finding.message)
+            # (plain text: a finding may name the dataset version's classes)
+            (row[0].error if finding.severity == "error" else row[0].warning)(common.plain(finding.message))
             if finding.fix:
                 change = ", ".join(f"{path.rsplit('.', 1)[-1]} {value}" for path, value in finding.fix.items())
                 row[1].button("Fix it", key=f"doctor_fix_{index}_{digest}", on_click=_apply,

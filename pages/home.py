@@ -31,7 +31,7 @@ if not projects.list_projects(common.db(), include_archived=True):
 project = common.require_project()
 st.header(common.plain(project["name"]))
 if project["description"]:
-    st.write(project["description"])
+    st.write(common.plain(project["description"]))  # plain text, as typed
 summary = images.stats(common.db(), project["id"])
 cols = st.columns(3)
 cols[0].metric("Images", summary["images"])

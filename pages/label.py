@@ -146,7 +146,8 @@ def leave_for(image_id: int | None, empty_message: str | None = None) -> None:
                 pass  # the lease ran out and someone else holds it now: nothing to give up
     if image_id is None:
         S.pop("label_work", None)
-        notice("info", empty_message or "Nothing left in your queue with these settings.")
+        notice("info", common.plain(empty_message) if empty_message else
+               "Nothing left in your queue with these settings.")  # (it names who holds a lease)
     else:
         open_image(image_id)
 
@@ -157,9 +158,9 @@ def action(function):
         try:
             function(*args)
         except PermissionError as exc:
-            notice("error", f"Not allowed: {exc}")
-        except BoxwiseError as exc:
-            notice("error", str(exc))
+            notice("error", f"Not allowed: {common.plain(common.shown_in(str(exc)))}")
+        except BoxwiseError as exc:  # (it may quote file, class and user names)
+            notice("error", common.plain(common.shown_in(str(exc))))
     return run
 
 
@@ -318,7 +319,7 @@ S["label_page_shows"] = (image["id"], image["version"], image["status"])
 st.markdown(f"#### #{image['id']} · {common.plain(image['filename'])} · {image['width']}×{image['height']} px · "
             f"**{image['status'].replace('_', ' ')}** · version {image['version']}")
 if current["lease"] and not current["mine"]:
-    st.warning(f"This image is {labeling.describe_lease(current['lease'])}. You can look at it; "
+    st.warning(f"This image is {common.plain(labeling.describe_lease(current['lease']))}. You can look at it; "
                "a save is checked against the version you opened.")
 if image["status"] == "rejected" and image["review_comment"]:
     st.error(f"Rejected by the reviewer: {common.plain(image['review_comment'])}")
@@ -328,7 +329,7 @@ if image["no_objects"]:
     st.info("Marked as having no objects (a negative image).")
 
 if S.get("label_conflict"):
-    st.error(S["label_conflict"])
+    st.error(common.plain(S["label_conflict"]))  # it names who changed the image
     reload_col, overwrite_col = st.columns(2)
     if reload_col.button("Reload (drop my changes)"):
         open_image(image["id"])

@@ -67,7 +67,8 @@ if can_train:
     with folder_tab:
         with st.form("register_folder"):
             path = st.text_input("Export folder (holding saved_model/) or SavedModel folder",
-                                 placeholder="/models/ssd_mobilenet_v2_fpnlite_320x320/", key="folder_model_path")
+                                 placeholder="models/ssd_mobilenet_v2_fpnlite_320x320/", key="folder_model_path",
+                                 help="A relative path is read from the data folder")
             name = st.text_input("Name (optional)", key="folder_model_name")
             if st.form_submit_button("Register", type="primary") and path.strip():
                 with common.reported(success="Model registered"):

@@ -74,13 +74,13 @@ if not state:
         load_model(model_row["path"], inference.model_stamp(model_row["path"]))
     st.stop()
 for warning in state["warnings"]:
-    st.warning(warning)
+    st.warning(common.plain(common.shown_in(warning)))
 for name, message in state["errors"]:
-    st.error(f"{common.plain(name)}: {message}")
+    st.error(f"{common.plain(name)}: {common.plain(common.shown_in(message))}")
 if state["model_id"] != model_row["id"]:
     # Never show one model's detections under another's name.
     st.info(f"The last detections came from model #{state['model_id']}; press Predict to try "
-            f"#{model_row['id']} {model_row['name']}.")
+            f"#{model_row['id']} {common.plain(model_row['name'])}.")
     st.stop()
 results = state["results"]
 if not results:

@@ -36,7 +36,7 @@ if st.button("Next image to review", type="primary", shortcut="N"):
     st.rerun()
 
 if S.get("review_empty"):
-    st.info(S["review_empty"])
+    st.info(common.plain(S["review_empty"]))  # it names who holds a lease
 if not image_id:
     st.stop()
 try:

@@ -91,9 +91,9 @@ def live_view(run_id: int, polling: bool) -> None:
     summary = run_artefacts.progress_summary(run)
     st.subheader(f"Run #{run_id}: {run['status']}")
     if run["error"]:
-        st.error(run["error"])
+        st.error(common.plain(common.shown_in(run["error"])))
     for finding in run_views.doctor_warnings(run):
-        st.warning(f"Config doctor at launch: {finding['message']}")
+        st.warning(f"Config doctor at launch: {common.plain(common.shown_in(finding['message']))}")
     st.progress(summary["fraction"], text=f"step {summary['step']} of {summary['total_steps'] or '?'}")
     cols = st.columns(6)
     cols[0].metric("ETA", run_views.format_duration(summary["eta_seconds"]))

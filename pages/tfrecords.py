@@ -35,9 +35,9 @@ elif source == "A dataset version":
     split = st.selectbox("Split", sorted(version.shard_globs))
     pattern = version.shard_globs.get(split)
 else:
-    pattern = st.text_input("File, glob, folder or URL", placeholder="/data/train.record-?????-of-00010",
-                            help="Several separated by commas; `name@N` for N shards; gs:// URLs "
-                                 "are read through TensorFlow") or None
+    pattern = st.text_input("File, glob, folder or URL", placeholder="exports/project-1/…/train.record-?????-of-00010",
+                            help="A relative path is read from the data folder. Several separated by "
+                                 "commas; `name@N` for N shards; gs:// URLs are read through TensorFlow") or None
 label_map_path = st.text_input("Label map (optional; a label_map.pbtxt beside the records is used "
                                "when empty)") if auth.can(user, "export") else None
 
@@ -48,7 +48,7 @@ with common.reported():
     bar = st.progress(0.0, text="Reading records…")
     inspection = record_browser.inspect(user, pattern, label_map_path or None,
                                    on_progress=lambda done, _t, name: bar.progress(
-                                       (done % 100) / 100, text=f"{done} examples read ({name})"))
+                                       (done % 100) / 100, text=f"{done} examples read ({common.plain(common.shown(name))})"))
     bar.empty()
     summary, problems_tab, examples_tab, *extract_tab = st.tabs(
         ["Summary", f"Problems ({len(inspection.problems)})", "Examples"] +
@@ -94,10 +94,10 @@ with common.reported():
                 path, result = record_browser.extract_zip(
                     user, pattern, draw, label_map_path or None,
                     on_progress=lambda done, _t, name: bar.progress(
-                        min(1.0, done / max(inspection.examples, 1)), text=name))
+                        min(1.0, done / max(inspection.examples, 1)), text=common.plain(name)))
                 st.session_state["tfrecord_zip"] = record_browser.zip_download(user, path)
                 for problem in result.problems:
-                    st.warning(str(problem))
+                    st.warning(common.plain(common.shown_in(str(problem))))
             prepared = st.session_state.get("tfrecord_zip")
             if prepared:
                 st.download_button("Download images", prepared[1], file_name=prepared[0],

@@ -23,7 +23,7 @@ with images_tab:
         total = len(files)
 
         def progress(done: int, _total, name: str) -> None:
-            bar.progress(min(1.0, done / max(total, done)), text=f"{done} checked: {name}")
+            bar.progress(min(1.0, done / max(total, done)), text=f"{done} checked: {common.plain(name)}")
 
         with common.reported():
             report = images.ingest(common.db(), common.user(), project["id"],

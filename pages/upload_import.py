@@ -27,7 +27,7 @@ def render(project: dict) -> None:
         bar = st.progress(0.0, text="Reading…")
 
         def progress(done: int, total: int | None, name: str) -> None:
-            bar.progress(min(1.0, done / max(total or done, 1)), text=f"{done} read: {name}")
+            bar.progress(min(1.0, done / max(total or done, 1)), text=f"{done} read: {common.plain(name)}")
 
         with common.reported():
             report = importers.import_upload(common.db(), user, project["id"],
@@ -40,11 +40,12 @@ def render(project: dict) -> None:
     report = st.session_state.get("import_report")
     if report is None:
         return
-    (st.success if report.ok else st.error)(common.shown_in(report.summary()))
+    # (plain text: they quote file and class names from the uploaded files)
+    (st.success if report.ok else st.error)(common.plain(common.shown_in(report.summary())))
     for problem in report.problems:
-        st.error(common.shown_in(str(problem)))
+        st.error(common.plain(common.shown_in(str(problem))))
     for note in report.notes:
-        st.info(common.shown_in(str(note)))
+        st.info(common.plain(common.shown_in(str(note))))
     if report.items:
         st.dataframe(pd.DataFrame(common.shown_rows(report.rows())), hide_index=True, width="stretch")
 

@@ -31,7 +31,8 @@ if can_train:
                                                    + point["name"])
                 st.rerun()
     with path_tab, st.form("zoo_path"):
-        path = st.text_input("Path of the .tar.gz (inside the data folder or a folder the server's operator allowed)",
+        path = st.text_input("Path of the .tar.gz (inside the data folder, where a relative path is read from, "
+                             "or a folder the server's operator allowed)",
                              key="zoo_server_path")
         if st.form_submit_button("Import", type="primary") and path.strip():
             with common.reported(), st.spinner("Checking the archive, the config, the SavedModel and the checkpoint…"):
@@ -55,7 +56,7 @@ if can_train:
                 st.rerun()
 
 if message := st.session_state.pop("zoo_message", None):
-    st.success(message)
+    st.success(common.plain(message))  # it names the starting point
 
 # ---------------------------------------------------------------- the list
 
@@ -63,11 +64,11 @@ points = zoo.list_starting_points(db)
 if not points:
     st.info("No starting points yet." + (" Import or download one above." if can_train else ""))
     st.stop()
-st.dataframe(pd.DataFrame([{
+st.dataframe(pd.DataFrame(common.shown_rows([{
     "id": p["id"], "name": p["name"], "architecture": p["architecture"],
     "input": f"{p['width']}×{p['height']}", "classes": len(p["classes"]),
     "examples": ", ".join(list(p["classes"].values())[:5]), "size (MB)": p["size_mb"],
-    "checkpoint check": p["restore"].get("summary", ""), "file": p["filename"]} for p in points]),
+    "checkpoint check": p["restore"].get("summary", ""), "file": p["filename"]} for p in points])),
     hide_index=True, width="stretch")
 if not can_train:
     st.stop()
@@ -116,7 +117,7 @@ with finetune_tab:
                     st.switch_page("pages/runs.py")
 
 with remove_tab:
-    if st.button(f"Remove {point['name']}", key="zoo_remove"):
+    if st.button(f"Remove {common.plain(point['name'])}", key="zoo_remove"):
         with common.reported():
             zoo.remove_starting_point(db, user, point["id"])
             st.rerun()

@@ -10,6 +10,7 @@ import pytest
 
 from backend import auth, config_check, dataset_versions, importers, model_registry, paths, record_browser, zoo
 from backend.auth import CLI_ACTOR
+from pages import common
 from tests.helpers import CONFIG, add_image, button, image_bytes, signed_in
 
 
@@ -219,9 +220,9 @@ def test_the_models_page_refuses_an_outside_folder_to_an_admin(db, users, projec
     button(at, "Register").click()  # the folder form's (no runs yet)
     at.run()
     assert not at.exception, at.exception
-    assert [e.value for e in at.error] == [
-        f"Not allowed: admin (admin) may not register the model folder {str(outside)!r}: only paths inside the "
-        "data folder can be used from the browser"]
+    assert [e.value for e in at.error] == [  # (as Markdown source: plain text, `_` escaped)
+        "Not allowed: " + common.plain(f"admin (admin) may not register the model folder {str(outside)!r}: only "
+                                       "paths inside the data folder can be used from the browser")]
     assert db["models"].count == 0
 
 
@@ -311,3 +312,138 @@ def test_a_symlink_loop_below_an_import_folder_is_walked_once(db, users, project
     os.symlink(outside, folder / "out")
     with pytest.raises(PermissionError, match=f"may not import from {str(folder / 'out')!r}"):
         paths.confine_matches(str(data_dir / "loop"), users["reviewer"], "import", (".xml",))
+
+
+# ---------------------------------------------------------------- relative paths: from the data folder
+
+
+@pytest.fixture
+def elsewhere(tmp_path, monkeypatch):
+    """The process's working folder, outside the data folder, holding files of the same names
+    as the data folder's (so a path read from the wrong folder would be found)."""
+    folder = tmp_path / "elsewhere"
+    (folder / "exports").mkdir(parents=True)
+    (folder / "exports" / "a.record").write_bytes(b"\x00" * 16)
+    monkeypatch.chdir(folder)
+    return folder
+
+
+def test_a_relative_browser_path_resolves_from_the_data_folder_and_the_command_lines_from_its_own(
+        users, data_dir, outside, elsewhere):
+    (data_dir / "exports").mkdir()
+    (data_dir / "exports" / "a.record").write_bytes(b"\x00" * 16)
+    for role in ("admin", "reviewer", "viewer"):
+        assert paths.confine("exports/a.record", users[role], "records") == data_dir / "exports" / "a.record"
+        assert paths.confine(" exports/../exports/a.record", users[role], "records") == data_dir / "exports" / "a.record"
+    assert paths.confine("exports/a.record", CLI_ACTOR, "records") == elsewhere / "exports" / "a.record"
+    assert paths.absolute("exports/a.record", users["viewer"]) == str(data_dir / "exports" / "a.record")
+    assert paths.absolute("exports/a.record", CLI_ACTOR) == "exports/a.record"
+    # `~` is the server account's home only for the command line
+    assert paths.absolute("~/x", users["admin"]) == str(data_dir / "~" / "x")
+    assert paths.absolute("~/x", CLI_ACTOR) == os.path.expanduser("~/x")
+    os.symlink(outside, data_dir / "link")
+    for typed in ("../outside/train.record", "link/train.record", "exports/../../outside/train.record"):
+        with pytest.raises(PermissionError) as refused:
+            paths.confine(typed, users["reviewer"], "records")
+        assert str(refused.value) == (f"reviewer (reviewer) may not open the record set {typed!r}: only paths "
+                                      "inside the data folder can be used from the browser")
+
+
+def test_a_relative_glob_is_walked_in_the_data_folder(users, data_dir, outside, elsewhere):
+    os.symlink(outside, data_dir / "link")
+    os.symlink(outside, elsewhere / "link")
+    with pytest.raises(PermissionError) as refused:
+        paths.confine_matches("lin*/train.rec*", users["admin"], "records")
+    assert str(refused.value) == (f"admin (admin) may not open the record set {str(data_dir / 'link' / 'train.record')!r}: "
+                                  "only paths inside the data folder can be used from the browser")
+    (data_dir / "exports").mkdir()
+    (data_dir / "exports" / "b.record").write_bytes(b"\x00" * 16)
+    paths.confine_matches("exp*/*.record", users["viewer"], "records")  # allowed: it ends quietly
+
+
+def test_a_viewer_opens_a_dataset_version_by_the_relative_path_the_pages_show(db, users, project, data_dir,
+                                                                              elsewhere):
+    add_image(db, users["admin"], project["id"], "a.jpg", boxes=[("cat", 1, 2, 30, 40)])
+    version = dataset_versions.create_export(db, users["admin"], project["id"], splits="train=1")
+    typed = os.path.relpath(version.shard_globs["train"], data_dir)
+    assert not typed.startswith(("/", "..")), typed
+    inspection = record_browser.inspect(users["viewer"], typed)
+    assert inspection.examples == 1
+    assert inspection.label_map == str(version.label_map_path)
+
+
+def test_a_relative_path_in_a_config_is_checked_and_trained_from_the_data_folder(db, setup, stand_in, users,
+                                                                                 data_dir, elsewhere):
+    from backend import run_artefacts, run_lifecycle, saved_configs
+    from backend.config_document import ConfigDocument
+    checkpoints = data_dir / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "ckpt-1.index").write_bytes(b"x")
+    (checkpoints / "ckpt-1.data-00000-of-00001").write_bytes(b"x")
+    text = CONFIG.replace("train_config {", 'train_config {\n  fine_tune_checkpoint: "checkpoints/ckpt-1"\n'
+                                            '  fine_tune_checkpoint_type: "detection"', 1)
+    assert "train_config.fine_tune_checkpoint" not in {
+        p.path for p in config_check.check(text, actor=users["reviewer"])}
+    [missing] = [p for p in config_check.check(text, actor=CLI_ACTOR) if p.path == "train_config.fine_tune_checkpoint"]
+    assert missing.message.startswith("fine-tune checkpoint 'checkpoints/ckpt-1' does not exist")
+    assert ConfigDocument(config_check.absolute_paths(text, users["reviewer"])).get(
+        "train_config.fine_tune_checkpoint") == str(checkpoints / "ckpt-1")
+    saved = saved_configs.save_config(db, users["reviewer"], setup["project_id"], "relative", text)
+    run = run_lifecycle.start_run(db, setup["actor"], setup["project_id"], export_id=setup["export_id"],
+                                  config_id=saved["id"], runner=stand_in)
+    written = ConfigDocument.load(data_dir / "runs" / str(run["id"]) / run_artefacts.CONFIG_FILE)
+    assert written.get("train_config.fine_tune_checkpoint") == str(checkpoints / "ckpt-1")
+    assert run["fine_tune_checkpoint"] == str(checkpoints / "ckpt-1")
+    # a saved config is the data folder's: the command line starting it reads the same files
+    assert "train_config.fine_tune_checkpoint" not in {
+        p.path for p in config_check.check(text, actor=CLI_ACTOR, base=data_dir)}
+    queued = run_lifecycle.start_run(db, CLI_ACTOR, setup["project_id"], export_id=setup["export_id"],
+                                     config_id=saved["id"], runner=stand_in)
+    assert queued["fine_tune_checkpoint"] == str(checkpoints / "ckpt-1")
+    for started in (run, queued):
+        run_lifecycle.cancel_run(db, setup["actor"], started["id"])
+
+
+# ---------------------------------------------------------------- batch prediction's progress file
+
+
+def test_a_signed_in_users_progress_file_must_lie_in_the_predictions_folder(db, users, project, data_dir, outside):
+    from backend import predictions
+    target = data_dir / "images" / "progress.json"
+    for typed in (str(outside / "progress.json"), str(target), "../outside/progress.json",
+                  str(data_dir / "boxwise.db")):
+        with pytest.raises(PermissionError) as refused:
+            predictions.predict_project(db, users["reviewer"], project["id"], progress_file=typed)
+        assert str(refused.value).startswith(f"reviewer (reviewer) may not write batch-prediction progress to "
+                                             f"{typed!r}: "), str(refused.value)
+    assert str(refused.value).endswith("the database and the server settings are never opened from the browser")
+    with pytest.raises(PermissionError) as refused:
+        predictions.predict_project(db, users["reviewer"], project["id"], progress_file=str(target))
+    assert str(refused.value) == (f"reviewer (reviewer) may not write batch-prediction progress to {str(target)!r}: "
+                                  f"only paths inside the folder {data_dir / 'predictions'} can be used from the "
+                                  "browser")
+    assert not target.exists() and not (outside / "progress.json").exists()
+    # inside it (relative from the data folder) it is written; the command line writes anywhere
+    from backend.errors import Invalid
+    for actor, typed, written in ((users["reviewer"], "predictions/mine.json", data_dir / "predictions" / "mine.json"),
+                                  (CLI_ACTOR, str(outside / "progress.json"), outside / "progress.json")):
+        with pytest.raises(Invalid, match="has no current model"):
+            predictions.predict_project(db, actor, project["id"], progress_file=typed)
+        assert not written.exists()  # refused before anything was written: no model
+    with pytest.raises(Invalid, match="^the progress file must be a local path, not 'gs://b/p.json'$"):
+        predictions.predict_project(db, CLI_ACTOR, project["id"], progress_file="gs://b/p.json")
+
+
+# ---------------------------------------------------------------- one way to quote a typed path
+
+
+def test_a_long_typed_path_is_quoted_the_same_in_a_refusal_and_a_config_problem(users, data_dir):
+    from backend import saved_configs
+    typed = "/x" + "c" * 298
+    with pytest.raises(PermissionError) as refused:
+        paths.confine(typed, users["viewer"], "records")
+    assert str(refused.value) == (f"viewer (viewer) may not open the record set '/x{'c' * 198}…' (300 characters): "
+                                  "only paths inside the data folder can be used from the browser")
+    assert saved_configs.checkpoint_problem(typed) == (f"fine-tune checkpoint '/x{'c' * 198}…' (300 characters) "
+                                                     "is not a usable path (too long)")
+    assert not hasattr(saved_configs, "shown") and not hasattr(paths, "_short")

@@ -16,6 +16,7 @@ from backend import config_check, dataset_versions, paths, run_lifecycle, saved_
 from backend.errors import Invalid
 from backend.config_document import ConfigDocument
 from backend.training.templates import template_text
+from pages.common import plain
 from tests.helpers import button, make_dataset_version, signed_in
 
 REPO = Path(__file__).resolve().parents[1]
@@ -125,8 +126,8 @@ def test_the_configs_page_config_check_and_run_launch_give_the_same_problems(db,
     assert at.selectbox(key="config_version").value.id == c["version"].id
     button(at, "Validate").click().run()
     assert not at.exception, at.exception
-    # (the page shows a reviewer the paths relative to the data folder)
-    assert _listed(at.error[0].value) == [paths.shown_in(c["reviewer"], e) for e in c["expected"]]
+    # (the page shows a reviewer the paths relative to the data folder, as Markdown source: `_` escaped)
+    assert _listed(at.error[0].value) == [plain(paths.shown_in(c["reviewer"], e)) for e in c["expected"]]
 
     out = _cli(["config", "check", str(c["path"]), "--dataset-version", str(c["version"].id), "--json"],
                c["data_dir"])

@@ -436,7 +436,8 @@ def test_a_run_launch_refuses_doctor_errors_and_keeps_its_warnings(db, admin, sm
     assert warnings[2]["numbers"]["unmatched"] == 23
     at = signed_in(db, "admin", "pages/runs.py")  # the run's view shows them
     shown = [w.value for w in at.warning if w.value.startswith("Config doctor at launch: ")]
-    assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [w["message"] for w in warnings]
+    from pages.common import plain  # (Markdown source: the messages as plain text, `_` escaped)
+    assert [m.removeprefix("Config doctor at launch: ") for m in shown] == [plain(w["message"]) for w in warnings]
     run_lifecycle.cancel_run(db, admin, run["id"])
     run_lifecycle.wait_for_run(db, run["id"])
 
@@ -448,7 +449,7 @@ def test_doctor_panel_lists_findings_with_charts_and_fix_it_edits_the_config(db,
     messages = [w.value for w in at.warning]
     assert any(m.startswith("23 of 82 boxes (28.0%) have no anchor") for m in messages)
     assert any("70% of its peak" in m for m in messages)
-    assert any(m.startswith("batch_norm decay 0.997 over the run's 800 steps leaves 9%") for m in messages)
+    assert any(m.startswith("batch\\_norm decay 0.997 over the run's 800 steps leaves 9%") for m in messages)
     assert len(at.get("vega_lite_chart")) == 2
     fixes = [b for b in at.button if b.label == "Fix it"]
     assert len(fixes) == 3
@@ -460,7 +461,7 @@ def test_doctor_panel_lists_findings_with_charts_and_fix_it_edits_the_config(db,
     assert not at.exception, at.exception
     diff_lines = at.code[0].value.splitlines()
     assert "+          decay: 0.994" in diff_lines and "+            decay: 0.994" in diff_lines  # extractor, head
-    assert not any(w.value.startswith("batch_norm decay") for w in at.warning)
+    assert not any(w.value.startswith("batch\\_norm decay") for w in at.warning)  # (Markdown source)
     button(at, "Save as a new version").click().run()
     saved = saved_configs.list_configs(db, small.project_id)[0]
     assert saved["version"] == 2 and "anchor_scale: 2.25" in saved["text"]

@@ -113,6 +113,7 @@ READS = {
     "labeling.queue_size", "config_check.check", "paths.confine", "paths.allows",
     "paths.confine_pattern", "paths.rule", "record_browser.confined_set", "record_browser.inspect", "record_browser.page",
     "labeling.why_queue_is_empty", "tflite.download",
+    "paths.absolute", "config_check.absolute_paths",  # where a relative path is read from
     # Every signed-in user changes their own password (with the current one): no role lacks it.
     "auth.change_password",
 }

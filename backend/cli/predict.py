@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     batch.add_argument("--model", type=int, help="registry model id (default: the current model)")
     batch.add_argument("--min-score", type=float, default=predictions.DEFAULT_MIN_SCORE,
                        help=f"lowest score kept as a draft (default {predictions.DEFAULT_MIN_SCORE})")
-    batch.add_argument("--progress", help="progress file (default data/predictions/project-ID.json)")
+    batch.add_argument("--progress", help="progress file (default data/predictions/project-ID.json; with "
+                       "--user it must lie in data/predictions/, a relative path read from the data folder)")
     batch.add_argument("--user", type=int, help="act as this user id (the app passes who started it)")
     batch.add_argument("--background", action="store_true", help="start in the background and return")
     batch.set_defaults(func=predict_project)

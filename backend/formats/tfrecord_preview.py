@@ -72,7 +72,7 @@ def extract(pattern: str | Path, out: str | Path, draw: bool = False,
                 else:
                     data = item.encoded or b""
                     if not data:
-                        raise Invalid(f"{file} record {index}: no image/encoded")
+                        raise Invalid("no image/encoded")  # (the problem names the file and record)
             except Invalid as exc:
                 result.problems.append(tfrecord_checks.Problem(file, index, str(exc)))
                 continue
