@@ -194,7 +194,7 @@ def diff(old: str, new: str, old_name: str = "saved", new_name: str = "edited") 
 
 
 def templates() -> dict[str, str]:
-    """The trainer's starting configs by name (`default`, `quick`)."""
+    """The trainer's starting configs by name (`default`, `quick`, `zoo_gpu`)."""
     from backend.training import templates as trainer_templates
     return {name: trainer_templates.template_text(name) for name in trainer_templates.TEMPLATES}
 

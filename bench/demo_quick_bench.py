@@ -4,6 +4,7 @@
     .venv/bin/python bench/demo_quick_bench.py --template default --eval-every 1000
     .venv/bin/python bench/demo_quick_bench.py --set model.ssd.feature_extractor.depth_multiplier=0.5
     .venv/bin/python bench/demo_quick_bench.py --template default --doctor-only   # no training
+    .venv/bin/python bench/demo_quick_bench.py --speed-sizes 128 192 256 320 --steps 60  # CPU s/step only
 
 The path: the demo project (`backend.demo.create_demo_project`: 60 generated 320x240 scenes,
 45 labeled) in a fresh data folder -> a TFRecord dataset version with the default split ->
@@ -15,6 +16,12 @@ training process's user + system seconds from /proc, sampled every second, so it
 at most a second per segment) and mAP / mAP@0.5, with the 1-minute load average while training
 (the machine is shared: CPU minutes are the figure that does not depend on the load).
 JSON to bench/out/ (`--label` names the file).
+
+`--speed-sizes` measures step cost only: for each input size (the template's resizer height and
+width set to it, nothing else changed) one training process of `--steps` steps (default 60), no
+evaluation, one process at a time; prints steady CPU and wall seconds per step (from the first
+logged step, after tracing, to the last) and the CPU ratio to the first size, the baseline of
+the same run.
 """
 from __future__ import annotations
 
@@ -44,6 +51,43 @@ def steady_cpu_per_step(model_dir: Path, info: dict, done: int) -> float | None:
     return None if cpu is None else round(cpu / (rows[-1]["step"] - rows[0]["step"]), 3)
 
 
+def speed_sizes(args, doc, work: Path) -> int:
+    """CPU and wall seconds per step of the filled template at each of `args.speed_sizes`."""
+    from parity_bench import boxwise_train
+    steps = args.steps or 60
+    rows = []
+    for size in args.speed_sizes:
+        doc.set("model.ssd.image_resizer.fixed_shape_resizer.height", size)
+        doc.set("model.ssd.image_resizer.fixed_shape_resizer.width", size)
+        config = work / f"pipeline-{size}.config"
+        config.write_text(doc.text, encoding="utf-8")
+        model_dir = work / f"speed-{size}"
+        info = boxwise_train(config, model_dir, steps, work / f"speed-{size}.log", checkpoint_every_n=steps)
+        history = [json.loads(line) for line in (model_dir / "progress.jsonl").read_text().splitlines() if line.strip()]
+        history = [r for r in history if r.get("phase") == "train"]
+        wall = ((history[-1]["time"] - history[0]["time"]) / (history[-1]["step"] - history[0]["step"])
+                if len(history) > 1 and history[-1]["step"] > history[0]["step"] else None)
+        row = {"size": size, "steps": steps, "batch_size": int(doc.get("train_config.batch_size")),
+               "steady_cpu_seconds_per_step": steady_cpu_per_step(model_dir, info, 0),
+               "steady_wall_seconds_per_step": None if wall is None else round(wall, 3),
+               "process_cpu_seconds": round(info["cpu_samples"][-1][1], 1) if info["cpu_samples"] else None,
+               "load": info["load"]}
+        base = rows[0]["steady_cpu_seconds_per_step"] if rows else row["steady_cpu_seconds_per_step"]
+        row["cpu_ratio_to_first"] = (round(row["steady_cpu_seconds_per_step"] / base, 2)
+                                     if base and row["steady_cpu_seconds_per_step"] else None)
+        rows.append(row)
+        print(f"{size:4d} px  steady CPU s/step {row['steady_cpu_seconds_per_step']}  wall s/step "
+              f"{row['steady_wall_seconds_per_step']}  x{row['cpu_ratio_to_first']} of {args.speed_sizes[0]} px  "
+              f"process CPU {row['process_cpu_seconds']} s  (load {info['load']})", flush=True)
+    report = {"template": args.template, "edits": args.set, "speed_rows": rows,
+              "finished": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}
+    out = args.out or REPO / "bench" / "out" / f"demo_{args.label or args.template}_speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--template", default="quick")
@@ -55,6 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--doctor-only", action="store_true", help="print the config doctor's findings and stop")
+    parser.add_argument("--speed-sizes", type=int, nargs="+", default=None, metavar="PX",
+                        help="only CPU seconds per step, one process per input size (the first is the baseline)")
     args = parser.parse_args(argv)
 
     work = _cli.work_directory("demo_bench_")
@@ -74,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
         for edit in args.set:
             path, _, value = edit.partition("=")
             doc.set_literal(path.strip(), value)
+        if args.speed_sizes:
+            return speed_sizes(args, doc, work)
         total = args.steps or int(doc.get("train_config.num_steps"))
         findings = [f"{f.check}: {f.message}" for f in config_doctor.examine(doc.text, version).findings]
         print(f"config doctor: {'; '.join(findings) if findings else 'clean'}", flush=True)

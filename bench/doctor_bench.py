@@ -1,6 +1,6 @@
 """The config doctor's cost: `python bench/doctor_bench.py` (one command).
 
-For N generated boxes on the `default` template (320×320 input, 12,804 anchors):
+For N generated boxes on the `zoo_gpu` template (320×320 input, 12,804 anchors):
 - best anchor IoU per box, `anchor_coverage.best_iou` (nearest cell centre per level and
   shape) against the baseline of the same run, the brute-force maximum over every anchor of
   `training.anchors.generate_anchors` (in chunks of 1,000 boxes), and the largest difference;
@@ -56,7 +56,7 @@ def main() -> int:
 
     anchors = generate_anchors(320, 320, AnchorSpec()).astype(np.float64) * 320
     grid = AnchorGrid(320, 320)
-    text = template_text("default")
+    text = template_text("zoo_gpu")
     rng = np.random.default_rng(0)
     print(f"{len(anchors)} anchors at 320×320")
     print("| boxes | best_iou s | brute force s | brute / best_iou | max abs difference | examine s |")

@@ -2,10 +2,10 @@
 SavedModel call alone, in the same run; and batch throughput (end to end, and through batch
 prediction into SQLite drafts).
 
-    .venv/bin/python bench/predict_bench.py                 # the default model (320×320 fpnlite)
+    .venv/bin/python bench/predict_bench.py                 # the zoo_gpu template (320×320 fpnlite)
     .venv/bin/python bench/predict_bench.py --model DIR     # any export (TF OD API or Boxwise)
 
-Without --model it exports the `default` recipe (ssd_mobilenet_v2_fpnlite_320x320) after one
+Without --model it exports the `zoo_gpu` template (ssd_mobilenet_v2_fpnlite_320x320) after one
 training step on generated shapes, once, into bench/out/default_export/ (weights do not change
 the speed), and the same checkpoint once more without batch-norm folding into
 bench/out/default_export_unfolded/, whose raw call is timed alongside as the before/after
@@ -46,7 +46,7 @@ def summary(values: list[float]) -> dict[str, float]:
 
 
 def default_export() -> Path:
-    """bench/out/default_export: the default recipe exported after one training step."""
+    """bench/out/default_export: the zoo_gpu template exported after one training step."""
     from tests.training import shapes
 
     target, unfolded, work = OUT / "default_export", OUT / "default_export_unfolded", OUT / "default_train"
@@ -59,7 +59,7 @@ def default_export() -> Path:
     val_glob, _ = shapes.write_dataset(work / "data", "val", 2, size=320, seed=1)
     label_map = shapes.write_label_map(work / "data")
     config = work / "pipeline.config"
-    config.write_text(render_template("default", num_classes=2, train_input=train_glob, eval_input=val_glob,
+    config.write_text(render_template("zoo_gpu", num_classes=2, train_input=train_glob, eval_input=val_glob,
                                       label_map_path=str(label_map), num_steps=1, batch_size=1))
     status = run_training(config, work / "model_dir", num_train_steps=1, checkpoint_every_n=1,
                           record_summaries=False)
@@ -75,7 +75,7 @@ def default_export() -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", help="export directory (default: the default recipe, exported once)")
+    parser.add_argument("--model", help="export directory (default: the zoo_gpu template, exported once)")
     parser.add_argument("--images", type=int, default=60, help="timed images (default 60)")
     parser.add_argument("--size", type=int, default=320)
     parser.add_argument("--batch-images", type=int, default=40, help="images for the batch-prediction run")

@@ -177,14 +177,16 @@ def test_800_of_2000_cosine_steps_is_flagged_with_the_learning_rate_left(small, 
     assert not [f for f in doctor.examine(fixed, small).findings if f.check == "schedule"]
 
 
-def test_quick_template_on_the_demo_project_passes_clean(db, admin):
+@pytest.mark.parametrize("name,unmatched", [("quick", 1), ("default", 0)])
+def test_the_cpu_templates_on_the_demo_project_pass_clean(db, admin, name, unmatched):
     project = demo.create_demo_project(db, admin)
     version = dataset_versions.create_export(db, admin, project["id"], "tfrecord")
-    text = saved_configs.fill_from_dataset_version(saved_configs.templates()["quick"], version)
+    text = saved_configs.fill_from_dataset_version(saved_configs.templates()[name], version)
     report = doctor.examine(text, version)
     assert report.findings == []
-    # 89 boxes; the quick template's anchor_scale 2 matches all but one of them (98.9 % ≥ 95 %).
-    assert len(report.boxes) == 89 and sum(b["best_iou"] < 0.5 for b in report.boxes) == 1
+    # 89 boxes; the quick template's anchor_scale 2 at 128 px matches all but one of them
+    # (98.9 % ≥ 95 %), the default's anchor_scale 4 at 256 px every one.
+    assert len(report.boxes) == 89 and sum(b["best_iou"] < 0.5 for b in report.boxes) == unmatched
 
 
 def test_on_many_boxes_the_suggested_share_is_computed_on_every_box():

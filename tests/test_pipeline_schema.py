@@ -107,7 +107,7 @@ def test_a_faster_rcnn_config_parses_so_it_can_be_refused_by_name():
 
 
 def test_a_nested_typo_is_one_problem_with_its_path_and_line():
-    text = template_text("default").replace("anchor_scale: 4.0", "anchor_scael: 4.0")
+    text = template_text("zoo_gpu").replace("anchor_scale: 4.0", "anchor_scael: 4.0")
     config, problems = schema.parse(text)
     assert problems == [Problem(f"{ANCHOR_PATH}.anchor_scael", _line_of(text, "anchor_scael"),
                                 'unknown field "anchor_scael": MultiscaleAnchorGenerator has no such field; '
@@ -121,7 +121,7 @@ def test_a_nested_typo_is_one_problem_with_its_path_and_line():
 
 
 def test_several_typos_give_several_problems_in_line_order():
-    text = (template_text("default")
+    text = (template_text("zoo_gpu")
             .replace("min_depth: 16", "min_dpeth: 16")
             .replace("scales_per_octave: 2", "scales_per_octav: 2")
             .replace("min_area: 0.75", "min_aera: 0.75")
@@ -140,7 +140,7 @@ def test_several_typos_give_several_problems_in_line_order():
 
 
 def test_a_wrong_type_and_an_unknown_enum_value_are_reported_with_their_lines():
-    text = (template_text("default").replace("num_classes: 1  #", 'num_classes: "three"  #')
+    text = (template_text("zoo_gpu").replace("num_classes: 1  #", 'num_classes: "three"  #')
             .replace("activation: RELU_6", "activation: RELU7", 1)
             .replace("use_depthwise: true", "use_depthwise: 2", 1))
     _, problems = schema.parse(text)
@@ -243,7 +243,7 @@ def test_the_trainer_and_the_doctor_assume_the_schema_defaults():
 def test_parsing_imports_neither_tensorflow_nor_keras():
     code = ("import sys\nfrom backend import pipeline_schema\n"
             "from backend.training.templates import template_text\n"
-            "config, problems = pipeline_schema.parse(template_text('default').replace('min_depth', 'min_dpeth'))\n"
+            "config, problems = pipeline_schema.parse(template_text('zoo_gpu').replace('min_depth', 'min_dpeth'))\n"
             "assert [p.path for p in problems] == ['model.ssd.feature_extractor.min_dpeth'], problems\n"
             "print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

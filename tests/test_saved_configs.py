@@ -142,25 +142,32 @@ def test_the_boxwise_trainer_flags_unsupported_meta_architectures(version):
                                             actor=CLI_ACTOR, external=True) if p.path.startswith("model.")]
 
 
-@pytest.mark.parametrize("name", ["default", "quick"])
+@pytest.mark.parametrize("name", ["default", "quick", "zoo_gpu"])
 def test_templates_filled_from_a_dataset_version_are_valid(name, version):
     text = saved_configs.templates()[name]
     assert "PATH_TO_BE_CONFIGURED" in text
     assert config_check.check(saved_configs.fill_from_dataset_version(text, version), version, actor=CLI_ACTOR) == []
 
 
-QUICK_CHOSEN = {  # measured on the demo project, BENCHMARKS.md "Templates (issue 11 item 5)"
-    "model.ssd.image_resizer.fixed_shape_resizer.height": 128,
-    "model.ssd.image_resizer.fixed_shape_resizer.width": 128,
-    "model.ssd.feature_extractor.depth_multiplier": 1.0,
-    "model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale": 2.0,
-    "train_config.batch_size": 8,
-    "train_config.num_steps": 2000,
-    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.learning_rate_base": 0.004,
-    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.total_steps": 2000,
-    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.warmup_learning_rate": 0.0004,
-    "train_config.optimizer.adam_optimizer.learning_rate.cosine_decay_learning_rate.warmup_steps": 100,
-}
+def recipe(size: int, anchor_scale: float, batch: int, steps: int, optimizer: str, base: float,
+           warmup_rate: float, warmup_steps: int) -> dict:
+    """A template's measured values by config path (cosine total_steps == num_steps)."""
+    cosine = f"train_config.optimizer.{optimizer}.learning_rate.cosine_decay_learning_rate"
+    return {"model.ssd.image_resizer.fixed_shape_resizer.height": size,
+            "model.ssd.image_resizer.fixed_shape_resizer.width": size,
+            "model.ssd.feature_extractor.depth_multiplier": 1.0,
+            "model.ssd.anchor_generator.multiscale_anchor_generator.anchor_scale": anchor_scale,
+            "train_config.batch_size": batch, "train_config.num_steps": steps,
+            f"{cosine}.learning_rate_base": base, f"{cosine}.total_steps": steps,
+            f"{cosine}.warmup_learning_rate": warmup_rate, f"{cosine}.warmup_steps": warmup_steps}
+
+
+# quick and default: measured on the demo project, BENCHMARKS.md "Templates (issue 11 item 5)"
+QUICK_CHOSEN = recipe(128, 2.0, 8, 2000, "adam_optimizer", 0.004, 0.0004, 100)
+DEFAULT_CHOSEN = recipe(256, 4.0, 8, 2000, "adam_optimizer", 0.004, 0.0004, 100)
+# the zoo ssd_mobilenet_v2_fpnlite_320x320 recipe, kept for GPU users
+ZOO_GPU_RECIPE = {**recipe(320, 4.0, 16, 25000, "momentum_optimizer", 0.04, 0.013333, 1000),
+                  "train_config.optimizer.momentum_optimizer.momentum_optimizer_value": 0.9}
 
 
 def test_the_quick_template_holds_the_measured_recipe():
@@ -168,7 +175,14 @@ def test_the_quick_template_holds_the_measured_recipe():
     assert {path: doc.get(path) for path in QUICK_CHOSEN} == QUICK_CHOSEN
 
 
-@pytest.mark.parametrize("name,optimizer", [("default", "momentum_optimizer"), ("quick", "adam_optimizer")])
+@pytest.mark.parametrize("name,chosen", [("default", DEFAULT_CHOSEN), ("zoo_gpu", ZOO_GPU_RECIPE)])
+def test_the_default_and_zoo_gpu_templates_hold_their_recipes(name, chosen):
+    doc = pc.ConfigDocument(saved_configs.templates()[name])
+    assert {path: doc.get(path) for path in chosen} == chosen
+
+
+@pytest.mark.parametrize("name,optimizer", [("default", "adam_optimizer"), ("quick", "adam_optimizer"),
+                                            ("zoo_gpu", "momentum_optimizer")])
 def test_each_template_decays_its_learning_rate_to_zero_at_its_last_step(name, optimizer):
     doc = pc.ConfigDocument(saved_configs.templates()[name])
     cosine = doc.get(f"train_config.optimizer.{optimizer}.learning_rate.cosine_decay_learning_rate.total_steps")

@@ -1,5 +1,6 @@
-"""Config templates in TF OD API text format: `default` (320×320, the fpnlite recipe) and `quick`
-(small and fast, for a first look on a CPU).
+"""Config templates in TF OD API text format: `default` (a better model in about an hour of CPU),
+`quick` (small and fast, for a first look on a CPU) and `zoo_gpu` (the zoo
+ssd_mobilenet_v2_fpnlite_320x320 recipe, 320×320 at batch 16: a start for a GPU).
 
     template_text("quick")                       # the file as shipped, PATH_TO_BE_CONFIGURED inside
     render_template("quick", num_classes=3, train_input="/x/train.record-?????-of-00010",
@@ -12,7 +13,7 @@ from pathlib import Path
 from backend.errors import NotFound
 from backend.config_document import ConfigDocument
 
-TEMPLATES = ("default", "quick")
+TEMPLATES = ("default", "quick", "zoo_gpu")
 _HERE = Path(__file__).parent
 
 
