@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import io
 import re
+import threading
+import time
 
 from PIL import Image, ImageDraw
 
@@ -231,6 +233,13 @@ def _matching_draft(box: dict, drafts: list[dict]) -> dict | None:
     return next((draft for draft in drafts if _same_place(draft, box)), None)
 
 
+# One lock per picture being rendered: the page asking for a picture the prefetch thread is
+# rendering waits for it instead of resizing the same image a second time.
+_RENDERING: dict[str, threading.Lock] = {}
+_RENDERING_GUARD = threading.Lock()
+OVERVIEW_WIDTH = 240
+
+
 def display_image(image: dict, fit: coordinates.DisplayFit) -> bytes:
     """The canvas background at exactly the canvas size (cached on disk): the whole image
     downscaled at 1×, or, zoomed in, the view's region of the stored image resized to the
@@ -240,20 +249,42 @@ def display_image(image: dict, fit: coordinates.DisplayFit) -> bytes:
         f"{image['sha256']}-{fit.canvas_width}x{fit.canvas_height}{view}.jpg"
     if target.exists():
         return target.read_bytes()
-    region = (fit.left, fit.top, fit.left + fit.view_width, fit.top + fit.view_height)
-    with Image.open(image_file(image)) as source:
-        rgb = source.convert("RGB")
-        enlarging = fit.scale_x > 1
-        resized = rgb.resize((fit.canvas_width, fit.canvas_height),
-                             Image.Resampling.NEAREST if enlarging else Image.Resampling.LANCZOS,
-                             box=region)
-    out = io.BytesIO()
-    resized.save(out, format="JPEG", quality=90)
-    atomic.write_bytes(target, out.getvalue())
+    with _RENDERING_GUARD:
+        lock = _RENDERING.setdefault(str(target), threading.Lock())
+    with lock:
+        if target.exists():  # rendered by the thread this call waited for
+            return target.read_bytes()
+        region = (fit.left, fit.top, fit.left + fit.view_width, fit.top + fit.view_height)
+        with Image.open(image_file(image)) as source:
+            rgb = source.convert("RGB")
+            enlarging = fit.scale_x > 1
+            resized = rgb.resize((fit.canvas_width, fit.canvas_height),
+                                 Image.Resampling.NEAREST if enlarging else Image.Resampling.LANCZOS,
+                                 box=region)
+        out = io.BytesIO()
+        resized.save(out, format="JPEG", quality=90)
+        atomic.write_bytes(target, out.getvalue())
+    with _RENDERING_GUARD:
+        _RENDERING.pop(str(target), None)
     return out.getvalue()
 
 
-def overview_image(image: dict, fit: coordinates.DisplayFit, width: int = 240) -> bytes:
+def prepare_display(image: dict, delay: float = 0.0) -> None:
+    """Render into the disk cache, after `delay` seconds, the two pictures opening `image` on
+    the Label page needs first: the canvas background of the whole image and the overview's
+    small copy. The page calls this in a thread for the image N would open next, so N does not
+    wait for a large photo to be resized; a picture that cannot be made is left for the page
+    to report when the image is opened."""
+    time.sleep(delay)
+    try:
+        display_image(image, coordinates.display_fit(image["width"], image["height"]))
+        display_image(image, coordinates.display_fit(image["width"], image["height"],
+                                                     OVERVIEW_WIDTH, OVERVIEW_WIDTH))
+    except OSError:
+        pass
+
+
+def overview_image(image: dict, fit: coordinates.DisplayFit, width: int = OVERVIEW_WIDTH) -> bytes:
     """A small copy of the whole image with the view's rectangle drawn on it (PNG)."""
     whole = coordinates.display_fit(image["width"], image["height"], width, width)
     small = Image.open(io.BytesIO(display_image(image, whole))).convert("RGB")

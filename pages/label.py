@@ -2,6 +2,8 @@
 submit, skip; the next image comes from the user's queue and is leased to them."""
 from __future__ import annotations
 
+import threading
+
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 from streamlit_drawable_canvas import st_canvas
@@ -592,3 +594,15 @@ actions[4].button("Skip", width="stretch", on_click=do_skip,
 
 with st.expander("History of this image"):
     st.dataframe(annotations.history_table(db, image["id"]), hide_index=True, width="stretch")
+
+# The pictures of the image N would open next are rendered now, in a thread, a second after
+# this run (resizing a large photo for the canvas and the overview took 0.1–0.8 s of N → ready
+# when done on N; bench/label_trace.py): N then finds them in the disk cache.
+if current["mine"] and auth.can(user, "label"):
+    upcoming = labeling.peek_next_image(db, user, project["id"], order=S.get("label_order", "id"),
+                                        exclude={*S.get("label_passed", []), image["id"]},
+                                        resume_own=bool(S.get("label_resume_own")))
+    if upcoming and S.get("label_prepared") != upcoming["id"]:
+        S["label_prepared"] = upcoming["id"]
+        threading.Thread(target=canvas.prepare_display, args=(upcoming, 1.0), daemon=True,
+                         name="boxwise-prepare-display").start()
