@@ -71,6 +71,10 @@ TRACE_JS = r"""
 })();
 """
 
+# A wait's condition that stamps, in the page, the moment it first holds (a stamp taken in Python
+# after the wait returned would add Playwright's round trip).
+STAMP = "((ok) => (ok && (window.__trace.done = performance.timeOrigin + performance.now()), ok))({})"
+
 # Frames since `since` (ms), binary payloads as base64 for decoding in Python.
 FRAMES_JS = r"""async (since) => {
   const out = [];
@@ -93,10 +97,12 @@ FRAMES_JS = r"""async (since) => {
 
 # ---------------------------------------------------------------- the timed server
 
-def serve(log_path: str, port: int) -> None:
-    """Run the app with timers (see the module's docstring); one JSON line per event."""
+def serve(log_path: str, port: int, root: Path = ROOT) -> None:
+    """Run the app in `root` with timers (see the module's docstring); one JSON line per event."""
     import functools
     import importlib
+
+    sys.path.insert(0, str(root))
 
     lock = threading.Lock()
     log = open(log_path, "a", buffering=1)
@@ -200,10 +206,10 @@ def serve(log_path: str, port: int) -> None:
     script_runner.ScriptRunner._run_script = run_script
 
     from streamlit.web import cli
-    sys.argv = ["streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+    sys.argv = ["streamlit", "run", str(root / "app.py"), "--server.port", str(port),
                 "--server.headless", "true", "--browser.gatherUsageStats", "false",
                 "--server.fileWatcherType", "none"]
-    os.chdir(ROOT)
+    os.chdir(root)
     cli.main()
 
 
@@ -267,6 +273,18 @@ def phases(start: float, done: float, frames: list[dict], runs: list[dict], task
     }
 
 
+def add_profile(spent: dict, profile: dict) -> None:
+    """Self time (ms) of a DevTools CPU profile, summed by script file (and by V8's own
+    categories: garbage collector, program, idle)."""
+    where = {}
+    for node in profile["nodes"]:
+        frame = node["callFrame"]
+        url = frame.get("url") or ""
+        where[node["id"]] = url.rsplit("/", 1)[-1].split("?")[0] if url else frame.get("functionName") or "?"
+    for node_id, delta in zip(profile.get("samples", []), profile.get("timeDeltas", [])):
+        spent[where.get(node_id, "?")] = spent.get(where.get(node_id, "?"), 0.0) + delta / 1000
+
+
 def read_log(path: Path) -> tuple[list[dict], list[dict]]:
     runs, backmsgs = [], []
     # With BOXWISE_TRACE_PROFILE=FILE the server profiles each run (cProfile, slower) into FILE.
@@ -288,10 +306,15 @@ def read_log(path: Path) -> tuple[list[dict], list[dict]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=4)
+    parser.add_argument("--root", type=Path, default=ROOT,
+                        help="the checkout whose app is traced (default: this one)")
+    parser.add_argument("--cpu-profile", action="store_true",
+                        help="also sample Chromium's main thread (DevTools profiler) from each drag's "
+                             "mouse-down until the box is listed, and print where its time went by script")
     parser.add_argument("--serve", nargs=2, metavar=("LOG", "PORT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.serve:
-        serve(args.serve[0], int(args.serve[1]))
+        serve(args.serve[0], int(args.serve[1]), args.root.resolve())
         return 0
 
     from bench.label_browser_bench import READY, SURFACE, prepare
@@ -307,7 +330,8 @@ def main(argv: list[str] | None = None) -> int:
         made = prepare(data, 2)
         port = free_port()
         log = data / "trace.jsonl"
-        server = subprocess.Popen([sys.executable, __file__, "--serve", str(log), str(port)],
+        server = subprocess.Popen([sys.executable, __file__, "--serve", str(log), str(port),
+                                   "--root", str(args.root.resolve())],
                                   env={**os.environ, "BOXWISE_DATA": str(data)},
                                   stdout=open(data / "server.log", "wb"), stderr=subprocess.STDOUT,
                                   start_new_session=True)
@@ -328,6 +352,11 @@ def main(argv: list[str] | None = None) -> int:
                 page.add_init_script(TRACE_JS)
                 page.goto(f"http://127.0.0.1:{port}")
                 fill_login(page, "ann")
+                cpu: dict[str, dict] = {}
+                if args.cpu_profile:
+                    cdp = page.context.new_cdp_session(page)
+                    cdp.send("Profiler.enable")
+                    cdp.send("Profiler.setSamplingInterval", {"interval": 250})
                 for name, project in made["projects"].items():
                     picker = page.locator("[data-testid=stSidebar] [data-testid=stSelectbox]").first
                     picker.click()
@@ -341,24 +370,28 @@ def main(argv: list[str] | None = None) -> int:
                         page.wait_for_timeout(700)
                         start = page.evaluate("() => performance.timeOrigin + performance.now()")
                         page.keyboard.press("n")
-                        page.wait_for_function("(before) => {" + READY + "return ready() && header() !== before; }",
-                                               arg=before, polling="raf")
-                        done = page.evaluate("() => performance.timeOrigin + performance.now()")
+                        page.wait_for_function("(before) => {" + READY + "return " + STAMP.format(
+                            "ready() && header() !== before") + "; }", arg=before, polling="raf")
+                        done = page.evaluate("() => window.__trace.done")
                         samples.setdefault(f"{name} · N → ready", []).append({"start": start, "done": done})
 
                         page.wait_for_timeout(700)
                         count = int(re.search(r"Boxes \((\d+)", page.get_by_text(re.compile(r"^Boxes \(")).inner_text()).group(1))
                         surface = page.locator(SURFACE).bounding_box()
                         x, y = surface["x"] + 40 + 37 * number, surface["y"] + 40 + 29 * number
+                        if args.cpu_profile:
+                            cdp.send("Profiler.start")
                         page.mouse.move(x, y)
                         page.mouse.down()
                         page.mouse.move(x + 15, y + 12, steps=3)
                         page.mouse.move(x + 30, y + 24, steps=3)
                         page.mouse.up()
-                        page.wait_for_function(
-                            "(n) => new RegExp('Boxes \\\\(' + n + ',').test(document.body.innerText)",
-                            arg=count + 1, polling="raf")
-                        done = page.evaluate("() => performance.timeOrigin + performance.now()")
+                        page.wait_for_function("(n) => " + STAMP.format(
+                            "new RegExp('Boxes \\\\(' + n + ',').test(document.body.innerText)"), arg=count + 1,
+                            polling="raf")
+                        done = page.evaluate("() => window.__trace.done")
+                        if args.cpu_profile:
+                            add_profile(cpu.setdefault(name, {}), cdp.send("Profiler.stop")["profile"])
                         marks = page.evaluate("() => window.__trace.marks")
                         release = [m["t"] for m in marks if m["type"] == "pointerup"][-1]
                         samples.setdefault(f"{name} · draw → listed", []).append({"start": release, "done": done})
@@ -407,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{median('b_arrival_ms')} ms; (c) script runs {statistics.median(run_ms):.1f} ms; "
               f"(d) after the last run {median('d_after_run_ms')} ms, received {median('d_received_bytes')} B; "
               f"browser long tasks {median('browser_long_tasks_ms')} ms")
+    for name, spent in cpu.items():
+        total = sum(spent.values())
+        print(f"\n== {name} · draw → listed: Chromium main thread by script, ms summed over the drags")
+        for where, ms in sorted(spent.items(), key=lambda kv: -kv[1])[:14]:
+            print(f"  {ms:8.1f}  {100 * ms / total:5.1f}%  {where}")
     print(json.dumps({"load": os.getloadavg(), "report": report}, ensure_ascii=False, default=str))
     return 0
 
