@@ -8,10 +8,12 @@ through `coordinates.canvas_to_image`, keeping a draft a draft only while it is 
 """
 from __future__ import annotations
 
+import base64
 import io
+import os
 import re
+import sys
 import threading
-import time
 
 from PIL import Image, ImageDraw
 
@@ -269,19 +271,36 @@ def display_image(image: dict, fit: coordinates.DisplayFit) -> bytes:
     return out.getvalue()
 
 
-def prepare_display(image: dict, delay: float = 0.0) -> None:
-    """Render into the disk cache, after `delay` seconds, the two pictures opening `image` on
-    the Label page needs first: the canvas background of the whole image and the overview's
-    small copy. The page calls this in a thread for the image N would open next, so N does not
-    wait for a large photo to be resized; a picture that cannot be made is left for the page
-    to report when the image is opened."""
-    time.sleep(delay)
+def prepare_display(image: dict) -> None:
+    """Render into the disk cache the two pictures opening `image` on the Label page needs
+    first: the canvas background of the whole image and the overview's small copy. A picture
+    that cannot be made is left for the page to report when the image is opened."""
     try:
         display_image(image, coordinates.display_fit(image["width"], image["height"]))
         display_image(image, coordinates.display_fit(image["width"], image["height"],
                                                      OVERVIEW_WIDTH, OVERVIEW_WIDTH))
     except OSError:
         pass
+
+
+def prepare_display_soon(image: dict) -> threading.Thread:
+    """`prepare_display` in a thread of its own, started now; on Linux the thread runs at the
+    lowest CPU priority (nice 19, that thread alone), so it takes only CPU time nothing else
+    wants. The Label page calls this for the image N would open next, so N does not wait for
+    a large photo to be resized."""
+    def work() -> None:
+        if sys.platform == "linux":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        prepare_display(image)
+    thread = threading.Thread(target=work, daemon=True, name="boxwise-prepare-display")
+    thread.start()
+    return thread
+
+
+def display_data_url(image: dict, fit: coordinates.DisplayFit) -> str:
+    """`display_image` as a `data:` URL, the form `st_canvas` takes as it is (given bytes, it
+    hashes and base64-encodes them again on every run)."""
+    return "data:image/jpeg;base64," + base64.b64encode(display_image(image, fit)).decode("ascii")
 
 
 def overview_image(image: dict, fit: coordinates.DisplayFit, width: int = OVERVIEW_WIDTH) -> bytes:

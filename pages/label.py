@@ -2,8 +2,6 @@
 submit, skip; the next image comes from the user's queue and is leased to them."""
 from __future__ import annotations
 
-import threading
-
 import streamlit as st
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 from streamlit_drawable_canvas import st_canvas
@@ -432,6 +430,7 @@ def canvas_and_boxes() -> None:
                                  selected=emphasis)
         mounted = current["mounted"] = {"key": key, "fit": fit, "boxes": boxes, "shown": shown,
                                         "drawing": drawing, "on_canvas": shown,
+                                        "background": canvas.display_data_url(image, fit),
                                         "overview": canvas.overview_image(image, fit)}
     shown, drawing = mounted["shown"], mounted["drawing"]
 
@@ -439,7 +438,7 @@ def canvas_and_boxes() -> None:
     with area:
         result = st_canvas(
             fill_color="rgba(0, 0, 0, 0)", stroke_width=canvas.STROKE_WIDTH,
-            stroke_color=current_class["color"], background_image=canvas.display_image(image, fit),
+            stroke_color=current_class["color"], background_image=mounted.get("background") or canvas.display_data_url(image, fit),
             background_image_fit="contain", width=fit.canvas_width, height=fit.canvas_height,
             drawing_mode="labeled_rect", label=current_class["name"] if tags else "",
             font_size=font or 14, initial_drawing=drawing, disabled=not auth.can(user, "label"),
@@ -595,14 +594,13 @@ actions[4].button("Skip", width="stretch", on_click=do_skip,
 with st.expander("History of this image"):
     st.dataframe(annotations.history_table(db, image["id"]), hide_index=True, width="stretch")
 
-# The pictures of the image N would open next are rendered now, in a thread, a second after
-# this run (resizing a large photo for the canvas and the overview took 0.1–0.8 s of N → ready
-# when done on N; bench/label_trace.py): N then finds them in the disk cache.
+# The pictures of the image N would open next are rendered now, in a thread at the lowest CPU
+# priority (resizing a large photo for the canvas and the overview took 0.1–1.2 s of N → ready
+# when done on N, under load; bench/label_trace.py): N then finds them in the disk cache.
 if current["mine"] and auth.can(user, "label"):
     upcoming = labeling.peek_next_image(db, user, project["id"], order=S.get("label_order", "id"),
                                         exclude={*S.get("label_passed", []), image["id"]},
                                         resume_own=bool(S.get("label_resume_own")))
     if upcoming and S.get("label_prepared") != upcoming["id"]:
         S["label_prepared"] = upcoming["id"]
-        threading.Thread(target=canvas.prepare_display, args=(upcoming, 1.0), daemon=True,
-                         name="boxwise-prepare-display").start()
+        canvas.prepare_display_soon(upcoming)

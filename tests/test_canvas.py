@@ -103,6 +103,33 @@ def test_prepare_display_renders_the_canvas_and_overview_pictures_ahead(db, admi
     assert not (settings.subdir("cache") / "display" / "00").exists()
 
 
+def test_prepare_display_soon_runs_at_the_lowest_priority_and_the_data_url_is_the_picture(
+        db, admin, project, monkeypatch):
+    import base64
+    import os
+    import sys
+    import threading
+
+    report = images.ingest(db, admin, project["id"], [("big.png", image_bytes((4000, 3000), fmt="PNG"))])
+    image = images.get_image(db, report.items[0].image_id)
+    seen = []
+    render = canvas.display_image
+
+    def spy(image, fit):
+        seen.append((os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), fit.canvas_width))
+        return render(image, fit)
+    monkeypatch.setattr(canvas, "display_image", spy)
+    canvas.prepare_display_soon(image).join()
+    niced = 19 if sys.platform == "linux" else os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen == [(niced, 960), (niced, 240)]
+    # The thread's priority is its own: this one is unchanged.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19
+    fit = coordinates.display_fit(4000, 3000)
+    url = canvas.display_data_url(image, fit)
+    assert url.startswith("data:image/jpeg;base64,/9j/")
+    assert base64.b64decode(url.split(",", 1)[1]) == render(image, fit)
+
+
 def test_a_zoomed_canvas_merges_back_into_the_whole_list(labels):
     """The canvas shows only what is in view and not hidden; what it sends back is put where
     the shown boxes were, the others stay untouched, new boxes go last."""
