@@ -343,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                         break
                 except OSError:
                     if time.monotonic() > deadline or server.poll() is not None:
-                        raise RuntimeError((data / "server.log").read_text())
+                        raise RuntimeError((data / "server.log").read_text()) from None
                     time.sleep(0.5)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
@@ -431,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {name}: first sample")
         print(json.dumps(details[0], indent=1, ensure_ascii=False))
 
-        def median(key):
+        def median(key, details=details):
             values = [d[key] for d in details if d[key] is not None]
             return round(statistics.median(values), 1) if values else None
         run_ms = [sum(r["ms"] for r in d["c_runs"]) for d in details]
