@@ -17,7 +17,7 @@ going on (launched as the dashboard launches it: niced, TensorFlow threads limit
 `training-unniced`: the same with `BOXWISE_TRAIN_NICE=0` and every CPU for TensorFlow (how runs
 were launched before), as the baseline for what the priority buys.
 With `--baseline REV` the app as of that git revision runs too (its files from `git archive`,
-on the same data, its own server), two repeats at a time in turn with this one, so both see
+on a copy of the same data, its own server), two repeats at a time in turn with this one, so both see
 the same load. Prints medians and p90 in seconds per condition, the ratio of each median to the
 idle one (and to the baseline's), and a JSON line.
 """
@@ -29,6 +29,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -205,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--baseline", metavar="REV",
                         help="also run the app as of git revision REV (its files from `git archive`) on "
-                             "the same data, two repeats at a time in turn with this one, and print "
+                             "a copy of the same data, two repeats at a time in turn with this one, and print "
                              "each median over the baseline's")
     args = parser.parse_args(argv)
     from tests.e2e.browser import ARGS, CHROMIUM, free_port
@@ -229,7 +230,14 @@ def main(argv: list[str] | None = None) -> int:
             if archive.wait() != 0:
                 raise SystemExit(f"git archive {args.baseline} failed")
         ports = {suffix: (args.port + k if args.port else free_port()) for k, suffix in enumerate(roots)}
-        apps = {suffix: start_app(data, ports[suffix], root) for suffix, root in roots.items()}
+        # The baseline gets a copy of the data folder of its own: one app's leases, saves and
+        # picture cache (the disk cache of canvas backgrounds) must not speed up or slow down
+        # the other's.
+        folders = {"": data}
+        if args.baseline:
+            folders[" · baseline"] = Path(folder) / "data-baseline"
+            shutil.copytree(data, folders[" · baseline"])
+        apps = {suffix: start_app(folders[suffix], ports[suffix], root) for suffix, root in roots.items()}
         results: dict[str, dict] = {}
         misses: list[str] = []
         try:
