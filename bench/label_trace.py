@@ -308,6 +308,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=4)
     parser.add_argument("--root", type=Path, default=ROOT,
                         help="the checkout whose app is traced (default: this one)")
+    parser.add_argument("--draw-after-ms", type=int, default=700,
+                        help="how long after N is ready the box is drawn (the label bench: 0)")
     parser.add_argument("--cpu-profile", action="store_true",
                         help="also sample Chromium's main thread (DevTools profiler) from each drag's "
                              "mouse-down until the box is listed, and print where its time went by script")
@@ -375,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
                         done = page.evaluate("() => window.__trace.done")
                         samples.setdefault(f"{name} · N → ready", []).append({"start": start, "done": done})
 
-                        page.wait_for_timeout(700)
+                        page.wait_for_timeout(args.draw_after_ms)
                         count = int(re.search(r"Boxes \((\d+)", page.get_by_text(re.compile(r"^Boxes \(")).inner_text()).group(1))
                         surface = page.locator(SURFACE).bounding_box()
                         x, y = surface["x"] + 40 + 37 * number, surface["y"] + 40 + 29 * number
