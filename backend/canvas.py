@@ -235,39 +235,30 @@ def _matching_draft(box: dict, drafts: list[dict]) -> dict | None:
     return next((draft for draft in drafts if _same_place(draft, box)), None)
 
 
-# One lock per picture being rendered: the page asking for a picture the prefetch thread is
-# rendering waits for it instead of resizing the same image a second time.
-_RENDERING: dict[str, threading.Lock] = {}
-_RENDERING_GUARD = threading.Lock()
 OVERVIEW_WIDTH = 240
 
 
 def display_image(image: dict, fit: coordinates.DisplayFit) -> bytes:
     """The canvas background at exactly the canvas size (cached on disk): the whole image
     downscaled at 1×, or, zoomed in, the view's region of the stored image resized to the
-    canvas, so boxes stay in full-resolution pixels."""
+    canvas, so boxes stay in full-resolution pixels. (The page never waits for the thread of
+    `prepare_display_soon`: that one runs at nice 19, so waiting for it could take longer than
+    resizing again; both write the same file atomically.)"""
     view = "" if fit.zoom == 1 else f"-z{fit.zoom:g}-{fit.left:.3f}-{fit.top:.3f}"
     target = settings.subdir("cache") / "display" / image["sha256"][:2] / \
         f"{image['sha256']}-{fit.canvas_width}x{fit.canvas_height}{view}.jpg"
     if target.exists():
         return target.read_bytes()
-    with _RENDERING_GUARD:
-        lock = _RENDERING.setdefault(str(target), threading.Lock())
-    with lock:
-        if target.exists():  # rendered by the thread this call waited for
-            return target.read_bytes()
-        region = (fit.left, fit.top, fit.left + fit.view_width, fit.top + fit.view_height)
-        with Image.open(image_file(image)) as source:
-            rgb = source.convert("RGB")
-            enlarging = fit.scale_x > 1
-            resized = rgb.resize((fit.canvas_width, fit.canvas_height),
-                                 Image.Resampling.NEAREST if enlarging else Image.Resampling.LANCZOS,
-                                 box=region)
-        out = io.BytesIO()
-        resized.save(out, format="JPEG", quality=90)
-        atomic.write_bytes(target, out.getvalue())
-    with _RENDERING_GUARD:
-        _RENDERING.pop(str(target), None)
+    region = (fit.left, fit.top, fit.left + fit.view_width, fit.top + fit.view_height)
+    with Image.open(image_file(image)) as source:
+        rgb = source.convert("RGB")
+        enlarging = fit.scale_x > 1
+        resized = rgb.resize((fit.canvas_width, fit.canvas_height),
+                             Image.Resampling.NEAREST if enlarging else Image.Resampling.LANCZOS,
+                             box=region)
+    out = io.BytesIO()
+    resized.save(out, format="JPEG", quality=90)
+    atomic.write_bytes(target, out.getvalue())
     return out.getvalue()
 
 
