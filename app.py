@@ -1,6 +1,7 @@
 """Boxwise: entry point. Navigation, the login gate and the project picker; nothing else."""
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 import streamlit as st
@@ -9,6 +10,11 @@ from backend import auth, cleanup, projects, run_lifecycle
 from pages import common
 
 HERE = Path(__file__).resolve().parent
+# Once per process: what the first run imported (Streamlit, pandas, the backend: about 95,000
+# objects for those imports alone) lives as long as the process, so Python's cyclic collector stops walking it
+# (.streamlit/config.toml also turns off Streamlit's full collection after every run).
+if not gc.get_freeze_count():
+    gc.freeze()
 st.set_page_config(page_title="Boxwise", page_icon=":material/crop_free:", layout="wide")
 
 # (file, title, icon, action the role needs to see it). Pages check rights again in the backend.

@@ -8,8 +8,12 @@ through `coordinates.canvas_to_image`, keeping a draft a draft only while it is 
 """
 from __future__ import annotations
 
+import base64
 import io
+import os
 import re
+import sys
+import threading
 
 from PIL import Image, ImageDraw
 
@@ -231,10 +235,15 @@ def _matching_draft(box: dict, drafts: list[dict]) -> dict | None:
     return next((draft for draft in drafts if _same_place(draft, box)), None)
 
 
+OVERVIEW_WIDTH = 240
+
+
 def display_image(image: dict, fit: coordinates.DisplayFit) -> bytes:
     """The canvas background at exactly the canvas size (cached on disk): the whole image
     downscaled at 1×, or, zoomed in, the view's region of the stored image resized to the
-    canvas, so boxes stay in full-resolution pixels."""
+    canvas, so boxes stay in full-resolution pixels. (The page never waits for the thread of
+    `prepare_display_soon`: that one runs at nice 19, so waiting for it could take longer than
+    resizing again; both write the same file atomically.)"""
     view = "" if fit.zoom == 1 else f"-z{fit.zoom:g}-{fit.left:.3f}-{fit.top:.3f}"
     target = settings.subdir("cache") / "display" / image["sha256"][:2] / \
         f"{image['sha256']}-{fit.canvas_width}x{fit.canvas_height}{view}.jpg"
@@ -253,7 +262,39 @@ def display_image(image: dict, fit: coordinates.DisplayFit) -> bytes:
     return out.getvalue()
 
 
-def overview_image(image: dict, fit: coordinates.DisplayFit, width: int = 240) -> bytes:
+def prepare_display(image: dict) -> None:
+    """Render into the disk cache the two pictures opening `image` on the Label page needs
+    first: the canvas background of the whole image and the overview's small copy. A picture
+    that cannot be made is left for the page to report when the image is opened."""
+    try:
+        display_image(image, coordinates.display_fit(image["width"], image["height"]))
+        display_image(image, coordinates.display_fit(image["width"], image["height"],
+                                                     OVERVIEW_WIDTH, OVERVIEW_WIDTH))
+    except OSError:
+        pass
+
+
+def prepare_display_soon(image: dict) -> threading.Thread:
+    """`prepare_display` in a thread of its own, started now; on Linux the thread runs at the
+    lowest CPU priority (nice 19, that thread alone), so it takes only CPU time nothing else
+    wants. The Label page calls this for the image N would open next, so N does not wait for
+    a large photo to be resized."""
+    def work() -> None:
+        if sys.platform == "linux":
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        prepare_display(image)
+    thread = threading.Thread(target=work, daemon=True, name="boxwise-prepare-display")
+    thread.start()
+    return thread
+
+
+def display_data_url(image: dict, fit: coordinates.DisplayFit) -> str:
+    """`display_image` as a `data:` URL, the form `st_canvas` takes as it is (given bytes, it
+    hashes and base64-encodes them again on every run)."""
+    return "data:image/jpeg;base64," + base64.b64encode(display_image(image, fit)).decode("ascii")
+
+
+def overview_image(image: dict, fit: coordinates.DisplayFit, width: int = OVERVIEW_WIDTH) -> bytes:
     """A small copy of the whole image with the view's rectangle drawn on it (PNG)."""
     whole = coordinates.display_fit(image["width"], image["height"], width, width)
     small = Image.open(io.BytesIO(display_image(image, whole))).convert("RGB")

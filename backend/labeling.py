@@ -157,6 +157,26 @@ def next_image(db: sqlite_utils.Database, actor: dict, project_id: int, *, order
     skips images (the one the user is leaving).
     """
     require(actor, "label")
+    with transaction(db):
+        stamp = now()
+        image_id = _next_id(db, actor, project_id, order, exclude, resume_own, stamp)
+        if image_id is None:
+            return None
+        _set_lease(db, image_id, actor.get("id"), stamp + seconds)
+        return get_image(db, image_id)
+
+
+def peek_next_image(db: sqlite_utils.Database, actor: dict, project_id: int, *, order: str = "id",
+                    exclude: Iterable[int] = (), resume_own: bool = False) -> dict | None:
+    """The image `next_image` would serve now with these arguments, without leasing it (the
+    Label page prepares its picture ahead of N); None when it would serve none."""
+    require(actor, "label")
+    image_id = _next_id(db, actor, project_id, order, exclude, resume_own, now())
+    return None if image_id is None else get_image(db, image_id)
+
+
+def _next_id(db, actor: dict, project_id: int, order: str, exclude: Iterable[int], resume_own: bool,
+             stamp: float) -> int | None:
     if order not in ORDERS:
         raise Invalid(f"queue order must be one of {', '.join(ORDERS)}, not {order!r}")
     me, exclude = actor.get("id"), [int(i) for i in exclude]
@@ -166,15 +186,12 @@ def next_image(db: sqlite_utils.Database, actor: dict, project_id: int, *, order
               else (where, params) for where, params in tiers]
     own = [(f"{where} and updated_by is ?", [*params, me]) for where, params in own]
     ordered = [*own, *others] if resume_own else [*others, *own]
-    with transaction(db):
-        stamp = now()
-        for where, params in ordered:
-            # Rejected work goes back in the order it was sent back, whatever the queue order.
-            image_id = _first(db, where, params, me, stamp, exclude,
-                              "id" if "rejected" in where and "labeled_by = ?" in where else order)
-            if image_id is not None:
-                _set_lease(db, image_id, me, stamp + seconds)
-                return get_image(db, image_id)
+    for where, params in ordered:
+        # Rejected work goes back in the order it was sent back, whatever the queue order.
+        image_id = _first(db, where, params, me, stamp, exclude,
+                          "id" if "rejected" in where and "labeled_by = ?" in where else order)
+        if image_id is not None:
+            return image_id
     return None
 
 

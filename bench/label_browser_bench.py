@@ -8,16 +8,18 @@ app, on an idle machine and while a training run goes on:
 Two projects: the demo project (320×240 shapes, up to 3 boxes an image) and a dense one
 (1249×1035 generated aerial-like pictures with 280 boxes of 12–40 px each, like the issue's
 tree survey). For each, `--repeats` times:
-  N → ready      press N; until the next image's header is shown, the page is idle and the
-                 canvas has painted the image's boxes (a box drawn before that is not taken)
-  draw → listed  drag a box on the canvas; until the box list counts it
-  S → saved      press S; until the header shows the image's next version
+  N → ready      from N's keydown until the next image's header is shown, the page is idle
+                 and the canvas has painted the image's boxes (a box drawn before that is
+                 not taken)
+  draw → listed  drag a box on the canvas; from the mouse's release until the box list counts it
+  S → saved      from S's keydown until the header shows the image's next version
+All three are timed in the page (`STAMPS`), up to the animation frame the condition holds in.
 Conditions: `idle`; `training`: a `quick`-template run of the demo project's dataset version
 going on (launched as the dashboard launches it: niced, TensorFlow threads limited);
 `training-unniced`: the same with `BOXWISE_TRAIN_NICE=0` and every CPU for TensorFlow (how runs
 were launched before), as the baseline for what the priority buys.
 With `--baseline REV` the app as of that git revision runs too (its files from `git archive`,
-on the same data, its own server), two repeats at a time in turn with this one, so both see
+on a copy of the same data, its own server), two repeats at a time in turn with this one, so both see
 the same load. Prints medians and p90 in seconds per condition, the ratio of each median to the
 idle one (and to the baseline's), and a JSON line.
 """
@@ -29,6 +31,7 @@ import json
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,6 +64,21 @@ const ready = () => {
   return false;
 };
 """
+
+
+# Timed in the page, not in Python (a Playwright call is a round trip, and a drag is ten of
+# them): the last key pressed and the last mouse release are stamped as they happen, and a
+# wait's condition stamps the animation frame it first holds in.
+STAMPS = """window.__stamps = { keydown: 0, pointerup: 0, done: 0 };
+for (const type of ['keydown', 'pointerup']) {
+  document.addEventListener(type, () => { window.__stamps[type] = performance.now(); }, true);
+}"""
+STAMP = "((ok) => (ok && (window.__stamps.done = performance.now()), ok))({})"
+
+
+def since(page, event: str) -> float:
+    """Seconds from the last `event` (keydown, pointerup) to the stamped condition."""
+    return page.evaluate(f"() => (window.__stamps.done - window.__stamps.{event}) / 1000")
 
 
 def dense_picture(rng: random.Random) -> tuple[bytes, list[tuple[float, float, float, float]]]:
@@ -148,11 +166,10 @@ def measure_project(page, project: str, repeats: int, misses: list[str], first: 
         before = header.inner_text() if header.count() else ""
         # Keys go to the page, not to a field that had the focus.
         page.evaluate("() => document.activeElement && document.activeElement.blur()")
-        started = time.perf_counter()
         page.keyboard.press("n")
-        page.wait_for_function("(before) => {" + READY + "return ready() && header() !== before; }", arg=before,
-                               polling="raf")
-        times["N → ready"].append(time.perf_counter() - started)
+        page.wait_for_function("(before) => {" + READY + "return " + STAMP.format("ready() && header() !== before")
+                               + "; }", arg=before, polling="raf")
+        times["N → ready"].append(since(page, "keydown"))
 
         count = int(re.search(r"Boxes \((\d+)", page.get_by_text(re.compile(r"^Boxes \(")).inner_text()).group(1))
         surface = None
@@ -164,15 +181,16 @@ def measure_project(page, project: str, repeats: int, misses: list[str], first: 
                 surface = None
         x = surface["x"] + 40 + 37 * number
         y = surface["y"] + 40 + 29 * number
-        started = time.perf_counter()
         page.mouse.move(x, y)
         page.mouse.down()
         page.mouse.move(x + 15, y + 12, steps=3)
         page.mouse.move(x + 30, y + 24, steps=3)
         page.mouse.up()
         try:
-            page.get_by_text(re.compile(rf"^Boxes \({count + 1},")).wait_for(timeout=20_000)
-            times["draw → listed"].append(time.perf_counter() - started)
+            page.wait_for_function("(n) => " + STAMP.format(
+                "new RegExp('Boxes \\\\(' + n + ',').test(document.body.innerText)"), arg=count + 1,
+                polling="raf", timeout=20_000)
+            times["draw → listed"].append(since(page, "pointerup"))
         except PlaywrightTimeout:
             # Counted, not hidden: the drag did not become a box within 20 s.
             state = page.evaluate("() => { const b = window.__boxwiseBridge || {}; return {"
@@ -184,11 +202,10 @@ def measure_project(page, project: str, repeats: int, misses: list[str], first: 
         page.wait_for_function("() => {" + READY + "return ready(); }", polling="raf")
 
         version = int(re.search(r"version (\d+)", header.inner_text()).group(1))
-        started = time.perf_counter()
         page.keyboard.press("s")
-        page.wait_for_function("(v) => {" + READY + "return ready() && header().endsWith('version ' + v); }",
-                               arg=str(version + 1), polling="raf")
-        times["S → saved"].append(time.perf_counter() - started)
+        page.wait_for_function("(v) => {" + READY + "return " + STAMP.format("ready() && header().endsWith('version ' + v)")
+                               + "; }", arg=str(version + 1), polling="raf")
+        times["S → saved"].append(since(page, "keydown"))
     return times
 
 
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--baseline", metavar="REV",
                         help="also run the app as of git revision REV (its files from `git archive`) on "
-                             "the same data, two repeats at a time in turn with this one, and print "
+                             "a copy of the same data, two repeats at a time in turn with this one, and print "
                              "each median over the baseline's")
     args = parser.parse_args(argv)
     from tests.e2e.browser import ARGS, CHROMIUM, free_port
@@ -229,7 +246,14 @@ def main(argv: list[str] | None = None) -> int:
             if archive.wait() != 0:
                 raise SystemExit(f"git archive {args.baseline} failed")
         ports = {suffix: (args.port + k if args.port else free_port()) for k, suffix in enumerate(roots)}
-        apps = {suffix: start_app(data, ports[suffix], root) for suffix, root in roots.items()}
+        # The baseline gets a copy of the data folder of its own: one app's leases, saves and
+        # picture cache (the disk cache of canvas backgrounds) must not speed up or slow down
+        # the other's.
+        folders = {"": data}
+        if args.baseline:
+            folders[" · baseline"] = Path(folder) / "data-baseline"
+            shutil.copytree(data, folders[" · baseline"])
+        apps = {suffix: start_app(folders[suffix], ports[suffix], root) for suffix, root in roots.items()}
         results: dict[str, dict] = {}
         misses: list[str] = []
         try:
@@ -239,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                 for suffix, port in ports.items():
                     page = pages[suffix] = browser.new_context(viewport={"width": 1800, "height": 1400}).new_page()
                     page.set_default_timeout(120_000)
+                    page.add_init_script(STAMPS)
                     page.goto(f"http://127.0.0.1:{port}")
                     fill_login(page, "ann")
                 for condition in args.conditions:

@@ -22,6 +22,7 @@ BENCHES = {
     "doctor": (["doctor_bench.py"], ["--sizes", "1000", "--brute-max", "1000"]),
     "label-browser": (["label_browser_bench.py"], ["--repeats", "2", "--conditions", "idle",
                                                    "--dense-images", "2"]),
+    "label-trace": (["label_trace.py"], ["--repeats", "2"]),
     "tflite": (["tflite_bench.py"], ["--steps", "20", "--images", "10"]),
 }
 

@@ -431,6 +431,7 @@ def canvas_and_boxes() -> None:
                                  selected=emphasis)
         mounted = current["mounted"] = {"key": key, "fit": fit, "boxes": boxes, "shown": shown,
                                         "drawing": drawing, "on_canvas": shown,
+                                        "background": canvas.display_data_url(image, fit),
                                         "overview": canvas.overview_image(image, fit)}
     shown, drawing = mounted["shown"], mounted["drawing"]
 
@@ -438,7 +439,8 @@ def canvas_and_boxes() -> None:
     with area:
         result = st_canvas(
             fill_color="rgba(0, 0, 0, 0)", stroke_width=canvas.STROKE_WIDTH,
-            stroke_color=current_class["color"], background_image=canvas.display_image(image, fit),
+            stroke_color=current_class["color"],
+            background_image=mounted.get("background") or canvas.display_data_url(image, fit),
             background_image_fit="contain", width=fit.canvas_width, height=fit.canvas_height,
             drawing_mode="labeled_rect", label=current_class["name"] if tags else "",
             font_size=font or 14, initial_drawing=drawing, disabled=not auth.can(user, "label"),
@@ -593,3 +595,14 @@ actions[4].button("Skip", width="stretch", on_click=do_skip,
 
 with st.expander("History of this image"):
     st.dataframe(annotations.history_table(db, image["id"]), hide_index=True, width="stretch")
+
+# The pictures of the image N would open next are rendered now, in a thread at the lowest CPU
+# priority (resizing a large photo for the canvas and the overview took 0.1–1.2 s of N → ready
+# when done on N, under load; bench/label_trace.py): N then finds them in the disk cache.
+if current["mine"] and auth.can(user, "label"):
+    upcoming = labeling.peek_next_image(db, user, project["id"], order=S.get("label_order", "id"),
+                                        exclude={*S.get("label_passed", []), image["id"]},
+                                        resume_own=bool(S.get("label_resume_own")))
+    if upcoming and S.get("label_prepared") != upcoming["id"]:
+        S["label_prepared"] = upcoming["id"]
+        canvas.prepare_display_soon(upcoming)

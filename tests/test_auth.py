@@ -217,3 +217,14 @@ def test_error_details_never_reach_the_browser():
     config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit/config.toml")
                            .read_text())
     assert config["client"]["showErrorDetails"] is False
+
+
+def test_no_full_garbage_collection_after_every_script_run():
+    """Streamlit's collection after each run walked every object of the process and held each
+    Label page rerun 0.3–0.7 s under load (BENCHMARKS.md); app.py freezes the imports instead."""
+    import tomllib
+    from pathlib import Path
+
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / ".streamlit/config.toml")
+                           .read_text())
+    assert config["runner"]["postScriptGC"] is False

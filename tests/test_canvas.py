@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from backend import canvas, coordinates, images, projects
+from backend import canvas, coordinates, images, projects, settings
 from tests.helpers import image_bytes
 
 
@@ -83,6 +83,51 @@ def test_display_image_is_the_canvas_size(db, admin, project):
     data = canvas.display_image(image, fit)
     assert Image.open(io.BytesIO(data)).size == (fit.canvas_width, fit.canvas_height)
     assert canvas.display_image(image, fit) == data  # served from the cache the second time
+
+
+def test_prepare_display_renders_the_canvas_and_overview_pictures_ahead(db, admin, project, tmp_path):
+    report = images.ingest(db, admin, project["id"], [("big.png", image_bytes((4000, 3000), fmt="PNG"))])
+    image = images.get_image(db, report.items[0].image_id)
+    folder = settings.subdir("cache") / "display" / image["sha256"][:2]
+    assert not folder.exists()
+    canvas.prepare_display(image)
+    assert sorted(p.name for p in folder.iterdir()) == [f"{image['sha256']}-240x180.jpg",
+                                                        f"{image['sha256']}-960x720.jpg"]
+    made = (folder / f"{image['sha256']}-960x720.jpg").read_bytes()
+    # What the page asks for when the image is opened is that picture, from the cache.
+    assert canvas.display_image(image, coordinates.display_fit(4000, 3000)) == made
+    assert Image.open(io.BytesIO(made)).size == (960, 720)
+    # A stored file gone missing: nothing made, nothing raised (the page reports it on opening).
+    images.image_file(image).unlink()
+    canvas.prepare_display({**image, "sha256": "0" * 64})
+    assert not (settings.subdir("cache") / "display" / "00").exists()
+
+
+def test_prepare_display_soon_runs_at_the_lowest_priority_and_the_data_url_is_the_picture(
+        db, admin, project, monkeypatch):
+    import base64
+    import os
+    import sys
+    import threading
+
+    report = images.ingest(db, admin, project["id"], [("big.png", image_bytes((4000, 3000), fmt="PNG"))])
+    image = images.get_image(db, report.items[0].image_id)
+    seen = []
+    render = canvas.display_image
+
+    def spy(image, fit):
+        seen.append((os.getpriority(os.PRIO_PROCESS, threading.get_native_id()), fit.canvas_width))
+        return render(image, fit)
+    monkeypatch.setattr(canvas, "display_image", spy)
+    canvas.prepare_display_soon(image).join()
+    niced = 19 if sys.platform == "linux" else os.getpriority(os.PRIO_PROCESS, 0)
+    assert seen == [(niced, 960), (niced, 240)]
+    # The thread's priority is its own: this one is unchanged.
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) != 19
+    fit = coordinates.display_fit(4000, 3000)
+    url = canvas.display_data_url(image, fit)
+    assert url.startswith("data:image/jpeg;base64,/9j/")
+    assert base64.b64decode(url.split(",", 1)[1]) == render(image, fit)
 
 
 def test_a_zoomed_canvas_merges_back_into_the_whole_list(labels):

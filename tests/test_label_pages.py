@@ -196,3 +196,28 @@ def test_review_page_says_who_holds_the_only_waiting_image(db, users, project, s
     until = images.get_image(db, stocked[0])["lease_expires_at"]
     assert at.info[0].value == ("1 image waits, leased by labeler until "
                                 f"{datetime.datetime.fromtimestamp(until).strftime('%H:%M')}.")
+
+
+def test_the_picture_of_the_image_n_opens_next_is_rendered_ahead(db, users, project, stocked):
+    """Opening an image starts a thread that renders, a second later, the canvas and overview
+    pictures of the image N would open next (into the disk cache N reads them from)."""
+    import threading
+
+    from backend import canvas, coordinates, settings
+    at = signed_in(db, "labeler", "pages/label.py")
+    button(at, "Next image to label").click().run()
+    assert not at.exception, at.exception
+    upcoming = images.get_image(db, stocked[1])
+    assert upcoming["lease_user_id"] is None  # looked at, not leased
+    for thread in threading.enumerate():
+        if thread.name == "boxwise-prepare-display":
+            thread.join(timeout=30)
+    folder = settings.subdir("cache") / "display" / upcoming["sha256"][:2]
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(upcoming["sha256"])) == \
+        [f"{upcoming['sha256']}-240x180.jpg", f"{upcoming['sha256']}-960x720.jpg"]
+    assert at.session_state["label_prepared"] == stocked[1]
+    cached = (folder / f"{upcoming['sha256']}-960x720.jpg").read_bytes()
+    # N opens that image and shows that picture.
+    button(at, "Next image to label").click().run()
+    assert at.markdown[0].value.startswith(f"#### #{stocked[1]} · img1.png")
+    assert canvas.display_image(upcoming, coordinates.display_fit(320, 240)) == cached

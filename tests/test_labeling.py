@@ -50,6 +50,21 @@ def test_next_image_leases_it_and_never_hands_it_to_another_labeler(db, users, p
     assert labeling.next_image(db, second, project["id"])["id"] == ids[1]
 
 
+def test_peek_next_image_is_what_next_image_serves_without_leasing_it(db, users, project, two_labelers):
+    ids = add_images(db, users["admin"], project, 3)
+    first, second = two_labelers
+    assert labeling.peek_next_image(db, first, project["id"])["id"] == ids[0]
+    assert images.get_image(db, ids[0])["lease_user_id"] is None
+    # The other labeler is served the same image: the peek held nothing.
+    assert labeling.next_image(db, second, project["id"])["id"] == ids[0]
+    assert labeling.peek_next_image(db, first, project["id"])["id"] == ids[1]
+    assert labeling.peek_next_image(db, first, project["id"], exclude=[ids[1]])["id"] == ids[2]
+    assert labeling.next_image(db, first, project["id"], exclude=[ids[1]])["id"] == ids[2]
+    assert labeling.peek_next_image(db, first, project["id"], exclude=[ids[1], ids[2]]) is None
+    with pytest.raises(PermissionError):
+        labeling.peek_next_image(db, users["viewer"], project["id"])
+
+
 def test_open_image_shows_who_holds_the_lease(db, users, project, two_labelers):
     ids = add_images(db, users["admin"], project, 1)
     first, second = two_labelers
