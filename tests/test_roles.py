@@ -68,6 +68,7 @@ WRITES = [
     ("labeling.release_lease", "label", lambda: (NOWHERE,)),
     ("labeling.release_leases", "assign", lambda: (NOWHERE,)),
     ("labeling.next_image", "label", lambda: (NOWHERE,)),
+    ("labeling.peek_next_image", "label", lambda: (NOWHERE,)),  # reads, but only for labelers
     ("labeling.next_for_review", "review", lambda: (NOWHERE,)),
     ("labeling.submit", "label", lambda: (NOWHERE, None, 0)),
     ("labeling.mark_no_objects", "label", lambda: (NOWHERE, 0)),
