@@ -17,10 +17,6 @@ Re-running with the same `model_dir` resumes from the latest checkpoint (every m
 variable must match). A fine-tune checkpoint that does not match the whole backbone stops the run
 before step 1. SIGTERM saves a
 checkpoint, writes status `cancelled` and returns normally (exit code 0).
-
-Steps run several to a `tf.function` call, as `model_main_tf2` runs 100 a call
-(`steps_this_call`): each call ends on a logged step, a checkpoint or the last step and takes
-about `CALL_SECONDS` at the last call's speed, so a cancel waits about that long.
 """
 from __future__ import annotations
 
@@ -429,27 +425,6 @@ class _StopFlag:
         return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-#: The longest a call of several steps should take, in seconds: a cancel or a SIGTERM waits
-#: for the call in progress, and progress is written between calls.
-CALL_SECONDS = 1.0
-#: Steps per call at most (model_main_tf2's NUM_STEPS_PER_ITERATION).
-MAX_STEPS_PER_CALL = 100
-
-
-def steps_this_call(step: int, total_steps: int, log_every: int, checkpoint_every_n: int | None,
-                    step_seconds: float | None) -> int:
-    """How many steps the next call runs: up to the next logged step, checkpoint or the end, and
-    about `CALL_SECONDS` of work at the last call's speed (1 before the speed is known, so the
-    first logged step of a process is its first)."""
-    bounds = [total_steps - step, log_every - step % log_every]
-    if checkpoint_every_n:
-        bounds.append(checkpoint_every_n - step % checkpoint_every_n)
-    if not step_seconds:
-        return 1
-    by_time = max(1, int(CALL_SECONDS / step_seconds))
-    return max(1, min(bounds + [by_time, MAX_STEPS_PER_CALL]))
-
-
 def _write_config_copy(doc: ConfigDocument, model_dir: Path, num_steps: int) -> None:
     copy = ConfigDocument(doc.text)
     try:
@@ -562,12 +537,7 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
         return losses
 
     @tf.function
-    def train_steps(iterator, count):
-        # `count` steps in one call, as model_main_tf2 runs 100 a call: a graph loop over the first
-        # count - 1, then the last, whose losses are returned (the OD API logs the last step's too).
-        # `count` is a tensor, so every count shares one trace.
-        for _ in tf.range(count - 1):
-            strategy.run(replica_step, args=(next(iterator),))
+    def train_step(iterator):
         per_replica_losses = strategy.run(replica_step, args=(next(iterator),))
         return {k: strategy.reduce(tf.distribute.ReduceOp.MEAN, v, axis=None) for k, v in per_replica_losses.items()}
 
@@ -589,22 +559,15 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
         log.info("checkpoint %s at step %d (%s)", path, step, reason)
         return path
 
-    step_seconds = None  # the last call's wall seconds per step, which sizes the next call
     while step < total_steps:
         if stop.requested:
             save(f"stopped by {stop.signal_name}")
             progress.write_status(out_dir, "cancelled", step=step, checkpoint=state["checkpoint"])
             return progress.read_status(out_dir)
-        count = steps_this_call(step, total_steps, log_every, checkpoint_every_n, step_seconds)
-        call_start = time.time()
-        losses = train_steps(iterator, tf.constant(count, tf.int32))
+        losses = train_step(iterator)
         step = int(optimizer.iterations.numpy())
-        if window_steps or last_losses:  # the process's first call includes the trace
-            step_seconds = (time.time() - call_start) / count
-        else:
-            step_seconds = None
         state["step"] = step
-        window_steps += count
+        window_steps += 1
         total_value = float(losses["total"].numpy())
         if not math.isfinite(total_value):
             parts = ", ".join(f"{k} {float(v.numpy())}" for k, v in losses.items())
