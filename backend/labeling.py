@@ -519,6 +519,3 @@ def parse_id_ranges(text: str) -> list[int]:
         except ValueError:
             raise Invalid(f"not an image id or range: {part!r} (write e.g. 1-50,60)") from None
     return ids
-
-
-

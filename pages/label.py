@@ -440,7 +440,7 @@ def canvas_and_boxes() -> None:
         result = st_canvas(
             fill_color="rgba(0, 0, 0, 0)", stroke_width=canvas.STROKE_WIDTH,
             stroke_color=current_class["color"],
-            background_image=mounted.get("background") or canvas.display_data_url(image, fit),
+            background_image=mounted["background"],
             background_image_fit="contain", width=fit.canvas_width, height=fit.canvas_height,
             drawing_mode="labeled_rect", label=current_class["name"] if tags else "",
             font_size=font or 14, initial_drawing=drawing, disabled=not auth.can(user, "label"),
