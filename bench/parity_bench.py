@@ -4,6 +4,7 @@
     .venv/bin/python bench/parity_bench.py --steps 500,1000,1500 --odapi-python /work/oracle/venv/bin/python
     .venv/bin/python bench/parity_bench.py --timing-only --config small128 --batch-size 4 --rounds 2
     .venv/bin/python bench/parity_bench.py --no-odapi            # Boxwise's curve only
+    .venv/bin/python bench/parity_bench.py --timing-only --rounds 4 --odapi-threads 1,2  # OD API at Boxwise's threads
     .venv/bin/python bench/parity_bench.py --curve-rounds 3      # 3 fresh curves of each trainer, mean ± spread
 
 1. Writes `pipeline.config` from `tests/fixtures/odapi/parity/pipeline.config` (or, with
@@ -21,6 +22,9 @@
    end, after tracing), the OD API from its "per-step time" log lines (each the mean of a
    100-step tf.function call; the first, which includes tracing, left out). The 1-minute load
    average is sampled every 5 s while each run goes; the machine is shared, so compare ratios.
+   Boxwise picks its thread counts (`set_op_threads`, logged and reported with each run); the
+   OD API runs with TensorFlow's default, or with `--odapi-threads INTRA,INTER` for a comparison
+   at equal settings.
 
 4. `--curve-rounds N` (instead of 2 and 3): N rounds, each a fresh, unseeded run of the OD API's
    `model_main_tf2.py` and then of Boxwise (`python -m backend train`), one process at a time,
@@ -160,7 +164,11 @@ def cpu_between(samples: list[tuple[float, float]], t0: float, t1: float) -> flo
 def boxwise_train(config: Path, model_dir: Path, steps: int, log_path: Path, checkpoint_every_n: int = 0) -> dict:
     cmd = [sys.executable, "-m", "backend", "train", f"--pipeline_config_path={config}",
            f"--model_dir={model_dir}", f"--num_train_steps={steps}", f"--checkpoint_every_n={checkpoint_every_n}"]
-    return run(cmd, log_path, cwd=REPO)
+    info = run(cmd, log_path, cwd=REPO)
+    # The trainer logs the thread counts it chose (backend.training.train.set_op_threads).
+    chosen = re.search(r"threads: (.*)", log_path.read_text(encoding="utf-8", errors="replace"))
+    info["threads"] = chosen.group(1).strip() if chosen else None
+    return info
 
 
 def boxwise_evaluate(config: Path, model_dir: Path, log_path: Path) -> dict:
@@ -200,8 +208,10 @@ def odapi_env(odapi_python: Path) -> dict:
 
 
 def odapi_train(odapi_python: Path, config: Path, model_dir: Path, steps: int, log_path: Path,
-                checkpoint_every_n: int = 100000) -> dict:
+                checkpoint_every_n: int = 100000, threads: tuple[int, int] | None = None) -> dict:
     env = odapi_env(odapi_python)
+    if threads:  # TensorFlow reads these when it starts: the OD API at the thread counts given
+        env["TF_NUM_INTRAOP_THREADS"], env["TF_NUM_INTEROP_THREADS"] = (str(n) for n in threads)
     main = Path(env["PYTHONPATH"].split(":")[0]) / "object_detection" / "model_main_tf2.py"
     cmd = [str(odapi_python), str(main), f"--pipeline_config_path={config}", f"--model_dir={model_dir}",
            f"--num_train_steps={steps}", f"--checkpoint_every_n={checkpoint_every_n}", "--alsologtostderr"]
@@ -332,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timing-only", action="store_true", help="skip the curve")
     parser.add_argument("--timing-steps", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=2, help="alternating Boxwise / OD API timing pairs")
+    parser.add_argument("--odapi-threads", default=None, metavar="INTRA,INTER",
+                        help="run the OD API's timing runs with these TensorFlow thread counts "
+                             "(TF_NUM_INTRAOP_THREADS, TF_NUM_INTEROP_THREADS; default: TensorFlow's)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "parity_bench.json")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     parser.add_argument("--curve-rounds", type=int, default=0,
@@ -339,6 +352,14 @@ def main(argv: list[str] | None = None) -> int:
                              "(OD API, then Boxwise, per round), all scored by Boxwise's evaluator; mean and "
                              "min-max per step")
     args = parser.parse_args(argv)
+    odapi_threads = None
+    if args.odapi_threads:
+        try:
+            odapi_threads = tuple(int(n) for n in args.odapi_threads.split(","))
+        except ValueError:
+            odapi_threads = ()
+        if len(odapi_threads) != 2 or min(odapi_threads) < 1:
+            parser.error(f"--odapi-threads {args.odapi_threads!r}: two positive numbers, INTRA,INTER")
     steps = sorted(int(s) for s in args.steps.split(",") if s.strip())
     odapi_python = None
     if not args.no_odapi:
@@ -373,13 +394,17 @@ def main(argv: list[str] | None = None) -> int:
                         info = boxwise_train(config, model_dir, args.timing_steps, log_path)
                         boxwise_seconds_per_step(model_dir, info)
                     else:
-                        info = odapi_train(odapi_python, config, model_dir, args.timing_steps, log_path)
+                        info = odapi_train(odapi_python, config, model_dir, args.timing_steps, log_path,
+                                           threads=odapi_threads)
+                        info["threads"] = ("{} per op, {} ops side by side (--odapi-threads)".format(*odapi_threads)
+                                           if odapi_threads else "TensorFlow's default")
                     info.update(who=who, round=index, steps=args.timing_steps)
                     info.pop("cpu_samples")
                     timing.append(info)
                     print(f"timing round {index} {who:8s} {info['seconds_per_step']:.4f} s/step  "
                           f"{info['cpu_seconds_per_step'] or float('nan'):.4f} CPU s/step  "
-                          f"wall {info['wall_seconds']:6.1f} s  load {info['load']}", flush=True)
+                          f"wall {info['wall_seconds']:6.1f} s  load {info['load']}  threads: {info['threads']}",
+                          flush=True)
             report["timing"] = timing
             pairs, cpu_pairs = [], []
             for index in range(1, args.rounds + 1):

@@ -68,3 +68,29 @@ def test_a_work_directory_is_removed_unless_kept_and_a_report_says_where_it_went
     cli.remove_work_directory(work, keep=False)
     assert not work.exists()
     assert capsys.readouterr().out == f"written to {written}\nwork directory kept: {work}\n"
+
+
+def test_parity_bench_runs_the_od_api_at_the_thread_counts_given(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(sys, "path", [str(BENCH), *sys.path])
+    import parity_bench
+    try:
+        seen = {}
+
+        def fake_run(cmd, log_path, env=None, cwd=None):
+            seen.update(env)
+            log_path.write_text("I1201 10:11:01.980563 1 model_lib_v2.py:694] Step 100 per-step time 0.300s\n"
+                                "I1201 10:11:21.980563 1 model_lib_v2.py:694] Step 200 per-step time 0.200s\n")
+            return {"wall_seconds": 40.0, "load": {}, "cpu_samples": []}
+        monkeypatch.setattr(parity_bench, "run", fake_run)
+        info = parity_bench.odapi_train(tmp_path / "python", tmp_path / "c.config", tmp_path / "m", 200,
+                                        tmp_path / "log", threads=(1, 2))
+        assert (seen["TF_NUM_INTRAOP_THREADS"], seen["TF_NUM_INTEROP_THREADS"]) == ("1", "2")
+        assert info["seconds_per_step"] == 0.2  # the first 100-step line (tracing) left out
+        for bad in ("1", "a,b", "0,2", "1,2,3"):
+            with pytest.raises(SystemExit) as refused:
+                parity_bench.main(["--odapi-threads", bad])
+            assert refused.value.code == 2
+            assert f"--odapi-threads {bad!r}: two positive numbers, INTRA,INTER" in capsys.readouterr().err
+    finally:
+        for module in ("parity_bench", "_cli"):
+            sys.modules.pop(module, None)

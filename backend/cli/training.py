@@ -86,7 +86,8 @@ def train_command(args) -> int:
     from backend.training.train import run_training
     status = run_training(args.pipeline_config_path, args.model_dir, num_train_steps=args.num_train_steps,
                           checkpoint_every_n=args.checkpoint_every_n, record_summaries=args.record_summaries,
-                          num_workers=args.num_workers, mixed_precision=args.mixed_precision)
+                          num_workers=args.num_workers, mixed_precision=args.mixed_precision,
+                          choose_threads=True)
     print(json.dumps(status, sort_keys=True))
     return 0
 

@@ -340,6 +340,53 @@ def device_names() -> list[str]:
     return names or ["CPU"]
 
 
+# Thread counts for a CPU-only step. TensorFlow's default runs each op over every core (intra-op)
+# and as many ops side by side as there are cores (inter-op). On 2 cores with the small ops of a
+# step at 128 px, batch 8 (BENCHMARKS.md, "Threads"), one thread per op with 2 ops side by side
+# took 5-13 % less wall time and 20-25 % less CPU than that default; at 192 px it was within the
+# noise (-6 / +8 %), at 256 and 320 px 15 % slower (the convolutions are then large enough to
+# split). So the trainer chooses it only there: 2 logical CPUs, no GPU, at most SMALL_STEP_PIXELS
+# input pixels per replica and step, and neither thread count set in the environment (which
+# TensorFlow then reads; the dashboard sets both for the runs it launches). Not measured on more
+# cores, where TensorFlow's default stays.
+SMALL_STEP_PIXELS = 160 * 160 * 8
+THREAD_ENV = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
+
+
+def chosen_op_threads(height: int, width: int, per_replica_batch: int, cpus: int, gpus: int,
+                      environ) -> tuple[int, int] | None:
+    """`(intra-op, inter-op)` threads the trainer sets for this step, or None to keep what
+    TensorFlow would use (its default, or the environment's `TF_NUM_*_THREADS`)."""
+    if gpus or cpus != 2 or any(name in environ for name in THREAD_ENV):
+        return None
+    if height * width * per_replica_batch > SMALL_STEP_PIXELS:
+        return None
+    return 1, cpus
+
+
+def set_op_threads(height: int, width: int, per_replica_batch: int) -> str:
+    """Apply `chosen_op_threads` for this machine before TensorFlow starts; what was done, for the log."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    choice = chosen_op_threads(height, width, per_replica_batch, cpus, gpus, os.environ)
+    if choice is None:
+        set_in_env = [f"{name}={os.environ[name]}" for name in THREAD_ENV if name in os.environ]
+        return "threads: " + (", ".join(set_in_env) + " from the environment" if set_in_env
+                              else f"TensorFlow's default ({cpus} CPUs, {gpus} GPUs)")
+    intra, inter = choice
+    pools = tf.config.threading
+    if (pools.get_intra_op_parallelism_threads(), pools.get_inter_op_parallelism_threads()) != choice:
+        try:
+            pools.set_intra_op_parallelism_threads(intra)
+            pools.set_inter_op_parallelism_threads(inter)
+        except RuntimeError:  # TensorFlow already ran an op in this process (a test, a notebook)
+            return "threads: kept (TensorFlow had already started in this process)"
+    return (f"threads: {intra} per op, {inter} ops side by side ({cpus} CPUs, {height}x{width} input, "
+            f"batch {per_replica_batch} per replica; set TF_NUM_INTRAOP_THREADS / "
+            f"TF_NUM_INTEROP_THREADS to choose); in effect: {pools.get_intra_op_parallelism_threads()} "
+            f"intra-op, {pools.get_inter_op_parallelism_threads()} inter-op")
+
+
 # Split the CPU into this many logical devices and mirror over them when there is no GPU: the
 # multi-replica path (per-replica batches, all-reduced gradients, mirrored checkpoints) runs on
 # a CPU-only machine, which is how the tests exercise it. No speed gain: the cores are shared.
@@ -438,8 +485,12 @@ def _write_config_copy(doc: ConfigDocument, model_dir: Path, num_steps: int) -> 
 def run_training(pipeline_config_path: str | os.PathLike, model_dir: str | os.PathLike, *,
                  num_train_steps: int | None = None, checkpoint_every_n: int = 1000,
                  record_summaries: bool = True, num_workers: int = 1, mixed_precision: bool = False,
-                 log_every_n: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+                 log_every_n: int | None = None, batch_size: int | None = None,
+                 choose_threads: bool = False) -> dict[str, Any]:
     """Train (or resume) a detector; returns the final status dict (also written to `status.json`).
+
+    `choose_threads`: set TensorFlow's thread counts with `set_op_threads` first (`python -m
+    backend train` does; a call from a process with other TensorFlow work leaves them alone).
 
     Raises `Invalid`/`NotFound` for configs and inputs that cannot train (after writing status
     `failed` with the message). SIGTERM ends the run with status `cancelled` after a checkpoint.
@@ -454,7 +505,7 @@ def run_training(pipeline_config_path: str | os.PathLike, model_dir: str | os.Pa
         result = _train(Path(pipeline_config_path), model_dir, stop, state, num_train_steps=num_train_steps,
                         checkpoint_every_n=checkpoint_every_n, record_summaries=record_summaries,
                         num_workers=num_workers, mixed_precision=mixed_precision, log_every_n=log_every_n,
-                        batch_size=batch_size)
+                        batch_size=batch_size, choose_threads=choose_threads)
     except BaseException as exc:
         message = str(exc) or type(exc).__name__
         if isinstance(exc, KeyboardInterrupt):
@@ -471,7 +522,7 @@ def run_training(pipeline_config_path: str | os.PathLike, model_dir: str | os.Pa
 
 def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str, Any], *, num_train_steps,
            checkpoint_every_n, record_summaries, num_workers, mixed_precision, log_every_n,
-           batch_size) -> dict[str, Any]:
+           batch_size, choose_threads) -> dict[str, Any]:
     started_at = time.time()
     doc = ConfigDocument.load(config_path)
     problems = config_check.check(doc.text, actor=CLI_ACTOR)  # what the Configs page and `config check` say
@@ -480,6 +531,10 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     config = training_config(doc)
     for path, line, reason in config.ignored:
         log.warning("ignored: %s (line %d): %s", path, line, reason)
+    if choose_threads:
+        cpu_replicas = 1 if tf.config.list_physical_devices("GPU") else int(os.environ.get(CPU_REPLICAS_ENV) or 1)
+        per_replica_batch = max(1, (batch_size or config.batch_size) // (cpu_replicas * max(1, num_workers)))
+        log.info("%s", set_op_threads(config.model.height, config.model.width, per_replica_batch))
     check_fine_tune_checkpoint(config, doc)
     total_steps = int(num_train_steps or config.num_steps)
     if total_steps <= 0:

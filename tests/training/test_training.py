@@ -146,6 +146,17 @@ def test_sigterm_checkpoints_and_cancels_then_rerun_resumes(tiny_config_path, tm
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         log.close()
+    # The thread counts the trainer chose for this machine (64 px, batch 2): said in its log.
+    from backend.training.train import chosen_op_threads
+    cpus = len(os.sched_getaffinity(0))
+    chosen = chosen_op_threads(64, 64, 2, cpus, 0, env)
+    logged = (tmp_path / "train.log").read_text()
+    if chosen:
+        assert (f"threads: 1 per op, {cpus} ops side by side ({cpus} CPUs, 64x64 input, batch 2 per replica; "
+                "set TF_NUM_INTRAOP_THREADS / TF_NUM_INTEROP_THREADS to choose); in effect: 1 intra-op, "
+                f"{cpus} inter-op") in logged
+    else:
+        assert "threads: TensorFlow's default" in logged or "from the environment" in logged
     status = progress.read_status(model_dir)
     assert status["state"] == "cancelled" and status["error"] is None
     assert status["step"] >= first["step"] and status["checkpoint"] == str(model_dir / "ckpt-1")
@@ -247,6 +258,38 @@ def step():
 step()
 print(float(w.numpy()))
 """
+
+
+def test_small_cpu_steps_run_one_thread_per_op_with_two_ops_side_by_side():
+    """On 2 CPUs without a GPU, steps of at most 160x160x8 input pixels per replica get 1 intra-op
+    and 2 inter-op threads (BENCHMARKS.md, "Threads"); anything else keeps TensorFlow's choice."""
+    from backend.training.train import SMALL_STEP_PIXELS, chosen_op_threads
+    assert SMALL_STEP_PIXELS == 204_800
+    assert chosen_op_threads(128, 128, 8, 2, 0, {}) == (1, 2)
+    assert chosen_op_threads(160, 160, 8, 2, 0, {}) == (1, 2)
+    assert chosen_op_threads(320, 320, 2, 2, 0, {}) == (1, 2)
+    assert chosen_op_threads(192, 192, 8, 2, 0, {}) is None   # 294,912 pixels: TensorFlow's default
+    assert chosen_op_threads(256, 256, 8, 2, 0, {}) is None
+    assert chosen_op_threads(128, 128, 8, 4, 0, {}) is None   # not measured on more cores
+    assert chosen_op_threads(128, 128, 8, 1, 0, {}) is None
+    assert chosen_op_threads(128, 128, 8, 2, 1, {}) is None   # a GPU runs the ops
+    assert chosen_op_threads(128, 128, 8, 2, 0, {"TF_NUM_INTRAOP_THREADS": "2"}) is None
+    assert chosen_op_threads(128, 128, 8, 2, 0, {"TF_NUM_INTEROP_THREADS": "1"}) is None
+
+
+def test_thread_counts_are_kept_once_tensorflow_has_started(monkeypatch):
+    import tensorflow as tf
+
+    from backend.training import train
+    float(tf.constant(1.0) + 1.0)  # this process's TensorFlow has started
+    monkeypatch.setattr(train.os, "sched_getaffinity", lambda pid: {0, 1})
+    for name in train.THREAD_ENV:
+        monkeypatch.delenv(name, raising=False)
+    assert train.set_op_threads(128, 128, 8) == "threads: kept (TensorFlow had already started in this process)"
+    monkeypatch.setenv("TF_NUM_INTRAOP_THREADS", "3")
+    assert train.set_op_threads(128, 128, 8) == "threads: TF_NUM_INTRAOP_THREADS=3 from the environment"
+    monkeypatch.delenv("TF_NUM_INTRAOP_THREADS")
+    assert train.set_op_threads(256, 256, 8) == "threads: TensorFlow's default (2 CPUs, 0 GPUs)"
 
 
 @pytest.mark.slow
