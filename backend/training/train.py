@@ -375,12 +375,11 @@ def set_op_threads(height: int, width: int, per_replica_batch: int) -> str:
                               else f"TensorFlow's default ({cpus} CPUs, {gpus} GPUs)")
     intra, inter = choice
     pools = tf.config.threading
-    if (pools.get_intra_op_parallelism_threads(), pools.get_inter_op_parallelism_threads()) != choice:
-        try:
-            pools.set_intra_op_parallelism_threads(intra)
-            pools.set_inter_op_parallelism_threads(inter)
-        except RuntimeError:  # TensorFlow already ran an op in this process (a test, a notebook)
-            return "threads: kept (TensorFlow had already started in this process)"
+    try:  # setting a count to the value it has is a no-op, even after TensorFlow started
+        pools.set_intra_op_parallelism_threads(intra)
+        pools.set_inter_op_parallelism_threads(inter)
+    except RuntimeError:  # TensorFlow already ran an op in this process (a test, a notebook)
+        return "threads: kept (TensorFlow had already started in this process)"
     return (f"threads: {intra} per op, {inter} ops side by side ({cpus} CPUs, {height}x{width} input, "
             f"batch {per_replica_batch} per replica; set TF_NUM_INTRAOP_THREADS / "
             f"TF_NUM_INTEROP_THREADS to choose); in effect: {pools.get_intra_op_parallelism_threads()} "
@@ -531,8 +530,8 @@ def _train(config_path: Path, model_dir: Path, stop: _StopFlag, state: dict[str,
     config = training_config(doc)
     for path, line, reason in config.ignored:
         log.warning("ignored: %s (line %d): %s", path, line, reason)
-    if choose_threads:
-        cpu_replicas = 1 if tf.config.list_physical_devices("GPU") else int(os.environ.get(CPU_REPLICAS_ENV) or 1)
+    if choose_threads:  # with a GPU set_op_threads keeps TensorFlow's choice: CPU replicas only here
+        cpu_replicas = int(os.environ.get(CPU_REPLICAS_ENV) or 1)
         per_replica_batch = max(1, (batch_size or config.batch_size) // (cpu_replicas * max(1, num_workers)))
         log.info("%s", set_op_threads(config.model.height, config.model.width, per_replica_batch))
     check_fine_tune_checkpoint(config, doc)
